@@ -1,0 +1,1 @@
+"""Built-in agents that close the MLOps loop: tracker, checker, improver, planner."""

@@ -1,0 +1,1 @@
+"""Runtime and interfaces: CLI, local supervisor, embedded servers."""

@@ -1,0 +1,88 @@
+"""One settings tree for every agent, the CLI and the Helm chart.
+
+Settings are read once, at the edge (the CLI or the pod entrypoint), from the
+environment and an optional YAML/JSON file, and then injected: nothing below
+this module reads the environment. Every field maps to an environment variable
+``SCANFLOW_<SECTION>__<FIELD>`` (for example ``SCANFLOW_NATS__URL``) and to the
+same path in the Helm chart's ``values.yaml`` under ``settings:``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class NatsSettings(BaseModel):
+    """How agents reach each other."""
+
+    url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated.")
+    user: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait for the first connection.")
+    stream: str = Field(
+        "",
+        description="JetStream stream for events; empty means SCANFLOW_<NAMESPACE>.",
+    )
+    stream_max_age: float = Field(
+        7 * 24 * 3600.0, gt=0, description="Seconds an event is kept in the stream."
+    )
+
+
+class MlflowSettings(BaseModel):
+    """Where agents keep their knowledge."""
+
+    tracking_uri: str = Field("http://127.0.0.1:5000", description="MLflow tracking server URI.")
+    registry_uri: str | None = Field(None, description="Model registry URI if not the tracking one.")
+    username: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    timeout: float = Field(10.0, gt=0, description="Seconds for one MLflow HTTP request.")
+
+
+class HandlerSettings(BaseModel):
+    """Defaults for every sensor, rule and actuator that does not set its own."""
+
+    timeout: float = Field(30.0, gt=0, description="Seconds one handler run may take.")
+    retries: int = Field(0, ge=0, description="Extra attempts after a temporary failure.")
+    backoff: float = Field(1.0, ge=0, description="First retry delay, doubled at each attempt.")
+    max_backoff: float = Field(60.0, ge=0, description="Longest delay between retries.")
+
+
+class AgentSettings(BaseModel):
+    """How an agent process behaves."""
+
+    heartbeat_interval: float = Field(5.0, gt=0, description="Seconds between heartbeats.")
+    call_timeout: float = Field(10.0, gt=0, description="Default seconds to wait for a reply.")
+    dry_run: bool = Field(False, description="Record what actuators would do without acting.")
+    idempotency_window: float = Field(
+        3600.0, gt=0, description="Seconds a reply is kept to answer a redelivered call."
+    )
+    idempotency_size: int = Field(10_000, gt=0, description="Replies kept for redelivered calls.")
+    shutdown_timeout: float = Field(10.0, gt=0, description="Seconds a graceful stop may take.")
+    handlers: HandlerSettings = Field(default_factory=HandlerSettings)
+
+
+class Settings(BaseSettings):
+    """The root of the settings tree."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SCANFLOW_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    namespace: str = Field(
+        "default",
+        pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$",
+        description="Team namespace: isolates subjects, streams and platform objects.",
+    )
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+
+    @property
+    def stream_name(self) -> str:
+        """The JetStream stream that holds this namespace's events."""
+        return self.nats.stream or f"SCANFLOW_{self.namespace.upper().replace('-', '_')}"
