@@ -1,0 +1,19 @@
+"""The built-in model server: an MLflow model behind HTTP, reporting what it sees.
+
+Run one replica with::
+
+    python -m scanflow_agents.serving --model-uri models:/digits@production \\
+        --port 8080 --reuse-port --tracking-uri http://127.0.0.1:5000
+
+Endpoints: ``POST /predict`` (``{"rows": [...]}`` or ``{"instances": [[...]]}``;
+each prediction gets an id), ``POST /labels`` (ground truth joined by id),
+``GET /health`` (200 once the model is loaded), ``GET /metrics`` (Prometheus).
+Serving reports go to NATS and MLflow (see :mod:`scanflow_agents.serving.reporting`).
+
+Importing this package is light; FastAPI, uvicorn, numpy and MLflow load only
+when a server starts.
+"""
+
+from scanflow_agents.serving.config import ServingConfig
+
+__all__ = ["ServingConfig"]

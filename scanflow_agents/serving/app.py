@@ -1,0 +1,140 @@
+"""The HTTP interface of the model server (FastAPI)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from scanflow_agents.serving import prometheus
+from scanflow_agents.serving.config import ServingConfig
+from scanflow_agents.serving.models import BadInput, LoadedModel, load_model
+from scanflow_agents.serving.reporting import Reporter
+from scanflow_agents.serving.stats import ServingStats
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerState:
+    """What the endpoints share: the model once loaded, and the counters."""
+
+    config: ServingConfig
+    model: LoadedModel | None = None
+    load_error: str | None = None
+    stats: ServingStats = field(default_factory=ServingStats)
+
+
+def create_app(state: ServerState) -> FastAPI:
+    """Build the app that serves ``state.model`` (loaded at startup if not yet).
+
+    Args:
+        state: The config, counters and (possibly already loaded) model.
+    """
+    config = state.config
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = None
+        if state.model is None:
+            # Loading takes seconds; /health answers 503 meanwhile instead of
+            # the process looking dead to a prober.
+            loading = asyncio.create_task(_load(state), name=f"load model {config.model_uri}")
+        async with Reporter(config, state.stats):
+            yield
+        if loading is not None and not loading.done():
+            loading.cancel()
+
+    app = FastAPI(title="Scanflow model server", lifespan=lifespan)
+
+    @app.get("/health")
+    async def health() -> Response:
+        body = {"ready": state.model is not None, "model_uri": config.model_uri,
+                "replica": config.replica, "error": state.load_error}
+        return JSONResponse(body, status_code=200 if state.model is not None else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        labels = {"workflow": config.workflow, "node": config.node, "replica": config.replica}
+        text = prometheus.render(state.stats, labels=labels, model_uri=config.model_uri,
+                                 ready=state.model is not None)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        started = time.perf_counter()
+        response = await _predict(state, request)
+        state.stats.record_request("/predict", response.status_code,
+                                   time.perf_counter() - started)
+        return response
+
+    @app.post("/labels")
+    async def labels(request: Request) -> Response:
+        started = time.perf_counter()
+        response = await _labels(state, request)
+        state.stats.record_request("/labels", response.status_code,
+                                   time.perf_counter() - started)
+        return response
+
+    return app
+
+
+async def _load(state: ServerState) -> None:
+    config = state.config
+    try:
+        state.model = await asyncio.to_thread(
+            load_model, config.model_uri, config.tracking_uri, config.registry_uri
+        )
+    except Exception as exc:
+        state.load_error = f"{type(exc).__name__}: {exc}"
+        logger.exception("model server %s: cannot load model %s; /health stays 503",
+                         config.replica, config.model_uri)
+
+
+async def _predict(state: ServerState, request: Request) -> Response:
+    model = state.model
+    if model is None:
+        return JSONResponse({"error": "model not loaded yet"}, status_code=503)
+    try:
+        model_input, columns = model.prepare(await request.json())
+    except BadInput as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    except ValueError:
+        return JSONResponse({"error": "body is not JSON"}, status_code=400)
+    try:
+        # Off the event loop: a big batch or a slow model must not stall
+        # health checks and the requests of other clients.
+        predictions = await run_in_threadpool(model.predict, model_input)
+    except Exception as exc:
+        logger.exception("model server %s: prediction failed", state.config.replica)
+        return JSONResponse({"error": f"prediction failed: {type(exc).__name__}: {exc}"},
+                            status_code=500)
+    ids = [uuid.uuid4().hex for _ in predictions]
+    state.stats.record_predictions(ids, columns, predictions)
+    return JSONResponse({
+        "model_uri": model.uri,
+        "replica": state.config.replica,
+        "predictions": [{"id": i, "prediction": p} for i, p in zip(ids, predictions, strict=True)],
+    })
+
+
+async def _labels(state: ServerState, request: Request) -> Response:
+    try:
+        body: Any = await request.json()
+        items = [(str(item["id"]), item["label"]) for item in body["labels"]]
+    except (ValueError, KeyError, TypeError):
+        return JSONResponse(
+            {"error": "expected {\"labels\": [{\"id\": <prediction id>, \"label\": <value>}]}"},
+            status_code=400,
+        )
+    matched, unknown = state.stats.record_labels(items)
+    return JSONResponse({"matched": matched, "unknown": unknown, "replica": state.config.replica})

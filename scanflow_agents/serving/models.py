@@ -1,0 +1,101 @@
+"""Loading an MLflow model and turning request bodies into its input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+class BadInput(ValueError):
+    """The request body cannot be turned into model input (HTTP 400)."""
+
+
+@dataclass
+class LoadedModel:
+    """A pyfunc model with what the server needs to know about its input."""
+
+    uri: str
+    model: Any
+    input_names: list[str] | None
+
+    def prepare(self, body: Any) -> tuple[Any, dict[str, np.ndarray]]:
+        """Turn a request body into model input and numeric feature columns.
+
+        Accepted bodies: ``{"rows": [{"name": value, ...}, ...]}`` or a numeric
+        matrix as ``{"instances": [[...], ...]}`` (``"inputs"`` is a synonym).
+
+        Returns:
+            The model input and, for input summaries, the numeric columns by name.
+
+        Raises:
+            BadInput: With the reason, if the body has neither shape.
+        """
+        import pandas as pd
+
+        if not isinstance(body, dict):
+            raise BadInput("expected a JSON object with 'rows' or 'instances'")
+        if "rows" in body:
+            rows = body["rows"]
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise BadInput("'rows' must be a list of objects")
+            frame = pd.DataFrame(rows)
+            numeric = frame.select_dtypes("number")
+            columns = {str(c): numeric[c].to_numpy(dtype=float) for c in numeric.columns}
+            return frame, columns
+        matrix = body.get("instances", body.get("inputs"))
+        if matrix is None:
+            raise BadInput("expected a JSON object with 'rows' or 'instances'")
+        try:
+            array = np.asarray(matrix, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise BadInput(f"'instances' is not a numeric matrix: {exc}") from None
+        if array.ndim == 1:
+            array = array.reshape(1, -1)
+        if array.ndim != 2:
+            raise BadInput(f"'instances' must be a matrix, got {array.ndim} dimensions")
+        names = self.input_names
+        if names and len(names) != array.shape[1]:
+            raise BadInput(f"expected {len(names)} features per row, got {array.shape[1]}")
+        names = names or [f"x{i}" for i in range(array.shape[1])]
+        columns = {name: array[:, i] for i, name in enumerate(names)}
+        # Column-based signatures want a frame with their names; tensor ones an array.
+        model_input = pd.DataFrame(array, columns=names) if self.input_names else array
+        return model_input, columns
+
+    def predict(self, model_input: Any) -> list[Any]:
+        """Predict and return JSON-ready values, one per row."""
+        output = self.model.predict(model_input)
+        if hasattr(output, "to_numpy"):
+            output = output.to_numpy()
+        array = np.asarray(output)
+        if array.ndim > 1 and array.shape[1] == 1:
+            array = array[:, 0]
+        return [_plain(v) for v in array.tolist()]
+
+
+def load_model(uri: str, tracking_uri: str | None, registry_uri: str | None) -> LoadedModel:
+    """Load ``uri`` as an MLflow pyfunc model (blocking; call it from a thread).
+
+    The URIs are set process-wide: a model server is its own process with one
+    model, so MLflow's global state is not shared with anything else here.
+    """
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    if registry_uri:
+        mlflow.set_registry_uri(registry_uri)
+    model = mlflow.pyfunc.load_model(uri)
+    names: list[str] | None = None
+    schema = model.metadata.get_input_schema()
+    if schema is not None and schema.has_input_names() and not schema.is_tensor_spec():
+        names = list(schema.input_names())
+    return LoadedModel(uri=uri, model=model, input_names=names)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

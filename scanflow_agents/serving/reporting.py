@@ -1,0 +1,161 @@
+"""Periodic serving reports: to NATS for the tracker, to MLflow as its memory.
+
+Every ``report_interval`` seconds the replica takes its window of counters
+(requests, latency percentiles, errors, input and prediction summaries,
+labelled accuracy) and sends it as one JSON event on
+``scanflow.<namespace>.events.serving.<workflow>.<node>`` and as metrics of an
+MLflow run tagged ``scanflow.workflow``/``scanflow.node``/``scanflow.replica``.
+Each replica reports on its own; the tracker adds them up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from types import TracebackType
+from typing import Any
+
+from scanflow_agents.serving._tasks import guarded, stop
+from scanflow_agents.serving.config import ServingConfig
+from scanflow_agents.serving.stats import ServingStats
+
+logger = logging.getLogger(__name__)
+
+
+def envelope(kind: str, source: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Wrap ``payload`` in the message envelope (the one place that knows it)."""
+    return {"id": uuid.uuid4().hex, "kind": kind, "source": source, "time": time.time(),
+            "payload": payload}
+
+
+def subject(config: ServingConfig) -> str:
+    """The NATS subject a replica's serving reports go to."""
+    return f"scanflow.{config.namespace}.events.serving.{config.workflow}.{config.node}"
+
+
+class Reporter:
+    """Sends a report every interval while entered, and a last one on exit."""
+
+    def __init__(self, config: ServingConfig, stats: ServingStats) -> None:
+        self.config = config
+        self.stats = stats
+        self.sequence = 0
+        self._nats: Any = None
+        self._mlflow: _MlflowLog | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Reporter:
+        if self.config.nats_url:
+            import nats
+
+            # Reports are best effort: a missing NATS must not stop serving.
+            try:
+                self._nats = await nats.connect(self.config.nats_url, connect_timeout=5,
+                                                max_reconnect_attempts=-1)
+            except Exception as exc:
+                logger.warning("model server %s: no NATS at %s (%s); reports go to MLflow only",
+                               self.config.replica, self.config.nats_url, exc)
+        if self.config.tracking_uri:
+            self._mlflow = _MlflowLog(self.config)
+        name = f"serving reports of {self.config.workflow}/{self.config.node}/{self.config.replica}"
+        self._task = guarded(self._loop(), name=name, logger=logger)
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None
+                        ) -> None:
+        await stop(self._task)
+        await self.report()  # What came since the last tick is not lost on a rollout.
+        if self._nats is not None:
+            await self._nats.drain()
+        if self._mlflow is not None:
+            await asyncio.to_thread(self._mlflow.finish)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.report_interval)
+            await self.report()
+
+    async def report(self) -> dict[str, Any]:
+        """Take the current window and send it; returns the report payload."""
+        self.sequence += 1
+        payload = {"workflow": self.config.workflow, "node": self.config.node,
+                   "replica": self.config.replica, "model_uri": self.config.model_uri,
+                   "sequence": self.sequence, **self.stats.take_window()}
+        if self._nats is not None:
+            message = envelope("event", f"serving/{self.config.workflow}/{self.config.node}/"
+                               f"{self.config.replica}", payload)
+            try:
+                await self._nats.publish(subject(self.config), json.dumps(message).encode())
+            except Exception as exc:
+                logger.warning("model server %s: report %d not published: %s",
+                               self.config.replica, self.sequence, exc)
+        if self._mlflow is not None:
+            try:
+                await asyncio.to_thread(self._mlflow.log, payload, self.sequence)
+            except Exception as exc:
+                logger.warning("model server %s: report %d not logged to MLflow: %s",
+                               self.config.replica, self.sequence, exc)
+        return payload
+
+
+class _MlflowLog:
+    """One MLflow run per replica; blocking, so only ever called from a thread."""
+
+    def __init__(self, config: ServingConfig) -> None:
+        self.config = config
+        self.run_id: str | None = None
+        self._client: Any = None
+
+    def log(self, payload: dict[str, Any], step: int) -> None:
+        from mlflow.entities import Metric
+
+        if self._client is None:
+            self._start()
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, value, now, step) for key, value in flatten(payload).items()]
+        for start in range(0, len(metrics), 900):  # MLflow takes 1,000 per batch.
+            self._client.log_batch(self.run_id, metrics=metrics[start:start + 900])
+
+    def finish(self) -> None:
+        if self._client is not None and self.run_id is not None:
+            self._client.set_terminated(self.run_id)
+
+    def _start(self) -> None:
+        from mlflow.tracking import MlflowClient
+
+        config = self.config
+        # An explicit client: no process-wide "active run" that other code
+        # in the process could log into by accident.
+        self._client = MlflowClient(config.tracking_uri, config.registry_uri)
+        experiment = self._client.get_experiment_by_name(config.experiment)
+        experiment_id = (experiment.experiment_id if experiment is not None
+                         else self._client.create_experiment(config.experiment))
+        run = self._client.create_run(experiment_id, run_name=f"{config.node}-{config.replica}",
+                                      tags={"scanflow.workflow": config.workflow,
+                                            "scanflow.node": config.node,
+                                            "scanflow.replica": config.replica,
+                                            "scanflow.kind": "serving",
+                                            "scanflow.model_uri": config.model_uri})
+        self.run_id = run.info.run_id
+
+
+def flatten(payload: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numeric leaves of a report as MLflow metric names (``latency_ms.p95``)."""
+    out: dict[str, float] = {}
+    for key, value in payload.items():
+        name = f"{prefix}{key}"
+        if name in ("window.start", "window.end"):
+            continue  # Times, not measurements; MLflow stamps each metric anyway.
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool) and key != "sequence":
+            out[_metric_name(name)] = float(value)
+    return out
+
+
+def _metric_name(name: str) -> str:
+    # MLflow allows letters, digits and _-./ and spaces; class labels may hold anything.
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)
