@@ -20,7 +20,9 @@ class NatsSettings(BaseModel):
     user: str | None = None
     password: SecretStr | None = None
     token: SecretStr | None = None
-    connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait for the first connection.")
+    connect_timeout: float = Field(
+        5.0, gt=0, description="Seconds to wait for the first connection."
+    )
     stream: str = Field(
         "",
         description="JetStream stream for events; empty means SCANFLOW_<NAMESPACE>.",
@@ -34,7 +36,9 @@ class MlflowSettings(BaseModel):
     """Where agents keep their knowledge."""
 
     tracking_uri: str = Field("http://127.0.0.1:5000", description="MLflow tracking server URI.")
-    registry_uri: str | None = Field(None, description="Model registry URI if not the tracking one.")
+    registry_uri: str | None = Field(
+        None, description="Model registry URI if not the tracking one."
+    )
     username: str | None = None
     password: SecretStr | None = None
     token: SecretStr | None = None
@@ -86,3 +90,49 @@ class Settings(BaseSettings):
     def stream_name(self) -> str:
         """The JetStream stream that holds this namespace's events."""
         return self.nats.stream or f"SCANFLOW_{self.namespace.upper().replace('-', '_')}"
+
+    @classmethod
+    def defaults(cls) -> Settings:
+        """The built-in defaults, ignoring the environment (for embedding and tests)."""
+        return cls.model_construct()
+
+    @classmethod
+    def load(cls, path: str | None = None, **overrides: object) -> Settings:
+        """Read settings at the edge: a YAML or JSON file, then the environment, then overrides.
+
+        Later sources win: an environment variable beats the file, and an
+        explicit override (a CLI option) beats both.
+        """
+        data: dict[str, object] = {}
+        if path:
+            data = _read_file(path)
+        from_env = cls()  # pydantic-settings reads SCANFLOW_* variables here
+        merged = _deep_merge(data, from_env.model_dump(exclude_unset=True))
+        return cls.model_validate(_deep_merge(merged, overrides))
+
+
+def _read_file(path: str) -> dict[str, object]:
+    import json
+    from pathlib import Path
+
+    text = Path(path).read_text()
+    if path.endswith((".yaml", ".yml")):
+        import yaml  # optional: only needed for YAML settings files
+
+        loaded = yaml.safe_load(text) or {}
+    else:
+        loaded = json.loads(text)
+    if not isinstance(loaded, dict):
+        raise ValueError(f"settings file {path} must hold a mapping at the top level")
+    return loaded
+
+
+def _deep_merge(base: dict[str, object], extra: dict[str, object]) -> dict[str, object]:
+    merged = dict(base)
+    for key, value in extra.items():
+        current = merged.get(key)
+        if isinstance(current, dict) and isinstance(value, dict):
+            merged[key] = _deep_merge(current, value)
+        else:
+            merged[key] = value
+    return merged

@@ -27,15 +27,20 @@ def main(tracking_uri: str) -> None:
     for version, samples in ((1, 60), (2, 1200)):
         model = LogisticRegression(max_iter=300).fit(features[:samples], labels[:samples])
         with mlflow.start_run(run_name=f"digits-v{version}"):
-            mlflow.sklearn.log_model(model, name="model", input_example=features[:2],
-                                     registered_model_name="digits",
-                                     pip_requirements=["scikit-learn"])
+            mlflow.sklearn.log_model(
+                model,
+                name="model",
+                input_example=features[:2],
+                registered_model_name="digits",
+                pip_requirements=["scikit-learn"],
+            )
         uris[f"v{version}"] = f"models:/digits/{version}"
     MlflowClient().set_registered_model_alias("digits", "production", "1")
     uris["production"] = "models:/digits@production"
     test_rows = features[1500:1520]
-    print(json.dumps({"uris": uris, "rows": test_rows.tolist(),
-                      "labels": labels[1500:1520].tolist()}))
+    print(
+        json.dumps({"uris": uris, "rows": test_rows.tolist(), "labels": labels[1500:1520].tolist()})
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,67 @@
+"""Scanflow Agents: supervise machine-learning workflows with agents.
+
+Write an agent by subclassing :class:`Agent` and declaring methods with
+:func:`sensor` (observe), :func:`rule` (decide) and :func:`actuator` (act).
+"""
+
+from scanflow_agents.actuators import ActuatorSpec, Rate, actuator
+from scanflow_agents.agents import Agent, Peer
+from scanflow_agents.errors import (
+    BadInput,
+    BadMessage,
+    CallError,
+    CallTimeout,
+    DefinitionError,
+    ErrorCode,
+    HandlerFailed,
+    NotFound,
+    PermanentError,
+    Rejected,
+    TemporaryError,
+    Unavailable,
+)
+from scanflow_agents.handlers import ErrorMode, HandlerOptions
+from scanflow_agents.messages import Call, Decision, Envelope, Event, Observation
+from scanflow_agents.rules import RuleSpec, rule
+from scanflow_agents.sensors import SensorSpec, sensor
+from scanflow_agents.settings import Settings
+from scanflow_agents.triggers import At, Cron, Interval, OnEvent
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActuatorSpec",
+    "Agent",
+    "At",
+    "BadInput",
+    "BadMessage",
+    "Call",
+    "CallError",
+    "CallTimeout",
+    "Cron",
+    "Decision",
+    "DefinitionError",
+    "Envelope",
+    "ErrorCode",
+    "ErrorMode",
+    "Event",
+    "HandlerFailed",
+    "HandlerOptions",
+    "Interval",
+    "NotFound",
+    "Observation",
+    "OnEvent",
+    "Peer",
+    "PermanentError",
+    "Rate",
+    "Rejected",
+    "RuleSpec",
+    "SensorSpec",
+    "Settings",
+    "TemporaryError",
+    "Unavailable",
+    "__version__",
+    "actuator",
+    "rule",
+    "sensor",
+]

@@ -1,0 +1,1 @@
+"""Private machinery of the framework core; import from scanflow_agents instead."""

@@ -1,0 +1,76 @@
+"""Time triggers on APScheduler 3 (``AsyncIOScheduler``).
+
+Each interval, cron or date sensor is one job with ``max_instances=1`` and
+``coalesce=True``: a sensor never overlaps itself, and runs missed while the
+agent was busy collapse into one instead of firing in a burst.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from scanflow_agents.triggers import At, Cron, Interval
+
+if TYPE_CHECKING:
+    from scanflow_agents._core.running import AgentRuntime
+    from scanflow_agents.sensors import SensorSpec
+
+logger = logging.getLogger("scanflow_agents.scheduling")
+
+
+class Scheduler:
+    """Schedules one agent's time-triggered sensors."""
+
+    def __init__(self, runtime: AgentRuntime) -> None:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        self.runtime = runtime
+        self._scheduler = AsyncIOScheduler(timezone="UTC")
+        self.started = False
+
+    def start(self) -> None:
+        for spec in self.runtime.agent.sensors.values():
+            trigger = _trigger(spec)
+            if trigger is None:
+                continue
+            self._scheduler.add_job(
+                self.runtime.run_sensor_guarded,
+                trigger,
+                args=[spec.id],
+                id=spec.id,
+                name=f"{self.runtime.agent.name}:{spec.id}",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
+        self._scheduler.start()
+        self.started = True
+
+    def next_run(self, sensor_id: str) -> datetime | None:
+        if not self.started:
+            return None
+        job = self._scheduler.get_job(sensor_id)
+        return job.next_run_time if job is not None else None
+
+    def stop(self) -> None:
+        if self.started:
+            self.started = False
+            self._scheduler.shutdown(wait=False)
+
+
+def _trigger(spec: SensorSpec) -> Any:
+    from apscheduler.triggers.date import DateTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    trigger = spec.trigger
+    if isinstance(trigger, Interval):
+        return IntervalTrigger(
+            seconds=trigger.seconds, jitter=trigger.jitter or None, timezone="UTC"
+        )
+    if isinstance(trigger, Cron):
+        return trigger.to_apscheduler()
+    if isinstance(trigger, At):
+        return DateTrigger(run_date=trigger.when)
+    return None  # event sensors are driven by subscriptions, not by time

@@ -1,0 +1,149 @@
+"""Talk to running agents without being one: for the CLI, the console, scripts and tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pydantic import ValidationError
+
+from scanflow_agents._core.calling import call_envelope, remote_call
+from scanflow_agents._core.recording import event_record
+from scanflow_agents.errors import CallTimeout, Unavailable
+from scanflow_agents.messages import Envelope, Reply
+from scanflow_agents.settings import Settings
+from scanflow_agents.subjects import Subjects
+from scanflow_agents.transports.base import NoResponders, RequestTimeout, Transport
+
+RECORD_KINDS = ("observation", "decision", "action")
+
+
+async def connect_transport(settings: Settings, *, name: str = "scanflow") -> Transport:
+    """Connect to the NATS server of ``settings`` with the namespace's event stream."""
+    from scanflow_agents.transports.nats import NatsTransport
+
+    subjects = Subjects(settings.namespace)
+    return await NatsTransport.connect(
+        settings.nats, stream=settings.stream_name, stream_subjects=[subjects.all_events], name=name
+    )
+
+
+class Client:
+    """Calls, describes and discovers agents of one namespace over a transport."""
+
+    def __init__(
+        self, transport: Transport, *, namespace: str = "default", name: str = "client"
+    ) -> None:
+        self.transport = transport
+        self.subjects = Subjects(namespace)
+        self.name = name
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, settings: Settings) -> AsyncIterator[Client]:
+        """Connect to NATS as in ``settings`` and close the connection on exit."""
+        transport = await connect_transport(settings, name="scanflow-client")
+        try:
+            yield cls(transport, namespace=settings.namespace)
+        finally:
+            await transport.close()
+
+    async def call(
+        self,
+        agent: str,
+        actuator: str,
+        /,
+        *,
+        timeout: float = 10.0,
+        dry_run: bool = False,
+        call_id: str | None = None,
+        correlation_id: str | None = None,
+        **params: Any,
+    ) -> Any:
+        """Call an actuator and return its result (raises a :class:`~scanflow_agents.CallError`).
+
+        Args:
+            call_id: the message id; sending the same id again is a redelivery,
+                answered from the first reply instead of acting twice.
+        """
+        envelope = call_envelope(
+            self.name,
+            agent,
+            actuator,
+            params,
+            call_id=call_id,
+            correlation_id=correlation_id,
+            dry_run=dry_run,
+        )
+        return await remote_call(self.transport, self.subjects, envelope, timeout)
+
+    async def describe(self, agent: str, *, timeout: float = 5.0) -> dict[str, Any]:
+        """The description of a running agent (sensors, rules, actuators with schemas)."""
+        envelope = Envelope(kind="describe", source=self.name, target=agent)
+        data = await self._request(self.subjects.describe(agent), envelope, agent, timeout)
+        result: dict[str, Any] = Reply.model_validate(Envelope.decode(data).payload).result
+        return result
+
+    async def discover(self, *, wait: float = 0.3) -> list[dict[str, Any]]:
+        """Every running agent replica of the namespace, as its latest heartbeat."""
+        envelope = Envelope(kind="describe", source=self.name)
+        replies = await self.transport.gather(self.subjects.discover, envelope.encode(), wait)
+        found = []
+        for data in replies:
+            try:
+                found.append(Reply.model_validate(Envelope.decode(data).payload).result)
+            except ValidationError:
+                continue  # a foreign or broken responder must not hide the others
+        return sorted(found, key=lambda item: (item["agent"], item["instance"]))
+
+    async def history(
+        self,
+        *,
+        agent: str | None = None,
+        correlation_id: str | None = None,
+        kinds: Iterable[str] = RECORD_KINDS,
+        limit: int = 10_000,
+    ) -> list[dict[str, Any]]:
+        """Recorded observations, decisions and actions from the event stream, oldest first.
+
+        Args:
+            agent: only this agent's records.
+            correlation_id: only one chain (sensor → rule → actuator → result).
+            kinds: which record kinds to return.
+        """
+        wanted = set(kinds)
+        subject = self.subjects.event(f"*.{agent}.>" if agent else ">")
+        records = []
+        for subject_name, data in await self.transport.history(subject, limit=limit):
+            kind = self.subjects.topic_of(subject_name).split(".", 1)[0]
+            if kind not in wanted:
+                continue
+            envelope = Envelope.decode(data)
+            if correlation_id and envelope.correlation_id != correlation_id:
+                continue
+            records.append(event_record(envelope, kind, envelope.target or ""))
+        return records
+
+    async def _request(self, subject: str, envelope: Envelope, agent: str, timeout: float) -> bytes:
+        try:
+            return await self.transport.request(subject, envelope.encode(), timeout)
+        except NoResponders:
+            raise Unavailable(
+                f"no agent '{agent}' is running in namespace '{self.subjects.namespace}'"
+            ) from None
+        except RequestTimeout:
+            raise CallTimeout(f"agent '{agent}' did not answer within {timeout:g} s") from None
+
+    async def wait_for_agents(self, names: Iterable[str], *, timeout: float = 10.0) -> None:
+        """Wait until every named agent answers discovery."""
+        wanted = set(names)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            alive = {item["agent"] for item in await self.discover(wait=0.1)}
+            if wanted <= alive:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                missing = ", ".join(sorted(wanted - alive))
+                raise TimeoutError(f"agents not running after {timeout:g} s: {missing}")

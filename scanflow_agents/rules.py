@@ -1,0 +1,75 @@
+"""Rules decide: they receive observations or events and return a decision, or ``None``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from scanflow_agents.errors import DefinitionError
+from scanflow_agents.handlers import ErrorMode, HandlerFn, HandlerOptions, HandlerSpec, attach
+from scanflow_agents.triggers import validate_topic
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuleSpec(HandlerSpec):
+    """A rule and what it watches.
+
+    Attributes:
+        sensors: ids of the agent's own sensors whose observations it receives.
+        topics: event topic patterns (other agents' events) it receives.
+
+    A rule that names neither watches every sensor of its agent. It is called as
+    ``fn(agent, observation)`` or ``fn(agent, event)`` and may return a
+    :class:`~scanflow_agents.Decision`.
+    """
+
+    kind = "rule"
+
+    sensors: tuple[str, ...] = ()
+    topics: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for topic in self.topics:
+            validate_topic(topic)
+
+    def watches_sensor(self, sensor_id: str) -> bool:
+        return sensor_id in self.sensors or (not self.sensors and not self.topics)
+
+    def __str__(self) -> str:
+        watched = [*self.sensors, *(f"on '{t}'" for t in self.topics)] or ["all sensors"]
+        return f"rule '{self.id}' ({', '.join(watched)})"
+
+
+def rule(
+    *sensors: str,
+    on: str | Sequence[str] = (),
+    id: str | None = None,
+    timeout: float | None = None,
+    retries: int | None = None,
+    backoff: float | None = None,
+    errors: ErrorMode = "temporary",
+) -> Callable[[HandlerFn], HandlerFn]:
+    """Declare a method as a rule.
+
+    Args:
+        *sensors: ids of this agent's sensors to watch (none and no ``on``: all of them).
+        on: event topic pattern(s) to watch, e.g. ``finding.checker.*``.
+        id: the rule's name; defaults to the method name.
+        timeout: seconds one run may take.
+        retries: extra attempts after a temporary failure.
+        backoff: seconds before the first retry, doubled each time.
+        errors: how unexpected exceptions are treated.
+    """
+    if sensors and callable(sensors[0]):
+        raise DefinitionError("@rule needs parentheses: write @rule() or @rule('sensor_id')")
+    topics = (on,) if isinstance(on, str) else tuple(on)
+    options = HandlerOptions(timeout=timeout, retries=retries, backoff=backoff, errors=errors)
+
+    def decorator(fn: HandlerFn) -> HandlerFn:
+        spec = RuleSpec(
+            id=id or fn.__name__, fn=fn, options=options, sensors=tuple(sensors), topics=topics
+        )
+        return attach(fn, spec)
+
+    return decorator

@@ -1,0 +1,70 @@
+"""Sensors observe: they run on a trigger and return an observation (or ``None``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from scanflow_agents.handlers import ErrorMode, HandlerFn, HandlerOptions, HandlerSpec, attach
+from scanflow_agents.triggers import OnEvent, Trigger, make_trigger
+
+
+@dataclass(frozen=True, kw_only=True)
+class SensorSpec(HandlerSpec):
+    """A sensor: its trigger, and whether its observations are published as events.
+
+    An interval, cron or date sensor is called as ``fn(agent)``; an event sensor
+    as ``fn(agent, event)`` with the :class:`~scanflow_agents.Event` received.
+    """
+
+    kind = "sensor"
+
+    trigger: Trigger
+    publish: bool = True
+
+    @property
+    def on_event(self) -> bool:
+        return isinstance(self.trigger, OnEvent)
+
+    def __str__(self) -> str:
+        return f"sensor '{self.id}' ({self.trigger})"
+
+
+def sensor(
+    *,
+    every: float | timedelta | None = None,
+    cron: str | None = None,
+    at: datetime | None = None,
+    on: str | None = None,
+    id: str | None = None,
+    timeout: float | None = None,
+    retries: int | None = None,
+    backoff: float | None = None,
+    errors: ErrorMode = "temporary",
+    publish: bool = True,
+) -> Callable[[HandlerFn], HandlerFn]:
+    """Declare a method as a sensor. Exactly one trigger keyword is required.
+
+    Args:
+        every: run every so many seconds (or a ``timedelta``).
+        cron: run on a cron expression (5 fields, or 6 with seconds first).
+        at: run once at this time-zone-aware moment.
+        on: run when an event arrives on this topic pattern (e.g. ``serving.digits.*``).
+        id: the sensor's name; defaults to the method name.
+        timeout: seconds one run may take.
+        retries: extra attempts after a temporary failure.
+        backoff: seconds before the first retry, doubled each time.
+        errors: how unexpected exceptions are treated (``temporary`` by default).
+        publish: publish each observation on ``observation.<agent>.<sensor>``.
+    """
+    trigger = make_trigger(every=every, cron=cron, at=at, on=on)
+    options = HandlerOptions(timeout=timeout, retries=retries, backoff=backoff, errors=errors)
+
+    def decorator(fn: HandlerFn) -> HandlerFn:
+        spec = SensorSpec(
+            id=id or fn.__name__, fn=fn, options=options, trigger=trigger, publish=publish
+        )
+        return attach(fn, spec)
+
+    return decorator

@@ -1,0 +1,159 @@
+"""A harness to run agents in tests: in memory by default, on a real NATS with one switch."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any
+
+from scanflow_agents._core.recording import event_record
+from scanflow_agents._core.running import AgentRuntime
+from scanflow_agents.agents import Agent
+from scanflow_agents.clients import Client, connect_transport
+from scanflow_agents.messages import Envelope, Observation
+from scanflow_agents.settings import Settings
+from scanflow_agents.subjects import Subjects
+from scanflow_agents.transports.base import Message, Transport
+from scanflow_agents.transports.memory import MemoryBroker, MemoryTransport
+
+
+class AgentHarness:
+    """Runs agents, records every event they publish, and drives them by hand.
+
+    Each agent gets its own connection, as if it ran in its own process. A
+    fresh namespace per harness keeps tests apart on a shared NATS server::
+
+        async with AgentHarness(Checker(), Planner(), nats_url=nats_url) as h:
+            await h.run_sensor("checker", "drift")
+            h.assert_called("planner", "scale", replicas=3)
+
+    Args:
+        *agents: the agents to run.
+        nats_url: a real NATS server to use; ``None`` runs on an in-memory bus.
+        namespace: defaults to a fresh random one.
+        schedule: start time-triggered sensors (off by default: drive them with
+            :meth:`run_sensor` instead of waiting).
+        settings: base settings for the agents (namespace and NATS URL are set here).
+    """
+
+    def __init__(
+        self,
+        *agents: Agent,
+        nats_url: str | None = None,
+        namespace: str | None = None,
+        schedule: bool = False,
+        settings: Settings | None = None,
+    ) -> None:
+        base = settings or Settings.defaults()
+        self.namespace = namespace or f"test-{uuid.uuid4().hex[:8]}"
+        nats = base.nats.model_copy(update={"url": nats_url} if nats_url else {})
+        self.settings = base.model_copy(update={"namespace": self.namespace, "nats": nats})
+        self.nats_url = nats_url
+        self.agents = {agent.name: agent for agent in agents}
+        self.schedule = schedule
+        self.events: list[dict[str, Any]] = []
+        self.broker = MemoryBroker()
+        self.subjects = Subjects(self.namespace)
+        self._stack = AsyncExitStack()
+        self._changed = asyncio.Event()
+        self.client: Client
+
+    async def connect(self, name: str) -> Transport:
+        """A new connection to the harness's bus (memory or NATS)."""
+        if self.nats_url is None:
+            transport: Transport = MemoryTransport(self.broker)
+        else:
+            transport = await connect_transport(self.settings, name=name)
+        self._stack.push_async_callback(transport.close)
+        return transport
+
+    async def __aenter__(self) -> AgentHarness:
+        try:
+            client_transport = await self.connect("harness")
+            self.client = Client(client_transport, namespace=self.namespace, name="harness")
+            await client_transport.subscribe(self.subjects.all_events, self._on_event)
+            for agent in self.agents.values():
+                agent.settings = self.settings
+                runtime = agent.running(await self.connect(agent.name), schedule=self.schedule)
+                await self._stack.enter_async_context(runtime)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    async def _on_event(self, message: Message) -> None:
+        topic = self.subjects.topic_of(message.subject)
+        envelope = Envelope.decode(message.data)
+        record = event_record(envelope, topic.split(".", 1)[0], envelope.target or "")
+        record["topic"] = topic
+        self.events.append(record)
+        self._changed.set()
+
+    def runtime(self, agent: str) -> AgentRuntime:
+        return self.agents[agent].runtime
+
+    async def run_sensor(self, agent: str, sensor: str) -> Observation | None:
+        """Run a sensor now, with its rules and their calls, and return the observation."""
+        return await self.runtime(agent).run_sensor(sensor)
+
+    async def call(self, agent: str, actuator: str, /, **kwargs: Any) -> Any:
+        """Call an actuator as an outside client would (over the bus)."""
+        return await self.client.call(agent, actuator, **kwargs)
+
+    async def emit(self, topic: str, payload: Any, *, source: str = "harness") -> Envelope:
+        """Publish an event as some outside source would."""
+        envelope = Envelope(kind="event", source=source, target=topic, payload=payload)
+        await self.client.transport.publish_durable(self.subjects.event(topic), envelope.encode())
+        return envelope
+
+    def records(
+        self, kind: str, agent: str | None = None, name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Recorded events of one kind (observation, decision, action), optionally filtered."""
+        return [
+            e
+            for e in self.events
+            if e["kind"] == kind
+            and (agent is None or e["agent"] == agent)
+            and (name is None or e["name"] == name)
+        ]
+
+    def calls(self, agent: str | None = None, actuator: str | None = None) -> list[dict[str, Any]]:
+        """The actuator calls the agents recorded (executed, refused or dry-run)."""
+        return [e["payload"] for e in self.records("action", agent, actuator)]
+
+    def assert_called(self, agent: str, actuator: str, /, **params: Any) -> dict[str, Any]:
+        """Assert that ``agent.actuator`` was executed successfully with at least these params."""
+        for call in self.calls(agent, actuator):
+            if call["ok"] and all(call["params"].get(k) == v for k, v in params.items()):
+                return call
+        seen = [c["params"] for c in self.calls(agent, actuator)]
+        raise AssertionError(f"{agent}.{actuator} was not called with {params}; calls seen: {seen}")
+
+    async def wait_for(
+        self, predicate: Callable[[list[dict[str, Any]]], bool], *, timeout: float = 5.0
+    ) -> None:
+        """Wait until ``predicate(self.events)`` holds (events arrive asynchronously)."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self.events):
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def settle(self) -> None:
+        """Let in-flight messages and handlers finish (flush every connection)."""
+        for agent in self.agents.values():
+            await agent.runtime.transport.flush()
+            await agent.runtime.tasks.wait(5.0)
+        await self.client.transport.flush()
+        await asyncio.sleep(0.01)

@@ -1,0 +1,199 @@
+"""An in-process message bus with the same contract as NATS.
+
+A :class:`MemoryBroker` plays the server; each :class:`MemoryTransport` is one
+client connection to it. Agents embedded in one process (tests, notebooks, the
+test harness by default) talk through it without a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+
+from scanflow_agents.transports.base import (
+    Message,
+    MessageHandler,
+    NoResponders,
+    RequestTimeout,
+    Subscription,
+    Transport,
+    TransportError,
+    subject_matches,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class MemoryBroker:
+    """The shared state of an in-memory bus: subscriptions, the event stream, the KV store."""
+
+    def __init__(self, *, stream_subjects: tuple[str, ...] = ("scanflow.*.events.>",)) -> None:
+        self.stream_subjects = stream_subjects
+        self.subscriptions: list[_MemorySubscription] = []
+        self.stream: list[tuple[str, bytes]] = []
+        self.kv: dict[tuple[str, str], bytes] = {}
+        self._inboxes = itertools.count()
+
+    def connect(self) -> MemoryTransport:
+        return MemoryTransport(self)
+
+    def new_inbox(self) -> str:
+        return f"_INBOX.{next(self._inboxes)}"
+
+    def route(self, subject: str, data: bytes, reply: str | None) -> int:
+        """Deliver to every plain subscriber and to one member of each queue group."""
+        plain: list[_MemorySubscription] = []
+        groups: dict[str, list[_MemorySubscription]] = {}
+        for sub in self.subscriptions:
+            if sub.active and subject_matches(sub.subject, subject):
+                if sub.queue is None:
+                    plain.append(sub)
+                else:
+                    groups.setdefault(sub.queue, []).append(sub)
+        chosen = plain + [random.choice(members) for members in groups.values()]
+        for sub in chosen:
+            sub.deliver(
+                Message(subject=subject, data=data, reply=reply, _respond=self._responder(reply))
+            )
+        return len(chosen)
+
+    def _responder(self, reply: str | None):  # type: ignore[no-untyped-def]
+        async def respond(data: bytes) -> None:
+            if reply is not None:
+                self.route(reply, data, None)
+
+        return respond
+
+
+class _MemorySubscription(Subscription):
+    def __init__(
+        self, broker: MemoryBroker, subject: str, handler: MessageHandler, queue: str | None
+    ) -> None:
+        self.broker = broker
+        self.subject = subject
+        self.queue = queue
+        self.handler = handler
+        self.active = True
+        self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
+        # One consumer task per subscription: messages are handled one at a time,
+        # in order, as nats-py does.
+        self._task = asyncio.create_task(self._consume(), name=f"memory-sub:{subject}")
+
+    def deliver(self, message: Message) -> None:
+        self._queue.put_nowait(message)
+
+    async def _consume(self) -> None:
+        while (message := await self._queue.get()) is not None:
+            try:
+                await self.handler(message)
+            except Exception:
+                logger.exception("handler of subscription %r failed", self.subject)
+
+    async def unsubscribe(self) -> None:
+        if self.active:
+            self.active = False
+            with contextlib.suppress(ValueError):
+                self.broker.subscriptions.remove(self)
+            self._queue.put_nowait(None)  # drain: what is queued is still handled
+            await self._task
+
+
+class MemoryTransport(Transport):
+    """One client connection to a :class:`MemoryBroker`."""
+
+    def __init__(self, broker: MemoryBroker | None = None) -> None:
+        self.broker = broker or MemoryBroker()
+        self._subs: list[_MemorySubscription] = []
+        self._closed = False
+
+    @property
+    def connected(self) -> bool:
+        return not self._closed
+
+    def _check(self) -> None:
+        if self._closed:
+            raise TransportError("the in-memory transport is closed")
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        self._check()
+        self.broker.route(subject, data, None)
+
+    async def publish_durable(self, subject: str, data: bytes) -> None:
+        self._check()
+        if not any(subject_matches(pattern, subject) for pattern in self.broker.stream_subjects):
+            raise TransportError(f"no event stream stores subject {subject!r}")
+        self.broker.stream.append((subject, data))
+        self.broker.route(subject, data, None)
+
+    async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
+        self._check()
+        inbox = self.broker.new_inbox()
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        async def on_reply(message: Message) -> None:
+            if not future.done():
+                future.set_result(message.data)
+
+        sub = _MemorySubscription(self.broker, inbox, on_reply, None)
+        self.broker.subscriptions.append(sub)
+        try:
+            if self.broker.route(subject, data, inbox) == 0:
+                raise NoResponders(f"no responders on {subject!r}")
+            try:
+                return await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                raise RequestTimeout(f"no reply on {subject!r} within {timeout:g}s") from None
+        finally:
+            await sub.unsubscribe()
+
+    async def gather(self, subject: str, data: bytes, timeout: float) -> list[bytes]:
+        self._check()
+        inbox = self.broker.new_inbox()
+        replies: list[bytes] = []
+
+        async def on_reply(message: Message) -> None:
+            replies.append(message.data)
+
+        sub = _MemorySubscription(self.broker, inbox, on_reply, None)
+        self.broker.subscriptions.append(sub)
+        try:
+            self.broker.route(subject, data, inbox)
+            await asyncio.sleep(timeout)
+        finally:
+            await sub.unsubscribe()
+        return replies
+
+    async def subscribe(
+        self, subject: str, handler: MessageHandler, *, queue: str | None = None
+    ) -> Subscription:
+        self._check()
+        sub = _MemorySubscription(self.broker, subject, handler, queue)
+        self.broker.subscriptions.append(sub)
+        self._subs.append(sub)
+        return sub
+
+    async def history(self, subject: str, *, limit: int = 10_000) -> list[tuple[str, bytes]]:
+        matching = [(s, d) for s, d in self.broker.stream if subject_matches(subject, s)]
+        return matching[:limit]
+
+    async def kv_get(self, bucket: str, key: str) -> bytes | None:
+        return self.broker.kv.get((bucket, key))
+
+    async def kv_put(self, bucket: str, key: str, value: bytes) -> None:
+        self._check()
+        self.broker.kv[(bucket, key)] = value
+
+    async def flush(self) -> None:
+        # Let consumer tasks run what is already queued.
+        await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for sub in self._subs:
+            await sub.unsubscribe()
+        self._subs.clear()

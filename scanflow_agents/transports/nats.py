@@ -1,0 +1,231 @@
+"""The NATS transport: core request/reply and pub/sub, JetStream for durable events and KV."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+from nats.js import api
+
+from scanflow_agents.settings import NatsSettings
+from scanflow_agents.transports.base import (
+    Message,
+    MessageHandler,
+    NoResponders,
+    RequestTimeout,
+    Subscription,
+    Transport,
+    TransportError,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class _NatsSubscription(Subscription):
+    def __init__(self, sub: NatsSubscription) -> None:
+        self._sub = sub
+        self._done = False
+
+    async def unsubscribe(self) -> None:
+        if not self._done:
+            self._done = True
+            # drain() lets messages already received be handled before the
+            # subscription goes, so a stopping agent answers what it accepted.
+            with contextlib.suppress(nats.errors.ConnectionClosedError):
+                await self._sub.drain()
+
+
+class NatsTransport(Transport):
+    """A transport over one NATS connection, with JetStream for the event stream.
+
+    Build it with :meth:`connect`; ``stream`` and ``stream_subjects`` name the
+    JetStream stream that stores events (created or updated on connect).
+    """
+
+    def __init__(self, nc: Client, *, stream: str, stream_subjects: list[str]) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.stream = stream
+        self.stream_subjects = stream_subjects
+        self._kv: dict[str, Any] = {}
+        self._closed = False
+        self._closing: list[bool] = []
+
+    @classmethod
+    async def connect(
+        cls,
+        settings: NatsSettings,
+        *,
+        stream: str,
+        stream_subjects: list[str],
+        name: str = "scanflow",
+    ) -> NatsTransport:
+        """Connect, and make sure the event stream exists with the wanted subjects."""
+
+        closing: list[bool] = []  # set by close(): a drain's disconnect is no news
+
+        async def on_error(exc: Exception) -> None:
+            logger.warning("NATS connection %s: %s", name, exc)
+
+        async def on_disconnect() -> None:
+            if not closing:
+                logger.warning("NATS connection %s lost; reconnecting", name)
+
+        async def on_reconnect() -> None:
+            logger.info("NATS connection %s restored", name)
+
+        options: dict[str, Any] = {
+            "servers": [url.strip() for url in settings.url.split(",")],
+            "name": name,
+            "connect_timeout": settings.connect_timeout,
+            "max_reconnect_attempts": -1,  # an agent outlives a NATS restart
+            "reconnect_time_wait": 0.5,
+            "allow_reconnect": True,
+            "error_cb": on_error,
+            "disconnected_cb": on_disconnect,
+            "reconnected_cb": on_reconnect,
+        }
+        if settings.user:
+            options["user"] = settings.user
+            options["password"] = settings.password.get_secret_value() if settings.password else ""
+        if settings.token:
+            options["token"] = settings.token.get_secret_value()
+        try:
+            nc = await nats.connect(**options)
+        except (OSError, nats.errors.Error, TimeoutError) as exc:
+            raise TransportError(f"cannot connect to NATS at {settings.url}: {exc}") from exc
+        transport = cls(nc, stream=stream, stream_subjects=stream_subjects)
+        transport._closing = closing
+        await transport._ensure_stream(settings.stream_max_age)
+        return transport
+
+    async def _ensure_stream(self, max_age: float) -> None:
+        config = api.StreamConfig(
+            name=self.stream,
+            subjects=self.stream_subjects,
+            max_age=max_age,
+            storage=api.StorageType.FILE,
+        )
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            # The stream exists with another configuration: bring it up to date.
+            await self.js.update_stream(config)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        await self.nc.publish(subject, data)
+
+    async def publish_durable(self, subject: str, data: bytes) -> None:
+        try:
+            await self.js.publish(subject, data, stream=self.stream)
+        except nats.errors.NoRespondersError as exc:
+            raise TransportError(f"JetStream did not store {subject!r}: {exc}") from exc
+        except nats.errors.TimeoutError as exc:
+            raise TransportError(f"JetStream did not acknowledge {subject!r} in time") from exc
+
+    async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
+        try:
+            reply = await self.nc.request(subject, data, timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise NoResponders(f"no responders on {subject!r}") from None
+        except nats.errors.TimeoutError:
+            raise RequestTimeout(f"no reply on {subject!r} within {timeout:g}s") from None
+        return reply.data
+
+    async def gather(self, subject: str, data: bytes, timeout: float) -> list[bytes]:
+        inbox = self.nc.new_inbox()
+        replies: list[bytes] = []
+
+        async def on_reply(msg: Msg) -> None:
+            replies.append(msg.data)
+
+        sub = await self.nc.subscribe(inbox, cb=on_reply)
+        try:
+            await self.nc.publish(subject, data, reply=inbox)
+            await asyncio.sleep(timeout)
+        finally:
+            await sub.unsubscribe()
+        return replies
+
+    async def subscribe(
+        self, subject: str, handler: MessageHandler, *, queue: str | None = None
+    ) -> Subscription:
+        async def on_message(msg: Msg) -> None:
+            message = Message(subject=msg.subject, data=msg.data, reply=msg.reply or None)
+            if msg.reply:
+                message._respond = msg.respond
+            try:
+                await handler(message)
+            except Exception:
+                logger.exception("handler of subscription %r failed", subject)
+
+        sub = await self.nc.subscribe(subject, queue=queue or "", cb=on_message)
+        return _NatsSubscription(sub)
+
+    async def history(self, subject: str, *, limit: int = 10_000) -> list[tuple[str, bytes]]:
+        info = await self.js.stream_info(self.stream, subjects_filter=subject)
+        if not info.state.subjects:
+            return []
+        sub = await self.js.subscribe(
+            subject,
+            stream=self.stream,
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.ALL,
+        )
+        events: list[tuple[str, bytes]] = []
+        try:
+            while len(events) < limit:
+                msg = await sub.next_msg(timeout=5)
+                events.append((msg.subject, msg.data))
+                if msg.metadata.num_pending == 0:
+                    break
+        finally:
+            await sub.unsubscribe()
+        return events
+
+    async def _bucket(self, bucket: str) -> Any:
+        if bucket not in self._kv:
+            try:
+                self._kv[bucket] = await self.js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                self._kv[bucket] = await self.js.create_key_value(bucket=bucket, history=1)
+        return self._kv[bucket]
+
+    async def kv_get(self, bucket: str, key: str) -> bytes | None:
+        kv = await self._bucket(bucket)
+        try:
+            entry = await kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        value: bytes | None = entry.value
+        return value
+
+    async def kv_put(self, bucket: str, key: str, value: bytes) -> None:
+        kv = await self._bucket(bucket)
+        await kv.put(key, value)
+
+    async def flush(self) -> None:
+        await self.nc.flush()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._closing.append(True)
+        if not self.nc.is_closed:
+            with contextlib.suppress(
+                nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError
+            ):
+                await self.nc.drain()
