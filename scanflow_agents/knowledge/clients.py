@@ -89,8 +89,10 @@ class KnowledgeClient:
         # Built lazily, in a worker thread: importing MLflow takes about a second.
         with self._stores_lock:
             if self._stores is None:
-                self._stores = (self._make_store(self.tracking_uri, registry=False),
-                                self._make_store(self.registry_uri, registry=True))
+                self._stores = (
+                    self._make_store(self.tracking_uri, registry=False),
+                    self._make_store(self.registry_uri, registry=True),
+                )
             return self._stores
 
     def _make_store(self, uri: str, *, registry: bool) -> Any:
@@ -116,10 +118,10 @@ class KnowledgeClient:
         if registry:
             from mlflow.tracking._model_registry.utils import _get_store as registry_store
 
-            return registry_store(uri)
+            return registry_store(uri)  # type: ignore[no-untyped-call]
         from mlflow.tracking._tracking_service.utils import _get_store as tracking_store
 
-        return tracking_store(uri)
+        return tracking_store(uri)  # type: ignore[no-untyped-call]
 
     async def _run(self, operation: str, fn: Callable[[], T]) -> T:
         if self._closed:
@@ -196,8 +198,12 @@ class KnowledgeClient:
             from mlflow.entities import ViewType
 
             page = store.search_runs(
-                list(experiment_ids), filter_string, ViewType.ACTIVE_ONLY,
-                max_results, list(order_by), page_token,
+                list(experiment_ids),
+                filter_string,
+                ViewType.ACTIVE_ONLY,
+                max_results,
+                list(order_by),
+                page_token,
             )
             return list(page), page.token
 
@@ -242,8 +248,11 @@ class KnowledgeClient:
             from mlflow.entities import RunTag
 
             run = store.create_run(
-                experiment_id, "scanflow", start_time or int(time.time() * 1000),
-                [RunTag(k, v) for k, v in (tags or {}).items()], run_name,
+                experiment_id,
+                "scanflow",
+                start_time or int(time.time() * 1000),
+                [RunTag(k, v) for k, v in (tags or {}).items()],
+                run_name,
             )
             return str(run.info.run_id)
 

@@ -32,7 +32,7 @@ class KnowledgeUnavailable(KnowledgeError):
         super().__init__(f"MLflow unreachable at {uri} while {operation}: {reason}")
 
 
-class StoreUnreachable(Exception):  # noqa: N818 - internal signal, never leaves the package
+class StoreUnreachable(Exception):
     """Raised by the REST stores below the client; the client adds the operation."""
 
     def __init__(self, uri: str, reason: str) -> None:

@@ -85,7 +85,7 @@ def _send(
     body = json.loads(json_body) if json_body is not None else None
     payload: dict[str, Any] = {"params": body} if method == "GET" else {"json": body}
     try:
-        response = http_request(
+        response = http_request(  # type: ignore[no-untyped-call]
             creds,
             endpoint,
             method,
@@ -108,7 +108,7 @@ def _send(
     response = verify_rest_response(response, endpoint)
     if response.status_code == 204:
         return response_proto
-    parse_dict(js_dict=json.loads(response.text), message=response_proto)
+    parse_dict(js_dict=json.loads(response.text), message=response_proto)  # type: ignore[no-untyped-call]
     return response_proto
 
 
@@ -116,14 +116,14 @@ def host_creds(
     uri: str, *, username: str | None, password: str | None, token: str | None
 ) -> MlflowHostCreds:
     """Credentials for one server, built from values instead of the environment."""
-    return MlflowHostCreds(host=uri, username=username, password=password, token=token)
+    return MlflowHostCreds(host=uri, username=username, password=password, token=token)  # type: ignore[no-untyped-call]
 
 
-class TrackingStore(_TrackingRestStore):  # type: ignore[misc]
+class TrackingStore(_TrackingRestStore):
     """MLflow's tracking REST store with per-instance credentials and policy."""
 
     def __init__(self, creds: MlflowHostCreds, policy: HttpPolicy) -> None:
-        super().__init__(lambda: creds)
+        super().__init__(lambda: creds)  # type: ignore[no-untyped-call]
         self._policy = policy
 
     def _call_endpoint(
@@ -147,11 +147,11 @@ class TrackingStore(_TrackingRestStore):  # type: ignore[misc]
         )
 
 
-class RegistryStore(_RegistryRestStore):  # type: ignore[misc]
+class RegistryStore(_RegistryRestStore):
     """MLflow's model-registry REST store with per-instance credentials and policy."""
 
     def __init__(self, creds: MlflowHostCreds, policy: HttpPolicy) -> None:
-        super().__init__(lambda: creds)
+        super().__init__(lambda: creds)  # type: ignore[no-untyped-call]
         self._policy = policy
 
     def _call_endpoint(
@@ -162,15 +162,15 @@ class RegistryStore(_RegistryRestStore):  # type: ignore[misc]
         extra_headers: dict[str, str] | None = None,
     ) -> Any:
         self._validate_workspace_support_if_specified()
-        response_proto = self._get_response_from_method(api)
+        response_proto = self._get_response_from_method(api)  # type: ignore[no-untyped-call]
         creds = self.get_host_creds()
         if not call_all_endpoints:
-            endpoint, method = self._get_endpoint_from_method(api)
+            endpoint, method = self._get_endpoint_from_method(api)  # type: ignore[no-untyped-call]
             return _send(
                 creds, self._policy, endpoint, method, json_body, response_proto, extra_headers
             )
         # Some APIs exist under several paths (older servers); try them in order.
-        endpoints = self._get_all_endpoints_from_method(api)
+        endpoints = self._get_all_endpoints_from_method(api)  # type: ignore[no-untyped-call]
         for index, (endpoint, method) in enumerate(endpoints):
             try:
                 return _send(
