@@ -13,8 +13,11 @@ from scanflow_agents.serving.server import serve
 def main(argv: list[str] | None = None) -> int:
     """Parse options, serve until stopped; the exit code is 0 on a clean stop."""
     config = ServingConfig.from_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s [{config.replica}] %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format=f"%(asctime)s %(levelname)s [{config.replica}] %(name)s: %(message)s",
+    )
     asyncio.run(serve(config))
     return 0
 

@@ -7,6 +7,7 @@ one serves the serving and platform adapters.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -38,7 +39,6 @@ async def stop(task: asyncio.Task[Any] | None) -> None:
     if task is None:
         return
     task.cancel()
-    try:
+    # Its failure was logged by guarded(); stopping must not fail.
+    with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
-    except (asyncio.CancelledError, Exception):
-        pass  # Already logged by guarded(); stopping must not fail.

@@ -58,31 +58,34 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.get("/health")
     async def health() -> Response:
-        body = {"ready": state.model is not None, "model_uri": config.model_uri,
-                "replica": config.replica, "error": state.load_error}
+        body = {
+            "ready": state.model is not None,
+            "model_uri": config.model_uri,
+            "replica": config.replica,
+            "error": state.load_error,
+        }
         return JSONResponse(body, status_code=200 if state.model is not None else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:
         labels = {"workflow": config.workflow, "node": config.node, "replica": config.replica}
-        text = prometheus.render(state.stats, labels=labels, model_uri=config.model_uri,
-                                 ready=state.model is not None)
+        text = prometheus.render(
+            state.stats, labels=labels, model_uri=config.model_uri, ready=state.model is not None
+        )
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     @app.post("/predict")
     async def predict(request: Request) -> Response:
         started = time.perf_counter()
         response = await _predict(state, request)
-        state.stats.record_request("/predict", response.status_code,
-                                   time.perf_counter() - started)
+        state.stats.record_request("/predict", response.status_code, time.perf_counter() - started)
         return response
 
     @app.post("/labels")
     async def labels(request: Request) -> Response:
         started = time.perf_counter()
         response = await _labels(state, request)
-        state.stats.record_request("/labels", response.status_code,
-                                   time.perf_counter() - started)
+        state.stats.record_request("/labels", response.status_code, time.perf_counter() - started)
         return response
 
     return app
@@ -96,8 +99,11 @@ async def _load(state: ServerState) -> None:
         )
     except Exception as exc:
         state.load_error = f"{type(exc).__name__}: {exc}"
-        logger.exception("model server %s: cannot load model %s; /health stays 503",
-                         config.replica, config.model_uri)
+        logger.exception(
+            "model server %s: cannot load model %s; /health stays 503",
+            config.replica,
+            config.model_uri,
+        )
 
 
 async def _predict(state: ServerState, request: Request) -> Response:
@@ -116,15 +122,20 @@ async def _predict(state: ServerState, request: Request) -> Response:
         predictions = await run_in_threadpool(model.predict, model_input)
     except Exception as exc:
         logger.exception("model server %s: prediction failed", state.config.replica)
-        return JSONResponse({"error": f"prediction failed: {type(exc).__name__}: {exc}"},
-                            status_code=500)
+        return JSONResponse(
+            {"error": f"prediction failed: {type(exc).__name__}: {exc}"}, status_code=500
+        )
     ids = [uuid.uuid4().hex for _ in predictions]
     state.stats.record_predictions(ids, columns, predictions)
-    return JSONResponse({
-        "model_uri": model.uri,
-        "replica": state.config.replica,
-        "predictions": [{"id": i, "prediction": p} for i, p in zip(ids, predictions, strict=True)],
-    })
+    return JSONResponse(
+        {
+            "model_uri": model.uri,
+            "replica": state.config.replica,
+            "predictions": [
+                {"id": i, "prediction": p} for i, p in zip(ids, predictions, strict=True)
+            ],
+        }
+    )
 
 
 async def _labels(state: ServerState, request: Request) -> Response:
@@ -133,7 +144,7 @@ async def _labels(state: ServerState, request: Request) -> Response:
         items = [(str(item["id"]), item["label"]) for item in body["labels"]]
     except (ValueError, KeyError, TypeError):
         return JSONResponse(
-            {"error": "expected {\"labels\": [{\"id\": <prediction id>, \"label\": <value>}]}"},
+            {"error": 'expected {"labels": [{"id": <prediction id>, "label": <value>}]}'},
             status_code=400,
         )
     matched, unknown = state.stats.record_labels(items)

@@ -14,13 +14,16 @@ class ServingConfig(BaseModel):
 
     model_uri: str = Field(min_length=1, description="MLflow model URI to serve.")
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
-    reuse_port: bool = Field(False, description="Share the port with other replicas.")
+    port: int = Field(default=8080, ge=0, le=65535)
+    reuse_port: bool = Field(default=False, description="Share the port with other replicas.")
     admin_port: int | None = Field(
-        None, ge=0, le=65535, description="A private port of this replica (health, metrics)."
+        default=None,
+        ge=0,
+        le=65535,
+        description="A private port of this replica (health, metrics).",
     )
     load_before_listen: bool = Field(
-        True,
+        default=True,
         description="Load the model before listening: replicas sharing a port must not "
         "get traffic before they can answer. False serves /health (503) while loading.",
     )
@@ -31,11 +34,17 @@ class ServingConfig(BaseModel):
     workflow: str = "default"
     node: str = "model"
     replica: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    report_interval: float = Field(10.0, gt=0, description="Seconds between serving reports.")
-    experiment: str = Field("scanflow-serving", description="MLflow experiment for reports.")
-    graceful_timeout: float = Field(10.0, gt=0, description="Seconds in-flight requests get.")
+    report_interval: float = Field(
+        default=10.0, gt=0, description="Seconds between serving reports."
+    )
+    experiment: str = Field(
+        default="scanflow-serving", description="MLflow experiment for reports."
+    )
+    graceful_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds in-flight requests get."
+    )
     drain_seconds: float = Field(
-        0.2, ge=0, description="Seconds a stopping replica keeps accepting what is queued."
+        default=0.2, ge=0, description="Seconds a stopping replica keeps accepting what is queued."
     )
 
     def to_args(self) -> list[str]:
@@ -58,10 +67,15 @@ class ServingConfig(BaseModel):
         for name, field in cls.model_fields.items():
             flag = "--" + name.replace("_", "-")
             if field.annotation is bool:
-                parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                    help=field.description)
+                parser.add_argument(
+                    flag,
+                    action=argparse.BooleanOptionalAction,
+                    default=None,
+                    help=field.description,
+                )
             else:
-                parser.add_argument(flag, default=None, help=field.description,
-                                    required=field.is_required())
+                parser.add_argument(
+                    flag, default=None, help=field.description, required=field.is_required()
+                )
         given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
         return cls.model_validate(given)

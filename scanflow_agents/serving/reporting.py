@@ -27,8 +27,13 @@ logger = logging.getLogger(__name__)
 
 def envelope(kind: str, source: str, payload: dict[str, Any]) -> dict[str, Any]:
     """Wrap ``payload`` in the message envelope (the one place that knows it)."""
-    return {"id": uuid.uuid4().hex, "kind": kind, "source": source, "time": time.time(),
-            "payload": payload}
+    return {
+        "id": uuid.uuid4().hex,
+        "kind": kind,
+        "source": source,
+        "time": time.time(),
+        "payload": payload,
+    }
 
 
 def subject(config: ServingConfig) -> str:
@@ -53,19 +58,25 @@ class Reporter:
 
             # Reports are best effort: a missing NATS must not stop serving.
             try:
-                self._nats = await nats.connect(self.config.nats_url, connect_timeout=5,
-                                                max_reconnect_attempts=-1)
+                self._nats = await nats.connect(
+                    self.config.nats_url, connect_timeout=5, max_reconnect_attempts=-1
+                )
             except Exception as exc:
-                logger.warning("model server %s: no NATS at %s (%s); reports go to MLflow only",
-                               self.config.replica, self.config.nats_url, exc)
+                logger.warning(
+                    "model server %s: no NATS at %s (%s); reports go to MLflow only",
+                    self.config.replica,
+                    self.config.nats_url,
+                    exc,
+                )
         if self.config.tracking_uri:
             self._mlflow = _MlflowLog(self.config)
         name = f"serving reports of {self.config.workflow}/{self.config.node}/{self.config.replica}"
         self._task = guarded(self._loop(), name=name, logger=logger)
         return self
 
-    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None
-                        ) -> None:
+    async def __aexit__(
+        self, *exc: type[BaseException] | BaseException | TracebackType | None
+    ) -> None:
         await stop(self._task)
         await self.report()  # What came since the last tick is not lost on a rollout.
         if self._nats is not None:
@@ -81,23 +92,39 @@ class Reporter:
     async def report(self) -> dict[str, Any]:
         """Take the current window and send it; returns the report payload."""
         self.sequence += 1
-        payload = {"workflow": self.config.workflow, "node": self.config.node,
-                   "replica": self.config.replica, "model_uri": self.config.model_uri,
-                   "sequence": self.sequence, **self.stats.take_window()}
+        payload = {
+            "workflow": self.config.workflow,
+            "node": self.config.node,
+            "replica": self.config.replica,
+            "model_uri": self.config.model_uri,
+            "sequence": self.sequence,
+            **self.stats.take_window(),
+        }
         if self._nats is not None:
-            message = envelope("event", f"serving/{self.config.workflow}/{self.config.node}/"
-                               f"{self.config.replica}", payload)
+            message = envelope(
+                "event",
+                f"serving/{self.config.workflow}/{self.config.node}/{self.config.replica}",
+                payload,
+            )
             try:
                 await self._nats.publish(subject(self.config), json.dumps(message).encode())
             except Exception as exc:
-                logger.warning("model server %s: report %d not published: %s",
-                               self.config.replica, self.sequence, exc)
+                logger.warning(
+                    "model server %s: report %d not published: %s",
+                    self.config.replica,
+                    self.sequence,
+                    exc,
+                )
         if self._mlflow is not None:
             try:
                 await asyncio.to_thread(self._mlflow.log, payload, self.sequence)
             except Exception as exc:
-                logger.warning("model server %s: report %d not logged to MLflow: %s",
-                               self.config.replica, self.sequence, exc)
+                logger.warning(
+                    "model server %s: report %d not logged to MLflow: %s",
+                    self.config.replica,
+                    self.sequence,
+                    exc,
+                )
         return payload
 
 
@@ -117,7 +144,7 @@ class _MlflowLog:
         now = int(time.time() * 1000)
         metrics = [Metric(key, value, now, step) for key, value in flatten(payload).items()]
         for start in range(0, len(metrics), 900):  # MLflow takes 1,000 per batch.
-            self._client.log_batch(self.run_id, metrics=metrics[start:start + 900])
+            self._client.log_batch(self.run_id, metrics=metrics[start : start + 900])
 
     def finish(self) -> None:
         if self._client is not None and self.run_id is not None:
@@ -131,14 +158,22 @@ class _MlflowLog:
         # in the process could log into by accident.
         self._client = MlflowClient(config.tracking_uri, config.registry_uri)
         experiment = self._client.get_experiment_by_name(config.experiment)
-        experiment_id = (experiment.experiment_id if experiment is not None
-                         else self._client.create_experiment(config.experiment))
-        run = self._client.create_run(experiment_id, run_name=f"{config.node}-{config.replica}",
-                                      tags={"scanflow.workflow": config.workflow,
-                                            "scanflow.node": config.node,
-                                            "scanflow.replica": config.replica,
-                                            "scanflow.kind": "serving",
-                                            "scanflow.model_uri": config.model_uri})
+        experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else self._client.create_experiment(config.experiment)
+        )
+        run = self._client.create_run(
+            experiment_id,
+            run_name=f"{config.node}-{config.replica}",
+            tags={
+                "scanflow.workflow": config.workflow,
+                "scanflow.node": config.node,
+                "scanflow.replica": config.replica,
+                "scanflow.kind": "serving",
+                "scanflow.model_uri": config.model_uri,
+            },
+        )
         self.run_id = run.info.run_id
 
 

@@ -85,13 +85,23 @@ async def serve(config: ServingConfig) -> None:
     if config.admin_port is not None:
         sockets.append(listen(config.host, config.admin_port, reuse_port=False))
     server = _draining_server(
-        uvicorn.Config(create_app(state), log_level="warning", access_log=False,
-                       timeout_graceful_shutdown=int(config.graceful_timeout), lifespan="on"),
+        uvicorn.Config(
+            create_app(state),
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=int(config.graceful_timeout),
+            lifespan="on",
+        ),
         shared=shared if config.reuse_port else None,
         drain_seconds=config.drain_seconds,
     )
-    logger.info("model server %s: serving %s on %s:%d", config.replica, config.model_uri,
-                config.host, shared.getsockname()[1])
+    logger.info(
+        "model server %s: serving %s on %s:%d",
+        config.replica,
+        config.model_uri,
+        config.host,
+        shared.getsockname()[1],
+    )
     await server.serve(sockets=sockets)
 
 

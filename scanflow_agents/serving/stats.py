@@ -137,7 +137,9 @@ class ServingStats:
             "error_rate": window.errors / window.requests if window.requests else 0.0,
             "rows": window.rows,
             "latency_ms": {
-                "p50": pct[0], "p95": pct[1], "p99": pct[2],
+                "p50": pct[0],
+                "p95": pct[1],
+                "p99": pct[2],
                 "mean": float(lat.mean()) if lat.size else None,
                 "max": float(lat.max()) if lat.size else None,
             },
@@ -161,8 +163,13 @@ def _bucket(seconds: float) -> int:
 def _summary(acc: list[float]) -> dict[str, float]:
     n, total, squares, low, high = acc
     mean = total / n
-    return {"count": n, "mean": mean, "std": math.sqrt(max(squares / n - mean * mean, 0.0)),
-            "min": low, "max": high}
+    return {
+        "count": n,
+        "mean": mean,
+        "std": math.sqrt(max(squares / n - mean * mean, 0.0)),
+        "min": low,
+        "max": high,
+    }
 
 
 def _predictions(window: _Window) -> dict[str, Any]:
@@ -174,8 +181,11 @@ def _predictions(window: _Window) -> dict[str, Any]:
     n, total, squares = window.numeric
     if n:
         mean = total / n
-        result["numeric"] = {"count": n, "mean": mean,
-                             "std": math.sqrt(max(squares / n - mean * mean, 0.0))}
+        result["numeric"] = {
+            "count": n,
+            "mean": mean,
+            "std": math.sqrt(max(squares / n - mean * mean, 0.0)),
+        }
     return result
 
 

@@ -27,7 +27,7 @@ class Workflow(BaseModel):
     edges: tuple[tuple[str, str], ...] = ()
     # Where relative entry points are found; set by the loader to the YAML
     # file's folder, so a workflow file is portable with its scripts.
-    base_dir: Path | None = Field(None, exclude=True)
+    base_dir: Path | None = Field(default=None, exclude=True)
 
     _order: tuple[str, ...] = PrivateAttr(default=())
 
@@ -65,8 +65,9 @@ class Workflow(BaseModel):
         for node in self.nodes:
             if node.name == name:
                 return node
-        raise KeyError(f"workflow {self.name!r} has no node {name!r}; nodes are "
-                       f"{[n.name for n in self.nodes]}")
+        raise KeyError(
+            f"workflow {self.name!r} has no node {name!r}; nodes are {[n.name for n in self.nodes]}"
+        )
 
     def topological_order(self) -> tuple[str, ...]:
         """Node names so that every node comes after all it depends on.
@@ -131,7 +132,7 @@ def _cycle(pending: dict[str, set[str]]) -> list[str]:
     while True:
         nxt = sorted(pending[path[-1]])[0]
         if nxt in path:
-            cycle = path[path.index(nxt):]
+            cycle = path[path.index(nxt) :]
             return [*reversed(cycle), cycle[-1]]
         path.append(nxt)
 
@@ -174,5 +175,7 @@ class Application(BaseModel):
         for workflow in self.workflows:
             if workflow.name == name:
                 return workflow
-        raise KeyError(f"application {self.name!r} has no workflow {name!r}; workflows are "
-                       f"{[w.name for w in self.workflows]}")
+        raise KeyError(
+            f"application {self.name!r} has no workflow {name!r}; workflows are "
+            f"{[w.name for w in self.workflows]}"
+        )

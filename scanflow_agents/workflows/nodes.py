@@ -26,8 +26,10 @@ class Resources(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cpu: str | None = Field(None, description="Kubernetes quantity, e.g. '500m' or '2'.")
-    memory: str | None = Field(None, description="Kubernetes quantity, e.g. '256Mi' or '1Gi'.")
+    cpu: str | None = Field(default=None, description="Kubernetes quantity, e.g. '500m' or '2'.")
+    memory: str | None = Field(
+        default=None, description="Kubernetes quantity, e.g. '256Mi' or '1Gi'."
+    )
 
     @field_validator("cpu", "memory", mode="before")
     @classmethod
@@ -54,7 +56,7 @@ class _NodeBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Name
-    image: str | None = Field(None, description="Container image (Kubernetes only).")
+    image: str | None = Field(default=None, description="Container image (Kubernetes only).")
     requirements: tuple[str, ...] = Field(
         (), description="pip requirement lines; empty means the platform's default environment."
     )
@@ -82,8 +84,12 @@ class ExecutorNode(_NodeBase):
     kind: Literal["executor"] = "executor"
     entry_point: str = Field(min_length=1)
     parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    workdir: str | None = Field(None, description="Working directory; default the workflow's.")
-    timeout: float | None = Field(None, gt=0, description="Seconds before the step is killed.")
+    workdir: str | None = Field(
+        default=None, description="Working directory; default the workflow's."
+    )
+    timeout: float | None = Field(
+        default=None, gt=0, description="Seconds before the step is killed."
+    )
 
     @field_validator("entry_point")
     @classmethod
@@ -94,9 +100,7 @@ class ExecutorNode(_NodeBase):
         module, _, function = value.partition(":")
         dotted = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
         if not re.match(dotted, module) or (function and not function.isidentifier()):
-            raise ValueError(
-                f"{value!r} is neither a .py file, a module, nor 'module:function'"
-            )
+            raise ValueError(f"{value!r} is neither a .py file, a module, nor 'module:function'")
         return value
 
 
@@ -104,10 +108,16 @@ class ServiceNode(_NodeBase):
     """An online model server with one or more replicas."""
 
     kind: Literal["service"] = "service"
-    model_uri: str = Field(min_length=1, description="MLflow model URI, e.g. models:/digits@production.")
-    replicas: int = Field(1, ge=0)
-    port: int | None = Field(None, ge=1, le=65535, description="Fixed port; default a free one.")
-    latency_p95_ms: float | None = Field(None, gt=0, description="Latency objective, p95 in ms.")
+    model_uri: str = Field(
+        min_length=1, description="MLflow model URI, e.g. models:/digits@production."
+    )
+    replicas: int = Field(default=1, ge=0)
+    port: int | None = Field(
+        default=None, ge=1, le=65535, description="Fixed port; default a free one."
+    )
+    latency_p95_ms: float | None = Field(
+        default=None, gt=0, description="Latency objective, p95 in ms."
+    )
 
 
 def _node_kind(value: Any) -> str:

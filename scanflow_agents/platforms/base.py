@@ -1,0 +1,72 @@
+"""The contract every platform keeps (local processes, Kubernetes)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from scanflow_agents.platforms.results import (
+    ActionResult,
+    BuildResult,
+    DeployResult,
+    RunStatus,
+    WorkflowStatus,
+)
+from scanflow_agents.workflows import Application, Workflow
+
+
+@runtime_checkable
+class Platform(Protocol):
+    """Where workflows are built, deployed and run.
+
+    Every method is idempotent: calling it again with the same arguments
+    changes nothing and says so (``outcome="unchanged"``). Asking about a
+    workflow, node or run the platform does not know raises
+    :class:`~scanflow_agents.platforms.results.PlatformError` with code
+    ``not_found``.
+    """
+
+    async def build(self, target: Application | Workflow) -> BuildResult:
+        """Prepare every node's environment (venv, image) from its requirements."""
+        ...
+
+    async def deploy(self, workflow: Workflow) -> DeployResult:
+        """Make the workflow's services run as declared (model, replicas)."""
+        ...
+
+    async def run(
+        self,
+        workflow: Workflow,
+        *,
+        run_id: str | None = None,
+        parameters: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> str:
+        """Start a batch run and return its id at once.
+
+        Args:
+            workflow: The workflow whose executors run, in dependency order.
+            run_id: An id chosen by the caller; a second call with the same id
+                starts nothing and returns it again.
+            parameters: Per node, parameters that override the declared ones.
+        """
+        ...
+
+    async def run_status(self, run_id: str) -> RunStatus:
+        """The state of a run and of each of its nodes."""
+        ...
+
+    async def scale(self, workflow: str, node: str, replicas: int) -> ActionResult:
+        """Run ``replicas`` replicas of a service node."""
+        ...
+
+    async def redeploy(self, workflow: str, node: str, model_uri: str) -> ActionResult:
+        """Roll a service node's replicas to another model, without downtime."""
+        ...
+
+    async def status(self, workflow: str) -> WorkflowStatus:
+        """What runs of the workflow, and how it is doing."""
+        ...
+
+    async def delete(self, workflow: str) -> ActionResult:
+        """Stop the workflow's services and runs."""
+        ...

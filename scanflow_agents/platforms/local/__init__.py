@@ -1,0 +1,9 @@
+"""The local platform: batch steps as subprocesses, services as replica processes.
+
+Nothing heavy is imported here: model servers are separate processes.
+"""
+
+from scanflow_agents.platforms.local.platform import LocalPlatform, RunCallback
+from scanflow_agents.platforms.local.settings import LocalPlatformSettings
+
+__all__ = ["LocalPlatform", "LocalPlatformSettings", "RunCallback"]

@@ -1,0 +1,134 @@
+"""What platform operations answer: structured, comparable, JSON-ready.
+
+Every operation says what it did (``outcome``), so a planner retrying a call
+learns "unchanged" instead of creating a second service, and an operator reads
+why in ``message``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Outcome = Literal["created", "updated", "unchanged", "deleted", "absent", "failed"]
+RunState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+NodeState = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
+
+
+class PlatformError(RuntimeError):
+    """An operation could not be done; ``code`` says which kind of failure.
+
+    Codes: ``not_found`` (no such workflow, node or run), ``invalid`` (the
+    request does not fit the workflow), ``failed`` (the platform tried and failed).
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ActionResult(BaseModel):
+    """The result of one change to one node (or a whole workflow)."""
+
+    action: str
+    workflow: str
+    node: str | None = None
+    outcome: Outcome
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything on the platform changed."""
+        return self.outcome in ("created", "updated", "deleted")
+
+
+class DeployResult(BaseModel):
+    """The result of deploying a workflow: one action per service node."""
+
+    workflow: str
+    outcome: Outcome
+    services: list[ActionResult]
+
+
+class NodeEnvironment(BaseModel):
+    """Where a node's code runs: the interpreter and the requirements it got."""
+
+    node: str
+    python: str
+    requirements_hash: str | None = Field(default=None, description="None: the platform's own env.")
+    reused: bool = Field(description="True if an existing environment was used as it was.")
+
+
+class BuildResult(BaseModel):
+    """The result of building a workflow (or every workflow of an application)."""
+
+    target: str
+    outcome: Outcome
+    environments: list[NodeEnvironment]
+
+
+class NodeRun(BaseModel):
+    """One node's part of a batch run."""
+
+    node: str
+    state: NodeState = "pending"
+    exit_code: int | None = None
+    reason: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    log_path: str | None = None
+
+
+class RunStatus(BaseModel):
+    """A batch run: its state, and each node's."""
+
+    run_id: str
+    workflow: str
+    state: RunState = "pending"
+    nodes: dict[str, NodeRun]
+    failed_node: str | None = None
+    exit_code: int | None = None
+    message: str = ""
+    run_dir: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the run has ended, one way or another."""
+        return self.state in ("succeeded", "failed", "cancelled")
+
+
+class ReplicaStatus(BaseModel):
+    """One replica process of a service."""
+
+    replica: str
+    pid: int | None
+    model_uri: str
+    alive: bool
+    ready: bool
+    admin_url: str | None = None
+    started_at: float | None = None
+
+
+class ServiceStatus(BaseModel):
+    """An online service: its address, model and replicas."""
+
+    workflow: str
+    node: str
+    url: str
+    model_uri: str
+    desired_replicas: int
+    ready_replicas: int
+    replicas: list[ReplicaStatus]
+
+
+class WorkflowStatus(BaseModel):
+    """All a platform knows about a workflow: services and recent runs."""
+
+    workflow: str
+    deployed: bool
+    services: list[ServiceStatus] = Field(default_factory=list)
+    runs: list[RunStatus] = Field(default_factory=list)
