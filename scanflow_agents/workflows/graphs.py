@@ -132,8 +132,12 @@ def _cycle(pending: dict[str, set[str]]) -> list[str]:
     while True:
         nxt = sorted(pending[path[-1]])[0]
         if nxt in path:
-            cycle = path[path.index(nxt) :]
-            return [*reversed(cycle), cycle[-1]]
+            cycle = list(reversed(path[path.index(nxt) :]))
+            # Start at the node declared first, so the message is stable.
+            declared = list(pending)
+            first = min(range(len(cycle)), key=lambda i: declared.index(cycle[i]))
+            cycle = cycle[first:] + cycle[:first]
+            return [*cycle, cycle[0]]
         path.append(nxt)
 
 

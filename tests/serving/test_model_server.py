@@ -1,0 +1,171 @@
+"""The model server as a real process: HTTP endpoints, reports to NATS and MLflow."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import nats
+import pytest
+
+from scanflow_agents.platforms.local.processes import free_port, spawn, terminate, wait_healthy
+from scanflow_agents.serving import ServingConfig
+
+Server = Callable[..., "asyncio.Future[ServingConfig]"]
+
+
+@pytest.fixture
+async def start_server(tmp_path: Path) -> AsyncIterator[Any]:
+    """Start model servers; every one is stopped at teardown, also on failure."""
+    processes: list[asyncio.subprocess.Process] = []
+
+    async def start(wait: bool = True, **options: Any) -> ServingConfig:
+        config = ServingConfig(port=free_port(), admin_port=free_port(), **options)
+        argv = [sys.executable, "-m", "scanflow_agents.serving", *config.to_args()]
+        process = await spawn(
+            argv, env=_env(), cwd=None, log_path=tmp_path / f"{config.replica}.log"
+        )
+        processes.append(process)
+        if wait:
+            await wait_healthy(process, "127.0.0.1", config.admin_port or 0, timeout=40)
+        return config
+
+    yield start
+    for process in processes:
+        await terminate(process, grace=10)
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+async def test_predictions_labels_metrics_and_reports(
+    start_server: Any, digits: dict[str, Any], http: ModuleType, nats_url: str
+) -> None:
+    nc = await nats.connect(nats_url)
+    reports = await nc.subscribe("scanflow.test.events.serving.digits.model")
+    try:
+        config = await start_server(
+            model_uri=digits["uris"]["v2"],
+            tracking_uri=digits["tracking_uri"],
+            nats_url=nats_url,
+            namespace="test",
+            workflow="digits",
+            node="model",
+            replica="model-1",
+            report_interval=0.5,
+            experiment="serving-test",
+        )
+        status, body = await asyncio.to_thread(
+            http.request, config.port, "POST", "/predict", {"instances": digits["rows"]}
+        )
+        assert status == 200, body
+        predictions = body["predictions"]
+        assert len(predictions) == len(digits["rows"])
+        assert len({p["id"] for p in predictions}) == len(predictions)
+        labels = [
+            {"id": p["id"], "label": y} for p, y in zip(predictions, digits["labels"], strict=True)
+        ]
+        status, joined = await asyncio.to_thread(
+            http.request,
+            config.port,
+            "POST",
+            "/labels",
+            {"labels": [*labels, {"id": "nope", "label": 1}]},
+        )
+        assert (status, joined["matched"], joined["unknown"]) == (200, len(labels), ["nope"])
+        status, bad = await asyncio.to_thread(
+            http.request, config.port, "POST", "/predict", {"x": 1}
+        )
+        assert status == 400 and "instances" in bad["error"]
+
+        # One report (of the window holding our requests) carries everything a tracker reads.
+        report = await _report_with_requests(reports)
+        expected = sum(
+            p["prediction"] == y for p, y in zip(predictions, digits["labels"], strict=True)
+        )
+        assert report["replica"] == "model-1"
+        assert report["rows"] == len(digits["rows"])
+        assert report["labels"]["accuracy"] == pytest.approx(expected / len(labels))
+        assert report["latency_ms"]["p95"] > 0
+        assert set(report["features"]) == {f"x{i}" for i in range(64)}
+        assert sum(report["predictions"]["classes"].values()) == len(digits["rows"])
+
+        status, text = await asyncio.to_thread(http.request, config.port, "GET", "/metrics")
+        assert status == 200
+        assert 'endpoint="/predict",status="200"} 1' in text
+        assert 'endpoint="/predict",status="400"} 1' in text
+    finally:
+        await nc.drain()
+    # The replica's run in MLflow holds the same reports as metrics.
+    metrics = await asyncio.to_thread(_mlflow_metrics, digits["tracking_uri"], "serving-test")
+    assert metrics["tags"]["scanflow.workflow"] == "digits"
+    assert metrics["tags"]["scanflow.node"] == "model"
+    assert metrics["metrics"]["rows"] >= 0
+
+
+async def _report_with_requests(subscription: Any) -> dict[str, Any]:
+    async with asyncio.timeout(10):
+        while True:
+            message = await subscription.next_msg(timeout=5)
+            envelope = json.loads(message.data)
+            assert envelope["kind"] == "event"
+            if envelope["payload"]["requests"] > 0:
+                payload: dict[str, Any] = envelope["payload"]
+                return payload
+
+
+def _mlflow_metrics(tracking_uri: str, experiment: str) -> dict[str, Any]:
+    # In a subprocess: MLflow's SQLite store emits third-party deprecation
+    # warnings that this test process treats as errors.
+    script = (
+        "import json, sys; from mlflow import MlflowClient\n"
+        "c = MlflowClient(sys.argv[1]); e = c.get_experiment_by_name(sys.argv[2])\n"
+        "r = c.search_runs([e.experiment_id])[0]\n"
+        "print(json.dumps({'tags': r.data.tags, 'metrics': r.data.metrics}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, tracking_uri, experiment],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+async def test_health_is_503_until_the_model_loads(
+    start_server: Any, http: ModuleType, tmp_path: Path
+) -> None:
+    config = await start_server(
+        wait=False,
+        model_uri=f"file://{tmp_path}/no-such-model",
+        load_before_listen=False,
+    )
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                status, body = await asyncio.to_thread(
+                    http.request, config.admin_port, "GET", "/health"
+                )
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            if body.get("error"):
+                break
+            assert status == 503
+            await asyncio.sleep(0.1)
+    assert status == 503 and body["ready"] is False
+    status, _ = await asyncio.to_thread(
+        http.request, config.port, "POST", "/predict", {"instances": [[1]]}
+    )
+    assert status == 503

@@ -1,0 +1,77 @@
+"""The counters of a replica and their Prometheus rendering, without a server."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scanflow_agents.serving import prometheus
+from scanflow_agents.serving.reporting import envelope, flatten
+from scanflow_agents.serving.stats import ServingStats
+
+
+def test_window_summarises_inputs_predictions_and_labels() -> None:
+    stats = ServingStats()
+    for seconds in (0.001, 0.002, 0.003, 0.1):
+        stats.record_request("/predict", 200, seconds)
+    stats.record_request("/predict", 500, 0.004)
+    stats.record_predictions(["a", "b", "c"], {"x0": np.array([1.0, 2.0, 3.0])}, [1, 1, 7])
+    matched, unknown = stats.record_labels([("a", 1), ("b", "2"), ("zz", 3)])
+
+    report = stats.take_window()
+
+    assert (matched, unknown) == (2, ["zz"])
+    assert report["requests"] == 5
+    assert report["errors"] == 1
+    assert report["error_rate"] == 0.2
+    assert report["latency_ms"]["p50"] == 3.0
+    assert report["features"]["x0"]["mean"] == 2.0
+    assert round(report["features"]["x0"]["std"], 6) == round(float(np.std([1, 2, 3])), 6)
+    assert report["predictions"]["classes"] == {"1": 2, "7": 1}
+    assert report["labels"] == {"received": 3, "matched": 2, "accuracy": 0.5}
+    # The window was reset: the next report does not count the same requests again.
+    assert stats.take_window()["requests"] == 0
+
+
+def test_prometheus_text_has_counters_and_a_cumulative_histogram() -> None:
+    stats = ServingStats()
+    stats.record_request("/predict", 200, 0.002)
+    stats.record_request("/predict", 200, 0.3)
+    stats.record_request("/labels", 200, 0.001)
+
+    text = prometheus.render(
+        stats, labels={"workflow": "w", "node": "n", "replica": "n-1"}, model_uri="m", ready=True
+    )
+
+    assert (
+        'scanflow_requests_total{node="n",replica="n-1",workflow="w",endpoint="/predict",status="200"} 2'
+        in text
+    )
+    assert (
+        'scanflow_predict_latency_seconds_bucket{node="n",replica="n-1",workflow="w",le="0.0025"} 1'
+        in text
+    )
+    assert (
+        'scanflow_predict_latency_seconds_bucket{node="n",replica="n-1",workflow="w",le="+Inf"} 2'
+        in text
+    )
+    assert 'scanflow_model_ready{node="n",replica="n-1",workflow="w"} 1' in text
+
+
+def test_reports_flatten_to_metric_names_and_wrap_in_an_envelope() -> None:
+    payload = {
+        "requests": 3,
+        "latency_ms": {"p95": 1.5, "p99": None},
+        "labels": {"accuracy": None},
+        "predictions": {"classes": {"a b?": 2}},
+        "window": {"start": 1.0, "seconds": 2.0},
+    }
+
+    assert flatten(payload) == {
+        "requests": 3.0,
+        "latency_ms.p95": 1.5,
+        "predictions.classes.a b_": 2.0,
+        "window.seconds": 2.0,
+    }
+    message = envelope("event", "serving/w/n/n-1", payload)
+    assert message["kind"] == "event"
+    assert set(message) == {"id", "kind", "source", "time", "payload"}
