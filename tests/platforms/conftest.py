@@ -19,7 +19,8 @@ def _load(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(
         f"scanflow_test_support_{name}", SUPPORT / f"{name}.py"
     )
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

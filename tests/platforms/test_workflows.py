@@ -53,7 +53,8 @@ def test_an_application_loads_from_text_file_and_dict(tmp_path: Path) -> None:
     assert retrain.node("fit").resources.cpu_cores == 0.5
     assert retrain.node("fit").resources.memory_bytes == 2**30
     service = from_file.workflow("serve").node("model")
-    assert isinstance(service, ServiceNode) and service.replicas == 2
+    assert isinstance(service, ServiceNode)
+    assert service.replicas == 2
     assert from_text.workflows[0].nodes == from_dict.workflows[0].nodes == retrain.nodes
 
 

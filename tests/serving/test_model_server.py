@@ -85,7 +85,8 @@ async def test_predictions_labels_metrics_and_reports(
         status, bad = await asyncio.to_thread(
             http.request, config.port, "POST", "/predict", {"x": 1}
         )
-        assert status == 400 and "instances" in bad["error"]
+        assert status == 400
+        assert "instances" in bad["error"]
 
         # One report (of the window holding our requests) carries everything a tracker reads.
         report = await _report_with_requests(reports)
@@ -164,7 +165,8 @@ async def test_health_is_503_until_the_model_loads(
                 break
             assert status == 503
             await asyncio.sleep(0.1)
-    assert status == 503 and body["ready"] is False
+    assert status == 503
+    assert body["ready"] is False
     status, _ = await asyncio.to_thread(
         http.request, config.port, "POST", "/predict", {"instances": [[1]]}
     )

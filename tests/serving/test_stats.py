@@ -43,8 +43,8 @@ def test_prometheus_text_has_counters_and_a_cumulative_histogram() -> None:
     )
 
     assert (
-        'scanflow_requests_total{node="n",replica="n-1",workflow="w",endpoint="/predict",status="200"} 2'
-        in text
+        'scanflow_requests_total{node="n",replica="n-1",workflow="w",'
+        'endpoint="/predict",status="200"} 2' in text
     )
     assert (
         'scanflow_predict_latency_seconds_bucket{node="n",replica="n-1",workflow="w",le="0.0025"} 1'
