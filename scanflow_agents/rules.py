@@ -63,7 +63,7 @@ def rule(
     """
     if sensors and callable(sensors[0]):
         raise DefinitionError("@rule needs parentheses: write @rule() or @rule('sensor_id')")
-    topics = (on,) if isinstance(on, str) else tuple(on)
+    topics = tuple(validate_topic(t) for t in ((on,) if isinstance(on, str) else on))
     options = HandlerOptions(timeout=timeout, retries=retries, backoff=backoff, errors=errors)
 
     def decorator(fn: HandlerFn) -> HandlerFn:

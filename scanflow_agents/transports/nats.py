@@ -130,10 +130,13 @@ class NatsTransport(Transport):
     async def publish_durable(self, subject: str, data: bytes) -> None:
         try:
             await self.js.publish(subject, data, stream=self.stream)
-        except nats.errors.NoRespondersError as exc:
-            raise TransportError(f"JetStream did not store {subject!r}: {exc}") from exc
         except nats.errors.TimeoutError as exc:
             raise TransportError(f"JetStream did not acknowledge {subject!r} in time") from exc
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            # No stream for the subject, or the connection is down or closed.
+            raise TransportError(
+                f"stream {self.stream!r} did not store {subject!r}: {exc or type(exc).__name__}"
+            ) from exc
 
     async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
         try:
@@ -216,8 +219,26 @@ class NatsTransport(Transport):
         kv = await self._bucket(bucket)
         await kv.put(key, value)
 
-    async def flush(self) -> None:
-        await self.nc.flush()
+    async def flush(self, timeout: float = 10.0) -> None:
+        # nats-py writes its PING straight to the socket, ahead of commands still
+        # buffered, so a PONG does not prove that earlier SUBs reached the server.
+        # A message to ourselves travels through the same buffer: once it comes
+        # back, the server has processed everything sent before it.
+        arrived = asyncio.get_running_loop().create_future()
+
+        async def on_echo(msg: Msg) -> None:
+            if not arrived.done():
+                arrived.set_result(None)
+
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox, cb=on_echo)
+        try:
+            await self.nc.publish(inbox, b"")
+            await asyncio.wait_for(arrived, timeout)
+        except TimeoutError:
+            raise TransportError(f"NATS did not confirm a flush within {timeout:g} s") from None
+        finally:
+            await sub.unsubscribe()
 
     async def close(self) -> None:
         if self._closed:

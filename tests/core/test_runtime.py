@@ -1,0 +1,393 @@
+"""Running agents: the behaviour contract, on the in-memory bus and on a real NATS alike."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from scanflow_agents import (
+    Agent,
+    BadInput,
+    Call,
+    CallTimeout,
+    Decision,
+    ErrorCode,
+    Event,
+    HandlerFailed,
+    NotFound,
+    Observation,
+    Rejected,
+    TemporaryError,
+    Unavailable,
+    actuator,
+    rule,
+    sensor,
+)
+from scanflow_agents.messages import Envelope, Reply
+from scanflow_agents.settings import Settings
+from scanflow_agents.testing import AgentHarness
+from scanflow_agents.transports import Message
+
+
+class Watcher(Agent):
+    """Watches load and asks the planner to scale when it is high."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.load_value = 50
+        self.ticks: list[str] = []
+
+    @sensor(every=3600)
+    async def load(self) -> dict[str, int]:
+        return {"rps": self.load_value}
+
+    @rule("load")
+    async def too_busy(self, observation: Observation) -> Decision | None:
+        if observation.value["rps"] <= 100:
+            return None
+        replicas = observation.value["rps"] // 50
+        return Decision(
+            action="scale-out",
+            reason=f"{observation.value['rps']} rps is over 100",
+            evidence={"rps": observation.value["rps"]},
+            calls=[Call(agent="planner", actuator="scale", params={"replicas": replicas})],
+        )
+
+
+class Planner(Agent):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.executed: list[tuple[str, Any]] = []
+        self.attempts = 0
+
+    @actuator()
+    async def scale(self, replicas: int, service: str = "digits") -> dict[str, Any]:
+        self.executed.append(("scale", replicas))
+        return {"service": service, "replicas": replicas}
+
+    @actuator(cooldown=0.3)
+    async def redeploy(self, version: int) -> int:
+        self.executed.append(("redeploy", version))
+        return version
+
+    @actuator(rate=(2, 60))
+    async def retrain(self) -> str:
+        self.executed.append(("retrain", None))
+        return "started"
+
+    @actuator()
+    async def slow(self, seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        self.executed.append(("slow", seconds))
+        return seconds
+
+    @actuator()
+    async def broken(self) -> None:
+        raise RuntimeError("disk full")
+
+    @actuator(timeout=0.1)
+    async def hangs(self) -> None:
+        await asyncio.sleep(10)
+
+    @actuator(retries=2, backoff=0.01)
+    async def flaky(self) -> int:
+        self.attempts += 1
+        if self.attempts < 3:
+            raise TemporaryError("not yet")
+        return self.attempts
+
+
+async def test_rule_calls_remote_actuator_and_chain_is_recorded(bus: str | None) -> None:
+    watcher, planner = Watcher(), Planner()
+    async with AgentHarness(watcher, planner, nats_url=bus) as h:
+        assert await h.run_sensor("watcher", "load") is not None
+        assert planner.executed == []  # 50 rps: no decision
+        watcher.load_value = 180
+        observation = await h.run_sensor("watcher", "load")
+        assert observation is not None
+        assert planner.executed == [("scale", 3)]
+        await h.wait_for(lambda ev: len([e for e in ev if e["kind"] == "action"]) == 1)
+        call = h.assert_called("planner", "scale", replicas=3)
+        assert call["caller"] == "watcher"
+        # One correlation id ties observation → decision → action, in the stream too.
+        chain = await h.client.history(correlation_id=observation.correlation_id)
+        assert [(r["kind"], r["agent"], r["name"]) for r in chain] == [
+            ("observation", "watcher", "load"),
+            ("decision", "watcher", "too_busy"),
+            ("action", "planner", "scale"),
+        ]
+        decision = chain[1]["payload"]
+        assert decision["evidence"] == {"rps": 180}
+        assert chain[2]["payload"]["result"] == {"service": "digits", "replicas": 3}
+
+
+async def test_redelivered_call_is_answered_from_the_first_result(bus: str | None) -> None:
+    planner = Planner()
+    async with AgentHarness(planner, nats_url=bus) as h:
+        first = await h.call("planner", "scale", replicas=2, call_id="call-1")
+        again = await h.call("planner", "scale", replicas=2, call_id="call-1")
+        assert first == again == {"service": "digits", "replicas": 2}
+        assert planner.executed == [("scale", 2)]
+        # Duplicates that arrive while the first is still running wait for it.
+        results = await asyncio.gather(
+            *(h.call("planner", "slow", seconds=0.1, call_id="call-2") for _ in range(5))
+        )
+        assert results == [0.1] * 5
+        assert planner.executed.count(("slow", 0.1)) == 1
+        # A new id is a new call.
+        await h.call("planner", "scale", replicas=2, call_id="call-3")
+        assert planner.executed.count(("scale", 2)) == 2
+
+
+async def test_cooldown_rejects_then_allows(bus: str | None) -> None:
+    planner = Planner()
+    async with AgentHarness(planner, nats_url=bus) as h:
+        assert await h.call("planner", "redeploy", version=1) == 1
+        with pytest.raises(Rejected, match="cooling down") as info:
+            await h.call("planner", "redeploy", version=2)
+        assert info.value.code == ErrorCode.REJECTED
+        await asyncio.sleep(0.35)
+        assert await h.call("planner", "redeploy", version=3) == 3
+        assert planner.executed == [("redeploy", 1), ("redeploy", 3)]
+        await h.settle()
+        refused = [c for c in h.calls("planner", "redeploy") if not c["ok"]]
+        assert refused[0]["error"]["code"] == "rejected"
+
+
+async def test_rate_limit(bus: str | None) -> None:
+    planner = Planner()
+    async with AgentHarness(planner, nats_url=bus) as h:
+        await h.call("planner", "retrain")
+        await h.call("planner", "retrain")
+        with pytest.raises(Rejected, match="rate limited to 2/60s"):
+            await h.call("planner", "retrain")
+        assert planner.executed == [("retrain", None)] * 2
+
+
+async def test_dry_run_records_without_acting(bus: str | None) -> None:
+    planner = Planner()
+    async with AgentHarness(planner, nats_url=bus) as h:
+        result = await h.call("planner", "scale", replicas=4, dry_run=True)
+        assert result == {"dry_run": True, "actuator": "scale", "params": {"replicas": 4}}
+        assert planner.executed == []
+        # Dry-run still validates.
+        with pytest.raises(BadInput):
+            await h.call("planner", "scale", replicas="many", dry_run=True)
+        await h.wait_for(lambda ev: any(e["kind"] == "action" for e in ev))
+        assert h.calls("planner", "scale")[0]["dry_run"] is True
+
+
+async def test_agent_wide_dry_run_setting() -> None:
+    settings = Settings.defaults()
+    settings.agent.dry_run = True
+    planner = Planner()
+    async with AgentHarness(planner, settings=settings) as h:
+        result = await h.call("planner", "scale", replicas=4)
+        assert result["dry_run"] is True
+        assert planner.executed == []
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "text"),
+    [
+        ({}, "replicas", "Field required"),
+        ({"replicas": "many"}, "replicas", "valid integer"),
+        ({"replicas": 2, "colour": "red"}, "colour", "Extra inputs"),
+    ],
+)
+async def test_bad_arguments_are_answered_with_the_field(
+    bus: str | None, params: dict[str, Any], field: str, text: str
+) -> None:
+    planner = Planner()
+    async with AgentHarness(planner, nats_url=bus) as h:
+        with pytest.raises(BadInput, match=text) as info:
+            await h.call("planner", "scale", **params)
+        assert info.value.field == field
+        assert "actuator 'scale' of agent 'planner'" in info.value.message
+        assert planner.executed == []
+        assert await h.call("planner", "scale", replicas=1)  # still serving
+
+
+async def test_unknown_actuator_and_missing_agent(bus: str | None) -> None:
+    async with AgentHarness(Planner(), nats_url=bus) as h:
+        with pytest.raises(NotFound, match="no actuator 'fly'.*scale"):
+            await h.call("planner", "fly")
+        with pytest.raises(Unavailable, match="no agent 'ghost' is running"):
+            await h.call("ghost", "anything", timeout=2)
+
+
+async def test_failing_handlers_never_kill_the_agent(bus: str | None) -> None:
+    planner = Planner()
+    async with AgentHarness(planner, nats_url=bus) as h:
+        with pytest.raises(HandlerFailed, match="RuntimeError: disk full"):
+            await h.call("planner", "broken")
+        with pytest.raises(CallTimeout, match="timed out after 0.1s"):
+            await h.call("planner", "hangs")
+        assert await h.call("planner", "flaky") == 3  # two temporary failures, then success
+        assert await h.call("planner", "scale", replicas=1) == {"service": "digits", "replicas": 1}
+        assert planner.runtime.ready
+
+
+async def test_malformed_messages_get_a_clear_error(bus: str | None) -> None:
+    planner = Planner()
+    async with AgentHarness(planner, nats_url=bus) as h:
+        subject = h.subjects.act("planner", "scale")
+        for raw in (b"not json", b'{"kind": "call"}', Envelope(kind="event", source="x").encode()):
+            data = await h.client.transport.request(subject, raw, timeout=2)
+            reply = Reply.model_validate(Envelope.decode(data).payload)
+            assert reply.error is not None
+            assert reply.error.code == "bad_message"
+            assert "cannot read the call" in reply.error.message
+        bad_params = Envelope(kind="call", source="x", payload={"params": [1, 2]}).encode()
+        data = await h.client.transport.request(subject, bad_params, timeout=2)
+        reply = Reply.model_validate(Envelope.decode(data).payload)
+        assert reply.error is not None
+        assert (reply.error.code, reply.error.field) == ("bad_input", "params")
+        assert await h.call("planner", "scale", replicas=1)
+
+
+class Sensing(Agent):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fired: dict[str, int] = {"fast": 0, "cron": 0, "once": 0}
+        self.events: list[Event] = []
+        self.seen: list[Any] = []
+
+    @sensor(every=0.05)
+    async def fast(self) -> int:
+        self.fired["fast"] += 1
+        return self.fired["fast"]
+
+    @sensor(cron="* * * * * *")  # every second: the six-field form starts with seconds
+    async def cron(self) -> None:
+        self.fired["cron"] += 1
+
+    @sensor(at=datetime.now(UTC) + timedelta(seconds=0.3))
+    async def once(self) -> str:
+        self.fired["once"] += 1
+        return "done"
+
+    @sensor(on="serving.*.predictions")
+    async def predictions(self, event: Event) -> dict[str, Any]:
+        self.events.append(event)
+        return {"count": event.payload["count"]}
+
+    @rule("predictions")
+    async def keep(self, observation: Observation) -> None:
+        self.seen.append(observation.value)
+
+    @sensor(every=3600)
+    async def fails(self) -> None:
+        raise RuntimeError("MLflow unreachable at http://127.0.0.1:1")
+
+
+async def test_time_triggers_fire(bus: str | None) -> None:
+    # at= is evaluated at class creation: build a fresh class so the date lies ahead.
+    agent = type("TimedSensing", (Sensing,), {})()
+    async with AgentHarness(agent, nats_url=bus, schedule=True) as h:
+        async with asyncio.timeout(3):
+            while not (
+                agent.fired["fast"] >= 3 and agent.fired["cron"] >= 1 and agent.fired["once"] == 1
+            ):
+                await asyncio.sleep(0.02)
+        description = await h.client.describe(agent.name)
+        sensors = {s["id"]: s for s in description["sensors"]}
+        assert sensors["fast"]["runs"] >= 3
+        assert sensors["fast"]["next_run"] is not None
+        assert sensors["once"]["last"]["value"] == "done"
+        assert sensors["predictions"]["trigger"] == "on 'serving.*.predictions'"
+    assert agent.fired["once"] == 1
+
+
+async def test_event_sensor_feeds_rules(bus: str | None) -> None:
+    agent = Sensing()
+    async with AgentHarness(agent, nats_url=bus) as h:
+        sent = await h.emit("serving.digits.predictions", {"count": 7}, source="model-server")
+        await h.emit("serving.digits.latency", {"p99": 3})  # another topic: ignored
+        async with asyncio.timeout(3):
+            while not agent.seen:
+                await asyncio.sleep(0.01)
+        await h.settle()
+        assert agent.seen == [{"count": 7}]
+        event = agent.events[0]
+        assert (event.topic, event.source, event.correlation_id) == (
+            "serving.digits.predictions",
+            "model-server",
+            sent.correlation_id,
+        )
+
+
+async def test_failing_sensor_is_reported_in_description(bus: str | None) -> None:
+    agent = Sensing()
+    async with AgentHarness(agent, nats_url=bus) as h:
+        assert await h.run_sensor(agent.name, "fails") is None
+        description = await h.client.describe(agent.name)
+        fails = next(s for s in description["sensors"] if s["id"] == "fails")
+        assert fails["failures"] == 1
+        assert "MLflow unreachable" in fails["last"]["error"]
+        assert description["state"] == "running"
+
+
+async def test_describe_discover_and_heartbeats(bus: str | None) -> None:
+    settings = Settings.defaults()
+    settings.agent.heartbeat_interval = 0.05
+    async with AgentHarness(Watcher(), Planner(), nats_url=bus, settings=settings) as h:
+        beats: list[dict[str, Any]] = []
+
+        async def keep(message: Message) -> None:
+            beats.append(Envelope.decode(message.data).payload)
+
+        await h.client.transport.subscribe(h.subjects.heartbeat("*"), keep)
+        description = await h.client.describe("planner")
+        actuators = {a["id"]: a for a in description["actuators"]}
+        assert actuators["scale"]["params"]["required"] == ["replicas"]
+        assert actuators["redeploy"]["cooldown"] == 0.3
+        assert actuators["retrain"]["rate"] == "2/60s"
+        described_watcher = await h.client.describe("watcher")
+        assert described_watcher["rules"][0]["sensors"] == ["load"]
+        found = await h.client.discover()
+        assert sorted(item["agent"] for item in found) == ["planner", "watcher"]
+        async with asyncio.timeout(2):
+            while {b["agent"] for b in beats} != {"planner", "watcher"}:
+                await asyncio.sleep(0.01)
+        assert all(b["ready"] for b in beats)
+
+
+async def test_replicas_share_calls_through_a_queue_group(bus: str | None) -> None:
+    one = Planner()
+    async with AgentHarness(one, nats_url=bus) as h:
+        two = Planner(settings=h.settings)
+        other = await h.connect("planner-2")
+        async with two.running(other):
+            await asyncio.gather(*(h.call("planner", "scale", replicas=i) for i in range(40)))
+            assert len(one.executed) + len(two.executed) == 40
+            assert one.executed and two.executed
+
+
+async def test_graceful_stop_answers_in_flight_calls(bus: str | None) -> None:
+    async with AgentHarness(nats_url=bus) as h:
+        planner = Planner(settings=h.settings)
+        runtime = planner.running(await h.connect("planner"))
+        await runtime.start()
+        pending = asyncio.create_task(h.call("planner", "slow", seconds=0.3))
+        await asyncio.sleep(0.1)
+        await asyncio.gather(runtime.stop(), runtime.stop())  # idempotent, even concurrently
+        assert await pending == 0.3
+        assert runtime.state == "stopped"
+        with pytest.raises(Unavailable):
+            await h.call("planner", "scale", replicas=1, timeout=1)
+
+
+async def test_pause_skips_sensors_and_rejects_calls(bus: str | None) -> None:
+    watcher, planner = Watcher(), Planner()
+    async with AgentHarness(watcher, planner, nats_url=bus) as h:
+        planner.runtime.pause("maintenance window")
+        watcher.runtime.pause()
+        with pytest.raises(Rejected, match="paused: maintenance window"):
+            await h.call("planner", "scale", replicas=1)
+        assert await h.run_sensor("watcher", "load") is None
+        planner.runtime.resume()
+        assert await h.call("planner", "scale", replicas=1)
