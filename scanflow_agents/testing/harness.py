@@ -157,3 +157,18 @@ class AgentHarness:
             await agent.runtime.tasks.wait(5.0)
         await self.client.transport.flush()
         await asyncio.sleep(0.01)
+
+
+async def eventually(condition: Callable[[], bool], *, timeout: float = 5.0) -> None:
+    """Wait until ``condition()`` holds, checking every few milliseconds.
+
+    For state that changes without an event to wait on (a counter in an
+    agent, a process count); raises ``TimeoutError`` naming the condition.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            name = getattr(condition, "__qualname__", repr(condition))
+            raise TimeoutError(f"condition {name} still false after {timeout:g} s")
+        await asyncio.sleep(0.005)

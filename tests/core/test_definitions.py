@@ -138,7 +138,7 @@ def test_plain_specs_without_decorators() -> None:
         (lambda: sensor(every=0), "interval must be positive"),
         (lambda: sensor(cron="61 * * * *"), "bad cron expression"),
         (lambda: sensor(cron="* * *"), "bad cron expression"),
-        (lambda: sensor(at=datetime(2030, 1, 1)), "needs a time zone"),  # noqa: DTZ001
+        (lambda: sensor(at=datetime(2030, 1, 1)), "needs a time zone"),
         (lambda: sensor(on="a..b"), "bad event topic"),
         (lambda: sensor(every=1, timeout=-1), "timeout must be positive"),
         (lambda: sensor(every=1, errors="sometimes"), "errors must be one of"),  # type: ignore[arg-type]

@@ -28,7 +28,7 @@ from scanflow_agents import (
 )
 from scanflow_agents.messages import Envelope, Reply
 from scanflow_agents.settings import Settings
-from scanflow_agents.testing import AgentHarness
+from scanflow_agents.testing import AgentHarness, eventually
 from scanflow_agents.transports import Message
 
 
@@ -213,7 +213,7 @@ async def test_bad_arguments_are_answered_with_the_field(
 
 async def test_unknown_actuator_and_missing_agent(bus: str | None) -> None:
     async with AgentHarness(Planner(), nats_url=bus) as h:
-        with pytest.raises(NotFound, match="no actuator 'fly'.*scale"):
+        with pytest.raises(NotFound, match=r"no actuator 'fly'.*scale"):
             await h.call("planner", "fly")
         with pytest.raises(Unavailable, match="no agent 'ghost' is running"):
             await h.call("ghost", "anything", timeout=2)
@@ -224,7 +224,7 @@ async def test_failing_handlers_never_kill_the_agent(bus: str | None) -> None:
     async with AgentHarness(planner, nats_url=bus) as h:
         with pytest.raises(HandlerFailed, match="RuntimeError: disk full"):
             await h.call("planner", "broken")
-        with pytest.raises(CallTimeout, match="timed out after 0.1s"):
+        with pytest.raises(CallTimeout, match=r"timed out after 0\.1s"):
             await h.call("planner", "hangs")
         assert await h.call("planner", "flaky") == 3  # two temporary failures, then success
         assert await h.call("planner", "scale", replicas=1) == {"service": "digits", "replicas": 1}
@@ -265,11 +265,6 @@ class Sensing(Agent):
     async def cron(self) -> None:
         self.fired["cron"] += 1
 
-    @sensor(at=datetime.now(UTC) + timedelta(seconds=0.3))
-    async def once(self) -> str:
-        self.fired["once"] += 1
-        return "done"
-
     @sensor(on="serving.*.predictions")
     async def predictions(self, event: Event) -> dict[str, Any]:
         self.events.append(event)
@@ -285,14 +280,23 @@ class Sensing(Agent):
 
 
 async def test_time_triggers_fire(bus: str | None) -> None:
-    # at= is evaluated at class creation: build a fresh class so the date lies ahead.
-    agent = type("TimedSensing", (Sensing,), {})()
+    when = datetime.now(UTC) + timedelta(seconds=0.3)
+
+    class TimedSensing(Sensing):
+        @sensor(at=when)
+        async def once(self) -> str:
+            assert datetime.now(UTC) >= when  # not early
+            self.fired["once"] += 1
+            return "done"
+
+    agent = TimedSensing()
     async with AgentHarness(agent, nats_url=bus, schedule=True) as h:
-        async with asyncio.timeout(3):
-            while not (
+        await eventually(
+            lambda: (
                 agent.fired["fast"] >= 3 and agent.fired["cron"] >= 1 and agent.fired["once"] == 1
-            ):
-                await asyncio.sleep(0.02)
+            ),
+            timeout=3,
+        )
         description = await h.client.describe(agent.name)
         sensors = {s["id"]: s for s in description["sensors"]}
         assert sensors["fast"]["runs"] >= 3
@@ -307,9 +311,7 @@ async def test_event_sensor_feeds_rules(bus: str | None) -> None:
     async with AgentHarness(agent, nats_url=bus) as h:
         sent = await h.emit("serving.digits.predictions", {"count": 7}, source="model-server")
         await h.emit("serving.digits.latency", {"p99": 3})  # another topic: ignored
-        async with asyncio.timeout(3):
-            while not agent.seen:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: bool(agent.seen))
         await h.settle()
         assert agent.seen == [{"count": 7}]
         event = agent.events[0]
@@ -350,9 +352,7 @@ async def test_describe_discover_and_heartbeats(bus: str | None) -> None:
         assert described_watcher["rules"][0]["sensors"] == ["load"]
         found = await h.client.discover()
         assert sorted(item["agent"] for item in found) == ["planner", "watcher"]
-        async with asyncio.timeout(2):
-            while {b["agent"] for b in beats} != {"planner", "watcher"}:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: {b["agent"] for b in beats} == {"planner", "watcher"})
         assert all(b["ready"] for b in beats)
 
 
@@ -364,7 +364,8 @@ async def test_replicas_share_calls_through_a_queue_group(bus: str | None) -> No
         async with two.running(other):
             await asyncio.gather(*(h.call("planner", "scale", replicas=i) for i in range(40)))
             assert len(one.executed) + len(two.executed) == 40
-            assert one.executed and two.executed
+            assert one.executed
+            assert two.executed
 
 
 async def test_graceful_stop_answers_in_flight_calls(bus: str | None) -> None:

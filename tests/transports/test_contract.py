@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from scanflow_agents.settings import NatsSettings
+from scanflow_agents.testing import eventually
 from scanflow_agents.transports import (
     MemoryBroker,
     MemoryTransport,
@@ -222,7 +223,5 @@ def test_subject_matching(pattern: str, subject: str, expected: bool) -> None:
     assert subject_matches(pattern, subject) is expected
 
 
-async def _until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.005)
+async def _until(condition: Callable[[], bool]) -> None:
+    await eventually(condition, timeout=3)
