@@ -151,17 +151,27 @@ class MlflowRecorder:
             except KnowledgeUnavailable as exc:
                 if self._outage_since is None:
                     self._outage_since = time.monotonic()
-                    logger.warning("%s; %d events queued, retrying every %s s",
-                                   exc, self.pending, self.retry_interval)
+                    logger.warning(
+                        "%s; %d events queued, retrying every %s s",
+                        exc,
+                        self.pending,
+                        self.retry_interval,
+                    )
                 await asyncio.sleep(self.retry_interval)
             except Exception:
-                logger.exception("MLflow recorder could not write %d events; retrying in %s s",
-                                 self.pending, self.retry_interval)
+                logger.exception(
+                    "MLflow recorder could not write %d events; retrying in %s s",
+                    self.pending,
+                    self.retry_interval,
+                )
                 await asyncio.sleep(self.retry_interval)
             else:
                 if self._outage_since is not None:
-                    logger.warning("MLflow at %s is back after %.0f s; queue written",
-                                   self.client.tracking_uri, time.monotonic() - self._outage_since)
+                    logger.warning(
+                        "MLflow at %s is back after %.0f s; queue written",
+                        self.client.tracking_uri,
+                        time.monotonic() - self._outage_since,
+                    )
                     self._outage_since = None
 
     async def flush(self) -> None:

@@ -8,6 +8,7 @@ deprecated stages are not used.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from scanflow_agents.knowledge.clients import KnowledgeClient
@@ -65,7 +66,7 @@ class ModelRegistry:
     async def versions(self, name: str) -> list[ModelVersionRecord]:
         """Every version of ``name``, newest first (empty if the model is unknown)."""
 
-        def search(store: Any) -> list[Any]:
+        def search(store: Any) -> tuple[list[Any], dict[str, list[str]]]:
             found: list[Any] = []
             token = None
             while True:
@@ -75,10 +76,21 @@ class ModelRegistry:
                 found.extend(page)
                 token = page.token
                 if not token:
-                    return found
+                    break
+            # Search results leave aliases out; the registered model lists them.
+            aliases: dict[str, list[str]] = {}
+            if found:
+                for alias, version in store.get_registered_model(name).aliases.items():
+                    aliases.setdefault(str(version), []).append(alias)
+            return found, aliases
 
-        versions = await self.client.registry(f"listing versions of model '{name}'", search)
-        return [ModelVersionRecord.from_version(v) for v in versions]
+        versions, aliases = await self.client.registry(
+            f"listing versions of model '{name}'", search
+        )
+        return [
+            replace(record, aliases=tuple(sorted(aliases.get(record.version, ()))))
+            for record in map(ModelVersionRecord.from_version, versions)
+        ]
 
     async def version_by_alias(self, name: str, alias: str) -> ModelVersionRecord | None:
         """The version ``alias`` points at, or None if the alias (or model) is unset."""
