@@ -74,7 +74,9 @@ async def test_credentials_come_from_settings_not_the_environment(
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "from-env")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "env-secret")
     settings = MlflowSettings(
-        tracking_uri=mlflow_server.url, username="agent", password="s3cret"  # type: ignore[arg-type]
+        tracking_uri=mlflow_server.url,
+        username="agent",
+        password="s3cret",  # type: ignore[arg-type]
     )
     other = MlflowSettings(tracking_uri=mlflow_server.url, token="tok")  # type: ignore[arg-type]
     async with KnowledgeClient(settings) as client, KnowledgeClient(other) as second:

@@ -20,8 +20,13 @@ def now_ms() -> int:
 
 
 async def make_runs(
-    client: KnowledgeClient, experiment_id: str, names: list[str], *, finished: bool = True,
-    tags: dict[str, str] | None = None, accuracy: float | None = None,
+    client: KnowledgeClient,
+    experiment_id: str,
+    names: list[str],
+    *,
+    finished: bool = True,
+    tags: dict[str, str] | None = None,
+    accuracy: float | None = None,
 ) -> list[str]:
     ids = []
     for name in names:
@@ -99,9 +104,7 @@ async def test_metric_points_of_a_running_run_arrive_once(
     assert (final.points, final.finished) == ([], [])
 
 
-async def test_restored_reader_does_not_read_again(
-    knowledge: KnowledgeClient, unique: str
-) -> None:
+async def test_restored_reader_does_not_read_again(knowledge: KnowledgeClient, unique: str) -> None:
     experiment_id = await knowledge.experiment_id(f"rst-{unique}", create=True)
     assert experiment_id is not None
     reader = IncrementalRunReader(knowledge, [f"rst-{unique}"], metrics=["loss"])
@@ -122,9 +125,7 @@ async def test_restored_reader_does_not_read_again(
     assert [(p.run_id, p.value) for p in poll.points] == [(running, 0.5)]
 
 
-async def test_filter_and_since_limit_what_is_read(
-    knowledge: KnowledgeClient, unique: str
-) -> None:
+async def test_filter_and_since_limit_what_is_read(knowledge: KnowledgeClient, unique: str) -> None:
     experiment_id = await knowledge.experiment_id(f"flt-{unique}", create=True)
     assert experiment_id is not None
     await make_runs(knowledge, experiment_id, ["before"], tags={NODE_TAG: "train"})

@@ -63,7 +63,8 @@ async def test_history_by_agent_correlation_and_kind(
     assert await recorder.history(agent, correlation_id="c1") == events[3:6]
     assert await recorder.history(agent, kinds=["decision"]) == events[1::3]
     assert await recorder.history(agent, correlation_id="c2", kinds={"action", "decision"}) == [
-        events[7], events[8],
+        events[7],
+        events[8],
     ]
     assert [e["agent"] for e in await recorder.history("tracker")] == ["tracker"]
     assert await recorder.history("nobody") == []
@@ -92,7 +93,8 @@ def test_invalid_events_are_refused_at_once(knowledge: KnowledgeClient) -> None:
 
 
 async def test_events_survive_an_mlflow_outage(
-    make_mlflow_server: Callable[[], MlflowServer], unique: str,
+    make_mlflow_server: Callable[[], MlflowServer],
+    unique: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     server = make_mlflow_server()
