@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from scanflow_agents._core.executing import execute
 from scanflow_agents._core.recording import jsonable
-from scanflow_agents.errors import CallError
+from scanflow_agents.errors import CallError, Rejected
 from scanflow_agents.messages import Decision, Event, Observation, new_id, utcnow
 from scanflow_agents.rules import RuleSpec
 from scanflow_agents.sensors import SensorSpec
@@ -150,6 +150,13 @@ class Reactor:
             return None
         state.decisions += 1
         state.last_decision = decision.model_dump(mode="json")
+        logger.info(
+            "%s of agent %r decided %r: %s",
+            spec,
+            self.agent.name,
+            decision.action,
+            decision.reason or "(no reason given)",
+        )
         envelope = await self.runtime.recorder.record(
             "decision",
             spec.id,
@@ -165,7 +172,10 @@ class Reactor:
                         planned.agent, planned.actuator, planned.params, timeout=planned.timeout
                     )
                 except CallError as exc:
-                    logger.error(
+                    # A guard saying no (cooldown, rate) is the system working, not an error.
+                    level = logging.INFO if isinstance(exc, Rejected) else logging.ERROR
+                    logger.log(
+                        level,
                         "decision '%s' of %s (agent %r): call to %s.%s failed after %.3g s: %s",
                         decision.action,
                         spec,

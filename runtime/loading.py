@@ -1,0 +1,82 @@
+"""Find agent classes from what a user types: ``module:Class``, ``file.py:Class`` or ``file.py``."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from scanflow_agents import Agent
+
+
+class LoadError(Exception):
+    """An agent reference cannot be resolved; the message says what to fix."""
+
+
+def load_agent_classes(reference: str) -> list[type[Agent]]:
+    """Resolve one reference into agent classes.
+
+    ``pkg.module:Class`` and ``path/to/file.py:Class`` name one class;
+    ``path/to/file.py`` or ``pkg.module`` alone mean every ``Agent`` subclass
+    defined in that module. Errors raised while importing the user's module
+    are not hidden: they propagate with their traceback, wrapped in a
+    :class:`LoadError` that names the reference.
+    """
+    target, _, class_name = reference.partition(":")
+    module = _import(target, reference)
+    if class_name:
+        klass = getattr(module, class_name, None)
+        if not (inspect.isclass(klass) and issubclass(klass, Agent)):
+            found = ", ".join(c.__name__ for c in _agents_in(module)) or "none"
+            raise LoadError(
+                f"{reference}: {module.__name__} has no Agent subclass {class_name!r} "
+                f"(agents there: {found})"
+            )
+        return [klass]
+    classes = _agents_in(module)
+    if not classes:
+        raise LoadError(f"{reference}: no Agent subclass is defined in {module.__name__}")
+    return classes
+
+
+def _agents_in(module: ModuleType) -> list[type[Agent]]:
+    return [
+        value
+        for value in vars(module).values()
+        if inspect.isclass(value)
+        and issubclass(value, Agent)
+        and value is not Agent
+        and value.__module__ == module.__name__
+    ]
+
+
+def _import(target: str, reference: str) -> ModuleType:
+    path = Path(target)
+    if target.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise LoadError(f"{reference}: no such file {target}")
+        name = f"scanflow_user_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise LoadError(f"{reference}: cannot load {target} as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        # Let the file import its neighbours, as `python file.py` would.
+        sys.path.insert(0, str(path.resolve().parent))
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[name]
+            raise LoadError(f"{reference}: importing {target} failed: {exc!r}") from exc
+        return module
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as exc:
+        if exc.name and target.startswith(exc.name):
+            raise LoadError(f"{reference}: no module named {target!r}") from exc
+        raise LoadError(f"{reference}: importing {target} failed: {exc!r}") from exc
+    except Exception as exc:
+        raise LoadError(f"{reference}: importing {target} failed: {exc!r}") from exc
