@@ -119,6 +119,7 @@ async def test_redeploy_under_load_fails_no_request(
     stop = threading.Event()
     served: Counter[str] = Counter()
     failures: list[str] = []
+    lock = threading.Lock()
 
     def load() -> None:
         # A bounded client loop: one request at a time, a new connection each.
@@ -134,16 +135,19 @@ async def test_redeploy_under_load_fails_no_request(
             if status != 200:
                 failures.append(f"{status}: {body}")
             else:
-                served[body["model_uri"]] += 1
+                with lock:
+                    served[body["model_uri"]] += 1
 
-    client = asyncio.create_task(asyncio.to_thread(load))
+    # Three clients at once, so connections are queued on the stopping
+    # replica's listener while it closes (the case the drain exists for).
+    clients = [asyncio.create_task(asyncio.to_thread(load)) for _ in range(3)]
     try:
         await asyncio.sleep(0.5)
         result = await platform.redeploy("serve", "model", digits["uris"]["v2"])
         await asyncio.sleep(0.5)
     finally:
         stop.set()
-        await client
+        await asyncio.gather(*clients)
     again = await platform.redeploy("serve", "model", digits["uris"]["v2"])
 
     assert result.outcome == "updated"
