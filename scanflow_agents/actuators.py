@@ -106,7 +106,7 @@ def params_model(fn: Callable[..., Any], actuator_id: str) -> type[BaseModel]:
         annotation = hints.get(name, Any)
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[name] = (annotation, Field(default, description=docs.get(name)))
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    return create_model(
         f"{actuator_id}_params",
         __config__=ConfigDict(extra="forbid"),
         **fields,

@@ -12,7 +12,7 @@ import inspect
 import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from scanflow_agents.actuators import ActuatorSpec
 from scanflow_agents.errors import DefinitionError
@@ -57,10 +57,11 @@ class Agent:
         settings: the settings tree the agent runs with.
     """
 
-    name: ClassVar[str] = "agent"
-    sensors: ClassVar[Mapping[str, SensorSpec]] = MappingProxyType({})
-    rules: ClassVar[Mapping[str, RuleSpec]] = MappingProxyType({})
-    actuators: ClassVar[Mapping[str, ActuatorSpec]] = MappingProxyType({})
+    # Class attributes that an instance may override (a name, or specs given as values).
+    name: str = "agent"
+    sensors: Mapping[str, SensorSpec] = MappingProxyType({})
+    rules: Mapping[str, RuleSpec] = MappingProxyType({})
+    actuators: Mapping[str, ActuatorSpec] = MappingProxyType({})
 
     def __init_subclass__(cls, *, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

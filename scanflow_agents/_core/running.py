@@ -31,6 +31,7 @@ from scanflow_agents.errors import ErrorCode
 from scanflow_agents.messages import SCHEMA_VERSION, Envelope, Event, Observation, Reply, new_id
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.transports.base import Message, Subscription, Transport
+from scanflow_agents.triggers import OnEvent
 
 if TYPE_CHECKING:
     from scanflow_agents.agents import Agent
@@ -124,7 +125,9 @@ class AgentRuntime:
             self._subscriptions.append(await subscribe(subjects.event(topic), handler, queue=queue))
 
     def _topics(self) -> list[str]:
-        topics = [s.trigger.topic for s in self.agent.sensors.values() if s.on_event]  # type: ignore[union-attr]
+        topics = [
+            s.trigger.topic for s in self.agent.sensors.values() if isinstance(s.trigger, OnEvent)
+        ]
         topics += [t for r in self.agent.rules.values() for t in r.topics]
         return list(dict.fromkeys(topics))
 
@@ -320,8 +323,10 @@ class AgentRuntime:
 
     def _event_handler(self, pattern: str) -> Any:
         sensors = [
-            s for s in self.agent.sensors.values() if s.on_event and s.trigger.topic == pattern
-        ]  # type: ignore[union-attr]
+            s
+            for s in self.agent.sensors.values()
+            if isinstance(s.trigger, OnEvent) and s.trigger.topic == pattern
+        ]
         rules = [r for r in self.agent.rules.values() if pattern in r.topics]
 
         async def on_event(message: Message) -> None:

@@ -40,7 +40,7 @@ class _NatsSubscription(Subscription):
             # drain() lets messages already received be handled before the
             # subscription goes, so a stopping agent answers what it accepted.
             with contextlib.suppress(nats.errors.ConnectionClosedError):
-                await self._sub.drain()
+                await self._sub.drain()  # type: ignore[no-untyped-call]
 
 
 class NatsTransport(Transport):
