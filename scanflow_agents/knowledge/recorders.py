@@ -95,7 +95,7 @@ class MlflowRecorder:
         return f"{self.prefix}/{agent}"
 
     def record(self, event: Mapping[str, Any]) -> None:
-        """Queue one event for writing; returns at once.
+        """Queue one event for writing; returns at once. Call it from the event loop's thread.
 
         Args:
             event: Keys ``id``, ``kind`` (observation, decision or action),
