@@ -94,7 +94,6 @@ class AgentRuntime:
             await self._subscribe()
             if self.scheduler is not None:
                 self.scheduler.start()
-            self.tasks.spawn(self._heartbeats(), name="heartbeat", endless=True)
             # Make sure the server knows our subscriptions before anyone is told we run.
             await self.transport.flush()
         except BaseException:
@@ -102,6 +101,8 @@ class AgentRuntime:
             raise
         self.state = "running"
         self.ready = True
+        # Heartbeats start once ready, so the first one already says so.
+        self.tasks.spawn(self._heartbeats(), name="heartbeat", endless=True)
         logger.info(
             "agent %r started (instance %s, namespace %r)",
             self.agent.name,
