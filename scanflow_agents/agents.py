@@ -98,6 +98,15 @@ class Agent:
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    async def on_start(self) -> None:
+        """Called once before the agent subscribes: open clients, platforms, state.
+
+        An exception here aborts the start with that error; nothing is left running.
+        """
+
+    async def on_stop(self) -> None:
+        """Called once after the agent stopped serving (in-flight work is done)."""
+
     def running(self, transport: Transport, *, schedule: bool = True) -> AgentRuntime:
         """The agent's lifecycle as an async context manager.
 
@@ -113,6 +122,11 @@ class Agent:
         from scanflow_agents._core.running import AgentRuntime
 
         return AgentRuntime(self, transport, schedule=schedule)
+
+    @property
+    def message_id(self) -> str | None:
+        """The id of the message being handled (in an actuator: the call id, idempotency key)."""
+        return self.runtime.current_chain()[1]
 
     @property
     def runtime(self) -> AgentRuntime:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from scanflow_agents._core.executing import execute
 from scanflow_agents._core.guards import IdempotencyCache, Throttle
 from scanflow_agents._core.recording import jsonable
-from scanflow_agents.errors import ErrorCode
+from scanflow_agents.errors import CallError, ErrorCode
 from scanflow_agents.messages import Envelope, ErrorInfo, Reply
 
 if TYPE_CHECKING:
@@ -143,6 +143,13 @@ class Dispatcher:
         if outcome.ok:
             throttle.succeeded(time.monotonic())
             reply = Reply(ok=True, result=jsonable(outcome.result))
+        elif isinstance(outcome.error, CallError):
+            # The handler refused the call itself (a bad value only it can see,
+            # a missing workflow): pass its code and field on unchanged.
+            error = outcome.error
+            reply = failure(
+                error.code, f"{name}: {error.message}", field=error.field, details=error.details
+            )
         elif outcome.timed_out:
             reply = failure(ErrorCode.TIMEOUT, f"{name} {outcome.error_text}")
         else:

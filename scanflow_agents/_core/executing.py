@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from scanflow_agents.errors import PermanentError, TemporaryError
+from scanflow_agents.errors import CallError, PermanentError, TemporaryError
 from scanflow_agents.handlers import HandlerSpec
 from scanflow_agents.settings import HandlerSettings
 
@@ -68,8 +68,8 @@ async def execute(
         except TemporaryError as exc:
             # An explicit delay is used as it is; otherwise the exponential backoff.
             error, retry_in = exc, exc.delay if exc.delay is not None else -1.0
-        except PermanentError as exc:
-            error = exc
+        except (PermanentError, CallError) as exc:
+            error = exc  # a refusal by the handler is final: retrying changes nothing
         except Exception as exc:
             error = exc
             if spec.options.errors == "ignore":
@@ -78,15 +78,16 @@ async def execute(
             if spec.options.errors == "temporary":
                 retry_in = -1.0
         if retry_in is None or attempt > retries:
-            logger.error(
+            # A refusal (CallError) is the handler answering, not failing: no alarm.
+            expected = isinstance(error, (TemporaryError, PermanentError, CallError))
+            logger.log(
+                logging.INFO if isinstance(error, CallError) else logging.ERROR,
                 "%s of agent %r failed: %s%s",
                 spec,
                 agent,
                 _describe(error),
                 f" (after {attempt} attempts)" if attempt > 1 else "",
-                exc_info=error
-                if not timed_out and not isinstance(error, (TemporaryError, PermanentError))
-                else None,
+                exc_info=None if timed_out or expected else error,
             )
             return Outcome(
                 False,

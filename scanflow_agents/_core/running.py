@@ -69,6 +69,7 @@ class AgentRuntime:
         self.scheduler: Scheduler | None = Scheduler(self) if schedule else None
         self._subscriptions: list[Subscription] = []
         self._stopped = asyncio.Event()
+        self._hooks_started = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -91,6 +92,8 @@ class AgentRuntime:
         self.state = "starting"
         self.started_at = time.monotonic()
         try:
+            await self.agent.on_start()
+            self._hooks_started = True
             await self._subscribe()
             if self.scheduler is not None:
                 self.scheduler.start()
@@ -155,6 +158,12 @@ class AgentRuntime:
                     timeout,
                 )
             await self.tasks.cancel()
+            if self._hooks_started:
+                self._hooks_started = False
+                try:
+                    await asyncio.wait_for(self.agent.on_stop(), timeout)
+                except Exception:
+                    logger.exception("on_stop of agent %r failed", self.agent.name)
         finally:
             self.state = "stopped"
             if self.agent._runtime is self:

@@ -392,3 +392,53 @@ async def test_pause_skips_sensors_and_rejects_calls(bus: str | None) -> None:
         assert await h.run_sensor("watcher", "load") is None
         planner.runtime.resume()
         assert await h.call("planner", "scale", replicas=1)
+
+
+class Lifecycle(Agent):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.calls: list[str] = []
+        self.workflows = {"digits"}
+
+    async def on_start(self) -> None:
+        self.calls.append("start")
+
+    async def on_stop(self) -> None:
+        self.calls.append("stop")
+
+    @actuator()
+    async def scale(self, workflow: str, replicas: int) -> str | None:
+        if workflow not in self.workflows:
+            raise BadInput(f"no workflow '{workflow}'", field="workflow")
+        return self.message_id
+
+
+async def test_hooks_message_id_and_refusals_raised_by_handlers(bus: str | None) -> None:
+    agent = Lifecycle()
+    async with AgentHarness(agent, nats_url=bus) as h:
+        assert agent.calls == ["start"]
+        assert (
+            await h.call("lifecycle", "scale", workflow="digits", replicas=1, call_id="c-9")
+            == "c-9"
+        )
+        with pytest.raises(BadInput, match="no workflow 'iris'") as info:
+            await h.call("lifecycle", "scale", workflow="iris", replicas=1)
+        assert info.value.field == "workflow"
+    assert agent.calls == ["start", "stop"]
+
+
+async def test_failing_start_hook_leaves_nothing_running(bus: str | None) -> None:
+    class Broken(Agent):
+        async def on_start(self) -> None:
+            raise RuntimeError("platform unreachable")
+
+        @actuator()
+        async def go(self) -> None:
+            return None
+
+    async with AgentHarness(nats_url=bus) as h:
+        agent = Broken(settings=h.settings)
+        with pytest.raises(RuntimeError, match="platform unreachable"):
+            await agent.running(await h.connect("broken")).start()
+        with pytest.raises(Unavailable):
+            await h.call("broken", "go", timeout=1)

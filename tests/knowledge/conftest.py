@@ -1,4 +1,4 @@
-"""A real MLflow server per test session, on the backend chosen by the environment.
+"""Fixtures of the knowledge tests (the session MLflow servers live in tests/conftest.py).
 
 ``SCANFLOW_TEST_MLFLOW_BACKEND``: backend store URI (default: sqlite in a
 temporary directory), e.g. ``postgresql+psycopg2://postgres@127.0.0.1:5432/db``.
@@ -25,20 +25,6 @@ def _backend() -> str | None:
 
 def _artifacts() -> str | None:
     return os.environ.get("SCANFLOW_TEST_MLFLOW_ARTIFACTS") or None
-
-
-@pytest.fixture(scope="session")
-def mlflow_server() -> Iterator[MlflowServer]:
-    """The session's MLflow server, on the configured backend and artifact store."""
-    with MlflowServer(_backend(), _artifacts()) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def second_mlflow_server() -> Iterator[MlflowServer]:
-    """Another MLflow server with its own sqlite store, for isolation tests."""
-    with MlflowServer() as server:
-        yield server
 
 
 @pytest.fixture
