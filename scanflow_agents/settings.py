@@ -9,6 +9,8 @@ same path in the Helm chart's ``values.yaml`` under ``settings:``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -43,6 +45,11 @@ class MlflowSettings(BaseModel):
     password: SecretStr | None = None
     token: SecretStr | None = None
     timeout: float = Field(10.0, gt=0, description="Seconds for one MLflow HTTP request.")
+    retries: int = Field(2, ge=0, description="Retries of a failed MLflow request.")
+    backoff: float = Field(0.5, ge=0, description="First delay between MLflow retries (doubled).")
+    record: bool = Field(
+        False, description="Also keep each agent's audit trail in MLflow (an experiment each)."
+    )
 
 
 class HandlerSettings(BaseModel):
@@ -85,6 +92,17 @@ class Settings(BaseSettings):
     nats: NatsSettings = Field(default_factory=NatsSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
+    agents: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description=(
+            "Per-agent configuration by agent name (what it supervises, thresholds); each "
+            "built-in agent validates its own section, e.g. SCANFLOW_AGENTS__PLANNER__PLATFORM."
+        ),
+    )
+
+    def agent_config(self, name: str) -> dict[str, Any]:
+        """The configuration section of one agent (empty if none)."""
+        return dict(self.agents.get(name, {}))
 
     @property
     def stream_name(self) -> str:

@@ -42,11 +42,11 @@ class KnowledgeClient:
     """One MLflow server (tracking and registry), used from asyncio.
 
     Args:
-        settings: Where the server is and how to authenticate.
-        retries: Extra attempts after a connection error or a 5xx answer before
-            :class:`KnowledgeUnavailable` is raised. Kept low on purpose: the
-            callers (sensors, the recorder) retry on their own schedule.
-        backoff: Backoff factor between those attempts (0, 2x, 4x... seconds).
+        settings: Where the server is, how to authenticate, and the retry policy:
+            ``retries`` extra attempts after a connection error or a 5xx answer
+            before :class:`KnowledgeUnavailable` is raised (kept low on purpose:
+            the callers, sensors and the recorder, retry on their own schedule),
+            ``backoff`` between them (0, 2x, 4x... seconds).
         workers: Threads for concurrent calls of this client.
     """
 
@@ -54,14 +54,12 @@ class KnowledgeClient:
         self,
         settings: MlflowSettings,
         *,
-        retries: int = 2,
-        backoff: float = 0.5,
         workers: int = 4,
     ) -> None:
         self.settings = settings
         self.tracking_uri = settings.tracking_uri.rstrip("/")
         self.registry_uri = (settings.registry_uri or self.tracking_uri).rstrip("/")
-        self._policy_args = (settings.timeout, retries, backoff)
+        self._policy_args = (settings.timeout, settings.retries, settings.backoff)
         self._executor = ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix=f"mlflow-{urlsplit(self.tracking_uri).netloc}"
         )

@@ -99,7 +99,7 @@ async def test_events_survive_an_mlflow_outage(
 ) -> None:
     server = make_mlflow_server()
     await server.astart()
-    client = KnowledgeClient(MlflowSettings(tracking_uri=server.url), retries=0)
+    client = KnowledgeClient(MlflowSettings(tracking_uri=server.url, retries=0))
     recorder = MlflowRecorder(
         client, prefix=f"outage-{unique}", flush_interval=0.05, retry_interval=0.2
     )
