@@ -25,6 +25,7 @@ from scanflow_agents.messages import Call, Decision, Envelope, Event, Observatio
 from scanflow_agents.rules import RuleSpec, rule
 from scanflow_agents.sensors import SensorSpec, sensor
 from scanflow_agents.settings import Settings
+from scanflow_agents.sources import Runs
 from scanflow_agents.triggers import At, Cron, Interval, OnEvent
 
 __version__ = "0.1.0"
@@ -56,6 +57,7 @@ __all__ = [
     "Rate",
     "Rejected",
     "RuleSpec",
+    "Runs",
     "SensorSpec",
     "Settings",
     "TemporaryError",

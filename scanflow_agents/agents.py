@@ -23,6 +23,7 @@ from scanflow_agents.settings import Settings
 
 if TYPE_CHECKING:
     from scanflow_agents._core.running import AgentRuntime
+    from scanflow_agents.knowledge import KnowledgeClient
     from scanflow_agents.transports.base import Transport
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -129,6 +130,11 @@ class Agent:
         return self.runtime.current_chain()[1]
 
     @property
+    def knowledge(self) -> KnowledgeClient:
+        """The MLflow client of ``settings.mlflow`` (created on first use, closed at stop)."""
+        return self.runtime.knowledge.client()
+
+    @property
     def runtime(self) -> AgentRuntime:
         """The running runtime; an error if the agent is not running."""
         if self._runtime is None:
@@ -232,7 +238,7 @@ def _split(
     actuators: dict[str, ActuatorSpec] = {}
     for spec in specs:
         if isinstance(spec, SensorSpec):
-            _check_arity(spec, 2 if spec.on_event else 1, owner)
+            _check_arity(spec, 2 if spec.on_event or spec.reads else 1, owner)
             sensors[spec.id] = spec
         elif isinstance(spec, RuleSpec):
             _check_arity(spec, 2, owner)

@@ -6,7 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from scanflow_agents.errors import DefinitionError
 from scanflow_agents.handlers import ErrorMode, HandlerFn, HandlerOptions, HandlerSpec, attach
+from scanflow_agents.sources import Runs
 from scanflow_agents.triggers import OnEvent, Trigger, make_trigger
 
 
@@ -15,13 +17,21 @@ class SensorSpec(HandlerSpec):
     """A sensor: its trigger, and whether its observations are published as events.
 
     An interval, cron or date sensor is called as ``fn(agent)``; an event sensor
-    as ``fn(agent, event)`` with the :class:`~scanflow_agents.Event` received.
+    as ``fn(agent, event)`` with the :class:`~scanflow_agents.Event` received; a
+    sensor that ``reads`` MLflow as ``fn(agent, poll)`` with what is new (see
+    :mod:`scanflow_agents.sources`).
     """
 
     kind = "sensor"
 
     trigger: Trigger
     publish: bool = True
+    reads: Runs | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.reads is not None and isinstance(self.trigger, OnEvent):
+            raise DefinitionError(f"{self}: a sensor that reads MLflow needs a time trigger")
 
     @property
     def on_event(self) -> bool:
@@ -43,6 +53,7 @@ def sensor(
     backoff: float | None = None,
     errors: ErrorMode = "temporary",
     publish: bool = True,
+    reads: Runs | None = None,
 ) -> Callable[[HandlerFn], HandlerFn]:
     """Declare a method as a sensor. Exactly one trigger keyword is required.
 
@@ -57,13 +68,19 @@ def sensor(
         backoff: seconds before the first retry, doubled each time.
         errors: how unexpected exceptions are treated (``temporary`` by default).
         publish: publish each observation on ``observation.<agent>.<sensor>``.
+        reads: MLflow runs to read incrementally; the sensor gets only what is new.
     """
     trigger = make_trigger(every=every, cron=cron, at=at, on=on)
     options = HandlerOptions(timeout=timeout, retries=retries, backoff=backoff, errors=errors)
 
     def decorator(fn: HandlerFn) -> HandlerFn:
         spec = SensorSpec(
-            id=id or fn.__name__, fn=fn, options=options, trigger=trigger, publish=publish
+            id=id or fn.__name__,
+            fn=fn,
+            options=options,
+            trigger=trigger,
+            publish=publish,
+            reads=reads,
         )
         return attach(fn, spec)
 

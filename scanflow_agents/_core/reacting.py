@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from scanflow_agents._core.executing import execute
+from scanflow_agents._core.knowing import is_empty
 from scanflow_agents._core.recording import jsonable
 from scanflow_agents.errors import CallError, Rejected
 from scanflow_agents.messages import Decision, Event, Observation, new_id, utcnow
@@ -78,14 +79,19 @@ class Reactor:
         if self.runtime.refusal() is not None:
             state.skipped += 1
             return None
-        args = (event,) if event is not None else ()
         correlation = event.correlation_id if event is not None else new_id()
+
+        async def invoke() -> Any:
+            if spec.reads is None:
+                return await spec.fn(self.agent, *((event,) if event is not None else ()))
+            poll = await self.runtime.knowledge.poll(spec)
+            if is_empty(poll):
+                return None  # nothing new: the sensor is not even called
+            return await spec.fn(self.agent, poll)
+
         with self.runtime.chain(correlation, event.id if event is not None else None):
             outcome = await execute(
-                spec,
-                self.agent.name,
-                lambda: spec.fn(self.agent, *args),
-                self.runtime.settings.agent.handlers,
+                spec, self.agent.name, invoke, self.runtime.settings.agent.handlers
             )
         state.runs += 1
         state.last_time = utcnow()
@@ -96,6 +102,8 @@ class Reactor:
             return None
         state.last_error = None
         if outcome.result is None:
+            if spec.reads is not None:
+                await self.runtime.knowledge.commit(spec)
             return None  # nothing new to report
         value = jsonable(outcome.result)
         state.last_value = value
@@ -111,6 +119,9 @@ class Reactor:
                 causation_id=event.id if event is not None else None,
             )
         await self.react(observation, spec)
+        if spec.reads is not None:
+            # Only now is the poll consumed: a crash before this line shows it again.
+            await self.runtime.knowledge.commit(spec)
         return observation
 
     async def react(self, observation: Observation, sensor: SensorSpec) -> None:

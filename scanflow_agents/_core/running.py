@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from scanflow_agents._core.calling import call_envelope, remote_call, result_of
 from scanflow_agents._core.describing import describe, heartbeat
 from scanflow_agents._core.dispatching import Dispatcher, failure
+from scanflow_agents._core.knowing import Knowledge
 from scanflow_agents._core.reacting import Reactor
 from scanflow_agents._core.recording import Recorder, Sink, jsonable
 from scanflow_agents._core.scheduling import Scheduler
@@ -66,6 +67,7 @@ class AgentRuntime:
         self.recorder = Recorder(agent.name, transport, self.subjects, list(sinks))
         self.dispatcher = Dispatcher(self)
         self.reactor = Reactor(self)
+        self.knowledge = Knowledge(self)
         self.scheduler: Scheduler | None = Scheduler(self) if schedule else None
         self._subscriptions: list[Subscription] = []
         self._stopped = asyncio.Event()
@@ -94,6 +96,7 @@ class AgentRuntime:
         try:
             await self.agent.on_start()
             self._hooks_started = True
+            await self.knowledge.start()
             await self._subscribe()
             if self.scheduler is not None:
                 self.scheduler.start()
@@ -158,6 +161,7 @@ class AgentRuntime:
                     timeout,
                 )
             await self.tasks.cancel()
+            await self.knowledge.close()
             if self._hooks_started:
                 self._hooks_started = False
                 try:

@@ -1,0 +1,132 @@
+"""An agent's access to MLflow: clients per server, incremental readers, the audit sink.
+
+Everything here is created lazily, so an agent that never touches MLflow
+never imports it. Each tracking URI gets its own client (its own threads and
+credentials): sensors reading different servers cannot interfere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from scanflow_agents.errors import TemporaryError
+from scanflow_agents.sources import Runs
+
+if TYPE_CHECKING:
+    from scanflow_agents._core.running import AgentRuntime
+    from scanflow_agents.knowledge import (
+        IncrementalRunReader,
+        KnowledgeClient,
+        MlflowRecorder,
+        Poll,
+    )
+    from scanflow_agents.sensors import SensorSpec
+
+logger = logging.getLogger("scanflow_agents.knowing")
+
+
+class Knowledge:
+    """The MLflow side of one agent runtime."""
+
+    def __init__(self, runtime: AgentRuntime) -> None:
+        self.runtime = runtime
+        self._clients: dict[str, KnowledgeClient] = {}
+        self._readers: dict[str, IncrementalRunReader] = {}
+        self._committed: dict[str, dict[str, Any]] = {}
+        self.recorder: MlflowRecorder | None = None
+
+    @property
+    def bucket(self) -> str:
+        return f"scanflow-cursors-{self.runtime.settings.namespace}"
+
+    def client(self, tracking_uri: str | None = None) -> KnowledgeClient:
+        """The client of ``tracking_uri`` (default: the agent's MLflow)."""
+        from scanflow_agents.knowledge import KnowledgeClient
+
+        settings = self.runtime.settings.mlflow
+        if tracking_uri and tracking_uri != settings.tracking_uri:
+            settings = settings.model_copy(update={"tracking_uri": tracking_uri})
+        uri = settings.tracking_uri
+        if uri not in self._clients:
+            self._clients[uri] = KnowledgeClient(settings)
+        return self._clients[uri]
+
+    async def start(self) -> None:
+        """Start the MLflow copy of the audit trail if the settings ask for it."""
+        if self.runtime.settings.mlflow.record:
+            from scanflow_agents.knowledge import MlflowRecorder
+
+            self.recorder = MlflowRecorder(self.client())
+            await self.recorder.start()
+            self.runtime.recorder.sinks.append(self.recorder)
+
+    async def close(self) -> None:
+        if self.recorder is not None:
+            self.runtime.recorder.sinks.remove(self.recorder)
+            await self.recorder.aclose()
+            self.recorder = None
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+    def _key(self, sensor_id: str) -> str:
+        return f"{self.runtime.agent.name}.{sensor_id}"
+
+    async def poll(self, spec: SensorSpec) -> Poll:
+        """What is new for a reading sensor since its last committed poll.
+
+        The reader starts every attempt from the last committed cursor, so a
+        failed attempt (here or in the sensor) loses nothing and shows nothing twice.
+        """
+        from scanflow_agents.knowledge import KnowledgeUnavailable
+
+        reader = await self._reader(spec)
+        reader.restore(self._committed[spec.id])
+        try:
+            return await reader.poll()
+        except KnowledgeUnavailable as exc:
+            raise TemporaryError(str(exc)) from exc
+
+    async def commit(self, spec: SensorSpec) -> None:
+        """Keep the reader's position: in memory, and durably in the key-value store."""
+        state = self._readers[spec.id].state()
+        self._committed[spec.id] = state
+        await self.runtime.transport.kv_put(
+            self.bucket, self._key(spec.id), json.dumps(state).encode()
+        )
+
+    async def _reader(self, spec: SensorSpec) -> IncrementalRunReader:
+        if spec.id in self._readers:
+            return self._readers[spec.id]
+        from scanflow_agents.knowledge import IncrementalRunReader
+
+        source = spec.reads
+        assert isinstance(source, Runs)
+        since = None
+        if source.from_now:
+            import time
+
+            since = int(time.time() * 1000)
+        reader = IncrementalRunReader(
+            self.client(source.tracking_uri),
+            experiments=source.experiments,
+            filter_string=source.filter_string(),
+            metrics=source.metrics,
+            lookback=source.lookback,
+            since=since,
+        )
+        saved = await self.runtime.transport.kv_get(self.bucket, self._key(spec.id))
+        if saved is not None:
+            reader.restore(json.loads(saved))
+            logger.info("sensor %r of agent %r resumes from its saved cursor",
+                        spec.id, self.runtime.agent.name)  # fmt: skip
+        self._committed[spec.id] = reader.state()
+        self._readers[spec.id] = reader
+        return reader
+
+
+def is_empty(poll: Poll) -> bool:
+    """Whether a poll found nothing at all (the sensor is then not called)."""
+    return not (poll.runs or poll.points or poll.finished or poll.expired)
