@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from scanflow_agents._core.recording import event_record
 from scanflow_agents.errors import TemporaryError
+from scanflow_agents.messages import Envelope
 from scanflow_agents.sources import Runs
 
 if TYPE_CHECKING:
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
     from scanflow_agents.sensors import SensorSpec
 
 logger = logging.getLogger("scanflow_agents.knowing")
+
+RECORD_KINDS = ("observation", "decision", "action")
 
 
 class Knowledge:
@@ -60,7 +65,36 @@ class Knowledge:
 
             self.recorder = MlflowRecorder(self.client())
             await self.recorder.start()
+            await self._catch_up(self.recorder)
             self.runtime.recorder.sinks.append(self.recorder)
+
+    async def _catch_up(self, recorder: MlflowRecorder) -> None:
+        """Copy to MLflow what the stream holds and MLflow missed (a crash, an outage).
+
+        The stream is the source of truth: every event newer than the newest one
+        MLflow has for this agent is queued again (readers drop duplicates by id).
+        """
+        from scanflow_agents.knowledge import KnowledgeUnavailable
+
+        agent = self.runtime.agent.name
+        try:
+            newest = await recorder.history(agent, limit=1)
+        except KnowledgeUnavailable as exc:
+            logger.warning("agent %r cannot catch up its MLflow audit trail now: %s", agent, exc)
+            return
+        since = datetime.fromisoformat(newest[-1]["time"]) if newest else None
+        subjects = self.runtime.subjects
+        copied = 0
+        for subject, data in await self.runtime.transport.history(subjects.event(f"*.{agent}.>")):
+            kind = subjects.topic_of(subject).split(".", 1)[0]
+            if kind not in RECORD_KINDS:
+                continue
+            envelope = Envelope.decode(data)
+            if since is None or envelope.time >= since:
+                recorder.record(event_record(envelope, kind, envelope.target or ""))
+                copied += 1
+        if copied:
+            logger.info("agent %r queued %d event(s) from the stream for MLflow", agent, copied)
 
     async def close(self) -> None:
         if self.recorder is not None:

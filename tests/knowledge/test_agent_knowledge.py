@@ -201,3 +201,31 @@ def test_runs_declaration_errors() -> None:
     with pytest.raises(DefinitionError, match="needs a time trigger"):
         sensor(on="x.y", reads=Runs(experiments=("e",)))(Watch.trainings)
     assert Runs(experiments="one").experiments == ("one",)
+
+
+async def test_mlflow_catches_up_from_the_stream(
+    mlflow_server: MlflowServer, nats_url: str
+) -> None:
+    """Events recorded while MLflow was not written (off, down, a crash) reach it later."""
+    quiet = with_mlflow(Settings.defaults(), mlflow_server.url)
+    recording = with_mlflow(Settings.defaults(), mlflow_server.url, record=True)
+    namespace = f"catch-up-{uuid.uuid4().hex[:6]}"
+    first, other = (f"trainer-{uuid.uuid4().hex[:6]}" for _ in range(2))
+    async with AgentHarness(
+        Trainer(name=first), nats_url=nats_url, settings=quiet, namespace=namespace
+    ) as h:
+        await h.call(first, "retrain", runs=["a"])
+        await h.call(first, "retrain", runs=["b"])
+    async with AgentHarness(
+        Trainer(name=other), nats_url=nats_url, settings=recording, namespace=namespace
+    ) as h:
+        await h.call(other, "retrain", runs=["c"])
+    history = await mlflow_history(recording.mlflow, agents=[first, other])
+    assert [r["payload"]["params"]["runs"] for r in history] == [["c"]]  # only what recorded
+    # The first agent, restarted with recording on, copies what the stream holds.
+    async with AgentHarness(
+        Trainer(name=first), nats_url=nats_url, settings=recording, namespace=namespace
+    ):
+        pass
+    history = await mlflow_history(recording.mlflow, agents=[first])
+    assert [r["payload"]["params"]["runs"] for r in history] == [["a"], ["b"]]
