@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -106,7 +107,7 @@ class Client:
         kinds: Iterable[str] = RECORD_KINDS,
         limit: int = 10_000,
     ) -> list[dict[str, Any]]:
-        """Recorded observations, decisions and actions from the event stream, oldest first.
+        """Recorded observations, decisions and actions from the event stream, by time.
 
         Args:
             agent: only this agent's records.
@@ -124,6 +125,9 @@ class Client:
             if correlation_id and envelope.correlation_id != correlation_id:
                 continue
             records.append(event_record(envelope, kind, envelope.target or ""))
+        # Agents store their events independently, so stream order can differ from
+        # the order things happened in; each event's own time is the causal order.
+        records.sort(key=lambda record: datetime.fromisoformat(record["time"]))
         return records
 
     async def _request(self, subject: str, envelope: Envelope, agent: str, timeout: float) -> bytes:

@@ -18,7 +18,7 @@ from pydantic_core import to_jsonable_python
 
 from scanflow_agents.messages import Envelope
 from scanflow_agents.subjects import Subjects
-from scanflow_agents.transports.base import Transport, TransportError
+from scanflow_agents.transports.base import Transport
 
 logger = logging.getLogger("scanflow_agents.recording")
 
@@ -51,7 +51,16 @@ def event_record(envelope: Envelope, kind: str, name: str) -> dict[str, Any]:
 
 
 class Recorder:
-    """Publishes one agent's events and hands copies to the sinks."""
+    """Publishes one agent's events and hands copies to the sinks.
+
+    ``record`` returns at once: events wait in a queue that one guarded task
+    (:meth:`run`) stores in pipelined batches, so an actuator call does not pay
+    a JetStream round trip for its audit record. Events keep their order; if
+    the stream cannot take them (NATS down), they stay queued (at most
+    ``BACKLOG_LIMIT``, the oldest dropped with an error beyond that) and are
+    sent again, under their message id so the stream keeps one copy. A stopping
+    agent flushes the queue before it disconnects.
+    """
 
     def __init__(
         self, agent: str, transport: Transport, subjects: Subjects, sinks: list[Sink]
@@ -60,9 +69,13 @@ class Recorder:
         self.transport = transport
         self.subjects = subjects
         self.sinks = sinks
-        self.backlog: deque[tuple[str, bytes]] = deque(maxlen=BACKLOG_LIMIT)
+        self.backlog: deque[tuple[str, bytes, str]] = deque()
         self.counts: dict[str, int] = {}
-        self._catching_up = asyncio.Lock()
+        self.dropped = 0
+        self.retry_interval = 1.0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def record(
         self,
@@ -83,7 +96,7 @@ class Recorder:
             payload=jsonable(payload),
         )
         self.counts[kind] = self.counts.get(kind, 0) + 1
-        await self.publish(self.subjects.event(f"{kind}.{self.agent}.{name}"), envelope.encode())
+        self.publish(self.subjects.event(f"{kind}.{self.agent}.{name}"), envelope)
         if self.sinks:
             record = event_record(envelope, kind, name)
             for sink in self.sinks:
@@ -93,39 +106,51 @@ class Recorder:
                     logger.exception("sink %r of agent %r refused an event", sink, self.agent)
         return envelope
 
-    async def publish(self, subject: str, data: bytes) -> None:
-        """Publish durably; on failure keep the event for the next attempt.
+    def publish(self, subject: str, envelope: Envelope) -> None:
+        """Queue an event for the stream; :meth:`run` stores it."""
+        self.backlog.append((subject, envelope.encode(), envelope.id))
+        if len(self.backlog) > BACKLOG_LIMIT:
+            self.backlog.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                logger.error(
+                    "agent %r dropped %d event(s): the stream has not taken them and the "
+                    "queue is full (%d)", self.agent, self.dropped, BACKLOG_LIMIT,
+                )  # fmt: skip
+        self._idle.clear()
+        self._wake.set()
 
-        The common case (no backlog) publishes concurrently with other handlers;
-        only the catch-up after an outage is serialised, so events keep their order.
-        """
-        if self.backlog:
-            self.backlog.append((subject, data))
-            await self.catch_up()
-            return
+    async def run(self) -> None:
+        """Store queued events until cancelled (the runtime runs this as a guarded task)."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.backlog:
+                batch = [self.backlog.popleft() for _ in range(min(256, len(self.backlog)))]
+                try:
+                    errors = await self.transport.publish_durable_batch(batch)
+                except Exception as exc:  # the connection closed under us, ...
+                    errors = [exc] * len(batch)
+                failed = [item for item, error in zip(batch, errors, strict=True) if error]
+                if failed:
+                    # Back at the head, in order; their ids make the resend safe.
+                    self.backlog.extendleft(reversed(failed))
+                    logger.warning(
+                        "agent %r could not store %d event(s) in the stream: %s; retrying in %g s",
+                        self.agent, len(failed), next(e for e in errors if e), self.retry_interval,
+                    )  # fmt: skip
+                    await asyncio.sleep(self.retry_interval)
+            self._idle.set()
+
+    async def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued event is stored; ``False`` if some were not in time."""
         try:
-            await self.transport.publish_durable(subject, data)
-        except TransportError as exc:
-            self.backlog.append((subject, data))
-            logger.warning(
-                "agent %r could not store an event in the stream: %s; kept for retry",
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            logger.error(
+                "agent %r stops with %d event(s) not stored in the stream",
                 self.agent,
-                exc,
+                len(self.backlog),
             )
-
-    async def catch_up(self) -> None:
-        if self._catching_up.locked():
-            return  # the running catch-up will send what was just queued
-        async with self._catching_up:
-            try:
-                while self.backlog:
-                    subject, data = self.backlog[0]
-                    await self.transport.publish_durable(subject, data)
-                    self.backlog.popleft()
-            except TransportError as exc:
-                logger.warning(
-                    "agent %r still cannot store %d event(s): %s",
-                    self.agent,
-                    len(self.backlog),
-                    exc,
-                )
+            return False
+        return True

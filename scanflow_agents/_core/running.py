@@ -72,6 +72,8 @@ class AgentRuntime:
         self._subscriptions: list[Subscription] = []
         self._stopped = asyncio.Event()
         self._hooks_started = False
+        self._heartbeat: asyncio.Task[Any] | None = None
+        self._recording: asyncio.Task[Any] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -94,6 +96,7 @@ class AgentRuntime:
         self.state = "starting"
         self.started_at = time.monotonic()
         try:
+            self._recording = self.tasks.spawn(self.recorder.run(), name="recorder", endless=True)
             await self.agent.on_start()
             self._hooks_started = True
             await self.knowledge.start()
@@ -108,7 +111,7 @@ class AgentRuntime:
         self.state = "running"
         self.ready = True
         # Heartbeats start once ready, so the first one already says so.
-        self.tasks.spawn(self._heartbeats(), name="heartbeat", endless=True)
+        self._heartbeat = self.tasks.spawn(self._heartbeats(), name="heartbeat", endless=True)
         logger.info(
             "agent %r started (instance %s, namespace %r)",
             self.agent.name,
@@ -153,13 +156,16 @@ class AgentRuntime:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(sub.unsubscribe(), timeout)
             self._subscriptions.clear()
-            await self.tasks.cancel(endless_only=True)
+            if self._heartbeat is not None:
+                self._heartbeat.cancel()
             if not await self.tasks.wait(timeout):
                 logger.warning(
                     "agent %r: handlers still running after %g s; cancelling them",
                     self.agent.name,
                     timeout,
                 )
+            if self._recording is not None:
+                await self.recorder.flush(timeout)
             await self.tasks.cancel()
             await self.knowledge.close()
             if self._hooks_started:
@@ -277,7 +283,7 @@ class AgentRuntime:
             causation_id=cause,
             payload=jsonable(payload),
         )
-        await self.recorder.publish(self.subjects.event(topic), envelope.encode())
+        self.recorder.publish(self.subjects.event(topic), envelope)
         return envelope
 
     # -- wire handlers -------------------------------------------------------------------
@@ -380,8 +386,6 @@ class AgentRuntime:
                     kind="heartbeat", source=self.agent.name, payload=heartbeat(self)
                 )
                 await self.transport.publish(subject, envelope.encode())
-                if self.recorder.backlog:
-                    await self.recorder.catch_up()
             except Exception as exc:  # a missed heartbeat must not end the loop
                 logger.warning("agent %r could not send a heartbeat: %s", self.agent.name, exc)
             await asyncio.sleep(interval)

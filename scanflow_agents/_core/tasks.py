@@ -61,9 +61,9 @@ class Tasks:
         _, pending = await asyncio.wait(finite, timeout=timeout)
         return not pending
 
-    async def cancel(self, timeout: float = 5.0, *, endless_only: bool = False) -> None:
-        """Cancel the tracked tasks (or only the endless loops); wait, bounded, for them."""
-        tasks = set(self._endless if endless_only else self._tasks)
+    async def cancel(self, timeout: float = 5.0) -> None:
+        """Cancel every tracked task and wait, bounded, for them to end."""
+        tasks = set(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:

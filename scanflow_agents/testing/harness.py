@@ -155,6 +155,7 @@ class AgentHarness:
         for agent in self.agents.values():
             await agent.runtime.transport.flush()
             await agent.runtime.tasks.wait(5.0)
+            await agent.runtime.recorder.flush(5.0)
         await self.client.transport.flush()
         await asyncio.sleep(0.01)
 

@@ -20,7 +20,7 @@ Semantics both must have:
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -67,8 +67,29 @@ class Transport(abc.ABC):
         """Send a message to the subject's subscribers, at most once, without waiting."""
 
     @abc.abstractmethod
-    async def publish_durable(self, subject: str, data: bytes) -> None:
-        """Send a message and return once the event stream has stored it."""
+    async def publish_durable(
+        self, subject: str, data: bytes, *, msg_id: str | None = None
+    ) -> None:
+        """Send a message and return once the event stream has stored it.
+
+        ``msg_id`` makes a retry safe: the stream keeps one copy per id.
+        """
+
+    async def publish_durable_batch(
+        self, items: Sequence[tuple[str, bytes, str | None]]
+    ) -> list[BaseException | None]:
+        """Store many ``(subject, data, msg_id)`` events; per item, ``None`` or the error.
+
+        The default stores them one by one; a transport may pipeline them.
+        """
+        errors: list[BaseException | None] = []
+        for subject, data, msg_id in items:
+            try:
+                await self.publish_durable(subject, data, msg_id=msg_id)
+                errors.append(None)
+            except TransportError as exc:
+                errors.append(exc)
+        return errors
 
     @abc.abstractmethod
     async def request(self, subject: str, data: bytes, timeout: float) -> bytes:

@@ -34,6 +34,7 @@ class MemoryBroker:
         self.stream_subjects = stream_subjects
         self.subscriptions: list[_MemorySubscription] = []
         self.stream: list[tuple[str, bytes]] = []
+        self.stored_ids: set[str] = set()
         self.kv: dict[tuple[str, str], bytes] = {}
         self._inboxes = itertools.count()
 
@@ -121,10 +122,16 @@ class MemoryTransport(Transport):
         self._check()
         self.broker.route(subject, data, None)
 
-    async def publish_durable(self, subject: str, data: bytes) -> None:
+    async def publish_durable(
+        self, subject: str, data: bytes, *, msg_id: str | None = None
+    ) -> None:
         self._check()
         if not any(subject_matches(pattern, subject) for pattern in self.broker.stream_subjects):
             raise TransportError(f"no event stream stores subject {subject!r}")
+        if msg_id is not None:
+            if msg_id in self.broker.stored_ids:
+                return  # a retry of a stored event: kept once, as JetStream does
+            self.broker.stored_ids.add(msg_id)
         self.broker.stream.append((subject, data))
         self.broker.route(subject, data, None)
 

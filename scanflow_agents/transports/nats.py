@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import nats
@@ -27,6 +28,12 @@ from scanflow_agents.transports.base import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+def _id_header(msg_id: str | None) -> dict[str, str] | None:
+    # JetStream keeps one copy per Nats-Msg-Id within its duplicate window,
+    # which makes re-sending after a lost acknowledgement safe.
+    return {"Nats-Msg-Id": msg_id} if msg_id else None
 
 
 class _NatsSubscription(Subscription):
@@ -132,9 +139,11 @@ class NatsTransport(Transport):
     async def publish(self, subject: str, data: bytes) -> None:
         await self.nc.publish(subject, data)
 
-    async def publish_durable(self, subject: str, data: bytes) -> None:
+    async def publish_durable(
+        self, subject: str, data: bytes, *, msg_id: str | None = None
+    ) -> None:
         try:
-            await self.js.publish(subject, data, stream=self.stream)
+            await self.js.publish(subject, data, stream=self.stream, headers=_id_header(msg_id))
         except nats.errors.TimeoutError as exc:
             raise TransportError(f"JetStream did not acknowledge {subject!r} in time") from exc
         except (nats.errors.Error, nats.js.errors.Error) as exc:
@@ -142,6 +151,45 @@ class NatsTransport(Transport):
             raise TransportError(
                 f"stream {self.stream!r} did not store {subject!r}: {exc or type(exc).__name__}"
             ) from exc
+
+    async def publish_durable_batch(
+        self, items: Sequence[tuple[str, bytes, str | None]], *, timeout: float = 5.0
+    ) -> list[BaseException | None]:
+        # Pipelined: every event is sent before any acknowledgement is awaited,
+        # so storing a batch costs about one round trip instead of one per event.
+        futures: list[asyncio.Future[Any] | None] = []
+        errors: list[BaseException | None] = []
+        for subject, data, msg_id in items:
+            try:
+                futures.append(
+                    await self.js.publish_async(
+                        subject,
+                        data,
+                        stream=self.stream,
+                        headers=_id_header(msg_id),
+                        wait_stall=timeout,
+                    )
+                )
+                errors.append(None)
+            except (nats.errors.Error, nats.js.errors.Error) as exc:
+                futures.append(None)
+                errors.append(
+                    TransportError(f"stream {self.stream!r} did not take {subject!r}: {exc!r}")
+                )
+        pending = [f for f in futures if f is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        for index, future in enumerate(futures):
+            if future is None:
+                continue
+            if not future.done():
+                future.cancel()
+                errors[index] = TransportError("JetStream did not acknowledge in time")
+            elif future.exception() is not None:
+                errors[index] = TransportError(
+                    f"JetStream refused the event: {future.exception()!r}"
+                )
+        return errors
 
     async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
         try:
