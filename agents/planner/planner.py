@@ -1,0 +1,364 @@
+"""The planner: the "execute" of MAPE-K. It builds, deploys, runs, scales and redeploys.
+
+It senses nothing and decides nothing on its own: other agents (the improver,
+an operator at the console) decide, and call its actuators. What it adds is
+the application catalog (which workflows exist, where their scripts are), the
+mapping of platform failures onto the wire's error codes, and the events that
+say a batch run ended: ``run.<workflow>.succeeded`` or ``run.<workflow>.failed``
+(``cancelled`` too), with the run's final status, in the chain of the call
+that started it, so a retraining plan reads back as one story.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError
+from scanflow_agents.builtin.planner.catalog import Catalog, summary
+from scanflow_agents.builtin.planner.platforms import close_platform, make_platform
+from scanflow_agents.builtin.planner.settings import PlannerSettings
+
+from scanflow_agents import Agent, BadInput, NotFound, PermanentError, actuator
+from scanflow_agents.knowledge import ApplicationStore, KnowledgeClient, ModelRegistry
+from scanflow_agents.platforms import Platform, PlatformError, RunStatus
+from scanflow_agents.workflows import ServiceNode, Workflow, WorkflowError
+
+logger = logging.getLogger("scanflow_agents.builtin.planner")
+
+#: The most replicas one scale call may ask for: a typo (300 for 3) must not fork-bomb a node.
+MAX_REPLICAS = 64
+#: The longest ``wait`` may block (the actuator's own timeout is set above it).
+MAX_WAIT = 3600.0
+
+Replicas = Annotated[int, Field(ge=0, le=MAX_REPLICAS)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+AliasName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]*$", max_length=255)]
+
+
+class Planner(Agent):
+    """Executes plans on a platform: build, deploy, run, scale, redeploy, promote.
+
+    Configured by ``settings.agents["planner"]`` (see :class:`PlannerSettings`).
+    """
+
+    name = "planner"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.options = PlannerSettings()
+        self.catalog = Catalog()
+        self._platform: Platform | None = None
+        self._knowledge: KnowledgeClient | None = None
+        # Run id -> (workflow, correlation id, id of the call that started it): the
+        # chain the run's end event belongs to, whichever task reports the end.
+        self._chains: dict[str, tuple[str, str | None, str | None]] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        """Validate the settings, open the platform and MLflow, load the application files."""
+        try:
+            self.options = PlannerSettings.from_settings(self.settings)
+        except ValidationError as exc:
+            raise ValueError(f"planner: bad settings in settings.agents.planner: {exc}") from None
+        self.catalog = Catalog()
+        for path in self.options.applications:
+            try:
+                self.catalog.register(self.catalog.load(path))
+            except (WorkflowError, BadInput, OSError) as exc:
+                raise ValueError(f"planner: cannot load application file {path}: {exc}") from exc
+        self._knowledge = KnowledgeClient(self.settings.mlflow)
+        self._platform = make_platform(self.settings, self.options, self._run_finished)
+        logger.info(
+            "planner: %s platform, %d workflow(s) known: %s",
+            self.options.platform,
+            len(self.catalog.owners),
+            ", ".join(sorted(self.catalog.owners)) or "none",
+        )
+
+    async def on_stop(self) -> None:
+        """Close the platform (the local one stops its services) and the MLflow client."""
+        platform, self._platform = self._platform, None
+        knowledge, self._knowledge = self._knowledge, None
+        if platform is not None:
+            await close_platform(platform)
+        if knowledge is not None:
+            await knowledge.aclose()
+        self._chains.clear()
+
+    @property
+    def platform(self) -> Platform:
+        """The platform workflows run on (an error before start)."""
+        if self._platform is None:
+            raise RuntimeError("the planner has no platform: it is not running")
+        return self._platform
+
+    @property
+    def mlflow(self) -> KnowledgeClient:
+        """The planner's MLflow client (an error before start)."""
+        if self._knowledge is None:
+            raise RuntimeError("the planner has no MLflow client: it is not running")
+        return self._knowledge
+
+    # -- applications --------------------------------------------------------------------
+
+    @actuator(timeout=120)
+    async def apply(
+        self, application: dict[str, Any], base_dir: str | None = None
+    ) -> dict[str, Any]:
+        """Register an application definition and store it in MLflow for its team.
+
+        Applying the same application again replaces its definition; services
+        already deployed keep running until the next deploy.
+
+        Args:
+            application: The application (name, team, workflows, agents) as in a YAML file.
+            base_dir: Folder of the workflows' scripts on the platform's machine; default cwd.
+        """
+        team = application.get("team") or self.options.team
+        parsed = self.catalog.parse({**application, "team": team}, base_dir=base_dir)
+        stored = False
+        if self.options.store:
+            # Stored first: if MLflow refuses, the planner has not changed either.
+            await ApplicationStore(self.mlflow).save(parsed.model_dump(mode="json"), team=team)
+            stored = True
+        self.catalog.register(parsed)
+        return {
+            "application": parsed.name,
+            "team": parsed.team,
+            "stored": stored,
+            "workflows": summary(parsed),
+        }
+
+    # -- workflows -----------------------------------------------------------------------
+
+    @actuator(timeout=1800)
+    async def build(self, workflow: str) -> dict[str, Any]:
+        """Prepare every node's environment of a workflow (venvs, or images on Kubernetes).
+
+        Args:
+            workflow: The workflow's name.
+        """
+        target = self.catalog.workflow(workflow)
+        with _platform_errors("build", workflow, field="workflow"):
+            result = await self.platform.build(target)
+        return result.model_dump(mode="json")
+
+    @actuator(timeout=600)
+    async def deploy(self, workflow: str) -> dict[str, Any]:
+        """Make an online workflow's services run as declared (model, replicas).
+
+        Args:
+            workflow: The name of an online workflow.
+        """
+        target = self.catalog.workflow(workflow)
+        with _platform_errors("deploy", workflow, field="workflow"):
+            result = await self.platform.deploy(target)
+        return result.model_dump(mode="json")
+
+    @actuator(timeout=60)
+    async def run(self, workflow: str, parameters: dict[str, dict[str, Any]] | None = None) -> str:
+        """Start a batch run and return its id at once.
+
+        When the run ends, the event ``run.<workflow>.<state>`` (succeeded, failed or
+        cancelled) carries its final status. The call's id is the run's id, so a
+        call delivered twice starts one run.
+
+        Args:
+            workflow: The name of a batch workflow.
+            parameters: Per executor node, overrides of its parameters: {"train": {"C": 0.5}}.
+        """
+        target = self.catalog.workflow(workflow)
+        correlation, cause = self.runtime.current_chain()
+        run_id = f"{workflow}-{self.message_id or cause or correlation}"
+        self._chains.setdefault(run_id, (workflow, correlation, cause))
+        try:
+            with _platform_errors("run", workflow, field="parameters"):
+                return await self.platform.run(target, run_id=run_id, parameters=parameters or {})
+        except BaseException:
+            self._chains.pop(run_id, None)
+            raise
+
+    @actuator(timeout=30)
+    async def run_status(self, run_id: str) -> dict[str, Any]:
+        """The state of a batch run and of each of its nodes.
+
+        Args:
+            run_id: The id ``run`` returned.
+        """
+        with _platform_errors("run_status", run_id, field="run_id"):
+            status = await self.platform.run_status(run_id)
+        return status.model_dump(mode="json")
+
+    @actuator(timeout=MAX_WAIT + 30)
+    async def wait(
+        self, run_id: str, seconds: Annotated[float, Field(gt=0, le=MAX_WAIT)] = 600.0
+    ) -> dict[str, Any]:
+        """Wait until a batch run ends, and return its status (still running if time ran out).
+
+        The limit is not called ``timeout``: callers' clients take that name for
+        the reply timeout of the call itself.
+
+        Args:
+            run_id: The id ``run`` returned.
+            seconds: How long to wait at most.
+        """
+        with _platform_errors("wait", run_id, field="run_id"):
+            status = await self.platform.run_status(run_id)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + seconds
+            waiter = getattr(self.platform, "wait", None)
+            if waiter is not None and not status.done:
+                with contextlib.suppress(TimeoutError):
+                    status = await waiter(run_id, seconds)
+            while not status.done and loop.time() < deadline:
+                await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
+                status = await self.platform.run_status(run_id)
+        return status.model_dump(mode="json")
+
+    @actuator(timeout=600)
+    async def scale(self, workflow: str, node: str, replicas: Replicas) -> dict[str, Any]:
+        """Run ``replicas`` replicas of a deployed service node.
+
+        Args:
+            workflow: The online workflow's name.
+            node: The service node's name.
+            replicas: The wanted number of replicas (0 stops the service, keeping it deployed).
+        """
+        self._service(workflow, node)
+        with _platform_errors("scale", workflow, field="replicas"):
+            result = await self.platform.scale(workflow, node, replicas)
+        return result.model_dump(mode="json")
+
+    @actuator(timeout=900)
+    async def redeploy(self, workflow: str, node: str, model_uri: NonEmpty) -> dict[str, Any]:
+        """Roll a service node's replicas to another model, one replica at a time.
+
+        Args:
+            workflow: The online workflow's name.
+            node: The service node's name.
+            model_uri: The MLflow model to serve, e.g. ``models:/digits/2``.
+        """
+        self._service(workflow, node)
+        with _platform_errors("redeploy", workflow, field="model_uri"):
+            result = await self.platform.redeploy(workflow, node, model_uri)
+        return result.model_dump(mode="json")
+
+    @actuator(timeout=60)
+    async def status(self, workflow: str) -> dict[str, Any]:
+        """What runs of a workflow: its services (replicas, health, address) and recent runs.
+
+        Args:
+            workflow: The workflow's name.
+        """
+        self.catalog.workflow(workflow)
+        with _platform_errors("status", workflow, field="workflow"):
+            result = await self.platform.status(workflow)
+        return result.model_dump(mode="json")
+
+    @actuator(timeout=300)
+    async def delete(self, workflow: str) -> dict[str, Any]:
+        """Stop a workflow's services and cancel its runs; its definition stays applied.
+
+        Args:
+            workflow: The workflow's name.
+        """
+        self.catalog.workflow(workflow)
+        with _platform_errors("delete", workflow, field="workflow"):
+            result = await self.platform.delete(workflow)
+        for run_id in [r for r, chain in self._chains.items() if chain[0] == workflow]:
+            del self._chains[run_id]  # cancelled runs report no end
+        return result.model_dump(mode="json")
+
+    # -- models --------------------------------------------------------------------------
+
+    @actuator(timeout=120)
+    async def promote(
+        self, model: NonEmpty, version: int | str, alias: AliasName = "production"
+    ) -> dict[str, Any]:
+        """Point a registered model's alias at a version; answer the version it left.
+
+        Promoting the version the alias already points at changes nothing. To roll
+        back, promote the ``previous`` version of the answer.
+
+        Args:
+            model: The registered model's name.
+            version: The version to promote.
+            alias: The alias to move (services serve ``models:/<model>@<alias>``).
+        """
+        version = str(version)
+        registry = ModelRegistry(self.mlflow)
+        versions = await registry.versions(model)
+        if not versions:
+            raise NotFound(f"no registered model {model!r} in MLflow at {self.mlflow.tracking_uri}")
+        known = [v.version for v in versions]
+        if version not in known:
+            raise NotFound(f"model {model!r} has no version {version} (versions: {known})")
+        previous = await registry.version_by_alias(model, alias)
+        before = previous.version if previous is not None else None
+        if before != version:
+            await registry.set_alias(model, alias, version)
+        outcome = "unchanged" if before == version else ("created" if before is None else "updated")
+        return {
+            "model": model,
+            "alias": alias,
+            "version": version,
+            "previous": before,
+            "outcome": outcome,
+            "model_uri": f"models:/{model}@{alias}",
+        }
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _service(self, workflow: str, node: str) -> ServiceNode:
+        target: Workflow = self.catalog.workflow(workflow)
+        try:
+            found = target.node(node)
+        except KeyError as exc:
+            raise NotFound(str(exc.args[0])) from None
+        if not isinstance(found, ServiceNode):
+            raise BadInput(
+                f"node {node!r} of workflow {workflow!r} is an executor, not a service; "
+                "only services have replicas and models",
+                field="node",
+            )
+        return found
+
+    async def _run_finished(self, status: RunStatus) -> None:
+        """The platform's report that a run ended: publish it in the run's chain.
+
+        The platform awaits this in its own guarded task (no task is left
+        running here); ``emit`` only queues the event for the stream.
+        """
+        workflow, correlation, cause = self._chains.pop(
+            status.run_id, (status.workflow, None, None)
+        )
+        topic = f"run.{workflow}.{status.state}"
+        try:
+            runtime = self.runtime
+        except RuntimeError:
+            logger.warning("planner stopped before run %s ended: %s not sent", status.run_id, topic)
+            return
+        payload = status.model_dump(mode="json")
+        if correlation is None:
+            await self.emit(topic, payload)
+            return
+        with runtime.chain(correlation, cause):
+            await self.emit(topic, payload)
+
+
+@contextlib.contextmanager
+def _platform_errors(action: str, subject: str, *, field: str) -> Iterator[None]:
+    """Platform failures as the wire's error codes (not_found, bad_input, handler failure)."""
+    try:
+        yield
+    except PlatformError as exc:
+        if exc.code == "not_found":
+            raise NotFound(str(exc)) from None
+        if exc.code == "invalid":
+            raise BadInput(str(exc), field=field) from None
+        raise PermanentError(f"{action} of {subject!r} failed on the platform: {exc}") from exc
