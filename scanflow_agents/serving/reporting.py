@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import uuid
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
@@ -26,12 +27,19 @@ logger = logging.getLogger(__name__)
 
 
 def envelope(kind: str, source: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """Wrap ``payload`` in the message envelope (the one place that knows it)."""
+    """Wrap ``payload`` in the message envelope (the one place that knows it).
+
+    The fields and their JSON forms are those of ``scanflow_agents.messages.Envelope``
+    (schema version 1); the server is an adapter and does not import the core.
+    """
+    message_id = uuid.uuid4().hex
     return {
-        "id": uuid.uuid4().hex,
+        "v": 1,
+        "id": message_id,
         "kind": kind,
         "source": source,
-        "time": time.time(),
+        "correlation_id": message_id,  # a report starts its own chain
+        "time": datetime.now(UTC).isoformat(),
         "payload": payload,
     }
 

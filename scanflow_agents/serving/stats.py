@@ -23,6 +23,13 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 _WINDOW_LATENCIES = 50_000
 # Predictions kept to join labels that arrive later; the oldest go first.
 _KEPT_PREDICTIONS = 100_000
+# Input rows kept with their prediction so a label can be joined to its input:
+# fewer than predictions, as rows are much larger.
+_KEPT_INPUTS = 5_000
+# Rows per window in the report's uniform input sample (for drift tests, which
+# need values, not only means) and labelled rows (for retraining and evaluation).
+SAMPLE_ROWS = 256
+LABELLED_ROWS = 512
 # Distinct predicted values reported one by one; more means a regression.
 _MAX_CLASSES = 50
 
@@ -40,6 +47,9 @@ class _Window:
         self.labels = 0
         self.matched = 0
         self.correct = 0
+        self.sample: list[list[float]] = []  # a uniform reservoir sample of input rows
+        self.labelled: list[tuple[list[float], Any, Any]] = []  # (row, label, prediction)
+        self.seen_rows = 0
 
 
 class ServingStats:
@@ -55,7 +65,10 @@ class ServingStats:
         self.labels_total = 0
         self.labels_matched_total = 0
         self.window = _Window()
+        self.columns: list[str] = []
         self._kept: OrderedDict[str, Any] = OrderedDict()
+        self._inputs: OrderedDict[str, list[float]] = OrderedDict()
+        self._random = np.random.default_rng()
 
     def record_request(self, endpoint: str, status: int, seconds: float) -> None:
         """Count one request to ``endpoint`` that ended with HTTP ``status``."""
@@ -104,6 +117,25 @@ class ServingStats:
                 window.classes[str(value)] += 1
         while len(self._kept) > _KEPT_PREDICTIONS:
             self._kept.popitem(last=False)
+        if features:
+            self.columns = list(features)
+            rows = np.column_stack([np.asarray(c, dtype=float) for c in features.values()])
+            self._sample_rows(ids, rows.tolist())
+
+    def _sample_rows(self, ids: list[str], rows: list[list[float]]) -> None:
+        window = self.window
+        for pid, row in zip(ids, rows, strict=True):
+            window.seen_rows += 1
+            # Reservoir sampling (Algorithm R): every row of the window is equally likely.
+            if len(window.sample) < SAMPLE_ROWS:
+                window.sample.append(row)
+            else:
+                slot = int(self._random.integers(window.seen_rows))
+                if slot < SAMPLE_ROWS:
+                    window.sample[slot] = row
+            self._inputs[pid] = row
+        while len(self._inputs) > _KEPT_INPUTS:
+            self._inputs.popitem(last=False)
 
     def record_labels(self, labels: list[tuple[str, Any]]) -> tuple[int, list[str]]:
         """Join ground truth to earlier predictions by prediction id.
@@ -120,8 +152,12 @@ class ServingStats:
                 continue
             self.labels_matched_total += 1
             self.window.matched += 1
-            if _same(self._kept.pop(pid), label):
+            prediction = self._kept.pop(pid)
+            if _same(prediction, label):
                 self.window.correct += 1
+            row = self._inputs.pop(pid, None)
+            if row is not None and len(self.window.labelled) < LABELLED_ROWS:
+                self.window.labelled.append((row, label, prediction))
         return len(labels) - len(unknown), unknown
 
     def take_window(self) -> dict[str, Any]:
@@ -148,7 +184,15 @@ class ServingStats:
             "labels": {
                 "received": window.labels,
                 "matched": window.matched,
+                "correct": window.correct,
                 "accuracy": window.correct / window.matched if window.matched else None,
+            },
+            "sample": {"columns": self.columns, "rows": window.sample},
+            "labelled": {
+                "columns": self.columns,
+                "rows": [row for row, _, _ in window.labelled],
+                "labels": [label for _, label, _ in window.labelled],
+                "predictions": [prediction for _, _, prediction in window.labelled],
             },
         }
 

@@ -27,7 +27,16 @@ def test_window_summarises_inputs_predictions_and_labels() -> None:
     assert report["features"]["x0"]["mean"] == 2.0
     assert round(report["features"]["x0"]["std"], 6) == round(float(np.std([1, 2, 3])), 6)
     assert report["predictions"]["classes"] == {"1": 2, "7": 1}
-    assert report["labels"] == {"received": 3, "matched": 2, "accuracy": 0.5}
+    assert report["labels"] == {"received": 3, "matched": 2, "correct": 1, "accuracy": 0.5}
+    # Drift tests need values, not means: the window carries a sample of input rows...
+    assert report["sample"] == {"columns": ["x0"], "rows": [[1.0], [2.0], [3.0]]}
+    # ...and retraining needs labelled inputs: rows joined to their labels.
+    assert report["labelled"] == {
+        "columns": ["x0"],
+        "rows": [[1.0], [2.0]],
+        "labels": [1, "2"],
+        "predictions": [1, 1],
+    }
     # The window was reset: the next report does not count the same requests again.
     assert stats.take_window()["requests"] == 0
 
@@ -73,5 +82,22 @@ def test_reports_flatten_to_metric_names_and_wrap_in_an_envelope() -> None:
         "window.seconds": 2.0,
     }
     message = envelope("event", "serving/w/n/n-1", payload)
-    assert message["kind"] == "event"
-    assert set(message) == {"id", "kind", "source", "time", "payload"}
+    # What the server sends is what an agent reads: the core's envelope, version 1.
+    from scanflow_agents.messages import Envelope
+
+    parsed = Envelope.model_validate(message)
+    assert (parsed.v, parsed.kind, parsed.source) == (1, "event", "serving/w/n/n-1")
+    assert parsed.payload == payload
+
+
+def test_input_sample_is_bounded_and_uniform() -> None:
+    from scanflow_agents.serving.stats import SAMPLE_ROWS
+
+    stats = ServingStats()
+    values = np.arange(20_000, dtype=float)
+    ids = [str(i) for i in range(values.size)]
+    stats.record_predictions(ids, {"x": values}, [0] * values.size)
+    rows = stats.take_window()["sample"]["rows"]
+    assert len(rows) == SAMPLE_ROWS
+    # A uniform sample of 0..19999 has its mean near 10000 (not near the last rows).
+    assert 8_000 < float(np.mean(rows)) < 12_000
