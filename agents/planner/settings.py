@@ -2,16 +2,18 @@
 
 Every field maps to an environment variable under ``SCANFLOW_AGENTS__PLANNER__``,
 e.g. ``SCANFLOW_AGENTS__PLANNER__PLATFORM=local`` or
-``SCANFLOW_AGENTS__PLANNER__LOCAL__BASE_DIR=/var/lib/scanflow``, and to
+``SCANFLOW_AGENTS__PLANNER__LOCAL__BASE_DIR=/var/lib/scanflow`` (lists as JSON or
+comma-separated: ``SCANFLOW_AGENTS__PLANNER__APPLICATIONS=a.yaml,b.yaml``), and to
 ``settings.agents.planner`` in a settings file or the Helm values.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from scanflow_agents.settings import Settings
 
@@ -56,6 +58,17 @@ class PlannerSettings(BaseModel):
     store: bool = Field(
         True, description="Keep applied applications in MLflow's application store."
     )
+
+    @field_validator("applications", mode="before")
+    @classmethod
+    def _paths_from_text(cls, value: Any) -> Any:
+        # The environment gives text: a JSON list, or paths separated by commas.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlannerSettings:

@@ -4,7 +4,8 @@ Reads the split ``prepare.py`` wrote into the run's folder (or splits the
 bundled digits itself when run alone), trains a scikit-learn logistic
 regression, logs parameters and test metrics to MLflow, and registers the model
 under ``--registered-model``. The last line printed is JSON with the new
-version, for people and for scripts.
+version, for people and for scripts; in a run it is also written to
+``$SCANFLOW_RUN_DIR/candidate.json`` for the evaluation step.
 
 MLflow is found through ``MLFLOW_TRACKING_URI``, which the platform sets; the
 platform's run id, workflow and node (``SCANFLOW_RUN_ID``, ``SCANFLOW_WORKFLOW``,
@@ -96,17 +97,16 @@ def main(argv: list[str] | None = None) -> None:
             registered_model_name=args.registered_model,
             pip_requirements=["scikit-learn"],
         )
-    version = str(info.registered_model_version)
-    print(
-        json.dumps(
-            {
-                "registered_model": args.registered_model,
-                "version": version,
-                "mlflow_run_id": run.info.run_id,
-                "accuracy": round(float(accuracy_score(data["y_test"], predicted)), 4),
-            }
-        )
-    )
+    result = {
+        "registered_model": args.registered_model,
+        "version": str(info.registered_model_version),
+        "mlflow_run_id": run.info.run_id,
+        "accuracy": round(float(accuracy_score(data["y_test"], predicted)), 4),
+    }
+    if run_dir:
+        # The evaluation step of the same run reads which version to judge here.
+        (Path(run_dir) / "candidate.json").write_text(json.dumps(result))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

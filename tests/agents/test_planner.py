@@ -12,6 +12,8 @@ which stops every process the platform started, failed test or not.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import os
 import threading
 import time
@@ -120,7 +122,7 @@ async def test_apply_registers_the_example_and_stores_it_in_mlflow(story: Story)
     assert (result["application"], result["team"], result["stored"]) == ("digits", "vision", True)
     workflows = {w["name"]: w for w in result["workflows"]}
     assert workflows["train"]["kind"] == "batch"
-    assert workflows["train"]["nodes"] == ["prepare", "train"]  # dependency order
+    assert workflows["train"]["nodes"] == ["prepare", "train", "evaluate"]  # dependency order
     assert workflows["serve"]["services"] == ["model"]
     stored = await ApplicationStore(story.mlflow).get("digits", team="vision")
     assert stored is not None
@@ -133,7 +135,7 @@ async def test_build_prepares_every_node(story: Story) -> None:
     serve = await story.call("build", workflow="serve")
 
     # No node declares requirements: all run in the platform's own environment.
-    assert [e["node"] for e in train["environments"]] == ["prepare", "train"]
+    assert [e["node"] for e in train["environments"]] == ["prepare", "train", "evaluate"]
     assert [e["node"] for e in serve["environments"]] == ["model"]
     assert train["outcome"] == serve["outcome"] == "unchanged"
 
@@ -155,8 +157,14 @@ async def test_run_trains_registers_and_reports_the_end_in_the_calls_chain(story
     assert (event["correlation_id"], event["causation_id"]) == ("plan-1", call_id)
     status = await story.call("run_status", run_id=run_id)
     assert status["state"] == "succeeded"
-    prepare, train = status["nodes"]["prepare"], status["nodes"]["train"]
-    assert prepare["finished_at"] <= train["started_at"]  # prepare ran first
+    nodes = [status["nodes"][name] for name in ("prepare", "train", "evaluate")]
+    assert all(n["state"] == "succeeded" for n in nodes)
+    # In dependency order: each step started after the one before it ended.
+    assert all(a["finished_at"] <= b["started_at"] for a, b in itertools.pairwise(nodes))
+    evaluation = json.loads((Path(status["run_dir"]) / "evaluation.json").read_text())
+    assert (evaluation["candidate"], evaluation["production"]) == ("1", None)
+    assert evaluation["better"] is True
+    assert evaluation["candidate_accuracy"] > 0.9
     assert [r["run_id"] for r in (await story.call("status", workflow="train"))["runs"]] == [run_id]
     versions = await ModelRegistry(story.mlflow).versions(story.model)
     assert [v.version for v in versions] == ["1"]
@@ -226,6 +234,13 @@ async def test_retrain_then_redeploy_under_load_fails_no_request(
     await story.h.wait_for(lambda _: bool(_ended(story, run_id)), timeout=5)
     versions = await ModelRegistry(story.mlflow).versions(story.model)
     assert [v.version for v in versions] == ["2", "1"]
+    evaluation = json.loads((Path(finished["run_dir"]) / "evaluation.json").read_text())
+    # Fewer iterations and stronger regularisation, judged against production (version 1).
+    assert (evaluation["candidate"], evaluation["production"]) == ("2", "1")
+    story.found["accuracy_v1_v2"] = (
+        evaluation["production_accuracy"],
+        evaluation["candidate_accuracy"],
+    )
 
     port = _port((await story.service())["url"])
     stop = threading.Event()
