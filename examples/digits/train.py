@@ -18,6 +18,20 @@ workflow produced it. Options (``--name value``):
     --registered-model digits
     --experiment digits
     --data PATH             default: $SCANFLOW_RUN_DIR/digits.npz when it exists
+    --recent URI            recent labelled rows (``recent.npz`` with x, y; a path or an
+                            MLflow artifact URI such as runs:/<id>/recent.npz): a share
+                            is trained on, the rest held out to compare the candidate
+                            with the model in production
+    --holdout 0.3           the share of recent rows held out (never trained on)
+    --recent-weight 3       how many times each recent row counts in training
+    --production URI        the model to compare with (default models:/<model>@production)
+
+Besides the model, each run logs ``reference.npz`` (a sample of its training
+inputs: the checker tests served inputs against the reference of the version
+being served) and, with ``--recent``, the metrics ``recent_accuracy`` (the
+candidate) and ``production_recent_accuracy`` (the model in production), both
+on the held-out recent rows. The registered version is tagged on the run
+(``scanflow.model_version``) so agents find it from the run.
 """
 
 from __future__ import annotations
@@ -46,6 +60,56 @@ def load_data(path: Path | None) -> dict[str, Any]:
     return {"x_train": x_train, "x_test": x_test, "y_train": y_train, "y_test": y_test}
 
 
+def load_recent(uri: str) -> tuple[Any, Any]:
+    """The recent labelled rows: a local ``.npz`` or an MLflow artifact URI."""
+    import numpy as np
+
+    path = Path(uri)
+    if not path.exists():
+        import mlflow.artifacts
+
+        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    with np.load(path, allow_pickle=False) as data:
+        return data["x"].astype(float), data["y"]
+
+
+def split_recent(x: Any, y: Any, holdout: float, seed: int) -> tuple[Any, Any]:
+    """``(held_out, kept)``: a seeded share of rows is never trained on."""
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(len(y))
+    cut = round(len(y) * holdout)
+    held, kept = order[:cut], order[cut:]
+    return (x[held], y[held]), (x[kept], y[kept])
+
+
+def production_accuracy(uri: str, x: Any, y: Any) -> float | None:
+    """How the model in production does on the held-out rows (None if there is none yet)."""
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+    from sklearn.metrics import accuracy_score
+
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except MlflowException:
+        return None
+    return float(accuracy_score(y, model.predict(x)))
+
+
+def log_reference(x: Any, seed: int, rows: int = 2000) -> None:
+    """Log a sample of the training inputs as ``reference.npz`` (the checker's reference)."""
+    import tempfile
+
+    import mlflow
+    import numpy as np
+
+    index = np.random.default_rng(seed).permutation(len(x))[:rows]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "reference.npz"
+        np.savez_compressed(path, x=np.asarray(x, dtype=float)[index])
+        mlflow.log_artifact(str(path))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-iter", type=int, default=200)
@@ -54,12 +118,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--registered-model", default="digits")
     parser.add_argument("--experiment", default="digits")
     parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--recent", default=None)
+    parser.add_argument("--holdout", type=float, default=0.3)
+    parser.add_argument("--recent-weight", type=int, default=3)
+    parser.add_argument("--production", default=None)
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     run_dir = os.environ.get("SCANFLOW_RUN_DIR")
     data_path = args.data or (Path(run_dir) / "digits.npz" if run_dir else None)
 
     import mlflow
     import mlflow.sklearn
+    import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -67,9 +137,29 @@ def main(argv: list[str] | None = None) -> None:
     x_train, y_train = data["x_train"], data["y_train"]
     if args.samples > 0:
         x_train, y_train = x_train[: args.samples], y_train[: args.samples]
+    held_out = None
+    if args.recent:
+        x_recent, y_recent = load_recent(args.recent)
+        held_out, (x_fit, y_fit) = split_recent(x_recent, y_recent, args.holdout, args.seed)
+        x_train = np.concatenate([x_train, *([x_fit] * args.recent_weight)])
+        y_train = np.concatenate([y_train, *([y_fit] * args.recent_weight)])
     model = LogisticRegression(max_iter=args.max_iter, C=args.C)
     model.fit(x_train, y_train)
     predicted = model.predict(data["x_test"])
+    metrics = {
+        "accuracy": float(accuracy_score(data["y_test"], predicted)),
+        "f1_macro": float(f1_score(data["y_test"], predicted, average="macro")),
+        "test_samples": float(len(predicted)),
+    }
+    if held_out is not None:
+        x_held, y_held = held_out
+        metrics["recent_rows"] = float(len(x_train) - len(data["x_train"]))
+        metrics["recent_holdout"] = float(len(y_held))
+        metrics["recent_accuracy"] = float(accuracy_score(y_held, model.predict(x_held)))
+        production = args.production or f"models:/{args.registered_model}@production"
+        baseline = production_accuracy(production, x_held, y_held)
+        if baseline is not None:
+            metrics["production_recent_accuracy"] = baseline
 
     tags = {
         tag: os.environ[variable]
@@ -83,13 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     mlflow.set_experiment(args.experiment)
     with mlflow.start_run(run_name="train", tags=tags) as run:
         mlflow.log_params({"max_iter": args.max_iter, "C": args.C, "train_samples": len(x_train)})
-        mlflow.log_metrics(
-            {
-                "accuracy": float(accuracy_score(data["y_test"], predicted)),
-                "f1_macro": float(f1_score(data["y_test"], predicted, average="macro")),
-                "test_samples": float(len(predicted)),
-            }
-        )
+        mlflow.log_metrics(metrics)
+        log_reference(x_train, args.seed)
         info = mlflow.sklearn.log_model(
             model,
             name="model",
@@ -97,11 +182,14 @@ def main(argv: list[str] | None = None) -> None:
             registered_model_name=args.registered_model,
             pip_requirements=["scikit-learn"],
         )
+    version = str(info.registered_model_version)
+    # Agents find the version a run produced from the run itself.
+    mlflow.MlflowClient().set_tag(run.info.run_id, "scanflow.model_version", version)
     result = {
         "registered_model": args.registered_model,
-        "version": str(info.registered_model_version),
+        "version": version,
         "mlflow_run_id": run.info.run_id,
-        "accuracy": round(float(accuracy_score(data["y_test"], predicted)), 4),
+        **{key: round(value, 4) for key, value in metrics.items()},
     }
     if run_dir:
         # The evaluation step of the same run reads which version to judge here.
