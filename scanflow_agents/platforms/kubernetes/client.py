@@ -1,0 +1,256 @@
+"""Asynchronous access to the Kubernetes API, objects as plain dicts.
+
+A thin layer over the official client's asyncio API (``kubernetes.aio``): its
+``ApiClient`` brings configuration, authentication, TLS and connection
+pooling; the calls go through its generic request path with resource paths
+built here. One code path then serves Deployments, Jobs and Argo Workflows
+(a custom resource the typed APIs do not model), and objects stay the JSON
+the API speaks: no round trip through generated models that drop fields
+they do not know.
+
+List calls send a label selector and also filter the answer here: API
+servers that ignore selectors (test emulators among them) then return the
+same result, at the cost of a larger answer.
+
+The ``kubernetes`` package is imported on first connection, never with this
+module, so that ``import scanflow_agents`` stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from scanflow_agents.platforms.kubernetes.naming import matches
+from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
+from scanflow_agents.platforms.results import PlatformError
+
+logger = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+PatchKind = Literal["strategic", "merge", "json"]
+_CONTENT_TYPES: dict[PatchKind, str] = {
+    "strategic": "application/strategic-merge-patch+json",
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+}
+_INSTALL_HINT = (
+    "the Kubernetes platform needs the kubernetes client: pip install 'scanflow-agents[kubernetes]'"
+)
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A namespaced resource type: ``apps/v1`` ``deployments``."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @property
+    def api_version(self) -> str:
+        """The ``apiVersion`` of its objects."""
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
+        """The URL path of the collection, one object, or one subresource."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        parts = [base]
+        if namespace is not None:
+            parts.append(f"namespaces/{namespace}")
+        parts.append(self.plural)
+        if name is not None:
+            parts.append(name)
+        if sub is not None:
+            parts.append(sub)
+        return "/".join(parts)
+
+
+DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
+SERVICES = Resource("", "v1", "services", "Service")
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
+PODS = Resource("", "v1", "pods", "Pod")
+JOBS = Resource("batch", "v1", "jobs", "Job")
+ARGO_WORKFLOWS = Resource("argoproj.io", "v1alpha1", "workflows", "Workflow")
+
+
+class ApiError(PlatformError):
+    """The API server refused a request; ``status`` is its HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        code = "not_found" if status == 404 else "invalid" if status in (400, 422) else "failed"
+        super().__init__(code, message)
+        self.status = status
+
+
+class KubeClient:
+    """Get, find, create, patch and delete namespaced objects as dicts.
+
+    Args:
+        api: A ``kubernetes.aio.client.ApiClient``; closed by :meth:`close`.
+        timeout: Seconds for one request.
+    """
+
+    def __init__(self, api: Any, timeout: float = 30.0) -> None:
+        self._api = api
+        self._timeout = timeout
+
+    @classmethod
+    async def connect(cls, settings: KubernetesPlatformSettings) -> KubeClient:
+        """A client for the cluster the settings name (see their docstring)."""
+        try:
+            from kubernetes.aio import client, config
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise PlatformError("failed", _INSTALL_HINT) from exc
+        configuration = client.Configuration()
+        if settings.host:
+            configuration.host = settings.host
+        else:
+            try:
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            except config.ConfigException:
+                await config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=settings.kubeconfig,
+                    context=settings.context,
+                    client_configuration=configuration,
+                )
+        configuration.verify_ssl = settings.verify_ssl
+        return cls(client.ApiClient(configuration), settings.request_timeout)
+
+    async def close(self) -> None:
+        """Close the connection pool; safe to call twice."""
+        await self._api.close()
+
+    async def get(self, resource: Resource, namespace: str, name: str) -> Obj | None:
+        """One object, or None if there is none."""
+        try:
+            return await self._call("GET", resource.path(namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def find(
+        self, resource: Resource, namespace: str | None, labels: Mapping[str, str]
+    ) -> list[Obj]:
+        """The objects carrying all ``labels``; none if the resource is not served."""
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        try:
+            answer = await self._call(
+                "GET", resource.path(namespace), query=[("labelSelector", selector)]
+            )
+        except ApiError as exc:
+            if exc.status == 404:  # No such resource type (e.g. no Argo): nothing of ours.
+                return []
+            raise
+        items = [dict(item, kind=resource.kind) for item in answer.get("items") or []]
+        return [item for item in items if matches(item, labels)]
+
+    async def create(self, resource: Resource, namespace: str, body: Obj) -> Obj:
+        """Create an object; raises :class:`ApiError` with status 409 if it exists."""
+        return await self._call("POST", resource.path(namespace), body=body)
+
+    async def patch(
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        body: Obj | Sequence[Obj],
+        *,
+        kind: PatchKind = "merge",
+        sub: str | None = None,
+    ) -> Obj:
+        """Patch an object or its subresource (``scale``, ``status``)."""
+        return await self._call(
+            "PATCH",
+            resource.path(namespace, name, sub),
+            body=body if isinstance(body, dict) else list(body),
+            content_type=_CONTENT_TYPES[kind],
+        )
+
+    async def delete(self, resource: Resource, namespace: str, name: str) -> bool:
+        """Delete an object and, in the background, what it owns; False if absent."""
+        try:
+            await self._call(
+                "DELETE",
+                resource.path(namespace, name),
+                body={"propagationPolicy": "Background"},
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def serves(self, group: str, version: str) -> bool:
+        """Whether the API server serves ``group/version`` (discovery)."""
+        try:
+            answer = await self._call("GET", f"/apis/{group}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return any(v.get("version") == version for v in answer.get("versions") or [])
+
+    async def create_namespace(self, name: str) -> bool:
+        """Create a namespace if missing; False (logged) if that was not possible."""
+        path = f"/api/v1/namespaces/{name}"
+        try:
+            await self._call("GET", path)
+            return True
+        except ApiError as exc:
+            if exc.status != 404:
+                logger.warning("cannot check namespace %s: %s", name, exc)
+                return False
+        try:
+            body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+            await self._call("POST", "/api/v1/namespaces", body=body)
+        except ApiError as exc:
+            if exc.status == 409:
+                return True
+            logger.warning("cannot create namespace %s: %s", name, exc)
+            return False
+        logger.info("created namespace %s", name)
+        return True
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> Obj:
+        from kubernetes.aio.client.exceptions import ApiException
+
+        headers = {"Accept": "application/json"}
+        if content_type or body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        try:
+            request = await self._api.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=query,
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            response = await self._api.call_api(*request, _request_timeout=self._timeout)
+            await response.read()
+        except ApiException as exc:  # Raised for transport-level refusals.
+            raise ApiError(int(exc.status or 0), f"{method} {path}: {exc.reason}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise ApiError(0, f"{method} {path}: Kubernetes API unreachable: {exc}") from exc
+        data: Any = json.loads(response.data) if response.data else {}
+        if not 200 <= response.status < 300:
+            message = data.get("message") if isinstance(data, dict) else None
+            raise ApiError(
+                response.status,
+                f"{method} {path}: {response.status} {message or response.reason}",
+            )
+        return data if isinstance(data, dict) else {}

@@ -1,0 +1,142 @@
+"""Bringing Deployments and Services to a rendered state, touching only our own.
+
+Creation is a POST; a change is one JSON patch whose first operation tests
+the ``managed-by`` label, so even an object replaced by someone else between
+our read and our write is not overwritten. The pod template is replaced as a
+whole (not merged) so that what was removed from a definition (an env
+variable, a limit) is removed from the cluster too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from scanflow_agents.platforms.kubernetes import naming
+from scanflow_agents.platforms.kubernetes.client import KubeClient, Obj, Resource
+from scanflow_agents.platforms.results import ActionResult, DeployResult, Outcome, PlatformError
+
+
+class ApplicationDeployResult(BaseModel):
+    """The result of deploying an application: its online workflows and its agents."""
+
+    application: str
+    namespace: str
+    outcome: Outcome
+    workflows: list[DeployResult] = Field(default_factory=list)
+    agents: list[ActionResult] = Field(default_factory=list)
+
+
+def pointer(*keys: str) -> str:
+    """A JSON pointer (RFC 6901) to ``keys``."""
+    return "".join("/" + k.replace("~", "~0").replace("/", "~1") for k in keys)
+
+
+def ownership_test() -> Obj:
+    """The JSON-patch operation that fails unless the object is ours."""
+    return {
+        "op": "test",
+        "path": pointer("metadata", "labels", naming.MANAGED_BY),
+        "value": naming.MANAGER,
+    }
+
+
+async def owned(
+    client: KubeClient,
+    resource: Resource,
+    namespace: str,
+    name: str,
+    wanted: dict[str, str],
+    what: str,
+) -> Obj:
+    """The object ``name`` if it is the one ``wanted`` describes.
+
+    Raises:
+        PlatformError: ``not_found`` if there is none; ``failed``, naming it,
+            if an object of that name is not ours (or is another of ours).
+    """
+    current = await client.get(resource, namespace, name)
+    if current is None:
+        raise PlatformError("not_found", f"no {what} in namespace {namespace!r}")
+    current.setdefault("kind", resource.kind)
+    if not naming.matches(current, wanted):
+        raise PlatformError(
+            "failed",
+            f"{naming.describe(current)} is not the {what} this platform manages "
+            f"(labels {(current.get('metadata') or {}).get('labels') or {}}); left alone",
+        )
+    return current
+
+
+async def ensure(
+    client: KubeClient, resource: Resource, desired: Obj
+) -> tuple[Outcome, dict[str, Any]]:
+    """Create ``desired`` or patch the live object to it; never touch a foreign one.
+
+    Deployments compare their template hash and replicas; Services their spec
+    hash (the API server fills in fields of a Service spec, e.g. its cluster
+    IP, that must not be overwritten).
+
+    Returns:
+        The outcome and what changed (``replicas: [before, after]``,
+        ``template: true``).
+    """
+    meta = desired["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    existing = await client.get(resource, namespace, name)
+    if existing is None:
+        await client.create(resource, namespace, desired)
+        return "created", {}
+    existing.setdefault("kind", resource.kind)
+    if not naming.matches(existing, naming.identity(meta["labels"])):
+        raise PlatformError(
+            "failed",
+            f"{naming.describe(existing)} exists and was not made by this platform for "
+            f"{_whose(meta['labels'])}; left alone (rename the node or remove that object)",
+        )
+    ops: list[Obj] = []
+    changes: dict[str, Any] = {}
+    notes = naming.annotations_of(existing)
+    if notes.get(naming.SPEC_HASH) != meta["annotations"][naming.SPEC_HASH]:
+        part = "template" if resource.kind == "Deployment" else None
+        if part:
+            ops.append(
+                {"op": "replace", "path": pointer("spec", part), "value": desired["spec"][part]}
+            )
+        else:
+            for key in ("selector", "ports"):
+                ops.append(
+                    {"op": "add", "path": pointer("spec", key), "value": desired["spec"][key]}
+                )
+        changes["template" if part else "spec"] = True
+    if resource.kind == "Deployment":
+        before = (existing.get("spec") or {}).get("replicas")
+        after = desired["spec"]["replicas"]
+        if before != after:
+            ops.append({"op": "add", "path": pointer("spec", "replicas"), "value": after})
+            changes["replicas"] = [before, after]
+    if not ops:
+        return "unchanged", {}
+    if "annotations" not in (existing.get("metadata") or {}):
+        ops.append({"op": "add", "path": pointer("metadata", "annotations"), "value": {}})
+    for key, value in meta["annotations"].items():
+        ops.append({"op": "add", "path": pointer("metadata", "annotations", key), "value": value})
+    await client.patch(resource, namespace, name, [ownership_test(), *ops], kind="json")
+    return "updated", changes
+
+
+def overall(outcomes: list[Outcome]) -> Outcome:
+    """One outcome for many: all the same, or 'updated'."""
+    if not outcomes or set(outcomes) == {"unchanged"}:
+        return "unchanged"
+    if set(outcomes) == {"created"}:
+        return "created"
+    return "updated"
+
+
+def _whose(object_labels: dict[str, str]) -> str:
+    if naming.AGENT in object_labels:
+        return f"agent {object_labels[naming.AGENT]!r}"
+    node, workflow = object_labels.get(naming.NODE), object_labels.get(naming.WORKFLOW)
+    return f"node {node!r} of workflow {workflow!r}"

@@ -1,0 +1,217 @@
+"""Objects for batch runs: a Job per executor, or one Argo Workflow with a DAG.
+
+Pure functions; the image of each executor is decided by the caller (see
+:mod:`scanflow_agents.platforms.kubernetes.building`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+from typing import Any
+
+from scanflow_agents.platforms.kubernetes import naming
+from scanflow_agents.platforms.kubernetes.client import ARGO_WORKFLOWS, JOBS, Obj
+from scanflow_agents.platforms.kubernetes.manifests import common_env, env_list, pod_spec, resources
+from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
+from scanflow_agents.platforms.results import NodeState
+from scanflow_agents.workflows import ExecutorNode, Workflow
+
+APP_DIR = PurePosixPath("/app")  # where built images keep a workflow's scripts
+STEP_CONTAINER = "step"
+
+# Runs "module:function" entry points: imports the function and calls it with
+# the --name value options as keyword arguments (JSON values decoded), as the
+# local platform does. Inline, so the image needs nothing but the user's code.
+_CALL_FUNCTION = """
+import asyncio, importlib, inspect, json, sys
+target, args = sys.argv[1], sys.argv[2:]
+module, _, name = target.partition(":")
+kwargs = {}
+for key, value in zip(args[::2], args[1::2]):
+    try:
+        kwargs[key.lstrip("-").replace("-", "_")] = json.loads(value)
+    except ValueError:
+        kwargs[key.lstrip("-").replace("-", "_")] = value
+result = getattr(importlib.import_module(module), name)(**kwargs)
+if inspect.isawaitable(result):
+    asyncio.run(result)
+"""
+
+
+def job_name(run_id: str, node: str) -> str:
+    """The name of one step's Job in a run (stable: a repeated run id adopts it)."""
+    return naming.object_name(run_id, node)
+
+
+def argo_name(run_id: str) -> str:
+    """The name of a run's Argo Workflow."""
+    return naming.object_name(run_id)
+
+
+def command(node: ExecutorNode, parameters: Mapping[str, Any]) -> list[str]:
+    """The command line of an executor inside its image."""
+    options: list[str] = []
+    for key, value in parameters.items():
+        options += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    entry = node.entry_point
+    if entry.endswith(".py"):
+        return ["python", str(APP_DIR / entry), *options]
+    if ":" in entry:
+        return ["python", "-c", _CALL_FUNCTION, entry, *options]
+    return ["python", "-m", entry, *options]
+
+
+def step_container(
+    settings: KubernetesPlatformSettings,
+    team: str,
+    workflow: Workflow,
+    node: ExecutorNode,
+    run_id: str,
+    image: str,
+    parameters: Mapping[str, Any],
+) -> Obj:
+    """The container of one executor in a run."""
+    values = {
+        **common_env(settings, team),
+        "SCANFLOW_RUN_ID": run_id,
+        "SCANFLOW_WORKFLOW": workflow.name,
+        "SCANFLOW_NODE": node.name,
+    }
+    container: Obj = {
+        "name": STEP_CONTAINER,
+        "image": image,
+        "command": command(node, {**node.parameters, **parameters}),
+        "env": env_list(values) + env_list(dict(node.env)),
+        "resources": resources(node.resources),
+    }
+    container["workingDir"] = str(APP_DIR / node.workdir) if node.workdir else str(APP_DIR)
+    return container
+
+
+def job(
+    settings: KubernetesPlatformSettings,
+    team: str,
+    workflow: Workflow,
+    node: ExecutorNode,
+    run_id: str,
+    image: str,
+    parameters: Mapping[str, Any],
+    application: str | None = None,
+) -> Obj:
+    """The Job of one executor in a run: one pod, never restarted in place."""
+    object_labels = naming.labels(
+        team,
+        application=application,
+        workflow=workflow.name,
+        node=node.name,
+        component="executor",
+        run=run_id,
+    )
+    container = step_container(settings, team, workflow, node, run_id, image, parameters)
+    spec: Obj = {
+        "backoffLimit": settings.job_backoff_limit,
+        "template": {
+            "metadata": {"labels": object_labels},
+            "spec": {**pod_spec(settings, container), "restartPolicy": "Never"},
+        },
+    }
+    if node.timeout is not None:
+        spec["activeDeadlineSeconds"] = max(1, round(node.timeout))
+    return {
+        "apiVersion": JOBS.api_version,
+        "kind": JOBS.kind,
+        "metadata": {
+            "name": job_name(run_id, node.name),
+            "namespace": settings.namespace(team),
+            "labels": object_labels,
+            "annotations": {naming.RUN_ID: run_id},
+        },
+        "spec": spec,
+    }
+
+
+def argo_workflow(
+    settings: KubernetesPlatformSettings,
+    team: str,
+    workflow: Workflow,
+    run_id: str,
+    images: Mapping[str, str],
+    parameters: Mapping[str, Mapping[str, Any]],
+    application: str | None = None,
+) -> Obj:
+    """One Argo Workflow running the executors as a DAG (its edges as dependencies)."""
+    object_labels = naming.labels(
+        team, application=application, workflow=workflow.name, component="run", run=run_id
+    )
+    tasks: list[Obj] = []
+    templates: list[Obj] = []
+    names = {n.name for n in workflow.executors}
+    for node in workflow.executors:
+        task: Obj = {"name": node.name, "template": node.name}
+        deps = sorted(d for d in workflow.dependencies(node.name) if d in names)
+        if deps:
+            task["dependencies"] = deps
+        tasks.append(task)
+        container = step_container(
+            settings, team, workflow, node, run_id, images[node.name], parameters.get(node.name, {})
+        )
+        container.pop("name")
+        if settings.env_secret:
+            container["envFrom"] = [{"secretRef": {"name": settings.env_secret}}]
+        template: Obj = {
+            "name": node.name,
+            "metadata": {"labels": {**object_labels, naming.NODE: node.name}},
+            "container": container,
+        }
+        if node.timeout is not None:
+            template["activeDeadlineSeconds"] = max(1, round(node.timeout))
+        templates.append(template)
+    spec: Obj = {
+        "entrypoint": "main",
+        "templates": [{"name": "main", "dag": {"tasks": tasks}}, *templates],
+    }
+    if settings.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": s} for s in settings.image_pull_secrets]
+    return {
+        "apiVersion": ARGO_WORKFLOWS.api_version,
+        "kind": ARGO_WORKFLOWS.kind,
+        "metadata": {
+            "name": argo_name(run_id),
+            "namespace": settings.namespace(team),
+            "labels": object_labels,
+            "annotations": {naming.RUN_ID: run_id},
+        },
+        "spec": spec,
+    }
+
+
+def job_state(obj: Obj) -> tuple[NodeState, str | None]:
+    """A Job's state as a node state ('running', 'succeeded', 'failed') and why."""
+    status = obj.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") in ("Complete", "SuccessCriteriaMet"):
+            return "succeeded", None
+        if condition.get("type") in ("Failed", "FailureTarget"):
+            why = condition.get("message") or condition.get("reason") or "job failed"
+            return "failed", str(why)
+    if (status.get("succeeded") or 0) >= 1:
+        return "succeeded", None
+    limit = (obj.get("spec") or {}).get("backoffLimit", 6)
+    if (status.get("failed") or 0) > limit:
+        return "failed", f"{status['failed']} pod(s) failed"
+    return "running", None
+
+
+ARGO_PHASES: dict[str, NodeState] = {
+    "Pending": "pending",
+    "Running": "running",
+    "Succeeded": "succeeded",
+    "Failed": "failed",
+    "Error": "failed",
+    "Omitted": "skipped",
+    "Skipped": "skipped",
+}

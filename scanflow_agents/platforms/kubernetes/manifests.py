@@ -1,0 +1,260 @@
+"""Objects for online workflows and agents, built by pure functions.
+
+A Deployment's pod template is rendered from the node (or agent) definition
+and the platform settings alone, and its hash goes into an annotation: a
+second deploy of the same definition renders the same template, finds the
+same hash, and changes nothing. The definition itself is kept in an
+annotation too, so a redeploy re-renders the template with another model
+instead of editing a live object field by field.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from scanflow_agents.platforms.kubernetes import naming
+from scanflow_agents.platforms.kubernetes.client import DEPLOYMENTS, SERVICES, Obj
+from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
+from scanflow_agents.serving.config import ServingConfig
+from scanflow_agents.workflows import AgentSpec, Resources, ServiceNode
+
+SERVING_CONTAINER = "model"
+AGENT_CONTAINER = "agent"
+
+
+def service_name(workflow: str, node: str) -> str:
+    """The name of a service node's Deployment and Service."""
+    return naming.object_name(workflow, node)
+
+
+def agent_name(application: str, agent: str) -> str:
+    """The name of an agent's Deployment."""
+    return naming.object_name(application, "agent", agent)
+
+
+def env_list(values: dict[str, str | None]) -> list[Obj]:
+    """Container environment entries, skipping unset values."""
+    return [{"name": k, "value": v} for k, v in values.items() if v is not None]
+
+
+def resources(spec: Resources) -> Obj:
+    """Requests equal to limits (Guaranteed QoS when both are set)."""
+    amounts = {k: v for k, v in (("cpu", spec.cpu), ("memory", spec.memory)) if v is not None}
+    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+
+def common_env(settings: KubernetesPlatformSettings, team: str) -> dict[str, str | None]:
+    """What every container is told: where MLflow and NATS are, and its team."""
+    return {
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "MLFLOW_REGISTRY_URI": settings.registry_uri,
+        "SCANFLOW_NAMESPACE": team,
+        "SCANFLOW_NATS__URL": settings.nats_url,
+        "SCANFLOW_MLFLOW__TRACKING_URI": settings.tracking_uri,
+    }
+
+
+def pod_spec(settings: KubernetesPlatformSettings, container: Obj) -> Obj:
+    """A pod spec around one container, with the settings' secrets."""
+    if settings.env_secret:
+        container["envFrom"] = [{"secretRef": {"name": settings.env_secret}}]
+    spec: Obj = {"containers": [container]}
+    if settings.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": s} for s in settings.image_pull_secrets]
+    return spec
+
+
+def serving_template(
+    settings: KubernetesPlatformSettings,
+    team: str,
+    workflow: str,
+    node: ServiceNode,
+    pod_labels: dict[str, str],
+) -> Obj:
+    """The pod template of a service node: the built-in model server on one port."""
+    port = settings.serving_port
+    config = ServingConfig(
+        model_uri=node.model_uri,
+        host="0.0.0.0",
+        port=port,
+        # Listen at once and answer /health with 503 while the model loads:
+        # the readiness probe then keeps traffic away until it is ready.
+        load_before_listen=False,
+        tracking_uri=settings.tracking_uri,
+        registry_uri=settings.registry_uri,
+        nats_url=settings.nats_url,
+        namespace=team,
+        workflow=workflow,
+        node=node.name,
+        replica="$(POD_NAME)",  # expanded by the kubelet
+    )
+    probe = {"httpGet": {"path": "/health", "port": "http"}}
+    env = env_list(
+        {
+            **common_env(settings, team),
+            "SCANFLOW_WORKFLOW": workflow,
+            "SCANFLOW_NODE": node.name,
+            "SCANFLOW_MODEL_URI": node.model_uri,
+        }
+    )
+    env.insert(0, {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    env += env_list(dict(node.env))
+    container: Obj = {
+        "name": SERVING_CONTAINER,
+        "image": node.image or settings.serving_image,
+        "command": ["python", "-m", "scanflow_agents.serving"],
+        "args": config.to_args(),
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "env": env,
+        "resources": resources(node.resources),
+        # Loading a model may take minutes: the startup probe allows for it,
+        # so the liveness probe can be strict once the server is up.
+        "startupProbe": {**probe, "periodSeconds": 5, "failureThreshold": 120},
+        "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 2},
+        "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
+    }
+    return {
+        "metadata": {"labels": pod_labels, "annotations": {naming.MODEL_URI: node.model_uri}},
+        "spec": pod_spec(settings, container),
+    }
+
+
+def service_deployment(
+    settings: KubernetesPlatformSettings,
+    team: str,
+    workflow: str,
+    node: ServiceNode,
+    application: str | None = None,
+) -> Obj:
+    """The Deployment of a service node (its replicas, template and fingerprints)."""
+    object_labels = naming.labels(
+        team, application=application, workflow=workflow, node=node.name, component="service"
+    )
+    template = serving_template(settings, team, workflow, node, object_labels)
+    return _deployment(
+        settings.namespace(team),
+        service_name(workflow, node.name),
+        object_labels,
+        template,
+        node.replicas,
+        {
+            naming.SPEC: node.model_dump_json(),
+            naming.MODEL_URI: node.model_uri,
+        },
+    )
+
+
+def service(
+    settings: KubernetesPlatformSettings,
+    team: str,
+    workflow: str,
+    node: ServiceNode,
+    application: str | None = None,
+) -> Obj:
+    """The Service in front of a service node's replicas (port 80 → the server's port)."""
+    object_labels = naming.labels(
+        team, application=application, workflow=workflow, node=node.name, component="service"
+    )
+    spec: Obj = {
+        "selector": naming.identity(object_labels),
+        "ports": [
+            {
+                "name": "http",
+                "port": node.port or 80,
+                "targetPort": "http",
+                "protocol": "TCP",
+            }
+        ],
+    }
+    return {
+        "apiVersion": SERVICES.api_version,
+        "kind": SERVICES.kind,
+        "metadata": {
+            "name": service_name(workflow, node.name),
+            "namespace": settings.namespace(team),
+            "labels": object_labels,
+            "annotations": {naming.SPEC_HASH: naming.digest(spec)},
+        },
+        "spec": spec,
+    }
+
+
+def agent_reference(agent: AgentSpec) -> str:
+    """What ``scanflow run`` is given: ``module:Class``, or a built-in agent's module."""
+    if ":" in agent.agent or "." in agent.agent or agent.agent.endswith(".py"):
+        return agent.agent
+    return f"scanflow_agents.builtin.{agent.agent}"
+
+
+def agent_deployment(
+    settings: KubernetesPlatformSettings,
+    team: str,
+    application: str,
+    agent: AgentSpec,
+    image: str | None = None,
+) -> Obj:
+    """The Deployment of one agent: ``scanflow run <reference>`` with the settings as env."""
+    object_labels = naming.labels(
+        team, application=application, agent=agent.name, component="agent"
+    )
+    values: dict[str, str | None] = {**common_env(settings, team), "SCANFLOW_AGENT": agent.name}
+    if agent.config:
+        # The settings tree reads an agent's section from SCANFLOW_AGENTS__<NAME> as JSON.
+        key = f"SCANFLOW_AGENTS__{agent.name.upper().replace('-', '_')}"
+        values[key] = json.dumps(agent.config, sort_keys=True)
+    container: Obj = {
+        "name": AGENT_CONTAINER,
+        "image": image or settings.agent_image,
+        "command": ["scanflow", "run", agent_reference(agent)],
+        "env": env_list(values),
+    }
+    spec = pod_spec(settings, container)
+    if settings.agent_service_account:
+        spec["serviceAccountName"] = settings.agent_service_account
+    template = {"metadata": {"labels": object_labels}, "spec": spec}
+    return _deployment(
+        settings.namespace(team),
+        agent_name(application, agent.name),
+        object_labels,
+        template,
+        1,
+        {naming.SPEC: agent.model_dump_json()},
+    )
+
+
+def template_hash(template: Obj) -> str:
+    """The fingerprint of a pod template, without the restart stamp."""
+    meta = dict(template.get("metadata") or {})
+    notes = {k: v for k, v in (meta.get("annotations") or {}).items() if k != naming.RESTARTED_AT}
+    return naming.digest({**template, "metadata": {**meta, "annotations": notes}})
+
+
+def _deployment(
+    namespace: str,
+    name: str,
+    object_labels: dict[str, str],
+    template: Obj,
+    replicas: int,
+    annotations: dict[str, Any],
+) -> Obj:
+    return {
+        "apiVersion": DEPLOYMENTS.api_version,
+        "kind": DEPLOYMENTS.kind,
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": object_labels,
+            "annotations": {naming.SPEC_HASH: template_hash(template), **annotations},
+        },
+        "spec": {
+            "replicas": replicas,
+            # The selector is immutable: identity labels only, never the model.
+            "selector": {"matchLabels": naming.identity(object_labels)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": template,
+        },
+    }

@@ -1,0 +1,284 @@
+"""Batch runs on a cluster: Jobs in dependency order, or one Argo Workflow.
+
+With Jobs, this process is the scheduler: a step's Job is created once every
+step it depends on has succeeded; steps that do not depend on each other run
+at the same time. When a step fails nothing new starts: running steps finish,
+waiting ones are marked ``skipped``, and the run names the first failing step.
+With Argo, the Workflow controller schedules and this process only reads the
+Workflow's status.
+
+Either way the state is read by polling (one list or get per tick, every
+``poll_interval`` seconds): a tick costs one request however many steps run,
+and it survives API-server restarts that would cut a watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from scanflow_agents.platforms.kubernetes import naming
+from scanflow_agents.platforms.kubernetes.client import (
+    ARGO_WORKFLOWS,
+    JOBS,
+    ApiError,
+    KubeClient,
+    Obj,
+)
+from scanflow_agents.platforms.kubernetes.jobs import (
+    ARGO_PHASES,
+    argo_workflow,
+    job,
+    job_name,
+    job_state,
+)
+from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
+from scanflow_agents.platforms.results import NodeRun, RunStatus
+from scanflow_agents.workflows import Workflow
+
+logger = logging.getLogger(__name__)
+
+
+class BatchRun:
+    """One run of a batch workflow; ``status`` is live while ``execute`` runs.
+
+    Args:
+        client: The API access.
+        settings: Platform settings (namespace, poll interval, images...).
+        team: Whose namespace the run goes to.
+        workflow: The workflow; its executors are the steps.
+        run_id: The run's id (also in every object's labels).
+        images: The image of every executor.
+        parameters: Per step, parameters overriding the declared ones.
+        application: The application label, when known.
+        argo: One Argo Workflow instead of Jobs.
+    """
+
+    def __init__(
+        self,
+        client: KubeClient,
+        settings: KubernetesPlatformSettings,
+        team: str,
+        workflow: Workflow,
+        run_id: str,
+        images: Mapping[str, str],
+        parameters: Mapping[str, Mapping[str, Any]],
+        *,
+        application: str | None = None,
+        argo: bool = False,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.team = team
+        self.namespace = settings.namespace(team)
+        self.workflow = workflow
+        self.images = dict(images)
+        self.parameters = parameters
+        self.application = application
+        self.argo = argo
+        self.status = RunStatus(
+            run_id=run_id,
+            workflow=workflow.name,
+            nodes={n.name: NodeRun(node=n.name) for n in workflow.executors},
+            run_dir=f"{'workflows' if argo else 'jobs'}.{self.namespace}",
+        )
+
+    async def execute(self) -> RunStatus:
+        """Run to the end; cancelling marks the run cancelled (objects stay)."""
+        self.status.state, self.status.started_at = "running", time.time()
+        try:
+            if self.argo:
+                await self._argo()
+            else:
+                await self._jobs()
+        except asyncio.CancelledError:
+            self.status.state = "cancelled"
+            self.status.message = "run cancelled"
+            for record in self.status.nodes.values():
+                if record.state in ("pending", "running"):
+                    record.state = "cancelled"
+            raise
+        except Exception as exc:  # The API failed under us: the run cannot be followed.
+            self.status.state = "failed"
+            self.status.message = f"run {self.status.run_id} lost: {exc}"
+            raise
+        finally:
+            self._finish()
+        return self.status
+
+    # -- Jobs ---------------------------------------------------------------
+
+    async def _jobs(self) -> None:
+        selector = {
+            naming.RUN: naming.label_value(self.status.run_id),
+            naming.WORKFLOW: self.workflow.name,
+        }
+        while True:
+            nodes = self.status.nodes
+            running = [n for n, r in nodes.items() if r.state == "running"]
+            if running:
+                found = {
+                    j["metadata"]["name"]: j
+                    for j in await self.client.find(JOBS, self.namespace, selector)
+                }
+                for name in running:
+                    current = found.get(job_name(self.status.run_id, name))
+                    if current is None:
+                        self._fail(name, "its Job disappeared")
+                        continue
+                    state, why = job_state(current)
+                    if state == "succeeded":
+                        nodes[name].state, nodes[name].finished_at = "succeeded", time.time()
+                    elif state == "failed":
+                        self._fail(name, why or "job failed")
+            for name in self._ready():
+                await self._start(name)
+            if not any(r.state == "running" for r in nodes.values()):
+                return
+            await asyncio.sleep(self.settings.poll_interval)
+
+    async def _start(self, name: str) -> None:
+        node = next(n for n in self.workflow.executors if n.name == name)
+        body = job(
+            self.settings,
+            self.team,
+            self.workflow,
+            node,
+            self.status.run_id,
+            self.images[name],
+            self.parameters.get(name, {}),
+            self.application,
+        )
+        record = self.status.nodes[name]
+        record.state, record.started_at = "running", time.time()
+        try:
+            await self.client.create(JOBS, self.namespace, body)
+            logger.info(
+                "run %s: started Job %s/%s",
+                self.status.run_id,
+                self.namespace,
+                body["metadata"]["name"],
+            )
+        except ApiError as exc:
+            if exc.status != 409:
+                self._fail(name, f"cannot create its Job: {exc}")
+                return
+            # The run id was used before (a caller retrying): adopt the Job if it
+            # is this very step's, never someone else's object of the same name.
+            existing = await self.client.get(JOBS, self.namespace, body["metadata"]["name"])
+            if existing is None or not naming.matches(existing, body["metadata"]["labels"]):
+                what = "an object" if existing is None else naming.describe(existing)
+                self._fail(name, f"{what} of the same name exists and is not this step's Job")
+
+    def _ready(self) -> list[str]:
+        if self.status.failed_node is not None:
+            return []
+        nodes = self.status.nodes
+        return [
+            name
+            for name in self.workflow.topological_order()
+            if name in nodes
+            and nodes[name].state == "pending"
+            and all(
+                nodes[d].state == "succeeded"
+                for d in self.workflow.dependencies(name)
+                if d in nodes
+            )
+        ]
+
+    # -- Argo ---------------------------------------------------------------
+
+    async def _argo(self) -> None:
+        body = argo_workflow(
+            self.settings,
+            self.team,
+            self.workflow,
+            self.status.run_id,
+            self.images,
+            self.parameters,
+            self.application,
+        )
+        name = body["metadata"]["name"]
+        try:
+            await self.client.create(ARGO_WORKFLOWS, self.namespace, body)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            existing = await self.client.get(ARGO_WORKFLOWS, self.namespace, name)
+            if existing is None or not naming.matches(existing, body["metadata"]["labels"]):
+                what = "an object" if existing is None else naming.describe(existing)
+                raise ApiError(
+                    409, f"{what} named {name} exists and is not this run's Workflow"
+                ) from exc
+        logger.info("run %s: created Argo Workflow %s/%s", self.status.run_id, self.namespace, name)
+        while True:
+            current = await self.client.get(ARGO_WORKFLOWS, self.namespace, name)
+            if current is None:
+                raise ApiError(404, f"Argo Workflow {self.namespace}/{name} disappeared")
+            status = current.get("status") or {}
+            self._argo_nodes(status)
+            phase = status.get("phase")
+            if phase in ("Succeeded", "Failed", "Error"):
+                if phase != "Succeeded" and self.status.failed_node is None:
+                    self.status.message = f"Argo Workflow {name}: {status.get('message') or phase}"
+                    self.status.state = "failed"
+                return
+            await asyncio.sleep(self.settings.poll_interval)
+
+    def _argo_nodes(self, status: Obj) -> None:
+        seen = {
+            n.get("displayName"): n
+            for n in (status.get("nodes") or {}).values()
+            if n.get("displayName") in self.status.nodes
+        }
+        for name in self.workflow.topological_order():
+            if name not in seen:
+                continue
+            record, node = self.status.nodes[name], seen[name]
+            state = ARGO_PHASES.get(str(node.get("phase")), "running")
+            if state != "pending" and record.started_at is None:
+                record.started_at = time.time()
+            if state == "failed" and record.state != "failed":
+                self._fail(name, str(node.get("message") or "step failed"))
+            elif state != "failed":
+                record.state = state
+                if state in ("succeeded", "skipped") and record.finished_at is None:
+                    record.finished_at = time.time()
+
+    # -- Both ---------------------------------------------------------------
+
+    def _fail(self, name: str, reason: str) -> None:
+        record = self.status.nodes[name]
+        record.state, record.reason, record.finished_at = "failed", reason, time.time()
+        if self.status.failed_node is None:
+            self.status.failed_node = name
+            logs = (
+                f"-l {naming.RUN}={naming.label_value(self.status.run_id)},{naming.NODE}={name}"
+                if self.argo
+                else f"job/{job_name(self.status.run_id, name)}"
+            )
+            self.status.message = (
+                f"node {name!r} of workflow {self.workflow.name!r} failed: {reason}; "
+                f"see `kubectl logs -n {self.namespace} {logs}` (run {self.status.run_id})"
+            )
+
+    def _finish(self) -> None:
+        status = self.status
+        status.finished_at = time.time()
+        for record in status.nodes.values():
+            if record.state == "pending":
+                record.state = "skipped"
+                record.reason = (
+                    f"not started: node {status.failed_node!r} failed"
+                    if status.failed_node
+                    else "not started: run cancelled"
+                    if status.state == "cancelled"
+                    else "not started"
+                )
+        if status.state == "running":
+            status.state = "failed" if status.failed_node else "succeeded"
+            if not status.message:
+                status.message = f"all {len(status.nodes)} node(s) succeeded"

@@ -1,0 +1,225 @@
+"""A Kubernetes emulator (kmock) per test, over real HTTP, and a platform pointed at it.
+
+The emulator stores objects and answers the API, but runs no controllers: no
+pods appear for a Deployment and no Job ever finishes by itself. Tests play
+the controller where they need one: :meth:`Cluster.finish_job` patches a
+Job's status subresource as the Job controller would, :meth:`Cluster.add_pod`
+seeds a pod as a ReplicaSet would. The emulator also ignores label
+selectors, which the platform's client filters again on its side, and serves
+no cluster-scoped core resources (namespaces), which the platform creates
+only on request and best-effort.
+
+One emulator per test: its per-request cost grows with the requests it has
+recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import kmock
+import pytest
+
+from scanflow_agents.platforms.kubernetes import KubernetesPlatform, KubernetesPlatformSettings
+from scanflow_agents.testing import eventually
+from scanflow_agents.workflows import Workflow, load_workflow
+
+TEAM = "vision"
+NAMESPACE = f"scanflow-{TEAM}"
+RESOURCES = {
+    "deployments": "apps/v1/deployments",
+    "services": "v1/services",
+    "configmaps": "v1/configmaps",
+    "pods": "v1/pods",
+    "jobs": "batch/v1/jobs",
+    "workflows": "argoproj.io/v1alpha1/workflows",
+}
+PATHS = {
+    "deployments": "/apis/apps/v1",
+    "services": "/api/v1",
+    "configmaps": "/api/v1",
+    "pods": "/api/v1",
+    "jobs": "/apis/batch/v1",
+    "workflows": "/apis/argoproj.io/v1alpha1",
+}
+
+
+class Cluster:
+    """What the emulator holds, and the controller's part played by hand."""
+
+    def __init__(self, emulator: kmock.KubernetesEmulator) -> None:
+        self.emulator = emulator
+
+    def serve(self, *plurals: str) -> None:
+        """Declare resource types (as installed CRDs and API groups would be)."""
+        for plural in plurals:
+            self.emulator.resources[RESOURCES[plural]] = {}
+
+    def objects(self, plural: str, namespace: str = NAMESPACE) -> dict[str, dict[str, Any]]:
+        """Live objects of one type in a namespace, by name."""
+        found = {}
+        for (resource, ns, name), obj in self.emulator.objects.items():
+            if resource.plural == plural and ns == namespace and not obj.deleted:
+                found[name] = obj.raw
+        return found
+
+    def get(self, plural: str, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+        """One live object (KeyError if there is none)."""
+        return self.objects(plural, namespace)[name]
+
+    def history(self, plural: str, name: str, namespace: str = NAMESPACE) -> list[Any]:
+        """Every version of an object (None marks a deletion)."""
+        return list(self.emulator.objects[RESOURCES[plural], namespace, name].history)
+
+    def requests(self, method: str, plural: str) -> list[Any]:
+        """The requests of one HTTP method on one resource type, in order."""
+        return [
+            r
+            for r in self.emulator[method.lower()]
+            if r.resource is not None and r.resource.plural == plural
+        ]
+
+    def created(self, plural: str) -> list[str]:
+        """Names of the objects created, in the order of their POSTs."""
+        return [r.data["metadata"]["name"] for r in self.requests("post", plural)]
+
+    async def add(self, plural: str, body: dict[str, Any], namespace: str = NAMESPACE) -> None:
+        """Create an object over HTTP, as another client of the cluster would."""
+        body.setdefault("metadata", {}).setdefault("namespace", namespace)
+        path = f"{PATHS[plural]}/namespaces/{namespace}/{plural}"
+        response = await self.emulator.clients[0].post(path, json=body)
+        assert response.status == 200, await response.text()
+
+    async def patch_status(
+        self, plural: str, name: str, status: dict[str, Any], namespace: str = NAMESPACE
+    ) -> None:
+        """PATCH an object's status subresource, as its controller would."""
+        path = f"{PATHS[plural]}/namespaces/{namespace}/{plural}/{name}/status"
+        response = await self.emulator.clients[0].patch(
+            path,
+            json={"status": status},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert response.status == 200, await response.text()
+
+    async def finish_job(self, name: str, *, ok: bool = True, namespace: str = NAMESPACE) -> None:
+        """Wait for a Job to exist, then mark it complete (or failed) as the Job controller does."""
+        await eventually(lambda: name in self.objects("jobs", namespace), timeout=10)
+        condition = {"type": "Complete" if ok else "Failed", "status": "True"}
+        if not ok:
+            condition.update(reason="BackoffLimitExceeded", message="pod exited with code 3")
+        counts = {"succeeded": 1} if ok else {"failed": 1}
+        await self.patch_status("jobs", name, {**counts, "conditions": [condition]}, namespace)
+
+    async def add_pod(
+        self, name: str, labels: dict[str, str], *, ready: bool, model_uri: str = ""
+    ) -> None:
+        """Seed a pod of a Deployment (what its ReplicaSet would create)."""
+        await self.add(
+            "pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": name,
+                    "labels": labels,
+                    "annotations": {"scanflow.io/model-uri": model_uri},
+                },
+                "status": {
+                    "phase": "Running",
+                    "startTime": "2026-01-01T00:00:00Z",
+                    "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                },
+            },
+        )
+
+
+def rebuild(workflow: Workflow, **update: Any) -> Workflow:
+    """A validated copy of ``workflow`` with fields replaced (``model_copy`` skips the checks)."""
+    return Workflow.model_validate({**workflow.model_dump(), **update})
+
+
+def with_node(workflow: Workflow, name: str, **update: Any) -> Workflow:
+    """A copy of ``workflow`` with one node's fields replaced."""
+    nodes = [n.model_copy(update=update) if n.name == name else n for n in workflow.nodes]
+    return rebuild(workflow, nodes=[n.model_dump() for n in nodes])
+
+
+@pytest.fixture
+def cluster(kmock: kmock.KubernetesEmulator) -> Cluster:
+    """The test's emulator, serving the core types the platform uses (no Argo)."""
+    found = Cluster(kmock)
+    found.serve("deployments", "services", "configmaps", "pods", "jobs")
+    return found
+
+
+@pytest.fixture
+def settings(cluster: Cluster) -> KubernetesPlatformSettings:
+    """Settings pointing at the emulator, polling fast."""
+    return KubernetesPlatformSettings(
+        host=str(cluster.emulator.url).rstrip("/"),
+        team=TEAM,
+        poll_interval=0.02,
+        tracking_uri="http://mlflow.mlops:5000",
+        nats_url="nats://nats.mlops:4222",
+        registry="registry.example.com/ml",
+        registry_secret="push-credentials",
+        env_secret="scanflow-credentials",
+    )
+
+
+@pytest.fixture
+async def platform(settings: KubernetesPlatformSettings) -> AsyncIterator[KubernetesPlatform]:
+    """The platform under test, closed after the test."""
+    async with KubernetesPlatform(settings) as found:
+        yield found
+
+
+@pytest.fixture
+def online() -> Workflow:
+    """Two model services, one with resources and a fixed port."""
+    return load_workflow(
+        {
+            "name": "serve",
+            "kind": "online",
+            "nodes": [
+                {
+                    "name": "model",
+                    "model_uri": "models:/digits/1",
+                    "replicas": 2,
+                    "resources": {"cpu": "500m", "memory": "1Gi"},
+                    "env": {"LOG_LEVEL": "debug"},
+                },
+                {"name": "shadow", "model_uri": "models:/digits/2", "port": 9000},
+            ],
+        }
+    )
+
+
+@pytest.fixture
+def batch() -> Workflow:
+    """A diamond: prepare → (fit, check) → report."""
+    return load_workflow(
+        {
+            "name": "retrain",
+            "nodes": [
+                {"name": "prepare", "entry_point": "digits.prepare", "image": "team/steps:1"},
+                {
+                    "name": "fit",
+                    "entry_point": "digits.training:fit",
+                    "image": "team/steps:1",
+                    "parameters": {"C": 0.5},
+                    "timeout": 600,
+                },
+                {"name": "check", "entry_point": "digits.check", "image": "team/steps:1"},
+                {"name": "report", "entry_point": "digits.report", "image": "team/steps:1"},
+            ],
+            "edges": [
+                ["prepare", "fit"],
+                ["prepare", "check"],
+                ["fit", "report"],
+                ["check", "report"],
+            ],
+        }
+    )
