@@ -128,11 +128,13 @@ class KubeClient:
     async def get(self, resource: Resource, namespace: str, name: str) -> Obj | None:
         """One object, or None if there is none."""
         try:
-            return await self._call("GET", resource.path(namespace, name))
+            found = await self._call("GET", resource.path(namespace, name))
         except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
+        found.setdefault("kind", resource.kind)
+        return found
 
     async def find(
         self, resource: Resource, namespace: str | None, labels: Mapping[str, str]
@@ -147,6 +149,7 @@ class KubeClient:
             if exc.status == 404:  # No such resource type (e.g. no Argo): nothing of ours.
                 return []
             raise
+        # List items carry no kind; messages name objects by kind.
         items = [dict(item, kind=resource.kind) for item in answer.get("items") or []]
         return [item for item in items if matches(item, labels)]
 

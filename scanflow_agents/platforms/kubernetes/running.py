@@ -98,7 +98,7 @@ class BatchRun:
             self.status.state = "cancelled"
             self.status.message = "run cancelled"
             for record in self.status.nodes.values():
-                if record.state in ("pending", "running"):
+                if record.state == "running":
                     record.state = "cancelled"
             raise
         except Exception as exc:  # The API failed under us: the run cannot be followed.
@@ -171,7 +171,9 @@ class BatchRun:
             existing = await self.client.get(JOBS, self.namespace, body["metadata"]["name"])
             if existing is None or not naming.matches(existing, body["metadata"]["labels"]):
                 what = "an object" if existing is None else naming.describe(existing)
-                self._fail(name, f"{what} of the same name exists and is not this step's Job")
+                self._fail(
+                    name, f"{what} of the same name exists and is not this step's Job", logs=False
+                )
 
     def _ready(self) -> list[str]:
         if self.status.failed_node is not None:
@@ -250,19 +252,20 @@ class BatchRun:
 
     # -- Both ---------------------------------------------------------------
 
-    def _fail(self, name: str, reason: str) -> None:
+    def _fail(self, name: str, reason: str, *, logs: bool = True) -> None:
         record = self.status.nodes[name]
         record.state, record.reason, record.finished_at = "failed", reason, time.time()
         if self.status.failed_node is None:
             self.status.failed_node = name
-            logs = (
+            where = (
                 f"-l {naming.RUN}={naming.label_value(self.status.run_id)},{naming.NODE}={name}"
                 if self.argo
                 else f"job/{job_name(self.status.run_id, name)}"
             )
+            hint = f"; see `kubectl logs -n {self.namespace} {where}`" if logs else ""
             self.status.message = (
-                f"node {name!r} of workflow {self.workflow.name!r} failed: {reason}; "
-                f"see `kubectl logs -n {self.namespace} {logs}` (run {self.status.run_id})"
+                f"node {name!r} of workflow {self.workflow.name!r} failed: {reason}"
+                f"{hint} (run {self.status.run_id})"
             )
 
     def _finish(self) -> None:
