@@ -9,13 +9,18 @@ variable, a limit) is removed from the cluster too.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from scanflow_agents.platforms.kubernetes import naming
-from scanflow_agents.platforms.kubernetes.client import KubeClient, Obj, Resource
+from scanflow_agents.platforms.kubernetes.building import agent_context, needs_agent_build
+from scanflow_agents.platforms.kubernetes.client import DEPLOYMENTS, KubeClient, Obj, Resource
+from scanflow_agents.platforms.kubernetes.manifests import agent_deployment
+from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
 from scanflow_agents.platforms.results import ActionResult, DeployResult, Outcome, PlatformError
+from scanflow_agents.workflows import Application
 
 
 class ApplicationDeployResult(BaseModel):
@@ -59,7 +64,6 @@ async def owned(
     current = await client.get(resource, namespace, name)
     if current is None:
         raise PlatformError("not_found", f"no {what} in namespace {namespace!r}")
-    current.setdefault("kind", resource.kind)
     if not naming.matches(current, wanted):
         raise PlatformError(
             "failed",
@@ -88,7 +92,6 @@ async def ensure(
     if existing is None:
         await client.create(resource, namespace, desired)
         return "created", {}
-    existing.setdefault("kind", resource.kind)
     if not naming.matches(existing, naming.identity(meta["labels"])):
         raise PlatformError(
             "failed",
@@ -124,6 +127,61 @@ async def ensure(
         ops.append({"op": "add", "path": pointer("metadata", "annotations", key), "value": value})
     await client.patch(resource, namespace, name, [ownership_test(), *ops], kind="json")
     return "updated", changes
+
+
+def action_result(
+    action: str, workflow: str, node: str | None, outcome: Outcome, message: str, **details: Any
+) -> ActionResult:
+    """An :class:`ActionResult` from positional parts and keyword details."""
+    return ActionResult(
+        action=action,
+        workflow=workflow,
+        node=node,
+        outcome=outcome,
+        message=message,
+        details=details,
+    )
+
+
+async def deploy_agents(
+    client: KubeClient, settings: KubernetesPlatformSettings, application: Application
+) -> list[ActionResult]:
+    """A Deployment per agent of ``application``; agents no longer declared are deleted.
+
+    An agent that names a file runs the image a build made for it (when a
+    registry is set); the others run the settings' agent image.
+    """
+    team, namespace = application.team, settings.namespace(application.team)
+    results: list[ActionResult] = []
+    for agent in application.agents:
+        image = None
+        if needs_agent_build(agent) and settings.registry is not None:
+            context = await asyncio.to_thread(agent_context, settings, application.name, agent)
+            image = context.image(settings.registry)
+        body = agent_deployment(settings, team, application.name, agent, image=image)
+        done, changes = await ensure(client, DEPLOYMENTS, body)
+        message = f"agent {agent.name!r} ({agent.agent}) in {namespace}: {done}"
+        results.append(
+            action_result(
+                "deploy", application.name, agent.name, done, message, kind="agent", **changes
+            )
+        )
+    keep = {agent.name for agent in application.agents}
+    wanted = {
+        naming.MANAGED_BY: naming.MANAGER,
+        naming.APPLICATION: application.name,
+        naming.COMPONENT: "agent",
+    }
+    for stale in await client.find(DEPLOYMENTS, namespace, wanted):
+        name = stale["metadata"]["labels"].get(naming.AGENT)
+        if name not in keep:
+            await client.delete(DEPLOYMENTS, namespace, stale["metadata"]["name"])
+            results.append(
+                action_result(
+                    "deploy", application.name, name, "deleted", "agent no longer declared"
+                )
+            )
+    return results
 
 
 def overall(outcomes: list[Outcome]) -> Outcome:

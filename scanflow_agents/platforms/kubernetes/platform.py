@@ -33,6 +33,8 @@ from scanflow_agents.platforms.kubernetes.client import (
 )
 from scanflow_agents.platforms.kubernetes.deploying import (
     ApplicationDeployResult,
+    action_result,
+    deploy_agents,
     ensure,
     overall,
     owned,
@@ -40,22 +42,20 @@ from scanflow_agents.platforms.kubernetes.deploying import (
     pointer,
 )
 from scanflow_agents.platforms.kubernetes.manifests import (
-    agent_deployment,
     service,
     service_deployment,
     service_name,
 )
 from scanflow_agents.platforms.kubernetes.running import BatchRun
 from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
+from scanflow_agents.platforms.kubernetes.statuses import service_status
 from scanflow_agents.platforms.results import (
     ActionResult,
     DeployResult,
     NodeEnvironment,
     Outcome,
     PlatformError,
-    ReplicaStatus,
     RunStatus,
-    ServiceStatus,
     WorkflowStatus,
 )
 from scanflow_agents.serving._tasks import guarded, stop
@@ -216,7 +216,7 @@ class KubernetesPlatform:
             patched = f"patched {where}: {', '.join(sorted(changes)) or 'service'}"
             message = messages.get(outcome, patched)
             results.append(
-                self._result("deploy", workflow.name, node.name, outcome, message, **changes)
+                action_result("deploy", workflow.name, node.name, outcome, message, **changes)
             )
         keep = {node.name for node in workflow.services}
         for stale in await client.find(DEPLOYMENTS, namespace, self._service_labels(workflow.name)):
@@ -225,7 +225,7 @@ class KubernetesPlatform:
                 await client.delete(DEPLOYMENTS, namespace, stale["metadata"]["name"])
                 await client.delete(SERVICES, namespace, stale["metadata"]["name"])
                 results.append(
-                    self._result(
+                    action_result(
                         "deploy",
                         workflow.name,
                         node_name,
@@ -244,52 +244,13 @@ class KubernetesPlatform:
         the application are deleted.
         """
         team, namespace = application.team, self.settings.namespace(application.team)
+        await self._prepare(team)
         workflows = [
             await self.deploy(w, team=team, application=application.name)
             for w in application.workflows
             if w.kind == "online"
         ]
-        client = await self._api()
-        agents: list[ActionResult] = []
-        for agent in application.agents:
-            body = agent_deployment(self.settings, team, application.name, agent)
-            if needs_agent_build(agent) and self.settings.registry is not None:
-                context = await asyncio.to_thread(
-                    agent_context, self.settings, application.name, agent
-                )
-                image = context.image(self.settings.registry)
-                body = agent_deployment(self.settings, team, application.name, agent, image=image)
-            done, changes = await ensure(client, DEPLOYMENTS, body)
-            agents.append(
-                self._result(
-                    "deploy",
-                    application.name,
-                    agent.name,
-                    done,
-                    f"agent {agent.name!r} ({agent.agent}) in {namespace}: {done}",
-                    kind="agent",
-                    **changes,
-                )
-            )
-        keep = {agent.name for agent in application.agents}
-        wanted = {
-            **self._labels(team),
-            naming.APPLICATION: application.name,
-            naming.COMPONENT: "agent",
-        }
-        for stale in await client.find(DEPLOYMENTS, namespace, wanted):
-            agent_name = stale["metadata"]["labels"].get(naming.AGENT)
-            if agent_name not in keep:
-                await client.delete(DEPLOYMENTS, namespace, stale["metadata"]["name"])
-                agents.append(
-                    self._result(
-                        "deploy",
-                        application.name,
-                        agent_name,
-                        "deleted",
-                        "agent no longer declared",
-                    )
-                )
+        agents = await deploy_agents(await self._api(), self.settings, application)
         outcomes = [w.outcome for w in workflows] + [a.outcome for a in agents]
         return ApplicationDeployResult(
             application=application.name,
@@ -381,7 +342,7 @@ class KubernetesPlatform:
         namespace, current = await self._service(workflow, node, team)
         before = (current.get("spec") or {}).get("replicas")
         if before == replicas:
-            return self._result(
+            return action_result(
                 "scale",
                 workflow,
                 node,
@@ -393,7 +354,7 @@ class KubernetesPlatform:
         await (await self._api()).patch(
             DEPLOYMENTS, namespace, name, {"spec": {"replicas": replicas}}, sub="scale"
         )
-        return self._result(
+        return action_result(
             "scale",
             workflow,
             node,
@@ -427,7 +388,7 @@ class KubernetesPlatform:
         notes = naming.annotations_of(current)
         previous = notes.get(naming.MODEL_URI)
         if previous == model_uri and not force:
-            return self._result(
+            return action_result(
                 "redeploy",
                 workflow,
                 node,
@@ -458,7 +419,7 @@ class KubernetesPlatform:
             )
         name = current["metadata"]["name"]
         await (await self._api()).patch(DEPLOYMENTS, namespace, name, ops, kind="json")
-        return self._result(
+        return action_result(
             "redeploy",
             workflow,
             node,
@@ -478,7 +439,7 @@ class KubernetesPlatform:
         wanted = self._service_labels(workflow)
         deployments = await client.find(DEPLOYMENTS, namespace, wanted)
         pods = await client.find(PODS, namespace, wanted) if deployments else []
-        services = [self._service_status(namespace, d, pods) for d in deployments]
+        services = [service_status(namespace, d, pods) for d in deployments]
         runs = [
             b.status.model_copy(deep=True)
             for b in self._runs.values()
@@ -508,7 +469,7 @@ class KubernetesPlatform:
                 if await client.delete(resource, namespace, obj["metadata"]["name"]):
                     deleted[resource.plural] = deleted.get(resource.plural, 0) + 1
         if not deleted and not running:
-            return self._result(
+            return action_result(
                 "delete",
                 workflow,
                 None,
@@ -516,7 +477,7 @@ class KubernetesPlatform:
                 f"nothing of workflow {workflow!r} in {namespace}",
             )
         summary = ", ".join(f"{n} {kind}" for kind, n in deleted.items()) or "no objects"
-        return self._result(
+        return action_result(
             "delete",
             workflow,
             None,
@@ -542,7 +503,7 @@ class KubernetesPlatform:
         ]
         outcome: Outcome = "deleted" if gone else "absent"
         results.append(
-            self._result(
+            action_result(
                 "delete", application.name, None, outcome, f"agents deleted: {gone}", kind="agents"
             )
         )
@@ -603,28 +564,6 @@ class KubernetesPlatform:
         )
         return namespace, current
 
-    def _service_status(self, namespace: str, deployment: Obj, pods: list[Obj]) -> ServiceStatus:
-        meta, spec = deployment["metadata"], deployment.get("spec") or {}
-        node = meta["labels"][naming.NODE]
-        mine = [
-            p for p in pods if (p.get("metadata") or {}).get("labels", {}).get(naming.NODE) == node
-        ]
-        replicas = [_replica(p) for p in mine]
-        spec_json = naming.annotations_of(deployment).get(naming.SPEC)
-        port = (ServiceNode.model_validate_json(spec_json).port if spec_json else None) or 80
-        return ServiceStatus(
-            workflow=meta["labels"][naming.WORKFLOW],
-            node=node,
-            url=f"http://{meta['name']}.{namespace}.svc" + ("" if port == 80 else f":{port}"),
-            model_uri=naming.annotations_of(deployment).get(naming.MODEL_URI, ""),
-            desired_replicas=int(spec.get("replicas") or 0),
-            ready_replicas=int(
-                (deployment.get("status") or {}).get("readyReplicas")
-                or sum(r.ready for r in replicas)
-            ),
-            replicas=replicas,
-        )
-
     async def _execute(self, batch: BatchRun) -> None:
         try:
             await batch.execute()
@@ -638,35 +577,3 @@ class KubernetesPlatform:
                         await result
                 except Exception:
                     logger.exception("run %s: the completion callback failed", status.run_id)
-
-    @staticmethod
-    def _result(
-        action: str, workflow: str, node: str | None, outcome: Outcome, message: str, **details: Any
-    ) -> ActionResult:
-        return ActionResult(
-            action=action,
-            workflow=workflow,
-            node=node,
-            outcome=outcome,
-            message=message,
-            details=details,
-        )
-
-
-def _replica(pod: Obj) -> ReplicaStatus:
-    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or []
-    )
-    started = status.get("startTime")
-    return ReplicaStatus(
-        replica=meta.get("name", "?"),
-        pid=None,
-        model_uri=((meta.get("annotations") or {}).get(naming.MODEL_URI)) or "",
-        alive=status.get("phase") == "Running",
-        ready=ready,
-        started_at=datetime.datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
-        if started
-        else None,
-    )

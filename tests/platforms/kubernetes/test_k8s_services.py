@@ -375,3 +375,18 @@ async def test_application_deploys_its_agents(
     gone = await platform.delete_application(fewer)
     assert [r.outcome for r in gone] == ["deleted", "absent", "deleted"]
     assert cluster.objects("deployments") == {}
+
+
+def test_the_platform_keeps_the_contract_and_imports_lightly() -> None:
+    import subprocess
+    import sys
+
+    from scanflow_agents.platforms import Platform
+
+    assert isinstance(KubernetesPlatform(), Platform)
+    code = (
+        "import sys, scanflow_agents.platforms.kubernetes;"
+        "print('kubernetes' in sys.modules, 'fastapi' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]
