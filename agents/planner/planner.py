@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import re
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -33,6 +35,8 @@ logger = logging.getLogger("scanflow_agents.builtin.planner")
 MAX_REPLICAS = 64
 #: The longest ``wait`` may block (the actuator's own timeout is set above it).
 MAX_WAIT = 3600.0
+
+_SAFE_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 
 Replicas = Annotated[int, Field(ge=0, le=MAX_REPLICAS)]
 NonEmpty = Annotated[str, Field(min_length=1)]
@@ -174,7 +178,7 @@ class Planner(Agent):
         """
         target = self.catalog.workflow(workflow)
         correlation, cause = self.runtime.current_chain()
-        run_id = f"{workflow}-{self.message_id or cause or correlation}"
+        run_id = _run_id(workflow, self.message_id or cause or correlation)
         self._chains.setdefault(run_id, (workflow, correlation, cause))
         try:
             with _platform_errors("run", workflow, field="parameters"):
@@ -349,6 +353,18 @@ class Planner(Agent):
             return
         with runtime.chain(correlation, cause):
             await self.emit(topic, payload)
+
+
+def _run_id(workflow: str, message_id: str) -> str:
+    """``<workflow>-<call id>``: the same call gives the same run, on any replica.
+
+    A caller may choose the call id; one that is not a short, safe token (it
+    names folders and platform objects) is replaced by a digest of itself,
+    which keeps the id deterministic.
+    """
+    if not _SAFE_ID.match(message_id):
+        message_id = hashlib.sha256(message_id.encode()).hexdigest()[:32]
+    return f"{workflow}-{message_id}"
 
 
 @contextlib.contextmanager

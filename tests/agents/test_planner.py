@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -227,10 +228,15 @@ async def test_retrain_then_redeploy_under_load_fails_no_request(
     story: Story, http: ModuleType
 ) -> None:
     run_id = await story.call(
-        "run", workflow="train", parameters={"train": {"C": 0.05, "max-iter": 100}}
+        "run",
+        workflow="train",
+        parameters={"train": {"C": 0.05, "max-iter": 100}},
+        call_id="../retrain",  # a caller's own call id never becomes a path: it is hashed
     )
     finished = await story.call("wait", run_id=run_id, seconds=45, timeout=50)
     assert finished["state"] == "succeeded", finished["message"]
+    assert re.fullmatch(r"train-[0-9a-f]{32}", run_id)
+    assert Path(finished["run_dir"]).parent.name == "runs"
     await story.h.wait_for(lambda _: bool(_ended(story, run_id)), timeout=5)
     versions = await ModelRegistry(story.mlflow).versions(story.model)
     assert [v.version for v in versions] == ["2", "1"]
