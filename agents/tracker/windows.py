@@ -1,0 +1,156 @@
+"""Serving reports of many replicas, added up into time windows per workflow node.
+
+Windows lie on a fixed grid of ``window_seconds`` (a report at time t belongs to
+the window starting at ``floor(t / seconds) * seconds``), so every tracker
+replica cuts the same windows. A window closes at the first report whose time
+(the end of the replica's own report window) is past its end: the tracker needs
+no timer, and a window holds every report that arrived while it was open, a
+late one included, so nothing is counted twice or lost.
+
+Latency percentiles of a window are an approximation: the request-weighted mean
+of the replicas' own percentiles. The exact figure would need every latency (or
+a shared histogram); with replicas that see the same traffic the two agree
+closely, and a slow replica still pulls the figure up in proportion to its load.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+_PERCENTILES = ("p50", "p95", "p99")
+
+
+@dataclass
+class Window:
+    """One open window of one workflow node."""
+
+    workflow: str
+    node: str
+    start: float
+    seconds: float
+    reports: int = 0
+    replicas: dict[str, str] = field(default_factory=dict)  # replica -> last model URI
+    model_uris: list[str] = field(default_factory=list)
+    requests: int = 0
+    errors: int = 0
+    latency: dict[str, list[float]] = field(
+        default_factory=lambda: {p: [0.0, 0.0] for p in _PERCENTILES}  # weighted sum, weight
+    )
+    received: int = 0
+    matched: int = 0
+    correct: int = 0
+    by_model: dict[str, dict[str, int]] = field(default_factory=dict)
+    columns: list[str] = field(default_factory=list)
+    rows: list[list[float]] = field(default_factory=list)
+    row_models: list[int] = field(default_factory=list)  # index into model_uris, per row
+
+    @property
+    def end(self) -> float:
+        return self.start + self.seconds
+
+    def add(self, report: dict[str, Any]) -> None:
+        """Add one replica's report."""
+        uri = str(report.get("model_uri") or "")
+        if uri not in self.model_uris:
+            self.model_uris.append(uri)
+        model = self.model_uris.index(uri)
+        self.reports += 1
+        self.replicas[str(report.get("replica") or "?")] = uri
+        requests = int(report.get("requests") or 0)
+        self.requests += requests
+        self.errors += int(report.get("errors") or 0)
+        latency = report.get("latency_ms") or {}
+        for name in _PERCENTILES:
+            value = latency.get(name)
+            if requests and isinstance(value, int | float) and math.isfinite(value):
+                self.latency[name][0] += value * requests
+                self.latency[name][1] += requests
+        labels = report.get("labels") or {}
+        matched, correct = int(labels.get("matched") or 0), int(labels.get("correct") or 0)
+        self.received += int(labels.get("received") or 0)
+        self.matched += matched
+        self.correct += correct
+        counts = self.by_model.setdefault(uri, {"requests": 0, "matched": 0, "correct": 0})
+        counts["requests"] += requests
+        counts["matched"] += matched
+        counts["correct"] += correct
+        sample = report.get("sample") or {}
+        rows = sample.get("rows") or []
+        if rows:
+            if not self.columns:
+                self.columns = list(sample.get("columns") or [])
+            self.rows.extend(rows)
+            self.row_models.extend([model] * len(rows))
+
+    def observation(self, sample_rows: int, rng: random.Random) -> dict[str, Any]:
+        """The closed window as the value of ``observation.tracker.serving``."""
+        rows, row_models = self.rows, self.row_models
+        if len(rows) > sample_rows:
+            # A uniform subsample: truncating would favour the replicas that reported first.
+            keep = sorted(rng.sample(range(len(rows)), sample_rows))
+            rows = [rows[i] for i in keep]
+            row_models = [row_models[i] for i in keep]
+        latency = {
+            name: (total / weight if weight else None)
+            for name, (total, weight) in self.latency.items()
+        }
+        return {
+            "workflow": self.workflow,
+            "node": self.node,
+            "window": {
+                "start": self.start,
+                "end": self.end,
+                "seconds": self.seconds,
+                "reports": self.reports,
+            },
+            "replicas": len(self.replicas),
+            "replica_ids": sorted(self.replicas),
+            "model_uris": list(self.model_uris),
+            "requests": self.requests,
+            "rps": self.requests / self.seconds,
+            "errors": self.errors,
+            "error_rate": self.errors / self.requests if self.requests else 0.0,
+            "latency_ms": {**latency, "approximation": "request-weighted mean of replicas"},
+            "labels": {"received": self.received, "matched": self.matched, "correct": self.correct},
+            "accuracy": self.correct / self.matched if self.matched else None,
+            "by_model": {uri: dict(counts) for uri, counts in self.by_model.items()},
+            "sample": {"columns": self.columns, "rows": rows, "model_index": row_models},
+        }
+
+
+class Windows:
+    """The open window of each workflow node.
+
+    Args:
+        seconds: Window length.
+        sample_rows: Most input rows in one window's sample.
+        seed: Seed of the subsampling (a fixed one keeps tests reproducible).
+    """
+
+    def __init__(self, seconds: float, sample_rows: int, *, seed: int | None = None) -> None:
+        self.seconds = seconds
+        self.sample_rows = sample_rows
+        self.open: dict[tuple[str, str], Window] = {}
+        self._rng = random.Random(seed)
+
+    def add(self, report: dict[str, Any], at: float) -> dict[str, Any] | None:
+        """Add a report made at ``at`` (seconds since the epoch).
+
+        Returns:
+            The observation of the window this report closed, if it closed one.
+        """
+        workflow, node = str(report["workflow"]), str(report["node"])
+        key = (workflow, node)
+        window = self.open.get(key)
+        closed = None
+        if window is not None and at >= window.end:
+            closed = window.observation(self.sample_rows, self._rng)
+            window = None
+        if window is None:
+            start = math.floor(at / self.seconds) * self.seconds
+            window = self.open[key] = Window(workflow, node, start, self.seconds)
+        window.add(report)
+        return closed
