@@ -1,0 +1,104 @@
+"""Replica planning: the target count from demand in one step, without flapping.
+
+The target is ``ceil(rps * (1 + headroom) / capacity)`` bounded by
+``[min_replicas, max_replicas]``: one jump to what the demand needs, not a
+ratio step per period as Kubernetes' HPA takes. Guards against flapping:
+
+- scale out only on an SLO breach, at most once per ``scale_out_cooldown``;
+- scale in only after ``scale_in_windows`` calm windows in a row in which the
+  demand, with headroom, fits in fewer replicas, and ``scale_in_cooldown``
+  after the last change: the headroom is the hysteresis band;
+- a breach at a count the estimate said was enough lowers the capacity
+  estimate (the model was optimistic), so the next target is right.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from scanflow_agents.builtin.improver.settings import Scaling
+
+
+@dataclass
+class Plan:
+    """A scaling plan: where to, and why."""
+
+    target: int
+    current: int
+    reason: str
+    evidence: dict[str, Any]
+
+
+@dataclass
+class Autoscaler:
+    """The replica planner of one service node."""
+
+    settings: Scaling
+    capacity: float = 0.0
+    last_change: float = field(default=-math.inf)
+    last_scale_out: float = field(default=-math.inf)
+    calm: int = 0
+
+    def __post_init__(self) -> None:
+        self.capacity = self.capacity or self.settings.capacity_rps
+
+    def target(self, rps: float) -> int:
+        wanted = math.ceil(rps * (1 + self.settings.headroom) / self.capacity) if rps > 0 else 0
+        return max(self.settings.min_replicas, min(self.settings.max_replicas, wanted))
+
+    def plan(self, finding: dict[str, Any], now: float | None = None) -> Plan | None:
+        """The plan for one SLO finding (``breached``, ``rps``, ``replicas``), or ``None``."""
+        now = time.monotonic() if now is None else now
+        rps = float(finding.get("rps") or 0.0)
+        current = int(finding.get("replicas") or 0)
+        breached = bool(finding.get("breached"))
+        evidence = {
+            "rps": rps,
+            "replicas": current,
+            "capacity_rps": round(self.capacity, 2),
+            "headroom": self.settings.headroom,
+            "latency_p95_ms": finding.get("latency_p95_ms"),
+            "objective_ms": finding.get("objective_ms"),
+        }
+        if breached:
+            self.calm = 0
+            return self._out(rps, current, now, evidence)
+        target = self.target(rps)
+        self.calm = self.calm + 1 if target < current else 0
+        if (
+            target < current
+            and self.calm >= self.settings.scale_in_windows
+            and now - self.last_change >= self.settings.scale_in_cooldown
+        ):
+            self.calm = 0
+            self.last_change = now
+            reason = (
+                f"{rps:.1f} rps fits {target} replica(s) of {self.capacity:.1f} rps with "
+                f"{self.settings.headroom:.0%} headroom, "
+                f"for {self.settings.scale_in_windows} windows"
+            )
+            return Plan(target, current, reason, evidence)
+        return None
+
+    def _out(self, rps: float, current: int, now: float, evidence: dict[str, Any]) -> Plan | None:
+        if now - self.last_scale_out < self.settings.scale_out_cooldown:
+            return None  # the last scale-out has not taken effect yet
+        target = self.target(rps)
+        if target <= current and current > 0 and self.settings.learn:
+            # Breached although the estimate said `current` was enough: it was optimistic.
+            self.capacity = min(self.capacity, rps / current) * 0.9
+            evidence["capacity_rps"] = round(self.capacity, 2)
+            target = self.target(rps)
+        target = max(target, min(current + 1, self.settings.max_replicas))
+        if target <= current:
+            return None  # at the ceiling: nothing more to add
+        self.last_scale_out = self.last_change = now
+        reason = (
+            f"latency objective breached at {rps:.1f} rps on {current} replica(s); "
+            f"{target} replica(s) of {self.capacity:.1f} rps "
+            f"with {self.settings.headroom:.0%} headroom"
+        )
+        return Plan(target, current, reason, evidence)

@@ -1,0 +1,244 @@
+"""The improver's plans, with stand-in tracker and planner agents on a real NATS and MLflow.
+
+The stand-ins are real agents with the same actuators as the built-in ones, so
+the improver's calls, events and decisions cross the real bus; the whole loop
+with the real tracker, checker and planner runs in the demo's test.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+from scanflow_agents.builtin.improver import Autoscaler, Improver, Scaling
+
+from scanflow_agents import Agent, actuator
+from scanflow_agents.knowledge import KnowledgeClient, MlflowServer
+from scanflow_agents.settings import MlflowSettings, Settings
+from scanflow_agents.testing import AgentHarness, eventually
+
+# -- the autoscaler alone ------------------------------------------------------------------
+
+
+def slo(breached: bool, rps: float, replicas: int) -> dict[str, Any]:
+    return {"breached": breached, "rps": rps, "replicas": replicas, "workflow": "serve"}
+
+
+def test_scale_out_jumps_to_the_target_in_one_step() -> None:
+    scaler = Autoscaler(Scaling(capacity_rps=40, headroom=0.2, max_replicas=6))
+    plan = scaler.plan(slo(True, 100, 1), now=0)
+    assert plan is not None
+    assert (plan.current, plan.target) == (1, 3)  # ceil(100 * 1.2 / 40), not 1 -> 2 -> 3
+    assert scaler.plan(slo(True, 100, 1), now=1) is None  # cooldown: the last one is starting
+
+
+def test_scale_in_waits_for_calm_windows_and_does_not_flap() -> None:
+    scaler = Autoscaler(
+        Scaling(capacity_rps=40, headroom=0.2, scale_in_windows=3, scale_in_cooldown=20)
+    )
+    assert scaler.plan(slo(True, 100, 1), now=0) is not None
+    # Demand at the edge of what 2 replicas hold (with headroom): no decision either way.
+    for t in range(5, 60, 5):
+        assert scaler.plan(slo(False, 70, 3), now=t) is None
+    # Demand falls: three calm windows later (and past the cooldown), one step down.
+    assert scaler.plan(slo(False, 20, 3), now=60) is None
+    assert scaler.plan(slo(False, 20, 3), now=65) is None
+    plan = scaler.plan(slo(False, 20, 3), now=70)
+    assert plan is not None
+    assert plan.target == 1
+    assert scaler.plan(slo(False, 20, 1), now=75) is None
+
+
+def test_a_breach_the_estimate_did_not_expect_lowers_the_capacity() -> None:
+    scaler = Autoscaler(Scaling(capacity_rps=100, headroom=0.2, max_replicas=8))
+    plan = scaler.plan(slo(True, 90, 2), now=0)  # 2 replicas "should" hold 90 rps: they did not
+    assert plan is not None
+    assert plan.target > 2
+    assert scaler.capacity < 45
+
+
+# -- the improver with stand-in agents -----------------------------------------------------
+
+
+class Tracker(Agent, name="tracker"):
+    @actuator()
+    async def dataset(
+        self, workflow: str, node: str = "model", limit: int = 5000
+    ) -> dict[str, Any]:
+        return {"uri": "runs:/abc/recent.npz", "rows": 300}
+
+
+class Planner(Agent, name="planner"):
+    """Records calls; ``run`` logs a training run in MLflow and reports it, as the real one."""
+
+    def __init__(
+        self, client: KnowledgeClient, experiment: str, scores: list[tuple[float, float]], **kw: Any
+    ) -> None:
+        super().__init__(**kw)
+        self.client, self.experiment, self.scores = client, experiment, scores
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.version = 1
+
+    @actuator()
+    async def run(self, workflow: str, parameters: dict[str, dict[str, Any]] | None = None) -> str:
+        self.calls.append(("run", {"workflow": workflow, "parameters": parameters}))
+        run_id = f"{workflow}-{uuid.uuid4().hex[:6]}"
+        self.version += 1
+        new, old = self.scores.pop(0)
+        experiment = await self.client.experiment_id(self.experiment, create=True)
+        assert experiment is not None
+        mlflow_run = await self.client.create_run(
+            experiment,
+            tags={"scanflow.run_id": run_id, "scanflow.model_version": str(self.version)},
+        )
+        now = int(time.time() * 1000)
+        await self.client.log_batch(
+            mlflow_run,
+            metrics=[("recent_accuracy", new, now, 0), ("production_recent_accuracy", old, now, 0)],
+        )
+        await self.client.end_run(mlflow_run)
+        # Reported before `run` answers: a fast run must not confuse the improver.
+        status = {"run_id": run_id, "workflow": workflow, "state": "succeeded"}
+        await self.emit(f"run.{workflow}.succeeded", status)
+        return run_id
+
+    @actuator()
+    async def promote(self, model: str, version: str, alias: str = "production") -> dict[str, Any]:
+        self.calls.append(("promote", {"model": model, "version": version}))
+        return {"previous": "1", "version": version}
+
+    @actuator()
+    async def redeploy(self, workflow: str, node: str, model_uri: str) -> dict[str, Any]:
+        self.calls.append(
+            ("redeploy", {"workflow": workflow, "node": node, "model_uri": model_uri})
+        )
+        return {"outcome": "updated"}
+
+    @actuator()
+    async def scale(self, workflow: str, node: str, replicas: int) -> dict[str, Any]:
+        self.calls.append(("scale", {"workflow": workflow, "replicas": replicas}))
+        return {"outcome": "updated"}
+
+    def called(self, name: str) -> list[dict[str, Any]]:
+        return [params for kind, params in self.calls if kind == name]
+
+
+def improver_settings(server: MlflowServer, experiment: str, **improver: Any) -> Settings:
+    base = Settings.defaults()
+    config = {"workflows": {"serve": {"experiment": experiment}}, "retrain_cooldown": 0, **improver}
+    return base.model_copy(
+        update={
+            "mlflow": MlflowSettings(tracking_uri=server.url),
+            "agents": {"improver": config},
+        }
+    )
+
+
+DRIFT = {
+    "workflow": "serve",
+    "node": "model",
+    "model_uri": "models:/digits@production",
+    "test": "ks",
+}
+
+
+async def test_drift_retrains_then_promotes_a_better_candidate_and_rolls_back_if_it_fails(
+    mlflow_server: MlflowServer, nats_url: str
+) -> None:
+    experiment = f"digits-{uuid.uuid4().hex[:6]}"
+    settings = improver_settings(mlflow_server, experiment)
+    async with KnowledgeClient(settings.mlflow) as client:
+        planner = Planner(client, experiment, [(0.93, 0.40)])
+        async with AgentHarness(
+            Improver(), Tracker(), planner, nats_url=nats_url, settings=settings
+        ) as h:
+            await h.emit("finding.drift.serve", DRIFT, source="checker")
+            await eventually(lambda: bool(planner.called("redeploy")), timeout=20)
+            assert planner.called("run")[0]["parameters"] == {
+                "train": {"recent": "runs:/abc/recent.npz"}
+            }
+            assert planner.called("promote") == [{"model": "digits", "version": "2"}]
+            assert planner.called("redeploy")[0]["model_uri"] == "models:/digits/2"
+            assert h.agents["improver"].retraining == {}  # nothing left in flight
+            await h.settle()
+            actions = [d["payload"]["action"] for d in h.records("decision", "improver")]
+            assert actions == ["retrain", "promote"]
+            promote = h.records("decision", "improver", "judge_candidate")[0]["payload"]
+            assert promote["evidence"]["recent_accuracy"] == 0.93
+            # On probation: the new version serves far below its evaluation -> roll back.
+            window = {
+                "workflow": "serve", "model_uris": ["models:/digits/2"], "accuracy": 0.5,
+                "labels": {"matched": 50, "correct": 25},
+            }  # fmt: skip
+            for _ in range(3):
+                await h.emit("observation.tracker.serving", {"value": window}, source="tracker")
+            await eventually(lambda: len(planner.called("redeploy")) == 2, timeout=20)
+            assert planner.called("promote")[-1] == {"model": "digits", "version": "1"}
+            assert planner.called("redeploy")[-1]["model_uri"] == "models:/digits/1"
+
+
+async def test_a_worse_candidate_is_rejected_with_its_figures(
+    mlflow_server: MlflowServer, nats_url: str
+) -> None:
+    experiment = f"digits-{uuid.uuid4().hex[:6]}"
+    settings = improver_settings(mlflow_server, experiment, margin=0.02)
+    async with KnowledgeClient(settings.mlflow) as client:
+        planner = Planner(client, experiment, [(0.81, 0.80)])  # better, but not by the margin
+        async with AgentHarness(
+            Improver(), Tracker(), planner, nats_url=nats_url, settings=settings
+        ) as h:
+            await h.emit("finding.performance.serve", DRIFT, source="checker")
+            await h.wait_for(
+                lambda ev: any(
+                    e["kind"] == "decision" and e["name"] == "judge_candidate" for e in ev
+                ),
+                timeout=20,
+            )
+            await h.settle()
+            decision = h.records("decision", "improver", "judge_candidate")[0]["payload"]
+            assert decision["action"] == "reject-candidate"
+            assert "81.0%" in decision["reason"]
+            assert "80.0%" in decision["reason"]
+            assert planner.called("promote") == []
+
+
+async def test_plans_can_wait_for_approval(mlflow_server: MlflowServer) -> None:
+    experiment = f"digits-{uuid.uuid4().hex[:6]}"
+    settings = improver_settings(mlflow_server, experiment, approval=["retrain", "scale"])
+    async with KnowledgeClient(settings.mlflow) as client:
+        planner = Planner(client, experiment, [(0.9, 0.5)])
+        async with AgentHarness(Improver(), Tracker(), planner, settings=settings) as h:
+            await h.emit("finding.drift.serve", DRIFT, source="checker")
+            await h.emit("finding.slo.serve", slo(True, 100, 1), source="checker")
+            await eventually(lambda: len(h.records("decision", "improver")) == 2)
+            waiting = await h.call("improver", "plans")
+            assert sorted(p["kind"] for p in waiting) == ["retrain", "scale"]
+            assert planner.calls == []  # nothing done without approval
+            scale_plan = next(p["id"] for p in waiting if p["kind"] == "scale")
+            retrain_plan = next(p["id"] for p in waiting if p["kind"] == "retrain")
+            rejected = await h.call("improver", "reject", plan=scale_plan, reason="maintenance")
+            assert rejected["approved"] is False
+            await h.call("improver", "approve", plan=retrain_plan, reason="looks right")
+            assert planner.called("run")
+            assert planner.called("scale") == []
+            with pytest.raises(Exception, match="no plan"):
+                await h.call("improver", "approve", plan=scale_plan)
+
+
+async def test_slo_findings_scale_out_then_in(mlflow_server: MlflowServer) -> None:
+    quick = {"scale_in_windows": 2, "scale_in_cooldown": 0, "scale_out_cooldown": 0}
+    settings = improver_settings(mlflow_server, "unused", scaling={"capacity_rps": 40, **quick})
+    planner = Planner(None, "unused", [])  # type: ignore[arg-type]
+    async with AgentHarness(Improver(), planner, settings=settings) as h:
+        await h.emit("finding.slo.serve", slo(True, 100, 1), source="checker")
+        await eventually(lambda: bool(planner.called("scale")))
+        assert planner.called("scale") == [{"workflow": "serve", "replicas": 3}]
+        for _ in range(2):
+            await h.emit("finding.slo.serve", slo(False, 10, 3), source="checker")
+        await eventually(lambda: len(planner.called("scale")) == 2)
+        assert planner.called("scale")[-1] == {"workflow": "serve", "replicas": 1}
+        await h.settle()
+        actions = [d["payload"]["action"] for d in h.records("decision", "improver", "scale")]
+        assert actions == ["scale-out", "scale-in"]
