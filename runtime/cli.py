@@ -219,3 +219,14 @@ def history(ctx: click.Context, agent: str | None, correlation: str | None, limi
 
     for record in _run(go):
         click.echo(json.dumps(record, default=str))
+
+
+def _register_demo() -> None:
+    # The demo composes the built-in agents; its command module imports only
+    # click and the scenario's part names, so `scanflow --help` stays fast.
+    from scanflow_agents.runtime.demo.command import demo
+
+    main.add_command(demo)
+
+
+_register_demo()
