@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test lint bench quickstart clean
+.PHONY: install test lint bench demo quickstart clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+demo: install
+	$(VENV)/bin/scanflow demo
 
 quickstart: install
 	$(VENV)/bin/scanflow run examples/quickstart.py --embedded-nats
