@@ -46,9 +46,13 @@ class Tracker(Agent):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.options = TrackerSettings()
-        self._configure(TrackerSettings.from_settings(self.settings))
+        self._configure()
 
-    def _configure(self, options: TrackerSettings) -> None:
+    def _configure(self) -> None:
+        try:
+            options = TrackerSettings.from_settings(self.settings)
+        except ValidationError as exc:
+            raise ValueError(f"tracker: bad settings in settings.agents.tracker: {exc}") from None
         self.options = options
         self.windows = Windows(options.window_seconds, options.sample_rows)
         self.recent = RecentRows(options.recent_rows)
@@ -66,10 +70,7 @@ class Tracker(Agent):
 
     async def on_start(self) -> None:
         """Validate the settings (they may have been replaced since the agent was made)."""
-        try:
-            self._configure(TrackerSettings.from_settings(self.settings))
-        except ValidationError as exc:
-            raise ValueError(f"tracker: bad settings in settings.agents.tracker: {exc}") from None
+        self._configure()
         logger.info(
             "tracker: %g s windows, training runs of %s",
             self.options.window_seconds,

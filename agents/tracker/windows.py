@@ -113,7 +113,7 @@ class Window:
             "rps": self.requests / self.seconds,
             "errors": self.errors,
             "error_rate": self.errors / self.requests if self.requests else 0.0,
-            "latency_ms": {**latency, "approximation": "request-weighted mean of replicas"},
+            "latency_ms": latency,  # approximate: see the module's docstring
             "labels": {"received": self.received, "matched": self.matched, "correct": self.correct},
             "accuracy": self.correct / self.matched if self.matched else None,
             "by_model": {uri: dict(counts) for uri, counts in self.by_model.items()},

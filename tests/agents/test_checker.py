@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from scanflow_agents.builtin.checker import Checker, CheckerSettings
+from scanflow_agents.builtin.tracker import Tracker
 from sklearn.datasets import load_digits
 
 from scanflow_agents import Settings
@@ -228,6 +229,31 @@ async def test_the_reference_is_the_served_model_versions_training_sample(
         checker = h.agents["checker"]
         assert isinstance(checker, Checker)
         assert checker.baselines[f"models:/{model}/2"].source.startswith("the first 3 window(s)")
+
+
+async def test_the_tracker_windows_reach_the_checker() -> None:
+    settings = settings_with({"reference": "windows", "reference_windows": 1, "min_rows": 10})
+    settings.agents["tracker"] = {"window_seconds": 5}
+    async with AgentHarness(Tracker(), Checker(), settings=settings) as h:
+        rng = np.random.default_rng(4)
+        for i, data in enumerate((DIGITS, DIGITS, ROTATED, ROTATED, DIGITS)):
+            for replica, p95 in (("a", 20.0), ("b", 400.0)):
+                report = {
+                    "workflow": "serve", "node": "model", "replica": replica,
+                    "model_uri": "models:/digits/1", "window": {"end": 1001.0 + 5 * i},
+                    "requests": 50, "errors": 0, "latency_ms": {"p95": p95},
+                    "labels": {"matched": 0, "correct": 0},
+                    "sample": {"columns": COLUMNS,
+                               "rows": data[rng.integers(0, len(data), 100)].tolist()},
+                }  # fmt: skip
+                await h.emit("serving.serve.model", report, source=replica)
+        # Four windows closed (the fifth is open): the first is the reference.
+        await h.wait_for(lambda _: len(topics(h, "finding.slo.serve")) == 4)
+        slo = topics(h, "finding.slo.serve")
+        assert [f["latency_p95_ms"] for f in slo] == [210.0] * 4  # (50*20 + 50*400) / 100
+        assert all(f["breached"] and f["replicas"] == 2 and f["rps"] == 20.0 for f in slo)
+        [drift] = topics(h, "finding.drift.serve")
+        assert drift["window"]["start"] == 1015.0  # the second rotated window
 
 
 def test_a_check_of_64_features_takes_milliseconds() -> None:
