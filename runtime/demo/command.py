@@ -1,0 +1,83 @@
+"""``scanflow demo``: the click command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+from scanflow_agents.runtime.demo.scenario import PARTS
+
+
+def _parts(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in value.split(",") if p.strip())
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        raise click.BadParameter(f"choose among {', '.join(PARTS)} (got {value!r})")
+    return parts
+
+
+@click.command()
+@click.option("--seed", default=0, show_default=True, help="Seed of the data and the traffic.")
+@click.option(
+    "--speed",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1, max=20),
+    help="Time factor: 2 halves the phases' fixed durations (the agents' reactions keep theirs).",
+)
+@click.option(
+    "--parts",
+    default=",".join(PARTS),
+    show_default=True,
+    callback=_parts,
+    help="Which scenario parts to play: drift (retraining), load (autoscaling), or both.",
+)
+@click.option(
+    "--report-dir",
+    default="scanflow-demo-report",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where summary.json, the plots and report.html go.",
+)
+@click.option("--nats", "nats_url", metavar="URL", help="Use this NATS (JetStream) server.")
+@click.option("--mlflow", "mlflow_uri", metavar="URI", help="Use this MLflow tracking server.")
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the stack's files (MLflow store, run folders, logs) here; default: a "
+    "temporary folder removed at the end.",
+)
+def demo(**options: Any) -> None:
+    """Run the whole supervised loop on this machine and show it.
+
+    Starts NATS, MLflow and the four built-in agents, trains and serves the
+    digits example, then sends real traffic: clean, drifted (the loop should
+    detect it, retrain and redeploy), and a load spike (the loop should scale
+    out). Ends with a summary table and a report with plots.
+    """
+    from scanflow_agents.runtime.demo.running import DemoOptions, run_demo
+    from scanflow_agents.runtime.demo.summary import table
+
+    chosen = DemoOptions(**options)
+
+    async def go() -> dict[str, Any]:
+        # SIGTERM ends the demo as Ctrl-C does: the stack stops what it started.
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if task is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        return await run_demo(chosen)
+
+    try:
+        result = asyncio.run(go())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        raise click.ClickException("demo interrupted; everything it started is stopped") from None
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo("\n" + table(result))
+    click.echo(f"\nreport: {chosen.report_dir / 'report.html'} (summary.json, *.png next to it)")

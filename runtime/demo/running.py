@@ -1,0 +1,167 @@
+"""The demo's story: start the stack, bootstrap the service, play the phases, sum up.
+
+The bootstrap goes through the planner's actuators, as an operator would:
+apply the example application, build, train version 1, promote it, deploy the
+service. From then on the demo only sends traffic (and labels); every
+reaction is the agents' own, and the summary reads them from the audit trail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+from scanflow_agents.runtime.demo import report, summary
+from scanflow_agents.runtime.demo.scenario import PARTS, Data, Load, Phase, phases
+from scanflow_agents.runtime.demo.stack import EXAMPLE, Stack, StackOptions, Tuning
+from scanflow_agents.runtime.demo.traffic import Traffic
+from scanflow_agents.runtime.demo.view import Progress, View
+from scanflow_agents.runtime.demo.watching import EventLog
+
+logger = logging.getLogger("scanflow_agents.runtime.demo")
+
+HISTORY_KINDS = ("observation", "decision", "action", "finding", "run")
+
+
+@dataclass
+class DemoOptions:
+    """What ``scanflow demo`` was asked for."""
+
+    seed: int = 0
+    speed: float = 1.0
+    parts: tuple[str, ...] = PARTS
+    report_dir: Path = Path("scanflow-demo-report")
+    nats_url: str | None = None
+    mlflow_uri: str | None = None
+    work_dir: Path | None = None
+    load: Load = field(default_factory=Load)
+    tuning: Tuning = field(default_factory=Tuning)
+
+
+async def _call(stack: Stack, progress: Progress, step: str, actuator: str, **params: Any) -> Any:
+    progress.step = step
+    params.setdefault("timeout", 120.0)
+    return await stack.client.call("planner", actuator, **params)
+
+
+async def bootstrap(stack: Stack, progress: Progress) -> tuple[str, str, str]:
+    """Train, promote and deploy version 1; returns (model name, its version, service URL)."""
+    progress.enter("bootstrap", None, "applying the digits application")
+    application = yaml.safe_load(stack.options.application.read_text())
+    train = next(w for w in application["workflows"] if w["name"] == "train")
+    model = next(n for n in train["nodes"] if n["name"] == "train")["parameters"]
+    name = str(model.get("registered-model", "digits"))
+    await _call(stack, progress, "apply", "apply", application=application, base_dir=str(EXAMPLE))
+    await _call(stack, progress, "building the workflows", "build", workflow="train")
+    await _call(stack, progress, "building the workflows", "build", workflow="serve")
+    run_id = await _call(stack, progress, "training version 1", "run", workflow="train")
+    status = await _call(
+        stack, progress, "training version 1", "wait", run_id=run_id, seconds=300, timeout=310
+    )
+    if status["state"] != "succeeded":
+        raise RuntimeError(f"the first training failed: {status['message']} ({status['run_dir']})")
+    version = json.loads((Path(status["run_dir"]) / "candidate.json").read_text())["version"]
+    promoting = f"promoting version {version}"
+    await _call(stack, progress, promoting, "promote", model=name, version=version)
+    await _call(stack, progress, "deploying the service", "deploy", workflow="serve", timeout=300)
+    service = (await _call(stack, progress, "deployed", "status", workflow="serve"))["services"][0]
+    return name, str(version), str(service["url"])
+
+
+async def play(phase: Phase, traffic: Traffic, log: EventLog, progress: Progress) -> dict[str, Any]:
+    """Send one phase's traffic until its time is up (or what it waits for, plus its hold)."""
+    start = time.time()
+    waiting = {"recovered": "a new version serving", "scaled": "a scale-out"}.get(phase.until or "")
+    step = f"waiting for {waiting} (at most {phase.seconds:.0f} s)" if waiting else "traffic"
+    progress.enter(phase.name, phase.seconds, step)
+    stop = asyncio.Event()
+    clients = asyncio.create_task(traffic.run(phase, stop), name=f"demo phase {phase.name}")
+    try:
+        deadline = start + phase.seconds
+        while time.time() < deadline and not clients.done():
+            if phase.until and log.happened(phase.until, start):
+                progress.step = f"{waiting} seen; {phase.hold:.0f} s more traffic"
+                progress.seconds = time.time() - start + phase.hold
+                await asyncio.sleep(phase.hold)
+                break
+            await asyncio.sleep(0.25)
+        else:
+            if phase.until:
+                logger.warning("demo phase %s: no %s in %.0f s", phase.name, waiting, phase.seconds)
+    finally:
+        stop.set()
+        await clients
+    return {"name": phase.name, "start": start, "end": time.time(), "until": phase.until}
+
+
+async def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> dict[str, Any]:
+    """Run the whole demo; returns the summary (also written with the report)."""
+    out = out or sys.stdout
+    plan = phases(options.parts, options.speed, options.load)
+    data = await asyncio.to_thread(Data.load, options.seed)
+    own_work = options.work_dir is None
+    work = options.work_dir or Path(tempfile.mkdtemp(prefix="scanflow-demo-"))
+    stack_options = StackOptions(
+        work_dir=work,
+        nats_url=options.nats_url,
+        mlflow_uri=options.mlflow_uri,
+        tuning=options.tuning,
+    )
+    progress = Progress()
+    try:
+        async with Stack(stack_options) as stack, EventLog(stack.client) as log:
+            view = asyncio.create_task(View(log, progress, out=out).run(), name="demo view")
+            try:
+                name, version, url = await bootstrap(stack, progress)
+                share = options.load.label_share
+                traffic = Traffic(url, data, seed=options.seed, label_share=share)
+                progress.traffic = traffic
+                played = [await play(phase, traffic, log, progress) for phase in plan]
+                progress.enter("summary", None, "reading the audit trail, evaluating models")
+                history = await stack.client.history(kinds=HISTORY_KINDS, limit=100_000)
+                status = await stack.client.call("planner", "status", workflow="serve")
+                models = {"before": f"models:/{name}/{version}"}
+                onset = next((p["start"] for p in played if p["name"] == "drift"), None)
+                for _, uri in summary.redeploys(history, onset)[:1]:
+                    models["new"] = uri
+                models["after"] = status["services"][0]["replicas"][0]["model_uri"]
+                evaluation = await asyncio.to_thread(
+                    summary.evaluate,
+                    stack.mlflow_uri,
+                    models,
+                    data.x_drifted_eval,
+                    data.y_held_out,
+                )
+            finally:
+                view.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await view
+    finally:
+        if own_work:
+            shutil.rmtree(work, ignore_errors=True)
+    requests = [r.to_dict() for r in traffic.records]
+    result = summary.compute(history, requests, played, evaluation)
+    result["labels"] = {"sent": traffic.labels_sent, "matched": traffic.labels_matched}
+    result["duration_seconds"] = round(time.time() - progress.started, 1)
+    folder = options.report_dir
+    summary.write(result, folder / "summary.json")
+    (folder / "requests.json").write_text(json.dumps(requests))
+    await asyncio.to_thread(
+        report.render,
+        result,
+        requests,
+        summary.replica_timeline(history),
+        folder,
+        objective_ms=options.tuning.latency_p95_ms,
+    )
+    return result

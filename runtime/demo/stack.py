@@ -1,0 +1,188 @@
+"""The embedded stack: NATS, MLflow and the four built-in agents, as one async context manager.
+
+Everything listens on 127.0.0.1 and lives in the work folder. Leaving the
+context (normally, on an error, or on Ctrl-C, which cancels the demo's task)
+stops the agents first (the planner stops the model servers it started), then
+closes the connections and stops the servers this stack started; servers given
+by URL (``--nats``, ``--mlflow``) are left running.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from scanflow_agents.runtime.loading import LoadError, load_agent_classes
+
+from scanflow_agents import Agent, Settings
+from scanflow_agents.clients import Client, connect_transport
+from scanflow_agents.knowledge import MlflowServer
+from scanflow_agents.transports import Transport
+from scanflow_agents.transports.servers import NatsServer
+
+logger = logging.getLogger("scanflow_agents.runtime.demo")
+
+NAMESPACE = "demo"
+#: The MAPE-K loop, in its order: monitor, analyse, plan, execute.
+AGENTS = (
+    "scanflow_agents.builtin.tracker:Tracker",
+    "scanflow_agents.builtin.checker:Checker",
+    "scanflow_agents.builtin.improver:Improver",
+    "scanflow_agents.builtin.planner:Planner",
+)
+#: The example application the demo supervises (in the source tree, next to this package).
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits"
+
+
+@dataclass
+class Tuning:
+    """The loop's knobs the demo sets (each agent validates its own section).
+
+    Attributes:
+        report_interval: Seconds between the model servers' reports.
+        window_seconds: The tracker's window.
+        latency_p95_ms: The checker's latency objective.
+        capacity_rps: Requests per second one replica is planned to take (the improver).
+        max_replicas: The most replicas the improver may plan.
+        margin: How much better a candidate must be on recent rows to be promoted.
+        dataset_rows: Recent labelled rows a retraining gets (the improver asks the tracker).
+            Few enough to be mostly rows that arrived after the drift: a retraining on
+            mostly older rows is judged on them too, and then serves below its judgement.
+    """
+
+    report_interval: float = 2.0
+    window_seconds: float = 4.0
+    latency_p95_ms: float = 50.0
+    capacity_rps: float = 150.0
+    max_replicas: int = 4
+    margin: float = 0.02
+    dataset_rows: int = 300
+
+
+@dataclass
+class StackOptions:
+    """Where the stack lives and which servers it reuses."""
+
+    work_dir: Path
+    nats_url: str | None = None
+    mlflow_uri: str | None = None
+    tuning: Tuning = field(default_factory=Tuning)
+    agents: tuple[str, ...] = AGENTS
+    application: Path = EXAMPLE / "application.yaml"
+
+
+def agent_sections(options: StackOptions) -> dict[str, dict[str, Any]]:
+    """The per-agent sections of the settings tree (``settings.agents``)."""
+    tuning = options.tuning
+    return {
+        "planner": {
+            "platform": "local",
+            "applications": [str(options.application)],
+            "local": {
+                "base_dir": str(options.work_dir / "local"),
+                "report_interval": tuning.report_interval,
+            },
+        },
+        "tracker": {
+            "window_seconds": tuning.window_seconds,
+            "training_poll_seconds": tuning.window_seconds,
+        },
+        "checker": {"slo": {"serve": {"latency_p95_ms": tuning.latency_p95_ms}}},
+        "improver": {
+            "margin": tuning.margin,
+            "dataset_rows": tuning.dataset_rows,
+            "scaling": {
+                "capacity_rps": tuning.capacity_rps,
+                "min_replicas": 1,
+                "max_replicas": tuning.max_replicas,
+            },
+        },
+    }
+
+
+class Stack:
+    """NATS, MLflow and the agents; ``client`` talks to them over its own connection."""
+
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        self.settings: Settings | None = None
+        self.agents: list[Agent] = []
+        self.nats_url = options.nats_url or ""
+        self.mlflow_uri = options.mlflow_uri or ""
+        self._client: Client | None = None
+        self._exits = AsyncExitStack()
+
+    @property
+    def client(self) -> Client:
+        """The demo's client of the namespace (calls, discovery, history, events)."""
+        if self._client is None:
+            raise RuntimeError("the demo stack is not running")
+        return self._client
+
+    @property
+    def transport(self) -> Transport:
+        return self.client.transport
+
+    async def __aenter__(self) -> Stack:
+        # Before any server starts: a missing agent is a clear message, not a half-started stack.
+        try:
+            classes = [klass for ref in self.options.agents for klass in load_agent_classes(ref)]
+        except LoadError as exc:
+            raise RuntimeError(f"the demo needs the built-in agents: {exc}") from exc
+        if not self.options.application.exists():
+            missing = self.options.application
+            raise RuntimeError(f"the demo's application file is missing: {missing}")
+        work = self.options.work_dir
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            await self._start(classes, work)
+        except BaseException:
+            await self._exits.aclose()
+            raise
+        return self
+
+    async def _start(self, classes: list[type[Agent]], work: Path) -> None:
+        exits = self._exits
+        if not self.nats_url:
+            nats = await exits.enter_async_context(NatsServer(store_dir=str(work / "nats")))
+            self.nats_url = nats.url
+        if not self.mlflow_uri:
+            folder = work / "mlflow"
+            folder.mkdir(exist_ok=True)
+            mlflow = MlflowServer(f"sqlite:///{folder / 'mlflow.db'}", str(folder / "artifacts"))
+            self.mlflow_uri = (await exits.enter_async_context(mlflow)).url
+        self.settings = Settings.model_validate(
+            {
+                "namespace": NAMESPACE,
+                "nats": {"url": self.nats_url},
+                "mlflow": {"tracking_uri": self.mlflow_uri, "record": True},
+                "agents": agent_sections(self.options),
+            }
+        )
+        agents_transport = await connect_transport(self.settings, name="scanflow-demo-agents")
+        exits.push_async_callback(agents_transport.close)
+        self.agents = [klass(settings=self.settings) for klass in classes]
+        for agent in self.agents:
+            await exits.enter_async_context(agent.running(agents_transport))
+        observer = await connect_transport(self.settings, name="scanflow-demo")
+        exits.push_async_callback(observer.close)
+        self._client = Client(observer, namespace=NAMESPACE, name="demo")
+        logger.info(
+            "demo stack: NATS %s, MLflow %s, agents %s",
+            self.nats_url,
+            self.mlflow_uri,
+            ", ".join(a.name for a in self.agents),
+        )
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._client = None
+        await self._exits.aclose()

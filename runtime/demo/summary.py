@@ -1,0 +1,250 @@
+"""The demo's figures, computed from what happened: the audit trail and the request records.
+
+Nothing here is a fixed number. Times come from the recorded events (the
+agents' own clocks on this machine) and the requests' send times; accuracies
+from the labels of the requests and from a held-out drifted set that was
+never sent. A figure that did not happen (no drift part, no detection) is
+``None``, printed as "-", never a made-up value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from scanflow_agents.runtime.demo.watching import epoch, replicas_of
+
+DEMO_CALLER = "demo"
+
+
+def topic_of(record: dict[str, Any]) -> str:
+    """The event topic of a history record (recorded kinds keep agent and handler apart)."""
+    if record["kind"] in ("observation", "decision", "action"):
+        return f"{record['kind']}.{record['agent']}.{record['name']}"
+    return str(record["name"])
+
+
+def _first(history: list[dict[str, Any]], since: float | None, test: Any) -> float | None:
+    if since is None:
+        return None
+    times = [epoch(r["time"]) for r in history if test(r) and epoch(r["time"]) >= since]
+    return min(times) if times else None
+
+
+def _action(record: dict[str, Any], agent: str, actuator: str) -> bool:
+    return (
+        record["kind"] == "action"
+        and record["agent"] == agent
+        and record["name"] == actuator
+        and bool(record["payload"].get("ok"))
+    )
+
+
+def _is_drift(record: dict[str, Any]) -> bool:
+    topic = topic_of(record)
+    if topic.startswith("finding.drift"):
+        return True
+    action = str(record["payload"].get("action", "")) if record["kind"] == "decision" else ""
+    return record["agent"] == "checker" and "drift" in action
+
+
+def _is_breach(record: dict[str, Any]) -> bool:
+    return topic_of(record).startswith("finding.slo") and bool(record["payload"].get("breached"))
+
+
+def _is_scale_out(record: dict[str, Any]) -> bool:
+    if not _action(record, "planner", "scale"):
+        return False
+    change = replicas_of(record["payload"])
+    return change is not None and change[1] > change[0]
+
+
+def redeploys(history: list[dict[str, Any]], since: float | None) -> list[tuple[float, str]]:
+    """``(time, model_uri)`` of the planner's successful redeploys from ``since`` on."""
+    if since is None:
+        return []
+    return [
+        (epoch(r["time"]), str(r["payload"]["params"].get("model_uri")))
+        for r in history
+        if _action(r, "planner", "redeploy") and epoch(r["time"]) >= since
+    ]
+
+
+def accuracy(records: list[dict[str, Any]]) -> float | None:
+    answered = [r for r in records if r["prediction"] is not None]
+    if not answered:
+        return None
+    return round(sum(r["prediction"] == r["label"] for r in answered) / len(answered), 4)
+
+
+def _delay(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else round(end - start, 2)
+
+
+def compute(
+    history: list[dict[str, Any]],
+    requests: list[dict[str, Any]],
+    phases: list[dict[str, Any]],
+    evaluation: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The summary of one demo run.
+
+    Args:
+        history: The audit trail (``Client.history`` records, findings and run events included).
+        requests: The traffic's records (``Request.to_dict()``).
+        phases: ``{name, start, end}`` of each phase, in epoch seconds.
+        evaluation: Held-out drifted accuracy of the model before drift and at the end.
+    """
+    starts = {p["name"]: p["start"] for p in phases}
+    onset, spike = starts.get("drift"), starts.get("spike")
+    detected = _first(history, onset, _is_drift)
+    submitted = _first(history, onset, lambda r: _action(r, "planner", "run"))
+    promoted = _first(history, onset, lambda r: _action(r, "planner", "promote"))
+    rollouts = redeploys(history, onset)
+    serving, new_uri = rollouts[0] if rollouts else (None, None)
+    # A later rollout to another model ends the new version's time (a rollback).
+    rollback = next((t for t, uri in rollouts[1:] if uri != new_uri), None)
+    breach = _first(history, spike, _is_breach)
+    scaled = _first(history, breach, _is_scale_out)
+    first = min((r["time"] for r in requests), default=None)
+    last = max((r["time"] for r in requests), default=None)
+    before = [r for r in requests if r["phase"] == "clean"]
+    during = [r for r in requests if onset is not None and r["time"] >= onset]
+    during = [r for r in during if serving is None or r["time"] < serving]
+    # The new version on live traffic: what it answered itself, until a rollback.
+    after = [
+        r
+        for r in requests
+        if serving is not None
+        and r["time"] >= serving
+        and r["model_uri"] == new_uri
+        and (rollback is None or r["time"] < rollback)
+    ]
+    loop_actions = [
+        r for r in history if r["kind"] == "action" and r["payload"].get("caller") != DEMO_CALLER
+    ]
+    return {
+        "requests": len(requests),
+        "failed_requests": sum(1 for r in requests if r["status"] != 200),
+        "labelled_requests": sum(1 for r in requests if r["labelled"]),
+        "traffic_seconds": _delay(first, last),
+        "accuracy": {
+            "before_drift": accuracy(before),
+            "during_drift": accuracy(during),
+            "after_recovery": accuracy(after),
+        },
+        "new_version": new_uri,
+        "held_out_drifted": evaluation or {},
+        "seconds": {
+            "onset_to_detection": _delay(onset, detected),
+            "onset_to_retraining": _delay(onset, submitted),
+            "onset_to_promotion": _delay(onset, promoted),
+            "onset_to_new_version_serving": _delay(onset, serving),
+            "new_version_serving_to_rollback": _delay(serving, rollback),
+            "breach_to_scale_out": _delay(breach, scaled),
+            "spike_to_breach": _delay(spike, breach),
+        },
+        "drift_findings_before_onset": sum(
+            1 for r in history if _is_drift(r) and onset is not None and epoch(r["time"]) < onset
+        ),
+        "actions": {
+            "by_the_loop": len(loop_actions),
+            "by_the_demo": sum(1 for r in history if r["kind"] == "action") - len(loop_actions),
+            "loop_by_actuator": dict(
+                Counter(f"{r['agent']}.{r['name']}" for r in loop_actions).most_common()
+            ),
+        },
+        "marks": {
+            "drift_onset": onset,
+            "detection": detected,
+            "retraining": submitted,
+            "promotion": promoted,
+            "new_version_serving": serving,
+            "rollback": rollback,
+            "spike": spike,
+            "slo_breach": breach,
+            "scale_out": scaled,
+        },
+        "phases": phases,
+    }
+
+
+def replica_timeline(history: list[dict[str, Any]]) -> list[tuple[float, int]]:
+    """``(time, replicas)`` of the service: its deploy, then each planner ``scale``."""
+    steps: list[tuple[float, int]] = []
+    for record in history:
+        if _action(record, "planner", "deploy") and not steps:
+            services = (record["payload"].get("result") or {}).get("services") or [{}]
+            replicas = int(services[0].get("details", {}).get("replicas", 1))
+            steps.append((epoch(record["time"]), replicas))
+        elif _action(record, "planner", "scale"):
+            change = replicas_of(record["payload"])
+            if change is not None:
+                steps.append((epoch(record["time"]), change[1]))
+    return steps
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if value <= 1 else f"{value:.1f}"
+    return str(value)
+
+
+def table(summary: dict[str, Any]) -> str:
+    """The summary as aligned text lines for the terminal."""
+    held = summary["held_out_drifted"]
+    rows = [
+        ("requests sent (failed)", f"{summary['requests']} ({summary['failed_requests']})"),
+        ("accuracy before drift", _cell(summary["accuracy"]["before_drift"])),
+        ("accuracy during drift", _cell(summary["accuracy"]["during_drift"])),
+        ("accuracy after recovery", _cell(summary["accuracy"]["after_recovery"])),
+        ("held-out drifted: model before drift", _cell(held.get("before"))),
+        ("held-out drifted: new version", _cell(held.get("new"))),
+        ("held-out drifted: model at the end", _cell(held.get("after"))),
+    ]
+    rows += [(f"seconds {k.replace('_', ' ')}", _cell(v)) for k, v in summary["seconds"].items()]
+    rows.append(("actions by the loop", _cell(summary["actions"]["by_the_loop"])))
+    rows += [(f"  {k}", str(v)) for k, v in summary["actions"]["loop_by_actuator"].items()]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def write(summary: dict[str, Any], path: Path) -> Path:
+    """Write the summary as JSON; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, default=str))
+    return path
+
+
+def evaluate(
+    tracking_uri: str, model_uris: dict[str, str], x: Any, y: Any
+) -> dict[str, float | str]:
+    """Accuracy of each named scikit-learn model on ``(x, y)``; blocking: call it in a thread.
+
+    Models load through an explicit MLflow client of ``tracking_uri`` (no global
+    tracking URI is set: the agents in this process have their own clients).
+    """
+    import mlflow.sklearn
+    import numpy as np
+    from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    result: dict[str, float | str] = {}
+    for name, uri in model_uris.items():
+        model, _, ref = uri.removeprefix("models:/").partition("/")
+        if "@" in model:
+            model, alias = model.split("@", 1)
+            ref = client.get_model_version_by_alias(model, alias).version
+        source = client.get_model_version_download_uri(model, ref)
+        local = download_artifacts(artifact_uri=source, tracking_uri=tracking_uri)
+        # The example's models are scikit-learn ones; their own flavour loads them without
+        # the generic wrapper's schema inference (and its warnings).
+        predicted = mlflow.sklearn.load_model(local).predict(np.asarray(x, dtype=float))
+        result[name] = round(float((np.asarray(predicted).astype(int) == y).mean()), 4)
+        result[f"{name}_model"] = f"models:/{model}/{ref}"
+    return result
