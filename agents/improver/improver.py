@@ -19,7 +19,7 @@ from scanflow_agents.builtin.improver.approvals import Approvals, PendingPlan
 from scanflow_agents.builtin.improver.scaling import Autoscaler
 from scanflow_agents.builtin.improver.settings import ImproverSettings, Supervised
 
-from scanflow_agents import Agent, Decision, Event, actuator, rule, sensor
+from scanflow_agents import Agent, Decision, Event, NotFound, actuator, rule, sensor
 from scanflow_agents.messages import new_id
 
 logger = logging.getLogger(__name__)
@@ -67,17 +67,34 @@ class Improver(Agent):
         reason = f"{kind} drift on {workflow}: retrain {train} on recent labelled data"
         self.retraining[workflow] = {"state": "planned", "finding": event.id}
 
+        # Train on what came after the change, not on a mix with the old distribution.
+        since = (finding.get("window") or {}).get("start")
+
         async def execute() -> dict[str, Any]:
-            return await self._start_retraining(workflow, supervised)
+            return await self._start_retraining(workflow, supervised, since)
 
         return await self._plan("retrain", workflow, reason, evidence, execute)
 
-    async def _start_retraining(self, workflow: str, supervised: Supervised) -> dict[str, Any]:
+    async def _dataset(
+        self, workflow: str, supervised: Supervised, since: float | None
+    ) -> dict[str, Any]:
+        """Recent labelled rows: since the drift was seen if there are enough, else the newest."""
+        ask = {"workflow": workflow, "node": supervised.node, "limit": self.config.dataset_rows}
+        if since is not None:
+            try:
+                found: dict[str, Any] = await self.call("tracker", "dataset", since=since, **ask)
+                if int(found.get("rows", 0)) >= self.config.min_dataset_rows:
+                    return found
+            except NotFound:
+                pass  # nothing labelled since: fall back to the newest rows
+        newest: dict[str, Any] = await self.call("tracker", "dataset", **ask)
+        return newest
+
+    async def _start_retraining(
+        self, workflow: str, supervised: Supervised, since: float | None = None
+    ) -> dict[str, Any]:
         try:
-            dataset = await self.call(
-                "tracker", "dataset", workflow=workflow, node=supervised.node,
-                limit=self.config.dataset_rows,
-            )  # fmt: skip
+            dataset = await self._dataset(workflow, supervised, since)
             run_id = await self.call(
                 "planner", "run", workflow=supervised.train_workflow,
                 parameters={supervised.train_node: {"recent": dataset["uri"]}},
@@ -192,6 +209,7 @@ class Improver(Agent):
         self.watching[workflow] = {
             "model_uri": model_uri,
             "expected": candidate["recent_accuracy"],
+            "previous_accuracy": candidate["production_recent_accuracy"],
             "previous": promoted.get("previous"),
             "accuracies": [],
         }
@@ -214,7 +232,12 @@ class Improver(Agent):
             return None
         del self.watching[workflow]
         seen = sum(watch["accuracies"]) / len(watch["accuracies"])
-        floor = float(watch["expected"] or 0) - self.config.rollback_margin
+        # Underperforming means doing worse than the version it replaced did on the
+        # same recent data; without that figure, worse than its own evaluation allows.
+        if watch["previous_accuracy"] is not None:
+            floor = float(watch["previous_accuracy"])
+        else:
+            floor = float(watch["expected"] or 0) - self.config.rollback_margin
         evidence = {**{k: v for k, v in watch.items() if k != "accuracies"}, "accuracy": seen,
                     "windows": len(watch["accuracies"]), "floor": floor}  # fmt: skip
         if seen >= floor or not watch["previous"]:
@@ -259,9 +282,11 @@ class Improver(Agent):
         node = str(finding.get("node") or supervised.node)
 
         async def execute() -> Any:
-            return await self.call(
+            result = await self.call(
                 "planner", "scale", workflow=workflow, node=node, replicas=plan.target, timeout=300
             )
+            scaler.changed_at = time.time()  # windows from now on see the new replicas
+            return result
 
         return await self._plan("scale", workflow, plan.reason, evidence, execute, action=action)
 

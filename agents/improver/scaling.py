@@ -9,7 +9,9 @@ ratio step per period as Kubernetes' HPA takes. Guards against flapping:
   demand, with headroom, fits in fewer replicas, and ``scale_in_cooldown``
   after the last change: the headroom is the hysteresis band;
 - a breach at a count the estimate said was enough lowers the capacity
-  estimate (the model was optimistic), so the next target is right.
+  estimate (the model was optimistic), so the next target is right;
+- a finding whose window started before the last change is stale (it
+  measured the old replica count) and is ignored: findings come in bursts.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Autoscaler:
     capacity: float = 0.0
     last_change: float = field(default=-math.inf)
     last_scale_out: float = field(default=-math.inf)
+    changed_at: float = field(default=-math.inf)  # wall clock, to compare with windows
     calm: int = 0
 
     def __post_init__(self) -> None:
@@ -52,6 +55,9 @@ class Autoscaler:
     def plan(self, finding: dict[str, Any], now: float | None = None) -> Plan | None:
         """The plan for one SLO finding (``breached``, ``rps``, ``replicas``), or ``None``."""
         now = time.monotonic() if now is None else now
+        started = (finding.get("window") or {}).get("start")
+        if started is not None and float(started) < self.changed_at:
+            return None  # measured (partly) before our last change took effect: stale
         rps = float(finding.get("rps") or 0.0)
         current = int(finding.get("replicas") or 0)
         breached = bool(finding.get("breached"))
@@ -74,7 +80,7 @@ class Autoscaler:
             and now - self.last_change >= self.settings.scale_in_cooldown
         ):
             self.calm = 0
-            self.last_change = now
+            self.last_change, self.changed_at = now, time.time()
             reason = (
                 f"{rps:.1f} rps fits {target} replica(s) of {self.capacity:.1f} rps with "
                 f"{self.settings.headroom:.0%} headroom, "
@@ -96,6 +102,7 @@ class Autoscaler:
         if target <= current:
             return None  # at the ceiling: nothing more to add
         self.last_scale_out = self.last_change = now
+        self.changed_at = time.time()
         reason = (
             f"latency objective breached at {rps:.1f} rps on {current} replica(s); "
             f"{target} replica(s) of {self.capacity:.1f} rps "

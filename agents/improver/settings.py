@@ -71,11 +71,19 @@ class ImproverSettings(BaseModel):
         60.0, ge=0, description="Seconds after a retraining ends before another may start."
     )
     dataset_rows: int = Field(5000, gt=0, description="Recent labelled rows asked of the tracker.")
+    min_dataset_rows: int = Field(
+        50, gt=0, description="Rows since the drift needed to train on them alone."
+    )
     rollback_windows: int = Field(
         3, ge=1, description="Labelled windows after a promotion that judge it."
     )
     rollback_margin: float = Field(
-        0.1, ge=0, description="Accuracy below the candidate's evaluation that triggers a rollback."
+        0.1,
+        ge=0,
+        description=(
+            "Without the replaced version's score on the recent data: accuracy below the "
+            "candidate's evaluation by this much triggers a rollback."
+        ),
     )
     rollback_min_labels: int = Field(20, ge=1, description="Labels a window needs to count.")
     approval: list[PlanKind] = Field(

@@ -26,6 +26,7 @@ class LabelledRow:
     label: Any
     prediction: Any
     model_uri: str
+    time: float = 0.0  # the end of the serving window that carried it (Unix seconds)
 
 
 class RecentRows:
@@ -50,14 +51,21 @@ class RecentRows:
         uri = str(report.get("model_uri") or "")
         key = (str(report["workflow"]), str(report["node"]))
         kept = self.rows.setdefault(key, deque(maxlen=self.limit))
+        when = float((report.get("window") or {}).get("end") or 0.0)
         for x, label, prediction in zip(rows, labels, predictions, strict=False):
-            kept.append(LabelledRow(list(x), label, prediction, uri))
+            kept.append(LabelledRow(list(x), label, prediction, uri, when))
         return len(rows)
 
     def select(
-        self, workflow: str, node: str, limit: int, since_model: str | None = None
+        self,
+        workflow: str,
+        node: str,
+        limit: int,
+        since_model: str | None = None,
+        since: float | None = None,
     ) -> list[LabelledRow]:
-        """The newest ``limit`` rows of a node, from the first one ``since_model`` predicted on.
+        """The newest ``limit`` rows of a node, from the first one ``since_model`` predicted on,
+        and labelled in windows that ended at ``since`` (Unix seconds) or later.
 
         Raises:
             LookupError: No rows for the node, or none predicted by ``since_model``;
@@ -79,6 +87,10 @@ class RecentRows:
                     f"(models in the kept rows: {models})"
                 )
             kept = kept[first:]
+        if since is not None:
+            kept = [row for row in kept if row.time >= since]
+            if not kept:
+                raise LookupError(f"no labelled row of {workflow}/{node} since {since:.3f}")
         return kept[-limit:]
 
 

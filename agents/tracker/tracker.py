@@ -107,6 +107,7 @@ class Tracker(Agent):
         node: str = "model",
         limit: Limit = 5000,
         since_model: str | None = None,
+        since: float | None = None,
     ) -> dict[str, Any]:
         """Write the recent labelled rows of a workflow node as ``recent.npz`` in MLflow.
 
@@ -119,13 +120,15 @@ class Tracker(Agent):
             node: The service node whose rows to write.
             limit: The most rows, newest kept.
             since_model: Only rows from the first one this model URI predicted on.
+            since: Only rows labelled at or after this time (Unix seconds), e.g. a
+                drift's onset, so retraining sees the new distribution only.
 
         Raises:
             NotFound: The tracker has no labelled rows of that node (or none of
                 ``since_model``).
         """
         try:
-            rows = self.recent.select(workflow, node, limit, since_model)
+            rows = self.recent.select(workflow, node, limit, since_model, since)
         except LookupError as exc:
             raise NotFound(str(exc)) from None
         client = self.knowledge

@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.samples > 0:
         x_train, y_train = x_train[: args.samples], y_train[: args.samples]
     held_out = None
+    x_fit = x_train
     if args.recent:
         x_recent, y_recent = load_recent(args.recent)
         held_out, (x_fit, y_fit) = split_recent(x_recent, y_recent, args.holdout, args.seed)
@@ -174,7 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     with mlflow.start_run(run_name="train", tags=tags) as run:
         mlflow.log_params({"max_iter": args.max_iter, "C": args.C, "train_samples": len(x_train)})
         mlflow.log_metrics(metrics)
-        log_reference(x_train, args.seed)
+        # The reference is the distribution the model was made for: after a
+        # retraining on recent rows, those rows (what is being served now).
+        log_reference(x_fit if held_out is not None else x_train, args.seed)
         info = mlflow.sklearn.log_model(
             model,
             name="model",

@@ -51,6 +51,19 @@ def test_scale_in_waits_for_calm_windows_and_does_not_flap() -> None:
     assert scaler.plan(slo(False, 20, 1), now=75) is None
 
 
+def test_findings_measured_before_the_last_change_are_ignored() -> None:
+    scaler = Autoscaler(Scaling(capacity_rps=40, headroom=0.2, scale_out_cooldown=0))
+    started = time.time() - 3
+    first = scaler.plan({**slo(True, 100, 1), "window": {"start": started}}, now=0)
+    assert first is not None
+    # The next findings of the burst measured the old count: not a reason to act again.
+    assert scaler.plan({**slo(True, 100, 1), "window": {"start": started + 1}}, now=10) is None
+    fresh = {**slo(True, 200, 3), "window": {"start": time.time() + 1}}
+    plan = scaler.plan(fresh, now=20)
+    assert plan is not None
+    assert plan.target > 3
+
+
 def test_a_breach_the_estimate_did_not_expect_lowers_the_capacity() -> None:
     scaler = Autoscaler(Scaling(capacity_rps=100, headroom=0.2, max_replicas=8))
     plan = scaler.plan(slo(True, 90, 2), now=0)  # 2 replicas "should" hold 90 rps: they did not
@@ -167,9 +180,10 @@ async def test_drift_retrains_then_promotes_a_better_candidate_and_rolls_back_if
             assert actions == ["retrain", "promote"]
             promote = h.records("decision", "improver", "judge_candidate")[0]["payload"]
             assert promote["evidence"]["recent_accuracy"] == 0.93
-            # On probation: the new version serves far below its evaluation -> roll back.
+            # On probation: the new version serves worse than the one it replaced did
+            # on the same recent data (0.40) -> roll back.
             window = {
-                "workflow": "serve", "model_uris": ["models:/digits/2"], "accuracy": 0.5,
+                "workflow": "serve", "model_uris": ["models:/digits/2"], "accuracy": 0.3,
                 "labels": {"matched": 50, "correct": 25},
             }  # fmt: skip
             for _ in range(3):

@@ -240,3 +240,17 @@ def _finish(tracking_uri: str, run_id: str) -> None:
     client = MlflowClient(tracking_uri=tracking_uri)
     client.log_metric(run_id, "accuracy", 0.95)
     client.set_terminated(run_id)
+
+
+def test_recent_rows_since_a_time() -> None:
+    from scanflow_agents.builtin.tracker.datasets import RecentRows
+
+    recent = RecentRows(limit=100)
+    for end, value in ((10.0, 0.0), (20.0, 1.0), (30.0, 2.0)):
+        recent.add({
+            "workflow": "serve", "node": "model", "model_uri": "m", "window": {"end": end},
+            "labelled": {"rows": [[value]], "labels": [int(value)], "predictions": [0]},
+        })  # fmt: skip
+    assert [row.x for row in recent.select("serve", "model", 10, since=20.0)] == [[1.0], [2.0]]
+    with pytest.raises(LookupError, match="since"):
+        recent.select("serve", "model", 10, since=31.0)
