@@ -19,7 +19,16 @@ from scanflow_agents.builtin.improver.approvals import Approvals, PendingPlan
 from scanflow_agents.builtin.improver.scaling import Autoscaler
 from scanflow_agents.builtin.improver.settings import ImproverSettings, Supervised
 
-from scanflow_agents import Agent, Decision, Event, NotFound, actuator, rule, sensor
+from scanflow_agents import (
+    Agent,
+    Decision,
+    Event,
+    NotFound,
+    Observation,
+    actuator,
+    rule,
+    sensor,
+)
 from scanflow_agents.messages import new_id
 
 logger = logging.getLogger(__name__)
@@ -62,18 +71,83 @@ class Improver(Agent):
             )
             return None
         kind = event.topic.split(".")[1]
-        evidence = {"finding": event.topic, "finding_id": event.id, "summary": _summary(finding)}
-        train = supervised.train_workflow
-        reason = f"{kind} drift on {workflow}: retrain {train} on recent labelled data"
-        self.retraining[workflow] = {"state": "planned", "finding": event.id}
-
         # Train on what came after the change, not on a mix with the old distribution.
         since = (finding.get("window") or {}).get("start")
+        evidence = {"finding": event.topic, "finding_id": event.id, "summary": _summary(finding)}
+        self.retraining[workflow] = {"state": "gathering", "finding": event.id}
+        have = await self._labelled(workflow, supervised, since)
+        if since is not None and have < self.config.min_dataset_rows:
+            self.retraining[workflow].update(
+                since=since, deadline=time.monotonic() + self.config.max_data_wait, kind=kind,
+                evidence=evidence,
+            )  # fmt: skip
+            return Decision(
+                action="gather-data",
+                reason=(
+                    f"{_kind(kind)} on {workflow}: {have} labelled row(s) since it began, "
+                    f"waiting for {self.config.min_dataset_rows} (at most "
+                    f"{self.config.max_data_wait:g} s) before retraining"
+                ),
+                evidence={**evidence, "rows": have, "needed": self.config.min_dataset_rows},
+            )
+        return await self._retrain(workflow, supervised, kind, since, evidence, have)
+
+    async def _retrain(
+        self, workflow: str, supervised: Supervised, kind: str, since: float | None,
+        evidence: dict[str, Any], rows: int,
+    ) -> Decision:  # fmt: skip
+        train = supervised.train_workflow
+        reason = f"{_kind(kind)} on {workflow}: retrain {train} on {rows} recent labelled row(s)"
 
         async def execute() -> dict[str, Any]:
             return await self._start_retraining(workflow, supervised, since)
 
-        return await self._plan("retrain", workflow, reason, evidence, execute)
+        return await self._plan("retrain", workflow, reason, {**evidence, "rows": rows}, execute)
+
+    async def _labelled(self, workflow: str, supervised: Supervised, since: float | None) -> int:
+        try:
+            count: int = await self.call(
+                "tracker", "labelled", workflow=workflow, node=supervised.node, since=since
+            )
+        except Exception as exc:  # an older tracker without the count: do not wait
+            logger.warning("cannot count the labelled rows of %r: %s", workflow, exc)
+            return self.config.min_dataset_rows
+        return count
+
+    @sensor(every=2.0)
+    async def gathered(self) -> list[dict[str, Any]] | None:
+        """Retrainings waiting for data whose rows are there (or whose wait is over)."""
+        ready = []
+        for workflow, plan in self.retraining.items():
+            if plan.get("state") != "gathering" or "since" not in plan:
+                continue
+            supervised = self.config.workflows[workflow]
+            rows = await self._labelled(workflow, supervised, plan["since"])
+            if rows >= self.config.min_dataset_rows or time.monotonic() >= plan["deadline"]:
+                plan["state"] = "ready"
+                ready.append({"workflow": workflow, "rows": rows})
+        return ready or None
+
+    @rule("gathered", timeout=120)
+    async def retrain_when_gathered(self, observation: Observation) -> Decision | None:
+        decisions = []
+        for item in observation.value:
+            workflow = item["workflow"]
+            plan = self.retraining.get(workflow)
+            if plan is None or plan.get("state") != "ready":
+                continue
+            supervised = self.config.workflows[workflow]
+            decisions.append(
+                await self._retrain(
+                    workflow,
+                    supervised,
+                    plan["kind"],
+                    plan["since"],
+                    plan["evidence"],
+                    item["rows"],
+                )
+            )
+        return decisions[0] if decisions else None
 
     async def _dataset(
         self, workflow: str, supervised: Supervised, since: float | None
@@ -363,6 +437,10 @@ class Improver(Agent):
                 logger.warning("plan %s (%s) rejected by timeout", pending.id, pending.summary)
                 if pending.kind == "retrain":
                     self.retraining.pop(pending.workflow, None)
+
+
+def _kind(kind: str) -> str:
+    return {"drift": "input drift", "performance": "performance drift"}.get(kind, kind)
 
 
 def _pct(value: float | None) -> str:

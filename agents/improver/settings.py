@@ -72,7 +72,10 @@ class ImproverSettings(BaseModel):
     )
     dataset_rows: int = Field(5000, gt=0, description="Recent labelled rows asked of the tracker.")
     min_dataset_rows: int = Field(
-        50, gt=0, description="Rows since the drift needed to train on them alone."
+        200, gt=0, description="Labelled rows since the drift to gather before retraining."
+    )
+    max_data_wait: float = Field(
+        60.0, ge=0, description="Seconds to wait for them; then train on what there is."
     )
     rollback_windows: int = Field(
         3, ge=1, description="Labelled windows after a promotion that judge it."

@@ -100,6 +100,20 @@ class Tracker(Agent):
         self.recent.add(report)
         return self.windows.add(report, at)
 
+    @actuator()
+    async def labelled(self, workflow: str, node: str = "model", since: float | None = None) -> int:
+        """How many labelled rows of a node the tracker keeps (since a time, if given).
+
+        Args:
+            workflow: The online workflow's name.
+            node: The service node.
+            since: Only rows labelled at or after this time (Unix seconds).
+        """
+        try:
+            return len(self.recent.select(workflow, node, self.recent.limit, since=since))
+        except LookupError:
+            return 0
+
     @actuator(timeout=300)
     async def dataset(
         self,

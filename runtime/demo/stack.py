@@ -49,9 +49,11 @@ class Tuning:
         capacity_rps: Requests per second one replica is planned to take (the improver).
         max_replicas: The most replicas the improver may plan.
         margin: How much better a candidate must be on recent rows to be promoted.
-        dataset_rows: Recent labelled rows a retraining gets (the improver asks the tracker).
-            Few enough to be mostly rows that arrived after the drift: a retraining on
-            mostly older rows is judged on them too, and then serves below its judgement.
+        dataset_rows: The most recent labelled rows a retraining gets (the improver asks the
+            tracker for the rows labelled since the drift began).
+        min_dataset_rows: Rows since the drift the improver gathers before retraining: with
+            about 500 the retrained model comes within a couple of points of its accuracy
+            before the drift, on the drifted distribution.
     """
 
     report_interval: float = 2.0
@@ -60,7 +62,8 @@ class Tuning:
     capacity_rps: float = 150.0
     max_replicas: int = 4
     margin: float = 0.02
-    dataset_rows: int = 300
+    dataset_rows: int = 3000
+    min_dataset_rows: int = 500
 
 
 @dataclass
@@ -95,6 +98,8 @@ def agent_sections(options: StackOptions) -> dict[str, dict[str, Any]]:
         "improver": {
             "margin": tuning.margin,
             "dataset_rows": tuning.dataset_rows,
+            "min_dataset_rows": tuning.min_dataset_rows,
+            "max_data_wait": 45.0,
             "scaling": {
                 "capacity_rps": tuning.capacity_rps,
                 "min_replicas": 1,

@@ -76,9 +76,15 @@ def test_a_breach_the_estimate_did_not_expect_lowers_the_capacity() -> None:
 
 
 class Tracker(Agent, name="tracker"):
+    counts: list[int] = []  # labelled rows since the drift, as the tracker answers in turn
+
+    @actuator()
+    async def labelled(self, workflow: str, node: str = "model", since: float | None = None) -> int:
+        return self.counts.pop(0) if self.counts else 10_000
+
     @actuator()
     async def dataset(
-        self, workflow: str, node: str = "model", limit: int = 5000
+        self, workflow: str, node: str = "model", limit: int = 5000, since: float | None = None
     ) -> dict[str, Any]:
         return {"uri": "runs:/abc/recent.npz", "rows": 300}
 
@@ -256,3 +262,28 @@ async def test_slo_findings_scale_out_then_in(mlflow_server: MlflowServer) -> No
         await h.settle()
         actions = [d["payload"]["action"] for d in h.records("decision", "improver", "scale")]
         assert actions == ["scale-out", "scale-in"]
+
+
+async def test_retraining_waits_for_enough_rows_since_the_drift(
+    mlflow_server: MlflowServer,
+) -> None:
+    experiment = f"digits-{uuid.uuid4().hex[:6]}"
+    settings = improver_settings(mlflow_server, experiment, min_dataset_rows=200)
+    tracker = Tracker()
+    tracker.counts = [40, 120, 260]  # at the finding, then at each check of the sensor
+    async with KnowledgeClient(settings.mlflow) as client:
+        planner = Planner(client, experiment, [(0.9, 0.5)])
+        async with AgentHarness(Improver(), tracker, planner, settings=settings) as h:
+            drift = {**DRIFT, "window": {"start": time.time() - 4, "end": time.time()}}
+            await h.emit("finding.drift.serve", drift, source="checker")
+            await eventually(lambda: bool(h.records("decision", "improver")))
+            first = h.records("decision", "improver")[0]["payload"]
+            assert first["action"] == "gather-data"
+            assert (first["evidence"]["rows"], first["evidence"]["needed"]) == (40, 200)
+            assert planner.called("run") == []
+            for _ in range(2):  # the sensor checks again, as its schedule would
+                await h.run_sensor("improver", "gathered")
+            assert planner.called("run")
+            await h.settle()
+            retrain = h.records("decision", "improver", "retrain_when_gathered")[0]["payload"]
+            assert "260 recent labelled row(s)" in retrain["reason"]
