@@ -81,7 +81,11 @@ async def bootstrap(stack: Stack, progress: Progress) -> tuple[str, str, str]:
 async def play(phase: Phase, traffic: Traffic, log: EventLog, progress: Progress) -> dict[str, Any]:
     """Send one phase's traffic until its time is up (or what it waits for, plus its hold)."""
     start = time.time()
-    waiting = {"recovered": "a new version serving", "scaled": "a scale-out"}.get(phase.until or "")
+    waiting = {
+        "recovered": "a new version serving",
+        "scaled": "a scale-out",
+        "scaled-in": "a scale-in",
+    }.get(phase.until or "")
     step = f"waiting for {waiting} (at most {phase.seconds:.0f} s)" if waiting else "traffic"
     progress.enter(phase.name, phase.seconds, step)
     stop = asyncio.Event()

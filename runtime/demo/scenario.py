@@ -140,7 +140,8 @@ def phases(parts: Iterable[str], speed: float = 1.0, load: Load | None = None) -
     """The phases of the parts asked for (``drift``, ``load``), durations divided by ``speed``.
 
     The drift part waits for the loop to serve a new version (``until="recovered"``)
-    and the load part for a scale-out (``until="scaled"``), at most the phase's
+    and the load part for a scale-out (``until="scaled"``) and, once the load is
+    back to normal, for the scale-in (``until="scaled-in"``), at most the phase's
     seconds; the demo never waits without a bound. Those bounds are not divided
     by ``speed``: the agents' reactions (a retraining, replicas starting) take
     their own time.
@@ -155,13 +156,15 @@ def phases(parts: Iterable[str], speed: float = 1.0, load: Load | None = None) -
         return seconds / speed
 
     normal: dict[str, Any] = {"clients": load.clients, "rate": load.rate}
-    plan = [Phase("clean", s(20), "clean", **normal)]
+    plan = [Phase("clean", s(15), "clean", **normal)]
     pool: Pool = "clean"
     if "drift" in wanted:
-        plan.append(Phase("drift", 120, "drifted", until="recovered", hold=s(15), **normal))
+        plan.append(Phase("drift", 120, "drifted", until="recovered", hold=s(10), **normal))
         pool = "drifted"  # the world stays drifted: later phases send what it looks like now
     if "load" in wanted:
         spike = {"clients": load.spike_clients, "rate": load.rate}
-        plan.append(Phase("spike", 60, pool, until="scaled", hold=s(12), **spike))
-        plan.append(Phase("calm", s(10), pool, **normal))
+        plan.append(Phase("spike", 60, pool, until="scaled", hold=s(10), **spike))
+        # Demand back to normal: the loop should scale in once it is sure (a few calm
+        # windows and a cooldown), and not flap on the way.
+        plan.append(Phase("calm", 60, pool, until="scaled-in", hold=s(8), **normal))
     return plan

@@ -52,8 +52,8 @@ class Tuning:
         dataset_rows: The most recent labelled rows a retraining gets (the improver asks the
             tracker for the rows labelled since the drift began).
         min_dataset_rows: Rows since the drift the improver gathers before retraining: with
-            about 500 the retrained model comes within a couple of points of its accuracy
-            before the drift, on the drifted distribution.
+            800 the retrained model comes within a few points of its accuracy before the
+            drift, on the drifted distribution.
     """
 
     report_interval: float = 2.0
@@ -63,7 +63,7 @@ class Tuning:
     max_replicas: int = 4
     margin: float = 0.02
     dataset_rows: int = 3000
-    min_dataset_rows: int = 500
+    min_dataset_rows: int = 800
 
 
 @dataclass
@@ -104,6 +104,7 @@ def agent_sections(options: StackOptions) -> dict[str, dict[str, Any]]:
                 "capacity_rps": tuning.capacity_rps,
                 "min_replicas": 1,
                 "max_replicas": tuning.max_replicas,
+                "scale_in_cooldown": 15.0,
             },
         },
     }

@@ -9,11 +9,13 @@ never sent. A figure that did not happen (no drift part, no detection) is
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from scanflow_agents.runtime.demo.view import QUERIES
 from scanflow_agents.runtime.demo.watching import epoch, replicas_of
 
 DEMO_CALLER = "demo"
@@ -59,6 +61,25 @@ def _is_scale_out(record: dict[str, Any]) -> bool:
         return False
     change = replicas_of(record["payload"])
     return change is not None and change[1] > change[0]
+
+
+def _is_scale_in(record: dict[str, Any]) -> bool:
+    if not _action(record, "planner", "scale"):
+        return False
+    change = replicas_of(record["payload"])
+    return change is not None and change[1] < change[0]
+
+
+def direction_changes(history: list[dict[str, Any]]) -> int:
+    """How often scaling turned around (out after in, or in after out): flapping."""
+    directions = [
+        change[1] > change[0]
+        for record in history
+        if _action(record, "planner", "scale")
+        and (change := replicas_of(record["payload"])) is not None
+        and change[1] != change[0]
+    ]
+    return sum(1 for a, b in itertools.pairwise(directions) if a != b)
 
 
 def redeploys(history: list[dict[str, Any]], since: float | None) -> list[tuple[float, str]]:
@@ -108,6 +129,8 @@ def compute(
     rollback = next((t for t, uri in rollouts[1:] if uri != new_uri), None)
     breach = _first(history, spike, _is_breach)
     scaled = _first(history, breach, _is_scale_out)
+    calm = starts.get("calm")
+    scaled_in = _first(history, calm, _is_scale_in)
     first = min((r["time"] for r in requests), default=None)
     last = max((r["time"] for r in requests), default=None)
     before = [r for r in requests if r["phase"] == "clean"]
@@ -122,8 +145,13 @@ def compute(
         and r["model_uri"] == new_uri
         and (rollback is None or r["time"] < rollback)
     ]
+    # What the loop did: its calls that change something, not its questions.
     loop_actions = [
-        r for r in history if r["kind"] == "action" and r["payload"].get("caller") != DEMO_CALLER
+        r
+        for r in history
+        if r["kind"] == "action"
+        and r["payload"].get("caller") != DEMO_CALLER
+        and r["name"] not in QUERIES
     ]
     return {
         "requests": len(requests),
@@ -145,7 +173,9 @@ def compute(
             "new_version_serving_to_rollback": _delay(serving, rollback),
             "breach_to_scale_out": _delay(breach, scaled),
             "spike_to_breach": _delay(spike, breach),
+            "load_end_to_scale_in": _delay(calm, scaled_in),
         },
+        "scaling_turnarounds": direction_changes(history),
         "drift_findings_before_onset": sum(
             1 for r in history if _is_drift(r) and onset is not None and epoch(r["time"]) < onset
         ),
@@ -166,6 +196,8 @@ def compute(
             "spike": spike,
             "slo_breach": breach,
             "scale_out": scaled,
+            "load_end": calm,
+            "scale_in": scaled_in,
         },
         "phases": phases,
     }
@@ -207,6 +239,7 @@ def table(summary: dict[str, Any]) -> str:
         ("held-out drifted: model at the end", _cell(held.get("after"))),
     ]
     rows += [(f"seconds {k.replace('_', ' ')}", _cell(v)) for k, v in summary["seconds"].items()]
+    rows.append(("scaling turnarounds (out/in)", _cell(summary.get("scaling_turnarounds"))))
     rows.append(("actions by the loop", _cell(summary["actions"]["by_the_loop"])))
     rows += [(f"  {k}", str(v)) for k, v in summary["actions"]["loop_by_actuator"].items()]
     width = max(len(name) for name, _ in rows)

@@ -22,6 +22,8 @@ from scanflow_agents.runtime.demo.watching import EventLog, Seen
 PLAIN_EVERY = 5.0
 #: Event topics shown as they happen (observations are summarised instead).
 NOTABLE = ("finding.", "decision.", "action.", "run.")
+#: Actuators that only answer questions: not shown, not counted as actions.
+QUERIES = ("labelled", "status", "run_status", "wait", "plans")
 
 
 @dataclass
@@ -46,6 +48,8 @@ def describe_event(event: Seen) -> str:
     if event.topic.startswith("decision."):
         return f"{event.source} decides {payload.get('action')}: {payload.get('reason', '')}"
     if event.topic.startswith("action."):
+        if event.topic.rsplit(".", 1)[-1] in QUERIES:
+            return ""  # a question (how many rows, what status), not an action
         outcome = "ok" if payload.get("ok") else (payload.get("error") or {}).get("code", "failed")
         params = ", ".join(f"{k}={v}" for k, v in (payload.get("params") or {}).items())
         return f"{event.source}.{event.topic.rsplit('.', 1)[-1]}({params[:80]}) → {outcome}"
@@ -63,6 +67,8 @@ def _brief(payload: dict[str, Any]) -> str:
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, list) and len(value) > 6:
+        return f"{value[:6]} and {len(value) - 6} more"
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 

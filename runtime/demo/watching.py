@@ -94,19 +94,21 @@ class EventLog:
             for e in self.events
         )
 
-    def scaled(self, since: float) -> bool:
-        """Whether the planner scaled out (more replicas than before) after ``since``."""
+    def scaled(self, since: float, *, out: bool = True) -> bool:
+        """Whether the planner scaled out (or in) after ``since``."""
         for e in self.events:
             if e.topic == "action.planner.scale" and e.time >= since:
                 change = replicas_of(e.payload)
-                if change is not None and change[1] > change[0]:
+                if change is not None and (change[1] > change[0]) == out and change[1] != change[0]:
                     return True
         return False
 
     def happened(self, condition: str, since: float) -> bool:
-        """``recovered`` or ``scaled`` (a phase's ``until``) after ``since``."""
+        """``recovered``, ``scaled`` or ``scaled-in`` (a phase's ``until``) after ``since``."""
         if condition == "recovered":
             return self.recovered(since)
         if condition == "scaled":
             return self.scaled(since)
+        if condition == "scaled-in":
+            return self.scaled(since, out=False)
         raise ValueError(f"the demo cannot wait for {condition!r}")

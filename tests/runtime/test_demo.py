@@ -145,7 +145,9 @@ def test_summary_is_computed_from_the_trail_and_the_requests() -> None:
         "new_version_serving_to_rollback": None,
         "breach_to_scale_out": 3.0,  # the window that met the objective is no breach
         "spike_to_breach": 8.0,
+        "load_end_to_scale_in": 5.0,  # calm begins at 75, the planner scales in at 80
     }
+    assert figures["scaling_turnarounds"] == 1  # out, then in once: no flapping
     assert figures["drift_findings_before_onset"] == 1  # ...but is reported
     assert figures["new_version"] == "models:/digits/2"
     assert figures["actions"]["by_the_loop"] == 5
