@@ -171,7 +171,9 @@ class Improver(Agent):
             dataset = await self._dataset(workflow, supervised, since)
             run_id = await self.call(
                 "planner", "run", workflow=supervised.train_workflow,
-                parameters={supervised.train_node: {"recent": dataset["uri"]}},
+                parameters={
+                    supervised.train_node: {**supervised.train_parameters, "recent": dataset["uri"]}
+                },
             )  # fmt: skip
         except Exception:
             self.retraining.pop(workflow, None)

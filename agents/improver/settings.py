@@ -7,7 +7,7 @@ e.g. ``SCANFLOW_AGENTS__IMPROVER__MARGIN=0.02`` or
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +26,10 @@ class Supervised(BaseModel):
     train_workflow: str = Field("train", description="The batch workflow that retrains it.")
     train_node: str = Field("train", description="The training step (takes --recent).")
     experiment: str = Field("digits", description="The MLflow experiment training runs log to.")
+    train_parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra parameters of the training step on a retraining (e.g. its model's C).",
+    )
 
 
 class Scaling(BaseModel):

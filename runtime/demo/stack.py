@@ -51,6 +51,8 @@ class Tuning:
         margin: How much better a candidate must be on recent rows to be promoted.
         dataset_rows: The most recent labelled rows a retraining gets (the improver asks the
             tracker for the rows labelled since the drift began).
+        train_parameters: Extra parameters of the training step on a retraining (the
+            tests make a candidate worse on purpose with them).
         min_dataset_rows: Rows since the drift the improver gathers before retraining: with
             800 the retrained model comes within a few points of its accuracy before the
             drift, on the drifted distribution.
@@ -64,6 +66,7 @@ class Tuning:
     margin: float = 0.02
     dataset_rows: int = 3000
     min_dataset_rows: int = 800
+    train_parameters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -99,6 +102,7 @@ def agent_sections(options: StackOptions) -> dict[str, dict[str, Any]]:
             "margin": tuning.margin,
             "dataset_rows": tuning.dataset_rows,
             "min_dataset_rows": tuning.min_dataset_rows,
+            "workflows": {"serve": {"train_parameters": tuning.train_parameters}},
             "max_data_wait": 45.0,
             "scaling": {
                 "capacity_rps": tuning.capacity_rps,

@@ -100,6 +100,10 @@ def accuracy(records: list[dict[str, Any]]) -> float | None:
     return round(sum(r["prediction"] == r["label"] for r in answered) / len(answered), 4)
 
 
+def _gap(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else round((before - after) * 100, 1)
+
+
 def _delay(start: float | None, end: float | None) -> float | None:
     return None if start is None or end is None else round(end - start, 2)
 
@@ -165,6 +169,9 @@ def compute(
         },
         "new_version": new_uri,
         "held_out_drifted": evaluation or {},
+        # The quality bar: the new version on held-out drifted data, against the
+        # accuracy before the drift (points; within 2 is the goal).
+        "recovery_gap_points": _gap(accuracy(before), (evaluation or {}).get("new")),
         "seconds": {
             "onset_to_detection": _delay(onset, detected),
             "onset_to_retraining": _delay(onset, submitted),
@@ -237,6 +244,7 @@ def table(summary: dict[str, Any]) -> str:
         ("held-out drifted: model before drift", _cell(held.get("before"))),
         ("held-out drifted: new version", _cell(held.get("new"))),
         ("held-out drifted: model at the end", _cell(held.get("after"))),
+        ("recovery gap vs before drift (points)", _cell(summary.get("recovery_gap_points"))),
     ]
     rows += [(f"seconds {k.replace('_', ' ')}", _cell(v)) for k, v in summary["seconds"].items()]
     rows.append(("scaling turnarounds (out/in)", _cell(summary.get("scaling_turnarounds"))))

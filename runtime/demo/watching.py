@@ -88,9 +88,17 @@ class EventLog:
     # -- what the scenario waits for -----------------------------------------------------
 
     def recovered(self, since: float) -> bool:
-        """Whether the planner redeployed the service (successfully) after ``since``."""
+        """Whether the loop ended its reaction to the drift after ``since``: the planner
+        redeployed the service, or the improver rejected the candidate."""
         return any(
-            e.topic == "action.planner.redeploy" and e.time >= since and e.payload.get("ok")
+            e.time >= since
+            and (
+                (e.topic == "action.planner.redeploy" and e.payload.get("ok"))
+                or (
+                    e.topic.startswith("decision.improver.")
+                    and e.payload.get("action") == "reject-candidate"
+                )
+            )
             for e in self.events
         )
 

@@ -227,6 +227,9 @@ async def test_the_demo_closes_the_loop_end_to_end(tmp_path: Path) -> None:
     assert held["new"] > held["before"] + 0.15
     assert marks["spike"] < marks["slo_breach"] < marks["scale_out"]
     assert seconds["breach_to_scale_out"] > 0
+    # Replicas come back down after the load, once: out, then in, no flapping.
+    assert marks["load_end"] < marks["scale_in"]
+    assert figures["scaling_turnarounds"] == 1
     assert figures["actions"]["loop_by_actuator"]["planner.run"] >= 1
     assert figures["failed_requests"] < 0.01 * figures["requests"]
     assert figures["labels"]["matched"] > 0.9 * figures["labels"]["sent"]
@@ -237,3 +240,29 @@ async def test_the_demo_closes_the_loop_end_to_end(tmp_path: Path) -> None:
     view = (tmp_path / "view.txt").read_text()
     assert "checker finds finding.drift.serve" in view
     assert "improver decides retrain" in view
+
+
+# The drift part only, with the retraining made worse on purpose (20 clean
+# digits, no recent rows): the improver must reject the candidate and keep the
+# version in production. About 70 s.
+@pytest.mark.timeout(240)
+async def test_a_worse_candidate_is_rejected_and_production_stays(tmp_path: Path) -> None:
+    from scanflow_agents.runtime.demo.stack import Tuning
+
+    tuning = Tuning(train_parameters={"samples": 20, "recent-weight": 0})
+    options = DemoOptions(
+        speed=4.0, parts=("drift",), tuning=tuning,
+        report_dir=tmp_path / "report", work_dir=tmp_path / "work",
+    )  # fmt: skip
+    with (tmp_path / "view.txt").open("w") as out:
+        figures = await run_demo(options, out=out)
+
+    written = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert figures["marks"]["detection"] is not None
+    assert figures["actions"]["loop_by_actuator"]["planner.run"] == 1
+    assert "planner.promote" not in figures["actions"]["loop_by_actuator"]
+    assert "planner.redeploy" not in figures["actions"]["loop_by_actuator"]
+    assert figures["new_version"] is None
+    assert written["seconds"]["onset_to_new_version_serving"] is None
+    view = (tmp_path / "view.txt").read_text()
+    assert "improver decides reject-candidate" in view
