@@ -30,6 +30,8 @@ MARKS = {
     "spike": ("load spike", "tab:gray"),
     "slo_breach": ("SLO breach", "tab:pink"),
     "scale_out": ("scale-out", "tab:cyan"),
+    "load_end": ("load back to normal", "tab:olive"),
+    "scale_in": ("scale-in", "tab:blue"),
 }
 
 
