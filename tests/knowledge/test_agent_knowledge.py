@@ -105,13 +105,25 @@ async def test_each_new_run_is_seen_once_across_polls_and_restarts(
             assert [d["payload"]["evidence"]["runs"] for d in decisions] == [[weak], [newer]]
 
 
+def watching(experiment: str) -> type[Watch]:
+    """A Watch on its own experiment: servers on PostgreSQL share one database."""
+
+    class OwnWatch(Watch, name="watch"):
+        @sensor(every=3600, reads=Runs(experiments=(experiment,)))
+        async def trainings(self, poll: Poll) -> dict[str, float] | None:
+            return {run.run_id: run.metrics["accuracy"] for run in poll.runs}
+
+    return OwnWatch
+
+
 async def test_mlflow_down_and_back(make_mlflow_server: Any, nats_url: str) -> None:
     server: MlflowServer = make_mlflow_server()
     server.start()
     settings = with_mlflow(Settings.defaults(), server.url)
+    experiment = f"outage-{uuid.uuid4().hex[:8]}"
     async with KnowledgeClient(settings.mlflow) as client:
-        first_run = await log_run(client, 0.5)
-        watch = Watch()
+        first_run = await log_run(client, 0.5, experiment=experiment)
+        watch = watching(experiment)()
         async with AgentHarness(watch, Trainer(), nats_url=nats_url, settings=settings) as h:
             await asyncio.to_thread(server.stop)
             assert await h.run_sensor("watch", "trainings") is None
@@ -165,14 +177,8 @@ async def test_audit_chain_reads_back_from_jetstream_and_mlflow(
 ) -> None:
     settings = with_mlflow(Settings.defaults(), mlflow_server.url, record=True)
     experiment = f"audit-{uuid.uuid4().hex[:8]}"
-
-    class AuditedWatch(Watch, name="watch"):
-        @sensor(every=3600, reads=Runs(experiments=(experiment,)))
-        async def trainings(self, poll: Poll) -> dict[str, float] | None:
-            return {run.run_id: run.metrics["accuracy"] for run in poll.runs}
-
     async with KnowledgeClient(settings.mlflow) as client:
-        watch = AuditedWatch()
+        watch = watching(experiment)()
         async with AgentHarness(watch, Trainer(), nats_url=nats_url, settings=settings) as h:
             await log_run(client, 0.42, experiment=experiment)
             observation = await h.run_sensor("watch", "trainings")
