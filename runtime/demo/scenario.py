@@ -160,15 +160,15 @@ def phases(parts: Iterable[str], speed: float = 1.0, load: Load | None = None) -
         return seconds / speed
 
     normal: dict[str, Any] = {"clients": load.clients, "rate": load.rate}
-    plan = [Phase("clean", s(15), "clean", **normal)]
+    plan = [Phase("clean", s(10), "clean", **normal)]
     pool: Pool = "clean"
     if "drift" in wanted:
-        plan.append(Phase("drift", 120, "drifted", until="recovered", hold=s(10), **normal))
+        plan.append(Phase("drift", 120, "drifted", until="recovered", hold=s(6), **normal))
         pool = "drifted"  # the world stays drifted: later phases send what it looks like now
     if "load" in wanted:
         spike = {"clients": load.spike_clients, "rate": load.rate}
-        plan.append(Phase("spike", 60, pool, until="scaled", hold=s(10), **spike))
+        plan.append(Phase("spike", 60, pool, until="scaled", hold=s(6), **spike))
         # Demand back to normal: the loop should scale in once it is sure (a few calm
         # windows and a cooldown), and not flap on the way.
-        plan.append(Phase("calm", 60, pool, until="scaled-in", hold=s(8), **normal))
+        plan.append(Phase("calm", 60, pool, until="scaled-in", hold=s(4), **normal))
     return plan

@@ -249,7 +249,7 @@ async def test_the_demo_closes_the_loop_end_to_end(tmp_path: Path) -> None:
 async def test_a_worse_candidate_is_rejected_and_production_stays(tmp_path: Path) -> None:
     from scanflow_agents.runtime.demo.stack import Tuning
 
-    tuning = Tuning(train_parameters={"samples": 20, "recent-weight": 0})
+    tuning = Tuning(train_parameters={"samples": 20, "recent-weight": 0, "holdout": 0.2})
     options = DemoOptions(
         speed=4.0, parts=("drift",), tuning=tuning,
         report_dir=tmp_path / "report", work_dir=tmp_path / "work",
