@@ -14,9 +14,6 @@ from typing import Any
 
 import pytest
 
-for _extra in ("aiohttp", "fastapi", "uvicorn", "psutil"):  # the 'bench' extra
-    pytest.importorskip(_extra)
-
 CORE = Path(__file__).resolve().parents[2] / "bench" / "core.py"
 
 
