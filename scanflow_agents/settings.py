@@ -129,6 +129,21 @@ class Settings(BaseSettings):
         return cls.model_validate(_deep_merge(merged, overrides))
 
 
+def list_from_text(value: Any) -> Any:
+    """A list setting given as text (the environment's form): a JSON list, or comma-separated.
+
+    Use it as a ``mode="before"`` field validator; other values pass unchanged.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
 def _read_file(path: str) -> dict[str, object]:
     import json
     from pathlib import Path

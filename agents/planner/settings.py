@@ -9,13 +9,12 @@ comma-separated: ``SCANFLOW_AGENTS__PLANNER__APPLICATIONS=a.yaml,b.yaml``), and 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from scanflow_agents.settings import Settings
+from scanflow_agents.settings import Settings, list_from_text
 
 
 class LocalOptions(BaseModel):
@@ -59,16 +58,8 @@ class PlannerSettings(BaseModel):
         True, description="Keep applied applications in MLflow's application store."
     )
 
-    @field_validator("applications", mode="before")
-    @classmethod
-    def _paths_from_text(cls, value: Any) -> Any:
-        # The environment gives text: a JSON list, or paths separated by commas.
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+    # The environment gives text: a JSON list, or items separated by commas.
+    _paths_from_text = field_validator("applications", mode="before")(list_from_text)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlannerSettings:

@@ -9,12 +9,9 @@ Helm values.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from scanflow_agents.settings import Settings
+from scanflow_agents.settings import Settings, list_from_text
 
 
 class TrackerSettings(BaseModel):
@@ -47,16 +44,8 @@ class TrackerSettings(BaseModel):
         description="MLflow experiment the dataset actuator writes its runs to.",
     )
 
-    @field_validator("training_experiments", mode="before")
-    @classmethod
-    def _names_from_text(cls, value: Any) -> Any:
-        # The environment gives text: a JSON list, or names separated by commas.
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+    # The environment gives text: a JSON list, or items separated by commas.
+    _names_from_text = field_validator("training_experiments", mode="before")(list_from_text)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TrackerSettings:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from scanflow_agents.platforms.results import (
@@ -13,6 +13,27 @@ from scanflow_agents.platforms.results import (
     WorkflowStatus,
 )
 from scanflow_agents.workflows import Application, Workflow
+
+RunCallback = Callable[[RunStatus], Awaitable[None] | None]
+"""What a platform calls with the final status of every run (sync or async)."""
+
+# Runs "module:function" entry points on every platform: imports the function and
+# calls it with the --name value options as keyword arguments (JSON values
+# decoded). Inline with `python -c`, so a node's image needs only the user's code.
+CALL_FUNCTION = """
+import asyncio, importlib, inspect, json, sys
+target, args = sys.argv[1], sys.argv[2:]
+module, _, name = target.partition(":")
+kwargs = {}
+for key, value in zip(args[::2], args[1::2]):
+    try:
+        kwargs[key.lstrip("-").replace("-", "_")] = json.loads(value)
+    except ValueError:
+        kwargs[key.lstrip("-").replace("-", "_")] = value
+result = getattr(importlib.import_module(module), name)(**kwargs)
+if inspect.isawaitable(result):
+    asyncio.run(result)
+"""
 
 
 @runtime_checkable

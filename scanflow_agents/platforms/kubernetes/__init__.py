@@ -4,10 +4,11 @@ Importing this package is light: the ``kubernetes`` client (the
 ``kubernetes`` extra) is imported when the platform first talks to a cluster.
 """
 
+from scanflow_agents.platforms.base import RunCallback
 from scanflow_agents.platforms.kubernetes.building import ImageBuildResult
 from scanflow_agents.platforms.kubernetes.client import KubeClient
 from scanflow_agents.platforms.kubernetes.deploying import ApplicationDeployResult
-from scanflow_agents.platforms.kubernetes.platform import KubernetesPlatform, RunCallback
+from scanflow_agents.platforms.kubernetes.platform import KubernetesPlatform
 from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
 
 __all__ = [

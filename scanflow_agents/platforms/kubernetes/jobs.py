@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
+from scanflow_agents.platforms.base import CALL_FUNCTION
 from scanflow_agents.platforms.kubernetes import naming
 from scanflow_agents.platforms.kubernetes.client import ARGO_WORKFLOWS, JOBS, Obj
 from scanflow_agents.platforms.kubernetes.manifests import common_env, env_list, pod_spec, resources
@@ -20,24 +21,6 @@ from scanflow_agents.workflows import ExecutorNode, Workflow
 
 APP_DIR = PurePosixPath("/app")  # where built images keep a workflow's scripts
 STEP_CONTAINER = "step"
-
-# Runs "module:function" entry points: imports the function and calls it with
-# the --name value options as keyword arguments (JSON values decoded), as the
-# local platform does. Inline, so the image needs nothing but the user's code.
-_CALL_FUNCTION = """
-import asyncio, importlib, inspect, json, sys
-target, args = sys.argv[1], sys.argv[2:]
-module, _, name = target.partition(":")
-kwargs = {}
-for key, value in zip(args[::2], args[1::2]):
-    try:
-        kwargs[key.lstrip("-").replace("-", "_")] = json.loads(value)
-    except ValueError:
-        kwargs[key.lstrip("-").replace("-", "_")] = value
-result = getattr(importlib.import_module(module), name)(**kwargs)
-if inspect.isawaitable(result):
-    asyncio.run(result)
-"""
 
 
 def job_name(run_id: str, node: str) -> str:
@@ -59,7 +42,7 @@ def command(node: ExecutorNode, parameters: Mapping[str, Any]) -> list[str]:
     if entry.endswith(".py"):
         return ["python", str(APP_DIR / entry), *options]
     if ":" in entry:
-        return ["python", "-c", _CALL_FUNCTION, entry, *options]
+        return ["python", "-c", CALL_FUNCTION, entry, *options]
     return ["python", "-m", entry, *options]
 
 

@@ -8,10 +8,11 @@ import inspect
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from scanflow_agents.platforms.base import RunCallback
 from scanflow_agents.platforms.kubernetes import naming
 from scanflow_agents.platforms.kubernetes.building import (
     ImageBuildResult,
@@ -62,8 +63,6 @@ from scanflow_agents.serving._tasks import guarded, stop
 from scanflow_agents.workflows import Application, ServiceNode, Workflow
 
 logger = logging.getLogger(__name__)
-
-RunCallback = Callable[[RunStatus], Awaitable[None] | None]
 
 
 class KubernetesPlatform:

@@ -7,10 +7,11 @@ import inspect
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from scanflow_agents.platforms.base import RunCallback
 from scanflow_agents.platforms.local.building import Environments
 from scanflow_agents.platforms.local.running import BatchRun
 from scanflow_agents.platforms.local.services import ReplicaSet
@@ -29,8 +30,6 @@ from scanflow_agents.serving._tasks import guarded, stop
 from scanflow_agents.workflows import Application, ExecutorNode, Workflow
 
 logger = logging.getLogger(__name__)
-
-RunCallback = Callable[[RunStatus], Awaitable[None] | None]
 
 
 class LocalPlatform:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from scanflow_agents.platforms.base import CALL_FUNCTION
 from scanflow_agents.platforms.local.building import Environments
 from scanflow_agents.platforms.local.processes import spawn, terminate
 from scanflow_agents.platforms.local.settings import LocalPlatformSettings
@@ -24,24 +25,6 @@ from scanflow_agents.platforms.results import NodeRun, RunStatus
 from scanflow_agents.workflows import ExecutorNode, Workflow
 
 logger = logging.getLogger(__name__)
-
-# Runs "module:function" entry points: imports the function and calls it with
-# the --name value options as keyword arguments (JSON values decoded). Inline,
-# so it works in an isolated venv that does not have this package.
-_CALL_FUNCTION = """
-import asyncio, importlib, inspect, json, sys
-target, args = sys.argv[1], sys.argv[2:]
-module, _, name = target.partition(":")
-kwargs = {}
-for key, value in zip(args[::2], args[1::2]):
-    try:
-        kwargs[key.lstrip("-").replace("-", "_")] = json.loads(value)
-    except ValueError:
-        kwargs[key.lstrip("-").replace("-", "_")] = value
-result = getattr(importlib.import_module(module), name)(**kwargs)
-if inspect.isawaitable(result):
-    asyncio.run(result)
-"""
 
 
 def command(
@@ -56,7 +39,7 @@ def command(
         path = Path(entry) if base_dir is None else base_dir / entry
         return [python, str(path), *options]
     if ":" in entry:
-        return [python, "-c", _CALL_FUNCTION, entry, *options]
+        return [python, "-c", CALL_FUNCTION, entry, *options]
     return [python, "-m", entry, *options]
 
 
