@@ -144,7 +144,7 @@ async def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> dict[s
                     stack.mlflow_uri,
                     models,
                     data.x_drifted_eval,
-                    data.y_held_out,
+                    data.y_drifted_eval,
                 )
             finally:
                 view.cancel()

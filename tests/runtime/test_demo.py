@@ -35,6 +35,9 @@ def test_data_is_split_as_the_example_trains_and_seeded() -> None:
     assert len(data.y_train) == 1347
     assert len(data.y_clean) + len(data.y_held_out) == 450
     assert np.array_equal(data.x_drifted_eval, again.x_drifted_eval)
+    # Each held-out image is judged in several corruptions, never the same pixels twice.
+    assert len(data.y_drifted_eval) == len(data.x_drifted_eval) == 4 * len(data.y_held_out)
+    assert not np.array_equal(data.x_drifted_eval[0], data.x_drifted_eval[1])
     assert not np.array_equal(data.x_drifted_eval, other.x_drifted_eval)
     image, label = data.sampler("drifted", np.random.default_rng(7))
     same, same_label = data.sampler("drifted", np.random.default_rng(7))
@@ -55,7 +58,7 @@ def test_corruption_moves_the_pixels_and_hurts_a_model_trained_on_clean_digits()
     assert corrupted.max() <= 16
     assert np.abs(corrupted - data.x_clean[:50]).mean() > 1.0
     clean = model.score(data.x_held_out, data.y_held_out)
-    drifted = model.score(data.x_drifted_eval, data.y_held_out)
+    drifted = model.score(data.x_drifted_eval, data.y_drifted_eval)
     assert clean > 0.9
     assert drifted < clean - 0.25
 
