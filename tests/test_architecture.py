@@ -20,6 +20,7 @@ FOLDERS = {
     "scanflow_agents": "scanflow_agents",
     "runtime": "scanflow_agents.runtime",
     "agents": "scanflow_agents.builtin",
+    "examples/digits": "scanflow_agents.runtime.demo.digits",
 }
 ADAPTERS = (
     "scanflow_agents.transports",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,8 +35,9 @@ AGENTS = (
     "scanflow_agents.builtin.improver:Improver",
     "scanflow_agents.builtin.planner:Planner",
 )
-#: The example application the demo supervises (in the source tree, next to this package).
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits"
+#: The example application the demo supervises: ``examples/digits`` in a checkout,
+#: shipped in the wheel as this package's ``digits`` (see pyproject.toml).
+EXAMPLE = Path(str(resources.files("scanflow_agents.runtime.demo.digits")))
 
 
 @dataclass

@@ -225,11 +225,12 @@ def replica_timeline(history: list[dict[str, Any]]) -> list[tuple[float, int]]:
     return steps
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, digits: int = 1) -> str:
+    """A figure for the table: accuracies with 3 digits, seconds and points with 1."""
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.3f}" if value <= 1 else f"{value:.1f}"
+        return f"{value:.{digits}f}"
     return str(value)
 
 
@@ -238,12 +239,12 @@ def table(summary: dict[str, Any]) -> str:
     held = summary["held_out_drifted"]
     rows = [
         ("requests sent (failed)", f"{summary['requests']} ({summary['failed_requests']})"),
-        ("accuracy before drift", _cell(summary["accuracy"]["before_drift"])),
-        ("accuracy during drift", _cell(summary["accuracy"]["during_drift"])),
-        ("accuracy after recovery", _cell(summary["accuracy"]["after_recovery"])),
-        ("held-out drifted: model before drift", _cell(held.get("before"))),
-        ("held-out drifted: new version", _cell(held.get("new"))),
-        ("held-out drifted: model at the end", _cell(held.get("after"))),
+        ("accuracy before drift", _cell(summary["accuracy"]["before_drift"], 3)),
+        ("accuracy during drift", _cell(summary["accuracy"]["during_drift"], 3)),
+        ("accuracy after recovery", _cell(summary["accuracy"]["after_recovery"], 3)),
+        ("held-out drifted: model before drift", _cell(held.get("before"), 3)),
+        ("held-out drifted: new version", _cell(held.get("new"), 3)),
+        ("held-out drifted: model at the end", _cell(held.get("after"), 3)),
         ("recovery gap vs before drift (points)", _cell(summary.get("recovery_gap_points"))),
     ]
     rows += [(f"seconds {k.replace('_', ' ')}", _cell(v)) for k, v in summary["seconds"].items()]

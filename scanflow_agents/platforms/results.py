@@ -7,6 +7,7 @@ why in ``message``.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -99,6 +100,28 @@ class RunStatus(BaseModel):
     def done(self) -> bool:
         """Whether the run has ended, one way or another."""
         return self.state in ("succeeded", "failed", "cancelled")
+
+    def finish(self) -> None:
+        """End the run: nodes never started are skipped (with why), the final state is set.
+
+        The same on every platform: a failed node fails the run, a cancelled run
+        stays cancelled, and a run whose nodes all ran succeeded.
+        """
+        self.finished_at = time.time()
+        for record in self.nodes.values():
+            if record.state == "pending":
+                record.state = "skipped"
+                record.reason = (
+                    f"not started: node {self.failed_node!r} failed"
+                    if self.failed_node
+                    else "not started: run cancelled"
+                    if self.state == "cancelled"
+                    else "not started"
+                )
+        if self.state == "running":
+            self.state = "failed" if self.failed_node else "succeeded"
+            if not self.message:
+                self.message = f"all {len(self.nodes)} node(s) succeeded"
 
 
 class ReplicaStatus(BaseModel):

@@ -78,6 +78,19 @@ def test_phases_follow_the_parts_and_the_speed() -> None:
         phases(["drfit"])
 
 
+def test_the_example_application_is_found_from_the_package() -> None:
+    import yaml
+    from scanflow_agents.runtime.demo.stack import EXAMPLE, StackOptions
+
+    # The demo finds its application through the package (shipped in the wheel), not
+    # through a checkout's layout; every step it names must lie next to it.
+    application = yaml.safe_load(StackOptions(work_dir=Path(".")).application.read_text())
+    nodes = [node for workflow in application["workflows"] for node in workflow["nodes"]]
+    steps = [node["entry_point"] for node in nodes if "entry_point" in node]
+    assert steps == ["prepare.py", "train.py", "evaluate.py"]
+    assert all((EXAMPLE / step).is_file() for step in steps)
+
+
 def _record(kind: str, agent: str, name: str, at: float, **payload: Any) -> dict[str, Any]:
     time = datetime.fromtimestamp(T0 + at, UTC).isoformat()
     return {"kind": kind, "agent": agent, "name": name, "time": time, "payload": payload}
@@ -160,6 +173,10 @@ def test_summary_is_computed_from_the_trail_and_the_requests() -> None:
     text = summary.table(figures)
     assert "accuracy after recovery" in text
     assert re.search(r"^seconds breach to scale out +3\.0$", text, re.MULTILINE)
+    # Accuracies with three digits, points and seconds with one, whatever their size.
+    assert re.search(r"^accuracy after recovery +0\.\d{3}$", text, re.MULTILINE)
+    small = {**figures, "recovery_gap_points": 0.4}
+    assert re.search(r"gap vs before drift \(points\) +0\.4$", summary.table(small), re.M)
 
 
 def test_a_run_without_the_drift_part_has_no_drift_figures() -> None:

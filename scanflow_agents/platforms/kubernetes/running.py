@@ -106,7 +106,7 @@ class BatchRun:
             self.status.message = f"run {self.status.run_id} lost: {exc}"
             raise
         finally:
-            self._finish()
+            self.status.finish()
         return self.status
 
     # -- Jobs ---------------------------------------------------------------
@@ -267,21 +267,3 @@ class BatchRun:
                 f"node {name!r} of workflow {self.workflow.name!r} failed: {reason}"
                 f"{hint} (run {self.status.run_id})"
             )
-
-    def _finish(self) -> None:
-        status = self.status
-        status.finished_at = time.time()
-        for record in status.nodes.values():
-            if record.state == "pending":
-                record.state = "skipped"
-                record.reason = (
-                    f"not started: node {status.failed_node!r} failed"
-                    if status.failed_node
-                    else "not started: run cancelled"
-                    if status.state == "cancelled"
-                    else "not started"
-                )
-        if status.state == "running":
-            status.state = "failed" if status.failed_node else "succeeded"
-            if not status.message:
-                status.message = f"all {len(status.nodes)} node(s) succeeded"

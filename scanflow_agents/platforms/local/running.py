@@ -171,19 +171,6 @@ class BatchRun:
         return env
 
     def _finish(self) -> None:
-        status = self.status
-        status.finished_at = time.time()
-        for record in status.nodes.values():
-            if record.state == "pending":
-                record.state = "skipped"
-                record.reason = (
-                    f"not started: node {status.failed_node!r} failed"
-                    if status.failed_node
-                    else "not started: run cancelled"
-                )
-        if status.state == "running":
-            status.state = "failed" if status.failed_node else "succeeded"
-            if not status.message:
-                status.message = f"all {len(status.nodes)} node(s) succeeded"
+        self.status.finish()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "status.json").write_text(status.model_dump_json(indent=2))
+        (self.run_dir / "status.json").write_text(self.status.model_dump_json(indent=2))
