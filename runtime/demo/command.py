@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,34 @@ def _parts(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
     if unknown or not parts:
         raise click.BadParameter(f"choose among {', '.join(PARTS)} (got {value!r})")
     return parts
+
+
+@contextlib.contextmanager
+def _log_to_file(path: Path) -> Iterator[None]:
+    """The agents' log goes to ``path``; the terminal keeps the live view and warnings.
+
+    Every decision is in the view already; the log lines interleaved with it
+    would only repeat them, but they stay in the file for whoever digs deeper.
+    """
+    root = logging.getLogger()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(path, mode="w")
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    terminal = [
+        (h, h.level)
+        for h in root.handlers
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    ]
+    for handler, _ in terminal:
+        handler.setLevel(max(handler.level, logging.WARNING))
+    root.addHandler(to_file)
+    try:
+        yield
+    finally:
+        root.removeHandler(to_file)
+        to_file.close()
+        for handler, level in terminal:
+            handler.setLevel(level)
 
 
 @click.command()
@@ -73,8 +103,11 @@ def demo(**options: Any) -> None:
                 loop.add_signal_handler(signal.SIGTERM, task.cancel)
         return await run_demo(chosen)
 
+    log = chosen.report_dir / "demo.log"
+    click.echo(f"scanflow demo: live view below, the agents' full log in {log}")
     try:
-        result = asyncio.run(go())
+        with _log_to_file(log):
+            result = asyncio.run(go())
     except (KeyboardInterrupt, asyncio.CancelledError):
         raise click.ClickException("demo interrupted; everything it started is stopped") from None
     except RuntimeError as exc:

@@ -227,6 +227,34 @@ def test_the_command_refuses_unknown_parts() -> None:
     assert "choose among drift, load" in result.output
 
 
+def test_the_log_goes_to_a_file_and_the_terminal_keeps_warnings(tmp_path: Path) -> None:
+    import io
+    import logging
+
+    from scanflow_agents.runtime.demo.command import _log_to_file
+
+    root, stream = logging.getLogger(), io.StringIO()
+    terminal = logging.StreamHandler(stream)
+    root.addHandler(terminal)
+    level, root.level = root.level, logging.INFO
+    try:
+        with _log_to_file(tmp_path / "report" / "demo.log"):
+            logging.getLogger("scanflow_agents.x").info("agent started")
+            logging.getLogger("scanflow_agents.x").warning("MLflow unreachable")
+        logging.getLogger("scanflow_agents.x").info("after the demo")
+    finally:
+        root.removeHandler(terminal)
+        root.level = level
+
+    written = (tmp_path / "report" / "demo.log").read_text()
+    assert "agent started" in written and "MLflow unreachable" in written
+    assert "after the demo" not in written
+    shown = stream.getvalue()
+    assert "agent started" not in shown
+    assert "MLflow unreachable" in shown
+    assert "after the demo" in shown  # the terminal's level is given back
+
+
 # The whole loop with real servers and agents: MLflow starts in 5-8 s, the first
 # training and deployment take about 20 s, and the loop's own reactions (a
 # retraining, replicas starting) are not shortened by --speed; about 100 s here.
