@@ -146,6 +146,13 @@ async def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> dict[s
                     data.x_drifted_eval,
                     data.y_drifted_eval,
                 )
+                clean_evaluation = await asyncio.to_thread(
+                    summary.evaluate,
+                    stack.mlflow_uri,
+                    {"before": models["before"]},
+                    data.x_held_out,
+                    data.y_held_out,
+                )
             finally:
                 view.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -154,7 +161,7 @@ async def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> dict[s
         if own_work:
             shutil.rmtree(work, ignore_errors=True)
     requests = [r.to_dict() for r in traffic.records]
-    result = summary.compute(history, requests, played, evaluation)
+    result = summary.compute(history, requests, played, evaluation, clean_evaluation)
     result["labels"] = {"sent": traffic.labels_sent, "matched": traffic.labels_matched}
     result["duration_seconds"] = round(time.time() - progress.started, 1)
     folder = options.report_dir

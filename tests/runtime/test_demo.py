@@ -33,7 +33,7 @@ def test_data_is_split_as_the_example_trains_and_seeded() -> None:
 
     # The example's prepare step keeps 25 % of 1797 digits for testing: the demo's pools.
     assert len(data.y_train) == 1347
-    assert len(data.y_clean) + len(data.y_held_out) == 450
+    assert (len(data.y_clean), len(data.y_held_out)) == (150, 300)
     assert np.array_equal(data.x_drifted_eval, again.x_drifted_eval)
     # Each held-out image is judged in several corruptions, never the same pixels twice.
     assert len(data.y_drifted_eval) == len(data.x_drifted_eval) == 4 * len(data.y_held_out)
@@ -147,7 +147,8 @@ def _requests() -> list[dict[str, Any]]:
 
 
 def test_summary_is_computed_from_the_trail_and_the_requests() -> None:
-    figures = summary.compute(TRAIL, _requests(), PHASES, {"before": 0.45, "after": 0.83})
+    drifted = {"before": 0.45, "new": 0.962, "after": 0.962}
+    figures = summary.compute(TRAIL, _requests(), PHASES, drifted, {"before": 0.98})
 
     assert figures["requests"] == 830
     assert figures["accuracy"]["before_drift"] > 0.9
@@ -175,8 +176,10 @@ def test_summary_is_computed_from_the_trail_and_the_requests() -> None:
     assert re.search(r"^seconds breach to scale out +3\.0$", text, re.MULTILINE)
     # Accuracies with three digits, points and seconds with one, whatever their size.
     assert re.search(r"^accuracy after recovery +0\.\d{3}$", text, re.MULTILINE)
+    # The bar pairs the same held-out images: before the drift (clean) and after (drifted).
+    assert figures["recovery_gap_points"] == 1.8
     small = {**figures, "recovery_gap_points": 0.4}
-    assert re.search(r"gap vs before drift \(points\) +0\.4$", summary.table(small), re.M)
+    assert re.search(r"^recovery gap, held-out \(points\) +0\.4$", summary.table(small), re.M)
 
 
 def test_a_run_without_the_drift_part_has_no_drift_figures() -> None:
@@ -247,7 +250,8 @@ def test_the_log_goes_to_a_file_and_the_terminal_keeps_warnings(tmp_path: Path) 
         root.level = level
 
     written = (tmp_path / "report" / "demo.log").read_text()
-    assert "agent started" in written and "MLflow unreachable" in written
+    assert "agent started" in written
+    assert "MLflow unreachable" in written
     assert "after the demo" not in written
     shown = stream.getvalue()
     assert "agent started" not in shown
@@ -273,6 +277,9 @@ async def test_the_demo_closes_the_loop_end_to_end(tmp_path: Path) -> None:
     assert accuracy["before_drift"] > 0.85
     assert accuracy["after_recovery"] > accuracy["during_drift"] + 0.15
     assert held["new"] > held["before"] + 0.15
+    # The bar's figure is computed (the same held-out images, clean then drifted).
+    assert figures["held_out_clean"]["before"] > 0.9
+    assert figures["recovery_gap_points"] < 5
     assert marks["spike"] < marks["slo_breach"] < marks["scale_out"]
     assert seconds["breach_to_scale_out"] > 0
     # Replicas come back down after the load, once: out, then in, no flapping.
