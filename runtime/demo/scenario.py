@@ -147,13 +147,13 @@ class Load:
 
     Normal traffic is 90 requests/s with 80 % labelled: 72 labelled rows a second,
     so the 2,400 the improver gathers after a drift take about 33 s. The spike
-    offers 480 requests/s, more than one replica serves within the latency
+    offers 560 requests/s, more than one replica serves within the latency
     objective on two cores and what four share comfortably.
     """
 
     clients: int = 6
     rate: float = 15.0
-    spike_clients: int = 48
+    spike_clients: int = 56
     spike_rate: float = 10.0
     label_share: float = 0.8
 
