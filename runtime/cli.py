@@ -199,7 +199,7 @@ def call(
 
     async def go() -> Any:
         async with Client.connect(_settings(ctx)) as client:
-            return await client.call(agent, actuator, timeout=timeout, dry_run=dry_run, **arguments)
+            return await client.call(agent, actuator, arguments, timeout=timeout, dry_run=dry_run)
 
     _echo_json(_run(go))
 

@@ -149,6 +149,7 @@ class Agent:
         self,
         agent: str | None,
         actuator: str,
+        arguments: Mapping[str, Any] | None = None,
         /,
         *,
         timeout: float | None = None,
@@ -157,12 +158,16 @@ class Agent:
     ) -> Any:
         """Call an actuator of another agent (or of this one: ``agent=None``); return its result.
 
+        Parameters go as keywords, or as a mapping after the actuator's name when
+        one is named like this method's own keywords (``{"timeout": 30}``).
+
         Raises:
             CallError: a subclass naming what failed: ``BadInput`` (with ``field``),
                 ``NotFound``, ``Rejected``, ``HandlerFailed``, ``CallTimeout`` or
                 ``Unavailable`` when no such agent runs.
         """
-        return await self.runtime.call(agent, actuator, params, timeout=timeout, dry_run=dry_run)
+        merged = {**(arguments or {}), **params}
+        return await self.runtime.call(agent, actuator, merged, timeout=timeout, dry_run=dry_run)
 
     def peer(self, agent: str) -> Peer:
         """A proxy calling its actuators: ``await self.peer("planner").scale(replicas=3)``."""

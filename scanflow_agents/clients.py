@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -55,6 +55,7 @@ class Client:
         self,
         agent: str,
         actuator: str,
+        arguments: Mapping[str, Any] | None = None,
         /,
         *,
         timeout: float = 10.0,
@@ -65,15 +66,24 @@ class Client:
     ) -> Any:
         """Call an actuator and return its result (raises a :class:`~scanflow_agents.CallError`).
 
+        The actuator's parameters are keyword arguments, or a mapping given after
+        the actuator's name for parameters whose names this method uses itself:
+        ``call("planner", "wait", {"timeout": 30}, timeout=40)`` waits up to 40 s
+        for an actuator told to wait 30 s. Both may be given; keywords win.
+
         Args:
+            arguments: The actuator's parameters as a mapping.
+            timeout: Seconds to wait for the reply.
+            dry_run: Ask the actuator to say what it would do, without doing it.
             call_id: the message id; sending the same id again is a redelivery,
                 answered from the first reply instead of acting twice.
+            correlation_id: The chain this call belongs to (audit trail).
         """
         envelope = call_envelope(
             self.name,
             agent,
             actuator,
-            params,
+            {**(arguments or {}), **params},
             call_id=call_id,
             correlation_id=correlation_id,
             dry_run=dry_run,

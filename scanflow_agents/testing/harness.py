@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
@@ -107,9 +107,16 @@ class AgentHarness:
         """Run a sensor now, with its rules and their calls, and return the observation."""
         return await self.runtime(agent).run_sensor(sensor)
 
-    async def call(self, agent: str, actuator: str, /, **kwargs: Any) -> Any:
-        """Call an actuator as an outside client would (over the bus)."""
-        return await self.client.call(agent, actuator, **kwargs)
+    async def call(
+        self,
+        agent: str,
+        actuator: str,
+        arguments: Mapping[str, Any] | None = None,
+        /,
+        **kwargs: Any,
+    ) -> Any:
+        """Call an actuator as an outside client would (over the bus); see ``Client.call``."""
+        return await self.client.call(agent, actuator, arguments, **kwargs)
 
     async def emit(self, topic: str, payload: Any, *, source: str = "harness") -> Envelope:
         """Publish an event as some outside source would."""

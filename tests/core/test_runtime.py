@@ -142,6 +142,35 @@ async def test_redelivered_call_is_answered_from_the_first_result(bus: str | Non
         assert planner.executed.count(("scale", 2)) == 2
 
 
+class Waiter(Agent):
+    """An actuator whose parameter names clash with the client's own keywords."""
+
+    @actuator()
+    async def wait(self, timeout: float, dry_run: bool = False) -> dict[str, Any]:
+        await asyncio.sleep(timeout)
+        return {"waited": timeout, "dry_run": dry_run}
+
+
+class Relay(Agent):
+    @actuator()
+    async def relay(self, seconds: float) -> Any:
+        return await self.call("waiter", "wait", {"timeout": seconds}, timeout=5)
+
+
+async def test_parameters_named_like_the_clients_keywords_go_as_a_mapping(
+    bus: str | None,
+) -> None:
+    async with AgentHarness(Waiter(), Relay(), nats_url=bus) as h:
+        # From an agent as from a client.
+        assert await h.call("relay", "relay", seconds=0.01) == {"waited": 0.01, "dry_run": False}
+        # The mapping is the actuator's; the keywords are the call's.
+        result = await h.call("waiter", "wait", {"timeout": 0.05, "dry_run": True}, timeout=5)
+        assert result == {"waited": 0.05, "dry_run": True}
+        # The call's own timeout still applies: an actuator told to wait longer times out.
+        with pytest.raises(CallTimeout):
+            await h.call("waiter", "wait", {"timeout": 2.0}, timeout=0.2)
+
+
 async def test_cooldown_rejects_then_allows(bus: str | None) -> None:
     planner = Planner()
     async with AgentHarness(planner, nats_url=bus) as h:
