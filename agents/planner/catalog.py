@@ -97,6 +97,18 @@ class Catalog:
                 )
 
 
+def stored_form(application: Application) -> dict[str, Any]:
+    """The application as the planner stores it in MLflow: its definition, and each
+    workflow's script folder on this machine, so that another planner replica or a
+    restarted planner on the same machine finds the scripts when it reads it back
+    (on Kubernetes, where scripts live in images, the folder is not used)."""
+    data = application.model_dump(mode="json")
+    for workflow, dumped in zip(application.workflows, data["workflows"], strict=True):
+        if workflow.base_dir is not None:
+            dumped["base_dir"] = str(workflow.base_dir)
+    return data
+
+
 def summary(application: Application) -> list[dict[str, Any]]:
     """What ``apply`` answers for each workflow: kind, nodes in dependency order, edges."""
     return [

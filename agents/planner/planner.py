@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationError
-from scanflow_agents.builtin.planner.catalog import Catalog, summary
+from scanflow_agents.builtin.planner.catalog import Catalog, stored_form, summary
 from scanflow_agents.builtin.planner.platforms import close_platform, make_platform
 from scanflow_agents.builtin.planner.settings import PlannerSettings
 
@@ -60,6 +60,8 @@ class Planner(Agent):
         # Run id -> (workflow, correlation id, id of the call that started it): the
         # chain the run's end event belongs to, whichever task reports the end.
         self._chains: dict[str, tuple[str, str | None, str | None]] = {}
+        # Applications from the settings' files, which stored versions never replace.
+        self._from_files: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -69,10 +71,12 @@ class Planner(Agent):
             self.options = PlannerSettings.from_settings(self.settings)
         except ValidationError as exc:
             raise ValueError(f"planner: bad settings in settings.agents.planner: {exc}") from None
-        self.catalog = Catalog()
+        self.catalog, self._from_files = Catalog(), set()
         for path in self.options.applications:
             try:
-                self.catalog.register(self.catalog.load(path))
+                loaded = self.catalog.load(path)
+                self.catalog.register(loaded)
+                self._from_files.add(loaded.name)
             except (WorkflowError, BadInput, OSError) as exc:
                 raise ValueError(f"planner: cannot load application file {path}: {exc}") from exc
         self._knowledge = KnowledgeClient(self.settings.mlflow)
@@ -128,7 +132,7 @@ class Planner(Agent):
         stored = False
         if self.options.store:
             # Stored first: if MLflow refuses, the planner has not changed either.
-            await ApplicationStore(self.mlflow).save(parsed.model_dump(mode="json"), team=team)
+            await ApplicationStore(self.mlflow).save(stored_form(parsed), team=team)
             stored = True
         self.catalog.register(parsed)
         return {
@@ -137,6 +141,38 @@ class Planner(Agent):
             "stored": stored,
             "workflows": summary(parsed),
         }
+
+    async def _workflow(self, name: str) -> Workflow:
+        """The workflow ``name``; on a miss, the team's stored applications are read again.
+
+        Another planner replica may have applied it (replicas share calls through a
+        queue group, not memory), or this planner restarted since it was applied.
+        Applications loaded from the settings' files win over stored ones of the
+        same name: they are this deployment's declared configuration.
+
+        Raises:
+            NotFound: Neither this planner nor the store knows the workflow.
+        """
+        try:
+            return self.catalog.workflow(name)
+        except NotFound:
+            if not self.options.store:
+                raise
+            await self._load_stored()
+            return self.catalog.workflow(name)
+
+    async def _load_stored(self) -> None:
+        team = self.options.team
+        for data in await ApplicationStore(self.mlflow).list(team):
+            name = data.get("name")
+            if name in self._from_files:
+                continue
+            try:
+                self.catalog.register(self.catalog.parse(data))
+            except BadInput as exc:
+                logger.warning(
+                    "planner: stored application %r of team %r skipped: %s", name, team, exc
+                )
 
     # -- workflows -----------------------------------------------------------------------
 
@@ -147,7 +183,7 @@ class Planner(Agent):
         Args:
             workflow: The workflow's name.
         """
-        target = self.catalog.workflow(workflow)
+        target = await self._workflow(workflow)
         with _platform_errors("build", workflow, field="workflow"):
             result = await self.platform.build(target)
         return result.model_dump(mode="json")
@@ -159,7 +195,7 @@ class Planner(Agent):
         Args:
             workflow: The name of an online workflow.
         """
-        target = self.catalog.workflow(workflow)
+        target = await self._workflow(workflow)
         with _platform_errors("deploy", workflow, field="workflow"):
             result = await self.platform.deploy(target)
         return result.model_dump(mode="json")
@@ -176,7 +212,7 @@ class Planner(Agent):
             workflow: The name of a batch workflow.
             parameters: Per executor node, overrides of its parameters: {"train": {"C": 0.5}}.
         """
-        target = self.catalog.workflow(workflow)
+        target = await self._workflow(workflow)
         correlation, cause = self.runtime.current_chain()
         run_id = _run_id(workflow, self.message_id or cause or correlation)
         self._chains.setdefault(run_id, (workflow, correlation, cause))
@@ -233,7 +269,7 @@ class Planner(Agent):
             node: The service node's name.
             replicas: The wanted number of replicas (0 stops the service, keeping it deployed).
         """
-        self._service(workflow, node)
+        await self._service(workflow, node)
         with _platform_errors("scale", workflow, field="replicas"):
             result = await self.platform.scale(workflow, node, replicas)
         return result.model_dump(mode="json")
@@ -247,7 +283,7 @@ class Planner(Agent):
             node: The service node's name.
             model_uri: The MLflow model to serve, e.g. ``models:/digits/2``.
         """
-        self._service(workflow, node)
+        await self._service(workflow, node)
         with _platform_errors("redeploy", workflow, field="model_uri"):
             result = await self.platform.redeploy(workflow, node, model_uri)
         return result.model_dump(mode="json")
@@ -259,7 +295,7 @@ class Planner(Agent):
         Args:
             workflow: The workflow's name.
         """
-        self.catalog.workflow(workflow)
+        await self._workflow(workflow)
         with _platform_errors("status", workflow, field="workflow"):
             result = await self.platform.status(workflow)
         return result.model_dump(mode="json")
@@ -271,7 +307,7 @@ class Planner(Agent):
         Args:
             workflow: The workflow's name.
         """
-        self.catalog.workflow(workflow)
+        await self._workflow(workflow)
         with _platform_errors("delete", workflow, field="workflow"):
             result = await self.platform.delete(workflow)
         for run_id in [r for r, chain in self._chains.items() if chain[0] == workflow]:
@@ -318,8 +354,8 @@ class Planner(Agent):
 
     # -- internals -----------------------------------------------------------------------
 
-    def _service(self, workflow: str, node: str) -> ServiceNode:
-        target: Workflow = self.catalog.workflow(workflow)
+    async def _service(self, workflow: str, node: str) -> ServiceNode:
+        target: Workflow = await self._workflow(workflow)
         try:
             found = target.node(node)
         except KeyError as exc:
