@@ -13,9 +13,11 @@ sees it:
   run has no such artifact, or always with ``reference: windows``. No window is
   tested while the reference is being collected.
 
-An alias is resolved once, when its URI is first seen: the model servers load
-the version the alias named when they started, and a promotion reaches them as
-a redeploy with a version URI, which is a new baseline.
+The tracker names a served model by the registered version its replicas
+loaded (model servers resolve an alias when they load), so an alias moved and
+replicas restarted on it arrive as a new version URI with a baseline of its
+own. An alias URI that still arrives (from a server that reports none) is
+resolved once, when it is first seen.
 """
 
 from __future__ import annotations

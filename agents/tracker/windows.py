@@ -53,7 +53,9 @@ class Window:
 
     def add(self, report: dict[str, Any]) -> None:
         """Add one replica's report."""
-        uri = str(report.get("model_uri") or "")
+        # The version a replica really serves (it resolved its alias when it loaded),
+        # else the URI it was deployed with: an alias that moved is a new model here.
+        uri = str(report.get("model_version_uri") or report.get("model_uri") or "")
         if uri not in self.model_uris:
             self.model_uris.append(uri)
         model = self.model_uris.index(uri)

@@ -49,7 +49,11 @@ def create_app(state: ServerState) -> FastAPI:
             # Loading takes seconds; /health answers 503 meanwhile instead of
             # the process looking dead to a prober.
             loading = asyncio.create_task(_load(state), name=f"load model {config.model_uri}")
-        async with Reporter(config, state.stats):
+
+        def served() -> str | None:
+            return state.model.version_uri if state.model is not None else None
+
+        async with Reporter(config, state.stats, served):
             yield
         if loading is not None and not loading.done():
             loading.cancel()

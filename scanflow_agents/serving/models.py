@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+_ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)$")
+_VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
 
 
 class BadInput(ValueError):
@@ -19,6 +23,9 @@ class LoadedModel:
     uri: str
     model: Any
     input_names: list[str] | None
+    #: The registered version loaded (``models:/<name>/<version>``) when ``uri`` names one
+    #: through an alias: what the replica really serves, whatever the alias says later.
+    version_uri: str | None = None
 
     def prepare(self, body: Any) -> tuple[Any, dict[str, np.ndarray]]:
         """Turn a request body into model input and numeric feature columns.
@@ -79,7 +86,10 @@ def load_model(uri: str, tracking_uri: str | None, registry_uri: str | None) -> 
     """Load ``uri`` as an MLflow pyfunc model (blocking; call it from a thread).
 
     The URIs are set process-wide: a model server is its own process with one
-    model, so MLflow's global state is not shared with anything else here.
+    model, so MLflow's global state is not shared with anything else here. An
+    alias (``models:/<name>@<alias>``) is resolved first and that version is
+    loaded, so the version reported is the one served even if the alias moves
+    while the model loads.
     """
     import mlflow
 
@@ -87,12 +97,18 @@ def load_model(uri: str, tracking_uri: str | None, registry_uri: str | None) -> 
         mlflow.set_tracking_uri(tracking_uri)
     if registry_uri:
         mlflow.set_registry_uri(registry_uri)
-    model = mlflow.pyfunc.load_model(uri)
+    version_uri = None
+    if match := _ALIAS.match(uri):
+        version = mlflow.MlflowClient().get_model_version_by_alias(match["name"], match["alias"])
+        version_uri = f"models:/{match['name']}/{version.version}"
+    elif _VERSION.match(uri):
+        version_uri = uri
+    model = mlflow.pyfunc.load_model(version_uri or uri)
     names: list[str] | None = None
     schema = model.metadata.get_input_schema()
     if schema is not None and schema.has_input_names() and not schema.is_tensor_spec():
         names = list(schema.input_names())
-    return LoadedModel(uri=uri, model=model, input_names=names)
+    return LoadedModel(uri=uri, model=model, input_names=names, version_uri=version_uri)
 
 
 def _plain(value: Any) -> Any:

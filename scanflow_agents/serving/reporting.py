@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -52,9 +53,16 @@ def subject(config: ServingConfig) -> str:
 class Reporter:
     """Sends a report every interval while entered, and a last one on exit."""
 
-    def __init__(self, config: ServingConfig, stats: ServingStats) -> None:
+    def __init__(
+        self,
+        config: ServingConfig,
+        stats: ServingStats,
+        served: Callable[[], str | None] | None = None,
+    ) -> None:
+        """``served`` answers the registered version being served, once the model is loaded."""
         self.config = config
         self.stats = stats
+        self.served = served
         self.sequence = 0
         self._nats: Any = None
         self._mlflow: _MlflowLog | None = None
@@ -108,6 +116,9 @@ class Reporter:
             "sequence": self.sequence,
             **self.stats.take_window(),
         }
+        # The version behind an alias, for whoever tells models apart (the tracker).
+        if (version_uri := self.served() if self.served else None) is not None:
+            payload["model_version_uri"] = version_uri
         if self._nats is not None:
             message = envelope(
                 "event",

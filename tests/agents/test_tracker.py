@@ -104,6 +104,21 @@ async def test_a_window_adds_replicas_up_and_closes_at_the_first_later_report() 
         assert (second["requests"], second["replica_ids"]) == (7, ["b"])
 
 
+async def test_a_model_is_told_by_the_version_its_replicas_loaded() -> None:
+    settings = settings_with({"window_seconds": 5})
+    alias = "models:/digits@production"
+    async with AgentHarness(Tracker(settings=settings), settings=settings) as h:
+        # Both replicas were deployed with the alias, before and after it moved.
+        old = report("a", 1001.0, model_uri=alias) | {"model_version_uri": "models:/digits/1"}
+        new = report("b", 1002.0, model_uri=alias) | {"model_version_uri": "models:/digits/2"}
+        for replica in (old, new):
+            await h.emit("serving.serve.model", replica, source=replica["replica"])
+        await h.emit("serving.serve.model", report("a", 1006.0), source="a")
+        await h.wait_for(lambda _: len(windows(h)) == 1)
+
+    assert windows(h)[0]["model_uris"] == ["models:/digits/1", "models:/digits/2"]
+
+
 async def test_windows_are_kept_per_workflow_and_samples_are_bounded() -> None:
     settings = settings_with({"window_seconds": 2, "sample_rows": 100})
     async with AgentHarness(Tracker(settings=settings), settings=settings) as h:

@@ -113,6 +113,34 @@ async def test_predictions_labels_metrics_and_reports(
     assert metrics["metrics"]["rows"] >= 0
 
 
+async def test_a_replica_deployed_through_an_alias_reports_the_version_it_serves(
+    start_server: Any, digits: dict[str, Any], http: ModuleType, nats_url: str
+) -> None:
+    nc = await nats.connect(nats_url)
+    reports = await nc.subscribe("scanflow.alias.events.serving.digits.model")
+    try:
+        config = await start_server(
+            model_uri=digits["uris"]["production"],  # models:/digits@production, version 1
+            tracking_uri=digits["tracking_uri"],
+            nats_url=nats_url,
+            namespace="alias",
+            workflow="digits",
+            node="model",
+            replica="model-a",
+            report_interval=0.5,
+        )
+        status, body = await asyncio.to_thread(
+            http.request, config.port, "POST", "/predict", {"instances": digits["rows"][:3]}
+        )
+        assert status == 200, body
+        report = await _report_with_requests(reports)
+    finally:
+        await nc.drain()
+    # Deployed with the alias, serving the version it named when the replica loaded.
+    assert body["model_uri"] == report["model_uri"] == "models:/digits@production"
+    assert report["model_version_uri"] == digits["uris"]["v1"]
+
+
 async def _report_with_requests(subscription: Any) -> dict[str, Any]:
     async with asyncio.timeout(10):
         while True:
