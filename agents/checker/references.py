@@ -33,12 +33,15 @@ from typing import Any
 import numpy as np
 
 from scanflow_agents.drift import Reference
-from scanflow_agents.knowledge import KnowledgeClient, ModelRegistry, ModelVersionRecord
+from scanflow_agents.knowledge import (
+    KnowledgeClient,
+    ModelRef,
+    ModelRegistry,
+    ModelVersionRecord,
+)
 
 logger = logging.getLogger("scanflow_agents.builtin.checker")
 
-_ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)$")
-_VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
 _RUN = re.compile(r"^runs:/(?P<run>[0-9a-zA-Z]+)(/.*)?$")
 
 
@@ -105,12 +108,13 @@ async def _run_of(client: KnowledgeClient, uri: str) -> tuple[str, str]:
     if match := _RUN.match(uri):
         return match["run"], "run"
     version: ModelVersionRecord | None
-    if match := _ALIAS.match(uri):
-        version = await ModelRegistry(client).version_by_alias(match["name"], match["alias"])
-    elif match := _VERSION.match(uri):
-        version = await _version(client, match["name"], match["version"])
-    else:
+    ref = ModelRef.parse(uri)
+    if ref is None:
         raise NoReference(f"{uri!r} names no registered model version or run")
+    if ref.alias:
+        version = await ModelRegistry(client).version_by_alias(ref.name, ref.alias)
+    else:
+        version = await _version(client, ref.name, str(ref.version))
     if version is None:
         raise NoReference(f"{uri!r} resolves to no registered model version")
     if not version.run_id:

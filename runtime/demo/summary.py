@@ -286,13 +286,16 @@ def evaluate(
     from mlflow import MlflowClient
     from mlflow.artifacts import download_artifacts
 
+    from scanflow_agents.knowledge import ModelRef
+
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     result: dict[str, float | str] = {}
     for name, uri in model_uris.items():
-        model, _, ref = uri.removeprefix("models:/").partition("/")
-        if "@" in model:
-            model, alias = model.split("@", 1)
-            ref = client.get_model_version_by_alias(model, alias).version
+        parsed = ModelRef.parse(uri)
+        if parsed is None:
+            raise ValueError(f"{uri!r} names no registered model version or alias")
+        model = parsed.name
+        ref = parsed.version or client.get_model_version_by_alias(model, parsed.alias).version
         source = client.get_model_version_download_uri(model, ref)
         local = download_artifacts(artifact_uri=source, tracking_uri=tracking_uri)
         # The example's models are scikit-learn ones; their own flavour loads them without

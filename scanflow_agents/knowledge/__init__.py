@@ -24,7 +24,7 @@ from scanflow_agents.knowledge.records import (
     ModelVersionRecord,
     RunRecord,
 )
-from scanflow_agents.knowledge.registries import ModelRegistry
+from scanflow_agents.knowledge.registries import ModelRef, ModelRegistry
 from scanflow_agents.knowledge.servers import MlflowServer
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "MetricPoint",
     "MlflowRecorder",
     "MlflowServer",
+    "ModelRef",
     "ModelRegistry",
     "ModelVersionRecord",
     "Poll",

@@ -7,12 +7,42 @@ deprecated stages are not used.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from scanflow_agents.knowledge.clients import KnowledgeClient
 from scanflow_agents.knowledge.records import ModelVersionRecord
+
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))$")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registry model URI taken apart: ``models:/<name>/<version>`` or ``models:/<name>@<alias>``.
+
+    Exactly one of ``version`` and ``alias`` is set.
+    """
+
+    name: str
+    version: str | None = None
+    alias: str | None = None
+
+    @classmethod
+    def parse(cls, uri: str) -> ModelRef | None:
+        """The parts of ``uri``; None when it names no registered version or alias."""
+        match = _MODEL_URI.match(uri)
+        if match is None:
+            return None
+        return cls(match["name"], match["version"], match["alias"])
+
+    def at(self, version: str | int) -> str:
+        """The URI of ``version`` of this model."""
+        return f"models:/{self.name}/{version}"
+
+    def __str__(self) -> str:
+        return self.at(self.version) if self.version else f"models:/{self.name}@{self.alias}"
 
 
 def _quote(value: str) -> str:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-_ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)$")
-_VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
+from scanflow_agents.knowledge.registries import ModelRef
 
 
 class BadInput(ValueError):
@@ -98,11 +96,11 @@ def load_model(uri: str, tracking_uri: str | None, registry_uri: str | None) -> 
     if registry_uri:
         mlflow.set_registry_uri(registry_uri)
     version_uri = None
-    if match := _ALIAS.match(uri):
-        version = mlflow.MlflowClient().get_model_version_by_alias(match["name"], match["alias"])
-        version_uri = f"models:/{match['name']}/{version.version}"
-    elif _VERSION.match(uri):
-        version_uri = uri
+    if (ref := ModelRef.parse(uri)) is not None and ref.alias:
+        version = mlflow.MlflowClient().get_model_version_by_alias(ref.name, ref.alias)
+        version_uri = ref.at(version.version)
+    elif ref is not None:
+        version_uri = str(ref)
     model = mlflow.pyfunc.load_model(version_uri or uri)
     names: list[str] | None = None
     schema = model.metadata.get_input_schema()

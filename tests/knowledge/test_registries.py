@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from scanflow_agents.knowledge import KnowledgeClient, ModelRegistry
+import pytest
+
+from scanflow_agents.knowledge import KnowledgeClient, ModelRef, ModelRegistry
 
 
 async def test_versions_and_aliases(knowledge: KnowledgeClient, unique: str) -> None:
@@ -36,3 +38,23 @@ async def test_versions_and_aliases(knowledge: KnowledgeClient, unique: str) -> 
 
     await registry.delete_alias(name, "champion")
     assert await registry.version_by_alias(name, "champion") is None
+
+
+@pytest.mark.parametrize(
+    ("uri", "parts"),
+    [
+        ("models:/digits/3", ("digits", "3", None)),
+        ("models:/digits@production", ("digits", None, "production")),
+        ("models:/digits", None),
+        ("models:/digits/latest", None),
+        ("runs:/abc/model", None),
+        ("models:/a/b@c", None),
+    ],
+)
+def test_model_uris_are_taken_apart(uri: str, parts: tuple[str, ...] | None) -> None:
+    ref = ModelRef.parse(uri)
+
+    assert (None if ref is None else (ref.name, ref.version, ref.alias)) == parts
+    if ref is not None:
+        assert str(ref) == uri  # and put back together
+        assert ref.at(7) == "models:/digits/7"
