@@ -25,7 +25,12 @@ from scanflow_agents.builtin.planner.platforms import close_platform, make_platf
 from scanflow_agents.builtin.planner.settings import PlannerSettings
 
 from scanflow_agents import Agent, BadInput, NotFound, PermanentError, actuator
-from scanflow_agents.knowledge import ApplicationStore, KnowledgeClient, ModelRegistry
+from scanflow_agents.knowledge import (
+    ApplicationStore,
+    KnowledgeClient,
+    KnowledgeError,
+    ModelRegistry,
+)
 from scanflow_agents.platforms import Platform, PlatformError, RunStatus
 from scanflow_agents.workflows import ServiceNode, Workflow, WorkflowError
 
@@ -151,14 +156,20 @@ class Planner(Agent):
         same name: they are this deployment's declared configuration.
 
         Raises:
-            NotFound: Neither this planner nor the store knows the workflow.
+            NotFound: Neither this planner nor the store knows the workflow (or the
+                store could not be read: the message says why).
         """
         try:
             return self.catalog.workflow(name)
-        except NotFound:
+        except NotFound as missing:
             if not self.options.store:
                 raise
-            await self._load_stored()
+            try:
+                await self._load_stored()
+            except KnowledgeError as exc:
+                # Still an unknown workflow to the caller, with why the store did not help.
+                logger.warning("planner: application store not read for %r: %s", name, exc)
+                raise NotFound(f"{missing}; the application store was not read: {exc}") from None
             return self.catalog.workflow(name)
 
     async def _load_stored(self) -> None:
