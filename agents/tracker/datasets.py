@@ -27,6 +27,12 @@ class LabelledRow:
     prediction: Any
     model_uri: str
     time: float = 0.0  # the end of the serving window that carried it (Unix seconds)
+    version_uri: str | None = None  # the registered version behind model_uri, when known
+
+    @property
+    def served(self) -> str:
+        """The model that predicted it, as the tracker's windows name it."""
+        return self.version_uri or self.model_uri
 
 
 class RecentRows:
@@ -49,11 +55,12 @@ class RecentRows:
         labels = labelled.get("labels") or []
         predictions = labelled.get("predictions") or [None] * len(rows)
         uri = str(report.get("model_uri") or "")
+        version = report.get("model_version_uri") or None
         key = (str(report["workflow"]), str(report["node"]))
         kept = self.rows.setdefault(key, deque(maxlen=self.limit))
         when = float((report.get("window") or {}).get("end") or 0.0)
         for x, label, prediction in zip(rows, labels, predictions, strict=False):
-            kept.append(LabelledRow(list(x), label, prediction, uri, when))
+            kept.append(LabelledRow(list(x), label, prediction, uri, when, version))
         return len(rows)
 
     def select(
@@ -79,9 +86,11 @@ class RecentRows:
                 f"(nodes with labelled rows: {known})"
             )
         if since_model is not None:
-            first = next((i for i, row in enumerate(kept) if row.model_uri == since_model), None)
+            # Either name of the model: as deployed (an alias) or the version it resolved to.
+            names = [(row.model_uri, row.version_uri) for row in kept]
+            first = next((i for i, both in enumerate(names) if since_model in both), None)
             if first is None:
-                models = ", ".join(sorted({row.model_uri for row in kept}))
+                models = ", ".join(sorted({row.served for row in kept}))
                 raise LookupError(
                     f"no labelled row of {workflow}/{node} was predicted by {since_model!r} "
                     f"(models in the kept rows: {models})"

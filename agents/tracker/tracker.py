@@ -148,7 +148,7 @@ class Tracker(Agent):
         client = self.knowledge
         experiment = await client.experiment_id(self.options.datasets_experiment, create=True)
         assert experiment is not None
-        models = sorted({row.model_uri for row in rows})
+        models = sorted({row.served for row in rows})
         run_id = await client.create_run(
             experiment,
             run_name=f"recent-{workflow}-{node}",

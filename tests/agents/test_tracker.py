@@ -269,3 +269,22 @@ def test_recent_rows_since_a_time() -> None:
     assert [row.x for row in recent.select("serve", "model", 10, since=20.0)] == [[1.0], [2.0]]
     with pytest.raises(LookupError, match="since"):
         recent.select("serve", "model", 10, since=31.0)
+
+
+def test_recent_rows_since_a_model_by_either_of_its_names() -> None:
+    from scanflow_agents.builtin.tracker.datasets import RecentRows
+
+    recent = RecentRows(limit=100)
+    for end, version in ((10.0, "models:/digits/1"), (20.0, "models:/digits/2")):
+        recent.add({
+            "workflow": "serve", "node": "model", "model_uri": "models:/digits@production",
+            "model_version_uri": version, "window": {"end": end},
+            "labelled": {"rows": [[end]], "labels": [1], "predictions": [1]},
+        })  # fmt: skip
+
+    rows = recent.select("serve", "model", 10, since_model="models:/digits/2")
+    assert [(row.x, row.served) for row in rows] == [([20.0], "models:/digits/2")]
+    # As deployed, the alias names both: rows from the first one it predicted on.
+    assert len(recent.select("serve", "model", 10, since_model="models:/digits@production")) == 2
+    with pytest.raises(LookupError, match="models:/digits/1, models:/digits/2"):
+        recent.select("serve", "model", 10, since_model="models:/digits/3")
