@@ -21,8 +21,9 @@ class LoadedModel:
     uri: str
     model: Any
     input_names: list[str] | None
-    #: The registered version loaded (``models:/<name>/<version>``) when ``uri`` names one
-    #: through an alias: what the replica really serves, whatever the alias says later.
+    #: The registered version loaded (``models:/<name>/<version>``) when ``uri`` names a
+    #: registered model, by version or through an alias (resolved when it loaded): what
+    #: the replica really serves, whatever the alias says later. None for other URIs.
     version_uri: str | None = None
 
     def prepare(self, body: Any) -> tuple[Any, dict[str, np.ndarray]]:

@@ -53,17 +53,10 @@ async def test_predictions_labels_metrics_and_reports(
     nc = await nats.connect(nats_url)
     reports = await nc.subscribe("scanflow.test.events.serving.digits.model")
     try:
-        config = await start_server(
-            model_uri=digits["uris"]["v2"],
-            tracking_uri=digits["tracking_uri"],
-            nats_url=nats_url,
-            namespace="test",
-            workflow="digits",
-            node="model",
-            replica="model-1",
-            report_interval=0.5,
-            experiment="serving-test",
-        )
+        config = await _reporting_server(
+            start_server, digits, nats_url, "test",
+            model_uri=digits["uris"]["v2"], replica="model-1", experiment="serving-test",
+        )  # fmt: skip
         status, body = await asyncio.to_thread(
             http.request, config.port, "POST", "/predict", {"instances": digits["rows"]}
         )
@@ -119,16 +112,11 @@ async def test_a_replica_deployed_through_an_alias_reports_the_version_it_serves
     nc = await nats.connect(nats_url)
     reports = await nc.subscribe("scanflow.alias.events.serving.digits.model")
     try:
-        config = await start_server(
-            model_uri=digits["uris"]["production"],  # models:/digits@production, version 1
-            tracking_uri=digits["tracking_uri"],
-            nats_url=nats_url,
-            namespace="alias",
-            workflow="digits",
-            node="model",
-            replica="model-a",
-            report_interval=0.5,
-        )
+        # models:/digits@production, version 1
+        config = await _reporting_server(
+            start_server, digits, nats_url, "alias",
+            model_uri=digits["uris"]["production"], replica="model-a",
+        )  # fmt: skip
         status, body = await asyncio.to_thread(
             http.request, config.port, "POST", "/predict", {"instances": digits["rows"][:3]}
         )
@@ -139,6 +127,17 @@ async def test_a_replica_deployed_through_an_alias_reports_the_version_it_serves
     # Deployed with the alias, serving the version it named when the replica loaded.
     assert body["model_uri"] == report["model_uri"] == "models:/digits@production"
     assert report["model_version_uri"] == digits["uris"]["v1"]
+
+
+async def _reporting_server(
+    start_server: Any, digits: dict[str, Any], nats_url: str, namespace: str, **options: Any
+) -> ServingConfig:
+    """A replica of workflow digits, node model, reporting every 0.5 s to NATS and MLflow."""
+    config: ServingConfig = await start_server(
+        tracking_uri=digits["tracking_uri"], nats_url=nats_url, namespace=namespace,
+        workflow="digits", node="model", report_interval=0.5, **options,
+    )  # fmt: skip
+    return config
 
 
 async def _report_with_requests(subscription: Any) -> dict[str, Any]:
