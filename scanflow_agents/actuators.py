@@ -60,7 +60,9 @@ class ActuatorSpec(HandlerSpec):
         params: the pydantic model of the parameters (built from the signature if not given).
         cooldown: seconds after a successful execution during which new calls are rejected.
         rate: at most so many executions per period; more are rejected.
-        idempotent: answer a redelivered call (same message id) from the first result.
+        idempotent: running it twice does no harm, so a call whose first run was cut
+            short (its process died) is run again instead of answered ``in_doubt``.
+            Calls with a caller-chosen id are deduplicated either way.
     """
 
     kind = "actuator"
@@ -68,7 +70,7 @@ class ActuatorSpec(HandlerSpec):
     params: type[BaseModel] = BaseModel
     cooldown: float = 0.0
     rate: Rate | None = None
-    idempotent: bool = True
+    idempotent: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -139,7 +141,7 @@ def actuator(
     errors: ErrorMode = "permanent",
     cooldown: float = 0.0,
     rate: str | tuple[int, float] | Rate | None = None,
-    idempotent: bool = True,
+    idempotent: bool = False,
 ) -> Callable[[HandlerFn], HandlerFn]:
     """Declare an async method as an actuator.
 
@@ -155,7 +157,9 @@ def actuator(
         errors: how unexpected exceptions are treated (``permanent`` by default).
         cooldown: seconds after a successful run during which calls are rejected.
         rate: at most so many runs per period, e.g. ``"10/m"``.
-        idempotent: answer a redelivered call (same message id) from its first result.
+        idempotent: running it twice does no harm: a redelivered call whose first run was
+            cut short (its process died mid-action) runs again instead of being answered
+            ``in_doubt``. A completed call is answered from its first result either way.
     """
     options = HandlerOptions(timeout=timeout, retries=retries, backoff=backoff, errors=errors)
     parsed_rate = Rate.parse(rate) if rate is not None else None

@@ -46,6 +46,15 @@ class ErrorCode(StrEnum):
     """A guard refused the call (cooldown, rate limit, approval, paused agent)."""
     UNAVAILABLE = "unavailable"
     """No running agent answers on that subject."""
+    BUSY = "busy"
+    """The agent is at its limit of calls in flight (or its record backlog is full); nothing
+    ran. Retrying after a short delay is safe: ``Client.call`` and ``Agent.call`` do."""
+    TOO_LARGE = "too_large"
+    """The request or reply is over the server's max payload; ``details`` gives ``size`` and
+    ``limit`` in bytes."""
+    IN_DOUBT = "in_doubt"
+    """A redelivered call was started before by an executor that died (or never said how it
+    ended): it may or may not have acted. ``details`` holds the start record."""
 
 
 class CallError(Exception):
@@ -56,9 +65,13 @@ class CallError(Exception):
         message: a human-readable account naming the agent, actuator and cause.
         field: for bad input, the dotted path of the first offending parameter.
         details: any structured extra the server sent (validation errors, ...).
+        agent: the agent called, when the error came back from a call (else ``None``).
+        actuator: the actuator called, likewise.
     """
 
     code: ErrorCode = ErrorCode.HANDLER_FAILED
+    agent: str | None = None
+    actuator: str | None = None
 
     def __init__(
         self,
@@ -112,7 +125,42 @@ class Unavailable(CallError):
     code = ErrorCode.UNAVAILABLE
 
 
+class Busy(CallError):
+    """The agent pushed back: too many calls in flight. Nothing ran; retry later."""
+
+    code = ErrorCode.BUSY
+
+
+class TooLarge(CallError):
+    """A request or reply over the server's max payload (``details``: ``size``, ``limit``)."""
+
+    code = ErrorCode.TOO_LARGE
+
+
+class InDoubt(CallError):
+    """A call with this id was started before and its outcome is unknown.
+
+    It was not run again. ``details`` is the start record: ``instance`` (the
+    replica that started it) and ``started`` (ISO time). Check the audit trail
+    (``started`` and ``action`` records of this call id) before calling again
+    with a new id.
+    """
+
+    code = ErrorCode.IN_DOUBT
+
+
 _BY_CODE: dict[str, type[CallError]] = {
     klass.code.value: klass
-    for klass in (BadInput, BadMessage, NotFound, CallTimeout, HandlerFailed, Rejected, Unavailable)
+    for klass in (
+        BadInput,
+        BadMessage,
+        NotFound,
+        CallTimeout,
+        HandlerFailed,
+        Rejected,
+        Unavailable,
+        Busy,
+        TooLarge,
+        InDoubt,
+    )
 }

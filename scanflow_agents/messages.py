@@ -137,3 +137,5 @@ class Reply(BaseModel):
     ok: bool
     result: Any = None
     error: ErrorInfo | None = None
+    unrecorded: str | None = None
+    """Set when the action ran but its record is not stored yet (why); it stays queued."""

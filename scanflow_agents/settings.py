@@ -71,6 +71,24 @@ class AgentSettings(BaseModel):
         3600.0, gt=0, description="Seconds a reply is kept to answer a redelivered call."
     )
     idempotency_size: int = Field(10_000, gt=0, description="Replies kept for redelivered calls.")
+    idempotency_bytes: int = Field(
+        64 * 2**20, gt=0, description="Bytes of replies kept in the process for redelivered calls."
+    )
+    max_inflight: int = Field(
+        128, gt=0, description="Calls one agent process runs at once; more are answered 'busy'."
+    )
+    record_backlog: int = Field(
+        10_000,
+        gt=0,
+        description="Events waiting to be stored; beyond it calls are answered 'busy' and "
+        "sensors and rules wait.",
+    )
+    record_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a reply waits for its action record to be stored; after that the "
+        "reply says the record is not stored yet.",
+    )
     shutdown_timeout: float = Field(10.0, gt=0, description="Seconds a graceful stop may take.")
     handlers: HandlerSettings = Field(default_factory=HandlerSettings)
 

@@ -54,6 +54,11 @@ class Subjects:
         """The event topic of an events subject."""
         return subject.removeprefix(self.events_prefix)
 
+    @property
+    def calls_bucket(self) -> str:
+        """The key-value bucket of keyed calls (``started``/``done``), shared by replicas."""
+        return f"scanflow_{self.namespace.replace('-', '_')}_calls"
+
     def queue(self, agent: str) -> str:
         """The queue group that the replicas of one agent share."""
         return f"{self.root}.{agent}"

@@ -1,15 +1,51 @@
-"""The caller's side of an actuator call: envelope out, structured reply (or error) back."""
+"""The caller's side of an actuator call: envelope out, structured reply (or error) back.
+
+Within the caller's timeout a call is sent again, with the same id, when
+nothing ran and another try can succeed:
+
+- the agent answered ``busy`` (at its limit of calls in flight): after a
+  short backoff, doubled each time;
+- nobody answered right after our connection came back from a loss: the
+  agents are resubscribing, they are not gone. Otherwise a call to an agent
+  that is not running fails at once with :class:`Unavailable`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
+import time
 from typing import Any
 
 from pydantic import ValidationError
 
-from scanflow_agents.errors import BadMessage, CallError, CallTimeout, Unavailable
+from scanflow_agents.errors import (
+    BadMessage,
+    Busy,
+    CallError,
+    CallTimeout,
+    ErrorCode,
+    TooLarge,
+    Unavailable,
+)
 from scanflow_agents.messages import Envelope, Reply
 from scanflow_agents.subjects import Subjects
-from scanflow_agents.transports.base import NoResponders, RequestTimeout, Transport
+from scanflow_agents.transports.base import (
+    NoResponders,
+    Refused,
+    RequestTimeout,
+    Transport,
+    TransportError,
+)
+
+logger = logging.getLogger("scanflow_agents.calling")
+
+# Seconds after our connection was restored during which "no responders" means
+# "agents still resubscribing", not "no such agent".
+RECONNECT_GRACE = 10.0
+FIRST_BACKOFF = 0.005
+MAX_BACKOFF = 0.5
 
 
 def call_envelope(
@@ -23,51 +59,137 @@ def call_envelope(
     call_id: str | None = None,
     dry_run: bool = False,
 ) -> Envelope:
-    """The envelope of one call; ``call_id`` fixes the message id (the idempotency key)."""
-    extra: dict[str, Any] = {}
-    if correlation_id:
-        extra["correlation_id"] = correlation_id
+    """The envelope of one call; ``call_id`` fixes the message id (the idempotency key).
+
+    A call with a ``call_id`` says so in its payload (``keyed``): the callee then
+    keeps its outcome in the namespace's shared store, so that a retry with the
+    same id is answered from it on any replica, even after a restart. Calls
+    without one get a fresh id each and need no such bookkeeping.
+    """
+    payload: dict[str, Any] = {"params": params}
+    if dry_run:
+        payload["dry_run"] = True
     if call_id:
-        extra["id"] = call_id
-    return Envelope(
+        payload["keyed"] = True
+    if call_id or correlation_id:  # the caller's own ids: validated (length, not empty)
+        extra = {"id": call_id} if call_id else {}
+        return Envelope(
+            kind="call",
+            source=source,
+            target=f"{target}.{actuator}",
+            causation_id=causation_id,
+            payload=payload,
+            **({"correlation_id": correlation_id} if correlation_id else {}),
+            **extra,
+        )
+    # Built from values this process made: no need to validate them again.
+    return Envelope.model_construct(
         kind="call",
         source=source,
         target=f"{target}.{actuator}",
         causation_id=causation_id,
-        payload={"params": params, "dry_run": True} if dry_run else {"params": params},
-        **extra,
+        payload=payload,
     )
 
 
 async def remote_call(
     transport: Transport, subjects: Subjects, envelope: Envelope, timeout: float
 ) -> Any:
-    """Send a call envelope and return the result; raise the matching :class:`CallError`."""
+    """Send a call envelope and return the result; raise the matching :class:`CallError`.
+
+    Errors of the callee carry ``agent`` and ``actuator``, so a handler that
+    lets one escape is told apart from a refusal of its own.
+    """
     target, _, actuator = (envelope.target or "").partition(".")
     subject = subjects.act(target, actuator)
+    data = envelope.encode()
+    if len(data) > transport.max_payload:
+        raise _origin(
+            TooLarge(
+                f"the call to '{actuator}' of agent '{target}' is {len(data)} bytes, over the "
+                f"server's max payload of {transport.max_payload} bytes",
+                details={"size": len(data), "limit": transport.max_payload},
+            ),
+            target,
+            actuator,
+        )
+    deadline = time.monotonic() + timeout
+    backoff = FIRST_BACKOFF
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            reply = await _request(transport, subject, data, max(remaining, 0.001), target)
+            result = result_of(reply)
+        except Busy as exc:
+            if remaining <= backoff:
+                raise _origin(exc, target, actuator) from None
+        except NoResponders:
+            if not _reconnecting(transport) or remaining <= backoff:
+                raise _origin(
+                    Unavailable(
+                        f"no agent '{target}' is running in namespace '{subjects.namespace}' "
+                        f"(nobody answers on {subject})"
+                    ),
+                    target,
+                    actuator,
+                ) from None
+        except RequestTimeout:
+            raise _origin(
+                CallTimeout(
+                    f"agent '{target}' did not answer the call to '{actuator}' within {timeout:g} s"
+                ),
+                target,
+                actuator,
+            ) from None
+        except Refused as exc:
+            raise _origin(TooLarge(str(exc)), target, actuator) from None
+        except TransportError as exc:  # not connected: wait for the reconnect
+            if remaining <= backoff:
+                raise _origin(
+                    Unavailable(f"cannot reach agent '{target}': {exc}"), target, actuator
+                ) from None
+        except CallError as exc:
+            raise _origin(exc, target, actuator) from None
+        else:
+            return result
+        # Jittered, so that callers pushed back together do not return together.
+        await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+        backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+async def _request(
+    transport: Transport, subject: str, data: bytes, timeout: float, target: str
+) -> Reply:
+    raw = await transport.request(subject, data, timeout)
     try:
-        data = await transport.request(subject, envelope.encode(), timeout)
-    except NoResponders:
-        raise Unavailable(
-            f"no agent '{target}' is running in namespace '{subjects.namespace}' "
-            f"(nobody answers on {subject})"
-        ) from None
-    except RequestTimeout:
-        raise CallTimeout(
-            f"agent '{target}' did not answer the call to '{actuator}' within {timeout:g} s"
-        ) from None
-    try:
-        reply = Reply.model_validate(Envelope.decode(data).payload)
+        return Reply.model_validate(Envelope.decode(raw).payload)
     except ValidationError as exc:
         raise BadMessage(f"agent '{target}' sent a malformed reply: {exc}") from None
-    return result_of(reply)
+
+
+def _reconnecting(transport: Transport) -> bool:
+    last = transport.last_reconnect
+    return not transport.connected or (
+        last is not None and time.monotonic() - last < RECONNECT_GRACE
+    )
+
+
+def _origin(error: CallError, agent: str, actuator: str) -> CallError:
+    error.agent, error.actuator = agent, actuator
+    return error
 
 
 def result_of(reply: Reply) -> Any:
     """The result of a reply, or its error raised as the matching :class:`CallError`."""
     if reply.ok:
+        if reply.unrecorded:
+            logger.warning("the action's record is not stored yet: %s", reply.unrecorded)
         return reply.result
     error = reply.error
     if error is None:
         raise CallError("the reply says the call failed but carries no error")
     raise CallError.from_code(error.code, error.message, field=error.field, details=error.details)
+
+
+TEMPORARY_CODES = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.TIMEOUT, ErrorCode.BUSY})
+"""Codes of a downstream call that another try may cure (retried by the handler's knobs)."""

@@ -1,29 +1,56 @@
-"""Actuator dispatch: validate, guard, execute, record, reply.
+"""Actuator dispatch: admit, validate, guard, execute, record, reply.
 
 The same path serves calls from the wire and local calls, so a local call is
 validated and guarded exactly like a remote one. Every outcome, including a
-refusal, is a structured :class:`~scanflow_agents.messages.Reply`.
+refusal, is a structured :class:`~scanflow_agents.messages.Reply`. In order:
+
+1. admission (wire calls): beyond ``max_inflight`` calls in flight, or with
+   the record backlog full, a call is answered ``busy`` at once; nothing runs;
+2. validation of the arguments (``bad_input``, details bounded);
+3. a keyed call (the caller chose its id) is claimed in the shared store; a
+   call already done is answered from it, one started elsewhere is waited
+   for while its executor lives, else answered ``in_doubt`` (see guards.py);
+4. guards (paused, cooldown, rate), then the actuator itself;
+5. the action record is stored (JetStream acknowledged) before the reply is
+   sent; if it is not stored in ``record_timeout``, the reply says so;
+6. a reply over the server's max payload becomes ``too_large``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from scanflow_agents._core.executing import execute
-from scanflow_agents._core.guards import IdempotencyCache, Throttle
-from scanflow_agents._core.recording import jsonable
+from scanflow_agents._core.executing import Outcome, execute
+from scanflow_agents._core.guards import CallStore, Claim, Replies, Throttle, call_key
+from scanflow_agents._core.recording import Recorder, jsonable
+from scanflow_agents.actuators import ActuatorSpec
 from scanflow_agents.errors import CallError, ErrorCode
-from scanflow_agents.messages import Envelope, ErrorInfo, Reply
+from scanflow_agents.messages import SCHEMA_VERSION, Envelope, ErrorInfo, Reply, utcnow
+from scanflow_agents.settings import AgentSettings
+from scanflow_agents.transports.base import Message
 
 if TYPE_CHECKING:
-    from scanflow_agents._core.running import AgentRuntime
+    from scanflow_agents.agents import Agent
 
 logger = logging.getLogger("scanflow_agents.dispatching")
+
+Chain = Callable[[str, str | None], Any]
+"""Opens the chain a handler runs in: ``with chain(correlation_id, causation_id): ...``."""
+Spawn = Callable[[Coroutine[Any, Any, Any], str], Any]
+Alive = Callable[[str], Awaitable[bool]]
+Refusal = Callable[[], "str | None"]
+
+# Bounds of what a refusal may carry back: never the caller's whole input.
+MAX_ERRORS = 10
+MAX_TEXT = 300
+POLL = 0.25  # seconds between looks at a call another replica is running
 
 
 def failure(
@@ -34,62 +61,222 @@ def failure(
     )
 
 
-class Dispatcher:
-    """Serves the actuators of one agent."""
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more)"
 
-    def __init__(self, runtime: AgentRuntime) -> None:
-        self.runtime = runtime
-        self.agent = runtime.agent
-        settings = runtime.settings.agent
-        self.cache = IdempotencyCache(
-            size=settings.idempotency_size, window=settings.idempotency_window
+
+def decode(data: bytes, kind: str) -> Envelope:
+    """Parse a received envelope of ``kind``; ``ValueError`` naming what is wrong."""
+    try:
+        envelope = Envelope.decode(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        raise ValueError(clip(f"not a valid envelope ({where}: {first['msg']})")) from None
+    if envelope.v != SCHEMA_VERSION:
+        raise ValueError(
+            f"schema version {envelope.v} is not supported (this agent speaks {SCHEMA_VERSION})"
         )
-        self.throttles = {aid: Throttle(spec) for aid, spec in self.agent.actuators.items()}
-        self.executions: dict[str, int] = {}
+    if envelope.kind != kind:
+        raise ValueError(f"expected a {kind!r} message, got {clip(str(envelope.kind))!r}")
+    return envelope
 
-    async def dispatch(
-        self, actuator_id: str, call: Envelope, respond: Callable[[Reply], Awaitable[None]]
+
+class Dispatcher:
+    """Serves the actuators of one agent.
+
+    Args:
+        agent: the agent whose actuators run (passed to them as ``self``).
+        settings: limits, dry-run, idempotency and handler defaults.
+        recorder: stores the action records (the reply waits for them).
+        store: the shared idempotency store of keyed calls.
+        chain: opens the chain a handler runs in.
+        spawn: starts a call's task, tracked by the runtime.
+        alive: whether a replica (by instance id) of this agent still runs.
+        refusal: why the agent refuses calls now (paused), or ``None``.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        settings: AgentSettings,
+        *,
+        recorder: Recorder,
+        store: CallStore,
+        chain: Chain,
+        spawn: Spawn,
+        alive: Alive,
+        refusal: Refusal,
     ) -> None:
-        """Handle one call envelope addressed to ``actuator_id``.
+        self.agent = agent
+        self.settings = settings
+        self.recorder = recorder
+        self.store = store
+        self.chain = chain
+        self.spawn = spawn
+        self.alive = alive
+        self.refusal = refusal
+        self.replies = Replies(
+            max_bytes=settings.idempotency_bytes, window=settings.idempotency_window
+        )
+        self.throttles = {aid: Throttle(spec) for aid, spec in agent.actuators.items()}
+        self.executions: dict[str, int] = {}
+        self.inflight = 0
+        self.busy = 0  # calls refused for want of room, since start
 
-        ``respond`` is given the reply as soon as it is known; the action is
-        recorded after that, so recording never adds to the caller's latency.
+    # -- the wire ------------------------------------------------------------------------
+
+    async def on_call(self, message: Message) -> None:
+        """The call subscription's callback: admit or refuse at once, then serve in a task.
+
+        Refusing here, before anything is decoded, keeps an overloaded agent's
+        answer cheap; the caller retries with backoff.
         """
-        spec = self.agent.actuators.get(actuator_id)
-        body = call.payload if isinstance(call.payload, dict) else {}
-        if spec is None or not spec.idempotent:
-            reply, record = await self._run(actuator_id, body, call)
-        else:
-            earlier = self.cache.lookup(call.id)
-            if earlier is not None:
-                logger.info(
-                    "call %s to %s of agent %r is a redelivery; answering from its first reply",
-                    call.id,
-                    spec,
-                    self.agent.name,
-                )
-                await respond(await earlier)
-                return
-            future = self.cache.begin(call.id)
+        actuator = message.subject.rsplit(".", 1)[-1]
+        if self.inflight >= self.settings.max_inflight or self.recorder.full:
+            self.busy += 1
+            why = (
+                f"{self.inflight} calls in flight (max_inflight {self.settings.max_inflight})"
+                if not self.recorder.full
+                else f"{len(self.recorder.backlog)} records wait to be stored"
+            )
+            reply = failure(
+                ErrorCode.BUSY, f"agent '{self.agent.name}' is busy: {why}; retry shortly"
+            )
+            await message.respond(self._encode(reply, None))
+            return
+        self.inflight += 1
+        self.spawn(self._serve_message(actuator, message), f"call:{actuator}")
+
+    async def _serve_message(self, actuator: str, message: Message) -> None:
+        try:
             try:
-                reply, record = await self._run(actuator_id, body, call)
-            except BaseException as exc:
-                future.set_exception(exc)
-                future.exception()  # retrieved here, so an unawaited future does not warn
-                raise
-            future.set_result(reply)
-        await respond(reply)
-        if record is not None:
-            await self.runtime.recorder.record(
-                "action",
-                actuator_id,
-                record,
+                call = decode(message.data, "call")
+            except ValueError as exc:
+                logger.warning(
+                    "agent %r got a malformed call on %s: %s", self.agent.name, message.subject, exc
+                )
+                reply = failure(
+                    ErrorCode.BAD_MESSAGE, f"agent '{self.agent.name}' cannot read the call: {exc}"
+                )
+                await message.respond(self._encode(reply, None))
+                return
+            _, data = await self.serve(actuator, call, wire=True)
+            assert data is not None
+            await message.respond(data)
+        finally:
+            self.inflight -= 1
+
+    def _encode(self, reply: Reply, call: Envelope | None) -> bytes:
+        payload = reply.model_dump(exclude_none=True)
+        if call is None:
+            envelope = Envelope.model_construct(
+                kind="reply", source=self.agent.name, payload=payload
+            )
+        else:
+            envelope = Envelope.model_construct(
+                kind="reply",
+                source=self.agent.name,
+                payload=payload,
                 correlation_id=call.correlation_id,
                 causation_id=call.id,
             )
+        return envelope.encode()
 
-    async def _run(
-        self, actuator_id: str, body: dict[str, Any], call: Envelope
+    # -- one call ------------------------------------------------------------------------
+
+    async def call_local(self, actuator_id: str, call: Envelope) -> Reply:
+        """Serve a call this agent makes to itself (no wire, same checks and records)."""
+        reply, _ = await self.serve(actuator_id, call, wire=False)
+        return reply
+
+    async def serve(
+        self, actuator_id: str, call: Envelope, *, wire: bool
+    ) -> tuple[Reply, bytes | None]:
+        """The reply to a call (and, for the wire, its bytes), once its record is stored."""
+        body = call.payload if isinstance(call.payload, dict) else {}
+        spec = self.agent.actuators.get(actuator_id)
+        key = (
+            call_key(actuator_id, call.id)
+            if spec is not None and body.get("keyed") and not body.get("dry_run")
+            else None
+        )
+        earlier = await self._earlier(key) if key else None
+        if earlier is not None:
+            logger.info(
+                "call %s to %s of agent %r is a redelivery; answering from its first reply",
+                call.id, spec, self.agent.name,
+            )  # fmt: skip
+            return earlier, self._encode(earlier, call) if wire else None
+        if key:
+            self.replies.begin(key)
+        reply: Reply | None = None
+        try:
+            reply, record = await self._attempt(actuator_id, body, call, key)
+        finally:
+            if key:
+                self.replies.finish(key, reply if reply is not None and reply.ok else None)
+        data = self._encode(reply, call) if wire else None
+        if data is not None and len(data) > (limit := self._max_payload()):
+            # The action ran; its record keeps the result (shrunk if need be).
+            if record is not None:
+                record["reply_too_large"] = {"size": len(data), "limit": limit}
+            reply = failure(
+                ErrorCode.TOO_LARGE,
+                f"the reply of actuator '{actuator_id}' of agent '{self.agent.name}' is "
+                f"{len(data)} bytes, over the server's max payload of {limit} bytes; "
+                f"the action ran and its record keeps the outcome (call id {call.id})",
+                details={"size": len(data), "limit": limit},
+            )
+            data = self._encode(reply, call)
+        if record is not None:
+            unrecorded = await self._store_record(actuator_id, record, call)
+            if unrecorded is not None:
+                reply = reply.model_copy(update={"unrecorded": unrecorded})
+                data = self._encode(reply, call) if wire else None
+        return reply, data
+
+    def _max_payload(self) -> int:
+        return self.recorder.transport.max_payload
+
+    async def _earlier(self, key: str) -> Reply | None:
+        """The kept reply of a finished duplicate, after waiting for one still running here."""
+        while True:
+            found = self.replies.lookup(key)
+            if found is None or isinstance(found, Reply):
+                return found
+            reply = await asyncio.shield(found)
+            if reply is not None:
+                return reply
+            # The first run failed or was refused: this one tries for itself.
+
+    async def _store_record(
+        self, actuator_id: str, record: dict[str, Any], call: Envelope
+    ) -> str | None:
+        """Queue the action record and wait until it is stored; why not, if it was not."""
+        _, stored = self.recorder.enqueue(
+            "action",
+            actuator_id,
+            record,
+            correlation_id=call.correlation_id,
+            causation_id=call.id,
+            track=True,
+        )
+        assert stored is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(stored), self.settings.record_timeout)
+        except TimeoutError:
+            return (
+                f"the stream did not store the record within {self.settings.record_timeout:g} s; "
+                "it stays queued and is stored when the stream is back"
+            )
+        except Exception as exc:  # refused for good (logged by the recorder)
+            return f"the stream refused the record: {exc}"
+        return None
+
+    async def _attempt(
+        self, actuator_id: str, body: dict[str, Any], call: Envelope, key: str | None
     ) -> tuple[Reply, dict[str, Any] | None]:
         """The reply to a call, and the action record to keep (``None``: nothing was attempted)."""
         spec = self.agent.actuators.get(actuator_id)
@@ -97,7 +284,10 @@ class Dispatcher:
             known = ", ".join(sorted(self.agent.actuators)) or "none"
             return failure(
                 ErrorCode.NOT_FOUND,
-                f"agent '{self.agent.name}' has no actuator '{actuator_id}' (actuators: {known})",
+                clip(
+                    f"agent '{self.agent.name}' has no actuator '{actuator_id}' "
+                    f"(actuators: {known})"
+                ),
             ), None
         name = f"actuator '{actuator_id}' of agent '{self.agent.name}'"
         raw = body.get("params", {})
@@ -110,18 +300,17 @@ class Dispatcher:
         try:
             params = spec.params.model_validate(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            path = ".".join(str(part) for part in first["loc"])
-            return failure(
-                ErrorCode.BAD_INPUT,
-                f"bad argument '{path}' for {name}: {first['msg']}",
-                field=path,
-                details=jsonable(exc.errors(include_url=False, include_context=False)),
-            ), None
-        dry_run = bool(body.get("dry_run")) or self.runtime.settings.agent.dry_run
+            return _bad_input(name, exc), None
+        dry_run = bool(body.get("dry_run")) or self.settings.dry_run
+        if key is not None:
+            answer = await self._claim(spec, key, call, name)
+            if answer is not None:
+                return answer, None
         throttle = self.throttles[actuator_id]
-        refusal = self.runtime.refusal() or throttle.refusal(time.monotonic())
+        refusal = self.refusal() or throttle.refusal(time.monotonic())
         if refusal is not None:
+            if key is not None:
+                await self.store.release(key)
             reply = failure(ErrorCode.REJECTED, f"{name} refused the call: {refusal}")
             return reply, _action(raw, call, reply, 0.0, dry_run)
         if dry_run:
@@ -133,31 +322,145 @@ class Dispatcher:
         arguments = {field: getattr(params, field) for field in type(params).model_fields}
         throttle.started(time.monotonic())
         self.executions[actuator_id] = self.executions.get(actuator_id, 0) + 1
-        with self.runtime.chain(call.correlation_id, call.id):
+        with self.chain(call.correlation_id, call.id):
             outcome = await execute(
                 spec,
                 self.agent.name,
                 lambda: spec.fn(self.agent, **arguments),
-                self.runtime.settings.agent.handlers,
+                self.settings.handlers,
             )
+        reply = _reply(name, outcome)
         if outcome.ok:
             throttle.succeeded(time.monotonic())
-            reply = Reply(ok=True, result=jsonable(outcome.result))
-        elif isinstance(outcome.error, CallError):
-            # The handler refused the call itself (a bad value only it can see,
-            # a missing workflow): pass its code and field on unchanged.
-            error = outcome.error
-            reply = failure(
-                error.code, f"{name}: {error.message}", field=error.field, details=error.details
-            )
-        elif outcome.timed_out:
-            reply = failure(ErrorCode.TIMEOUT, f"{name} {outcome.error_text}")
-        else:
-            reply = failure(
-                ErrorCode.HANDLER_FAILED,
-                f"{name} failed: {type(outcome.error).__name__}: {outcome.error_text}",
-            )
+        if key is not None:
+            await self._settle(key, call, reply)
         return reply, _action(raw, call, reply, outcome.duration, False)
+
+    async def _settle(self, key: str, call: Envelope, reply: Reply) -> None:
+        """Keep a success in the shared store; forget anything else, so it may be retried."""
+        try:
+            if reply.ok:
+                await self.store.done(key, call.id, reply, self._max_payload())
+            else:
+                await self.store.release(key)
+        except Exception as exc:  # the reply still goes out; a retry may then be in doubt
+            logger.warning(
+                "agent %r could not keep the outcome of call %s in the shared store: %s",
+                self.agent.name, call.id, exc,
+            )  # fmt: skip
+
+    async def _claim(self, spec: ActuatorSpec, key: str, call: Envelope, name: str) -> Reply | None:
+        """Claim a keyed call for this run; or the answer when another run claimed it first."""
+        claim = await self.store.claim(key, call.id)
+        while claim is not None:
+            if claim.state == "done":
+                if claim.reply is None:
+                    return failure(
+                        ErrorCode.TOO_LARGE,
+                        f"{name} completed call {call.id} before, but its reply was too large "
+                        "to keep for a redelivery; its record holds the outcome",
+                    )
+                return Reply.model_validate(claim.reply)
+            if spec.idempotent:
+                logger.warning(
+                    "%s: call %s was started by instance %s and did not finish; running it "
+                    "again (the actuator is declared idempotent)",
+                    name, call.id, claim.instance,
+                )  # fmt: skip
+                await self.store.take_over(key, call.id)
+                break
+            if not await self._may_still_finish(spec, claim):
+                return failure(
+                    ErrorCode.IN_DOUBT,
+                    f"{name}: call {call.id} was started by instance {claim.instance} at "
+                    f"{claim.started} and never said how it ended (its process stopped); it was "
+                    "not run again. Check the audit trail ('started' and 'action' records of "
+                    "this call) before calling again with a new id",
+                    details=claim.start_record(),
+                )
+            await asyncio.sleep(POLL)
+            claim = await self.store.read(key)
+            if claim is None:  # the other run failed and let go: ours to try
+                claim = await self.store.claim(key, call.id)
+        self.recorder.enqueue(
+            "started",
+            spec.id,
+            {"call_id": call.id, "caller": call.source, "instance": self.store.instance},
+            correlation_id=call.correlation_id,
+            causation_id=call.id,
+        )
+        return None
+
+    async def _may_still_finish(self, spec: ActuatorSpec, claim: Claim) -> bool:
+        """Whether the run that claimed a call could still end with an answer."""
+        try:
+            started = datetime.fromisoformat(claim.started)
+            elapsed = (utcnow() - started).total_seconds()
+        except ValueError:
+            elapsed = float("inf")
+        if elapsed > _longest_run(spec, self.settings):
+            return False
+        return await self.alive(claim.instance)
+
+
+def _longest_run(spec: ActuatorSpec, settings: AgentSettings) -> float:
+    """How long a run of ``spec`` can last with every retry and backoff, plus a margin."""
+    handlers = settings.handlers
+    timeout = spec.options.timeout or handlers.timeout
+    retries = spec.options.retries if spec.options.retries is not None else handlers.retries
+    backoff = spec.options.backoff if spec.options.backoff is not None else handlers.backoff
+    waits = sum(min(backoff * 2**i, handlers.max_backoff) for i in range(retries))
+    return float(timeout * (retries + 1) + waits + settings.record_timeout + 1.0)
+
+
+def _bad_input(name: str, exc: ValidationError) -> Reply:
+    # Without the offending input and with bounded messages: a refusal must
+    # not echo a megabyte back, nor a secret.
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    first = errors[0]
+    path = ".".join(str(part) for part in first["loc"])
+    details = [{**jsonable(error), "msg": clip(str(error["msg"]))} for error in errors[:MAX_ERRORS]]
+    if len(errors) > MAX_ERRORS:
+        details.append({"more": len(errors) - MAX_ERRORS})
+    return failure(
+        ErrorCode.BAD_INPUT,
+        clip(f"bad argument '{path}' for {name}: {first['msg']}"),
+        field=clip(path),
+        details=details,
+    )
+
+
+def _reply(name: str, outcome: Outcome) -> Reply:
+    if outcome.ok:
+        return Reply(ok=True, result=jsonable(outcome.result))
+    error = outcome.error
+    if isinstance(error, CallError) and error.agent is not None:
+        # A call this handler made failed: the handler failed, not the caller's
+        # request, and the cause says where.
+        cause = {
+            "code": str(error.code),
+            "agent": error.agent,
+            "actuator": error.actuator,
+            "message": clip(error.message),
+        }
+        return failure(
+            ErrorCode.HANDLER_FAILED,
+            f"{name} failed: its call to actuator '{error.actuator}' of agent '{error.agent}' "
+            f"failed ({error.code}): {clip(error.message)}",
+            details={"cause": cause},
+        )
+    if isinstance(error, CallError):
+        # The handler refused the call itself (a bad value only it can see,
+        # a missing workflow): pass its code and field on unchanged.
+        return failure(
+            error.code, f"{name}: {error.message}", field=error.field, details=error.details
+        )
+    if outcome.timed_out:
+        return failure(ErrorCode.TIMEOUT, f"{name} {outcome.error_text}")
+    return failure(
+        ErrorCode.HANDLER_FAILED,
+        f"{name} failed: {type(error).__name__}: {outcome.error_text}",
+    )
 
 
 def _action(

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from scanflow_agents._core.calling import TEMPORARY_CODES
 from scanflow_agents.errors import CallError, PermanentError, TemporaryError
 from scanflow_agents.handlers import HandlerSpec
 from scanflow_agents.settings import HandlerSettings
@@ -68,8 +69,15 @@ async def execute(
         except TemporaryError as exc:
             # An explicit delay is used as it is; otherwise the exponential backoff.
             error, retry_in = exc, exc.delay if exc.delay is not None else -1.0
-        except (PermanentError, CallError) as exc:
-            error = exc  # a refusal by the handler is final: retrying changes nothing
+        except CallError as exc:
+            error = exc
+            # A refusal by the handler itself is final: retrying changes nothing.
+            # A call it made that found its peer absent, slow or busy may
+            # succeed later: temporary, like a TemporaryError.
+            if exc.agent is not None and exc.code in TEMPORARY_CODES:
+                retry_in = -1.0
+        except PermanentError as exc:
+            error = exc
         except Exception as exc:
             error = exc
             if spec.options.errors == "ignore":
@@ -81,7 +89,7 @@ async def execute(
             # A refusal (CallError) is the handler answering, not failing: no alarm.
             expected = isinstance(error, (TemporaryError, PermanentError, CallError))
             logger.log(
-                logging.INFO if isinstance(error, CallError) else logging.ERROR,
+                _level(error),
                 "%s of agent %r failed: %s%s",
                 spec,
                 agent,
@@ -109,6 +117,13 @@ async def execute(
             retries + 1,
         )
         await asyncio.sleep(delay)
+
+
+def _level(error: BaseException) -> int:
+    """A handler's own refusal is an answer (INFO); a failed call to a peer is news (WARNING)."""
+    if isinstance(error, CallError):
+        return logging.WARNING if error.agent is not None else logging.INFO
+    return logging.ERROR
 
 
 def _describe(error: BaseException) -> str:

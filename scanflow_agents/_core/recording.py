@@ -2,27 +2,45 @@
 
 Events go to the namespace's JetStream stream (durable, replayable: the audit
 trail and the console's history) and to any extra sinks, such as the MLflow
-recorder. If the stream cannot take an event (NATS down), the event waits in
-a bounded backlog and is sent before the next one, so an outage delays the
-record instead of losing it.
+recorder. Nothing is dropped to make room:
+
+- the backlog is bounded; when it is full, sensors and rules wait for room
+  and new actuator calls are refused with ``busy`` (see the dispatcher), so
+  a burst slows the agent down instead of losing its records;
+- an event that cannot fit in one message (over the server's max payload) is
+  stored with its largest values replaced by a digest and the flag
+  ``truncated``, instead of being retried forever;
+- an event the stream refuses for good is dropped with an ERROR naming it,
+  and whoever waits for it (a call's reply) is told.
+
+If the stream cannot take an event for a while (NATS down), it stays queued
+and is sent again under its message id, so the stream keeps one copy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic_core import to_jsonable_python
 
 from scanflow_agents.messages import Envelope
 from scanflow_agents.subjects import Subjects
-from scanflow_agents.transports.base import Transport
+from scanflow_agents.transports.base import Refused, Transport
 
 logger = logging.getLogger("scanflow_agents.recording")
 
 BACKLOG_LIMIT = 10_000
+BATCH = 256
+# Room left in a message for the subject and the Nats-Msg-Id header.
+HEADROOM = 1024
+# How much of a truncated value is kept as a preview.
+PREVIEW = 256
 
 
 class Sink(Protocol):
@@ -50,32 +68,86 @@ def event_record(envelope: Envelope, kind: str, name: str) -> dict[str, Any]:
     }
 
 
+def digest(blob: bytes) -> dict[str, Any]:
+    """What stands in for a value too large to keep: its size, SHA-256 and first bytes."""
+    return {
+        "truncated": True,
+        "bytes": len(blob),
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "preview": blob[:PREVIEW].decode(errors="replace"),
+    }
+
+
+def shrink(payload: Any, budget: int) -> Any:
+    """``payload`` with its largest values replaced by digests until it fits in ``budget`` bytes.
+
+    The result is a mapping whose ``truncated`` key lists what was replaced.
+    """
+    value = dict(payload) if isinstance(payload, dict) else {"value": payload}
+    blobs = {key: _dumps(item) for key, item in value.items()}
+    replaced: list[str] = []
+    for key in sorted(blobs, key=lambda k: len(blobs[k]), reverse=True):
+        if len(_dumps(value)) + 64 <= budget:
+            break
+        value[key] = digest(blobs[key])
+        replaced.append(key)
+    value["truncated"] = replaced
+    if len(_dumps(value)) > budget:  # too many keys: one digest of the whole
+        value = {"truncated": ["*"], "value": digest(_dumps(payload))}
+    return value
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), default=repr).encode()
+
+
+@dataclass(slots=True)
+class _Pending:
+    subject: str
+    data: bytes
+    msg_id: str
+    stored: asyncio.Future[None] | None
+
+
 class Recorder:
     """Publishes one agent's events and hands copies to the sinks.
 
-    ``record`` returns at once: events wait in a queue that one guarded task
-    (:meth:`run`) stores in pipelined batches, so an actuator call does not pay
-    a JetStream round trip for its audit record. Events keep their order; if
-    the stream cannot take them (NATS down), they stay queued (at most
-    ``BACKLOG_LIMIT``, the oldest dropped with an error beyond that) and are
-    sent again, under their message id so the stream keeps one copy. A stopping
-    agent flushes the queue before it disconnects.
+    :meth:`enqueue` returns at once: events wait in a queue that one guarded
+    task (:meth:`run`) stores in pipelined batches (one round trip for many
+    events); a caller that must know its event is stored awaits the future it
+    gets. Events keep their order. A stopping agent flushes the queue before
+    it disconnects.
     """
 
     def __init__(
-        self, agent: str, transport: Transport, subjects: Subjects, sinks: list[Sink]
+        self,
+        agent: str,
+        transport: Transport,
+        subjects: Subjects,
+        sinks: list[Sink],
+        *,
+        limit: int = BACKLOG_LIMIT,
     ) -> None:
         self.agent = agent
         self.transport = transport
         self.subjects = subjects
         self.sinks = sinks
-        self.backlog: deque[tuple[str, bytes, str]] = deque()
+        self.limit = limit
+        self.backlog: deque[_Pending] = deque()
         self.counts: dict[str, int] = {}
-        self.dropped = 0
+        self.truncated = 0
+        self.refused = 0
         self.retry_interval = 1.0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._room = asyncio.Event()
+        self._room.set()
+
+    @property
+    def full(self) -> bool:
+        """Whether the backlog is at its limit (new calls are refused until it drains)."""
+        return len(self.backlog) >= self.limit
 
     async def record(
         self,
@@ -86,8 +158,33 @@ class Recorder:
         correlation_id: str,
         causation_id: str | None = None,
     ) -> Envelope:
-        """Record one event of ``kind`` (observation, decision, action) by handler ``name``."""
-        envelope = Envelope(
+        """Record one event of ``kind`` (observation, decision, action) by handler ``name``.
+
+        Waits while the backlog is full: a sensor or rule is slowed down, its
+        record is not dropped.
+        """
+        await self.room()
+        envelope, _ = self.enqueue(
+            kind, name, payload, correlation_id=correlation_id, causation_id=causation_id
+        )
+        return envelope
+
+    def enqueue(
+        self,
+        kind: str,
+        name: str,
+        payload: dict[str, Any],
+        *,
+        correlation_id: str,
+        causation_id: str | None = None,
+        track: bool = False,
+    ) -> tuple[Envelope, asyncio.Future[None] | None]:
+        """Queue one event even if the backlog is full; with ``track``, a future set once stored.
+
+        The dispatcher uses it for calls it already admitted (at most the
+        in-flight limit beyond the backlog's).
+        """
+        envelope = Envelope.model_construct(
             kind="event",
             source=self.agent,
             target=name,
@@ -96,7 +193,8 @@ class Recorder:
             payload=jsonable(payload),
         )
         self.counts[kind] = self.counts.get(kind, 0) + 1
-        self.publish(self.subjects.event(f"{kind}.{self.agent}.{name}"), envelope)
+        subject = self.subjects.event(f"{kind}.{self.agent}.{name}")
+        envelope, stored = self.publish(subject, envelope, track=track)
         if self.sinks:
             record = event_record(envelope, kind, name)
             for sink in self.sinks:
@@ -104,21 +202,44 @@ class Recorder:
                     sink.record(record)
                 except Exception:
                     logger.exception("sink %r of agent %r refused an event", sink, self.agent)
-        return envelope
+        return envelope, stored
 
-    def publish(self, subject: str, envelope: Envelope) -> None:
-        """Queue an event for the stream; :meth:`run` stores it."""
-        self.backlog.append((subject, envelope.encode(), envelope.id))
-        if len(self.backlog) > BACKLOG_LIMIT:
-            self.backlog.popleft()
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                logger.error(
-                    "agent %r dropped %d event(s): the stream has not taken them and the "
-                    "queue is full (%d)", self.agent, self.dropped, BACKLOG_LIMIT,
-                )  # fmt: skip
+    async def room(self) -> None:
+        """Wait until the backlog is below its limit."""
+        while self.full:
+            self._room.clear()
+            await self._room.wait()
+
+    def publish(
+        self, subject: str, envelope: Envelope, *, track: bool = False
+    ) -> tuple[Envelope, asyncio.Future[None] | None]:
+        """Queue an event for the stream (shrunk if it cannot fit).
+
+        Returns the event as queued and, with ``track``, a future set once it is stored.
+        """
+        data = envelope.encode()
+        budget = self.transport.max_payload - HEADROOM - len(subject)
+        if len(data) > budget:
+            original = len(data)
+            fields = original - len(_dumps(envelope.payload))  # what the envelope itself takes
+            envelope = envelope.model_copy(
+                update={"payload": shrink(envelope.payload, budget - fields)}
+            )
+            data = envelope.encode()
+            if len(data) > budget:  # the envelope's own fields are huge: keep only a digest
+                envelope = envelope.model_copy(update={"payload": {"truncated": ["*"]}})
+                data = envelope.encode()
+            self.truncated += 1
+            logger.warning(
+                "agent %r: event %s on %s is %d bytes, over the max payload (%d); "
+                "stored with its largest values replaced by digests",
+                self.agent, envelope.id, subject, original, self.transport.max_payload,
+            )  # fmt: skip
+        future = asyncio.get_running_loop().create_future() if track else None
+        self.backlog.append(_Pending(subject, data, envelope.id, future))
         self._idle.clear()
         self._wake.set()
+        return envelope, future
 
     async def run(self) -> None:
         """Store queued events until cancelled (the runtime runs this as a guarded task)."""
@@ -126,21 +247,43 @@ class Recorder:
             await self._wake.wait()
             self._wake.clear()
             while self.backlog:
-                batch = [self.backlog.popleft() for _ in range(min(256, len(self.backlog)))]
+                batch = [self.backlog.popleft() for _ in range(min(BATCH, len(self.backlog)))]
                 try:
-                    errors = await self.transport.publish_durable_batch(batch)
+                    errors = await self.transport.publish_durable_batch(
+                        [(item.subject, item.data, item.msg_id) for item in batch]
+                    )
                 except Exception as exc:  # the connection closed under us, ...
                     errors = [exc] * len(batch)
-                failed = [item for item, error in zip(batch, errors, strict=True) if error]
-                if failed:
+                retry: list[_Pending] = []
+                for item, error in zip(batch, errors, strict=True):
+                    if error is None:
+                        _settle(item.stored, None)
+                    elif isinstance(error, Refused):
+                        self._refused(item, error)
+                    else:
+                        retry.append(item)
+                if not self.full:
+                    self._room.set()
+                if retry:
                     # Back at the head, in order; their ids make the resend safe.
-                    self.backlog.extendleft(reversed(failed))
+                    self.backlog.extendleft(reversed(retry))
                     logger.warning(
                         "agent %r could not store %d event(s) in the stream: %s; retrying in %g s",
-                        self.agent, len(failed), next(e for e in errors if e), self.retry_interval,
+                        self.agent, len(retry), next(e for e in errors if e), self.retry_interval,
                     )  # fmt: skip
                     await asyncio.sleep(self.retry_interval)
+            self._room.set()
             self._idle.set()
+
+    def _refused(self, item: _Pending, error: BaseException) -> None:
+        # Resending cannot help (the stream said no): waiting would block every
+        # later event behind this one.
+        self.refused += 1
+        logger.error(
+            "agent %r dropped event %s on %s (%d bytes): the stream refused it: %s",
+            self.agent, item.msg_id, item.subject, len(item.data), error,
+        )  # fmt: skip
+        _settle(item.stored, error)
 
     async def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued event is stored; ``False`` if some were not in time."""
@@ -154,3 +297,13 @@ class Recorder:
             )
             return False
         return True
+
+
+def _settle(future: asyncio.Future[None] | None, error: BaseException | None) -> None:
+    if future is None or future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+        future.exception()  # retrieved: a caller that gave up waiting does not warn

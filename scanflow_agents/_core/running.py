@@ -22,14 +22,15 @@ from pydantic import ValidationError
 
 from scanflow_agents._core.calling import call_envelope, remote_call, result_of
 from scanflow_agents._core.describing import describe, heartbeat
-from scanflow_agents._core.dispatching import Dispatcher, failure
+from scanflow_agents._core.dispatching import Dispatcher, decode
+from scanflow_agents._core.guards import CallStore
 from scanflow_agents._core.knowing import Knowledge
 from scanflow_agents._core.reacting import Reactor
 from scanflow_agents._core.recording import Recorder, Sink, jsonable
 from scanflow_agents._core.scheduling import Scheduler
 from scanflow_agents._core.tasks import Tasks
-from scanflow_agents.errors import ErrorCode
-from scanflow_agents.messages import SCHEMA_VERSION, Envelope, Event, Observation, Reply, new_id
+from scanflow_agents.errors import CallError
+from scanflow_agents.messages import Envelope, Event, Observation, Reply, new_id
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.transports.base import Message, Subscription, Transport
 from scanflow_agents.triggers import OnEvent
@@ -64,8 +65,29 @@ class AgentRuntime:
         self.paused_reason: str | None = None
         self.started_at = time.monotonic()
         self.tasks = Tasks(agent.name, on_broken=self._broken)
-        self.recorder = Recorder(agent.name, transport, self.subjects, list(sinks))
-        self.dispatcher = Dispatcher(self)
+        self.recorder = Recorder(
+            agent.name,
+            transport,
+            self.subjects,
+            list(sinks),
+            limit=self.settings.agent.record_backlog,
+        )
+        self.dispatcher = Dispatcher(
+            agent,
+            self.settings.agent,
+            recorder=self.recorder,
+            store=CallStore(
+                transport,
+                self.subjects.calls_bucket,
+                agent=agent.name,
+                instance=self.instance,
+                window=self.settings.agent.idempotency_window,
+            ),
+            chain=self.chain,
+            spawn=lambda coro, name: self.tasks.spawn(coro, name=name),
+            alive=self._alive,
+            refusal=self.refusal,
+        )
         self.reactor = Reactor(self)
         self.knowledge = Knowledge(self)
         self.scheduler: Scheduler | None = Scheduler(self) if schedule else None
@@ -124,7 +146,7 @@ class AgentRuntime:
         queue = subjects.queue(name)
         subscribe = self.transport.subscribe
         self._subscriptions.append(
-            await subscribe(subjects.act(name, "*"), self._on_call, queue=queue)
+            await subscribe(subjects.act(name, "*"), self.dispatcher.on_call, queue=queue)
         )
         self._subscriptions.append(
             await subscribe(subjects.describe(name), self._on_describe, queue=queue)
@@ -164,22 +186,36 @@ class AgentRuntime:
                     self.agent.name,
                     timeout,
                 )
-            if self._recording is not None:
-                await self.recorder.flush(timeout)
-            await self.tasks.cancel()
-            await self.knowledge.close()
+            # on_stop runs while the recorder still runs: what it records or
+            # emits is stored by the final flush below.
             if self._hooks_started:
                 self._hooks_started = False
                 try:
                     await asyncio.wait_for(self.agent.on_stop(), timeout)
                 except Exception:
                     logger.exception("on_stop of agent %r failed", self.agent.name)
+            if self._recording is not None:
+                await self.recorder.flush(timeout)
+            await self.tasks.cancel()
+            await self.knowledge.close()
         finally:
             self.state = "stopped"
             if self.agent._runtime is self:
                 self.agent._runtime = None
             self._stopped.set()
             logger.info("agent %r stopped", self.agent.name)
+
+    async def _alive(self, instance: str) -> bool:
+        """Whether a replica of this agent (by instance id) answers discovery now."""
+        if instance == self.instance:
+            return True
+        envelope = Envelope(kind="describe", source=self.agent.name)
+        for data in await self.transport.gather(self.subjects.discover, envelope.encode(), 0.25):
+            with contextlib.suppress(ValueError, ValidationError):
+                found = Reply.model_validate(Envelope.decode(data).payload).result
+                if found.get("agent") == self.agent.name and found.get("instance") == instance:
+                    return True
+        return False
 
     def _broken(self, task_name: str) -> None:
         if self.state == "running":
@@ -260,13 +296,11 @@ class AgentRuntime:
             wait = timeout or self.settings.agent.call_timeout
             return await remote_call(self.transport, self.subjects, envelope, wait)
         # A call to oneself skips the wire but not validation, guards or recording.
-        replies: list[Reply] = []
-
-        async def keep(reply: Reply) -> None:
-            replies.append(reply)
-
-        await self.dispatcher.dispatch(actuator, envelope, keep)
-        return result_of(replies[0])
+        try:
+            return result_of(await self.dispatcher.call_local(actuator, envelope))
+        except CallError as exc:
+            exc.agent, exc.actuator = target, actuator  # a nested call, as a remote one
+            raise
 
     async def emit(self, topic: str, payload: Any) -> Envelope:
         from scanflow_agents.triggers import validate_topic
@@ -283,47 +317,11 @@ class AgentRuntime:
             causation_id=cause,
             payload=jsonable(payload),
         )
+        await self.recorder.room()
         self.recorder.publish(self.subjects.event(topic), envelope)
         return envelope
 
     # -- wire handlers -------------------------------------------------------------------
-
-    async def _on_call(self, message: Message) -> None:
-        # Calls run concurrently: each in its own tracked task, so one slow
-        # actuator does not hold up the subscription.
-        actuator = message.subject.rsplit(".", 1)[-1]
-        self.tasks.spawn(self._serve_call(actuator, message), name=f"call:{actuator}")
-
-    async def _serve_call(self, actuator: str, message: Message) -> None:
-        async def respond(reply: Reply) -> None:
-            await message.respond(
-                Envelope(
-                    kind="reply",
-                    source=self.agent.name,
-                    payload=reply.model_dump(exclude_none=True),
-                    correlation_id=call.correlation_id,
-                    causation_id=call.id,
-                ).encode()
-            )
-
-        try:
-            call = _decode(message.data, "call")
-        except ValueError as exc:
-            logger.warning(
-                "agent %r got a malformed call on %s: %s", self.agent.name, message.subject, exc
-            )
-            reply = failure(
-                ErrorCode.BAD_MESSAGE, f"agent '{self.agent.name}' cannot read the call: {exc}"
-            )
-            await message.respond(
-                Envelope(
-                    kind="reply",
-                    source=self.agent.name,
-                    payload=reply.model_dump(exclude_none=True),
-                ).encode()
-            )
-            return
-        await self.dispatcher.dispatch(actuator, call, respond)
 
     async def _on_describe(self, message: Message) -> None:
         reply = Envelope(
@@ -353,7 +351,7 @@ class AgentRuntime:
             # Events are handled in order, one at a time per topic pattern, so
             # rules that keep windows see them in the order they were sent.
             try:
-                envelope = _decode(message.data, "event")
+                envelope = decode(message.data, "event")
             except ValueError as exc:
                 logger.warning(
                     "agent %r dropped a malformed event on %s: %s",
@@ -389,19 +387,3 @@ class AgentRuntime:
             except Exception as exc:  # a missed heartbeat must not end the loop
                 logger.warning("agent %r could not send a heartbeat: %s", self.agent.name, exc)
             await asyncio.sleep(interval)
-
-
-def _decode(data: bytes, kind: str) -> Envelope:
-    try:
-        envelope = Envelope.decode(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "message"
-        raise ValueError(f"not a valid envelope ({where}: {first['msg']})") from None
-    if envelope.v != SCHEMA_VERSION:
-        raise ValueError(
-            f"schema version {envelope.v} is not supported (this agent speaks {SCHEMA_VERSION})"
-        )
-    if envelope.kind != kind:
-        raise ValueError(f"expected a {kind!r} message, got {envelope.kind!r}")
-    return envelope

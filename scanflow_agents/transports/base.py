@@ -36,6 +36,13 @@ class RequestTimeout(TransportError):
     """Nobody answered a request in time."""
 
 
+class Refused(TransportError):
+    """The server refused a message for good (too large, no stream): resending cannot help."""
+
+
+DEFAULT_MAX_PAYLOAD = 1024 * 1024  # nats-server's default max_payload
+
+
 @dataclass
 class Message:
     """A received message. ``respond`` answers a request (a no-op if there is no reply subject)."""
@@ -61,6 +68,14 @@ class Subscription(abc.ABC):
 
 class Transport(abc.ABC):
     """A connection to a message bus."""
+
+    last_reconnect: float | None = None
+    """``time.monotonic()`` when the connection was last restored after a loss, if ever."""
+
+    @property
+    def max_payload(self) -> int:
+        """The largest message (in bytes) the server accepts."""
+        return DEFAULT_MAX_PAYLOAD
 
     @abc.abstractmethod
     async def publish(self, subject: str, data: bytes) -> None:
@@ -116,6 +131,21 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def kv_put(self, bucket: str, key: str, value: bytes) -> None:
         """Store a value durably."""
+
+    @abc.abstractmethod
+    async def kv_create(self, bucket: str, key: str, value: bytes) -> bool:
+        """Store a value only if the key has none; ``False`` (nothing written) if it has one.
+
+        Atomic: of two clients creating the same key at once, exactly one gets ``True``.
+        """
+
+    @abc.abstractmethod
+    async def kv_delete(self, bucket: str, key: str) -> None:
+        """Remove a key (no error if it has no value); :meth:`kv_create` may then set it again."""
+
+    @abc.abstractmethod
+    async def kv_configure(self, bucket: str, *, ttl: float) -> None:
+        """Declare that keys of ``bucket`` live ``ttl`` seconds (call before its first use)."""
 
     @abc.abstractmethod
     async def flush(self) -> None:

@@ -12,11 +12,14 @@ import contextlib
 import itertools
 import logging
 import random
+import time
 
 from scanflow_agents.transports.base import (
+    DEFAULT_MAX_PAYLOAD,
     Message,
     MessageHandler,
     NoResponders,
+    Refused,
     RequestTimeout,
     Subscription,
     Transport,
@@ -35,7 +38,9 @@ class MemoryBroker:
         self.subscriptions: list[_MemorySubscription] = []
         self.stream: list[tuple[str, bytes]] = []
         self.stored_ids: set[str] = set()
-        self.kv: dict[tuple[str, str], bytes] = {}
+        self.kv: dict[tuple[str, str], tuple[float, bytes]] = {}  # value and when it was put
+        self.kv_ttl: dict[str, float] = {}
+        self.max_payload = DEFAULT_MAX_PAYLOAD
         self._inboxes = itertools.count()
 
     def connect(self) -> MemoryTransport:
@@ -63,6 +68,10 @@ class MemoryBroker:
 
     def _responder(self, reply: str | None):  # type: ignore[no-untyped-def]
         async def respond(data: bytes) -> None:
+            if len(data) > self.max_payload:
+                raise Refused(
+                    f"reply of {len(data)} bytes is over the max payload ({self.max_payload} bytes)"
+                )
             if reply is not None:
                 self.route(reply, data, None)
 
@@ -114,20 +123,30 @@ class MemoryTransport(Transport):
     def connected(self) -> bool:
         return not self._closed
 
-    def _check(self) -> None:
+    @property
+    def max_payload(self) -> int:
+        return self.broker.max_payload
+
+    def _check(self, data: bytes = b"") -> None:
         if self._closed:
             raise TransportError("the in-memory transport is closed")
+        if len(data) > self.broker.max_payload:
+            # As nats-py does: a message over the limit is refused before it is sent.
+            raise Refused(
+                f"message of {len(data)} bytes is over the max payload "
+                f"({self.broker.max_payload} bytes)"
+            )
 
     async def publish(self, subject: str, data: bytes) -> None:
-        self._check()
+        self._check(data)
         self.broker.route(subject, data, None)
 
     async def publish_durable(
         self, subject: str, data: bytes, *, msg_id: str | None = None
     ) -> None:
-        self._check()
+        self._check(data)
         if not any(subject_matches(pattern, subject) for pattern in self.broker.stream_subjects):
-            raise TransportError(f"no event stream stores subject {subject!r}")
+            raise Refused(f"no event stream stores subject {subject!r}")
         if msg_id is not None:
             if msg_id in self.broker.stored_ids:
                 return  # a retry of a stored event: kept once, as JetStream does
@@ -136,7 +155,7 @@ class MemoryTransport(Transport):
         self.broker.route(subject, data, None)
 
     async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
-        self._check()
+        self._check(data)
         inbox = self.broker.new_inbox()
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
@@ -187,11 +206,32 @@ class MemoryTransport(Transport):
         return matching[:limit]
 
     async def kv_get(self, bucket: str, key: str) -> bytes | None:
-        return self.broker.kv.get((bucket, key))
+        entry = self.broker.kv.get((bucket, key))
+        if entry is None:
+            return None
+        ttl = self.broker.kv_ttl.get(bucket)
+        if ttl is not None and entry[0] + ttl <= time.monotonic():
+            del self.broker.kv[(bucket, key)]
+            return None
+        return entry[1]
 
     async def kv_put(self, bucket: str, key: str, value: bytes) -> None:
+        self._check(value)
+        self.broker.kv[(bucket, key)] = (time.monotonic(), value)
+
+    async def kv_create(self, bucket: str, key: str, value: bytes) -> bool:
+        self._check(value)
+        if await self.kv_get(bucket, key) is not None:
+            return False
+        self.broker.kv[(bucket, key)] = (time.monotonic(), value)
+        return True
+
+    async def kv_delete(self, bucket: str, key: str) -> None:
         self._check()
-        self.broker.kv[(bucket, key)] = value
+        self.broker.kv.pop((bucket, key), None)
+
+    async def kv_configure(self, bucket: str, *, ttl: float) -> None:
+        self.broker.kv_ttl.setdefault(bucket, ttl)
 
     async def flush(self) -> None:
         # Let consumer tasks run what is already queued.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from scanflow_agents.transports.base import (
     Message,
     MessageHandler,
     NoResponders,
+    Refused,
     RequestTimeout,
     Subscription,
     Transport,
@@ -63,6 +65,7 @@ class NatsTransport(Transport):
         self.stream = stream
         self.stream_subjects = stream_subjects
         self._kv: dict[str, Any] = {}
+        self._kv_ttl: dict[str, float] = {}
         self._closed = False
         self._closing: list[bool] = []
 
@@ -86,8 +89,12 @@ class NatsTransport(Transport):
             if not closing:
                 logger.warning("NATS connection %s lost; reconnecting", name)
 
+        restored: list[NatsTransport] = []  # the transport, once built
+
         async def on_reconnect() -> None:
             logger.info("NATS connection %s restored", name)
+            for transport in restored:
+                transport.last_reconnect = time.monotonic()
 
         options: dict[str, Any] = {
             "servers": [url.strip() for url in settings.url.split(",")],
@@ -116,6 +123,7 @@ class NatsTransport(Transport):
         nc.options["max_reconnect_attempts"] = -1
         transport = cls(nc, stream=stream, stream_subjects=stream_subjects)
         transport._closing = closing
+        restored.append(transport)
         await transport._ensure_stream(settings.stream_max_age)
         return transport
 
@@ -136,6 +144,10 @@ class NatsTransport(Transport):
     def connected(self) -> bool:
         return bool(self.nc.is_connected)
 
+    @property
+    def max_payload(self) -> int:
+        return int(self.nc.max_payload)
+
     async def publish(self, subject: str, data: bytes) -> None:
         await self.nc.publish(subject, data)
 
@@ -146,6 +158,8 @@ class NatsTransport(Transport):
             await self.js.publish(subject, data, stream=self.stream, headers=_id_header(msg_id))
         except nats.errors.TimeoutError as exc:
             raise TransportError(f"JetStream did not acknowledge {subject!r} in time") from exc
+        except (nats.errors.MaxPayloadError, nats.js.errors.APIError) as exc:
+            raise Refused(f"stream {self.stream!r} refused {subject!r}: {exc!r}") from exc
         except (nats.errors.Error, nats.js.errors.Error) as exc:
             # No stream for the subject, or the connection is down or closed.
             raise TransportError(
@@ -173,9 +187,9 @@ class NatsTransport(Transport):
                 errors.append(None)
             except (nats.errors.Error, nats.js.errors.Error) as exc:
                 futures.append(None)
-                errors.append(
-                    TransportError(f"stream {self.stream!r} did not take {subject!r}: {exc!r}")
-                )
+                # Too large for the server: no resend can help (the caller must not retry).
+                kind = Refused if isinstance(exc, nats.errors.MaxPayloadError) else TransportError
+                errors.append(kind(f"stream {self.stream!r} did not take {subject!r}: {exc!r}"))
         pending = [f for f in futures if f is not None]
         if pending:
             await asyncio.wait(pending, timeout=timeout)
@@ -185,10 +199,10 @@ class NatsTransport(Transport):
             if not future.done():
                 future.cancel()
                 errors[index] = TransportError("JetStream did not acknowledge in time")
-            elif future.exception() is not None:
-                errors[index] = TransportError(
-                    f"JetStream refused the event: {future.exception()!r}"
-                )
+            elif (error := future.exception()) is not None:
+                # An API error is the stream's answer (too large, wrong subject): final.
+                kind = Refused if isinstance(error, nats.js.errors.APIError) else TransportError
+                errors[index] = kind(f"JetStream refused the event: {error!r}")
         return errors
 
     async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
@@ -198,6 +212,10 @@ class NatsTransport(Transport):
             raise NoResponders(f"no responders on {subject!r}") from None
         except nats.errors.TimeoutError:
             raise RequestTimeout(f"no reply on {subject!r} within {timeout:g}s") from None
+        except nats.errors.MaxPayloadError as exc:
+            raise Refused(f"request on {subject!r} is over the max payload: {exc}") from None
+        except nats.errors.Error as exc:  # closed, reconnecting, ...
+            raise TransportError(f"request on {subject!r} failed: {exc!r}") from exc
         return reply.data
 
     async def gather(self, subject: str, data: bytes, timeout: float) -> list[bytes]:
@@ -256,8 +274,20 @@ class NatsTransport(Transport):
             try:
                 self._kv[bucket] = await self.js.key_value(bucket)
             except nats.js.errors.BucketNotFoundError:
-                self._kv[bucket] = await self.js.create_key_value(bucket=bucket, history=1)
+                config = api.KeyValueConfig(bucket=bucket, history=1, ttl=self._kv_ttl.get(bucket))
+                self._kv[bucket] = await self.js.create_key_value(config)
         return self._kv[bucket]
+
+    async def kv_configure(self, bucket: str, *, ttl: float) -> None:
+        self._kv_ttl.setdefault(bucket, ttl)
+
+    async def kv_create(self, bucket: str, key: str, value: bytes) -> bool:
+        kv = await self._bucket(bucket)
+        try:
+            await kv.create(key, value)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        return True
 
     async def kv_get(self, bucket: str, key: str) -> bytes | None:
         kv = await self._bucket(bucket)
@@ -271,6 +301,10 @@ class NatsTransport(Transport):
     async def kv_put(self, bucket: str, key: str, value: bytes) -> None:
         kv = await self._bucket(bucket)
         await kv.put(key, value)
+
+    async def kv_delete(self, bucket: str, key: str) -> None:
+        kv = await self._bucket(bucket)
+        await kv.delete(key)
 
     async def flush(self, timeout: float = 10.0) -> None:
         # nats-py writes its PING straight to the socket, ahead of commands still
