@@ -3,6 +3,7 @@
 from scanflow_agents.transports.base import (
     Message,
     NoResponders,
+    Refused,
     RequestTimeout,
     Subscription,
     Transport,
@@ -16,6 +17,7 @@ __all__ = [
     "MemoryTransport",
     "Message",
     "NoResponders",
+    "Refused",
     "RequestTimeout",
     "Subscription",
     "Transport",

@@ -15,6 +15,7 @@ from scanflow_agents.transports import (
     MemoryTransport,
     Message,
     NoResponders,
+    Refused,
     RequestTimeout,
     Transport,
     TransportError,
@@ -184,6 +185,40 @@ async def test_key_value_store(connect: Connect) -> None:
     assert await b.kv_get(bucket, "cursor") == b"42"
     await b.kv_put(bucket, "cursor", b"43")
     assert await a.kv_get(bucket, "cursor") == b"43"
+
+
+async def test_key_value_create_is_atomic_and_delete_frees_the_key(connect: Connect) -> None:
+    a, b = await connect(), await connect()
+    bucket = f"kvc{prefix(connect)}"
+    results = await asyncio.gather(*(t.kv_create(bucket, "call.k", b"mine") for t in (a, b, a)))
+    assert sorted(results) == [False, False, True]
+    assert await b.kv_get(bucket, "call.k") == b"mine"
+    assert await a.kv_create(bucket, "call.k", b"again") is False
+    await b.kv_delete(bucket, "call.k")
+    assert await a.kv_get(bucket, "call.k") is None
+    assert await a.kv_create(bucket, "call.k", b"again") is True
+    await a.kv_delete(bucket, "never-set")  # no error
+
+
+async def test_key_value_ttl_expires_keys(connect: Connect) -> None:
+    a = await connect()
+    bucket = f"kvt{prefix(connect)}"
+    await a.kv_configure(bucket, ttl=1.0)
+    assert await a.kv_create(bucket, "k", b"v") is True
+    await asyncio.sleep(1.5)
+    assert await a.kv_get(bucket, "k") is None
+    assert await a.kv_create(bucket, "k", b"w") is True
+
+
+async def test_messages_over_the_max_payload_are_refused(connect: Connect) -> None:
+    a = await connect()
+    p = prefix(connect)
+    assert a.max_payload == 2**20
+    with pytest.raises(Refused):
+        await a.publish_durable(f"{p}.events.big", b"x" * (a.max_payload + 1))
+    big = b"x" * (a.max_payload + 1)
+    (error,) = await a.publish_durable_batch([(f"{p}.events.big", big, None)])
+    assert isinstance(error, Refused)
 
 
 async def test_close_drains_and_is_idempotent(connect: Connect) -> None:

@@ -1,0 +1,271 @@
+"""The call path's guarantees, on the in-memory bus and on a real NATS server alike.
+
+Idempotency keyed on (agent, actuator, call id) with only successes kept; the
+shared store honoured by a restarted agent; ``in_doubt`` for a call a dead
+replica started; size limits answered with ``too_large``; refusals that do
+not echo their input; errors of nested calls; ``busy`` at the in-flight limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from scanflow_agents import (
+    Agent,
+    BadInput,
+    Busy,
+    HandlerFailed,
+    InDoubt,
+    Rejected,
+    Settings,
+    TooLarge,
+    actuator,
+)
+from scanflow_agents._core.guards import call_key
+from scanflow_agents.messages import new_id, utcnow
+from scanflow_agents.testing import AgentHarness
+
+MIB = 2**20
+
+
+class Worker(Agent):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.runs: list[tuple[str, Any]] = []
+
+    @actuator()
+    async def echo(self, text: str) -> str:
+        self.runs.append(("echo", text))
+        return text
+
+    @actuator()
+    async def slow(self, seconds: float) -> float:
+        self.runs.append(("slow", seconds))
+        await asyncio.sleep(seconds)
+        return seconds
+
+    @actuator(cooldown=0.3)
+    async def cool(self) -> str:
+        self.runs.append(("cool", None))
+        return "done"
+
+    @actuator()
+    async def count(self, n: int) -> int:
+        return n
+
+    @actuator()
+    async def big(self, size: int) -> str:
+        self.runs.append(("big", size))
+        return "x" * size
+
+    @actuator(idempotent=True)
+    async def rerun(self) -> str:
+        self.runs.append(("rerun", None))
+        return "again"
+
+    @actuator()
+    async def fragile(self) -> str:
+        self.runs.append(("fragile", None))
+        raise RuntimeError("half done")
+
+
+async def test_the_key_is_agent_actuator_and_call_id(bus: str | None) -> None:
+    worker = Worker()
+    async with AgentHarness(worker, nats_url=bus) as h:
+        assert await h.call("worker", "echo", text="hi", call_id="k") == "hi"
+        # The same id to another actuator is another call, not a redelivery.
+        assert await h.call("worker", "slow", seconds=0.01, call_id="k") == 0.01
+        assert worker.runs == [("echo", "hi"), ("slow", 0.01)]
+        assert await h.call("worker", "echo", text="hi", call_id="k") == "hi"
+        assert worker.runs == [("echo", "hi"), ("slow", 0.01)]
+
+
+async def test_refusals_and_failures_are_not_kept_as_answers(bus: str | None) -> None:
+    worker = Worker()
+    async with AgentHarness(worker, nats_url=bus) as h:
+        await h.call("worker", "cool", call_id="c1")
+        with pytest.raises(Rejected, match="cooling down"):
+            await h.call("worker", "cool", call_id="c2")
+        await asyncio.sleep(0.35)
+        # Retried with the same id after the cooldown: it runs, the refusal was no answer.
+        assert await h.call("worker", "cool", call_id="c2") == "done"
+        assert worker.runs.count(("cool", None)) == 2
+        with pytest.raises(BadInput):
+            await h.call("worker", "echo", text=3, call_id="e1")
+        assert await h.call("worker", "echo", text="ok", call_id="e1") == "ok"
+        for _ in range(2):  # a failure is not kept either: the retry runs again
+            with pytest.raises(HandlerFailed, match="half done"):
+                await h.call("worker", "fragile", call_id="f1")
+        assert worker.runs.count(("fragile", None)) == 2
+
+
+async def test_a_restarted_agent_answers_a_done_call_from_the_shared_store(
+    bus: str | None,
+) -> None:
+    async with AgentHarness(nats_url=bus) as h:
+        first = Worker(settings=h.settings)
+        async with first.running(await h.connect("worker")):
+            assert await h.call("worker", "echo", text="once", call_id="r1") == "once"
+        second = Worker(settings=h.settings)
+        async with second.running(await h.connect("worker")):
+            # Another process (another instance id): the reply comes from the store.
+            assert await h.call("worker", "echo", text="once", call_id="r1") == "once"
+        assert first.runs == [("echo", "once")]
+        assert second.runs == []
+
+
+async def _plant_started(h: AgentHarness, actuator_id: str, call_id: str) -> dict[str, Any]:
+    """What a replica that died mid-action leaves in the shared store."""
+    record = {
+        "state": "started",
+        "agent": "worker",
+        "call_id": call_id,
+        "instance": "deadbeef0000",
+        "started": utcnow().isoformat(),
+    }
+    await h.client.transport.kv_put(
+        h.subjects.calls_bucket,
+        f"worker.{call_key(actuator_id, call_id)}",
+        json.dumps(record).encode(),
+    )
+    return record
+
+
+async def test_a_call_started_by_a_dead_replica_is_in_doubt_not_run_twice(
+    bus: str | None,
+) -> None:
+    worker = Worker()
+    async with AgentHarness(worker, nats_url=bus) as h:
+        planted = await _plant_started(h, "echo", "lost-1")
+        with pytest.raises(InDoubt, match="was not run again") as info:
+            await h.call("worker", "echo", text="x", call_id="lost-1")
+        assert info.value.details == {
+            "instance": planted["instance"],
+            "started": planted["started"],
+        }
+        assert worker.runs == []
+        # An actuator declared idempotent is run again instead.
+        await _plant_started(h, "rerun", "lost-2")
+        assert await h.call("worker", "rerun", call_id="lost-2") == "again"
+        assert await h.call("worker", "rerun", call_id="lost-2") == "again"
+        assert worker.runs == [("rerun", None)]
+        # The start record of a keyed call is in the audit trail, before its action.
+        await h.settle()
+        kinds = [e["kind"] for e in h.events if e["causation_id"] == "lost-2"]
+        assert kinds == ["started", "action"]
+
+
+async def test_oversized_request_reply_and_record_are_answered(bus: str | None) -> None:
+    worker = Worker()
+    async with AgentHarness(worker, nats_url=bus) as h:
+        limit = h.client.transport.max_payload
+        assert limit == MIB  # the server's default (and the in-memory bus's)
+        with pytest.raises(TooLarge) as request:
+            await h.call("worker", "echo", text="x" * (limit + 10))
+        assert request.value.details["limit"] == limit
+        assert request.value.details["size"] > limit
+        with pytest.raises(TooLarge, match="the action ran") as reply:
+            await h.call("worker", "big", size=limit + 10)
+        assert reply.value.details["limit"] == limit
+        assert worker.runs == [("big", limit + 10)]
+        # The action's record is stored, its result replaced by a digest.
+        await h.settle()
+        (record,) = h.calls("worker", "big")
+        assert record["ok"] is True
+        assert record["truncated"] == ["result"]
+        assert record["result"]["bytes"] == limit + 12  # the JSON string, quotes included
+        assert len(record["result"]["sha256"]) == 64
+        assert record["reply_too_large"] == {"size": reply.value.details["size"], "limit": limit}
+        # An emitted event too large for one message is stored shrunk, and what
+        # follows is not held up behind it.
+        runtime = worker.runtime
+        await runtime.emit("huge.thing", {"blob": "y" * limit, "note": "kept"})
+        assert await h.call("worker", "echo", text="after") == "after"
+        await h.settle()
+        (huge,) = [e for e in h.events if e.get("topic") == "huge.thing"]
+        assert huge["payload"]["note"] == "kept"
+        assert huge["payload"]["blob"]["truncated"] is True
+        assert runtime.recorder.truncated == 2
+
+
+async def test_a_refusal_never_echoes_its_input(bus: str | None) -> None:
+    worker = Worker()
+    async with AgentHarness(worker, nats_url=bus) as h:
+        with pytest.raises(BadInput) as info:
+            await h.call("worker", "count", n="9" * 500_000)
+        assert info.value.field == "n"
+        assert len(json.dumps(info.value.details)) < 2_000
+        assert "99999" not in info.value.message + json.dumps(info.value.details)
+
+
+class Relay(Agent):
+    @actuator(retries=2, backoff=0.01, errors="permanent")
+    async def relay(self, target: str) -> Any:
+        return await self.call(target, "echo", text="hi", timeout=1)
+
+    @actuator()
+    async def ask_bad(self) -> Any:
+        return await self.call("worker", "count", n="many")
+
+
+async def test_a_failed_nested_call_is_a_handler_failure_with_its_cause(
+    bus: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with AgentHarness(Relay(), Worker(), nats_url=bus) as h:
+        with (
+            caplog.at_level(logging.WARNING, logger="scanflow_agents.handlers"),
+            pytest.raises(HandlerFailed) as info,
+        ):
+            await h.call("relay", "relay", target="absent", timeout=10)
+        cause = info.value.details["cause"]
+        assert (cause["code"], cause["agent"]) == ("unavailable", "absent")
+        assert cause["actuator"] == "echo"
+        # Unavailable downstream is temporary: retried by the handler's knobs, at WARNING.
+        retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
+        assert len(retries) == 2
+        relay_logs = [r for r in caplog.records if "relay" in r.getMessage()]
+        assert relay_logs
+        assert all(r.levelno == logging.WARNING for r in relay_logs)
+        # A downstream bad_input is not the outer caller's bad input.
+        with pytest.raises(HandlerFailed) as bad:
+            await h.call("relay", "ask_bad")
+        assert bad.value.details["cause"]["code"] == "bad_input"
+        assert bad.value.field is None
+
+
+async def test_calls_beyond_the_in_flight_limit_are_answered_busy(bus: str | None) -> None:
+    settings = Settings.defaults().model_copy(
+        update={"agent": Settings.defaults().agent.model_copy(update={"max_inflight": 2})}
+    )
+    worker = Worker()
+    async with AgentHarness(worker, nats_url=bus, settings=settings) as h:
+        slow = [asyncio.create_task(h.call("worker", "slow", seconds=0.5)) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        with pytest.raises(Busy, match="max_inflight 2"):
+            await h.call("worker", "echo", text="x", timeout=0.05)
+        # Within a longer timeout the client retries until there is room.
+        assert await h.call("worker", "echo", text="y", timeout=5) == "y"
+        assert await asyncio.gather(*slow) == [0.5, 0.5]
+        assert worker.runtime.dispatcher.busy >= 1
+        await h.settle()
+        # Every executed call has its record; the refused one has none.
+        assert len(h.calls("worker")) == len(worker.runs) == 3
+
+
+class Stopper(Agent):
+    async def on_stop(self) -> None:
+        await self.emit("stopper.bye", {"id": new_id()})
+
+
+async def test_an_event_emitted_in_on_stop_reaches_the_stream(bus: str | None) -> None:
+    async with AgentHarness(nats_url=bus) as h:
+        agent = Stopper(settings=h.settings)
+        async with agent.running(await h.connect("stopper")):
+            pass
+        history = await h.client.history(kinds=["stopper"])
+        assert len(history) == 1
