@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from scanflow_agents import chains
 from scanflow_agents._core.executing import Outcome, execute
 from scanflow_agents._core.guards import CallStore, Claim, Replies, Throttle, call_key
+from scanflow_agents._core.ports import Refusal, never_refuse
 from scanflow_agents._core.recording import Recorder, jsonable
 from scanflow_agents.actuators import ActuatorSpec
 from scanflow_agents.errors import CallError, ErrorCode
@@ -41,11 +43,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("scanflow_agents.dispatching")
 
-Chain = Callable[[str, str | None], Any]
-"""Opens the chain a handler runs in: ``with chain(correlation_id, causation_id): ...``."""
 Spawn = Callable[[Coroutine[Any, Any, Any], str], Any]
+"""Starts a call's task, tracked by its owner: ``spawn(coroutine, name)``."""
 Alive = Callable[[str], Awaitable[bool]]
-Refusal = Callable[[], "str | None"]
+"""Whether the replica of this agent with that instance id still runs."""
 
 # Bounds of what a refusal may carry back: never the caller's whole input.
 MAX_ERRORS = 10
@@ -91,7 +92,6 @@ class Dispatcher:
         settings: limits, dry-run, idempotency and handler defaults.
         recorder: stores the action records (the reply waits for them).
         store: the shared idempotency store of keyed calls.
-        chain: opens the chain a handler runs in.
         spawn: starts a call's task, tracked by the runtime.
         alive: whether a replica (by instance id) of this agent still runs.
         refusal: why the agent refuses calls now (paused), or ``None``.
@@ -104,16 +104,14 @@ class Dispatcher:
         *,
         recorder: Recorder,
         store: CallStore,
-        chain: Chain,
         spawn: Spawn,
         alive: Alive,
-        refusal: Refusal,
+        refusal: Refusal = never_refuse,
     ) -> None:
         self.agent = agent
         self.settings = settings
         self.recorder = recorder
         self.store = store
-        self.chain = chain
         self.spawn = spawn
         self.alive = alive
         self.refusal = refusal
@@ -322,7 +320,7 @@ class Dispatcher:
         arguments = {field: getattr(params, field) for field in type(params).model_fields}
         throttle.started(time.monotonic())
         self.executions[actuator_id] = self.executions.get(actuator_id, 0) + 1
-        with self.chain(call.correlation_id, call.id):
+        with chains.within(call.correlation_id, call.id):
             outcome = await execute(
                 spec,
                 self.agent.name,
