@@ -25,6 +25,8 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
               p50_ratio <= MAX_P50_VS_NATS),
         _goal("agent calls/s / HTTP calls/s", calls_ratio, f">= {MIN_CALLS_VS_HTTP}x",
               calls_ratio >= MIN_CALLS_VS_HTTP),
+        _goal("action records stored / calls made", agents["records_per_call"], "1.0",
+              agents["records_stored"] == agents["calls_made"]),
         _goal("event -> actuator start p99 ms", reaction["to_actuator_start"]["p99_ms"],
               f"< {MAX_REACTION_P99_MS}", reaction["to_actuator_start"]["p99_ms"]
               < MAX_REACTION_P99_MS),

@@ -45,6 +45,7 @@ from scanflow_agents.clients import Client, connect_transport
 from scanflow_agents.messages import new_id
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.transports.base import Message, Transport
+from scanflow_agents.transports.nats import NatsTransport
 from scanflow_agents.transports.servers import NatsServer, find_nats_server
 
 NAMESPACE = "bench"
@@ -129,17 +130,32 @@ async def bench_http(plan: Plan, children: Children) -> dict[str, Any]:
 # -- 3. agent to agent ------------------------------------------------------------------
 
 
-async def bench_agents(transport: Transport, plan: Plan) -> dict[str, Any]:
+async def bench_agents(transport: NatsTransport, plan: Plan) -> dict[str, Any]:
     client = Client(transport, namespace=NAMESPACE, name="bench")
+    made = 0
 
     async def call() -> object:
+        nonlocal made
+        made += 1
         return await client.call("scaler", "scale", replicas=3)
 
     result = await measure(
         call, calls=plan.calls, warmup=plan.warmup, burst=plan.burst, inflight=plan.inflight
     )
     result["caller"] = "Client.call"
+    # Every call answered ok must have its action record in the stream: count
+    # them there, after the run, not in the agent's own counters.
+    stored = await stored_records(transport, Subjects(NAMESPACE).event("action.scaler.scale"))
+    result["calls_made"] = made
+    result["records_stored"] = stored
+    result["records_per_call"] = round(stored / made, 4)
     return result
+
+
+async def stored_records(transport: NatsTransport, subject: str) -> int:
+    """How many messages the event stream holds on ``subject``."""
+    info = await transport.js.stream_info(transport.stream, subjects_filter=subject)
+    return int((info.state.subjects or {}).get(subject, 0))
 
 
 # -- 4. event -> rule -> remote actuator ------------------------------------------------
@@ -293,6 +309,7 @@ def settings_for(url: str) -> Settings:
 async def run_agent_sections(url: str, plan: Plan, children: Children) -> dict[str, Any]:
     """Sections 3-5: they share one framework connection in this process."""
     transport = await connect_transport(settings_for(url), name="bench")
+    assert isinstance(transport, NatsTransport)
     client = Client(transport, namespace=NAMESPACE, name="bench")
     results: dict[str, Any] = {}
     try:

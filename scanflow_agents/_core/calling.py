@@ -18,8 +18,9 @@ import random
 import time
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from scanflow_agents._core import wire
 from scanflow_agents.errors import (
     BadMessage,
     Busy,
@@ -29,7 +30,7 @@ from scanflow_agents.errors import (
     TooLarge,
     Unavailable,
 )
-from scanflow_agents.messages import Envelope, Reply
+from scanflow_agents.messages import Reply
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.transports.base import (
     NoResponders,
@@ -45,6 +46,7 @@ logger = logging.getLogger("scanflow_agents.calling")
 # "agents still resubscribing", not "no such agent".
 RECONNECT_GRACE = 10.0
 FIRST_BACKOFF = 0.005
+MAX_ID = 128  # the envelope's limit on ids
 MAX_BACKOFF = 0.5
 
 
@@ -58,51 +60,48 @@ def call_envelope(
     causation_id: str | None = None,
     call_id: str | None = None,
     dry_run: bool = False,
-) -> Envelope:
-    """The envelope of one call; ``call_id`` fixes the message id (the idempotency key).
+) -> dict[str, Any]:
+    """The envelope of one call, as a mapping; ``call_id`` fixes the message id.
 
-    A call with a ``call_id`` says so in its payload (``keyed``): the callee then
-    keeps its outcome in the namespace's shared store, so that a retry with the
-    same id is answered from it on any replica, even after a restart. Calls
-    without one get a fresh id each and need no such bookkeeping.
+    A call with a ``call_id`` (the idempotency key) says so in its payload
+    (``keyed``): the callee then keeps its outcome in the namespace's shared
+    store, so that a retry with the same id is answered from it on any
+    replica, even after a restart. Calls without one get a fresh id each and
+    need no such bookkeeping.
+
+    Raises:
+        ValueError: a ``call_id`` or ``correlation_id`` that is empty or over 128 characters.
     """
+    for label, value in (("call_id", call_id), ("correlation_id", correlation_id)):
+        if value is not None and not 0 < len(value) <= MAX_ID:
+            raise ValueError(f"{label} must have 1 to {MAX_ID} characters, got {len(value)}")
     payload: dict[str, Any] = {"params": params}
     if dry_run:
         payload["dry_run"] = True
     if call_id:
         payload["keyed"] = True
-    if call_id or correlation_id:  # the caller's own ids: validated (length, not empty)
-        extra = {"id": call_id} if call_id else {}
-        return Envelope(
-            kind="call",
-            source=source,
-            target=f"{target}.{actuator}",
-            causation_id=causation_id,
-            payload=payload,
-            **({"correlation_id": correlation_id} if correlation_id else {}),
-            **extra,
-        )
-    # Built from values this process made: no need to validate them again.
-    return Envelope.model_construct(
-        kind="call",
-        source=source,
+    return wire.envelope(
+        "call",
+        source,
+        payload,
         target=f"{target}.{actuator}",
+        correlation_id=correlation_id,
         causation_id=causation_id,
-        payload=payload,
+        id=call_id,
     )
 
 
 async def remote_call(
-    transport: Transport, subjects: Subjects, envelope: Envelope, timeout: float
+    transport: Transport, subjects: Subjects, envelope: dict[str, Any], timeout: float
 ) -> Any:
     """Send a call envelope and return the result; raise the matching :class:`CallError`.
 
     Errors of the callee carry ``agent`` and ``actuator``, so a handler that
     lets one escape is told apart from a refusal of its own.
     """
-    target, _, actuator = (envelope.target or "").partition(".")
+    target, _, actuator = envelope["target"].partition(".")
     subject = subjects.act(target, actuator)
-    data = envelope.encode()
+    data = wire.dumps(envelope)
     if len(data) > transport.max_payload:
         raise _origin(
             TooLarge(
@@ -157,12 +156,18 @@ async def remote_call(
         backoff = min(backoff * 2, MAX_BACKOFF)
 
 
+class _ReplyEnvelope(BaseModel):
+    """What a caller reads of a reply envelope: its payload, validated in the same pass."""
+
+    payload: Reply
+
+
 async def _request(
     transport: Transport, subject: str, data: bytes, timeout: float, target: str
 ) -> Reply:
     raw = await transport.request(subject, data, timeout)
     try:
-        return Reply.model_validate(Envelope.decode(raw).payload)
+        return _ReplyEnvelope.model_validate_json(raw).payload
     except ValidationError as exc:
         raise BadMessage(f"agent '{target}' sent a malformed reply: {exc}") from None
 

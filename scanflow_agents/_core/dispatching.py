@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from scanflow_agents import chains
+from scanflow_agents._core import wire
 from scanflow_agents._core.executing import Outcome, execute
 from scanflow_agents._core.guards import CallStore, Claim, Replies, Throttle, call_key
 from scanflow_agents._core.ports import Refusal, never_refuse
@@ -169,18 +170,16 @@ class Dispatcher:
     def _encode(self, reply: Reply, call: Envelope | None) -> bytes:
         payload = reply.model_dump(exclude_none=True)
         if call is None:
-            envelope = Envelope.model_construct(
-                kind="reply", source=self.agent.name, payload=payload
-            )
-        else:
-            envelope = Envelope.model_construct(
-                kind="reply",
-                source=self.agent.name,
-                payload=payload,
+            return wire.dumps(wire.envelope("reply", self.agent.name, payload))
+        return wire.dumps(
+            wire.envelope(
+                "reply",
+                self.agent.name,
+                payload,
                 correlation_id=call.correlation_id,
                 causation_id=call.id,
             )
-        return envelope.encode()
+        )
 
     # -- one call ------------------------------------------------------------------------
 
@@ -263,7 +262,10 @@ class Dispatcher:
         )
         assert stored is not None
         try:
-            await asyncio.wait_for(asyncio.shield(stored), self.settings.record_timeout)
+            # Cancelling the wait cancels the future too: the recorder skips
+            # settling it, and still stores the record.
+            async with asyncio.timeout(self.settings.record_timeout):
+                await stored
         except TimeoutError:
             return (
                 f"the stream did not store the record within {self.settings.record_timeout:g} s; "

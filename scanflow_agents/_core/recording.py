@@ -25,10 +25,12 @@ import json
 import logging
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic_core import to_jsonable_python
 
+from scanflow_agents._core import wire
 from scanflow_agents.messages import Envelope
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.transports.base import Refused, Transport
@@ -161,13 +163,23 @@ class Recorder:
         """Record one event of ``kind`` (observation, decision, action) by handler ``name``.
 
         Waits while the backlog is full: a sensor or rule is slowed down, its
-        record is not dropped.
+        record is not dropped. Returns the event as stored.
         """
         await self.room()
-        envelope, _ = self.enqueue(
+        value, _ = self.enqueue(
             kind, name, payload, correlation_id=correlation_id, causation_id=causation_id
         )
-        return envelope
+        return Envelope.model_construct(
+            v=value["v"],
+            id=value["id"],
+            kind="event",
+            source=self.agent,
+            target=name,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            time=datetime.fromisoformat(value["time"]),
+            payload=value.get("payload"),
+        )
 
     def enqueue(
         self,
@@ -178,31 +190,41 @@ class Recorder:
         correlation_id: str,
         causation_id: str | None = None,
         track: bool = False,
-    ) -> tuple[Envelope, asyncio.Future[None] | None]:
+    ) -> tuple[dict[str, Any], asyncio.Future[None] | None]:
         """Queue one event even if the backlog is full; with ``track``, a future set once stored.
 
-        The dispatcher uses it for calls it already admitted (at most the
-        in-flight limit beyond the backlog's).
+        Returns the event's envelope as a mapping (as queued, shrunk if it had
+        to be). The dispatcher uses this for calls it already admitted (at
+        most the in-flight limit beyond the backlog's).
         """
-        envelope = Envelope.model_construct(
-            kind="event",
-            source=self.agent,
+        value = wire.envelope(
+            "event",
+            self.agent,
+            jsonable(payload),
             target=name,
             correlation_id=correlation_id,
             causation_id=causation_id,
-            payload=jsonable(payload),
         )
         self.counts[kind] = self.counts.get(kind, 0) + 1
         subject = self.subjects.event(f"{kind}.{self.agent}.{name}")
-        envelope, stored = self.publish(subject, envelope, track=track)
+        stored = self._queue(subject, value, wire.dumps(value), track)
         if self.sinks:
-            record = event_record(envelope, kind, name)
+            record = {
+                "id": value["id"],
+                "kind": kind,
+                "agent": self.agent,
+                "name": name,
+                "correlation_id": correlation_id,
+                "causation_id": causation_id,
+                "time": value["time"],
+                "payload": value["payload"],
+            }
             for sink in self.sinks:
                 try:
                     sink.record(record)
                 except Exception:
                     logger.exception("sink %r of agent %r refused an event", sink, self.agent)
-        return envelope, stored
+        return value, stored
 
     async def room(self) -> None:
         """Wait until the backlog is below its limit."""
@@ -210,36 +232,35 @@ class Recorder:
             self._room.clear()
             await self._room.wait()
 
-    def publish(
-        self, subject: str, envelope: Envelope, *, track: bool = False
-    ) -> tuple[Envelope, asyncio.Future[None] | None]:
-        """Queue an event for the stream (shrunk if it cannot fit).
+    def publish(self, subject: str, envelope: Envelope) -> None:
+        """Queue an event built elsewhere (``Agent.emit``) for the stream."""
+        value = envelope.model_dump(mode="json", exclude_none=True)
+        self._queue(subject, value, wire.dumps(value), False)
 
-        Returns the event as queued and, with ``track``, a future set once it is stored.
-        """
-        data = envelope.encode()
+    def _queue(
+        self, subject: str, value: dict[str, Any], data: bytes, track: bool
+    ) -> asyncio.Future[None] | None:
+        """Append one encoded event to the backlog, shrunk first if it cannot fit."""
         budget = self.transport.max_payload - HEADROOM - len(subject)
         if len(data) > budget:
             original = len(data)
-            fields = original - len(_dumps(envelope.payload))  # what the envelope itself takes
-            envelope = envelope.model_copy(
-                update={"payload": shrink(envelope.payload, budget - fields)}
-            )
-            data = envelope.encode()
-            if len(data) > budget:  # the envelope's own fields are huge: keep only a digest
-                envelope = envelope.model_copy(update={"payload": {"truncated": ["*"]}})
-                data = envelope.encode()
+            fields = original - len(_dumps(value.get("payload")))  # the envelope's own size
+            value["payload"] = shrink(value.get("payload"), budget - fields)
+            data = wire.dumps(value)
+            if len(data) > budget:  # the envelope's own fields are huge: keep only a flag
+                value["payload"] = {"truncated": ["*"]}
+                data = wire.dumps(value)
             self.truncated += 1
             logger.warning(
                 "agent %r: event %s on %s is %d bytes, over the max payload (%d); "
                 "stored with its largest values replaced by digests",
-                self.agent, envelope.id, subject, original, self.transport.max_payload,
+                self.agent, value["id"], subject, original, self.transport.max_payload,
             )  # fmt: skip
         future = asyncio.get_running_loop().create_future() if track else None
-        self.backlog.append(_Pending(subject, data, envelope.id, future))
+        self.backlog.append(_Pending(subject, data, value["id"], future))
         self._idle.clear()
         self._wake.set()
-        return envelope, future
+        return future
 
     async def run(self) -> None:
         """Store queued events until cancelled (the runtime runs this as a guarded task)."""

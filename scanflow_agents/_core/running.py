@@ -289,7 +289,8 @@ class AgentRuntime:
             return await remote_call(self.transport, self.subjects, envelope, wait)
         # A call to oneself skips the wire but not validation, guards or recording.
         try:
-            return result_of(await self.dispatcher.call_local(actuator, envelope))
+            call = Envelope.model_validate(envelope)
+            return result_of(await self.dispatcher.call_local(actuator, call))
         except CallError as exc:
             exc.agent, exc.actuator = target, actuator  # a nested call, as a remote one
             raise

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -30,6 +32,21 @@ from scanflow_agents.transports.base import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+def _ack_error(data: bytes) -> BaseException | None:
+    """The error a JetStream acknowledgement reports, or ``None`` if the event is stored."""
+    if data == b"no-stream":
+        return TransportError("no stream stores the subject (is JetStream up?)")
+    if b'"error"' not in data:
+        return None
+    try:
+        error = json.loads(data)["error"]
+    except (ValueError, KeyError, TypeError):
+        return TransportError(f"JetStream sent an unreadable acknowledgement: {data[:200]!r}")
+    text = f"JetStream refused the event: {error.get('description')} ({error.get('err_code')})"
+    # 4xx: the stream's answer about this message (too large, wrong sequence): final.
+    return Refused(text) if 400 <= int(error.get("code", 500)) < 500 else TransportError(text)
 
 
 def _id_header(msg_id: str | None) -> dict[str, str] | None:
@@ -66,6 +83,9 @@ class NatsTransport(Transport):
         self.stream_subjects = stream_subjects
         self._kv: dict[str, Any] = {}
         self._kv_ttl: dict[str, float] = {}
+        self._ack_prefix: str | None = None
+        self._ack_counter = itertools.count()
+        self._pending_acks: dict[str, asyncio.Future[bytes]] = {}
         self._closed = False
         self._closing: list[bool] = []
 
@@ -169,41 +189,58 @@ class NatsTransport(Transport):
     async def publish_durable_batch(
         self, items: Sequence[tuple[str, bytes, str | None]], *, timeout: float = 5.0
     ) -> list[BaseException | None]:
-        # Pipelined: every event is sent before any acknowledgement is awaited,
-        # so storing a batch costs about one round trip instead of one per event.
-        futures: list[asyncio.Future[Any] | None] = []
+        # Pipelined: every event is written before any acknowledgement is
+        # awaited, so a batch costs about one round trip and, since nothing in
+        # the loop below yields, one socket write. (nats-py's publish_async
+        # yields once per message, which turns a batch into a write each.)
+        acks = await self._acks()
+        futures: list[asyncio.Future[bytes] | None] = []
         errors: list[BaseException | None] = []
+        loop = asyncio.get_running_loop()
         for subject, data, msg_id in items:
+            token = f"{next(self._ack_counter):x}"
+            future: asyncio.Future[bytes] = loop.create_future()
             try:
-                futures.append(
-                    await self.js.publish_async(
-                        subject,
-                        data,
-                        stream=self.stream,
-                        headers=_id_header(msg_id),
-                        wait_stall=timeout,
-                    )
+                await self.nc.publish(
+                    subject, data, reply=f"{acks}.{token}", headers=_id_header(msg_id)
                 )
-                errors.append(None)
             except (nats.errors.Error, nats.js.errors.Error) as exc:
                 futures.append(None)
                 # Too large for the server: no resend can help (the caller must not retry).
                 kind = Refused if isinstance(exc, nats.errors.MaxPayloadError) else TransportError
                 errors.append(kind(f"stream {self.stream!r} did not take {subject!r}: {exc!r}"))
+                continue
+            self._pending_acks[token] = future
+            futures.append(future)
+            errors.append(None)
         pending = [f for f in futures if f is not None]
         if pending:
             await asyncio.wait(pending, timeout=timeout)
-        for index, future in enumerate(futures):
-            if future is None:
+        for index, maybe in enumerate(futures):
+            if maybe is None:
                 continue
-            if not future.done():
-                future.cancel()
+            if not maybe.done():
+                maybe.cancel()
                 errors[index] = TransportError("JetStream did not acknowledge in time")
-            elif (error := future.exception()) is not None:
-                # An API error is the stream's answer (too large, wrong subject): final.
-                kind = Refused if isinstance(error, nats.js.errors.APIError) else TransportError
-                errors[index] = kind(f"JetStream refused the event: {error!r}")
+            else:
+                errors[index] = _ack_error(maybe.result())
         return errors
+
+    async def _acks(self) -> str:
+        """The inbox prefix JetStream acknowledgements of this connection come back on."""
+        if self._ack_prefix is None:
+            prefix = self.nc.new_inbox()
+
+            async def on_ack(msg: Msg) -> None:
+                future = self._pending_acks.pop(msg.subject.rsplit(".", 1)[-1], None)
+                if future is not None and not future.done():
+                    status = (msg.headers or {}).get(api.Header.STATUS.value)
+                    # A status without data: nobody stores that subject (503).
+                    future.set_result(msg.data if msg.data or not status else b"no-stream")
+
+            await self.nc.subscribe(f"{prefix}.*", cb=on_ack)
+            self._ack_prefix = prefix
+        return self._ack_prefix
 
     async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
         try:
