@@ -1,0 +1,204 @@
+"""Calls under load and faults, against real agent processes on a real nats-server.
+
+Each test starts ``scanflow run tests/faults/workers.py:Worker`` processes; the
+worker writes a line per execution, so executions are counted across
+processes, including one killed with SIGKILL mid-action.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from scanflow_agents import CallTimeout, Envelope, InDoubt, Settings
+from scanflow_agents.clients import Client, connect_transport
+
+pytestmark = [pytest.mark.nats, pytest.mark.timeout(120)]
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKERS = str(Path(__file__).with_name("workers.py"))
+
+
+class Workers:
+    """Worker processes of one namespace, and the file their executions are marked in."""
+
+    def __init__(self, nats_url: str, folder: Path) -> None:
+        self.nats_url = nats_url
+        self.namespace = f"faults-{uuid.uuid4().hex[:8]}"
+        self.marks = folder / "marks.txt"
+        self.marks.touch()
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, **settings: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "FAULTS_MARKS": str(self.marks)}
+        env.update({f"SCANFLOW_AGENT__{key.upper()}": value for key, value in settings.items()})
+        command = [sys.executable, "-m", "scanflow_agents.runtime", "--nats", self.nats_url]
+        process = subprocess.Popen(
+            [*command, "-n", self.namespace, "--log-level", "WARNING", "run", f"{WORKERS}:Worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.processes.append(process)
+        return process
+
+    def executions(self, call_id: str | None = None) -> list[tuple[int, str]]:
+        """``(pid, call id)`` of every execution so far (of one call id, if given)."""
+        lines = [line.split() for line in self.marks.read_text().splitlines()]
+        return [(int(pid), cid) for pid, cid in lines if call_id in (None, cid)]
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def workers(nats_url: str, tmp_path: Path) -> Iterator[Workers]:
+    group = Workers(nats_url, tmp_path)
+    try:
+        yield group
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture
+async def client(workers: Workers) -> AsyncIterator[Client]:
+    settings = Settings.model_validate(
+        {"namespace": workers.namespace, "nats": {"url": workers.nats_url}}
+    )
+    transport = await connect_transport(settings, name="faults")
+    try:
+        yield Client(transport, namespace=workers.namespace, name="faults")
+    finally:
+        await transport.close()
+
+
+async def replicas(client: Client, count: int, *, timeout: float = 30) -> list[str]:
+    """Wait until ``count`` worker replicas answer discovery; their instance ids."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [a["instance"] for a in await client.discover(wait=0.2) if a["agent"] == "worker"]
+        if len(found) == count:
+            return found
+        assert time.monotonic() < deadline, f"{len(found)} worker(s) running, not {count}"
+
+
+async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def actions(client: Client) -> list[dict[str, Any]]:
+    return await client.history(agent="worker", kinds=["action"])
+
+
+async def test_a_burst_above_capacity_loses_no_record_and_is_answered_busy(
+    workers: Workers, client: Client
+) -> None:
+    process = workers.start(max_inflight="8")
+    await replicas(client, 1)
+    rss_before = psutil.Process(process.pid).memory_info().rss
+    # 400 calls at once, sent raw (no client retries), each with 64 KiB.
+    subject = client.subjects.act("worker", "work")
+
+    async def raw(i: int) -> str:
+        envelope = Envelope(
+            kind="call", source="burst", payload={"params": {"seconds": 0.05, "blob": "b" * 65536}}
+        )
+        data = await client.transport.request(subject, envelope.encode(), 60)
+        payload = Envelope.decode(data).payload
+        return "ok" if payload["ok"] else str(payload["error"]["code"])
+
+    outcomes = await asyncio.gather(*(raw(i) for i in range(400)))
+    ok, busy = outcomes.count("ok"), outcomes.count("busy")
+    assert ok + busy == 400, sorted(set(outcomes))
+    assert busy > 0  # pushed back, at once, instead of queued without bound
+    assert ok >= 8
+    rss_after = psutil.Process(process.pid).memory_info().rss
+    # 400 x 64 KiB = 25 MiB were sent at once; at most 8 are held while running.
+    assert rss_after - rss_before < 40 * 2**20, (rss_before, rss_after)
+    # Callers that retry (Client.call does, within its timeout) all get through.
+    results = await asyncio.gather(
+        *(client.call("worker", "work", seconds=0.02, timeout=60) for _ in range(200))
+    )
+    assert len(results) == 200
+    # Every executed call has its action record in the stream: 0 lost.
+    records = await actions(client)
+    assert len(workers.executions()) == ok + 200
+    assert len(records) == ok + 200
+    assert all(record["payload"]["ok"] for record in records)
+
+
+async def test_an_agent_killed_mid_action_is_in_doubt_not_run_twice(
+    workers: Workers, client: Client
+) -> None:
+    first = workers.start()
+    (dead,) = await replicas(client, 1)
+    with pytest.raises(CallTimeout):
+        await client.call("worker", "work", seconds=3, call_id="kill-1", timeout=1)
+    await until(lambda: len(workers.executions("kill-1")) == 1)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    workers.start()
+    await replicas(client, 1)
+    with pytest.raises(InDoubt, match="was not run again") as info:
+        await client.call("worker", "work", seconds=3, call_id="kill-1", timeout=15)
+    assert info.value.details["instance"] == dead
+    assert len(workers.executions("kill-1")) == 1
+    # The start is in the audit trail; no action record claims an outcome.
+    started = await client.history(agent="worker", kinds=["started"])
+    assert [r["payload"]["call_id"] for r in started] == ["kill-1"]
+    assert await actions(client) == []
+
+
+async def test_with_two_replicas_a_kill_mid_action_is_in_doubt_on_the_other(
+    workers: Workers, client: Client
+) -> None:
+    pair = [workers.start(), workers.start()]
+    await replicas(client, 2)
+    # While the executor lives, a duplicate waits for its outcome, on either replica.
+    both = await asyncio.gather(
+        *(client.call("worker", "work", seconds=1, call_id="dup-1", timeout=15) for _ in range(4))
+    )
+    assert len({result["pid"] for result in both}) == 1
+    assert len(workers.executions("dup-1")) == 1
+    with pytest.raises(CallTimeout):
+        await client.call("worker", "work", seconds=3, call_id="kill-2", timeout=1)
+    await until(lambda: len(workers.executions("kill-2")) == 1)
+    ((executor, _),) = workers.executions("kill-2")
+    (victim,) = [p for p in pair if p.pid == executor]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    with pytest.raises(InDoubt):
+        await client.call("worker", "work", seconds=3, call_id="kill-2", timeout=15)
+    assert len(workers.executions("kill-2")) == 1
+
+
+async def test_a_restarted_agent_answers_a_completed_call_without_running_it(
+    workers: Workers, client: Client
+) -> None:
+    first = workers.start()
+    await replicas(client, 1)
+    done = await client.call("worker", "work", seconds=0.01, call_id="again-1")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    workers.start()
+    await replicas(client, 1)
+    assert await client.call("worker", "work", seconds=0.01, call_id="again-1") == done
+    assert workers.executions("again-1") == [(first.pid, "again-1")]
