@@ -18,7 +18,8 @@ from scanflow_agents.settings import Settings
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.transports.base import NoResponders, RequestTimeout, Transport
 
-RECORD_KINDS = ("observation", "decision", "action")
+RECORD_KINDS = ("observation", "decision", "started", "action")
+"""Kinds of records in the audit trail; ``started`` precedes the action of a keyed call."""
 
 
 async def connect_transport(settings: Settings, *, name: str = "scanflow") -> Transport:
@@ -73,10 +74,14 @@ class Client:
 
         Args:
             arguments: The actuator's parameters as a mapping.
-            timeout: Seconds to wait for the reply.
+            timeout: Seconds to wait for the reply. Within it, a ``busy`` answer and
+                "nobody answers" right after a reconnect are retried with backoff.
             dry_run: Ask the actuator to say what it would do, without doing it.
-            call_id: the message id; sending the same id again is a redelivery,
-                answered from the first reply instead of acting twice.
+            call_id: the idempotency key (keyed on agent, actuator and id): a call
+                sent again with it is answered from its first successful reply, on
+                any replica and after a restart, instead of acting twice; one whose
+                first run was cut short by a dying process gets ``InDoubt``.
+                Refusals and failures are not kept: a retry with the same id runs.
             correlation_id: The chain this call belongs to (audit trail).
         """
         envelope = call_envelope(
