@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from scanflow_agents import (
     Rejected,
     Settings,
     TooLarge,
+    Unavailable,
     actuator,
 )
 from scanflow_agents._core.guards import call_key
@@ -269,3 +271,29 @@ async def test_an_event_emitted_in_on_stop_reaches_the_stream(bus: str | None) -
             pass
         history = await h.client.history(kinds=["stopper"])
         assert len(history) == 1
+
+
+async def test_nobody_answering_right_after_a_reconnect_is_retried(bus: str | None) -> None:
+    async with AgentHarness(nats_url=bus) as h:
+        transport = h.client.transport
+        started = time.monotonic()
+        with pytest.raises(Unavailable):  # no reconnect: an absent agent fails at once
+            await h.call("worker", "echo", text="x", timeout=5)
+        assert time.monotonic() - started < 1
+        # Our connection just came back: the agent may be resubscribing; it is
+        # given until the caller's timeout to answer.
+        transport.last_reconnect = time.monotonic()
+        runtime = Worker(settings=h.settings).running(await h.connect("worker"))
+
+        async def late_start() -> None:
+            await asyncio.sleep(0.3)
+            await runtime.start()
+
+        starting = asyncio.create_task(late_start())
+        try:
+            assert await h.call("worker", "echo", text="back", timeout=5) == "back"
+        finally:
+            await starting
+            await runtime.stop()
+        with pytest.raises(Unavailable):  # and not beyond the caller's timeout
+            await h.call("absent", "echo", text="x", timeout=0.3)
