@@ -13,11 +13,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from pydantic_core import to_jsonable_python
 
 from scanflow_agents.messages import SCHEMA_VERSION, new_id
 
-_encode = json.JSONEncoder(
+_OPTIONS = orjson.OPT_NON_STR_KEYS  # {1: ...} is written {"1": ...}, as json and pydantic do
+_fallback = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, default=lambda v: to_jsonable_python(v)
 ).encode
 
@@ -57,4 +59,7 @@ def envelope(
 
 def dumps(value: Any) -> bytes:
     """Compact JSON of ``value``; objects JSON cannot write go through pydantic's converter."""
-    return _encode(value).encode()
+    try:
+        return orjson.dumps(value, default=to_jsonable_python, option=_OPTIONS)
+    except orjson.JSONEncodeError:  # integers beyond 64 bits, ...
+        return _fallback(value).encode()
