@@ -30,7 +30,7 @@ from scanflow_agents import (
 )
 from scanflow_agents._core.guards import call_key
 from scanflow_agents.messages import new_id, utcnow
-from scanflow_agents.testing import AgentHarness
+from scanflow_agents.testing import AgentHarness, eventually
 
 MIB = 2**20
 
@@ -246,13 +246,13 @@ async def test_calls_beyond_the_in_flight_limit_are_answered_busy(bus: str | Non
     )
     worker = Worker()
     async with AgentHarness(worker, nats_url=bus, settings=settings) as h:
-        slow = [asyncio.create_task(h.call("worker", "slow", seconds=0.5)) for _ in range(2)]
-        await asyncio.sleep(0.1)
+        slow = [asyncio.create_task(h.call("worker", "slow", seconds=1.0)) for _ in range(2)]
+        await eventually(lambda: worker.runtime.dispatcher.inflight == 2)
         with pytest.raises(Busy, match="max_inflight 2"):
             await h.call("worker", "echo", text="x", timeout=0.05)
         # Within a longer timeout the client retries until there is room.
-        assert await h.call("worker", "echo", text="y", timeout=5) == "y"
-        assert await asyncio.gather(*slow) == [0.5, 0.5]
+        assert await h.call("worker", "echo", text="y", timeout=10) == "y"
+        assert await asyncio.gather(*slow) == [1.0, 1.0]
         assert worker.runtime.dispatcher.busy >= 1
         await h.settle()
         # Every executed call has its record; the refused one has none.
