@@ -86,8 +86,8 @@ class AgentSettings(BaseModel):
     record_timeout: float = Field(
         5.0,
         gt=0,
-        description="Seconds a reply waits for its action record to be stored; after that the "
-        "reply says the record is not stored yet.",
+        description="Seconds one attempt to store records may take; a reply whose record was "
+        "not stored by then says so (the record stays queued).",
     )
     shutdown_timeout: float = Field(10.0, gt=0, description="Seconds a graceful stop may take.")
     handlers: HandlerSettings = Field(default_factory=HandlerSettings)

@@ -12,7 +12,7 @@ refusal, is a structured :class:`~scanflow_agents.messages.Reply`. In order:
    for while its executor lives, else answered ``in_doubt`` (see guards.py);
 4. guards (paused, cooldown, rate), then the actuator itself;
 5. the action record is stored (JetStream acknowledged) before the reply is
-   sent; if it is not stored in ``record_timeout``, the reply says so;
+   sent; if the stream does not take it (within ``record_timeout``), the reply says so;
 6. a reply over the server's max payload becomes ``too_large``.
 """
 
@@ -32,7 +32,7 @@ from scanflow_agents._core import wire
 from scanflow_agents._core.executing import Outcome, execute
 from scanflow_agents._core.guards import CallStore, Claim, Replies, Throttle, call_key
 from scanflow_agents._core.ports import Refusal, never_refuse
-from scanflow_agents._core.recording import Recorder, jsonable
+from scanflow_agents._core.recording import NotStored, Recorder, jsonable
 from scanflow_agents.actuators import ActuatorSpec
 from scanflow_agents.errors import CallError, ErrorCode
 from scanflow_agents.messages import SCHEMA_VERSION, Envelope, ErrorInfo, Reply, utcnow
@@ -261,15 +261,14 @@ class Dispatcher:
             track=True,
         )
         assert stored is not None
+        # No timer per call: the recorder settles the future on every attempt,
+        # and bounds each attempt by its own timeout.
         try:
-            # Cancelling the wait cancels the future too: the recorder skips
-            # settling it, and still stores the record.
-            async with asyncio.timeout(self.settings.record_timeout):
-                await stored
-        except TimeoutError:
+            await stored
+        except NotStored as exc:
             return (
-                f"the stream did not store the record within {self.settings.record_timeout:g} s; "
-                "it stays queued and is stored when the stream is back"
+                f"the stream did not store the record ({exc}); it stays queued and is "
+                "stored when the stream takes it"
             )
         except Exception as exc:  # refused for good (logged by the recorder)
             return f"the stream refused the record: {exc}"
@@ -289,7 +288,7 @@ class Dispatcher:
                     f"(actuators: {known})"
                 ),
             ), None
-        name = f"actuator '{actuator_id}' of agent '{self.agent.name}'"
+        name = _Name(actuator_id, self.agent.name)
         raw = body.get("params", {})
         if not isinstance(raw, dict):
             return failure(
@@ -319,7 +318,7 @@ class Dispatcher:
                 ok=True, result={"dry_run": True, "actuator": actuator_id, "params": jsonable(raw)}
             )
             return reply, _action(raw, call, reply, 0.0, True)
-        arguments = {field: getattr(params, field) for field in type(params).model_fields}
+        arguments = params.__dict__  # the validated fields (the model forbids extras)
         throttle.started(time.monotonic())
         self.executions[actuator_id] = self.executions.get(actuator_id, 0) + 1
         with chains.within(call.correlation_id, call.id):
@@ -349,7 +348,9 @@ class Dispatcher:
                 self.agent.name, call.id, exc,
             )  # fmt: skip
 
-    async def _claim(self, spec: ActuatorSpec, key: str, call: Envelope, name: str) -> Reply | None:
+    async def _claim(
+        self, spec: ActuatorSpec, key: str, call: Envelope, name: _Name
+    ) -> Reply | None:
         """Claim a keyed call for this run; or the answer when another run claimed it first."""
         claim = await self.store.claim(key, call.id)
         while claim is not None:
@@ -403,6 +404,18 @@ class Dispatcher:
         return await self.alive(claim.instance)
 
 
+class _Name:
+    """``actuator 'x' of agent 'y'``, formatted only when a message needs it (not per call)."""
+
+    __slots__ = ("actuator", "agent")
+
+    def __init__(self, actuator: str, agent: str) -> None:
+        self.actuator, self.agent = actuator, agent
+
+    def __str__(self) -> str:
+        return f"actuator '{self.actuator}' of agent '{self.agent}'"
+
+
 def _longest_run(spec: ActuatorSpec, settings: AgentSettings) -> float:
     """How long a run of ``spec`` can last with every retry and backoff, plus a margin."""
     handlers = settings.handlers
@@ -413,7 +426,7 @@ def _longest_run(spec: ActuatorSpec, settings: AgentSettings) -> float:
     return float(timeout * (retries + 1) + waits + settings.record_timeout + 1.0)
 
 
-def _bad_input(name: str, exc: ValidationError) -> Reply:
+def _bad_input(name: _Name, exc: ValidationError) -> Reply:
     # Without the offending input and with bounded messages: a refusal must
     # not echo a megabyte back, nor a secret.
     errors = exc.errors(include_url=False, include_context=False, include_input=False)
@@ -430,7 +443,7 @@ def _bad_input(name: str, exc: ValidationError) -> Reply:
     )
 
 
-def _reply(name: str, outcome: Outcome) -> Reply:
+def _reply(name: _Name, outcome: Outcome) -> Reply:
     if outcome.ok:
         return Reply(ok=True, result=jsonable(outcome.result))
     error = outcome.error

@@ -45,6 +45,10 @@ HEADROOM = 1024
 PREVIEW = 256
 
 
+class NotStored(Exception):
+    """An event could not be stored yet; it stays queued and is sent again."""
+
+
 class Sink(Protocol):
     """Something that keeps a copy of every event (e.g. MLflow). ``record`` must not block."""
 
@@ -129,12 +133,14 @@ class Recorder:
         sinks: list[Sink],
         *,
         limit: int = BACKLOG_LIMIT,
+        timeout: float = 5.0,
     ) -> None:
         self.agent = agent
         self.transport = transport
         self.subjects = subjects
         self.sinks = sinks
         self.limit = limit
+        self.timeout = timeout
         self.backlog: deque[_Pending] = deque()
         self.counts: dict[str, int] = {}
         self.truncated = 0
@@ -270,10 +276,11 @@ class Recorder:
             while self.backlog:
                 batch = [self.backlog.popleft() for _ in range(min(BATCH, len(self.backlog)))]
                 try:
-                    errors = await self.transport.publish_durable_batch(
-                        [(item.subject, item.data, item.msg_id) for item in batch]
-                    )
-                except Exception as exc:  # the connection closed under us, ...
+                    async with asyncio.timeout(self.timeout):
+                        errors = await self.transport.publish_durable_batch(
+                            [(item.subject, item.data, item.msg_id) for item in batch]
+                        )
+                except Exception as exc:  # the connection closed under us, no ack in time, ...
                     errors = [exc] * len(batch)
                 retry: list[_Pending] = []
                 for item, error in zip(batch, errors, strict=True):
@@ -282,6 +289,10 @@ class Recorder:
                     elif isinstance(error, Refused):
                         self._refused(item, error)
                     else:
+                        # Whoever waits is told now (the caller's reply says so);
+                        # the event itself stays queued.
+                        _settle(item.stored, NotStored(f"{type(error).__name__}: {error}"))
+                        item.stored = None
                         retry.append(item)
                 if not self.full:
                     self._room.set()

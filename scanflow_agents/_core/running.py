@@ -70,6 +70,7 @@ class AgentRuntime:
             self.subjects,
             list(sinks),
             limit=self.settings.agent.record_backlog,
+            timeout=self.settings.agent.record_timeout,
         )
         self.knowledge = Knowledge(agent.name, self.settings, transport, self.recorder.sinks)
         self.dispatcher = Dispatcher(

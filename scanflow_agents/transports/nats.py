@@ -196,26 +196,35 @@ class NatsTransport(Transport):
         acks = await self._acks()
         futures: list[asyncio.Future[bytes] | None] = []
         errors: list[BaseException | None] = []
+        tokens: list[str] = []
         loop = asyncio.get_running_loop()
-        for subject, data, msg_id in items:
-            token = f"{next(self._ack_counter):x}"
-            future: asyncio.Future[bytes] = loop.create_future()
-            try:
-                await self.nc.publish(
-                    subject, data, reply=f"{acks}.{token}", headers=_id_header(msg_id)
-                )
-            except (nats.errors.Error, nats.js.errors.Error) as exc:
-                futures.append(None)
-                # Too large for the server: no resend can help (the caller must not retry).
-                kind = Refused if isinstance(exc, nats.errors.MaxPayloadError) else TransportError
-                errors.append(kind(f"stream {self.stream!r} did not take {subject!r}: {exc!r}"))
-                continue
-            self._pending_acks[token] = future
-            futures.append(future)
-            errors.append(None)
-        pending = [f for f in futures if f is not None]
-        if pending:
-            await asyncio.wait(pending, timeout=timeout)
+        try:
+            for subject, data, msg_id in items:
+                token = f"{next(self._ack_counter):x}"
+                future: asyncio.Future[bytes] = loop.create_future()
+                try:
+                    await self.nc.publish(
+                        subject, data, reply=f"{acks}.{token}", headers=_id_header(msg_id)
+                    )
+                except (nats.errors.Error, nats.js.errors.Error) as exc:
+                    futures.append(None)
+                    # Too large for the server: no resend can help.
+                    kind = (
+                        Refused if isinstance(exc, nats.errors.MaxPayloadError) else TransportError
+                    )
+                    errors.append(kind(f"stream {self.stream!r} did not take {subject!r}: {exc!r}"))
+                    continue
+                self._pending_acks[token] = future
+                tokens.append(token)
+                futures.append(future)
+                errors.append(None)
+            pending = [f for f in futures if f is not None]
+            if pending:
+                await asyncio.wait(pending, timeout=timeout)
+        finally:
+            # Acknowledgements that did not come (in time, or at all) are not waited for.
+            for token in tokens:
+                self._pending_acks.pop(token, None)
         for index, maybe in enumerate(futures):
             if maybe is None:
                 continue
