@@ -59,25 +59,29 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
         ("agents", "3. agent actuator call (Client.call)"),
     ):
         r = results[key]
-        rows.append((label, _ms(r["p50_ms"]), _ms(r["p99_ms"]), f"{r['calls_per_s']:,.0f}", ""))
+        cpu = f"{r['callee_cpu_us_per_call']:.0f} / {r['caller_cpu_us_per_call']:.0f}"
+        rows.append(
+            (label, _ms(r["p50_ms"]), _ms(r["p99_ms"]), f"{r['calls_per_s']:,.0f}", cpu, "")
+        )
     reaction = results["event_to_actuator"]
     for key, label in (
         ("to_actuator_start", "4. event -> rule -> actuator start"),
         ("to_action_event", "4. event -> ... -> action event seen"),
     ):
         r = reaction[key]
-        rows.append((label, _ms(r["p50_ms"]), _ms(r["p99_ms"]), "", ""))
+        rows.append((label, _ms(r["p50_ms"]), _ms(r["p99_ms"]), "", "", ""))
     memory = results["memory"]
     for key, label in (
         ("idle_agent", "5. idle agent process (scanflow run)"),
         ("idle_agent_core_deps_only", "5. same, aiohttp not installed"),
     ):
         rss = f"{memory[key]['rss_mib']:.1f} MiB RSS, {memory[key]['uss_mib']:.1f} USS"
-        rows.append((label, "", "", "", rss))
+        rows.append((label, "", "", "", "", rss))
     for count, host in memory["hosts"].items():
         rss = f"{host['rss_mib']:.1f} MiB RSS"
-        rows.append((f"5. one process, {count} agent(s)", "", "", "", rss))
-    rows.append(("5. each further agent", "", "", "", f"{memory['per_agent_rss_mib']:.3f} MiB"))
+        rows.append((f"5. one process, {count} agent(s)", "", "", "", "", rss))
+    per_agent = f"{memory['per_agent_rss_mib']:.3f} MiB"
+    rows.append(("5. each further agent", "", "", "", "", per_agent))
     return rows
 
 
@@ -91,7 +95,8 @@ def _render(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 def table(results: dict[str, Any]) -> str:
     """The measurements, then the goals with pass or fail."""
-    measured = _render(("what", "p50 ms", "p99 ms", "calls/s", "memory"), _rows(results))
+    header = ("what", "p50 ms", "p99 ms", "calls/s", "CPU us/call callee / caller", "memory")
+    measured = _render(header, _rows(results))
     goal_rows = [
         (g["name"], str(g["value"]), g["goal"], "PASS" if g["pass"] else "FAIL")
         for g in results["goals"]

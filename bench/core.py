@@ -91,9 +91,7 @@ async def bench_raw_nats(url: str, plan: Plan, children: Children) -> dict[str, 
         return json.loads(reply.data)
 
     try:
-        return await measure(
-            call, calls=plan.calls, warmup=plan.warmup, burst=plan.burst, inflight=plan.inflight
-        )
+        return await measured(call, plan, responder.pid)
     finally:
         await nc.drain()
         children.stop(responder)
@@ -119,9 +117,7 @@ async def bench_http(plan: Plan, children: Children) -> dict[str, Any]:
             return await response.json()
 
     try:
-        return await measure(
-            call, calls=plan.calls, warmup=plan.warmup, burst=plan.burst, inflight=plan.inflight
-        )
+        return await measured(call, plan, server.pid)
     finally:
         await session.close()
         children.stop(server)
@@ -130,7 +126,7 @@ async def bench_http(plan: Plan, children: Children) -> dict[str, Any]:
 # -- 3. agent to agent ------------------------------------------------------------------
 
 
-async def bench_agents(transport: NatsTransport, plan: Plan) -> dict[str, Any]:
+async def bench_agents(transport: NatsTransport, plan: Plan, callee: int) -> dict[str, Any]:
     client = Client(transport, namespace=NAMESPACE, name="bench")
     made = 0
 
@@ -139,9 +135,7 @@ async def bench_agents(transport: NatsTransport, plan: Plan) -> dict[str, Any]:
         made += 1
         return await client.call("scaler", "scale", replicas=3)
 
-    result = await measure(
-        call, calls=plan.calls, warmup=plan.warmup, burst=plan.burst, inflight=plan.inflight
-    )
+    result = await measured(call, plan, callee)
     result["caller"] = "Client.call"
     # Every call answered ok must have its action record in the stream: count
     # them there, after the run, not in the agent's own counters.
@@ -149,6 +143,31 @@ async def bench_agents(transport: NatsTransport, plan: Plan) -> dict[str, Any]:
     result["calls_made"] = made
     result["records_stored"] = stored
     result["records_per_call"] = round(stored / made, 4)
+    return result
+
+
+async def measured(call: Any, plan: Plan, callee: int) -> dict[str, Any]:
+    """:func:`measure`, plus the CPU time the callee process and this one spent per call.
+
+    CPU time per call holds up on a busy machine, where wall-clock rates do not:
+    it is what the ratios of calls/s would be if each side had a core of its own.
+    """
+    made = 0
+
+    async def counted() -> object:
+        nonlocal made
+        made += 1
+        return await call()
+
+    process = psutil.Process(callee)
+    before, mine = process.cpu_times(), time.process_time()
+    result = await measure(
+        counted, calls=plan.calls, warmup=plan.warmup, burst=plan.burst, inflight=plan.inflight
+    )
+    after = process.cpu_times()
+    used = (after.user + after.system) - (before.user + before.system)
+    result["callee_cpu_us_per_call"] = round(used / made * 1e6, 1)
+    result["caller_cpu_us_per_call"] = round((time.process_time() - mine) / made * 1e6, 1)
     return result
 
 
@@ -313,11 +332,11 @@ async def run_agent_sections(url: str, plan: Plan, children: Children) -> dict[s
     client = Client(transport, namespace=NAMESPACE, name="bench")
     results: dict[str, Any] = {}
     try:
-        children.start("scaler", scanflow(url, NAMESPACE, "run", f"{AGENTS_FILE}:Scaler"))
+        scaler = children.start("scaler", scanflow(url, NAMESPACE, "run", f"{AGENTS_FILE}:Scaler"))
         children.start("watcher", scanflow(url, NAMESPACE, "run", f"{AGENTS_FILE}:Watcher"))
         await client.wait_for_agents(["scaler", "watcher"], timeout=60)
         progress("3/5 agent actuator calls")
-        results["agents"] = await bench_agents(transport, plan)
+        results["agents"] = await bench_agents(transport, plan, scaler.pid)
         progress("4/5 event -> rule -> remote actuator")
         results["event_to_actuator"] = await bench_events(transport, plan)
         children.stop_all()
@@ -337,6 +356,11 @@ async def run_all(url: str, plan: Plan, children: Children) -> dict[str, Any]:
     agents = results["agents"]
     agents["p50_vs_raw_nats"] = round(agents["p50_ms"] / results["raw_nats"]["p50_ms"], 3)
     agents["calls_per_s_vs_http"] = round(agents["calls_per_s"] / results["http"]["calls_per_s"], 3)
+    http = results["http"]
+    # What calls/s would compare as if the callee had a core to itself.
+    agents["callee_cpu_vs_http"] = round(
+        agents["callee_cpu_us_per_call"] / http["callee_cpu_us_per_call"], 3
+    )
     return results
 
 

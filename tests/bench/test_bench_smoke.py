@@ -49,6 +49,14 @@ def test_agent_ratios_are_reported(results: dict[str, Any]) -> None:
 
 
 @pytest.mark.timeout(180)
+def test_every_agent_call_has_its_record_in_the_stream(results: dict[str, Any]) -> None:
+    # Not a speed: a reply is sent only once its action record is stored.
+    agents = results["agents"]
+    assert agents["records_stored"] == agents["calls_made"] > 0
+    assert agents["callee_cpu_us_per_call"] > 0
+
+
+@pytest.mark.timeout(180)
 def test_event_chain_reaches_the_remote_actuator(results: dict[str, Any]) -> None:
     reaction = results["event_to_actuator"]
     assert reaction["lost"] < reaction["events"]
