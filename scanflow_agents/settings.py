@@ -70,7 +70,6 @@ class AgentSettings(BaseModel):
     idempotency_window: float = Field(
         3600.0, gt=0, description="Seconds a reply is kept to answer a redelivered call."
     )
-    idempotency_size: int = Field(10_000, gt=0, description="Replies kept for redelivered calls.")
     idempotency_bytes: int = Field(
         64 * 2**20, gt=0, description="Bytes of replies kept in the process for redelivered calls."
     )

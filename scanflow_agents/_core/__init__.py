@@ -17,11 +17,13 @@ The straight path of one observation, in the order the functions run:
 5. ``running.AgentRuntime.call`` makes each call in the decision's chain:
    ``calling.remote_call`` over the transport, or straight to the local
    dispatcher for the agent's own actuators.
-6. On the receiving agent, ``AgentRuntime._on_call`` spawns
-   ``AgentRuntime._serve_call``, which decodes the envelope and hands it to
-   ``dispatching.Dispatcher.dispatch``: validate, guard (idempotency,
-   cooldown, rate, dry-run), ``execute`` the actuator, reply.
-7. ``Recorder.record`` stores the ``action`` event, caused by the call.
+6. On the receiving agent, ``dispatching.Dispatcher.on_call`` (the call
+   subscription's callback) admits the call or answers ``busy``, and spawns
+   ``Dispatcher.serve``: decode, validate, claim a keyed call in the shared
+   store (``guards``), guard (cooldown, rate, dry-run), ``execute`` the
+   actuator.
+7. ``Recorder.enqueue`` queues the ``action`` event, caused by the call; the
+   reply is sent once the stream has stored it.
 
 The parts (Reactor, Dispatcher, Scheduler, Knowledge) are given only the
 functions they use (``ports``); ``running`` wires them together and owns the
