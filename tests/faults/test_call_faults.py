@@ -23,6 +23,7 @@ import pytest
 
 from scanflow_agents import CallTimeout, Envelope, InDoubt, Settings
 from scanflow_agents.clients import Client, connect_transport
+from scanflow_agents.transports.servers import NatsServer
 
 pytestmark = [pytest.mark.nats, pytest.mark.timeout(120)]
 
@@ -202,3 +203,36 @@ async def test_a_restarted_agent_answers_a_completed_call_without_running_it(
     await replicas(client, 1)
     assert await client.call("worker", "work", seconds=0.01, call_id="again-1") == done
     assert workers.executions("again-1") == [(first.pid, "again-1")]
+
+
+async def test_calls_made_while_nats_restarts_reach_the_agent(tmp_path: Path) -> None:
+    # A server of its own, restarted on the same port with the same store.
+    server = NatsServer(store_dir=str(tmp_path / "jetstream"))
+    await asyncio.to_thread(server.start)
+    group = Workers(server.url, tmp_path)
+    try:
+        group.start()
+        settings = Settings.model_validate(
+            {"namespace": group.namespace, "nats": {"url": server.url}}
+        )
+        transport = await connect_transport(settings, name="caller")
+        client = Client(transport, namespace=group.namespace)
+        try:
+            await replicas(client, 1)
+            await asyncio.to_thread(server.stop)
+            await until(lambda: not transport.connected)
+            # Calls made during the outage go out as soon as our connection is
+            # back, when the agent may still be resubscribing: not "unavailable".
+            during = [
+                asyncio.create_task(client.call("worker", "work", seconds=0, timeout=20))
+                for _ in range(20)
+            ]
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(server.start)
+            assert len(await asyncio.gather(*during)) == 20
+            assert len(group.executions()) == 20
+        finally:
+            await transport.close()
+    finally:
+        group.stop_all()
+        server.stop()
