@@ -113,8 +113,8 @@ class ConnectErrors:
         self.seen.append(exc)
 
     def reason(self, final: BaseException) -> str:
-        """The most telling error: the last one that is not "no servers available"."""
-        telling = [e for e in [*self.seen, final] if not isinstance(e, nats.errors.NoServersError)]
+        """The most telling error: the last attempt's, else ``final`` (what ended the connect)."""
+        telling = [e for e in self.seen if not isinstance(e, nats.errors.NoServersError)]
         chosen = telling[-1] if telling else final
         return redact(describe_error(chosen))
 

@@ -117,9 +117,15 @@ class NatsTransport(Transport):
             }
         except ConnectSetupError as exc:
             raise TransportError(f"cannot connect to NATS at {where}: {exc}") from exc
+        nc = Client()
+        # nats-py can hang after some failed TLS handshakes (an untrusted server
+        # certificate): bound the whole first connection, every attempt included.
+        deadline = settings.connect_timeout * 3 * len(options["servers"]) + 2
         try:
-            nc = await nats.connect(**options)
+            await asyncio.wait_for(nc.connect(**options), deadline)
         except (OSError, nats.errors.Error, TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
             raise TransportError(
                 f"cannot connect to NATS at {where}: {attempts.reason(exc)}"
             ) from exc
