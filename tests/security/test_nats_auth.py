@@ -143,5 +143,5 @@ async def test_mutual_tls_with_a_ca_a_certificate_and_a_key(serve_nats: Any, pki
 
 
 def test_a_key_without_a_certificate_is_a_settings_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="nats.tls_key is set without nats.tls_cert"):
+    with pytest.raises(ValueError, match=r"nats\.tls_key is set without nats\.tls_cert"):
         Settings.load(nats={"tls_key": str(tmp_path / "key.pem")})
