@@ -248,8 +248,13 @@ def check_environment(model: type[BaseModel], environ: Mapping[str, str]) -> Non
         for part in reversed(parts):
             nested = {part: nested} if nested else {part: environ[name]}
         for path in _unknown_paths(model, nested, ()):
+            # The whole name, also below an unknown section (nat.url, not nat).
+            rest = parts[len(path) :]
+            suggestion = _suggest(model, path)
             raise UnknownSetting(
-                ".".join(path), f"the environment variable {name}", _suggest(model, path)
+                ".".join(parts),
+                f"the environment variable {name}",
+                ".".join((suggestion, *rest)) if suggestion else None,
             )
 
 
