@@ -103,4 +103,5 @@ def test_rate_limit_counts_what_it_held_back() -> None:
     info = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
     assert all(limiter.filter(info) for _ in range(5))
     twice = warn("c", "1")
-    assert limiter.filter(twice) and limiter.filter(twice)
+    assert limiter.filter(twice)
+    assert limiter.filter(twice)
