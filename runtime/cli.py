@@ -63,10 +63,19 @@ def _echo_json(value: Any, *, indent: int | None = 2) -> None:
     "--settings", type=click.Path(exists=True, dir_okay=False), help="Settings file (YAML or JSON)."
 )
 @click.option("--log-level", default="INFO", show_default=True, help="Logging level.")
+@click.option(
+    "--warn-every",
+    default=logs.DEFAULT_INTERVAL,
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds between two warnings of the same kind (the rest are counted; 0: no limit).",
+)
 @click.version_option(package_name="scanflow-agents")
-def main(nats: str | None, namespace: str | None, settings: str | None, log_level: str) -> None:
+def main(
+    nats: str | None, namespace: str | None, settings: str | None, log_level: str, warn_every: float
+) -> None:
     """Scanflow Agents: supervise machine-learning workflows with agents."""
-    logs.configure(log_level)
+    logs.configure(log_level, interval=warn_every)
     # APScheduler logs every job run at INFO; our own records say what matters.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
 
