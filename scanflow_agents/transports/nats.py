@@ -87,13 +87,15 @@ class NatsTransport(Transport):
 
         closing: list[bool] = []  # set by close(): a drain's disconnect is no news
         attempts = ConnectErrors()
+        established: list[bool] = []
 
         async def on_error(exc: Exception) -> None:
             attempts.add(exc)
             logger.warning("NATS connection %s: %s", name, redact(describe_error(exc)))
 
         async def on_disconnect() -> None:
-            if not closing:
+            # A failed first attempt is reported by the error, not as a lost connection.
+            if established and not closing:
                 logger.warning("NATS connection %s lost; reconnecting", name)
 
         async def on_reconnect() -> None:
@@ -129,6 +131,7 @@ class NatsTransport(Transport):
             raise TransportError(
                 f"cannot connect to NATS at {where}: {attempts.reason(exc)}"
             ) from exc
+        established.append(True)
         nc.options["max_reconnect_attempts"] = -1
         transport = cls(nc, stream=stream, stream_subjects=stream_subjects)
         transport._closing = closing
