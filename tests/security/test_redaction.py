@@ -105,3 +105,29 @@ def test_rate_limit_counts_what_it_held_back() -> None:
     twice = warn("c", "1")
     assert limiter.filter(twice)
     assert limiter.filter(twice)
+
+
+async def test_handler_errors_are_redacted_in_replies_records_and_descriptions() -> None:
+    from scanflow_agents import Agent, HandlerFailed, actuator, sensor
+    from scanflow_agents.testing import AgentHarness
+
+    class Leaky(Agent, name="leaky"):
+        @actuator()
+        async def fetch(self) -> None:
+            raise ConnectionError("cannot reach https://svc:Leaked-Pw-1@api.example/v1")
+
+        @sensor(every=60)
+        async def probe(self) -> None:
+            raise ConnectionError("cannot reach nats://Leaked-Token-2@nats:4222")
+
+    async with AgentHarness(Leaky()) as h:
+        with pytest.raises(HandlerFailed) as failed:
+            await h.call("leaky", "fetch")
+        await h.run_sensor("leaky", "probe")
+        await h.settle()
+        description = await h.client.describe("leaky")
+    shown = f"{failed.value} {h.events} {description}"
+    assert f"https://svc:{MASK}@api.example/v1" in str(failed.value)
+    assert f"nats://{MASK}@nats:4222" in str(description)
+    assert "Leaked-Pw-1" not in shown
+    assert "Leaked-Token-2" not in shown
