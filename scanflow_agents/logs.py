@@ -12,9 +12,9 @@ first argument when it is a short string (by the project's habit, the agent's
 name): "malformed call" warnings of two agents are counted apart, while the
 varying rest (subject, the error's text) does not make each line a new kind.
 
-:func:`configure` is what the command line calls: basic logging, then both
-filters on the root logger's handlers, so third-party lines (nats-py,
-MLflow) are redacted and rate-limited too.
+:func:`configure` is what the command line calls: basic logging, the rate
+limit on the root logger's handlers, and redaction of every record (also of
+third-party libraries such as nats-py and MLflow, and of handlers added later).
 """
 
 from __future__ import annotations
@@ -95,14 +95,19 @@ class RateLimitFilter(logging.Filter):
 
 
 def _kind(record: logging.LogRecord) -> Hashable:
-    args = record.args
+    # The template and arguments the record was made from (redaction formats records early).
+    template, args = getattr(record, "scanflow_template", (record.msg, record.args))
     first = args[0] if isinstance(args, tuple) and args else None
     who = first if isinstance(first, str) and len(first) <= 64 else None
-    return (record.name, record.levelno, str(record.msg), who)
+    return (record.name, record.levelno, str(template), who)
 
 
 def configure(level: str | int = "INFO", *, interval: float = DEFAULT_INTERVAL) -> None:
     """Set up this process's logging: a stderr handler, redaction, rate limiting.
+
+    Redaction covers every record, whatever handler writes it; the rate limit
+    is on the root logger's handlers at the time of the call (a handler added
+    later, such as a file for a full log, gets every line).
 
     Args:
         level: The root logger's level.
@@ -113,7 +118,6 @@ def configure(level: str | int = "INFO", *, interval: float = DEFAULT_INTERVAL) 
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
     root = logging.getLogger()
-    # The rate limit first: a held-back record is never formatted or redacted.
     if interval > 0:
         limiter = next(
             (f for h in root.handlers for f in h.filters if isinstance(f, RateLimitFilter)),
@@ -122,4 +126,4 @@ def configure(level: str | int = "INFO", *, interval: float = DEFAULT_INTERVAL) 
         for handler in root.handlers:
             if limiter not in handler.filters:
                 handler.addFilter(limiter)
-    redaction.install(root)
+    redaction.install()

@@ -13,10 +13,11 @@ hidden:
   process (the CLI) remembers the secrets of its settings, so a password that
   reaches a log line some other way (a library's error text) is still hidden.
 
-:class:`RedactingFilter` applies the same to log records, including those of
-third-party libraries (nats-py, MLflow) once :func:`install` has put it on the
-root logger's handlers. The mask is pydantic's own (``SecretStr`` shows as
-``**********``), so a secret reads the same wherever it was hidden.
+:func:`install` applies the same to every log record of the process as it
+is made, including those of third-party libraries (nats-py, MLflow) and of
+handlers added later; :class:`RedactingFilter` does it for one handler. The
+mask is pydantic's own (``SecretStr`` shows as ``**********``), so a secret
+reads the same wherever it was hidden.
 """
 
 from __future__ import annotations
@@ -124,43 +125,51 @@ def _secrets_in(value: Any) -> Iterable[str]:
             yield match.group("password") or match.group("user")
 
 
-class RedactingFilter(logging.Filter):
-    """A logging filter that redacts the message, arguments and traceback of every record.
+def redact_record(record: logging.LogRecord) -> None:
+    """Redact one log record in place: its message with arguments, traceback and stack."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string: let the handler report it as usual
+        return
+    # What the record was made from stays readable (not printed): the rate limit
+    # of :mod:`scanflow_agents.logs` tells kinds of warnings apart by it.
+    if not hasattr(record, "scanflow_template"):
+        record.scanflow_template = (record.msg, record.args)
+    record.msg, record.args = redact(message), None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
 
-    Attach it to handlers (:func:`install` does it for the root logger's), not to
-    loggers: a logger's filters do not see records that propagate from below.
-    """
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts every record it sees (for handlers configured by hand)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string: let the handler report it as usual
-            return True
-        record.msg, record.args = redact(message), None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+        redact_record(record)
         return True
 
 
-def install(logger: logging.Logger | None = None) -> RedactingFilter:
-    """Put one :class:`RedactingFilter` on every handler of ``logger`` (default: the root).
+def install() -> None:
+    """Redact every log record of this process from now on, whichever handler writes it.
 
-    Call it at the edge of a process after logging is configured; calling it
-    again does not add a second filter.
+    Records are redacted as they are made (a wrapper around the log record
+    factory), so handlers added later, and every library's loggers, are
+    covered. Call it at the edge of a process; calling it again changes nothing.
     """
-    target = logger or logging.getLogger()
-    found = next(
-        (f for h in target.handlers for f in h.filters if isinstance(f, RedactingFilter)), None
-    )
-    redacting = found or RedactingFilter()
-    for handler in target.handlers:
-        if redacting not in handler.filters:
-            handler.addFilter(redacting)
-    return redacting
+    current = logging.getLogRecordFactory()
+    if getattr(current, "scanflow_redacting", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = current(*args, **kwargs)
+        redact_record(record)
+        return record
+
+    factory.scanflow_redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 def shown_params(params: BaseModel) -> dict[str, Any]:

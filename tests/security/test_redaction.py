@@ -131,3 +131,31 @@ async def test_handler_errors_are_redacted_in_replies_records_and_descriptions()
     assert f"nats://{MASK}@nats:4222" in str(description)
     assert "Leaked-Pw-1" not in shown
     assert "Leaked-Token-2" not in shown
+
+
+SCRIPT = """
+import io, logging
+from scanflow_agents import logs
+logs.configure("DEBUG", interval=5)
+late = io.StringIO()
+logging.getLogger().addHandler(logging.StreamHandler(late))  # added after, as the demo does
+for attempt in range(50):
+    logging.getLogger("nats.aio.client").warning("cannot connect to %s", "nats://u:pw-42@h:1")
+logging.getLogger("scanflow_agents.running").warning("agent %r is %s", "other", "fine")
+print(late.getvalue(), end="")
+"""
+
+
+def test_configure_redacts_for_later_handlers_too() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60, check=True
+    )
+    for output in (done.stdout, done.stderr):
+        assert "pw-42" not in output
+    # Redaction reaches the later handler; the rate limit is on the handlers there were.
+    assert done.stdout.count(f"cannot connect to nats://u:{MASK}@h:1") == 50
+    assert done.stderr.count("cannot connect") == 1
+    assert "agent 'other' is fine" in done.stderr
