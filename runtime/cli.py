@@ -130,11 +130,16 @@ def run(ctx: click.Context, references: tuple[str, ...], embedded_nats: bool) ->
 @main.command()
 @click.option("--port", type=int, default=None, help="Port (default: a free one).")
 @click.option("--store-dir", type=click.Path(file_okay=False), help="JetStream storage folder.")
-def nats(port: int | None, store_dir: str | None) -> None:
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A nats-server configuration file (authorization, TLS).",
+)
+def nats(port: int | None, store_dir: str | None, config: str | None) -> None:
     """Run a local nats-server with JetStream until Ctrl-C (for development)."""
     from scanflow_agents.transports.servers import NatsServer
 
-    with NatsServer(port=port, store_dir=store_dir) as server:
+    with NatsServer(port=port, store_dir=store_dir, config=config) as server:
         click.echo(server.url)
         assert server.process is not None
         with contextlib.suppress(KeyboardInterrupt):
