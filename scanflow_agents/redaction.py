@@ -37,6 +37,9 @@ MASK = "**********"
 #: would hide more than it protects. Secrets this short are not secrets.
 MIN_SECRET_LENGTH = 4
 
+#: A lone user part of a URL at least this long is taken for a token and remembered.
+TOKEN_LENGTH = 12
+
 _URL_CREDENTIALS = re.compile(
     r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^\s/@:?#]*)(?::(?P<password>[^\s/@?#]*))?@"
 )
@@ -122,7 +125,13 @@ def _secrets_in(value: Any) -> Iterable[str]:
             yield from _secrets_in(item)
     elif isinstance(value, str) and "@" in value:
         for match in _URL_CREDENTIALS.finditer(value):
-            yield match.group("password") or match.group("user")
+            password, user = match.group("password"), match.group("user")
+            if password:
+                yield password
+            elif len(user) >= TOKEN_LENGTH:
+                # A lone user part is a token in NATS URLs (nats://TOKEN@host); a short
+                # one is more likely a name ("admin"), which is not worth hiding everywhere.
+                yield user
 
 
 def redact_record(record: logging.LogRecord) -> None:
