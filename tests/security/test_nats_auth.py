@@ -61,6 +61,15 @@ async def test_user_and_password_and_the_servers_reason(serve_nats: Any) -> None
     assert "nats://bob:**********@127.0.0.1" in text
 
 
+async def test_token(serve_nats: Any) -> None:
+    server = serve_nats('authorization { token: "t0ken-abcdefghijkl" }')
+    await round_trip(settings(server.url, token="t0ken-abcdefghijkl"))
+    await round_trip(settings(server.url.replace("nats://", "nats://t0ken-abcdefghijkl@")))
+    text = await refused(settings(server.url.replace("nats://", "nats://wrong-token-xyz@")))
+    assert "Authorization Violation" in text
+    assert "wrong-token-xyz" not in text
+
+
 async def test_nkeys_seed_file(serve_nats: Any, kit: Any, tmp_path: Path) -> None:
     new_nkey = kit.new_nkey
     user, stranger = new_nkey(nkeys.PREFIX_BYTE_USER), new_nkey(nkeys.PREFIX_BYTE_USER)
