@@ -61,6 +61,14 @@ class NatsServer:
 
         with NatsServer() as server:
             print(server.url)
+
+    Args:
+        port: the client port (default: a free one).
+        store_dir: JetStream's folder (default: a temporary one, removed on stop).
+        startup_timeout: seconds to wait for the server to listen.
+        config: a nats-server configuration file (authorization, TLS, accounts);
+            the port, JetStream and its folder given here still apply.
+        scheme: of :attr:`url`: ``tls`` for a server that requires TLS.
     """
 
     def __init__(
@@ -72,14 +80,6 @@ class NatsServer:
         config: str | None = None,
         scheme: str = "nats",
     ) -> None:
-        """Args:
-        port: the client port (default: a free one).
-        store_dir: JetStream's folder (default: a temporary one, removed on stop).
-        startup_timeout: seconds to wait for the server to listen.
-        config: a nats-server configuration file (authorization, TLS, accounts);
-            the port, JetStream and its folder given here still apply.
-        scheme: of :attr:`url`: ``tls`` for a server that requires TLS.
-        """
         self.port = port or free_port()
         self.config = config
         self.scheme = scheme
