@@ -23,12 +23,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from scanflow_agents import chains
-from scanflow_agents._core import wire
+from scanflow_agents._core import allowing, wire
 from scanflow_agents._core.executing import Outcome, execute
 from scanflow_agents._core.guards import CallStore, Claim, Replies, Throttle, call_key
 from scanflow_agents._core.ports import Refusal, never_refuse
@@ -36,6 +36,7 @@ from scanflow_agents._core.recording import NotStored, Recorder, jsonable
 from scanflow_agents.actuators import ActuatorSpec
 from scanflow_agents.errors import CallError, ErrorCode
 from scanflow_agents.messages import SCHEMA_VERSION, Envelope, ErrorInfo, Reply, utcnow
+from scanflow_agents.redaction import shown_params
 from scanflow_agents.settings import AgentSettings
 from scanflow_agents.transports.base import Message
 
@@ -127,12 +128,29 @@ class Dispatcher:
     # -- the wire ------------------------------------------------------------------------
 
     async def on_call(self, message: Message) -> None:
-        """The call subscription's callback: admit or refuse at once, then serve in a task.
+        """The call subscription's callback: answer or admit at once, then serve in a task.
 
-        Refusing here, before anything is decoded, keeps an overloaded agent's
-        answer cheap; the caller retries with backoff.
+        What needs no state is answered here, one message at a time: an
+        unreadable envelope, an unknown actuator, bad arguments. A valid call
+        beyond the in-flight limit (or with the record backlog full) is
+        answered ``busy`` before anything runs; the caller retries with backoff.
         """
         actuator = message.subject.rsplit(".", 1)[-1]
+        try:
+            call = decode(message.data, "call")
+        except ValueError as exc:
+            logger.warning(
+                "agent %r got a malformed call on %s: %s", self.agent.name, message.subject, exc
+            )
+            reply = failure(
+                ErrorCode.BAD_MESSAGE, f"agent '{self.agent.name}' cannot read the call: {exc}"
+            )
+            await message.respond(self._encode(reply, None))
+            return
+        screened = self._screen(actuator, call)
+        if isinstance(screened, Reply):
+            await message.respond(self._encode(screened, call))
+            return
         if self.inflight >= self.settings.max_inflight or self.recorder.full:
             self.busy += 1
             why = (
@@ -143,25 +161,14 @@ class Dispatcher:
             reply = failure(
                 ErrorCode.BUSY, f"agent '{self.agent.name}' is busy: {why}; retry shortly"
             )
-            await message.respond(self._encode(reply, None))
+            await message.respond(self._encode(reply, call))
             return
         self.inflight += 1
-        self.spawn(self._serve_message(actuator, message), f"call:{actuator}")
+        self.spawn(self._serve_message(screened, call, message), f"call:{actuator}")
 
-    async def _serve_message(self, actuator: str, message: Message) -> None:
+    async def _serve_message(self, valid: _Valid, call: Envelope, message: Message) -> None:
         try:
-            try:
-                call = decode(message.data, "call")
-            except ValueError as exc:
-                logger.warning(
-                    "agent %r got a malformed call on %s: %s", self.agent.name, message.subject, exc
-                )
-                reply = failure(
-                    ErrorCode.BAD_MESSAGE, f"agent '{self.agent.name}' cannot read the call: {exc}"
-                )
-                await message.respond(self._encode(reply, None))
-                return
-            _, data = await self.serve(actuator, call, wire=True)
+            _, data = await self._serve(valid, call, wire=True)
             assert data is not None
             await message.respond(data)
         finally:
@@ -192,11 +199,46 @@ class Dispatcher:
         self, actuator_id: str, call: Envelope, *, wire: bool
     ) -> tuple[Reply, bytes | None]:
         """The reply to a call (and, for the wire, its bytes), once its record is stored."""
-        body = call.payload if isinstance(call.payload, dict) else {}
+        screened = self._screen(actuator_id, call)
+        if isinstance(screened, Reply):
+            return screened, self._encode(screened, call) if wire else None
+        return await self._serve(screened, call, wire=wire)
+
+    def _screen(self, actuator_id: str, call: Envelope) -> Reply | _Valid:
+        """The call's actuator and validated arguments, or the refusal (nothing recorded)."""
         spec = self.agent.actuators.get(actuator_id)
+        if spec is None:
+            known = ", ".join(sorted(self.agent.actuators)) or "none"
+            return failure(
+                ErrorCode.NOT_FOUND,
+                clip(
+                    f"agent '{self.agent.name}' has no actuator '{actuator_id}' "
+                    f"(actuators: {known})"
+                ),
+            )
+        name = _Name(actuator_id, self.agent.name)
+        body = call.payload if isinstance(call.payload, dict) else {}
+        raw = body.get("params", {})
+        if not isinstance(raw, dict):
+            return failure(
+                ErrorCode.BAD_INPUT,
+                f"{name} needs params as an object, got {type(raw).__name__}",
+                field="params",
+            )
+        try:
+            params = spec.params.model_validate(raw)
+        except ValidationError as exc:
+            return _bad_input(name, exc)
+        return _Valid(spec, name, body, params)
+
+    async def _serve(
+        self, valid: _Valid, call: Envelope, *, wire: bool
+    ) -> tuple[Reply, bytes | None]:
+        spec, body = valid.spec, valid.body
+        actuator_id = spec.id
         key = (
             call_key(actuator_id, call.id)
-            if spec is not None and body.get("keyed") and not body.get("dry_run")
+            if body.get("keyed") and not body.get("dry_run")
             else None
         )
         earlier = await self._earlier(key) if key else None
@@ -210,7 +252,7 @@ class Dispatcher:
             self.replies.begin(key)
         reply: Reply | None = None
         try:
-            reply, record = await self._attempt(actuator_id, body, call, key)
+            reply, record = await self._attempt(valid, call, key)
         finally:
             if key:
                 self.replies.finish(key, reply if reply is not None and reply.ok else None)
@@ -275,49 +317,34 @@ class Dispatcher:
         return None
 
     async def _attempt(
-        self, actuator_id: str, body: dict[str, Any], call: Envelope, key: str | None
+        self, valid: _Valid, call: Envelope, key: str | None
     ) -> tuple[Reply, dict[str, Any] | None]:
         """The reply to a call, and the action record to keep (``None``: nothing was attempted)."""
-        spec = self.agent.actuators.get(actuator_id)
-        if spec is None:
-            known = ", ".join(sorted(self.agent.actuators)) or "none"
-            return failure(
-                ErrorCode.NOT_FOUND,
-                clip(
-                    f"agent '{self.agent.name}' has no actuator '{actuator_id}' "
-                    f"(actuators: {known})"
-                ),
-            ), None
-        name = _Name(actuator_id, self.agent.name)
-        raw = body.get("params", {})
-        if not isinstance(raw, dict):
-            return failure(
-                ErrorCode.BAD_INPUT,
-                f"{name} needs params as an object, got {type(raw).__name__}",
-                field="params",
-            ), None
-        try:
-            params = spec.params.model_validate(raw)
-        except ValidationError as exc:
-            return _bad_input(name, exc), None
+        spec, name, body, params = valid
+        actuator_id = spec.id
+        shown = shown_params(params)  # what records and echoes show: secrets masked
         dry_run = bool(body.get("dry_run")) or self.settings.dry_run
         if key is not None:
             answer = await self._claim(spec, key, call, name)
             if answer is not None:
                 return answer, None
         throttle = self.throttles[actuator_id]
-        refusal = self.refusal() or throttle.refusal(time.monotonic())
+        refusal = (
+            self.refusal()
+            or allowing.refusal(self.settings.allow, self.agent.name, actuator_id, call.source)
+            or throttle.refusal(time.monotonic())
+        )
         if refusal is not None:
             if key is not None:
                 await self.store.release(key)
             reply = failure(ErrorCode.REJECTED, f"{name} refused the call: {refusal}")
-            return reply, _action(raw, call, reply, 0.0, dry_run)
+            return reply, _action(shown, call, reply, 0.0, dry_run)
         if dry_run:
             # Validated and guarded like a real call, but nothing is executed.
             reply = Reply(
-                ok=True, result={"dry_run": True, "actuator": actuator_id, "params": jsonable(raw)}
+                ok=True, result={"dry_run": True, "actuator": actuator_id, "params": shown}
             )
-            return reply, _action(raw, call, reply, 0.0, True)
+            return reply, _action(shown, call, reply, 0.0, True)
         arguments = params.__dict__  # the validated fields (the model forbids extras)
         throttle.started(time.monotonic())
         self.executions[actuator_id] = self.executions.get(actuator_id, 0) + 1
@@ -333,7 +360,7 @@ class Dispatcher:
             throttle.succeeded(time.monotonic())
         if key is not None:
             await self._settle(key, call, reply)
-        return reply, _action(raw, call, reply, outcome.duration, False)
+        return reply, _action(shown, call, reply, outcome.duration, False)
 
     async def _settle(self, key: str, call: Envelope, reply: Reply) -> None:
         """Keep a success in the shared store; forget anything else, so it may be retried."""
@@ -402,6 +429,15 @@ class Dispatcher:
         if elapsed > _longest_run(spec, self.settings):
             return False
         return await self.alive(claim.instance)
+
+
+class _Valid(NamedTuple):
+    """A call that passed screening: its actuator, name, payload and validated arguments."""
+
+    spec: ActuatorSpec
+    name: _Name
+    body: dict[str, Any]
+    params: BaseModel
 
 
 class _Name:
