@@ -169,10 +169,17 @@ class Dispatcher:
     async def _serve_message(self, valid: _Valid, call: Envelope, message: Message) -> None:
         try:
             _, data = await self._serve(valid, call, wire=True)
-            assert data is not None
-            await message.respond(data)
+        except Exception as exc:  # a bug of ours: the caller must not wait its whole timeout
+            logger.exception("agent %r failed to serve call %s", self.agent.name, call.id)
+            reply = failure(
+                ErrorCode.HANDLER_FAILED,
+                f"agent '{self.agent.name}' failed to serve the call: {type(exc).__name__}",
+            )
+            data = self._encode(reply, call)
         finally:
             self.inflight -= 1
+        assert data is not None
+        await message.respond(data)
 
     def _encode(self, reply: Reply, call: Envelope | None) -> bytes:
         payload = reply.model_dump(exclude_none=True)
@@ -255,7 +262,8 @@ class Dispatcher:
             reply, record = await self._attempt(valid, call, key)
         finally:
             if key:
-                self.replies.finish(key, reply if reply is not None and reply.ok else None)
+                kept = reply if reply is not None and reply.ok else None
+                self.replies.finish(key, kept, _size(kept) if kept else 0)
         data = self._encode(reply, call) if wire else None
         if data is not None and len(data) > (limit := self._max_payload()):
             # The action ran; its record keeps the result (shrunk if need be).
@@ -450,6 +458,11 @@ class _Name:
 
     def __str__(self) -> str:
         return f"actuator '{self.actuator}' of agent '{self.agent}'"
+
+
+def _size(reply: Reply) -> int:
+    """The encoded size of a reply kept for duplicates (what the byte budget counts)."""
+    return len(wire.dumps(reply.model_dump(exclude_none=True)))
 
 
 def _longest_run(spec: ActuatorSpec, settings: AgentSettings) -> float:

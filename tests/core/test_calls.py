@@ -28,8 +28,8 @@ from scanflow_agents import (
     Unavailable,
     actuator,
 )
-from scanflow_agents._core.guards import call_key
-from scanflow_agents.messages import new_id, utcnow
+from scanflow_agents._core.guards import Replies, call_key
+from scanflow_agents.messages import Reply, new_id, utcnow
 from scanflow_agents.testing import AgentHarness, eventually
 
 MIB = 2**20
@@ -297,3 +297,34 @@ async def test_nobody_answering_right_after_a_reconnect_is_retried(bus: str | No
             await runtime.stop()
         with pytest.raises(Unavailable):  # and not beyond the caller's timeout
             await h.call("absent", "echo", text="x", timeout=0.3)
+
+
+async def test_the_process_keeps_replies_within_its_byte_budget() -> None:
+    replies = Replies(max_bytes=1000, window=60)
+    for i in range(5):
+        replies.begin(f"k{i}")
+        replies.finish(f"k{i}", Reply(ok=True, result="x" * 300), 300)
+    # 5 x 300 bytes do not fit in 1,000: the oldest went first.
+    assert (len(replies), replies.bytes) == (3, 900)
+    assert replies.lookup("k0") is None
+    assert replies.lookup("k4") == Reply(ok=True, result="x" * 300)
+    replies.begin("big")
+    replies.finish("big", Reply(ok=True, result="y"), 5000)  # larger than the budget: not kept
+    assert replies.lookup("big") is None
+
+
+async def test_a_duplicate_is_answered_from_the_kept_reply_within_the_budget(
+    bus: str | None,
+) -> None:
+    settings = Settings.defaults().model_copy(
+        update={"agent": Settings.defaults().agent.model_copy(update={"idempotency_bytes": 400})}
+    )
+    worker = Worker()
+    async with AgentHarness(worker, nats_url=bus, settings=settings) as h:
+        await h.call("worker", "echo", text="a" * 100, call_id="b1")
+        await h.call("worker", "echo", text="b" * 100, call_id="b2")
+        replies = worker.runtime.dispatcher.replies
+        assert 0 < replies.bytes <= 400
+        assert len(replies) == 2
+        await h.call("worker", "echo", text="c" * 300, call_id="b3")
+        assert replies.bytes <= 400  # the older replies made room
