@@ -72,6 +72,31 @@ class AgentSettings(BaseModel):
     )
     idempotency_size: int = Field(10_000, gt=0, description="Replies kept for redelivered calls.")
     shutdown_timeout: float = Field(10.0, gt=0, description="Seconds a graceful stop may take.")
+    events_max_age: float = Field(
+        3600.0,
+        gt=0,
+        description=(
+            "Seconds an event may be old and still reach rules and event sensors; older "
+            "ones stay in the stream but are skipped (an agent back after a long outage "
+            "does not replay them)."
+        ),
+    )
+    events_ack_wait: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Seconds before an event that a replica took and never acknowledged (it died) "
+            "is delivered again."
+        ),
+    )
+    lease_ttl: float = Field(
+        10.0,
+        ge=1,
+        description=(
+            "Seconds a leader's lease lasts without renewal: another replica takes over "
+            "within about this long after the leader dies."
+        ),
+    )
     handlers: HandlerSettings = Field(default_factory=HandlerSettings)
 
 
