@@ -30,6 +30,7 @@ ADAPTERS = (
     "scanflow_agents.workflows",
 )
 SHARED = ("scanflow_agents.settings",)
+KIT = ("scanflow_agents._kit",)  # the private toolkit below every layer (task guarding)
 DEMO = ("scanflow_agents.runtime.demo",)  # the settings tree is read by every layer
 OUTER = ("scanflow_agents.runtime", "scanflow_agents.builtin", "scanflow_agents.testing")
 HEAVY = ("mlflow", "numpy", "scipy", "sklearn", "pandas", "kubernetes", "fastapi", "uvicorn")
@@ -66,6 +67,8 @@ def _within(name: str, prefixes: tuple[str, ...]) -> bool:
 
 
 def _layer(module: str) -> str:
+    if _within(module, KIT):
+        return "kit"
     if _within(module, ("scanflow_agents.builtin",)):
         return "builtin"
     if _within(module, ("scanflow_agents.runtime", "scanflow_agents.testing")):
@@ -87,7 +90,7 @@ def test_module_respects_its_layer(module: str) -> None:
     if layer == "adapter":
         own = next(p for p in ADAPTERS if _within(module, (p,)))
         # Adapters stand alone: they know the settings and other adapters, never the core.
-        bad = {n for n in ours if not _within(n, (own, *ADAPTERS, *SHARED))}
+        bad = {n for n in ours if not _within(n, (own, *ADAPTERS, *SHARED, *KIT))}
     elif layer == "core":
         bad = {n for n in ours if _within(n, OUTER)}
     elif layer == "builtin":
@@ -98,6 +101,8 @@ def test_module_respects_its_layer(module: str) -> None:
             bad = {n for n in ours if _within(n, ("scanflow_agents.builtin",))}
         if _within(module, ("scanflow_agents.runtime",)):
             bad |= {n for n in ours if _within(n, ("scanflow_agents._core",))}
+    elif layer == "kit":
+        bad = {n for n in ours if not _within(n, KIT)}
     else:
         bad = {n for n in ours if n != module}
     assert not bad, f"{module} ({layer} layer) imports {sorted(bad)}"

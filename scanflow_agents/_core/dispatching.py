@@ -14,14 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from scanflow_agents import chains
 from scanflow_agents._core.executing import execute
 from scanflow_agents._core.guards import IdempotencyCache, Throttle
+from scanflow_agents._core.ports import Record, Refusal, never_refuse
 from scanflow_agents._core.recording import jsonable
 from scanflow_agents.errors import CallError, ErrorCode
 from scanflow_agents.messages import Envelope, ErrorInfo, Reply
+from scanflow_agents.settings import AgentSettings
 
 if TYPE_CHECKING:
-    from scanflow_agents._core.running import AgentRuntime
+    from scanflow_agents.agents import Agent
 
 logger = logging.getLogger("scanflow_agents.dispatching")
 
@@ -35,12 +38,27 @@ def failure(
 
 
 class Dispatcher:
-    """Serves the actuators of one agent."""
+    """Serves the actuators of one agent.
 
-    def __init__(self, runtime: AgentRuntime) -> None:
-        self.runtime = runtime
-        self.agent = runtime.agent
-        settings = runtime.settings.agent
+    Args:
+        agent: the agent whose actuators run (passed to them as ``self``).
+        settings: dry-run, idempotency and handler defaults.
+        record: keeps the action records (the runtime's recorder).
+        refusal: why the agent refuses calls now (paused), or ``None``.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        settings: AgentSettings,
+        *,
+        record: Record,
+        refusal: Refusal = never_refuse,
+    ) -> None:
+        self.agent = agent
+        self.settings = settings
+        self.record = record
+        self.refusal = refusal
         self.cache = IdempotencyCache(
             size=settings.idempotency_size, window=settings.idempotency_window
         )
@@ -80,7 +98,7 @@ class Dispatcher:
             future.set_result(reply)
         await respond(reply)
         if record is not None:
-            await self.runtime.recorder.record(
+            await self.record(
                 "action",
                 actuator_id,
                 record,
@@ -118,9 +136,9 @@ class Dispatcher:
                 field=path,
                 details=jsonable(exc.errors(include_url=False, include_context=False)),
             ), None
-        dry_run = bool(body.get("dry_run")) or self.runtime.settings.agent.dry_run
+        dry_run = bool(body.get("dry_run")) or self.settings.dry_run
         throttle = self.throttles[actuator_id]
-        refusal = self.runtime.refusal() or throttle.refusal(time.monotonic())
+        refusal = self.refusal() or throttle.refusal(time.monotonic())
         if refusal is not None:
             reply = failure(ErrorCode.REJECTED, f"{name} refused the call: {refusal}")
             return reply, _action(raw, call, reply, 0.0, dry_run)
@@ -133,12 +151,12 @@ class Dispatcher:
         arguments = {field: getattr(params, field) for field in type(params).model_fields}
         throttle.started(time.monotonic())
         self.executions[actuator_id] = self.executions.get(actuator_id, 0) + 1
-        with self.runtime.chain(call.correlation_id, call.id):
+        with chains.within(call.correlation_id, call.id):
             outcome = await execute(
                 spec,
                 self.agent.name,
                 lambda: spec.fn(self.agent, **arguments),
-                self.runtime.settings.agent.handlers,
+                self.settings.handlers,
             )
         if outcome.ok:
             throttle.succeeded(time.monotonic())

@@ -13,13 +13,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from contextvars import ContextVar
+from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from scanflow_agents import chains
 from scanflow_agents._core.calling import call_envelope, remote_call, result_of
 from scanflow_agents._core.describing import describe, heartbeat
 from scanflow_agents._core.dispatching import Dispatcher, failure
@@ -27,7 +27,7 @@ from scanflow_agents._core.knowing import Knowledge
 from scanflow_agents._core.reacting import Reactor
 from scanflow_agents._core.recording import Recorder, Sink, jsonable
 from scanflow_agents._core.scheduling import Scheduler
-from scanflow_agents._core.tasks import Tasks
+from scanflow_agents._kit.tasks import Tasks
 from scanflow_agents.errors import ErrorCode
 from scanflow_agents.messages import SCHEMA_VERSION, Envelope, Event, Observation, Reply, new_id
 from scanflow_agents.subjects import Subjects
@@ -38,9 +38,6 @@ if TYPE_CHECKING:
     from scanflow_agents.agents import Agent
 
 logger = logging.getLogger("scanflow_agents.running")
-
-# The chain the current handler belongs to: (correlation id, causing message id).
-_chain: ContextVar[tuple[str, str | None] | None] = ContextVar("scanflow_chain", default=None)
 
 
 class AgentRuntime:
@@ -64,11 +61,26 @@ class AgentRuntime:
         self.paused_reason: str | None = None
         self.started_at = time.monotonic()
         self.tasks = Tasks(agent.name, on_broken=self._broken)
+        # The parts, each given only what it uses (see scanflow_agents._core's docstring
+        # for the path an observation takes through them).
         self.recorder = Recorder(agent.name, transport, self.subjects, list(sinks))
-        self.dispatcher = Dispatcher(self)
-        self.reactor = Reactor(self)
-        self.knowledge = Knowledge(self)
-        self.scheduler: Scheduler | None = Scheduler(self) if schedule else None
+        self.knowledge = Knowledge(agent.name, self.settings, transport, self.recorder.sinks)
+        self.dispatcher = Dispatcher(
+            agent, self.settings.agent, record=self.recorder.record, refusal=self.refusal
+        )
+        self.reactor = Reactor(
+            agent,
+            handlers=self.settings.agent.handlers,
+            record=self.recorder.record,
+            call=self.call,
+            refusal=self.refusal,
+            cursors=self.knowledge,
+        )
+        self.scheduler: Scheduler | None = (
+            Scheduler(agent.name, agent.sensors.values(), self.run_sensor_guarded)
+            if schedule
+            else None
+        )
         self._subscriptions: list[Subscription] = []
         self._stopped = asyncio.Event()
         self._hooks_started = False
@@ -90,9 +102,7 @@ class AgentRuntime:
         await self.stop()
 
     async def start(self) -> None:
-        if self.agent._runtime is not None:
-            raise RuntimeError(f"agent {self.agent.name!r} is already running")
-        self.agent._runtime = self
+        self.agent.attach_runtime(self)
         self.state = "starting"
         self.started_at = time.monotonic()
         try:
@@ -176,8 +186,7 @@ class AgentRuntime:
                     logger.exception("on_stop of agent %r failed", self.agent.name)
         finally:
             self.state = "stopped"
-            if self.agent._runtime is self:
-                self.agent._runtime = None
+            self.agent.detach_runtime(self)
             self._stopped.set()
             logger.info("agent %r stopped", self.agent.name)
 
@@ -203,20 +212,6 @@ class AgentRuntime:
             if self.paused_reason
             else None
         )
-
-    # -- chains --------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def chain(self, correlation_id: str, causation_id: str | None) -> Iterator[None]:
-        token = _chain.set((correlation_id, causation_id))
-        try:
-            yield
-        finally:
-            _chain.reset(token)
-
-    @staticmethod
-    def current_chain() -> tuple[str, str | None]:
-        return _chain.get() or (new_id(), None)
 
     # -- sensors -------------------------------------------------------------------------
 
@@ -246,7 +241,7 @@ class AgentRuntime:
         dry_run: bool = False,
     ) -> Any:
         target = agent or self.agent.name
-        correlation, cause = self.current_chain()
+        correlation, cause = chains.current()
         envelope = call_envelope(
             self.agent.name,
             target,
@@ -274,7 +269,7 @@ class AgentRuntime:
         validate_topic(topic)
         if "*" in topic or ">" in topic:
             raise ValueError(f"cannot emit on a wildcard topic {topic!r}")
-        correlation, cause = self.current_chain()
+        correlation, cause = chains.current()
         envelope = Envelope(
             kind="event",
             source=self.agent.name,
