@@ -52,7 +52,15 @@ def describe(runtime: AgentRuntime) -> dict[str, Any]:
         }
         for aid, spec in agent.actuators.items()
     ]
-    return {**heartbeat(runtime), "sensors": sensors, "rules": rules, "actuators": actuators}
+    return {
+        **heartbeat(runtime),
+        "sensors": sensors,
+        "rules": rules,
+        "actuators": actuators,
+        # Per topic pattern: the durable consumer and what it handled, skipped as
+        # duplicates, as too old, or as malformed.
+        "consumers": runtime.consumers.summary(),
+    }
 
 
 def heartbeat(runtime: AgentRuntime) -> dict[str, Any]:
@@ -68,4 +76,7 @@ def heartbeat(runtime: AgentRuntime) -> dict[str, Any]:
         "uptime": round(time.monotonic() - runtime.started_at, 3),
         "events": dict(runtime.recorder.counts),
         "backlog": len(runtime.recorder.backlog),
+        # Whether this replica runs the sensors and rules (holds the lease), the
+        # leader's instance, and the lease's fencing token while leading.
+        **runtime.leadership.summary(),
     }

@@ -145,7 +145,7 @@ class Leadership:
         if self._token is None:
             return
         revision = self._revision
-        await self._lose("this replica is stopping")
+        await self._lose("this replica is stopping", level=logging.INFO)
         try:
             await (await self._bucket()).delete(self.key, revision=revision)
         except TransportError as exc:
@@ -208,10 +208,12 @@ class Leadership:
             return  # try again; step down once the lease may have expired
         self._valid_until = started + self.ttl - self.margin
 
-    async def _lose(self, reason: str) -> None:
+    async def _lose(self, reason: str, *, level: int = logging.WARNING) -> None:
         if self._token is None:
             return
-        logger.warning("replica %s no longer leads agent %r: %s", self.instance, self.key, reason)
+        logger.log(
+            level, "replica %s no longer leads agent %r: %s", self.instance, self.key, reason
+        )
         self._token = None
         self.holder = None
         await self._notify(False)

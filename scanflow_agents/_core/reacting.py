@@ -7,6 +7,7 @@ be read back as sensor → rule → actuator → result.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -210,11 +211,15 @@ class Reactor:
             causation_id=cause,
         )
         with chains.within(correlation, envelope.id):
-            for planned in decision.calls:
+            for index, planned in enumerate(decision.calls):
                 started = time.monotonic()
                 try:
                     await self.call(
-                        planned.agent, planned.actuator, planned.params, timeout=planned.timeout
+                        planned.agent,
+                        planned.actuator,
+                        planned.params,
+                        timeout=planned.timeout,
+                        call_id=planned_call_id(self.agent.name, spec.id, cause, index),
                     )
                 except CallError as exc:
                     # A guard saying no (cooldown, rate) is the system working, not an error.
@@ -231,6 +236,18 @@ class Reactor:
                         exc,
                     )
         return decision
+
+
+def planned_call_id(agent: str, rule: str, cause: str | None, index: int) -> str | None:
+    """The id of a decision's call, the same each time the rule handles the same message.
+
+    An event handled again (its replica died before acknowledging it, and the
+    next leader got it) makes the same calls with the same ids, so the
+    receiver's idempotency guard answers them without acting twice.
+    """
+    if cause is None:
+        return None
+    return hashlib.sha256(f"{agent}\0{rule}\0{cause}\0{index}".encode()).hexdigest()[:32]
 
 
 def _trigger_of(message: Observation | Event) -> dict[str, Any]:

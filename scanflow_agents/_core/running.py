@@ -1,10 +1,13 @@
 """The lifecycle of one agent: subscribe, schedule, serve, and stop cleanly.
 
 :class:`AgentRuntime` is the one async context manager an agent runs in.
-Entering it subscribes to the agent's subjects, starts its sensors and its
-heartbeat; leaving it (or :meth:`AgentRuntime.stop`, which is idempotent)
-stops the sensors, drains subscriptions so accepted calls are answered, waits
-a bounded time for in-flight handlers and cancels what remains.
+Entering it subscribes to the agent's subjects, competes for the agent's
+lease, starts its sensors and its heartbeat; the replica that holds the lease
+runs the time sensors and reads the event stream for rules and event sensors
+(see ``leading`` and ``consuming``). Leaving it (or :meth:`AgentRuntime.stop`,
+which is idempotent) hands the lease over, stops the sensors, drains
+subscriptions so accepted calls are answered, waits a bounded time for
+in-flight handlers and cancels what remains.
 """
 
 from __future__ import annotations
@@ -12,27 +15,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from scanflow_agents import chains
 from scanflow_agents._core.calling import call_envelope, remote_call, result_of
+from scanflow_agents._core.consuming import EventConsumers, decode
 from scanflow_agents._core.describing import describe, heartbeat
 from scanflow_agents._core.dispatching import Dispatcher, failure
 from scanflow_agents._core.knowing import Knowledge
+from scanflow_agents._core.leading import Leadership
 from scanflow_agents._core.reacting import Reactor
 from scanflow_agents._core.recording import Recorder, Sink, jsonable
 from scanflow_agents._core.scheduling import Scheduler
 from scanflow_agents._kit.tasks import Tasks
 from scanflow_agents.errors import ErrorCode
-from scanflow_agents.messages import SCHEMA_VERSION, Envelope, Event, Observation, Reply, new_id
+from scanflow_agents.messages import Envelope, Event, Observation, Reply
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.transports.base import Message, Subscription, Transport
-from scanflow_agents.triggers import OnEvent
 
 if TYPE_CHECKING:
     from scanflow_agents.agents import Agent
@@ -55,7 +58,9 @@ class AgentRuntime:
         self.transport = transport
         self.settings = agent.settings
         self.subjects = Subjects(self.settings.namespace)
-        self.instance = new_id()[:12]
+        # Random per runtime: replicas (also several in one process) must differ,
+        # since the lease names its holder by instance.
+        self.instance = os.urandom(6).hex()
         self.state = "created"
         self.ready = False
         self.paused_reason: str | None = None
@@ -76,8 +81,25 @@ class AgentRuntime:
             refusal=self.refusal,
             cursors=self.knowledge,
         )
+        # Replicas share calls; sensors and rules run on the one holding the lease.
+        self.leadership = Leadership(
+            transport,
+            namespace=self.settings.namespace,
+            agent=agent.name,
+            instance=self.instance,
+            ttl=self.settings.agent.lease_ttl,
+            on_change=self._on_leadership,
+        )
+        self.consumers = EventConsumers(
+            agent, self.reactor, transport, self.subjects, self.settings.agent
+        )
         self.scheduler: Scheduler | None = (
-            Scheduler(agent.name, agent.sensors.values(), self.run_sensor_guarded)
+            Scheduler(
+                agent.name,
+                agent.sensors.values(),
+                self.run_sensor_guarded,
+                leading=lambda: self.leadership.is_leader,
+            )
             if schedule
             else None
         )
@@ -115,6 +137,9 @@ class AgentRuntime:
                 self.scheduler.start()
             # Make sure the server knows our subscriptions before anyone is told we run.
             await self.transport.flush()
+            # A lone replica leads from the start; others keep watching the lease.
+            await self.leadership.start()
+            self.tasks.spawn(self.leadership.run(), name="lease", endless=True)
         except BaseException:
             await self.stop()
             raise
@@ -140,16 +165,14 @@ class AgentRuntime:
             await subscribe(subjects.describe(name), self._on_describe, queue=queue)
         )
         self._subscriptions.append(await subscribe(subjects.discover, self._on_discover))
-        for topic in self._topics():
-            handler = self._event_handler(topic)
-            self._subscriptions.append(await subscribe(subjects.event(topic), handler, queue=queue))
 
-    def _topics(self) -> list[str]:
-        topics = [
-            s.trigger.topic for s in self.agent.sensors.values() if isinstance(s.trigger, OnEvent)
-        ]
-        topics += [t for r in self.agent.rules.values() for t in r.topics]
-        return list(dict.fromkeys(topics))
+    async def _on_leadership(self, leading: bool) -> None:
+        # Only the leader reads the stream: the next one resumes from the
+        # consumers' acknowledged position, so no event is missed or repeated.
+        if leading and self.state not in ("stopping", "stopped"):
+            await self.consumers.start()
+        else:
+            await self.consumers.stop()
 
     async def stop(self) -> None:
         """Stop sensors, drain subscriptions, finish or cancel in-flight work. Idempotent."""
@@ -162,6 +185,10 @@ class AgentRuntime:
         try:
             if self.scheduler is not None:
                 self.scheduler.stop()
+            # Finish the event in hand, then give the lease up so that another
+            # replica takes over now rather than after the lease expires.
+            await self.leadership.stop()
+            await self.consumers.stop()
             for sub in self._subscriptions:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(sub.unsubscribe(), timeout)
@@ -239,6 +266,7 @@ class AgentRuntime:
         *,
         timeout: float | None = None,
         dry_run: bool = False,
+        call_id: str | None = None,
     ) -> Any:
         target = agent or self.agent.name
         correlation, cause = chains.current()
@@ -249,6 +277,7 @@ class AgentRuntime:
             params,
             correlation_id=correlation,
             causation_id=cause,
+            call_id=call_id,
             dry_run=dry_run,
         )
         if target != self.agent.name:
@@ -302,7 +331,7 @@ class AgentRuntime:
             )
 
         try:
-            call = _decode(message.data, "call")
+            call = decode(message.data, "call")
         except ValueError as exc:
             logger.warning(
                 "agent %r got a malformed call on %s: %s", self.agent.name, message.subject, exc
@@ -336,42 +365,6 @@ class AgentRuntime:
         )
         await message.respond(reply.encode())
 
-    def _event_handler(self, pattern: str) -> Any:
-        sensors = [
-            s
-            for s in self.agent.sensors.values()
-            if isinstance(s.trigger, OnEvent) and s.trigger.topic == pattern
-        ]
-        rules = [r for r in self.agent.rules.values() if pattern in r.topics]
-
-        async def on_event(message: Message) -> None:
-            # Events are handled in order, one at a time per topic pattern, so
-            # rules that keep windows see them in the order they were sent.
-            try:
-                envelope = _decode(message.data, "event")
-            except ValueError as exc:
-                logger.warning(
-                    "agent %r dropped a malformed event on %s: %s",
-                    self.agent.name,
-                    message.subject,
-                    exc,
-                )
-                return
-            event = Event(
-                id=envelope.id,
-                topic=self.subjects.topic_of(message.subject),
-                source=envelope.source,
-                payload=envelope.payload,
-                time=envelope.time,
-                correlation_id=envelope.correlation_id,
-            )
-            for sensor in sensors:
-                await self.reactor.run_sensor(sensor.id, event)
-            for rule in rules:
-                await self.reactor.run_rule(rule, event, event.correlation_id, event.id)
-
-        return on_event
-
     async def _heartbeats(self) -> None:
         interval = self.settings.agent.heartbeat_interval
         subject = self.subjects.heartbeat(self.agent.name)
@@ -384,19 +377,3 @@ class AgentRuntime:
             except Exception as exc:  # a missed heartbeat must not end the loop
                 logger.warning("agent %r could not send a heartbeat: %s", self.agent.name, exc)
             await asyncio.sleep(interval)
-
-
-def _decode(data: bytes, kind: str) -> Envelope:
-    try:
-        envelope = Envelope.decode(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "message"
-        raise ValueError(f"not a valid envelope ({where}: {first['msg']})") from None
-    if envelope.v != SCHEMA_VERSION:
-        raise ValueError(
-            f"schema version {envelope.v} is not supported (this agent speaks {SCHEMA_VERSION})"
-        )
-    if envelope.kind != kind:
-        raise ValueError(f"expected a {kind!r} message, got {envelope.kind!r}")
-    return envelope

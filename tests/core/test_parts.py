@@ -73,6 +73,7 @@ class Calls:
         params: dict[str, Any],
         *,
         timeout: float | None = None,
+        call_id: str | None = None,
     ) -> Any:
         self.made.append((agent, actuator, params, chains.current()))
         if self.refuse:
