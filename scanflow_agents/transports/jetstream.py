@@ -80,7 +80,11 @@ class ConsumerSubscription(Subscription):
         self.ack_wait = float(config["ack_wait"])
         self.active = True
         self._psub: Any = None
-        self._task = asyncio.create_task(self._run(), name=f"consumer:{durable}")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start fetching (binding first if :meth:`bind` has not succeeded yet)."""
+        self._task = asyncio.create_task(self._run(), name=f"consumer:{self.durable}")
 
     async def bind(self) -> None:
         """Create the consumer if it is missing, and bind a pull subscription to it."""
@@ -88,10 +92,12 @@ class ConsumerSubscription(Subscription):
             await self.js.consumer_info(self.stream, self.durable)
         except nats.js.errors.NotFoundError:
             config = consumer_config(self.subject, self.durable, **self.config)
-            # Another replica may create it at the same moment with another start
-            # time; then the server refuses ours and we bind to theirs.
-            with contextlib.suppress(nats.js.errors.BadRequestError):
+            try:
                 await self.js.add_consumer(self.stream, config)
+            except nats.js.errors.APIError:
+                # Another replica created it at the same moment, with another
+                # start time, so the server refused ours: bind to theirs.
+                await self.js.consumer_info(self.stream, self.durable)
         self._psub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
 
     async def _run(self) -> None:
@@ -174,15 +180,17 @@ class ConsumerSubscription(Subscription):
         # The loop ends after the event in hand, or after its pull request
         # expires (at most FETCH_WAIT): no request is left at the server.
         self.active = False
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         await self._drop_binding()
 
     async def abort(self) -> None:
         self.active = False
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 class JetStreamKeyValue(KeyValue):

@@ -276,6 +276,7 @@ class NatsTransport(Transport):
         except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
             # Not fatal: the consumer keeps trying to bind until it can.
             logger.warning("durable consumer %r cannot bind yet: %s", durable, exc)
+        sub.start()
         self._consumers.append(sub)
         return sub
 
