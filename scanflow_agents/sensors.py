@@ -42,6 +42,8 @@ class SensorSpec(HandlerSpec):
 
 
 def sensor(
+    fn: HandlerFn | None = None,
+    /,
     *,
     every: float | timedelta | None = None,
     cron: str | None = None,
@@ -70,6 +72,12 @@ def sensor(
         publish: publish each observation on ``observation.<agent>.<sensor>``.
         reads: MLflow runs to read incrementally; the sensor gets only what is new.
     """
+    if fn is not None:
+        # A bare @sensor: it has no trigger, and guessing one would hide the mistake.
+        raise DefinitionError(
+            f"@sensor on {getattr(fn, '__qualname__', fn)!r} needs a trigger: write "
+            "@sensor(every=30), @sensor(cron='0 3 * * *'), @sensor(at=...) or @sensor(on='topic')"
+        )
     trigger = make_trigger(every=every, cron=cron, at=at, on=on)
     options = HandlerOptions(timeout=timeout, retries=retries, backoff=backoff, errors=errors)
 
