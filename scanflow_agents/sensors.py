@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NoReturn, overload
 
 from scanflow_agents.errors import DefinitionError
 from scanflow_agents.handlers import ErrorMode, HandlerFn, HandlerOptions, HandlerSpec, attach
@@ -39,6 +40,29 @@ class SensorSpec(HandlerSpec):
 
     def __str__(self) -> str:
         return f"sensor '{self.id}' ({self.trigger})"
+
+
+@overload
+def sensor(fn: HandlerFn, /) -> NoReturn: ...
+
+
+@overload
+def sensor(
+    fn: None = None,
+    /,
+    *,
+    every: float | timedelta | None = None,
+    cron: str | None = None,
+    at: datetime | None = None,
+    on: str | None = None,
+    id: str | None = None,
+    timeout: float | None = None,
+    retries: int | None = None,
+    backoff: float | None = None,
+    errors: ErrorMode = "temporary",
+    publish: bool = True,
+    reads: Runs | None = None,
+) -> Callable[[HandlerFn], HandlerFn]: ...
 
 
 def sensor(

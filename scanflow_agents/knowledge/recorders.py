@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from scanflow_agents._kit.tasks import guarded
 from scanflow_agents.knowledge.clients import KnowledgeClient
 from scanflow_agents.knowledge.errors import KnowledgeUnavailable
 from scanflow_agents.knowledge.segments import decode_segment, encode_segments
@@ -122,12 +123,7 @@ class MlflowRecorder:
     async def start(self) -> None:
         """Start the background flush task; calling it twice is harmless."""
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._flushing(), name="mlflow-recorder-flush")
-            self._task.add_done_callback(self._task_ended)
-
-    def _task_ended(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("MLflow recorder flush task ended", exc_info=task.exception())
+            self._task = guarded(self._flushing(), name="mlflow-recorder-flush", logger=logger)
 
     async def aclose(self, timeout: float = 10.0) -> None:
         """Stop the task and write what is queued, for at most ``timeout`` seconds."""

@@ -190,7 +190,7 @@ def test_bare_decorators_and_their_errors() -> None:
     with pytest.raises(DefinitionError, match=r"@sensor on .*tick.* needs a trigger: write"):
 
         class NoTrigger(Agent):
-            @sensor  # type: ignore[arg-type]
+            @sensor
             async def tick(self) -> None:
                 return None
 
