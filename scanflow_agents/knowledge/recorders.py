@@ -114,9 +114,11 @@ class MlflowRecorder:
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 logger.error(
                     "recorder for MLflow at %s dropped %d events so far: queue full (%d) "
-                    "while MLflow cannot be written", self.client.tracking_uri, self.dropped,
+                    "while MLflow cannot be written",
+                    self.client.tracking_uri,
+                    self.dropped,
                     self.max_queue,
-                )  # fmt: skip
+                )
         if len(self._queue) >= self.batch_size:
             self._wakeup.set()
 
@@ -196,9 +198,11 @@ class MlflowRecorder:
         assert experiment_id is not None  # created if missing
         for segment in encode_segments(events):
             run_id = await self.client.create_run(
-                experiment_id, run_name=segment.name, start_time=segment.start_ms,
+                experiment_id,
+                run_name=segment.name,
+                start_time=segment.start_ms,
                 tags=segment.index_tags,
-            )  # fmt: skip
+            )
             for tags in segment.tag_batches:
                 await self.client.log_batch(run_id, tags=tags)
             await self.client.end_run(run_id, end_time=segment.end_ms)
@@ -232,10 +236,13 @@ class MlflowRecorder:
         token: str | None = None
         while True:
             runs, token = await self.client.search_runs(
-                [experiment_id], " AND ".join(clauses), order_by=["attributes.start_time DESC"],
-                max_results=100, page_token=token,
+                [experiment_id],
+                " AND ".join(clauses),
+                order_by=["attributes.start_time DESC"],
+                max_results=100,
+                page_token=token,
                 operation=f"reading the history of agent '{agent}'",
-            )  # fmt: skip
+            )
             for run in runs:
                 for seq, event in decode_segment(run.data.tags):
                     if correlation_id is not None and event.get("correlation_id") != correlation_id:
