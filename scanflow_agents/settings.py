@@ -67,6 +67,9 @@ class AgentSettings(BaseModel):
     heartbeat_interval: float = Field(5.0, gt=0, description="Seconds between heartbeats.")
     call_timeout: float = Field(10.0, gt=0, description="Default seconds to wait for a reply.")
     dry_run: bool = Field(False, description="Record what actuators would do without acting.")
+    record_reads: bool = Field(
+        False, description="Record calls of read-only actuators too (as actions marked read_only)."
+    )
     idempotency_window: float = Field(
         3600.0, gt=0, description="Seconds a reply is kept to answer a redelivered call."
     )

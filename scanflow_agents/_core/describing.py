@@ -48,6 +48,7 @@ def describe(runtime: AgentRuntime) -> dict[str, Any]:
             "cooldown": spec.cooldown,
             "rate": str(spec.rate) if spec.rate else None,
             "idempotent": spec.idempotent,
+            "read_only": spec.read_only,
             "executions": runtime.dispatcher.executions.get(aid, 0),
         }
         for aid, spec in agent.actuators.items()

@@ -97,11 +97,13 @@ class Dispatcher:
                 raise
             future.set_result(reply)
         await respond(reply)
-        if record is not None:
+        read_only = spec is not None and spec.read_only
+        # A read changes nothing: recorded only if asked for, and marked as a read.
+        if record is not None and (not read_only or self.settings.record_reads):
             await self.record(
                 "action",
                 actuator_id,
-                record,
+                {**record, "read_only": True} if read_only else record,
                 correlation_id=call.correlation_id,
                 causation_id=call.id,
             )
@@ -126,7 +128,7 @@ class Dispatcher:
                 field="params",
             ), None
         try:
-            params = spec.params.model_validate(raw)
+            params = spec.validate(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
             path = ".".join(str(part) for part in first["loc"])
@@ -136,7 +138,8 @@ class Dispatcher:
                 field=path,
                 details=jsonable(exc.errors(include_url=False, include_context=False)),
             ), None
-        dry_run = bool(body.get("dry_run")) or self.settings.dry_run
+        # A read-only actuator changes nothing, so dry-run answers it for real.
+        dry_run = (bool(body.get("dry_run")) or self.settings.dry_run) and not spec.read_only
         throttle = self.throttles[actuator_id]
         refusal = self.refusal() or throttle.refusal(time.monotonic())
         if refusal is not None:

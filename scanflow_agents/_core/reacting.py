@@ -110,6 +110,7 @@ class Reactor:
         if self.refusal() is not None:
             state.skipped += 1
             return None
+        # A timed run starts a new story; an event sensor continues the event's.
         correlation = event.correlation_id if event is not None else new_id()
 
         async def invoke() -> Any:
@@ -120,6 +121,7 @@ class Reactor:
                 return None  # nothing new: the sensor is not even called
             return await spec.fn(self.agent, poll)
 
+        # In the chain, so calls and events the sensor makes itself join its story.
         with chains.within(correlation, event.id if event is not None else None):
             outcome = await execute(spec, self.agent.name, invoke, self.handlers)
         state.runs += 1
@@ -163,6 +165,11 @@ class Reactor:
         return observation
 
     async def react(self, observation: Observation, sensor: SensorSpec) -> None:
+        """Run the rules watching ``sensor`` on its observation, one after another.
+
+        In declaration order and awaited, so a rule's calls are made before the
+        next rule runs and before the sensor's next run (it does not overlap itself).
+        """
         for rule_spec in self.agent.rules.values():
             if rule_spec.watches_sensor(sensor.id):
                 await self.run_rule(
@@ -203,6 +210,8 @@ class Reactor:
             decision.action,
             decision.reason or "(no reason given)",
         )
+        # Recorded before any call: the decision stands even if its calls fail,
+        # and the calls carry its id as their cause.
         envelope = await self.record(
             "decision",
             spec.id,
@@ -210,6 +219,9 @@ class Reactor:
             correlation_id=correlation,
             causation_id=cause,
         )
+        # One after another, in the order the rule listed them: a later call may
+        # depend on an earlier one (promote, then redeploy). A failed call is
+        # logged and the next one is still made; the rule chose them all.
         with chains.within(correlation, envelope.id):
             for index, planned in enumerate(decision.calls):
                 started = time.monotonic()

@@ -124,14 +124,24 @@ class AgentRuntime:
         await self.stop()
 
     async def start(self) -> None:
+        """Start serving; on any failure, undo what was started and raise it.
+
+        Raises:
+            RuntimeError: the agent already runs in another runtime.
+        """
         self.agent.attach_runtime(self)
         self.state = "starting"
         self.started_at = time.monotonic()
+        # The order is from the inside out: each step may use the ones before it.
         try:
+            # The recorder first: on_start may already emit events.
             self._recording = self.tasks.spawn(self.recorder.run(), name="recorder", endless=True)
+            # The agent's own clients next, before anything can call into it.
             await self.agent.on_start()
             self._hooks_started = True
+            # Before the first sensor run, which may read MLflow or record to it.
             await self.knowledge.start()
+            # Calls and events can arrive from here on: everything they use is up.
             await self._subscribe()
             if self.scheduler is not None:
                 self.scheduler.start()
@@ -141,6 +151,7 @@ class AgentRuntime:
             await self.leadership.start()
             self.tasks.spawn(self.leadership.run(), name="lease", endless=True)
         except BaseException:
+            # Also on cancellation: stop() is bounded and leaves nothing running.
             await self.stop()
             raise
         self.state = "running"
@@ -182,17 +193,25 @@ class AgentRuntime:
         self.state = "stopping"
         self.ready = False
         timeout = self.settings.agent.shutdown_timeout
+        # The reverse of start(): first stop taking new work, then let the work
+        # already taken finish (bounded), then store its records, and only then
+        # tear down what that work used. Each wait is bounded by the timeout,
+        # so a stuck handler delays shutdown but never blocks it.
         try:
+            # No new sensor runs; runs under way are tracked tasks, waited for below.
             if self.scheduler is not None:
                 self.scheduler.stop()
             # Finish the event in hand, then give the lease up so that another
             # replica takes over now rather than after the lease expires.
             await self.leadership.stop()
             await self.consumers.stop()
+            # Unsubscribing drains: calls already delivered are still handled
+            # (and answered), new ones go to another replica or get no responder.
             for sub in self._subscriptions:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(sub.unsubscribe(), timeout)
             self._subscriptions.clear()
+            # A stopping agent must not announce itself as alive.
             if self._heartbeat is not None:
                 self._heartbeat.cancel()
             if not await self.tasks.wait(timeout):
@@ -201,9 +220,12 @@ class AgentRuntime:
                     self.agent.name,
                     timeout,
                 )
+            # Records of the work that finished go out before the recorder is
+            # cancelled with the remaining tasks (the handlers that overran).
             if self._recording is not None:
                 await self.recorder.flush(timeout)
             await self.tasks.cancel()
+            # MLflow last among the parts: the flush above may still have fed its sink.
             await self.knowledge.close()
             if self._hooks_started:
                 self._hooks_started = False
@@ -252,8 +274,11 @@ class AgentRuntime:
         return await self.reactor.run_sensor(sensor_id, event)
 
     async def run_sensor_guarded(self, sensor_id: str) -> None:
-        # The scheduler's entry point: a sensor run is a tracked task, so stop() waits for it.
+        """The scheduler's entry point: the run is a tracked task, so stop() waits for it."""
         task = self.tasks.spawn(self.run_sensor(sensor_id), name=f"sensor:{sensor_id}")
+        # Shielded: if the scheduler's job is cancelled, the run itself goes on
+        # until stop() has waited its deadline and cancels it as one of the tasks;
+        # awaited, so APScheduler's max_instances=1 keeps a sensor from overlapping.
         await asyncio.shield(task)
 
     # -- calls ---------------------------------------------------------------------------
@@ -268,6 +293,7 @@ class AgentRuntime:
         dry_run: bool = False,
         call_id: str | None = None,
     ) -> Any:
+        """Call an actuator in the current chain; raise the reply's :class:`CallError`."""
         target = agent or self.agent.name
         correlation, cause = chains.current()
         envelope = call_envelope(
@@ -293,6 +319,7 @@ class AgentRuntime:
         return result_of(replies[0])
 
     async def emit(self, topic: str, payload: Any) -> Envelope:
+        """Queue an event on ``topic`` for the stream, in the current chain."""
         from scanflow_agents.triggers import validate_topic
 
         validate_topic(topic)

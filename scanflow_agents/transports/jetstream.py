@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue as NatsBucket
 
+from scanflow_agents._kit.tasks import guarded
 from scanflow_agents.transports.base import (
     KeyValue,
     KvConflict,
@@ -84,7 +85,7 @@ class ConsumerSubscription(Subscription):
 
     def start(self) -> None:
         """Start fetching (binding first if :meth:`bind` has not succeeded yet)."""
-        self._task = asyncio.create_task(self._run(), name=f"consumer:{self.durable}")
+        self._task = guarded(self._run(), name=f"consumer:{self.durable}", logger=logger)
 
     async def bind(self) -> None:
         """Create the consumer if it is missing, and bind a pull subscription to it."""
@@ -135,7 +136,7 @@ class ConsumerSubscription(Subscription):
             deliveries=meta.num_delivered,
             time=meta.timestamp,
         )
-        alive = asyncio.create_task(self._keep_alive(msg), name=f"consumer-alive:{self.durable}")
+        alive = guarded(self._keep_alive(msg), name=f"consumer-alive:{self.durable}", logger=logger)
         try:
             await self.handler(stored)
         except Exception:

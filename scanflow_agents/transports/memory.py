@@ -13,6 +13,7 @@ import itertools
 import logging
 import random
 
+from scanflow_agents._kit.tasks import guarded
 from scanflow_agents.transports.base import (
     KeyValue,
     Message,
@@ -94,7 +95,7 @@ class _MemorySubscription(Subscription):
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
         # One consumer task per subscription: messages are handled one at a time,
         # in order, as nats-py does.
-        self._task = asyncio.create_task(self._consume(), name=f"memory-sub:{subject}")
+        self._task = guarded(self._consume(), name=f"memory-sub:{subject}", logger=logger)
 
     def deliver(self, message: Message) -> None:
         self._queue.put_nowait(message)

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from scanflow_agents._kit.tasks import guarded
 from scanflow_agents.transports.base import (
     KeyValue,
     KvConflict,
@@ -189,7 +190,7 @@ class MemoryConsumerSubscription(Subscription):
         self.active = True
         self._handling = False
         consumer.bound += 1
-        self._task = asyncio.create_task(self._run(), name=f"memory-consumer:{consumer.durable}")
+        self._task = guarded(self._run(), name=f"memory-consumer:{consumer.durable}", logger=logger)
 
     async def _run(self) -> None:
         consumer = self.consumer
