@@ -7,6 +7,7 @@ written is on record even if the process is killed the next instant.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -36,7 +37,11 @@ class Counter(Agent):
 
 
 class Actor(Agent):
-    """The action: logs ``<n> <pid> <time>`` once per execution."""
+    """The action: logs ``<n> <pid> <time>`` once per execution, then takes FAULT_ACT_SECONDS.
+
+    The delay keeps the caller waiting for most of its time, so that a caller
+    killed at a random moment is most likely killed in the middle of a call.
+    """
 
     @actuator()
     async def act(self, n: int) -> int:
@@ -46,4 +51,5 @@ class Actor(Agent):
             n: the tick.
         """
         _append("FAULT_ACTIONS", f"{n} {os.getpid()} {time.time():.3f}")
+        await asyncio.sleep(float(os.environ.get("FAULT_ACT_SECONDS", "0")))
         return n

@@ -116,7 +116,10 @@ async def test_an_agent_killed_while_events_are_stored_misses_none_of_them(
 async def test_a_killed_leader_is_replaced_within_15_s_without_a_doubled_action(
     faults: Faults,
 ) -> None:
-    faults.start("Actor")
+    # Each action takes 60 ms and a tick comes every 100 ms: the leader spends
+    # most of its time waiting for the actor, so the kill most likely lands
+    # with a call under way and its event unacknowledged.
+    faults.start("Actor", FAULT_ACT_SECONDS="0.06")
     await _running(faults, "actor")
     # Default lease and acknowledgement times: the failover measured is the product's.
     replicas = [faults.start("Counter", FAULT_ACT="1") for _ in range(2)]
@@ -130,12 +133,12 @@ async def test_a_killed_leader_is_replaced_within_15_s_without_a_doubled_action(
         while not stop.is_set():
             await faults.store(publisher, published)
             published += 1
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)
 
     pump = asyncio.create_task(publish())
     try:
         await faults.wait_until(
-            lambda: len(faults.lines(faults.actions)) >= 50, timeout=30, what="actions under way"
+            lambda: len(faults.lines(faults.actions)) >= 20, timeout=30, what="actions under way"
         )
         leader_pid = faults.lines(faults.handled)[-1][1]
         leader = next(r for r in replicas if r.pid == leader_pid)
@@ -167,3 +170,5 @@ async def test_a_killed_leader_is_replaced_within_15_s_without_a_doubled_action(
     )
     assert failover <= 15.0
     assert (missed, missed_actions, doubled) == (0, 0, 0)
+    # The rule may see again the one event the dead leader held; its call, not.
+    assert twice <= 1
