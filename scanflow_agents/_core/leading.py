@@ -81,6 +81,7 @@ class Leadership:
         self._revision = 0
         self._valid_until = 0.0
         self._stopped = False
+        self._renewed = True  # whether the last renewal went through
 
     @property
     def is_leader(self) -> bool:
@@ -131,10 +132,11 @@ class Leadership:
         """Renew while leading, watch for a free lease otherwise; runs until cancelled."""
         while True:
             if self._token is not None:
-                # Wake in time to renew, and no later than the moment to step down.
-                wait = min(self.renew_every, max(self._valid_until - time.monotonic(), 0))
-                await asyncio.sleep(wait)
-                await self._renew()
+                # Wake in time to renew (sooner after a failed renewal), and no
+                # later than the moment to step down.
+                every = self.renew_every if self._renewed else self.poll_every
+                await asyncio.sleep(min(every, max(self._valid_until - time.monotonic(), 0)))
+                self._renewed = await self._renew()
             else:
                 await asyncio.sleep(self.poll_every)
                 await self._attempt()
@@ -187,12 +189,13 @@ class Leadership:
         )
         await self._notify(True)
 
-    async def _renew(self) -> None:
+    async def _renew(self) -> bool:
+        """Renew the lease; ``False`` if the store could not be reached (try again soon)."""
         if self._token is None:
-            return
+            return True
         if time.monotonic() >= self._valid_until:
             await self._lose(f"the lease could not be renewed within {self.ttl:g} s")
-            return
+            return True
         started = time.monotonic()
         try:
             kv = await self._bucket()
@@ -202,11 +205,12 @@ class Leadership:
             )
         except KvConflict:
             await self._lose("another replica holds the lease")
-            return
+            return True
         except (TransportError, TimeoutError) as exc:
             logger.warning("agent %r could not renew its lease: %s", self.key, exc)
-            return  # try again; step down once the lease may have expired
+            return False  # try again; step down once the lease may have expired
         self._valid_until = started + self.ttl - self.margin
+        return True
 
     async def _lose(self, reason: str, *, level: int = logging.WARNING) -> None:
         if self._token is None:
