@@ -247,6 +247,24 @@ class Transport(abc.ABC):
         """Store a value durably."""
         await (await self.key_value(bucket)).put(key, value)
 
+    # Shorthands over key_value() for callers that need no revisions.
+
+    async def kv_create(self, bucket: str, key: str, value: bytes) -> bool:
+        """Store a value only if the key has none; ``False`` (nothing written) if it has one."""
+        try:
+            await (await self.key_value(bucket)).create(key, value)
+        except KvConflict:
+            return False
+        return True
+
+    async def kv_delete(self, bucket: str, key: str) -> None:
+        """Remove a key (no error if it has no value); :meth:`kv_create` may then set it again."""
+        await (await self.key_value(bucket)).delete(key)
+
+    async def kv_configure(self, bucket: str, *, ttl: float) -> None:
+        """Declare that keys of ``bucket`` live ``ttl`` seconds after their last write."""
+        await self.key_value(bucket, ttl=ttl)
+
     @abc.abstractmethod
     async def flush(self) -> None:
         """Wait until everything published so far has reached the server."""

@@ -231,6 +231,19 @@ async def test_key_value_entries_expire_after_the_bucket_ttl(connect: Connect) -
     assert await kv_b.create("lease", b"b") > revision
 
 
+async def test_key_value_shorthands(connect: Connect) -> None:
+    a, b = await connect(), await connect()
+    bucket = f"short{prefix(connect)}"
+    await a.kv_configure(bucket, ttl=60)
+    assert await a.kv_create(bucket, "call", b"started")
+    assert not await b.kv_create(bucket, "call", b"started")
+    assert await b.kv_get(bucket, "call") == b"started"
+    await b.kv_delete(bucket, "call")
+    await b.kv_delete(bucket, "never-set")
+    assert await a.kv_get(bucket, "call") is None
+    assert await a.kv_create(bucket, "call", b"again")
+
+
 async def test_key_value_names_are_checked(connect: Connect) -> None:
     a = await connect()
     with pytest.raises(ValueError, match=r"bucket name 'no\.dots'"):
