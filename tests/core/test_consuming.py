@@ -229,3 +229,23 @@ class SlowActor(Actor, name="actor"):
             self.acting.set()
             await asyncio.sleep(1.5)
         return n
+
+
+async def test_an_agent_back_after_the_max_age_does_not_replay_what_it_missed(
+    bus_of: Callable[[], Awaitable[Bus]],
+) -> None:
+    bus = await bus_of()
+    bus.settings.agent = bus.settings.agent.model_copy(update={"events_max_age": 1.0})
+    first = Counter()
+    runtime = await bus.run(first)
+    await bus.ticks(range(2))
+    await eventually(lambda: len(first.seen) == 2, timeout=10)
+    await runtime.stop()
+    await bus.ticks(range(2, 5))  # missed, and older than the max age when it is back
+    await asyncio.sleep(2.5)
+    await bus.ticks(range(5, 7))
+    second = Counter()
+    await bus.run(second)
+    await eventually(lambda: len(second.seen) == 2, timeout=10)
+    await asyncio.sleep(0.5)
+    assert second.seen == [5, 6]
