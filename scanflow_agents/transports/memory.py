@@ -142,13 +142,20 @@ class MemoryTransport(Transport):
 
     async def publish(self, subject: str, data: bytes) -> None:
         self._check()
+        if self._stored(subject):
+            # As JetStream does: a stream stores every message on its subjects,
+            # also one sent without waiting for the acknowledgement.
+            self.broker.events.store(subject, data, None)
         self.broker.route(subject, data, None)
+
+    def _stored(self, subject: str) -> bool:
+        return any(subject_matches(pattern, subject) for pattern in self.broker.stream_subjects)
 
     async def publish_durable(
         self, subject: str, data: bytes, *, msg_id: str | None = None
     ) -> None:
         self._check()
-        if not any(subject_matches(pattern, subject) for pattern in self.broker.stream_subjects):
+        if not self._stored(subject):
             raise TransportError(f"no event stream stores subject {subject!r}")
         if msg_id is not None and msg_id in self.broker.events.stored_ids:
             return  # a retry of a stored event: kept once, as JetStream does

@@ -158,6 +158,16 @@ async def test_durable_events_are_replayed_in_order(connect: Connect) -> None:
     assert await reader.history(f"{p}.events.none") == []
 
 
+async def test_a_plain_publish_on_a_stream_subject_is_stored_too(connect: Connect) -> None:
+    writer, reader = await connect(), await connect()
+    p = prefix(connect)
+    await writer.publish(f"{p}.events.plain", b"1")
+    await writer.flush()
+    got: list[int] = []
+    await reader.consume(f"{p}.events.plain", "plain", _collector(got))
+    await _until(lambda: got == [1])
+
+
 async def test_durable_publish_outside_the_stream_is_an_error(connect: Connect) -> None:
     writer = await connect()
     with pytest.raises(TransportError):
