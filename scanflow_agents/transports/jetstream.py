@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import nats.errors
@@ -41,11 +42,9 @@ def consumer_config(
     subject: str, durable: str, max_age: float | None, ack_wait: float, inactive: float | None
 ) -> api.ConsumerConfig:
     """A durable pull consumer with one unacknowledged event at a time, so order holds."""
-    import datetime
-
     start = None
     if max_age is not None:
-        start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=max_age)
+        start = datetime.now(UTC) - timedelta(seconds=max_age)
     return api.ConsumerConfig(
         name=durable,
         durable_name=durable,
