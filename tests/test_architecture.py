@@ -210,3 +210,10 @@ def test_every_package_is_listed_for_the_wheel() -> None:
     assert packages == listed, (
         f"missing: {sorted(packages - listed)}, stale: {sorted(listed - packages)}"
     )
+
+
+def test_private_packages_are_found_in_import_names() -> None:
+    assert _private_package("scanflow_agents._core.running") == "scanflow_agents._core"
+    assert _private_package("scanflow_agents.serving._tasks") == "scanflow_agents.serving._tasks"
+    assert _private_package("scanflow_agents._core._inner.x") == "scanflow_agents._core._inner"
+    assert _private_package("scanflow_agents.clients") is None

@@ -57,6 +57,9 @@ async def execute(
         retry_in: float | None = None
         timed_out = False
         try:
+            # The timeout cancels the attempt inside the handler and surfaces as
+            # TimeoutError; a cancellation from outside (the agent stopping) stays
+            # CancelledError, a BaseException that none of the clauses below catch.
             async with asyncio.timeout(timeout):
                 result = await call()
             return Outcome(True, result, attempts=attempt, duration=time.monotonic() - started)
@@ -108,6 +111,7 @@ async def execute(
             attempt + 1,
             retries + 1,
         )
+        # Cancellable: a stopping agent does not wait out a retry's backoff.
         await asyncio.sleep(delay)
 
 
