@@ -37,7 +37,7 @@ ADAPTERS = (
     "scanflow_agents.serving",
     "scanflow_agents.workflows",
 )
-SHARED = ("scanflow_agents.settings",)
+SHARED = ("scanflow_agents.settings", "scanflow_agents.redaction")
 KIT = ("scanflow_agents._kit",)  # the private toolkit below every layer (task guarding)
 DEMO = ("scanflow_agents.runtime.demo",)  # the settings tree is read by every layer
 OUTER = ("scanflow_agents.runtime", "scanflow_agents.builtin", "scanflow_agents.testing")

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from scanflow_agents import chains
+from scanflow_agents._core import allowing
 from scanflow_agents._core.executing import execute
 from scanflow_agents._core.guards import IdempotencyCache, Throttle
 from scanflow_agents._core.ports import Record, Refusal, never_refuse
 from scanflow_agents._core.recording import jsonable
 from scanflow_agents.errors import CallError, ErrorCode
 from scanflow_agents.messages import Envelope, ErrorInfo, Reply
+from scanflow_agents.redaction import shown_params
 from scanflow_agents.settings import AgentSettings
 
 if TYPE_CHECKING:
@@ -138,19 +140,24 @@ class Dispatcher:
                 field=path,
                 details=jsonable(exc.errors(include_url=False, include_context=False)),
             ), None
+        shown = shown_params(params)  # what records and echoes show: secrets masked
         # A read-only actuator changes nothing, so dry-run answers it for real.
         dry_run = (bool(body.get("dry_run")) or self.settings.dry_run) and not spec.read_only
         throttle = self.throttles[actuator_id]
-        refusal = self.refusal() or throttle.refusal(time.monotonic())
+        refusal = (
+            self.refusal()
+            or allowing.refusal(self.settings.allow, self.agent.name, actuator_id, call.source)
+            or throttle.refusal(time.monotonic())
+        )
         if refusal is not None:
             reply = failure(ErrorCode.REJECTED, f"{name} refused the call: {refusal}")
-            return reply, _action(raw, call, reply, 0.0, dry_run)
+            return reply, _action(shown, call, reply, 0.0, dry_run)
         if dry_run:
             # Validated and guarded like a real call, but nothing is executed.
             reply = Reply(
-                ok=True, result={"dry_run": True, "actuator": actuator_id, "params": jsonable(raw)}
+                ok=True, result={"dry_run": True, "actuator": actuator_id, "params": shown}
             )
-            return reply, _action(raw, call, reply, 0.0, True)
+            return reply, _action(shown, call, reply, 0.0, True)
         arguments = {field: getattr(params, field) for field in type(params).model_fields}
         throttle.started(time.monotonic())
         self.executions[actuator_id] = self.executions.get(actuator_id, 0) + 1
@@ -178,7 +185,7 @@ class Dispatcher:
                 ErrorCode.HANDLER_FAILED,
                 f"{name} failed: {type(outcome.error).__name__}: {outcome.error_text}",
             )
-        return reply, _action(raw, call, reply, outcome.duration, False)
+        return reply, _action(shown, call, reply, outcome.duration, False)
 
 
 def _action(

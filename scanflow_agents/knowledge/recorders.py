@@ -115,7 +115,7 @@ class MlflowRecorder:
                 logger.error(
                     "recorder for MLflow at %s dropped %d events so far: queue full (%d) "
                     "while MLflow cannot be written",
-                    self.client.tracking_uri,
+                    self.client.shown_uri,
                     self.dropped,
                     self.max_queue,
                 )
@@ -167,7 +167,7 @@ class MlflowRecorder:
                 if self._outage_since is not None:
                     logger.warning(
                         "MLflow at %s is back after %.0f s; queue written",
-                        self.client.tracking_uri,
+                        self.client.shown_uri,
                         time.monotonic() - self._outage_since,
                     )
                     self._outage_since = None
