@@ -163,7 +163,8 @@ def agents(ctx: click.Context, wait: float) -> None:
     for item in found:
         item = redaction.mask(item)
         agent, instance, state = item["agent"], item["instance"], item["state"]
-        click.echo(f"{agent:<20} {instance:<14} {state:<9} up {item['uptime']:.0f}s")
+        leads = "  leader" if item.get("leader") else ""  # runs the sensors and rules
+        click.echo(f"{agent:<20} {instance:<14} {state:<9} up {item['uptime']:.0f}s{leads}")
 
 
 @main.command()

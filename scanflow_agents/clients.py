@@ -18,8 +18,9 @@ from scanflow_agents.settings import Settings
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.transports.base import NoResponders, RequestTimeout, Transport
 
-RECORD_KINDS = ("observation", "decision", "started", "action")
-"""Kinds of records in the audit trail; ``started`` precedes the action of a keyed call."""
+RECORD_KINDS = ("observation", "decision", "action")
+"""The record kinds ``history`` returns by default; ask for ``started`` to see the start
+records that precede the action of a call with a ``call_id``."""
 
 
 async def connect_transport(settings: Settings, *, name: str = "scanflow") -> Transport:

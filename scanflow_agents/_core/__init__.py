@@ -4,8 +4,9 @@ The straight path of one observation, in the order the functions run:
 
 1. ``scheduling.Scheduler`` fires a time-triggered sensor's job, which calls
    ``running.AgentRuntime.run_sensor_guarded`` (a tracked task, so a stopping
-   agent waits for it); an event sensor is started by the subscription
-   handler of ``AgentRuntime._event_handler`` instead.
+   agent waits for it); an event sensor is started by the durable consumer
+   of ``consuming.EventConsumers`` instead. Both run only on the replica
+   that holds the agent's lease (``leading.Leadership``).
 2. ``reacting.Reactor.run_sensor`` runs the sensor through
    ``executing.execute`` (timeout, retries, error mode) inside the chain
    (``scanflow_agents.chains``) of what triggered it.

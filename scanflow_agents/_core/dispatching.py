@@ -29,13 +29,14 @@ from pydantic import BaseModel, ValidationError
 
 from scanflow_agents import chains
 from scanflow_agents._core import allowing, wire
+from scanflow_agents._core.consuming import decode
 from scanflow_agents._core.executing import Outcome, execute
 from scanflow_agents._core.guards import CallStore, Claim, Replies, Throttle, call_key
 from scanflow_agents._core.ports import Refusal, never_refuse
 from scanflow_agents._core.recording import NotStored, Recorder, jsonable
 from scanflow_agents.actuators import ActuatorSpec
 from scanflow_agents.errors import CallError, ErrorCode
-from scanflow_agents.messages import SCHEMA_VERSION, Envelope, ErrorInfo, Reply, utcnow
+from scanflow_agents.messages import Envelope, ErrorInfo, Reply, utcnow
 from scanflow_agents.redaction import shown_params
 from scanflow_agents.settings import AgentSettings
 from scanflow_agents.transports.base import Message
@@ -67,23 +68,6 @@ def failure(
 def clip(text: str, limit: int = MAX_TEXT) -> str:
     """``text`` cut to ``limit`` characters, saying how much was cut."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more)"
-
-
-def decode(data: bytes, kind: str) -> Envelope:
-    """Parse a received envelope of ``kind``; ``ValueError`` naming what is wrong."""
-    try:
-        envelope = Envelope.decode(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "message"
-        raise ValueError(clip(f"not a valid envelope ({where}: {first['msg']})")) from None
-    if envelope.v != SCHEMA_VERSION:
-        raise ValueError(
-            f"schema version {envelope.v} is not supported (this agent speaks {SCHEMA_VERSION})"
-        )
-    if envelope.kind != kind:
-        raise ValueError(f"expected a {kind!r} message, got {clip(str(envelope.kind))!r}")
-    return envelope
 
 
 class Dispatcher:
@@ -139,11 +123,12 @@ class Dispatcher:
         try:
             call = decode(message.data, "call")
         except ValueError as exc:
+            text = clip(str(exc))  # an unknown field's name may be as long as the message
             logger.warning(
-                "agent %r got a malformed call on %s: %s", self.agent.name, message.subject, exc
+                "agent %r got a malformed call on %s: %s", self.agent.name, message.subject, text
             )
             reply = failure(
-                ErrorCode.BAD_MESSAGE, f"agent '{self.agent.name}' cannot read the call: {exc}"
+                ErrorCode.BAD_MESSAGE, f"agent '{self.agent.name}' cannot read the call: {text}"
             )
             await message.respond(self._encode(reply, None))
             return
@@ -233,7 +218,7 @@ class Dispatcher:
                 field="params",
             )
         try:
-            params = spec.params.model_validate(raw)
+            params = spec.validate(raw)
         except ValidationError as exc:
             return _bad_input(name, exc)
         return _Valid(spec, name, body, params)
@@ -277,6 +262,9 @@ class Dispatcher:
                 details={"size": len(data), "limit": limit},
             )
             data = self._encode(reply, call)
+        # A read changes nothing: recorded only if asked for, and marked as a read.
+        if record is not None and spec.read_only:
+            record = {**record, "read_only": True} if self.settings.record_reads else None
         if record is not None:
             unrecorded = await self._store_record(actuator_id, record, call)
             if unrecorded is not None:
@@ -331,7 +319,8 @@ class Dispatcher:
         spec, name, body, params = valid
         actuator_id = spec.id
         shown = shown_params(params)  # what records and echoes show: secrets masked
-        dry_run = bool(body.get("dry_run")) or self.settings.dry_run
+        # A read-only actuator changes nothing, so dry-run answers it for real.
+        dry_run = (bool(body.get("dry_run")) or self.settings.dry_run) and not spec.read_only
         if key is not None:
             answer = await self._claim(spec, key, call, name)
             if answer is not None:

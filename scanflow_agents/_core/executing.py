@@ -60,6 +60,9 @@ async def execute(
         retry_in: float | None = None
         timed_out = False
         try:
+            # The timeout cancels the attempt inside the handler and surfaces as
+            # TimeoutError; a cancellation from outside (the agent stopping) stays
+            # CancelledError, a BaseException that none of the clauses below catch.
             async with asyncio.timeout(timeout):
                 result = await call()
             return Outcome(True, result, attempts=attempt, duration=time.monotonic() - started)
@@ -88,10 +91,10 @@ async def execute(
             if spec.options.errors == "temporary":
                 retry_in = -1.0
         if retry_in is None or attempt > retries:
-            # A refusal (CallError) is the handler answering, not failing: no alarm.
+            # Errors raised on purpose need no traceback; unexpected ones do.
             expected = isinstance(error, (TemporaryError, PermanentError, CallError))
             logger.log(
-                _level(error),
+                _level(spec, error),
                 "%s of agent %r failed: %s%s",
                 spec,
                 agent,
@@ -118,13 +121,18 @@ async def execute(
             attempt + 1,
             retries + 1,
         )
+        # Cancellable: a stopping agent does not wait out a retry's backoff.
         await asyncio.sleep(delay)
 
 
-def _level(error: BaseException) -> int:
-    """A handler's own refusal is an answer (INFO); a failed call to a peer is news (WARNING)."""
-    if isinstance(error, CallError):
-        return logging.WARNING if error.agent is not None else logging.INFO
+def _level(spec: HandlerSpec, error: BaseException) -> int:
+    """How loud a final failure is logged."""
+    if isinstance(error, CallError) and spec.kind == "actuator" and error.agent is None:
+        return logging.INFO  # the actuator refusing a call answers it: not an alarm
+    if spec.kind == "sensor" or isinstance(error, CallError):
+        # A sensor runs again at its next trigger, and a failed call is the
+        # called agent's failure: worth a warning, not an error of this handler.
+        return logging.WARNING
     return logging.ERROR
 
 

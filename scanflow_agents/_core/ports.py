@@ -37,6 +37,7 @@ class Call(Protocol):
     """Call an actuator (``agent=None``: this agent's own) and return its result.
 
     Raises the matching :class:`~scanflow_agents.CallError` when the call fails.
+    ``call_id`` fixes the call's id, the receiver's idempotency key.
     """
 
     async def __call__(
@@ -46,6 +47,7 @@ class Call(Protocol):
         params: dict[str, Any],
         *,
         timeout: float | None = None,
+        call_id: str | None = None,
     ) -> Any: ...
 
 

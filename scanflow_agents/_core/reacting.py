@@ -7,6 +7,7 @@ be read back as sensor → rule → actuator → result.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -109,6 +110,7 @@ class Reactor:
         if self.refusal() is not None:
             state.skipped += 1
             return None
+        # A timed run starts a new story; an event sensor continues the event's.
         correlation = event.correlation_id if event is not None else new_id()
 
         async def invoke() -> Any:
@@ -119,6 +121,7 @@ class Reactor:
                 return None  # nothing new: the sensor is not even called
             return await spec.fn(self.agent, poll)
 
+        # In the chain, so calls and events the sensor makes itself join its story.
         with chains.within(correlation, event.id if event is not None else None):
             outcome = await execute(spec, self.agent.name, invoke, self.handlers)
         state.runs += 1
@@ -162,6 +165,11 @@ class Reactor:
         return observation
 
     async def react(self, observation: Observation, sensor: SensorSpec) -> None:
+        """Run the rules watching ``sensor`` on its observation, one after another.
+
+        In declaration order and awaited, so a rule's calls are made before the
+        next rule runs and before the sensor's next run (it does not overlap itself).
+        """
         for rule_spec in self.agent.rules.values():
             if rule_spec.watches_sensor(sensor.id):
                 await self.run_rule(
@@ -202,6 +210,8 @@ class Reactor:
             decision.action,
             decision.reason or "(no reason given)",
         )
+        # Recorded before any call: the decision stands even if its calls fail,
+        # and the calls carry its id as their cause.
         envelope = await self.record(
             "decision",
             spec.id,
@@ -209,12 +219,19 @@ class Reactor:
             correlation_id=correlation,
             causation_id=cause,
         )
+        # One after another, in the order the rule listed them: a later call may
+        # depend on an earlier one (promote, then redeploy). A failed call is
+        # logged and the next one is still made; the rule chose them all.
         with chains.within(correlation, envelope.id):
-            for planned in decision.calls:
+            for index, planned in enumerate(decision.calls):
                 started = time.monotonic()
                 try:
                     await self.call(
-                        planned.agent, planned.actuator, planned.params, timeout=planned.timeout
+                        planned.agent,
+                        planned.actuator,
+                        planned.params,
+                        timeout=planned.timeout,
+                        call_id=planned_call_id(self.agent.name, spec.id, cause, index),
                     )
                 except CallError as exc:
                     # A guard saying no (cooldown, rate) is the system working, not an error.
@@ -231,6 +248,18 @@ class Reactor:
                         exc,
                     )
         return decision
+
+
+def planned_call_id(agent: str, rule: str, cause: str | None, index: int) -> str | None:
+    """The id of a decision's call, the same each time the rule handles the same message.
+
+    An event handled again (its replica died before acknowledging it, and the
+    next leader got it) makes the same calls with the same ids, so the
+    receiver's idempotency guard answers them without acting twice.
+    """
+    if cause is None:
+        return None
+    return hashlib.sha256(f"{agent}\0{rule}\0{cause}\0{index}".encode()).hexdigest()[:32]
 
 
 def _trigger_of(message: Observation | Event) -> dict[str, Any]:

@@ -28,6 +28,9 @@ class Scheduler:
         sensors: the sensors to schedule; event sensors among them are skipped.
         run: runs one sensor by id; awaited by the job, so a run that lasts
             longer than its interval holds back the next one (``max_instances=1``).
+        leading: whether this replica leads its agent now; a replica that does
+            not lets the tick pass (the leader runs it), so that replicas of
+            one agent do not all run each sensor.
     """
 
     def __init__(
@@ -35,12 +38,16 @@ class Scheduler:
         agent: str,
         sensors: Iterable[SensorSpec],
         run: Callable[[str], Awaitable[Any]],
+        *,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         self.agent = agent
         self.sensors = list(sensors)
         self.run = run
+        self.leading = leading
+        self.passed = 0  # ticks let pass because another replica leads
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self.started = False
 
@@ -51,7 +58,7 @@ class Scheduler:
             if trigger is None:
                 continue
             self._scheduler.add_job(
-                self.run,
+                self._tick,
                 trigger,
                 args=[spec.id],
                 id=spec.id,
@@ -62,6 +69,13 @@ class Scheduler:
             )
         self._scheduler.start()
         self.started = True
+
+    async def _tick(self, sensor_id: str) -> None:
+        # Checked at each tick, not at start: leadership moves while we run.
+        if not self.leading():
+            self.passed += 1
+            return
+        await self.run(sensor_id)
 
     def next_run(self, sensor_id: str) -> datetime | None:
         """When the sensor runs next (``None``: not scheduled, or not started)."""

@@ -1,10 +1,14 @@
 """Transports: how agents exchange bytes. NATS for real, memory for embedding and tests."""
 
 from scanflow_agents.transports.base import (
+    KeyValue,
+    KvConflict,
+    KvEntry,
     Message,
     NoResponders,
     Refused,
     RequestTimeout,
+    StoredMessage,
     Subscription,
     Transport,
     TransportError,
@@ -13,12 +17,16 @@ from scanflow_agents.transports.base import (
 from scanflow_agents.transports.memory import MemoryBroker, MemoryTransport
 
 __all__ = [
+    "KeyValue",
+    "KvConflict",
+    "KvEntry",
     "MemoryBroker",
     "MemoryTransport",
     "Message",
     "NoResponders",
     "Refused",
     "RequestTimeout",
+    "StoredMessage",
     "Subscription",
     "Transport",
     "TransportError",

@@ -22,11 +22,13 @@ from nats.js import api
 from scanflow_agents.redaction import redact
 from scanflow_agents.settings import NatsSettings
 from scanflow_agents.transports.base import (
+    KeyValue,
     Message,
     MessageHandler,
     NoResponders,
     Refused,
     RequestTimeout,
+    StoredHandler,
     Subscription,
     Transport,
     TransportError,
@@ -37,6 +39,11 @@ from scanflow_agents.transports.connecting import (
     auth_options,
     describe_error,
     servers,
+)
+from scanflow_agents.transports.jetstream import (
+    ConsumerSubscription,
+    JetStreamKeyValue,
+    open_bucket,
 )
 
 logger = logging.getLogger(__name__)
@@ -89,11 +96,11 @@ class NatsTransport(Transport):
         self.js = nc.jetstream()
         self.stream = stream
         self.stream_subjects = stream_subjects
-        self._kv: dict[str, Any] = {}
-        self._kv_ttl: dict[str, float] = {}
         self._ack_prefix: str | None = None
         self._ack_counter = itertools.count()
         self._pending_acks: dict[str, asyncio.Future[bytes]] = {}
+        self._buckets: dict[str, JetStreamKeyValue] = {}
+        self._consumers: list[ConsumerSubscription] = []
         self._closed = False
         self._closing: list[bool] = []
 
@@ -334,42 +341,32 @@ class NatsTransport(Transport):
             await sub.unsubscribe()
         return events
 
-    async def _bucket(self, bucket: str) -> Any:
-        if bucket not in self._kv:
-            try:
-                self._kv[bucket] = await self.js.key_value(bucket)
-            except nats.js.errors.BucketNotFoundError:
-                config = api.KeyValueConfig(bucket=bucket, history=1, ttl=self._kv_ttl.get(bucket))
-                self._kv[bucket] = await self.js.create_key_value(config)
-        return self._kv[bucket]
-
-    async def kv_configure(self, bucket: str, *, ttl: float) -> None:
-        self._kv_ttl.setdefault(bucket, ttl)
-
-    async def kv_create(self, bucket: str, key: str, value: bytes) -> bool:
-        kv = await self._bucket(bucket)
+    async def consume(
+        self,
+        subject: str,
+        durable: str,
+        handler: StoredHandler,
+        *,
+        max_age: float | None = None,
+        ack_wait: float = 30.0,
+        inactive: float | None = None,
+    ) -> Subscription:
+        config = {"max_age": max_age, "ack_wait": ack_wait, "inactive": inactive}
+        sub = ConsumerSubscription(self.js, self.stream, subject, durable, handler, config)
         try:
-            await kv.create(key, value)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return False
-        return True
+            await sub.bind()
+        except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+            # Not fatal: the consumer keeps trying to bind until it can.
+            logger.warning("durable consumer %r cannot bind yet: %s", durable, exc)
+        sub.start()
+        self._consumers.append(sub)
+        return sub
 
-    async def kv_get(self, bucket: str, key: str) -> bytes | None:
-        kv = await self._bucket(bucket)
-        try:
-            entry = await kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        value: bytes | None = entry.value
-        return value
-
-    async def kv_put(self, bucket: str, key: str, value: bytes) -> None:
-        kv = await self._bucket(bucket)
-        await kv.put(key, value)
-
-    async def kv_delete(self, bucket: str, key: str) -> None:
-        kv = await self._bucket(bucket)
-        await kv.delete(key)
+    async def key_value(self, bucket: str, *, ttl: float | None = None) -> KeyValue:
+        cached = self._buckets.get(bucket)
+        if cached is None or (ttl is not None and cached.ttl != ttl):
+            cached = self._buckets[bucket] = await open_bucket(self.js, bucket, ttl)
+        return cached
 
     async def flush(self, timeout: float = 10.0) -> None:
         # nats-py writes its PING straight to the socket, ahead of commands still
@@ -397,6 +394,8 @@ class NatsTransport(Transport):
             return
         self._closed = True
         self._closing.append(True)
+        for sub in self._consumers:
+            await sub.unsubscribe()
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()
@@ -404,3 +403,11 @@ class NatsTransport(Transport):
                 # Not connected (server gone, reconnecting): nothing to drain.
                 logger.debug("NATS drain skipped: %r", exc)
                 await self.nc.close()
+
+    async def abort(self) -> None:
+        self._closed = True
+        self._closing.append(True)
+        for sub in self._consumers:
+            await sub.abort()
+        if not self.nc.is_closed:
+            await self.nc.close()

@@ -75,6 +75,7 @@ class Calls:
         params: dict[str, Any],
         *,
         timeout: float | None = None,
+        call_id: str | None = None,
     ) -> Any:
         self.made.append((agent, actuator, params, chains.current()))
         if self.refuse:
@@ -264,3 +265,17 @@ async def test_knowledge_without_mlflow_recording_adds_no_sink() -> None:
     assert sinks == []
     assert part.bucket == f"scanflow-cursors-{settings.namespace}"
     await part.close()
+
+
+async def test_an_agent_runs_in_one_runtime_at_a_time() -> None:
+    agent, broker = Hot(), MemoryBroker()
+    assert not agent.is_running
+    async with agent.running(broker.connect(), schedule=False) as first:
+        assert agent.runtime is first
+        with pytest.raises(RuntimeError, match="'hot' is already running"):
+            await agent.running(broker.connect(), schedule=False).start()
+        assert agent.runtime is first  # the refused start detached nothing
+        assert agent.is_running
+    assert not agent.is_running
+    with pytest.raises(RuntimeError, match="is not running"):
+        _ = agent.runtime

@@ -15,9 +15,7 @@ from scanflow_agents.transports.memory import MemoryBroker
 
 @pytest.fixture
 async def running() -> AsyncIterator[tuple[MemoryBroker, Recorder]]:
-    # The stream stores the namespace's events, except one topic: the stream
-    # refuses that one for good, as JetStream refuses a subject it does not hold.
-    broker = MemoryBroker(stream_subjects=("scanflow.t.events.action.>",))
+    broker = MemoryBroker(stream_subjects=("scanflow.t.events.>",))
     recorder = Recorder("a", broker.connect(), Subjects("t"), [], limit=3)
     recorder.retry_interval = 0.05
     task = asyncio.create_task(recorder.run())
@@ -34,13 +32,16 @@ async def test_an_event_refused_for_good_is_dropped_with_an_error_not_retried(
     broker, recorder = running
     with caplog.at_level(logging.ERROR, logger="scanflow_agents.recording"):
         refused, refused_stored = recorder.enqueue(
-            "observation", "s", {"n": 1}, correlation_id="c", track=True
+            "observation", "s", {"blob": "b" * 5000}, correlation_id="c", track=True
         )
         _, stored = recorder.enqueue("action", "x", {"n": 2}, correlation_id="c", track=True)
+        # The server's limit went down after the event was queued: the stream
+        # refuses it for good, as JetStream refuses a message over its limits.
+        broker.max_payload = 2000
         assert stored is not None
         assert refused_stored is not None
         await asyncio.wait_for(stored, 2)  # not held up behind the refused one
-        with pytest.raises(Exception, match="no event stream"):
+        with pytest.raises(Exception, match="over the max payload"):
             await refused_stored
     assert recorder.refused == 1
     assert len(broker.stream) == 1
