@@ -31,6 +31,7 @@ from scanflow_agents import (
 from scanflow_agents._core.guards import Replies, call_key
 from scanflow_agents.messages import Reply, new_id, utcnow
 from scanflow_agents.testing import AgentHarness, eventually
+from scanflow_agents.transports.nats import NatsTransport
 
 MIB = 2**20
 
@@ -328,3 +329,28 @@ async def test_a_duplicate_is_answered_from_the_kept_reply_within_the_budget(
         assert len(replies) == 2
         await h.call("worker", "echo", text="c" * 300, call_id="b3")
         assert replies.bytes <= 400  # the older replies made room
+
+
+async def test_a_reply_says_when_its_record_is_not_stored_yet(
+    nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings.defaults().model_copy(
+        update={
+            "agent": Settings.defaults().agent.model_copy(
+                update={"record_timeout": 1.0, "shutdown_timeout": 1.0}
+            )
+        }
+    )
+    worker = Worker()
+    async with AgentHarness(worker, nats_url=nats_url, settings=settings) as h:
+        assert await h.call("worker", "echo", text="stored") == "stored"
+        # The stream goes away: the action still runs and answers, and the
+        # caller is told that its record is not stored (it stays queued).
+        transport = h.client.transport
+        assert isinstance(transport, NatsTransport)
+        await transport.js.delete_stream(transport.stream)
+        with caplog.at_level(logging.WARNING, logger="scanflow_agents.calling"):
+            assert await h.call("worker", "echo", text="queued", timeout=10) == "queued"
+        (told,) = [r for r in caplog.records if "not stored yet" in r.getMessage()]
+        assert "stays queued" in told.getMessage()
+        assert len(worker.runtime.recorder.backlog) >= 1
