@@ -4,15 +4,18 @@ The same path serves calls from the wire and local calls, so a local call is
 validated and guarded exactly like a remote one. Every outcome, including a
 refusal, is a structured :class:`~scanflow_agents.messages.Reply`. In order:
 
-1. admission (wire calls): beyond ``max_inflight`` calls in flight, or with
-   the record backlog full, a call is answered ``busy`` at once; nothing runs;
-2. validation of the arguments (``bad_input``, details bounded);
+1. screening: an unreadable envelope (``bad_message``), an unknown actuator
+   (``not_found``), bad arguments (``bad_input``, details bounded);
+2. admission (wire calls): beyond ``max_inflight`` calls in flight, or with
+   the record backlog full, a valid call is answered ``busy`` at once;
+   nothing runs;
 3. a keyed call (the caller chose its id) is claimed in the shared store; a
    call already done is answered from it, one started elsewhere is waited
    for while its executor lives, else answered ``in_doubt`` (see guards.py);
 4. guards (paused, cooldown, rate), then the actuator itself;
 5. the action record is stored (JetStream acknowledged) before the reply is
-   sent; if the stream does not take it (within ``record_timeout``), the reply says so;
+   sent; if the stream does not take it (within ``record_timeout``), the
+   reply says so;
 6. a reply over the server's max payload becomes ``too_large``.
 """
 
