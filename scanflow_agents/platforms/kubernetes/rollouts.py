@@ -27,16 +27,23 @@ from scanflow_agents.workflows import ServiceNode
 RolloutState = Literal["complete", "progressing", "failed"]
 
 
-def observed(deployment: Obj) -> bool:
-    """Whether the status describes the current spec (observedGeneration caught up)."""
+def observed(deployment: Obj, newer_than: int | None = None) -> bool:
+    """Whether the status describes the current spec (observedGeneration caught up).
+
+    Args:
+        newer_than: A generation the status must have moved past (the one
+            before our change), whatever ``metadata.generation`` says.
+    """
     generation = (deployment.get("metadata") or {}).get("generation")
     seen = (deployment.get("status") or {}).get("observedGeneration")
+    if newer_than is not None and (seen is None or int(seen) <= newer_than):
+        return False
     return generation is None or (seen is not None and int(seen) >= int(generation))
 
 
-def rollout_state(deployment: Obj) -> tuple[RolloutState, str]:
+def rollout_state(deployment: Obj, newer_than: int | None = None) -> tuple[RolloutState, str]:
     """The state of a Deployment's latest rollout, and a sentence saying why."""
-    if not observed(deployment):
+    if not observed(deployment, newer_than):
         return "progressing", "the controller has not acted on the latest change yet"
     status = deployment.get("status") or {}
     for condition in status.get("conditions") or []:
@@ -66,6 +73,7 @@ async def wait_rollout(
     *,
     deadline: float,
     poll: float,
+    newer_than: int | None = None,
 ) -> tuple[RolloutState, str]:
     """Follow a rollout until it completes or fails; failed too after ``deadline`` seconds.
 
@@ -78,7 +86,7 @@ async def wait_rollout(
         current = await client.get(DEPLOYMENTS, namespace, name)
         if current is None:
             return "failed", f"Deployment {namespace}/{name} disappeared during the rollout"
-        state, why = rollout_state(current)
+        state, why = rollout_state(current, newer_than)
         if state != "progressing":
             return state, why
         if time.monotonic() > ends:
@@ -120,8 +128,11 @@ async def roll(
         settings, labels[naming.TEAM], workflow, declared, labels.get(naming.APPLICATION)
     )
     template = desired["spec"]["template"]
-    stamp = datetime.datetime.now(tz=datetime.UTC).isoformat(timespec="seconds")
+    # Microseconds: two forced redeploys in one second must still differ, or the
+    # second patch changes no spec, bumps no generation, and starts no rollout.
+    stamp = datetime.datetime.now(tz=datetime.UTC).isoformat(timespec="microseconds")
     template["metadata"]["annotations"][naming.RESTARTED_AT] = stamp
+    before = (current.get("metadata") or {}).get("generation")
     await _put(client, namespace, name, template, desired["metadata"]["annotations"])
     where = f"{namespace}/{name}"
     state, why = await wait_rollout(
@@ -131,6 +142,7 @@ async def roll(
         # The controller's deadline counts from the last progress: give it room.
         deadline=settings.rollout_deadline * 1.5,
         poll=settings.poll_interval,
+        newer_than=before,
     )
     if state == "complete":
         return action_result(
@@ -150,11 +162,11 @@ async def roll(
 
 async def _put(
     client: KubeClient, namespace: str, name: str, template: Obj, annotations: dict[str, str]
-) -> None:
+) -> Obj:
     ops: list[Obj] = [
         ownership_test(),
         {"op": "replace", "path": pointer("spec", "template"), "value": template},
     ]
     for key, value in annotations.items():
         ops.append({"op": "add", "path": pointer("metadata", "annotations", key), "value": value})
-    await client.patch(DEPLOYMENTS, namespace, name, ops, kind="json")
+    return await client.patch(DEPLOYMENTS, namespace, name, ops, kind="json")
