@@ -251,7 +251,24 @@ class LocalPlatform:
                     f"already serving {model_uri}",
                     model_uri=model_uri,
                 )
-            replaced = await service.redeploy(model_uri)
+            try:
+                replaced = await service.redeploy(model_uri)
+            except PlatformError as exc:
+                if exc.code != "failed":
+                    raise
+                # A new replica never became ready: the replaced ones go back to
+                # the previous model, so the service serves one model again.
+                await service.redeploy(previous)
+                return self._result(
+                    "redeploy",
+                    (workflow, node),
+                    "failed",
+                    f"rollout to {model_uri} failed ({exc}); rolled back to {previous}",
+                    previous=previous,
+                    model_uri=model_uri,
+                    rolled_back=True,
+                    reason=str(exc),
+                )
         return self._result(
             "redeploy",
             (workflow, node),
