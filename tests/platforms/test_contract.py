@@ -343,4 +343,4 @@ async def _until_running(platform: Platform, run_id: str, node: str) -> None:
 def test_both_platforms_keep_the_protocol() -> None:
     assert isinstance(LocalPlatform(), Platform)
     assert isinstance(KubernetesPlatform(), Platform)
-    assert NAMESPACE == f"scanflow-{TEAM}"
+    assert f"scanflow-{TEAM}" == NAMESPACE

@@ -317,3 +317,74 @@ async def controller(cluster: Cluster) -> AsyncIterator[DeploymentController]:
     """A Deployment controller playing on the emulator for the test."""
     async with DeploymentController(cluster) as found:
         yield found
+
+
+class FaultyProxy:
+    """An HTTP proxy in front of the emulator that forbids some paths or breaks connections.
+
+    kmock answers every request it understands; a real API server also
+    answers 403 (RBAC) and its connections break (restarts, load balancers).
+    ``forbid`` holds path fragments answered 403 for a method; ``breaks`` is
+    how many of the next requests get their connection closed without an
+    answer (the client sees ``ServerDisconnectedError``).
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.forbid: list[tuple[str, str]] = []
+        self.breaks = 0
+        self.broken = 0
+        self.url = ""
+        self._runner: Any = None
+
+    async def start(self) -> FaultyProxy:
+        from aiohttp import ClientSession, web
+
+        self._session = ClientSession()
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if self.breaks > 0:
+                self.breaks -= 1
+                self.broken += 1
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response(status=500)
+            for method, fragment in self.forbid:
+                if request.method == method and fragment in request.path:
+                    message = f'{fragment} is forbidden: User "system:serviceaccount:x" cannot'
+                    body = {"kind": "Status", "status": "Failure", "reason": "Forbidden",
+                            "message": message, "code": 403}  # fmt: skip
+                    return web.json_response(body, status=403)
+            async with self._session.request(
+                request.method,
+                self.upstream + request.path_qs,
+                data=await request.read(),
+                headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+            ) as answer:
+                return web.Response(
+                    status=answer.status,
+                    body=await answer.read(),
+                    content_type=answer.content_type,
+                )
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        await self._session.close()
+        await self._runner.cleanup()
+
+
+@pytest.fixture
+async def proxy(cluster: Cluster) -> AsyncIterator[FaultyProxy]:
+    """A faulty proxy in front of the test's emulator."""
+    found = await FaultyProxy(str(cluster.emulator.url)).start()
+    yield found
+    await found.stop()
