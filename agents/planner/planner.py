@@ -36,7 +36,9 @@ from scanflow_agents.knowledge import (
 from scanflow_agents.platforms import ActionResult, Platform, PlatformError, RunStatus
 from scanflow_agents.workflows import ServiceNode, Workflow, WorkflowError
 
-#: Key-value bucket of the chains runs' end events belong to (beside the run records).
+#: Key-value buckets (one per namespace) of run records, and of the chains runs' end
+#: events belong to.
+RUNS = "scanflow-planner-runs"
 CHAINS = "scanflow-planner-chains"
 
 logger = logging.getLogger("scanflow_agents.builtin.planner")
@@ -93,7 +95,9 @@ class Planner(Agent):
         self._knowledge = KnowledgeClient(self.settings.mlflow)
         # Run records and chains in JetStream key-value: a planner restarted
         # mid-run follows its runs again and still sends their end events.
-        self._store = KeyValueRunStore(self.runtime.transport)
+        self._store = KeyValueRunStore(
+            self.runtime.transport, _bucket(RUNS, self.settings.namespace)
+        )
         self._platform = make_platform(self.settings, self.options, self._run_finished, self._store)
         resumed = await self._platform.resume()
         if resumed:
@@ -184,6 +188,10 @@ class Planner(Agent):
                 raise NotFound(f"{missing}; the application store was not read: {exc}") from None
             return self.catalog.workflow(name)
 
+    @property
+    def _chains_bucket(self) -> str:
+        return _bucket(CHAINS, self.settings.namespace)
+
     def _team(self, workflow: str) -> str:
         """The team of the application that owns ``workflow``: whose namespace it acts in."""
         owner = self.catalog.owners.get(workflow)
@@ -193,14 +201,16 @@ class Planner(Agent):
     async def _remember(self, run_id: str, chain: tuple[str, str | None, str | None]) -> None:
         self._chains.setdefault(run_id, chain)
         await self.runtime.transport.kv_put(
-            CHAINS, KeyValueRunStore.key(run_id), json.dumps(list(chain)).encode()
+            self._chains_bucket, KeyValueRunStore.key(run_id), json.dumps(list(chain)).encode()
         )
 
     async def _chain(self, status: RunStatus) -> tuple[str, str | None, str | None]:
         if status.run_id in self._chains:
             return self._chains.pop(status.run_id)
         try:  # Started by an earlier planner: its chain is in the bucket.
-            raw = await self.runtime.transport.kv_get(CHAINS, KeyValueRunStore.key(status.run_id))
+            raw = await self.runtime.transport.kv_get(
+                self._chains_bucket, KeyValueRunStore.key(status.run_id)
+            )
         except Exception as exc:
             logger.warning("planner: chain of run %s not read: %s", status.run_id, exc)
             raw = None
@@ -458,6 +468,11 @@ class Planner(Agent):
             return
         with runtime.chain(correlation, cause):
             await self.emit(topic, payload)
+
+
+def _bucket(base: str, namespace: str) -> str:
+    """A key-value bucket of the planner's namespace (bucket names allow ``[-_A-Za-z0-9]``)."""
+    return f"{base}-{re.sub(r'[^-_A-Za-z0-9]', '_', namespace)}"
 
 
 def _run_id(workflow: str, message_id: str) -> str:
