@@ -26,7 +26,7 @@ from scanflow_agents.builtin.planner.platforms import make_platform
 from scanflow_agents.builtin.planner.runstore import KeyValueRunStore
 from scanflow_agents.builtin.planner.settings import PlannerSettings
 
-from scanflow_agents import Agent, BadInput, NotFound, PermanentError, actuator
+from scanflow_agents import Agent, BadInput, NotFound, PermanentError, actuator, chains
 from scanflow_agents.knowledge import (
     ApplicationStore,
     KnowledgeClient,
@@ -34,6 +34,7 @@ from scanflow_agents.knowledge import (
     ModelRegistry,
 )
 from scanflow_agents.platforms import ActionResult, Platform, PlatformError, RunStatus
+from scanflow_agents.redaction import redact
 from scanflow_agents.workflows import ServiceNode, Workflow, WorkflowError
 
 #: Key-value buckets (one per namespace) of run records, and of the chains runs' end
@@ -271,7 +272,7 @@ class Planner(Agent):
             parameters: Per executor node, overrides of its parameters: {"train": {"C": 0.5}}.
         """
         target = await self._workflow(workflow)
-        correlation, cause = self.runtime.current_chain()
+        correlation, cause = chains.current()
         run_id = _run_id(workflow, self.message_id or cause or correlation)
         await self._remember(run_id, (workflow, correlation, cause))
         try:
@@ -396,7 +397,9 @@ class Planner(Agent):
         registry = ModelRegistry(self.mlflow)
         versions = await registry.versions(model)
         if not versions:
-            raise NotFound(f"no registered model {model!r} in MLflow at {self.mlflow.tracking_uri}")
+            raise NotFound(
+                f"no registered model {model!r} in MLflow at {redact(self.mlflow.tracking_uri)}"
+            )
         known = [v.version for v in versions]
         if version not in known:
             raise NotFound(f"model {model!r} has no version {version} (versions: {known})")
@@ -457,16 +460,14 @@ class Planner(Agent):
         """
         workflow, correlation, cause = await self._chain(status)
         topic = f"run.{workflow}.{status.state}"
-        try:
-            runtime = self.runtime
-        except RuntimeError:
+        if not self.is_running:
             logger.warning("planner stopped before run %s ended: %s not sent", status.run_id, topic)
             return
         payload = status.model_dump(mode="json")
         if correlation is None:
             await self.emit(topic, payload)
             return
-        with runtime.chain(correlation, cause):
+        with chains.within(correlation, cause):
             await self.emit(topic, payload)
 
 

@@ -35,8 +35,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
+from scanflow_agents._kit.tasks import guarded, stop
 from scanflow_agents.platforms.results import PlatformError, RunStatus
-from scanflow_agents.serving._tasks import guarded, stop
 from scanflow_agents.workflows import Workflow
 
 logger = logging.getLogger(__name__)
