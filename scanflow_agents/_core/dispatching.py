@@ -55,6 +55,7 @@ class Dispatcher:
         ``respond`` is given the reply as soon as it is known; the action is
         recorded after that, so recording never adds to the caller's latency.
         """
+        respond = self.runtime.instruments.call_answered(self.agent.name, actuator_id, respond)
         spec = self.agent.actuators.get(actuator_id)
         body = call.payload if isinstance(call.payload, dict) else {}
         if spec is None or not spec.idempotent:

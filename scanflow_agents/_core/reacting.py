@@ -94,6 +94,7 @@ class Reactor:
                 spec, self.agent.name, invoke, self.runtime.settings.agent.handlers
             )
         state.runs += 1
+        self.runtime.instruments.sensor_ran(self.agent.name, sensor_id, outcome)
         state.last_time = utcnow()
         state.last_ok = outcome.ok
         if not outcome.ok:
@@ -160,6 +161,7 @@ class Reactor:
             state.failures += 1
             return None
         state.decisions += 1
+        self.runtime.instruments.rule_decided(self.agent.name, spec.id)
         state.last_decision = decision.model_dump(mode="json")
         logger.info(
             "%s of agent %r decided %r: %s",

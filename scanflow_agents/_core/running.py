@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from scanflow_agents._core.calling import call_envelope, remote_call, result_of
 from scanflow_agents._core.describing import describe, heartbeat
 from scanflow_agents._core.dispatching import Dispatcher, failure
+from scanflow_agents._core.instruments import NO_INSTRUMENTS, Instruments
 from scanflow_agents._core.knowing import Knowledge
 from scanflow_agents._core.reacting import Reactor
 from scanflow_agents._core.recording import Recorder, Sink, jsonable
@@ -53,8 +54,10 @@ class AgentRuntime:
         *,
         schedule: bool = True,
         sinks: Sequence[Sink] = (),
+        instruments: Instruments = NO_INSTRUMENTS,
     ) -> None:
         self.agent = agent
+        self.instruments = instruments
         self.transport = transport
         self.settings = agent.settings
         self.subjects = Subjects(self.settings.namespace)
@@ -182,6 +185,7 @@ class AgentRuntime:
             logger.info("agent %r stopped", self.agent.name)
 
     def _broken(self, task_name: str) -> None:
+        self.instruments.loop_broken(self.agent.name, task_name)
         if self.state == "running":
             self.ready = False
             logger.error("agent %r is not ready: its %s task died", self.agent.name, task_name)
