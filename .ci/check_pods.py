@@ -34,10 +34,10 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -161,110 +161,135 @@ async def call_planner(nats: str, namespace: str) -> Any:
         return await client.call("planner", "status", workflow="serve", timeout=60)
 
 
+def container_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def wait_ready(deployments: dict[str, Any], names: dict[str, str]) -> dict[str, float]:
+    """Poll each readiness probe; seconds from each container's start to its first 200."""
+    ready_after: dict[str, float] = {}
+    deadline = time.monotonic() + READY_WITHIN
+    while len(ready_after) < len(names) and time.monotonic() < deadline:
+        for agent in sorted(set(names) - set(ready_after)):
+            probe = container_of(deployments[agent])["readinessProbe"]
+            port = probe_port(container_of(deployments[agent]), probe)
+            if get(port, probe["httpGet"]["path"])[0] == 200:
+                ready_after[agent] = round(time.time() - started_at(names[agent]), 2)
+        time.sleep(0.1)
+    late = sorted(set(names) - set(ready_after))
+    for agent in late:
+        print(logs(names[agent]), file=sys.stderr)
+    if late:
+        raise SystemExit(f"not ready within {READY_WITHIN:.0f} s: {late}")
+    return ready_after
+
+
+def check_alive_and_measured(deployments: dict[str, Any]) -> None:
+    for agent, deployment in deployments.items():
+        container = container_of(deployment)
+        port = probe_port(container, container["livenessProbe"])
+        status, body = get(port, container["livenessProbe"]["httpGet"]["path"])
+        assert status == 200, f"liveness of {agent}: {status} {body}"
+        metrics = get(port, "/metrics")[1]
+        assert f'scanflow_agent_ready{{agent="{agent}"}} 1.0' in metrics, metrics
+
+
+def check_security(deployments: dict[str, Any], names: dict[str, str]) -> None:
+    """The rendered security context is what the containers run with."""
+    for agent, name in names.items():
+        seen = json.loads(podman("inspect", name))[0]
+        assert seen["HostConfig"]["ReadonlyRootfs"] is True, agent
+        assert seen["Config"]["User"] == "10001:10001", seen["Config"]["User"]
+        assert "no-new-privileges" in seen["HostConfig"]["SecurityOpt"], agent
+        limit = container_of(deployments[agent])["resources"]["limits"]["memory"]
+        assert seen["HostConfig"]["Memory"] == _bytes(limit), (agent, limit)
+        denied = subprocess.run(
+            ["podman", "exec", name, "touch", "/opt/venv/x"], capture_output=True, check=False
+        )
+        assert denied.returncode != 0, f"{agent} could write to its root filesystem"
+        podman("exec", name, "touch", "/tmp/scratch")  # the emptyDir is writable
+
+
+def run_helm_test(test_file: Path, release: str) -> list[str]:
+    """Play the chart's test pod; it must exit 0 having listed every agent."""
+    podman("kube", "play", "--network", "host", str(test_file), timeout=300)
+    name = f"{release}-scanflow-agents-test-agents"
+    code = podman("wait", name, timeout=120).strip()
+    output = logs(name)
+    assert code == "0", f"the helm test pod failed ({code}):\n{output}"
+    assert set(AGENTS) <= {line.split()[0] for line in output.splitlines() if line.strip()}
+    return output.strip().splitlines()
+
+
+def check_sigterm(deployments: dict[str, Any], names: dict[str, str]) -> dict[str, float]:
+    """``podman stop`` (SIGTERM, then SIGKILL after the grace period): each exits 0 in time."""
+    took: dict[str, float] = {}
+    for agent, name in names.items():
+        grace = deployments[agent]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        began = time.monotonic()
+        podman("stop", "--time", str(grace), name, timeout=grace + 30)
+        took[agent] = round(time.monotonic() - began, 2)
+        code = podman("inspect", name, "--format", "{{.State.ExitCode}}").strip()
+        output = logs(name)
+        assert code == "0", f"{agent} exited {code} on SIGTERM:\n{output[-3000:]}"
+        assert took[agent] < grace, f"{agent} took {took[agent]} s to stop (grace {grace} s)"
+        assert f"agent '{agent}' stopped" in output, output[-3000:]
+    return took
+
+
+def clean_up(release: str, files: list[Path]) -> None:
+    for file in files:
+        if file.exists():
+            podman("kube", "down", str(file), check=False)
+    volumes = podman("volume", "ls", "--format", "{{.Name}}", check=False).split()
+    mine = [v for v in volumes if v.startswith(release)]
+    if mine:
+        podman("volume", "rm", "--force", *mine, check=False)
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--image", required=True)
     parser.add_argument("--helm", required=True)
     options = parser.parse_args()
     release = f"ci-{uuid.uuid4().hex[:6]}"
-    work = Path(subprocess.check_output(["mktemp", "-d", "-t", "scanflow-pods-XXXXXX"], text=True).strip())
     report: dict[str, Any] = {"release": release}
 
-    with NatsServer() as nats_server, MlflowServer() as mlflow_server:
+    with (
+        tempfile.TemporaryDirectory(prefix="scanflow-pods-") as folder,
+        NatsServer() as nats_server,
+        MlflowServer() as mlflow_server,
+    ):
         docs = render(options.helm, release, options.image, nats_server.url, mlflow_server.url)
-        settings_map = next(d for d in docs if d["kind"] == "ConfigMap" and "settings.yaml" in d["data"])
-        namespace = yaml.safe_load(settings_map["data"]["settings.yaml"])["namespace"]
-        deployments = {d["metadata"]["labels"]["scanflow.io/agent"]: d for d in docs if d["kind"] == "Deployment"}
+        config_maps = [d for d in docs if d["kind"] == "ConfigMap"]
+        settings = next(c for c in config_maps if "settings.yaml" in c["data"])
+        namespace = yaml.safe_load(settings["data"]["settings.yaml"])["namespace"]
+        deployments = {
+            d["metadata"]["labels"]["scanflow.io/agent"]: d
+            for d in docs
+            if d["kind"] == "Deployment"
+        }
         assert sorted(deployments) == sorted(AGENTS), sorted(deployments)
         test_pod = next(d for d in docs if d["kind"] == "Pod")
-        agents_file = work / "agents.yaml"
-        played = [d for d in docs if d["kind"] in ("ConfigMap", "Deployment")]
-        agents_file.write_text(yaml.safe_dump_all(for_podman(played)))
-        test_file = work / "test.yaml"
-        test_file.write_text(yaml.safe_dump_all(for_podman([*[d for d in docs if d["kind"] == "ConfigMap"], test_pod])))
-
+        agents_file, test_file = Path(folder) / "agents.yaml", Path(folder) / "test.yaml"
+        played = for_podman([*config_maps, *deployments.values()])
+        agents_file.write_text(yaml.safe_dump_all(played))
+        test_file.write_text(yaml.safe_dump_all(for_podman([*config_maps, test_pod])))
+        names = {agent: f"{release}-scanflow-agents-{agent}-pod-0-agent" for agent in AGENTS}
         try:
             podman("kube", "play", "--network", "host", str(agents_file), timeout=300)
-            containers = {agent: f"{release}-scanflow-agents-{agent}-pod-0-agent" for agent in AGENTS}
-
-            # Probes, as the kubelet would perform them.
-            ready_after: dict[str, float] = {}
-            deadline = time.monotonic() + READY_WITHIN
-            pending = set(AGENTS)
-            while pending and time.monotonic() < deadline:
-                for agent in sorted(pending):
-                    (container,) = deployments[agent]["spec"]["template"]["spec"]["containers"]
-                    port = probe_port(container, container["readinessProbe"])
-                    if get(port, container["readinessProbe"]["httpGet"]["path"])[0] == 200:
-                        ready_after[agent] = round(time.time() - started_at(containers[agent]), 2)
-                        pending.discard(agent)
-                time.sleep(0.1)
-            if pending:
-                for agent in pending:
-                    print(logs(containers[agent]), file=sys.stderr)
-                raise SystemExit(f"not ready within {READY_WITHIN:.0f} s: {sorted(pending)}")
-            report["seconds_from_start_to_ready"] = ready_after
-            for agent in AGENTS:
-                (container,) = deployments[agent]["spec"]["template"]["spec"]["containers"]
-                port = probe_port(container, container["livenessProbe"])
-                status, body = get(port, container["livenessProbe"]["httpGet"]["path"])
-                assert status == 200, f"liveness of {agent}: {status} {body}"
-                metrics = get(port, "/metrics")[1]
-                assert f'scanflow_agent_ready{{agent="{agent}"}} 1.0' in metrics, metrics
-
-            # The security context is in force.
-            for agent, name in containers.items():
-                (container,) = deployments[agent]["spec"]["template"]["spec"]["containers"]
-                seen = json.loads(podman("inspect", name))[0]
-                assert seen["HostConfig"]["ReadonlyRootfs"] is True, agent
-                assert seen["Config"]["User"] == "10001:10001", seen["Config"]["User"]
-                assert "no-new-privileges" in seen["HostConfig"]["SecurityOpt"], agent
-                limit = container["resources"]["limits"]["memory"]
-                assert seen["HostConfig"]["Memory"] == _bytes(limit), (agent, limit)
-                denied = subprocess.run(["podman", "exec", name, "touch", "/opt/venv/x"], capture_output=True)
-                assert denied.returncode != 0, f"{agent} could write to its root filesystem"
-                podman("exec", name, "touch", "/tmp/scratch")  # the emptyDir is writable
-
-            # The chart's `helm test` pod.
-            podman("kube", "play", "--network", "host", str(test_file), timeout=300)
-            test_container = f"{release}-scanflow-agents-test-agents"
-            code = podman("wait", test_container, timeout=120).strip()
-            test_output = logs(test_container)
-            assert code == "0", f"the helm test pod failed ({code}):\n{test_output}"
-            listed = {line.split()[0] for line in test_output.splitlines() if line.strip()}
-            assert set(AGENTS) <= listed, test_output
-            report["helm_test_output"] = test_output.strip().splitlines()
-
-            status = asyncio.run(call_planner(nats_server.url, namespace))
-            assert isinstance(status, dict), status
-            report["planner_status"] = status
-
-            # Memory of idle agents (after a few seconds of nothing to do).
-            time.sleep(3)
-            report["idle_rss_mib"] = {agent: rss_mib(name) for agent, name in containers.items()}
-
-            # SIGTERM: drain and exit 0 within the grace period.
-            exits = {}
-            for agent, name in containers.items():
-                grace = deployments[agent]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-                began = time.monotonic()
-                podman("stop", "--time", str(grace), name, timeout=grace + 30)
-                took = time.monotonic() - began
-                code = podman("inspect", name, "--format", "{{.State.ExitCode}}").strip()
-                output = logs(name)
-                assert code == "0", f"{agent} exited {code} on SIGTERM:\n{output[-3000:]}"
-                assert took < grace, f"{agent} took {took:.1f} s to stop (grace {grace} s)"
-                assert f"agent '{agent}' stopped" in output, output[-3000:]
-                exits[agent] = round(took, 2)
-            report["seconds_to_exit_on_sigterm"] = exits
+            report["seconds_from_start_to_ready"] = wait_ready(deployments, names)
+            check_alive_and_measured(deployments)
+            check_security(deployments, names)
+            report["helm_test_output"] = run_helm_test(test_file, release)
+            report["planner_status"] = asyncio.run(call_planner(nats_server.url, namespace))
+            assert report["planner_status"]["workflow"] == "serve", report["planner_status"]
+            time.sleep(3)  # idle: nothing to do but heartbeats and sensor polls
+            report["idle_rss_mib"] = {agent: rss_mib(name) for agent, name in names.items()}
+            report["seconds_to_exit_on_sigterm"] = check_sigterm(deployments, names)
         finally:
-            for file in (test_file, agents_file):
-                podman("kube", "down", str(file), check=False)
-            volumes = podman("volume", "ls", "--format", "{{.Name}}", check=False).split()
-            mine = [v for v in volumes if v.startswith(release)]
-            if mine:
-                podman("volume", "rm", "--force", *mine, check=False)
-            subprocess.run(["rm", "-rf", str(work)], check=False)
+            clean_up(release, [test_file, agents_file])
     print(json.dumps(report, indent=2, default=str))
     return 0
 

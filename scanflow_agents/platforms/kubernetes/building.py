@@ -74,21 +74,18 @@ def node_context(
     where = f"node {node.name!r} of workflow {workflow.name!r}"
     files: dict[str, str] = {}
     lines = sorted({line.strip() for line in node.requirements if line.strip()})
-    if isinstance(node, ServiceNode):
-        lines = [settings.package, *lines]  # the model server itself
+    if isinstance(node, ServiceNode) and settings.package:
+        lines = [settings.package, *lines]  # the model server, if the base lacks it
     files["requirements.txt"] = "\n".join(lines) + "\n"
-    steps = [
-        f"FROM {settings.base_image}",
-        "WORKDIR /app",
-        "COPY requirements.txt /app/requirements.txt",
-        "RUN pip install --no-cache-dir -r /app/requirements.txt",
-    ]
+    steps = _derived_steps(settings, bool(lines))
     if isinstance(node, ExecutorNode) and node.entry_point.endswith(".py"):
         files.update(_scripts(workflow, node, where))
         steps.append("COPY app/ /app/")
-        steps.append(f'CMD ["python", "/app/{node.entry_point}"]')
+        steps += ["USER 10001:10001", f'CMD ["python", "/app/{node.entry_point}"]']
     elif isinstance(node, ServiceNode):
-        steps.append('ENTRYPOINT ["python", "-m", "scanflow_agents.serving"]')
+        steps += ["USER 10001:10001", 'ENTRYPOINT ["python", "-m", "scanflow_agents.serving"]']
+    else:
+        steps.append("USER 10001:10001")
     files["Dockerfile"] = "\n".join(steps) + "\n"
     return BuildContext(
         owner=f"{workflow.name}/{node.name}",
@@ -104,12 +101,7 @@ def agent_context(
     """The build context of an agent: the framework, and its file if it names one."""
     reference = agent_reference(agent)
     files = {"requirements.txt": settings.package + "\n"}
-    steps = [
-        f"FROM {settings.base_image}",
-        "WORKDIR /app",
-        "COPY requirements.txt /app/requirements.txt",
-        "RUN pip install --no-cache-dir -r /app/requirements.txt",
-    ]
+    steps = _derived_steps(settings, bool(settings.package))
     target, _, klass = reference.partition(":")
     if target.endswith(".py"):
         path = Path(target)
@@ -120,7 +112,7 @@ def agent_context(
         files[f"app/{path.name}"] = path.read_text()
         steps.append("COPY app/ /app/")
         reference = f"/app/{path.name}" + (f":{klass}" if klass else "")
-    steps.append(f'ENTRYPOINT ["scanflow", "run", "{reference}"]')
+    steps += ["USER 10001:10001", f'ENTRYPOINT ["scanflow", "run", "{reference}"]']
     files["Dockerfile"] = "\n".join(steps) + "\n"
     return BuildContext(
         owner=f"agent/{agent.name}",
@@ -128,6 +120,23 @@ def agent_context(
         files=files,
         labels={naming.APPLICATION: application, naming.AGENT: agent.name},
     )
+
+
+def _derived_steps(settings: KubernetesPlatformSettings, install: bool) -> list[str]:
+    """The first steps of a node's or agent's Dockerfile.
+
+    The base is the framework's own image by default: it has the framework,
+    the built-in agents and the model server in /opt/venv (on PATH) and runs
+    as user 10001, so a build only adds requirements (as root, into that
+    environment) and code, and hands the image back to the unprivileged user.
+    """
+    steps = [f"FROM {settings.base_image}", "USER 0", "WORKDIR /app"]
+    if install:
+        steps += [
+            "COPY requirements.txt /app/requirements.txt",
+            "RUN pip install --no-cache-dir -r /app/requirements.txt",
+        ]
+    return steps
 
 
 def needs_agent_build(agent: AgentSpec) -> bool:

@@ -73,10 +73,15 @@ class KubernetesPlatformSettings(BaseModel):
         default=None,
         description="Secret of type dockerconfigjson with push credentials for Kaniko.",
     )
-    base_image: str = Field(default="python:3.11-slim", description="Base of built images.")
+    base_image: str = Field(
+        default=_DEFAULT_IMAGE,
+        description="Base of built images: the framework's image (the project's Containerfile), "
+        "so built images only add a node's requirements and code.",
+    )
     package: str = Field(
-        default="scanflow-agents[serving]",
-        description="pip requirement that puts this framework into built images.",
+        default="",
+        description="pip requirement that puts this framework into built images; only for a "
+        "base image without it (the framework is not on a public package index).",
     )
     kaniko_image: str = "gcr.io/kaniko-project/executor:v1.23.2"
     helper_image: str = Field(

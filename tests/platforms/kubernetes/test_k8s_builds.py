@@ -90,6 +90,10 @@ async def test_build_runs_kaniko_with_the_context_in_a_configmap(
     ]
     assert paths["requirements.txt"] == "pandas\nscikit-learn>=1.4\n"
     assert "COPY app/ /app/" in paths["Dockerfile"]
+    # Built on the framework's image (not a package index), run as its unprivileged user.
+    dockerfile = paths["Dockerfile"].splitlines()
+    assert dockerfile[:2] == [f"FROM {KubernetesPlatformSettings().agent_image}", "USER 0"]
+    assert dockerfile[-2] == "USER 10001:10001"
     assert paths["app/steps/helpers.py"] == "def load():\n    return 42\n"
 
 
