@@ -227,3 +227,16 @@ def test_the_schema_refuses_bad_values(helm: str, option: str, complaint: str) -
     assert done.returncode != 0, f"{option} was accepted"
     assert "values don't meet the specifications of the schema" in done.stderr
     assert complaint in done.stderr, done.stderr
+
+
+def test_notes_name_the_enabled_agents_and_how_to_check_them(helm: str) -> None:
+    values = VALUE_SETS["user-agent"]
+    args = ("install", "rel", str(CHART), "--dry-run=client", "-f", str(values))
+    done = run_helm(helm, *args)
+    assert done.returncode == 0, done.stderr
+    notes = done.stdout.split("NOTES:", 1)[1]
+    assert "- fraud-watch: fraud.agents:FraudWatch" in notes
+    assert "tracker" not in notes  # disabled
+    assert "helm test rel" in notes
+    assert "exec deploy/rel-scanflow-agents-fraud-watch" in notes
+    assert "  - ml-fraud\n  - ml-vision\n" in notes
