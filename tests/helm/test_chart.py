@@ -198,12 +198,24 @@ def test_pods_roll_when_settings_change(render: Render) -> None:
 def test_a_user_agents_image_and_config(render: Render) -> None:
     documents = render(VALUE_SETS["user-agent"])
     deployments = {d["metadata"]["name"]: d for d in _kind(documents, "Deployment")}
-    assert sorted(deployments) == ["rel-scanflow-agents-fraud-watch", "rel-scanflow-agents-planner"]
+    assert sorted(deployments) == [
+        "rel-scanflow-agents-fraud-watch",
+        "rel-scanflow-agents-planner",
+        "rel-scanflow-agents-spend-guard",
+    ]
     (container,) = deployments["rel-scanflow-agents-fraud-watch"]["spec"]["template"]["spec"][
         "containers"
     ]
     assert container["image"] == "registry.example.com/ml/fraud-agents:1.4.2"
     assert "fraud.agents:FraudWatch" in container["command"]
+    # Code from a ConfigMap: mounted read-only and importable.
+    guard = deployments["rel-scanflow-agents-spend-guard"]["spec"]["template"]["spec"]
+    assert {"name": "code", "configMap": {"name": "spend-guard-code"}} in guard["volumes"]
+    (guard_container,) = guard["containers"]
+    assert {"name": "PYTHONPATH", "value": "/opt/scanflow/code"} in guard_container["env"]
+    assert {"name": "code", "mountPath": "/opt/scanflow/code", "readOnly": True} in guard_container[
+        "volumeMounts"
+    ]
     planner = deployments["rel-scanflow-agents-planner"]
     (planner_container,) = planner["spec"]["template"]["spec"]["containers"]
     assert planner_container["image"] == "registry.example.com/ml/scanflow-agents:0.1.0"
@@ -236,6 +248,7 @@ def test_notes_name_the_enabled_agents_and_how_to_check_them(helm: str) -> None:
     assert done.returncode == 0, done.stderr
     notes = done.stdout.split("NOTES:", 1)[1]
     assert "- fraud-watch: fraud.agents:FraudWatch" in notes
+    assert "- spend-guard: spend_guard:SpendGuard" in notes
     assert "tracker" not in notes  # disabled
     assert "helm test rel" in notes
     assert "exec deploy/rel-scanflow-agents-fraud-watch" in notes
