@@ -138,7 +138,7 @@ def test_probes_metrics_and_sigterm_order(agent_file: Path, nats_url: str) -> No
                 with pytest.raises(BadInput, match="seconds"):
                     await client.call("pod", "slow", seconds="long")
                 # A call in flight when SIGTERM arrives is still answered.
-                results["slow"] = await client.call("pod", "slow", seconds=3.0, timeout=20)
+                results["slow"] = await client.call("pod", "slow", seconds=5.0, timeout=30)
 
         thread = threading.Thread(target=lambda: asyncio.run(calls()))
         thread.start()
