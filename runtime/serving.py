@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from scanflow_agents import Agent, Settings
 from scanflow_agents.clients import connect_transport
+from scanflow_agents.redaction import redact
 
 if TYPE_CHECKING:
     from scanflow_agents.runtime.probing import Probes
@@ -55,7 +56,10 @@ async def serve(
                     await stack.enter_async_context(runtime)
                 names = ", ".join(a.name for a in agents)
                 logger.info(
-                    "serving %s in namespace %r on %s", names, settings.namespace, settings.nats.url
+                    "serving %s in namespace %r on %s",
+                    names,
+                    settings.namespace,
+                    redact(settings.nats.url),
                 )
                 await stop.wait()
                 if probes is not None:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 from scanflow_agents.runtime.loading import load_agent_classes
@@ -53,8 +53,13 @@ def test_rbac_is_namespaced_exact_and_without_wildcards(
 ) -> None:
     kinds = {doc["kind"] for doc in documents}
     assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Namespace"}
-    values = yaml.safe_load(VALUE_SETS[value_set].read_text()) if VALUE_SETS[value_set] else {}
-    kubernetes = {"namespacePrefix": "scanflow-", "teams": ["default"], "argo": "never"}
+    values_file = VALUE_SETS[value_set]
+    values = yaml.safe_load(values_file.read_text()) if values_file else {}
+    kubernetes: dict[str, Any] = {
+        "namespacePrefix": "scanflow-",
+        "teams": ["default"],
+        "argo": "never",
+    }
     kubernetes.update(values.get("kubernetes", {}))
     wanted = {
         ("apps", "deployments"): ["get", "list", "create", "patch", "delete"],
