@@ -237,6 +237,7 @@ def test_a_user_agents_image_and_config(render: Render) -> None:
         ("settings.nats.password=hunter2", "settings"),
         ("securityContext.readOnlyRootFilesystem=false", "readOnlyRootFilesystem"),
         ("agentDefaults.resources.limits.memory=null", "memory"),
+        ("natsAuthorization.enabled=true", "existingSecret"),
     ],
 )
 def test_the_schema_refuses_bad_values(helm: str, option: str, complaint: str) -> None:
@@ -258,3 +259,21 @@ def test_notes_name_the_enabled_agents_and_how_to_check_them(helm: str) -> None:
     assert "helm test rel" in notes
     assert "exec deploy/rel-scanflow-agents-fraud-watch" in notes
     assert "  - ml-fraud\n  - ml-vision\n" in notes
+
+
+def test_each_agent_its_own_nats_user_under_authorization(render: Render) -> None:
+    documents = render(VALUE_SETS["user-agent"])
+    users = [
+        (d["metadata"]["labels"]["scanflow.io/agent"], d["spec"]["template"]["spec"])
+        for d in _kind(documents, "Deployment")
+    ]
+    users += [("console", pod["spec"]) for pod in _kind(documents, "Pod")]  # the test pod
+    assert len(users) == 4
+    for user, spec in users:
+        (container,) = spec["containers"]
+        env = {item["name"]: item for item in container["env"]}
+        assert env["SCANFLOW_NATS__USER"] == {"name": "SCANFLOW_NATS__USER", "value": user}
+        assert env["SCANFLOW_NATS__PASSWORD"]["valueFrom"] == {
+            "secretKeyRef": {"name": "scanflow-nats-users", "key": user}
+        }
+        assert env["SCANFLOW_NATS__INBOX_PREFIX"]["value"] == f"_INBOX.{user}"

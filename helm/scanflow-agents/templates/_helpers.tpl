@@ -100,10 +100,25 @@ credentials Secret, and the application file if there is one.
 {{- toYaml (mergeOverwrite (deepCopy .Values.settings) $ours) -}}
 {{- end -}}
 
-{{/* Environment variables from the credentials Secrets (never inlined). */}}
+{{/*
+Environment variables from the credentials Secrets (never inlined); call with
+(dict "root" $ "user" NAME): NAME is the NATS user under natsAuthorization.
+*/}}
 {{- define "scanflow-agents.secretEnv" -}}
-{{- $nats := .Values.nats.existingSecret -}}
-{{- if $nats.name -}}
+{{- $auth := .root.Values.natsAuthorization -}}
+{{- if $auth.enabled }}
+- name: SCANFLOW_NATS__USER
+  value: {{ .user | quote }}
+- name: SCANFLOW_NATS__PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $auth.existingSecret }}
+      key: {{ .user }}
+- name: SCANFLOW_NATS__INBOX_PREFIX
+  value: {{ printf "_INBOX.%s" .user | quote }}
+{{- end -}}
+{{- $nats := .root.Values.nats.existingSecret -}}
+{{- if and $nats.name (not $auth.enabled) -}}
 {{- range $key, $var := dict "userKey" "SCANFLOW_NATS__USER" "passwordKey" "SCANFLOW_NATS__PASSWORD" "tokenKey" "SCANFLOW_NATS__TOKEN" -}}
 {{- if index $nats $key }}
 - name: {{ $var }}
@@ -114,7 +129,7 @@ credentials Secret, and the application file if there is one.
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- $mlflow := .Values.mlflow.existingSecret -}}
+{{- $mlflow := .root.Values.mlflow.existingSecret -}}
 {{- if $mlflow.name -}}
 {{- range $key, $var := dict "usernameKey" "SCANFLOW_MLFLOW__USERNAME" "passwordKey" "SCANFLOW_MLFLOW__PASSWORD" "tokenKey" "SCANFLOW_MLFLOW__TOKEN" -}}
 {{- if index $mlflow $key }}
