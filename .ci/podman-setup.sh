@@ -23,8 +23,9 @@ if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -
         podman runc debootstrap ca-certificates >/dev/null
 fi
 
-CONTAINERS_CONF="${CONTAINERS_CONF:-$(mktemp -d -t scanflow-podman-XXXXXX)/containers.conf}"
+CONTAINERS_CONF="${CONTAINERS_CONF:-${XDG_CACHE_HOME:-$HOME/.cache}/scanflow-agents/containers.conf}"
 if [ ! -f "$CONTAINERS_CONF" ]; then
+    mkdir -p "$(dirname "$CONTAINERS_CONF")"
     nofile="$(ulimit -Hn)"; nproc="$(ulimit -Hu)"
     [ "$nofile" = unlimited ] || [ "$nofile" -gt 20000 ] && nofile=20000
     [ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ] && nproc=32768

@@ -26,6 +26,7 @@ echo "--- hadolint Containerfile"
 "$BIN/hadolint" Containerfile
 
 echo "--- podman build $IMAGE (base $BASE_IMAGE)"
+previous="$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
 started=$(date +%s)
 podman build --pull=never --network=host --quiet \
     --build-arg BASE_IMAGE="$BASE_IMAGE" \
@@ -34,6 +35,10 @@ podman build --pull=never --network=host --quiet \
     --secret id=pipca,src=/etc/ssl/certs/ca-certificates.crt \
     -f Containerfile -t "$IMAGE" . >/dev/null
 echo "build: $(( $(date +%s) - started )) s; size: $(podman image inspect "$IMAGE" --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}')"
+# The image this tag named before, and its untagged layers, are of no more use.
+if [ -n "$previous" ] && [ "$previous" != "$(podman image inspect --format '{{.Id}}' "$IMAGE")" ]; then
+    podman rmi "$previous" >/dev/null 2>&1 || true
+fi
 
 echo "--- the chart's pods as containers"
 HELM="$(bash .ci/fetch-helm.sh)"
