@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from scanflow_agents import CallError, Settings, logs, redaction
+from scanflow_agents import CallError, DefinitionError, Settings, logs, redaction
 from scanflow_agents.transports import TransportError
 
 T = TypeVar("T")
@@ -87,18 +87,50 @@ def main(
     is_flag=True,
     help="Start a private nats-server (JetStream) for these agents.",
 )
+@click.option(
+    "--http-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve /livez, /readyz and /metrics on this port (default from settings: none).",
+)
+@click.option(
+    "--name",
+    "agent_name",
+    metavar="NAME",
+    help="Run the (one) agent under this name instead of its class's; it reads its "
+    "configuration from settings.agents[NAME].",
+)
 @click.pass_context
-def run(ctx: click.Context, references: tuple[str, ...], embedded_nats: bool) -> None:
+def run(
+    ctx: click.Context,
+    references: tuple[str, ...],
+    embedded_nats: bool,
+    http_port: int | None,
+    agent_name: str | None,
+) -> None:
     """Run agents until Ctrl-C or SIGTERM.
 
     REFERENCES are `module:Class`, `path/file.py:Class`, or `path/file.py`
     (every Agent subclass defined in the file). All agents share one NATS
-    connection.
+    connection. On SIGTERM the process turns unready, drains and exits 0.
     """
     from scanflow_agents.runtime.loading import LoadError, load_agent_classes
     from scanflow_agents.runtime.serving import serve
 
     settings = _settings(ctx)
+    if http_port is not None:
+        settings = settings.model_copy(
+            update={"http": settings.http.model_copy(update={"port": http_port})}
+        )
+    if settings.http.port is not None:
+        import importlib.util
+
+        missing = [m for m in ("aiohttp", "prometheus_client") if not importlib.util.find_spec(m)]
+        if missing:
+            raise click.ClickException(
+                f"probes and metrics (--http-port) need {', '.join(missing)}: "
+                "pip install 'scanflow-agents[pod]'"
+            )
     try:
         classes = [klass for ref in references for klass in load_agent_classes(ref)]
     except LoadError as exc:
@@ -109,7 +141,14 @@ def run(ctx: click.Context, references: tuple[str, ...], embedded_nats: bool) ->
 
             traceback.print_exception(cause, file=sys.stderr)
         raise click.ClickException(str(exc)) from exc
-    agents = [klass(settings=settings) for klass in classes]
+    if agent_name is not None and len(classes) != 1:
+        raise click.UsageError(
+            f"--name needs exactly one agent; the references name {len(classes)}"
+        )
+    try:
+        agents = [klass(name=agent_name, settings=settings) for klass in classes]
+    except DefinitionError as exc:
+        raise click.BadParameter(str(exc), param_hint="--name") from exc
 
     async def go() -> None:
         if not embedded_nats:

@@ -26,6 +26,7 @@ from scanflow_agents._core.calling import call_envelope, remote_call, result_of
 from scanflow_agents._core.consuming import EventConsumers, decode
 from scanflow_agents._core.describing import describe, heartbeat
 from scanflow_agents._core.dispatching import Dispatcher, failure
+from scanflow_agents._core.instruments import NO_INSTRUMENTS, Instruments
 from scanflow_agents._core.knowing import Knowledge
 from scanflow_agents._core.leading import Leadership
 from scanflow_agents._core.reacting import Reactor
@@ -53,8 +54,10 @@ class AgentRuntime:
         *,
         schedule: bool = True,
         sinks: Sequence[Sink] = (),
+        instruments: Instruments = NO_INSTRUMENTS,
     ) -> None:
         self.agent = agent
+        self.instruments = instruments
         self.transport = transport
         self.settings = agent.settings
         self.subjects = Subjects(self.settings.namespace)
@@ -71,7 +74,11 @@ class AgentRuntime:
         self.recorder = Recorder(agent.name, transport, self.subjects, list(sinks))
         self.knowledge = Knowledge(agent.name, self.settings, transport, self.recorder.sinks)
         self.dispatcher = Dispatcher(
-            agent, self.settings.agent, record=self.recorder.record, refusal=self.refusal
+            agent,
+            self.settings.agent,
+            record=self.recorder.record,
+            refusal=self.refusal,
+            instruments=instruments,
         )
         self.reactor = Reactor(
             agent,
@@ -80,6 +87,7 @@ class AgentRuntime:
             call=self.call,
             refusal=self.refusal,
             cursors=self.knowledge,
+            instruments=instruments,
         )
         # Replicas share calls; sensors and rules run on the one holding the lease.
         self.leadership = Leadership(
@@ -240,6 +248,7 @@ class AgentRuntime:
             logger.info("agent %r stopped", self.agent.name)
 
     def _broken(self, task_name: str) -> None:
+        self.instruments.loop_broken(self.agent.name, task_name)
         if self.state == "running":
             self.ready = False
             logger.error("agent %r is not ready: its %s task died", self.agent.name, task_name)
