@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate  # type: ignore[import-untyped]
+import kubernetes_validate
 import pytest
 import yaml
 from scanflow_agents.runtime.loading import load_agent_classes
