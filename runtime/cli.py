@@ -129,98 +129,6 @@ def nats(port: int | None, store_dir: str | None) -> None:
             server.process.wait()
 
 
-@main.command()
-@click.option("--wait", default=0.5, show_default=True, help="Seconds to collect answers.")
-@click.pass_context
-def agents(ctx: click.Context, wait: float) -> None:
-    """List the running agents of the namespace."""
-    from scanflow_agents.clients import Client
-
-    async def go() -> list[dict[str, Any]]:
-        async with Client.connect(_settings(ctx)) as client:
-            return await client.discover(wait=wait)
-
-    found = _run(go)
-    if not found:
-        click.echo("no agents answer in this namespace")
-    for item in found:
-        agent, instance, state = item["agent"], item["instance"], item["state"]
-        click.echo(f"{agent:<20} {instance:<14} {state:<9} up {item['uptime']:.0f}s")
-
-
-@main.command()
-@click.argument("agent")
-@click.pass_context
-def describe(ctx: click.Context, agent: str) -> None:
-    """Show an agent's sensors, rules and actuators (with parameter schemas)."""
-    from scanflow_agents.clients import Client
-
-    async def go() -> dict[str, Any]:
-        async with Client.connect(_settings(ctx)) as client:
-            return await client.describe(agent)
-
-    _echo_json(_run(go))
-
-
-def _parse_params(pairs: tuple[str, ...], raw_json: str | None) -> dict[str, Any]:
-    params: dict[str, Any] = json.loads(raw_json) if raw_json else {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="PARAMS")
-        try:
-            params[key] = json.loads(value)  # numbers, booleans, lists, objects
-        except json.JSONDecodeError:
-            params[key] = value  # anything else is a string
-    return params
-
-
-@main.command()
-@click.argument("agent")
-@click.argument("actuator")
-@click.argument("params", nargs=-1)
-@click.option("--json", "raw_json", help="Parameters as one JSON object.")
-@click.option("--dry-run", is_flag=True, help="Validate and record, but do not act.")
-@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the reply.")
-@click.pass_context
-def call(
-    ctx: click.Context,
-    agent: str,
-    actuator: str,
-    params: tuple[str, ...],
-    raw_json: str | None,
-    dry_run: bool,
-    timeout: float,
-) -> None:
-    """Call AGENT's ACTUATOR with PARAMS as key=value (values parsed as JSON where they can be)."""
-    from scanflow_agents.clients import Client
-
-    arguments = _parse_params(params, raw_json)
-
-    async def go() -> Any:
-        async with Client.connect(_settings(ctx)) as client:
-            return await client.call(agent, actuator, arguments, timeout=timeout, dry_run=dry_run)
-
-    _echo_json(_run(go))
-
-
-@main.command()
-@click.option("--agent", help="Only this agent's records.")
-@click.option("--correlation", help="Only one chain, by correlation id.")
-@click.option("--limit", default=1000, show_default=True)
-@click.pass_context
-def history(ctx: click.Context, agent: str | None, correlation: str | None, limit: int) -> None:
-    """Print recorded observations, decisions and actions from the event stream."""
-    from scanflow_agents.clients import Client
-
-    async def go() -> list[dict[str, Any]]:
-        async with Client.connect(_settings(ctx)) as client:
-            return await client.history(agent=agent, correlation_id=correlation, limit=limit)
-
-    for record in _run(go):
-        click.echo(json.dumps(record, default=str))
-
-
 def _register_demo() -> None:
     # The demo composes the built-in agents; its command module imports only
     # click and the scenario's part names, so `scanflow --help` stays fast.
@@ -230,3 +138,21 @@ def _register_demo() -> None:
 
 
 _register_demo()
+
+
+def _register_commands() -> None:
+    # The commands that talk to running agents live in their own modules; the
+    # console's module imports Textual only when `scanflow console` runs.
+    from scanflow_agents.runtime import acting, inspecting, operating
+    from scanflow_agents.runtime.console.command import console
+
+    for command in (
+        inspecting.agents, inspecting.describe, acting.call, inspecting.history,
+        inspecting.events, acting.apply, operating.approvals, operating.approve,
+        operating.reject, operating.pause, operating.resume, operating.run_sensor,
+        operating.dry_run, console,
+    ):  # fmt: skip
+        main.add_command(command)
+
+
+_register_commands()

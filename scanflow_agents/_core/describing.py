@@ -46,6 +46,7 @@ def describe(runtime: AgentRuntime) -> dict[str, Any]:
             "description": spec.description,
             "params": spec.schema(),
             "cooldown": spec.cooldown,
+            "timeout": spec.options.timeout or runtime.settings.agent.handlers.timeout,
             "rate": str(spec.rate) if spec.rate else None,
             "idempotent": spec.idempotent,
             "executions": runtime.dispatcher.executions.get(aid, 0),
@@ -68,4 +69,5 @@ def heartbeat(runtime: AgentRuntime) -> dict[str, Any]:
         "uptime": round(time.monotonic() - runtime.started_at, 3),
         "events": dict(runtime.recorder.counts),
         "backlog": len(runtime.recorder.backlog),
+        **runtime.controller.summary(),
     }

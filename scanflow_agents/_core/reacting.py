@@ -76,7 +76,7 @@ class Reactor:
         """Run a sensor once; publish and react to what it observed. Never raises."""
         spec = self.agent.sensors[sensor_id]
         state = self.sensor_states[sensor_id]
-        if self.runtime.refusal() is not None:
+        if self.runtime.refusal() is not None or self.runtime.controller.sensor_paused(sensor_id):
             state.skipped += 1
             return None
         correlation = event.correlation_id if event is not None else new_id()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from scanflow_agents._core.calling import call_envelope, remote_call, result_of
+from scanflow_agents._core.controlling import Controller
 from scanflow_agents._core.describing import describe, heartbeat
 from scanflow_agents._core.dispatching import Dispatcher, failure
 from scanflow_agents._core.knowing import Knowledge
@@ -69,6 +70,8 @@ class AgentRuntime:
         self.reactor = Reactor(self)
         self.knowledge = Knowledge(self)
         self.scheduler: Scheduler | None = Scheduler(self) if schedule else None
+        self.controller = Controller(self)  # operators' control messages, approvals
+        self.approvals = self.controller.approvals
         self._subscriptions: list[Subscription] = []
         self._stopped = asyncio.Event()
         self._hooks_started = False
@@ -130,6 +133,7 @@ class AgentRuntime:
             await subscribe(subjects.describe(name), self._on_describe, queue=queue)
         )
         self._subscriptions.append(await subscribe(subjects.discover, self._on_discover))
+        self._subscriptions += await self.controller.subscribe()
         for topic in self._topics():
             handler = self._event_handler(topic)
             self._subscriptions.append(await subscribe(subjects.event(topic), handler, queue=queue))

@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import logging
 import random
+from datetime import UTC, datetime
 
 from scanflow_agents.transports.base import (
     Message,
@@ -30,10 +31,13 @@ logger = logging.getLogger(__name__)
 class MemoryBroker:
     """The shared state of an in-memory bus: subscriptions, the event stream, the KV store."""
 
-    def __init__(self, *, stream_subjects: tuple[str, ...] = ("scanflow.*.events.>",)) -> None:
+    def __init__(
+        self, *, stream_subjects: tuple[str, ...] = ("scanflow.*.events.>", "scanflow.*.chains.>")
+    ) -> None:
         self.stream_subjects = stream_subjects
         self.subscriptions: list[_MemorySubscription] = []
         self.stream: list[tuple[str, bytes]] = []
+        self.stored_at: list[datetime] = []  # when each event of the stream was stored
         self.stored_ids: set[str] = set()
         self.kv: dict[tuple[str, str], bytes] = {}
         self._inboxes = itertools.count()
@@ -133,6 +137,7 @@ class MemoryTransport(Transport):
                 return  # a retry of a stored event: kept once, as JetStream does
             self.broker.stored_ids.add(msg_id)
         self.broker.stream.append((subject, data))
+        self.broker.stored_at.append(datetime.now(UTC))
         self.broker.route(subject, data, None)
 
     async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
@@ -182,9 +187,21 @@ class MemoryTransport(Transport):
         self._subs.append(sub)
         return sub
 
-    async def history(self, subject: str, *, limit: int = 10_000) -> list[tuple[str, bytes]]:
-        matching = [(s, d) for s, d in self.broker.stream if subject_matches(subject, s)]
-        return matching[:limit]
+    async def history(
+        self,
+        subject: str,
+        *,
+        limit: int = 10_000,
+        newest: bool = False,
+        since: datetime | None = None,
+    ) -> list[tuple[str, bytes]]:
+        stored = zip(self.broker.stream, self.broker.stored_at, strict=True)
+        matching = [
+            (s, d)
+            for (s, d), at in stored
+            if subject_matches(subject, s) and (since is None or at >= since)
+        ]
+        return matching[-limit:] if newest else matching[:limit]
 
     async def kv_get(self, bucket: str, key: str) -> bytes | None:
         return self.broker.kv.get((bucket, key))
