@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from scanflow_agents.runtime.commanding import ago, clock, duration, shorten
-from scanflow_agents.runtime.console.widgets import CommandPrompt
+from scanflow_agents.runtime.console.widgets import CommandPrompt, PlainTable
 from scanflow_agents.runtime.inspecting import parameters
 from textual import work
 from textual.app import ComposeResult
@@ -42,18 +42,20 @@ class AgentScreen(Screen[None]):
         return self.app
 
     def compose(self) -> ComposeResult:
-        yield Static(f"agent {self.agent}", id="status")
+        yield Static(f"agent {self.agent}", markup=False, id="status")
         with VerticalScroll():
-            yield Static("sensors  (r: run now, p: pause/resume)", classes="pane-title")
-            yield DataTable(id="sensors", cursor_type="row")
-            yield Static("rules", classes="pane-title")
-            yield DataTable(id="rules", cursor_type="row")
-            yield Static("actuators  (c: call)", classes="pane-title")
-            yield DataTable(id="actuators", cursor_type="row")
-            yield Static("", id="params")
-            yield Static("latest decisions", classes="pane-title")
-            yield DataTable(id="decisions", cursor_type="row")
-        yield Static("", id="output")
+            yield Static(
+                "sensors  (r: run now, p: pause/resume)", markup=False, classes="pane-title"
+            )
+            yield PlainTable(id="sensors", cursor_type="row")
+            yield Static("rules", markup=False, classes="pane-title")
+            yield PlainTable(id="rules", cursor_type="row")
+            yield Static("actuators  (c: call)", markup=False, classes="pane-title")
+            yield PlainTable(id="actuators", cursor_type="row")
+            yield Static("", markup=False, id="params")
+            yield Static("latest decisions", markup=False, classes="pane-title")
+            yield PlainTable(id="decisions", cursor_type="row")
+        yield Static("", markup=False, id="output")
         yield CommandPrompt(self.console.typed, self.console.suggester, id="prompt")
         yield Footer()
 
@@ -66,6 +68,7 @@ class AgentScreen(Screen[None]):
         self.query_one("#decisions", DataTable).add_columns("TIME", "RULE", "ACTION", "REASON")
         self.query_one("#sensors", DataTable).focus()
         self.action_reload()
+        self.set_interval(3.0, self.action_reload)  # live: sensors' last values, decisions
 
     @work(exclusive=True, group="agent-view")
     async def action_reload(self) -> None:
@@ -83,6 +86,13 @@ class AgentScreen(Screen[None]):
         self._fill(self.described, decisions)
 
     def _fill(self, described: dict[str, Any], decisions: list[dict[str, Any]]) -> None:
+        cursors = {t.id: t.cursor_row for t in self.query(DataTable)}
+        self._fill_tables(described, decisions)
+        for table in self.query(DataTable):
+            if table.row_count:
+                table.move_cursor(row=min(cursors.get(table.id, 0), table.row_count - 1))
+
+    def _fill_tables(self, described: dict[str, Any], decisions: list[dict[str, Any]]) -> None:
         paused = set(described.get("paused_sensors", []))
         status = (
             f"agent {self.agent}  ·  {described['state']}"
@@ -163,12 +173,13 @@ class AgentScreen(Screen[None]):
 
     def action_run_sensor(self) -> None:
         if sensor := self._selected("sensors"):
-            self.console.run_line(f"run-sensor {self.agent} {sensor}")
+            self.console.run_line(f"run-sensor {self.agent} {sensor}", then=self.action_reload)
 
     def action_pause_sensor(self) -> None:
         if sensor := self._selected("sensors"):
             paused = sensor in self.described.get("paused_sensors", [])
-            self.console.run_line(f"{'resume' if paused else 'pause'} {self.agent} {sensor}")
+            verb = "resume" if paused else "pause"
+            self.console.run_line(f"{verb} {self.agent} {sensor}", then=self.action_reload)
 
     def action_call(self) -> None:
         actuator = self._selected("actuators") or ""

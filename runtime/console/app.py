@@ -193,6 +193,8 @@ class ConsoleApp(App[None]):
 
     def say(self, text: str, *, error: bool = False) -> None:
         """Show a command's outcome on the current screen (or as a notification)."""
+        if not self.is_running or not self.screen_stack:
+            return  # a command that ends while the console closes has no one to tell
         show = getattr(self.screen, "show_output", None)
         if show is not None:
             show(text, error=error)

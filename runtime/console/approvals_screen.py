@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from scanflow_agents.runtime.commanding import shorten
+from scanflow_agents.runtime.console.widgets import PlainTable
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -27,7 +28,7 @@ class ReasonScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="reason-box"):
-            yield Static(self.question)
+            yield Static(self.question, markup=False)
             yield Input(placeholder="reason (recorded in the audit trail)", id="reason")
 
     def on_mount(self) -> None:
@@ -64,9 +65,9 @@ class ApprovalsScreen(Screen[None]):
         return self.app
 
     def compose(self) -> ComposeResult:
-        yield Static("approvals", id="status")
-        yield DataTable(id="approvals-table", cursor_type="row")
-        yield Static("", id="output")
+        yield Static("approvals", markup=False, id="status")
+        yield PlainTable(id="approvals-table", cursor_type="row")
+        yield Static("", markup=False, id="output")
         yield Footer()
 
     def on_mount(self) -> None:

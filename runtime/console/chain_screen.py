@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from scanflow_agents.runtime.commanding import clock, shorten, summary
+from scanflow_agents.runtime.console.widgets import PlainTable
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -38,10 +39,10 @@ class ChainScreen(Screen[None]):
         return self.app
 
     def compose(self) -> ComposeResult:
-        yield Static(f"chain {self.correlation_id}", id="status")
-        yield DataTable(id="chain-records", cursor_type="row")
+        yield Static(f"chain {self.correlation_id}", markup=False, id="status")
+        yield PlainTable(id="chain-records", cursor_type="row")
         with VerticalScroll():
-            yield Static("", id="record")
+            yield Static("", markup=False, id="record")
         yield Footer()
 
     def on_mount(self) -> None:

@@ -45,7 +45,7 @@ class HelpScreen(ModalScreen[None]):
         verbs = "\n".join(f"  {usage}" for usage in VERBS.values())
         note = "\n\nread-only: commands that act are refused." if self.read_only else ""
         with VerticalScroll(id="help-body"):
-            yield Static(f"[b]keys[/b]\n{keys}\n\n[b]commands[/b] (after :)\n{verbs}{note}")
+            yield Static(f"KEYS\n{keys}\n\nCOMMANDS (after :)\n{verbs}{note}", markup=False)
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(result)

@@ -33,13 +33,13 @@ class MainScreen(Screen[None]):
         return self.app
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="banner")
-        yield Static("", id="status")
-        yield Static("agents", classes="pane-title", id="agents-title")
+        yield Static("", markup=False, id="banner")
+        yield Static("", markup=False, id="status")
+        yield Static("agents", markup=False, classes="pane-title", id="agents-title")
         yield AgentsTable(id="agents")
-        yield Static("events", classes="pane-title", id="events-title")
+        yield Static("events", markup=False, classes="pane-title", id="events-title")
         yield EventsTable(id="events")
-        yield Static("", id="output")
+        yield Static("", markup=False, id="output")
         yield CommandPrompt(self.console.typed, self.console.suggester, id="prompt")
         yield Footer()
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from rich.text import Text
 from scanflow_agents.runtime.commanding import clock, duration, shorten, summary
 from scanflow_agents.runtime.console.commands import TypedHistory, complete
 from scanflow_agents.runtime.feeds import EventFilter
 from textual.binding import Binding
 from textual.suggester import Suggester
 from textual.widgets import DataTable, Input
+from textual.widgets.data_table import RowKey
 
 if TYPE_CHECKING:
     from scanflow_agents.runtime.console.link import AgentRow
@@ -71,7 +73,15 @@ class CommandPrompt(Input):
             self.cursor_position = len(self.value)
 
 
-class AgentsTable(DataTable[Any]):
+class PlainTable(DataTable[Any]):
+    """A table whose text cells are shown as they are (no markup: data may hold brackets)."""
+
+    def add_row(self, *cells: Any, **kwargs: Any) -> RowKey:
+        plain = [Text(cell) if isinstance(cell, str) else cell for cell in cells]
+        return super().add_row(*plain, **kwargs)
+
+
+class AgentsTable(PlainTable):
     """One row per agent: replicas, state, last heard, uptime, approvals waiting."""
 
     def on_mount(self) -> None:
@@ -88,7 +98,7 @@ class AgentsTable(DataTable[Any]):
         selected = self.selected()
         self.clear()
         for row in rows:
-            state = f"[red]{row.state}[/]" if row.stale else row.state
+            state = Text(row.state, style="bold red" if row.stale else "")
             self.add_row(
                 row.name,
                 str(row.replicas),
@@ -109,7 +119,7 @@ class AgentsTable(DataTable[Any]):
         return None if key.value is None else str(key.value)
 
 
-class EventsTable(DataTable[Any]):
+class EventsTable(PlainTable):
     """The live tail of events, newest at the bottom, filtered as asked."""
 
     def on_mount(self) -> None:
