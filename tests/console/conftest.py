@@ -7,58 +7,10 @@ from typing import Any
 
 import pytest
 
-from scanflow_agents import Agent, Decision, Observation, Settings, actuator, rule, sensor
+from scanflow_agents import Settings
 from scanflow_agents.testing import AgentHarness
 
-
-class Scaler(Agent):
-    """Scales a service; its load sensor ticks every second."""
-
-    replicas = 1
-
-    @sensor(every=1.0)
-    async def load(self) -> dict[str, float]:
-        """The request rate of the service."""
-        return {"rps": 42.0}
-
-    @actuator()
-    async def scale(self, replicas: int, service: str = "digits") -> dict[str, object]:
-        """Set the number of replicas of a service.
-
-        Args:
-            replicas: the wanted number of replicas.
-            service: the service to scale.
-        """
-        self.replicas = replicas
-        return {"service": service, "replicas": replicas}
-
-
-class Gate(Agent):
-    """Holds every deployment it decides on until a person approves it."""
-
-    deployed: list[str] = []
-
-    @sensor(every=3600.0)
-    async def candidate(self) -> dict[str, str]:
-        """A new model version to deploy."""
-        return {"model": "models:/digits/7"}
-
-    @rule("candidate")
-    async def deploy_candidate(self, observation: Observation) -> Decision:
-        model = observation.value["model"]
-
-        async def deploy(reason: str) -> dict[str, str]:
-            self.deployed.append(model)
-            return {"deployed": model}
-
-        approval = self.runtime.approvals.hold(
-            "deploy", f"deploy {model}", deploy, details={"model": model}
-        )
-        return Decision(
-            action="deploy-awaiting-approval",
-            reason=f"{model} is new (approval {approval.id})",
-            evidence={"approval": approval.id},
-        )
+from .operated import Gate, Scaler
 
 
 def console_settings(url: str, namespace: str, **agent: Any) -> Settings:

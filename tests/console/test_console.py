@@ -15,7 +15,8 @@ from textual.widgets import DataTable, Static
 
 from scanflow_agents.testing import AgentHarness, eventually
 
-from .conftest import Gate, console_settings
+from .conftest import console_settings
+from .operated import Gate
 
 
 def _app(harness: AgentHarness, nats_url: str, tmp_path: Path, **kwargs: object) -> ConsoleApp:

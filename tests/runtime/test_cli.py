@@ -71,7 +71,7 @@ def test_run_call_describe_and_stop(
     assert "bad_input" in bad.stderr
     assert "(field: replicas)" in bad.stderr
 
-    described = json.loads(scanflow(*base, "describe", "scaler").stdout)
+    described = json.loads(scanflow(*base, "describe", "scaler", "--json").stdout)
     scale = described["actuators"][0]
     assert (
         scale["params"]["properties"]["replicas"]["description"] == "the wanted number of replicas."
@@ -79,7 +79,7 @@ def test_run_call_describe_and_stop(
 
     records = [
         json.loads(line)
-        for line in scanflow(*base, "history", "--agent", "scaler").stdout.splitlines()
+        for line in scanflow(*base, "history", "--agent", "scaler", "--json").stdout.splitlines()
     ]
     assert any(
         r["kind"] == "action" and r["payload"]["params"] == {"replicas": 4, "service": "web"}
