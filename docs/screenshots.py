@@ -57,14 +57,13 @@ async def main() -> None:
                 await pilot.press("colon", *"call scaler scale replicas=lots", "enter")
                 await asyncio.sleep(1)
                 save(app, "console")
-                await pilot.press("colon", *"describe scaler", "enter")
+                await pilot.press("colon", *"describe load-watch", "enter")
                 await asyncio.sleep(2)
                 save(app, "console-agent")
 
 
 def save(app: ConsoleApp, name: str) -> None:
     svg = app.export_screenshot(title="scanflow console")
-    (ROOT / "docs" / f"{name}.svg").write_text(svg)
     cairosvg.svg2png(bytestring=svg.encode(), write_to=str(ROOT / "docs" / f"{name}.png"))
     print(f"docs/{name}.png", file=sys.stderr)
 

@@ -107,7 +107,14 @@ def describe_text(described: dict[str, Any]) -> str:
             ("LAST DECISION", lambda r: (r.get("last_decision") or {}).get("action")),
         ],
     )
-    parts = [head, "", sensors, "", rules, ""]
+    parts = [
+        head,
+        "",
+        sensors if described["sensors"] else "sensors: none",
+        "",
+        rules if described["rules"] else "rules: none",
+        "",
+    ]
     for spec in described["actuators"]:
         parts.append(f"actuator {spec['id']}: {spec.get('description') or ''}".rstrip())
         params = parameters(spec["params"])

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -114,12 +115,12 @@ class Approvals:
             on_approve: carries the decision out; called with the reason.
             on_reject: undoes any reservation; called with the reason.
             details: evidence shown with the approval.
-            approval_id: the id people type (default: a short fresh one).
+            approval_id: the id people type (default: 8 random hex digits).
             timeout: seconds after which :meth:`expired` hands the approval back.
         """
         correlation, _ = self.runtime.current_chain()
         approval = Approval(
-            id=approval_id or new_id()[-12:],
+            id=approval_id or secrets.token_hex(4),  # short: people type it
             kind=kind,
             summary=summary,
             on_approve=on_approve,
