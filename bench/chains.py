@@ -69,7 +69,7 @@ async def fill(
     tasks = [asyncio.create_task(r.run()) for r in recorders]
     chains: list[str] = []
     started = time.perf_counter()
-    for index in range(records // 4):
+    for _ in range(records // 4):
         chain = new_id()
         chains.append(chain)
         await recorders[0].record("observation", "window", PAYLOAD, correlation_id=chain)
@@ -82,7 +82,7 @@ async def fill(
         )  # fmt: skip
         # Back-pressure as a real agent never needs it: this loop produces far
         # faster than any sensor, and the recorders' queues are bounded.
-        while any(len(r.backlog) > 2000 for r in recorders):
+        while any(len(r.backlog) > 2000 for r in recorders):  # noqa: ASYNC110 (polls a deque)
             await asyncio.sleep(0.002)
     for recorder in recorders:
         await recorder.flush(600)
@@ -174,9 +174,7 @@ async def measure(records: int, baseline: int) -> dict[str, Any]:
         # 4. the newest 100 records of one agent, filtered and limited by the server
         newest = []
         for _ in range(5):
-            elapsed, found = await timed(
-                client.history(agent="checker", limit=100, newest=True)
-            )
+            elapsed, found = await timed(client.history(agent="checker", limit=100, newest=True))
             assert len(found) == 100
             assert found[-1]["correlation_id"] == chains[-1]
             newest.append(elapsed * 1000)
@@ -205,8 +203,7 @@ def report(results: dict[str, Any]) -> str:
             f"{'fill of ' + str(big['records']) + ' records (s)':<44} {big['fill_s']:>12}",
             f"{'chain lookup p50 / max (ms)':<44} {lookup['p50']:>5} / {lookup['max']:<5}",
             f"{'chain by scanning the stream (ms)':<44} {results['scan_lookup_ms']:>12,}",
-            f"{'newest 100 records of one agent (ms)':<44} "
-            f"{results['newest_100_of_agent_ms']:>12}",
+            f"{'newest 100 records of one agent (ms)':<44} {results['newest_100_of_agent_ms']:>12}",
         ]
     )
 

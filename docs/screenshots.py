@@ -14,10 +14,10 @@ from pathlib import Path
 from types import ModuleType
 
 import cairosvg
-
-from scanflow_agents import Settings
 from scanflow_agents.runtime.console.app import ConsoleApp
 from scanflow_agents.runtime.console.widgets import AgentsTable
+
+from scanflow_agents import Settings
 from scanflow_agents.testing import AgentHarness, eventually
 from scanflow_agents.transports.servers import NatsServer
 
@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _module(path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
