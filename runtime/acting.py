@@ -33,19 +33,19 @@ async def with_progress(work: Awaitable[T], label: str, *, after: float = 2.0) -
     started = time.monotonic()
     tty = sys.stderr.isatty()
     shown = False
+    next_line = after
     try:
         while True:
-            done, _ = await asyncio.wait({task}, timeout=1.0)
+            done, _ = await asyncio.wait({task}, timeout=min(1.0, after))
             if done:
                 return task.result()
             elapsed = time.monotonic() - started
-            if elapsed < after:
-                continue
-            if tty:
+            if tty and elapsed >= after:
                 click.echo(f"\r{label} … {elapsed:.0f} s", nl=False, err=True)
                 shown = True
-            elif int(elapsed) % 10 == 0:
+            elif not tty and elapsed >= next_line:
                 click.echo(f"{label}: still waiting ({elapsed:.0f} s)", err=True)
+                next_line += 10
     finally:
         if not task.done():
             task.cancel()

@@ -5,6 +5,8 @@ Loaded in the tests' own process and, by path, by ``scanflow run`` subprocesses.
 
 from __future__ import annotations
 
+import asyncio
+
 from scanflow_agents import Agent, Decision, Observation, actuator, rule, sensor
 
 
@@ -28,6 +30,16 @@ class Scaler(Agent):
         """
         self.replicas = replicas
         return {"service": service, "replicas": replicas}
+
+    @actuator(timeout=45)
+    async def drain(self, seconds: float) -> dict[str, float]:
+        """Drain the service's connections (slowly).
+
+        Args:
+            seconds: how long draining takes.
+        """
+        await asyncio.sleep(seconds)
+        return {"drained_after": seconds}
 
 
 class Gate(Agent):

@@ -92,6 +92,17 @@ def test_control_commands_and_the_audit_trail(running: object, base: tuple[str, 
     assert names == ["dry-run", "dry-run", "resume", "pause"]  # newest first
 
 
+def test_a_long_call_shows_progress_and_outlasts_the_default_timeout(
+    running: object, base: tuple[str, ...]
+) -> None:
+    # drain's own timeout is 45 s: the reply is awaited that long (+10 s), not 30 s.
+    slow = scanflow(*base, "call", "scaler", "drain", "seconds=3.5")
+    assert json.loads(slow.stdout) == {"drained_after": 3.5}
+    assert "scaler.drain: still waiting (2 s)" in slow.stderr
+    short = scanflow(*base, "call", "scaler", "drain", "seconds=5", "--timeout", "1", check=False)
+    assert "did not answer the call to 'drain' within 1 s" in short.stderr
+
+
 def test_approve_from_the_command_line(running: object, base: tuple[str, ...]) -> None:
     assert scanflow(*base, "approvals").stdout.strip() == "nothing waits for approval"
     scanflow(*base, "run-sensor", "gate", "candidate")
@@ -155,3 +166,38 @@ def test_events_follow_prints_new_events(running: object, base: tuple[str, ...])
     finally:
         process.terminate()
         process.communicate(timeout=10)
+
+
+def test_apply_through_the_planner_with_paths_relative_to_the_file(
+    base: tuple[str, ...], tmp_path: Path
+) -> None:
+    env = {
+        **__import__("os").environ,
+        "SCANFLOW_AGENTS__PLANNER__STORE": "false",
+        "SCANFLOW_AGENTS__PLANNER__LOCAL__BASE_DIR": str(tmp_path / "local"),
+    }
+    planner = subprocess.Popen(
+        [*SCANFLOW, *base, "run", "scanflow_agents.builtin.planner:Planner"],
+        cwd=tmp_path,  # not the application's folder: its paths must not depend on this
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "planner" not in scanflow(*base, "agents").stdout:
+            if time.monotonic() > deadline:
+                raise AssertionError("the planner did not come up")
+        applied = scanflow(*base, "apply", "examples/digits/application.yaml", "--json")
+        result = json.loads(applied.stdout)
+        assert result["applied"]["application"] == "digits"
+        text = scanflow(*base, "apply", "examples/digits/application.yaml").stdout
+        assert text.startswith("applied digits")
+        status = json.loads(scanflow(*base, "call", "planner", "status", "workflow=train").stdout)
+        assert status is not None
+        missing = scanflow(*base, "apply", "no/such.yaml", check=False)
+        assert missing.returncode == 2
+        assert "does not exist" in missing.stderr
+    finally:
+        planner.terminate()
+        planner.communicate(timeout=30)
