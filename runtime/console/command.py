@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -24,7 +25,15 @@ def console(ctx: click.Context, read_only: bool, history_file: Path | None) -> N
         raise click.ClickException(
             f"the console needs Textual ({exc}): pip install 'scanflow-agents[console]'"
         ) from exc
+    from textual.logging import TextualHandler
+
     from scanflow_agents.runtime.operating import operator_name
+
+    # Log lines written to the terminal would tear the screen: they go to
+    # Textual's log instead (`textual console` shows them), warnings and up.
+    root = logging.getLogger()
+    root.handlers[:] = [TextualHandler()]
+    root.setLevel(max(root.level, logging.WARNING))
 
     app = ConsoleApp(
         settings_of(ctx), read_only=read_only, history_path=history_file, caller=operator_name()

@@ -92,9 +92,7 @@ class Link:
 
     @property
     def controls(self) -> Controls:
-        if self.client is None:
-            raise TransportError(f"not connected to NATS at {self.url}")
-        return Controls(self.client)
+        return Controls(self.require())
 
     def require(self) -> Client:
         """The client, or a clear error while NATS is unreachable."""

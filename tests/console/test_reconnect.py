@@ -53,3 +53,24 @@ async def test_nats_stopped_and_started_again_while_the_console_runs(tmp_path: P
                 await eventually(lambda: '"replicas": 2' in str(output.render()), timeout=20)
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_started_while_nats_is_down_it_waits_and_connects(tmp_path: Path) -> None:
+    server = NatsServer(store_dir=str(tmp_path / "jetstream"))  # not started yet
+    settings = console_settings(server.url, "late")
+    settings = settings.model_copy(
+        update={"nats": settings.nats.model_copy(update={"connect_timeout": 0.5})}
+    )
+    app = ConsoleApp(settings, history_path=tmp_path / "history", caller="tester")
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await eventually(lambda: "NATS unreachable" in _banner(app), timeout=15)
+            await pilot.press("colon", *"pause scaler", "enter")
+            output = app.screen.query_one("#output", Static)
+            await eventually(lambda: "unreachable" in str(output.render()), timeout=10)
+
+            await asyncio.to_thread(server.start)
+            await eventually(lambda: _banner(app) == "", timeout=30)
+            assert "(down)" not in str(app.screen.query_one("#status", Static).render())
+    finally:
+        await asyncio.to_thread(server.stop)
