@@ -12,8 +12,9 @@ This benchmark, against its own nats-server (JetStream, file store):
 2. does the same for a smaller fill without the index (the recorder as it was),
    so the cost per record shows side by side;
 3. times ``Client.history(correlation_id=...)`` for chains at the start, middle
-   and end of the stream (what ``scanflow history --correlation`` runs), and the
-   scan it replaces (read every record and compare ids);
+   and end of the stream (what ``scanflow history --correlation`` runs), the
+   whole command as a person types it (Python start included), and the scan
+   it replaces (read every record and compare ids);
 4. times ``Client.history(agent=..., limit=100, newest=True)``: the newest 100
    records of one agent, found by the server.
 
@@ -27,6 +28,7 @@ import asyncio
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -171,6 +173,20 @@ async def measure(records: int, baseline: int) -> dict[str, Any]:
         assert len(found) == 4
         results["scan_lookup_ms"] = round(elapsed * 1000)
 
+        # 3b. the whole command, as a person types it: Python start, connect, read, print
+        walls = []
+        for chain in picks[:3]:
+            started = time.perf_counter()
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "scanflow_agents.runtime", "--nats", server.url,
+                 "-n", "bench", "history", "--correlation", chain],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            walls.append((time.perf_counter() - started) * 1000)
+            assert done.stdout.count(chain) == 4, done.stdout
+        results["history_command_ms"] = round(statistics.median(walls))
+
         # 4. the newest 100 records of one agent, filtered and limited by the server
         newest = []
         for _ in range(5):
@@ -203,6 +219,8 @@ def report(results: dict[str, Any]) -> str:
             f"{'fill of ' + str(big['records']) + ' records (s)':<44} {big['fill_s']:>12}",
             f"{'chain lookup p50 / max (ms)':<44} {lookup['p50']:>5} / {lookup['max']:<5}",
             f"{'chain by scanning the stream (ms)':<44} {results['scan_lookup_ms']:>12,}",
+            f"{'scanflow history --correlation, whole (ms)':<44} "
+            f"{results['history_command_ms']:>12,}",
             f"{'newest 100 records of one agent (ms)':<44} {results['newest_100_of_agent_ms']:>12}",
         ]
     )

@@ -183,10 +183,13 @@ def history(
     """The audit trail, newest first: observations, decisions, actions and control ops.
 
     Filtering happens on the server, by subject; --limit counts what is left.
+    With --correlation, the whole chain, custom events included.
     """
     from scanflow_agents.clients import RECORD_KINDS
 
-    records = _read(ctx, agent, correlation, kinds or RECORD_KINDS, since, limit)
+    # One chain is shown whole (custom events too), unless kinds are named.
+    wanted = kinds or (None if correlation else RECORD_KINDS)
+    records = _read(ctx, agent, correlation, wanted, since, limit)
     _print_events(list(reversed(records)), as_json)
 
 

@@ -25,9 +25,8 @@ def console(ctx: click.Context, read_only: bool, history_file: Path | None) -> N
         raise click.ClickException(
             f"the console needs Textual ({exc}): pip install 'scanflow-agents[console]'"
         ) from exc
-    from textual.logging import TextualHandler
-
     from scanflow_agents.runtime.operating import operator_name
+    from textual.logging import TextualHandler
 
     # Log lines written to the terminal would tear the screen: they go to
     # Textual's log instead (`textual console` shows them), warnings and up.

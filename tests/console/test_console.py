@@ -181,3 +181,16 @@ async def test_typed_commands_are_kept_across_sessions(
         await pilot.press("escape", "question_mark")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
+
+
+async def test_a_silent_agent_is_marked_stale(
+    agents: AgentHarness, nats_url: str, tmp_path: Path
+) -> None:
+    app = _app(agents, nats_url, tmp_path)
+    async with app.run_test(size=(80, 24)):
+        table = app.screen.query_one(AgentsTable)
+        await eventually(lambda: table.row_count == 2, timeout=15)
+        await agents.runtime("gate").stop()  # no more heartbeats from it
+        await eventually(lambda: str(table.get_row_at(0)[2]) == "stale", timeout=15)
+        assert "1 silent" in _text(app, "#status")
+        assert str(table.get_row_at(1)[2]) == "running"
