@@ -90,6 +90,7 @@ class ConsoleApp(App[None]):
             self.log.warning(f"backfill failed: {exc}")
 
     async def _refresh(self) -> None:
+        self.link.forget_stale()
         try:
             await self.link.refresh()
         except Exception as exc:
