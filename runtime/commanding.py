@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from scanflow_agents import Settings
+from scanflow_agents import Settings, redaction
 
 T = TypeVar("T")
 
@@ -29,14 +29,21 @@ def settings_of(ctx: click.Context) -> Settings:
 
 
 def run_async(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine; call errors and connection problems become clean CLI errors."""
+    """Run a coroutine; call errors and connection problems become clean CLI errors.
+
+    What it returns came from agents (descriptions, results, records) and is
+    about to be shown: it is returned masked (URL credentials, known secrets).
+    """
     from scanflow_agents.runtime.cli import _run
 
-    return _run(coro_fn)
+    shown: T = redaction.mask(_run(coro_fn))
+    return shown
 
 
-def echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
+def echo_json(value: Any, *, indent: int | None = 2) -> None:
+    from scanflow_agents.runtime.cli import _echo_json
+
+    _echo_json(value, indent=indent)
 
 
 Column = tuple[str, Callable[[dict[str, Any]], Any]]

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from scanflow_agents import redaction
 from scanflow_agents.messages import Envelope
 from scanflow_agents.subjects import Subjects
 
@@ -18,7 +19,7 @@ def record_of(subjects: Subjects, subject: str, data: bytes) -> dict[str, Any] |
     except ValidationError:
         return None  # not ours: a live view skips what it cannot read
     topic = subjects.topic_of(subject)
-    return {
+    record = {
         "id": envelope.id,
         "kind": topic.split(".", 1)[0],
         "agent": envelope.source,
@@ -29,6 +30,8 @@ def record_of(subjects: Subjects, subject: str, data: bytes) -> dict[str, Any] |
         "time": envelope.time.isoformat(),
         "payload": envelope.payload,
     }
+    shown: dict[str, Any] = redaction.mask(record)  # what agents send is shown masked
+    return shown
 
 
 @dataclass(frozen=True)

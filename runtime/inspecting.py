@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from typing import Any
 
 import click
@@ -20,6 +19,8 @@ from scanflow_agents.runtime.commanding import (
     settings_of,
     table,
 )
+
+from scanflow_agents import redaction
 
 AGENT_COLUMNS = [
     ("AGENT", lambda r: r["agent"]),
@@ -247,9 +248,10 @@ def _read(
 
 
 def _print_events(records: list[dict[str, Any]], as_json: bool, *, header: bool = True) -> None:
+    records = redaction.mask(records)
     if as_json:
         for record in records:
-            click.echo(json.dumps(record, default=str))
+            echo_json(record, indent=None)
     elif not header:
         for record in records:
             click.echo(event_line(record))

@@ -29,7 +29,7 @@ ADAPTERS = (
     "scanflow_agents.serving",
     "scanflow_agents.workflows",
 )
-SHARED = ("scanflow_agents.settings",)
+SHARED = ("scanflow_agents.settings", "scanflow_agents.redaction")
 DEMO = ("scanflow_agents.runtime.demo",)  # the settings tree is read by every layer
 OUTER = ("scanflow_agents.runtime", "scanflow_agents.builtin", "scanflow_agents.testing")
 HEAVY = ("mlflow", "numpy", "scipy", "sklearn", "pandas", "kubernetes", "fastapi", "uvicorn")

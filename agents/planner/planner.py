@@ -32,6 +32,7 @@ from scanflow_agents.knowledge import (
     ModelRegistry,
 )
 from scanflow_agents.platforms import Platform, PlatformError, RunStatus
+from scanflow_agents.redaction import redact
 from scanflow_agents.workflows import ServiceNode, Workflow, WorkflowError
 
 logger = logging.getLogger("scanflow_agents.builtin.planner")
@@ -345,7 +346,9 @@ class Planner(Agent):
         registry = ModelRegistry(self.mlflow)
         versions = await registry.versions(model)
         if not versions:
-            raise NotFound(f"no registered model {model!r} in MLflow at {self.mlflow.tracking_uri}")
+            raise NotFound(
+                f"no registered model {model!r} in MLflow at {redact(self.mlflow.tracking_uri)}"
+            )
         known = [v.version for v in versions]
         if version not in known:
             raise NotFound(f"model {model!r} has no version {version} (versions: {known})")

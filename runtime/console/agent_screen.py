@@ -14,6 +14,8 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from scanflow_agents import redaction
+
 if TYPE_CHECKING:
     from scanflow_agents.runtime.console.app import ConsoleApp
 
@@ -75,7 +77,7 @@ class AgentScreen(Screen[None]):
         """Read the description and the latest decisions (a worker: never blocks keys)."""
         try:
             client = self.console.link.require()
-            self.described = await client.describe(self.agent)
+            self.described = redaction.mask(await client.describe(self.agent))
             self.console.suggester.descriptions[self.agent] = self.described
             decisions = await client.history(
                 agent=self.agent, kinds=["decision"], limit=8, newest=True

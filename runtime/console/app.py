@@ -36,7 +36,7 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
 
-from scanflow_agents import Settings
+from scanflow_agents import Settings, redaction
 
 
 class ConsoleApp(App[None]):
@@ -196,6 +196,7 @@ class ConsoleApp(App[None]):
         """Show a command's outcome on the current screen (or as a notification)."""
         if not self.is_running or not self.screen_stack:
             return  # a command that ends while the console closes has no one to tell
+        text = redaction.redact(text)  # replies and errors may quote what agents hold
         show = getattr(self.screen, "show_output", None)
         if show is not None:
             show(text, error=error)

@@ -14,6 +14,8 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from scanflow_agents import redaction
+
 if TYPE_CHECKING:
     from scanflow_agents.runtime.console.app import ConsoleApp
 
@@ -55,7 +57,8 @@ class ChainScreen(Screen[None]):
     async def action_reload(self) -> None:
         try:
             client = self.console.link.require()
-            self.records = await client.history(correlation_id=self.correlation_id, kinds=None)
+            chain = await client.history(correlation_id=self.correlation_id, kinds=None)
+            self.records = redaction.mask(chain)
         except Exception as exc:
             self.query_one("#record", Static).update(f"cannot read the chain: {exc}")
             return

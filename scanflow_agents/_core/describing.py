@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from scanflow_agents.messages import utcnow
+from scanflow_agents.redaction import mask
 
 if TYPE_CHECKING:
     from scanflow_agents._core.running import AgentRuntime
@@ -53,7 +54,11 @@ def describe(runtime: AgentRuntime) -> dict[str, Any]:
         }
         for aid, spec in agent.actuators.items()
     ]
-    return {**heartbeat(runtime), "sensors": sensors, "rules": rules, "actuators": actuators}
+    # Last results and errors are the handlers' own words: masked before anyone reads them.
+    shown: dict[str, Any] = mask(
+        {**heartbeat(runtime), "sensors": sensors, "rules": rules, "actuators": actuators}
+    )
+    return shown
 
 
 def heartbeat(runtime: AgentRuntime) -> dict[str, Any]:

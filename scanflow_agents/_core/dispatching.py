@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from scanflow_agents._core import allowing
 from scanflow_agents._core.executing import execute
 from scanflow_agents._core.guards import IdempotencyCache, Throttle
 from scanflow_agents._core.recording import jsonable
 from scanflow_agents.errors import CallError, ErrorCode
 from scanflow_agents.messages import Envelope, ErrorInfo, Reply
+from scanflow_agents.redaction import shown_params
 
 if TYPE_CHECKING:
     from scanflow_agents._core.running import AgentRuntime
@@ -118,18 +120,25 @@ class Dispatcher:
                 field=path,
                 details=jsonable(exc.errors(include_url=False, include_context=False)),
             ), None
+        shown = shown_params(params)  # what records and echoes show: secrets masked
         dry_run = bool(body.get("dry_run")) or self.runtime.settings.agent.dry_run
         throttle = self.throttles[actuator_id]
-        refusal = self.runtime.refusal() or throttle.refusal(time.monotonic())
+        refusal = (
+            self.runtime.refusal()
+            or allowing.refusal(
+                self.runtime.settings.agent.allow, self.agent.name, actuator_id, call.source
+            )
+            or throttle.refusal(time.monotonic())
+        )
         if refusal is not None:
             reply = failure(ErrorCode.REJECTED, f"{name} refused the call: {refusal}")
-            return reply, _action(raw, call, reply, 0.0, dry_run)
+            return reply, _action(shown, call, reply, 0.0, dry_run)
         if dry_run:
             # Validated and guarded like a real call, but nothing is executed.
             reply = Reply(
-                ok=True, result={"dry_run": True, "actuator": actuator_id, "params": jsonable(raw)}
+                ok=True, result={"dry_run": True, "actuator": actuator_id, "params": shown}
             )
-            return reply, _action(raw, call, reply, 0.0, True)
+            return reply, _action(shown, call, reply, 0.0, True)
         arguments = {field: getattr(params, field) for field in type(params).model_fields}
         throttle.started(time.monotonic())
         self.executions[actuator_id] = self.executions.get(actuator_id, 0) + 1
@@ -157,7 +166,7 @@ class Dispatcher:
                 ErrorCode.HANDLER_FAILED,
                 f"{name} failed: {type(outcome.error).__name__}: {outcome.error_text}",
             )
-        return reply, _action(raw, call, reply, outcome.duration, False)
+        return reply, _action(shown, call, reply, outcome.duration, False)
 
 
 def _action(

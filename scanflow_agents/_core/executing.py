@@ -16,6 +16,7 @@ from typing import Any
 
 from scanflow_agents.errors import CallError, PermanentError, TemporaryError
 from scanflow_agents.handlers import HandlerSpec
+from scanflow_agents.redaction import redact
 from scanflow_agents.settings import HandlerSettings
 
 logger = logging.getLogger("scanflow_agents.handlers")
@@ -36,7 +37,8 @@ class Outcome:
     def error_text(self) -> str | None:
         if self.error is None:
             return None
-        return str(self.error) or type(self.error).__name__
+        # Error texts reach replies, records and descriptions: never with a secret.
+        return redact(str(self.error)) or type(self.error).__name__
 
 
 async def execute(

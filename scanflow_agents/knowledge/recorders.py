@@ -113,7 +113,7 @@ class MlflowRecorder:
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 logger.error(
                     "recorder for MLflow at %s dropped %d events so far: queue full (%d) "
-                    "while MLflow cannot be written", self.client.tracking_uri, self.dropped,
+                    "while MLflow cannot be written", self.client.shown_uri, self.dropped,
                     self.max_queue,
                 )  # fmt: skip
         if len(self._queue) >= self.batch_size:
@@ -169,7 +169,7 @@ class MlflowRecorder:
                 if self._outage_since is not None:
                     logger.warning(
                         "MLflow at %s is back after %.0f s; queue written",
-                        self.client.tracking_uri,
+                        self.client.shown_uri,
                         time.monotonic() - self._outage_since,
                     )
                     self._outage_since = None

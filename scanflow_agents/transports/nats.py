@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import api
 
+from scanflow_agents.redaction import redact
 from scanflow_agents.settings import NatsSettings
 from scanflow_agents.transports.base import (
     Message,
@@ -26,6 +27,13 @@ from scanflow_agents.transports.base import (
     Subscription,
     Transport,
     TransportError,
+)
+from scanflow_agents.transports.connecting import (
+    ConnectErrors,
+    ConnectSetupError,
+    auth_options,
+    describe_error,
+    servers,
 )
 
 logger = logging.getLogger(__name__)
@@ -79,41 +87,52 @@ class NatsTransport(Transport):
         """Connect, and make sure the event stream exists with the wanted subjects."""
 
         closing: list[bool] = []  # set by close(): a drain's disconnect is no news
+        attempts = ConnectErrors()
+        established: list[bool] = []
 
         async def on_error(exc: Exception) -> None:
-            logger.warning("NATS connection %s: %s", name, exc or type(exc).__name__)
+            attempts.add(exc)
+            logger.warning("NATS connection %s: %s", name, redact(describe_error(exc)))
 
         async def on_disconnect() -> None:
-            if not closing:
+            # A failed first attempt is reported by the error, not as a lost connection.
+            if established and not closing:
                 logger.warning("NATS connection %s lost; reconnecting", name)
 
         async def on_reconnect() -> None:
             logger.info("NATS connection %s restored", name)
 
-        options: dict[str, Any] = {
-            "servers": [url.strip() for url in settings.url.split(",")],
-            "name": name,
-            "connect_timeout": settings.connect_timeout,
-            # A first connection fails fast (a wrong URL is a clear error at
-            # once); once connected, an agent outlives any NATS restart.
-            "max_reconnect_attempts": 2,
-            "reconnect_time_wait": 0.5,
-            "allow_reconnect": True,
-            "error_cb": on_error,
-            "disconnected_cb": on_disconnect,
-            "reconnected_cb": on_reconnect,
-        }
-        if settings.user:
-            options["user"] = settings.user
-            options["password"] = settings.password.get_secret_value() if settings.password else ""
-        if settings.token:
-            options["token"] = settings.token.get_secret_value()
+        where = redact(settings.url)
         try:
-            nc = await nats.connect(**options)
+            options: dict[str, Any] = {
+                "servers": servers(settings),
+                "name": name,
+                "connect_timeout": settings.connect_timeout,
+                # A first connection fails fast (a wrong URL is a clear error at
+                # once); once connected, an agent outlives any NATS restart.
+                "max_reconnect_attempts": 2,
+                "reconnect_time_wait": 0.5,
+                "allow_reconnect": True,
+                "error_cb": on_error,
+                "disconnected_cb": on_disconnect,
+                "reconnected_cb": on_reconnect,
+                **auth_options(settings),
+            }
+        except ConnectSetupError as exc:
+            raise TransportError(f"cannot connect to NATS at {where}: {exc}") from exc
+        nc = Client()
+        # nats-py can hang after some failed TLS handshakes (an untrusted server
+        # certificate): bound the whole first connection, every attempt included.
+        deadline = settings.connect_timeout * 3 * len(options["servers"]) + 2
+        try:
+            await asyncio.wait_for(nc.connect(**options), deadline)
         except (OSError, nats.errors.Error, TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
             raise TransportError(
-                f"cannot connect to NATS at {settings.url}: {exc or type(exc).__name__}"
+                f"cannot connect to NATS at {where}: {attempts.reason(exc)}"
             ) from exc
+        established.append(True)
         nc.options["max_reconnect_attempts"] = -1
         transport = cls(nc, stream=stream, stream_subjects=stream_subjects)
         transport._closing = closing
