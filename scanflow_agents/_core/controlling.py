@@ -22,9 +22,10 @@ approval is recorded in the chain of the decision that asked for it.
 
 Decisions waiting for a human are a core facility: an agent holds them with
 ``self.runtime.approvals.hold(...)`` and the ops above list, approve and
-reject them. :attr:`Controller.authorize` is where a permission check plugs
-in: given the op and the request envelope, it returns why the op is refused,
-or ``None``.
+reject them. Who may send which op is decided by the actuators' allow-list
+(``settings.agent.allow``, see ``allowing.py``) under the name
+``control.<op>``, and then by :attr:`Controller.authorize` if set: given the
+op and the request envelope, it returns why the op is refused, or ``None``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from scanflow_agents._core import allowing
 from scanflow_agents.errors import BadInput, CallError, ErrorCode, NotFound
 from scanflow_agents.messages import Envelope, ErrorInfo, Reply, new_id, utcnow
 from scanflow_agents.transports.base import Message, Subscription
@@ -210,7 +212,12 @@ class Controller:
         except ValueError as exc:
             await self._respond(message, None, _failure(ErrorCode.BAD_MESSAGE, str(exc)))
             return
-        refusal = self.authorize(op, request) if self.authorize is not None else None
+        # The actuators' allow-list decides for control ops too, under the name
+        # `control.<op>` (e.g. `agent.allow: {"control.approve": ["operator:alice"]}`).
+        allow = self.runtime.settings.agent.allow
+        refusal = allowing.refusal(allow, agent, f"control.{op}", request.source)
+        if refusal is None and self.authorize is not None:
+            refusal = self.authorize(op, request)
         if refusal is not None:
             reply = _failure(ErrorCode.REJECTED, f"{op} on agent '{agent}' refused: {refusal}")
             await self._respond(message, request, reply)

@@ -20,6 +20,15 @@ async def test_control_ops_can_be_refused_and_check_their_input(bus: str | None)
             return None if request.source == "admin" else f"{request.source} may not {op}"
 
         h.runtime("scaler").controller.authorize = only_admins
+        # The actuators' allow-list decides for control ops as well: `control.<op>`.
+        gate = h.runtime("gate")
+        allow = {"gate.control.pause": ["operator:alice"]}
+        gate.settings = gate.settings.model_copy(
+            update={"agent": gate.settings.agent.model_copy(update={"allow": allow})}
+        )
+        with pytest.raises(Rejected, match="caller 'harness' is not allowed"):
+            await controls.pause("gate")
+        assert await controls.approvals("gate") == []  # ops not listed stay open
         with pytest.raises(Rejected, match="pause on agent 'scaler' refused: harness may not"):
             await controls.pause("scaler")
         assert not h.runtime("scaler").paused_reason
