@@ -8,6 +8,7 @@ waits, so ``call planner wait`` or ``apply --build`` need no guessing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -27,30 +28,43 @@ async def with_progress(work: Awaitable[T], label: str, *, after: float = 2.0) -
     """Await ``work``; past ``after`` seconds, say on stderr that it still runs.
 
     On a terminal one line is rewritten every second; otherwise (CI logs) a
-    line is written every 10 s.
+    line is written at ``after`` seconds and every 10 s after that.
     """
-    task = asyncio.ensure_future(work)
+    finished = asyncio.Event()
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+    async with asyncio.TaskGroup() as group:
+        group.create_task(_report(finished, label, after))
+        try:
+            outcome.append(await work)
+        except BaseException as exc:  # raised below, outside the group
+            failure.append(exc)
+        finally:
+            finished.set()
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+async def _report(finished: asyncio.Event, label: str, after: float) -> None:
     started = time.monotonic()
     tty = sys.stderr.isatty()
     shown = False
     next_line = after
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=min(1.0, after))
-            if done:
-                return task.result()
-            elapsed = time.monotonic() - started
-            if tty and elapsed >= after:
-                click.echo(f"\r{label} … {elapsed:.0f} s", nl=False, err=True)
-                shown = True
-            elif not tty and elapsed >= next_line:
-                click.echo(f"{label}: still waiting ({elapsed:.0f} s)", err=True)
-                next_line += 10
-    finally:
-        if not task.done():
-            task.cancel()
-        if shown:
-            click.echo("\r\033[K", nl=False, err=True)
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(finished.wait(), min(1.0, after))
+        if finished.is_set():
+            break
+        elapsed = time.monotonic() - started
+        if tty and elapsed >= after:
+            click.echo(f"\r{label} … {elapsed:.0f} s", nl=False, err=True)
+            shown = True
+        elif not tty and elapsed >= next_line:
+            click.echo(f"{label}: still waiting ({elapsed:.0f} s)", err=True)
+            next_line += 10
+    if shown:
+        click.echo("\r\033[K", nl=False, err=True)
 
 
 def parse_params(pairs: tuple[str, ...], raw_json: str | None) -> dict[str, Any]:

@@ -6,52 +6,14 @@ Settings come from (later wins) built-in defaults, ``--settings FILE``, the
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
 
 import click
+from scanflow_agents.runtime.commanding import run_coroutine, settings_of
 
-from scanflow_agents import CallError, Settings, logs, redaction
-from scanflow_agents.transports import TransportError
-
-T = TypeVar("T")
-
-
-def _settings(ctx: click.Context) -> Settings:
-    options = ctx.find_root().params
-    overrides: dict[str, Any] = {}
-    if options.get("namespace"):
-        overrides["namespace"] = options["namespace"]
-    if options.get("nats"):
-        overrides["nats"] = {"url": options["nats"]}
-    try:
-        settings = Settings.load(options.get("settings"), **overrides)
-    except Exception as exc:
-        raise click.ClickException(redaction.redact(f"bad settings: {exc}")) from exc
-    # From here on, these secrets are masked wherever they would be printed or logged.
-    redaction.remember_model(settings)
-    return settings
-
-
-def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return asyncio.run(coro_fn())  # type: ignore[arg-type]
-    except CallError as exc:
-        field = f" (field: {exc.field})" if exc.field else ""
-        raise click.ClickException(redaction.redact(f"{exc.code}: {exc.message}{field}")) from exc
-    except (OSError, TimeoutError, TransportError) as exc:
-        raise click.ClickException(redaction.redact(str(exc))) from exc
-
-
-def _echo_json(value: Any, *, indent: int | None = 2) -> None:
-    # What agents send back (descriptions, results, records) is shown masked:
-    # a URL with credentials or a remembered secret never reaches the terminal.
-    click.echo(json.dumps(redaction.mask(value), indent=indent, default=str))
+from scanflow_agents import logs
 
 
 @click.group()
@@ -98,7 +60,7 @@ def run(ctx: click.Context, references: tuple[str, ...], embedded_nats: bool) ->
     from scanflow_agents.runtime.loading import LoadError, load_agent_classes
     from scanflow_agents.runtime.serving import serve
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     try:
         classes = [klass for ref in references for klass in load_agent_classes(ref)]
     except LoadError as exc:
@@ -124,7 +86,7 @@ def run(ctx: click.Context, references: tuple[str, ...], embedded_nats: bool) ->
             )
             await serve(agents, embedded)
 
-    _run(go)
+    run_coroutine(go)
 
 
 @main.command()

@@ -7,14 +7,16 @@ own error handling, in :mod:`.cli`).
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import click
 
-from scanflow_agents import Settings, redaction
+from scanflow_agents import CallError, Settings, redaction
+from scanflow_agents.transports import TransportError
 
 T = TypeVar("T")
 
@@ -22,28 +24,45 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 
 def settings_of(ctx: click.Context) -> Settings:
-    """The settings of this invocation (group options, file, environment)."""
-    from scanflow_agents.runtime.cli import _settings
+    """The settings of this invocation: built-in defaults, file, environment, options."""
+    options = ctx.find_root().params
+    overrides: dict[str, Any] = {}
+    if options.get("namespace"):
+        overrides["namespace"] = options["namespace"]
+    if options.get("nats"):
+        overrides["nats"] = {"url": options["nats"]}
+    try:
+        settings = Settings.load(options.get("settings"), **overrides)
+    except Exception as exc:
+        raise click.ClickException(redaction.redact(f"bad settings: {exc}")) from exc
+    # From here on, these secrets are masked wherever they would be printed or logged.
+    redaction.remember_model(settings)
+    return settings
 
-    return _settings(ctx)
+
+def run_coroutine(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine; call errors and connection problems become clean CLI errors."""
+    try:
+        return asyncio.run(coro_fn())
+    except CallError as exc:
+        field = f" (field: {exc.field})" if exc.field else ""
+        raise click.ClickException(redaction.redact(f"{exc.code}: {exc.message}{field}")) from exc
+    except (OSError, TimeoutError, TransportError) as exc:
+        raise click.ClickException(redaction.redact(str(exc))) from exc
 
 
-def run_async(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine; call errors and connection problems become clean CLI errors.
+def run_async(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """:func:`run_coroutine` for what will be shown: the result comes back masked.
 
-    What it returns came from agents (descriptions, results, records) and is
-    about to be shown: it is returned masked (URL credentials, known secrets).
+    What agents send (descriptions, results, records) may quote URLs with
+    credentials or secrets this process knows; they never reach the terminal.
     """
-    from scanflow_agents.runtime.cli import _run
-
-    shown: T = redaction.mask(_run(coro_fn))
+    shown: T = redaction.mask(run_coroutine(coro_fn))
     return shown
 
 
 def echo_json(value: Any, *, indent: int | None = 2) -> None:
-    from scanflow_agents.runtime.cli import _echo_json
-
-    _echo_json(value, indent=indent)
+    click.echo(json.dumps(redaction.mask(value), indent=indent, default=str))
 
 
 Column = tuple[str, Callable[[dict[str, Any]], Any]]

@@ -27,6 +27,7 @@ AGENT_COLUMNS = [
     ("INSTANCE", lambda r: r["instance"]),
     ("STATE", lambda r: agent_state(r)),
     ("READY", lambda r: r.get("ready")),
+    ("LEADER", lambda r: r.get("leader")),  # the replica that runs the sensors and rules
     ("UP", lambda r: duration(float(r.get("uptime", 0)))),
     ("APPROVALS", lambda r: r.get("approvals", 0)),
 ]

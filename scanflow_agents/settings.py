@@ -105,11 +105,39 @@ class AgentSettings(BaseModel):
     heartbeat_interval: float = Field(5.0, gt=0, description="Seconds between heartbeats.")
     call_timeout: float = Field(10.0, gt=0, description="Default seconds to wait for a reply.")
     dry_run: bool = Field(False, description="Record what actuators would do without acting.")
+    record_reads: bool = Field(
+        False, description="Record calls of read-only actuators too (as actions marked read_only)."
+    )
     idempotency_window: float = Field(
         3600.0, gt=0, description="Seconds a reply is kept to answer a redelivered call."
     )
     idempotency_size: int = Field(10_000, gt=0, description="Replies kept for redelivered calls.")
     shutdown_timeout: float = Field(10.0, gt=0, description="Seconds a graceful stop may take.")
+    events_max_age: float = Field(
+        3600.0,
+        gt=0,
+        description=(
+            "Seconds an event may be old and still reach rules and event sensors; older "
+            "ones stay in the stream but are skipped (an agent back after a long outage "
+            "does not replay them)."
+        ),
+    )
+    events_ack_wait: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Seconds before an event that a replica took and never acknowledged (it died) "
+            "is delivered again."
+        ),
+    )
+    lease_ttl: float = Field(
+        10.0,
+        ge=1,
+        description=(
+            "Seconds a leader's lease lasts without renewal: another replica takes over "
+            "within about this long after the leader dies."
+        ),
+    )
     handlers: HandlerSettings = Field(default_factory=HandlerSettings)
     allow: dict[str, list[str]] = Field(
         default_factory=dict,

@@ -156,12 +156,12 @@ class Improver(Agent):
         ask = {"workflow": workflow, "node": supervised.node, "limit": self.config.dataset_rows}
         if since is not None:
             try:
-                found: dict[str, Any] = await self.call("tracker", "dataset", since=since, **ask)
+                found: dict[str, Any] = await self.call("tracker", "dataset", ask, since=since)
                 if int(found.get("rows", 0)) >= self.config.min_dataset_rows:
                     return found
             except NotFound:
                 pass  # nothing labelled since: fall back to the newest rows
-        newest: dict[str, Any] = await self.call("tracker", "dataset", **ask)
+        newest: dict[str, Any] = await self.call("tracker", "dataset", ask)
         return newest
 
     async def _start_retraining(
@@ -332,10 +332,11 @@ class Improver(Agent):
         async def execute() -> dict[str, Any]:
             await self.call("planner", "promote", model=supervised.model, version=previous)
             uri = f"models:/{supervised.model}/{previous}"
-            return await self.call(
+            redeployed: dict[str, Any] = await self.call(
                 "planner", "redeploy", workflow=workflow, node=supervised.node, model_uri=uri,
                 timeout=900,
             )  # fmt: skip
+            return redeployed
 
         return await self._plan("rollback", workflow, reason, evidence, execute)
 

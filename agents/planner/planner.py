@@ -24,7 +24,7 @@ from scanflow_agents.builtin.planner.catalog import Catalog, stored_form, summar
 from scanflow_agents.builtin.planner.platforms import close_platform, make_platform
 from scanflow_agents.builtin.planner.settings import PlannerSettings
 
-from scanflow_agents import Agent, BadInput, NotFound, PermanentError, actuator
+from scanflow_agents import Agent, BadInput, NotFound, PermanentError, actuator, chains
 from scanflow_agents.knowledge import (
     ApplicationStore,
     KnowledgeClient,
@@ -225,7 +225,7 @@ class Planner(Agent):
             parameters: Per executor node, overrides of its parameters: {"train": {"C": 0.5}}.
         """
         target = await self._workflow(workflow)
-        correlation, cause = self.runtime.current_chain()
+        correlation, cause = chains.current()
         run_id = _run_id(workflow, self.message_id or cause or correlation)
         self._chains.setdefault(run_id, (workflow, correlation, cause))
         try:
@@ -392,16 +392,14 @@ class Planner(Agent):
             status.run_id, (status.workflow, None, None)
         )
         topic = f"run.{workflow}.{status.state}"
-        try:
-            runtime = self.runtime
-        except RuntimeError:
+        if not self.is_running:
             logger.warning("planner stopped before run %s ended: %s not sent", status.run_id, topic)
             return
         payload = status.model_dump(mode="json")
         if correlation is None:
             await self.emit(topic, payload)
             return
-        with runtime.chain(correlation, cause):
+        with chains.within(correlation, cause):
             await self.emit(topic, payload)
 
 

@@ -251,9 +251,9 @@ class ConsoleApp(App[None]):
             return
         except Exception as exc:
             code = getattr(exc, "code", None)
-            field = getattr(exc, "field", None)
+            named = getattr(exc, "field", None)
             prefix = f"{code}: " if code else ""
-            suffix = f" (field: {field})" if field else ""
+            suffix = f" (field: {named})" if named else ""
             self.say(f"{command.verb}: {prefix}{exc}{suffix}", error=True)
             return
         self.say(text)
@@ -299,8 +299,8 @@ class ConsoleApp(App[None]):
             if holder is None:
                 raise CommandError(f"no approval {approval_id!r} is waiting", field="id")
             decide = controls.approve if command.verb == "approve" else controls.reject
-            done = await decide(holder, approval_id, reason=reason)
-            return f"{command.verb}d {approval_id} ({done['kind']}); recorded with its chain"
+            decided = await decide(holder, approval_id, reason=reason)
+            return f"{command.verb}d {approval_id} ({decided['kind']}); recorded with its chain"
         raise CommandError(f"{command.verb} is not a remote command")
 
     async def _call(self, agent: str, actuator: str, params: dict[str, Any]) -> str:

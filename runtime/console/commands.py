@@ -137,21 +137,20 @@ def _problem(prop: dict[str, Any], value: Any, defs: dict[str, Any]) -> str | No
         return f"expected {kind}, got a boolean"
     if not isinstance(value, allowed):
         return f"expected {kind}, got {type(value).__name__} {value!r}"
-    if kind in ("integer", "number"):
+    if isinstance(value, int | float):
         return _bounds(prop, value)
     return None
 
 
 def _bounds(prop: dict[str, Any], value: float) -> str | None:
-    checks = {
-        "minimum": lambda bound: value < bound,
-        "maximum": lambda bound: value > bound,
-        "exclusiveMinimum": lambda bound: value <= bound,
-        "exclusiveMaximum": lambda bound: value >= bound,
-    }
-    for name, breaks in checks.items():
-        if name in prop and breaks(prop[name]):
-            return f"{value} breaks {name} {prop[name]}"
+    if "minimum" in prop and value < prop["minimum"]:
+        return f"{value} breaks minimum {prop['minimum']}"
+    if "maximum" in prop and value > prop["maximum"]:
+        return f"{value} breaks maximum {prop['maximum']}"
+    if "exclusiveMinimum" in prop and value <= prop["exclusiveMinimum"]:
+        return f"{value} breaks exclusiveMinimum {prop['exclusiveMinimum']}"
+    if "exclusiveMaximum" in prop and value >= prop["exclusiveMaximum"]:
+        return f"{value} breaks exclusiveMaximum {prop['exclusiveMaximum']}"
     return None
 
 
@@ -178,7 +177,7 @@ def complete(line: str, agents: dict[str, dict[str, Any]]) -> str | None:
         choices = ["on", "off"]
     elif len(done) >= 3 and done[0] == "call":
         actuators = agents.get(done[1], {}).get("actuators", [])
-        spec = next((a for a in actuators if a["id"] == done[2]), {})
+        spec: dict[str, Any] = next((a for a in actuators if a["id"] == done[2]), {})
         given = {w.split("=", 1)[0] for w in done[3:]}
         choices = [f"{p}=" for p in spec.get("params", {}).get("properties", {}) if p not in given]
     else:

@@ -28,6 +28,8 @@ from scanflow_agents.runtime.demo.traffic import Traffic
 from scanflow_agents.runtime.demo.view import Progress, View
 from scanflow_agents.runtime.demo.watching import EventLog
 
+from scanflow_agents._kit.tasks import guarded
+
 logger = logging.getLogger("scanflow_agents.runtime.demo")
 
 HISTORY_KINDS = ("observation", "decision", "action", "finding", "run")
@@ -89,7 +91,7 @@ async def play(phase: Phase, traffic: Traffic, log: EventLog, progress: Progress
     step = f"waiting for {waiting} (at most {phase.seconds:.0f} s)" if waiting else "traffic"
     progress.enter(phase.name, phase.seconds, step)
     stop = asyncio.Event()
-    clients = asyncio.create_task(traffic.run(phase, stop), name=f"demo phase {phase.name}")
+    clients = guarded(traffic.run(phase, stop), name=f"demo phase {phase.name}", logger=logger)
     try:
         deadline = start + phase.seconds
         while time.time() < deadline and not clients.done():
@@ -124,7 +126,7 @@ async def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> dict[s
     progress = Progress()
     try:
         async with Stack(stack_options) as stack, EventLog(stack.client) as log:
-            view = asyncio.create_task(View(log, progress, out=out).run(), name="demo view")
+            view = guarded(View(log, progress, out=out).run(), name="demo view", logger=logger)
             try:
                 name, version, url = await bootstrap(stack, progress)
                 share = options.load.label_share

@@ -184,7 +184,7 @@ def phases(parts: Iterable[str], speed: float = 1.0, load: Load | None = None) -
         plan.append(Phase("drift", 120, "drifted", until="recovered", hold=s(6), **normal))
         pool = "drifted"  # the world stays drifted: later phases send what it looks like now
     if "load" in wanted:
-        spike = {"clients": load.spike_clients, "rate": load.spike_rate}
+        spike: dict[str, Any] = {"clients": load.spike_clients, "rate": load.spike_rate}
         plan.append(Phase("spike", 60, pool, until="scaled", hold=s(6), **spike))
         # Demand back to normal: the loop should scale in once it is sure (a few calm
         # windows and a cooldown), and not flap on the way.

@@ -98,7 +98,8 @@ def accuracy(records: list[dict[str, Any]]) -> float | None:
     answered = [r for r in records if r["prediction"] is not None]
     if not answered:
         return None
-    return round(sum(r["prediction"] == r["label"] for r in answered) / len(answered), 4)
+    right = sum(1 for r in answered if r["prediction"] == r["label"])
+    return round(right / len(answered), 4)
 
 
 def _gap(before: float | None, after: float | None) -> float | None:
@@ -295,7 +296,8 @@ def evaluate(
         if parsed is None:
             raise ValueError(f"{uri!r} names no registered model version or alias")
         model = parsed.name
-        ref = parsed.version or client.get_model_version_by_alias(model, parsed.alias).version
+        # A parsed reference names exactly one of a version and an alias.
+        ref = parsed.version or client.get_model_version_by_alias(model, str(parsed.alias)).version
         source = client.get_model_version_download_uri(model, ref)
         local = download_artifacts(artifact_uri=source, tracking_uri=tracking_uri)
         # The example's models are scikit-learn ones; their own flavour loads them without

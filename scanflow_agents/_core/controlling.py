@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from scanflow_agents import chains
 from scanflow_agents._core import allowing
 from scanflow_agents.errors import BadInput, CallError, ErrorCode, NotFound
 from scanflow_agents.messages import Envelope, ErrorInfo, Reply, new_id, utcnow
@@ -120,7 +121,7 @@ class Approvals:
             approval_id: the id people type (default: 8 random hex digits).
             timeout: seconds after which :meth:`expired` hands the approval back.
         """
-        correlation, _ = self.runtime.current_chain()
+        correlation, _ = chains.current()
         approval = Approval(
             id=approval_id or secrets.token_hex(4),  # short: people type it
             kind=kind,
@@ -164,12 +165,16 @@ class Controller:
     def __init__(self, runtime: AgentRuntime) -> None:
         self.runtime = runtime
         self.approvals = Approvals(runtime)
-        self.paused_sensors: dict[str, str] = {}
         self.authorize: Authorize | None = None
 
     @property
+    def paused_sensors(self) -> dict[str, str]:
+        """Sensors an operator paused, with why (the reactor skips them)."""
+        return self.runtime.reactor.paused_sensors
+
+    @property
     def dry_run(self) -> bool:
-        return bool(self.runtime.settings.agent.dry_run)
+        return bool(self.runtime.dispatcher.settings.dry_run)
 
     def sensor_paused(self, sensor_id: str) -> bool:
         return sensor_id in self.paused_sensors
@@ -299,9 +304,9 @@ class Controller:
         on = params.get("on")
         if not isinstance(on, bool):
             raise BadInput("dry-run needs 'on' as true or false", field="on")
-        settings = self.runtime.settings
-        agent_settings = settings.agent.model_copy(update={"dry_run": on})
-        self.runtime.settings = settings.model_copy(update={"agent": agent_settings})
+        # The dispatcher decides dry runs from the agent settings it was given.
+        dispatcher = self.runtime.dispatcher
+        dispatcher.settings = dispatcher.settings.model_copy(update={"dry_run": on})
         await self._record("dry-run", {"on": on}, request)
         return {"dry_run": on}
 
@@ -331,7 +336,7 @@ class Controller:
         self, op: str, approval: Approval, handler: Decide, reason: str, cause: Envelope
     ) -> None:
         # Runs in the approval's chain, so what the plan does reads back with it.
-        with self.runtime.chain(approval.correlation_id, cause.id):
+        with chains.within(approval.correlation_id, cause.id):
             try:
                 outcome = {"ok": True, "result": await handler(reason)}
             except asyncio.CancelledError:

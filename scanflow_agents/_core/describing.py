@@ -50,13 +50,22 @@ def describe(runtime: AgentRuntime) -> dict[str, Any]:
             "timeout": spec.options.timeout or runtime.settings.agent.handlers.timeout,
             "rate": str(spec.rate) if spec.rate else None,
             "idempotent": spec.idempotent,
+            "read_only": spec.read_only,
             "executions": runtime.dispatcher.executions.get(aid, 0),
         }
         for aid, spec in agent.actuators.items()
     ]
     # Last results and errors are the handlers' own words: masked before anyone reads them.
     shown: dict[str, Any] = mask(
-        {**heartbeat(runtime), "sensors": sensors, "rules": rules, "actuators": actuators}
+        {
+            **heartbeat(runtime),
+            "sensors": sensors,
+            "rules": rules,
+            "actuators": actuators,
+            # Per topic pattern: the durable consumer and what it handled, skipped as
+            # duplicates, as too old, or as malformed.
+            "consumers": runtime.consumers.summary(),
+        }
     )
     return shown
 
@@ -74,5 +83,8 @@ def heartbeat(runtime: AgentRuntime) -> dict[str, Any]:
         "uptime": round(time.monotonic() - runtime.started_at, 3),
         "events": dict(runtime.recorder.counts),
         "backlog": len(runtime.recorder.backlog),
-        **runtime.controller.summary(),
+        # Whether this replica runs the sensors and rules (holds the lease), the
+        # leader's instance, and the lease's fencing token while leading.
+        **runtime.leadership.summary(),
+        **runtime.controller.summary(),  # dry-run, paused sensors, approvals waiting
     }

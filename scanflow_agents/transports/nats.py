@@ -20,10 +20,12 @@ from nats.js import api
 from scanflow_agents.redaction import redact
 from scanflow_agents.settings import NatsSettings
 from scanflow_agents.transports.base import (
+    KeyValue,
     Message,
     MessageHandler,
     NoResponders,
     RequestTimeout,
+    StoredHandler,
     Subscription,
     Transport,
     TransportError,
@@ -34,6 +36,11 @@ from scanflow_agents.transports.connecting import (
     auth_options,
     describe_error,
     servers,
+)
+from scanflow_agents.transports.jetstream import (
+    ConsumerSubscription,
+    JetStreamKeyValue,
+    open_bucket,
 )
 
 logger = logging.getLogger(__name__)
@@ -71,7 +78,8 @@ class NatsTransport(Transport):
         self.js = nc.jetstream()
         self.stream = stream
         self.stream_subjects = stream_subjects
-        self._kv: dict[str, Any] = {}
+        self._buckets: dict[str, JetStreamKeyValue] = {}
+        self._consumers: list[ConsumerSubscription] = []
         self._closed = False
         self._closing: list[bool] = []
 
@@ -321,26 +329,32 @@ class NatsTransport(Transport):
                 high = middle - 1
         return low
 
-    async def _bucket(self, bucket: str) -> Any:
-        if bucket not in self._kv:
-            try:
-                self._kv[bucket] = await self.js.key_value(bucket)
-            except nats.js.errors.BucketNotFoundError:
-                self._kv[bucket] = await self.js.create_key_value(bucket=bucket, history=1)
-        return self._kv[bucket]
-
-    async def kv_get(self, bucket: str, key: str) -> bytes | None:
-        kv = await self._bucket(bucket)
+    async def consume(
+        self,
+        subject: str,
+        durable: str,
+        handler: StoredHandler,
+        *,
+        max_age: float | None = None,
+        ack_wait: float = 30.0,
+        inactive: float | None = None,
+    ) -> Subscription:
+        config = {"max_age": max_age, "ack_wait": ack_wait, "inactive": inactive}
+        sub = ConsumerSubscription(self.js, self.stream, subject, durable, handler, config)
         try:
-            entry = await kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        value: bytes | None = entry.value
-        return value
+            await sub.bind()
+        except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+            # Not fatal: the consumer keeps trying to bind until it can.
+            logger.warning("durable consumer %r cannot bind yet: %s", durable, exc)
+        sub.start()
+        self._consumers.append(sub)
+        return sub
 
-    async def kv_put(self, bucket: str, key: str, value: bytes) -> None:
-        kv = await self._bucket(bucket)
-        await kv.put(key, value)
+    async def key_value(self, bucket: str, *, ttl: float | None = None) -> KeyValue:
+        cached = self._buckets.get(bucket)
+        if cached is None or (ttl is not None and cached.ttl != ttl):
+            cached = self._buckets[bucket] = await open_bucket(self.js, bucket, ttl)
+        return cached
 
     async def flush(self, timeout: float = 10.0) -> None:
         # nats-py writes its PING straight to the socket, ahead of commands still
@@ -368,6 +382,8 @@ class NatsTransport(Transport):
             return
         self._closed = True
         self._closing.append(True)
+        for sub in self._consumers:
+            await sub.unsubscribe()
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()
@@ -375,3 +391,11 @@ class NatsTransport(Transport):
                 # Not connected (server gone, reconnecting): nothing to drain.
                 logger.debug("NATS drain skipped: %r", exc)
                 await self.nc.close()
+
+    async def abort(self) -> None:
+        self._closed = True
+        self._closing.append(True)
+        for sub in self._consumers:
+            await sub.abort()
+        if not self.nc.is_closed:
+            await self.nc.close()

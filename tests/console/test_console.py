@@ -19,9 +19,13 @@ from .conftest import console_settings
 from .operated import Gate
 
 
-def _app(harness: AgentHarness, nats_url: str, tmp_path: Path, **kwargs: object) -> ConsoleApp:
+def _app(
+    harness: AgentHarness, nats_url: str, tmp_path: Path, *, read_only: bool = False
+) -> ConsoleApp:
     settings = console_settings(nats_url, harness.namespace)
-    return ConsoleApp(settings, history_path=tmp_path / "history", caller="tester", **kwargs)
+    return ConsoleApp(
+        settings, history_path=tmp_path / "history", caller="tester", read_only=read_only
+    )
 
 
 def _text(app: ConsoleApp, selector: str) -> str:

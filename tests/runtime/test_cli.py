@@ -72,6 +72,9 @@ def test_run_call_describe_and_stop(
     assert "(field: replicas)" in bad.stderr
 
     described = json.loads(scanflow(*base, "describe", "scaler", "--json").stdout)
+    assert described["leader"] is True  # the only replica holds the lease
+    assert "LEADER" in scanflow(*base, "agents", "--wait", "0.2").stdout.splitlines()[0]
+    assert "yes" in scanflow(*base, "agents", "--wait", "0.2").stdout.splitlines()[1].split()[3:]
     scale = described["actuators"][0]
     assert (
         scale["params"]["properties"]["replicas"]["description"] == "the wanted number of replicas."

@@ -54,7 +54,9 @@ def running(base: tuple[str, ...]) -> Iterator[subprocess.Popen[bytes]]:
 
 def test_agents_and_describe_print_tables(running: object, base: tuple[str, ...]) -> None:
     listing = scanflow(*base, "agents").stdout.splitlines()
-    assert listing[0].split() == ["AGENT", "INSTANCE", "STATE", "READY", "UP", "APPROVALS"]
+    assert listing[0].split() == [
+        "AGENT", "INSTANCE", "STATE", "READY", "LEADER", "UP", "APPROVALS"
+    ]  # fmt: skip
     assert [line.split()[0] for line in listing[1:]] == ["gate", "scaler"]
     found = json.loads(scanflow(*base, "agents", "--json").stdout)
     assert {item["agent"] for item in found} == {"gate", "scaler"}

@@ -25,7 +25,11 @@ class Other(Agent):
 
 async def test_newest_records_after_filtering_and_chains(bus: str | None) -> None:
     async with AgentHarness(Counter(), Other(), nats_url=bus) as h:
-        chains = [(await h.run_sensor("counter", "tick")).correlation_id for _ in range(30)]
+        chains = []
+        for _ in range(30):
+            observation = await h.run_sensor("counter", "tick")
+            assert observation is not None
+            chains.append(observation.correlation_id)
         for _ in range(50):
             await h.run_sensor("other", "tock")
         await h.settle()  # stored before `middle`

@@ -144,7 +144,7 @@ async def test_nats_permissions_make_the_caller_unforgeable(
             "scanflow.default.events.action.planner.scale", json.dumps(forged).encode()
         )
         with contextlib.suppress(Exception):
-            await tracker_bus.flush(2)
+            await asyncio.wait_for(tracker_bus.flush(), 2)
         assert await improver.call("planner", "scale", replicas=4) == {"replicas": 4}
         await asyncio.sleep(0.3)
         assert stolen == []

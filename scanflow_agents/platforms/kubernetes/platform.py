@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from scanflow_agents._kit.tasks import guarded, stop
 from scanflow_agents.platforms.base import RunCallback
 from scanflow_agents.platforms.kubernetes import naming
 from scanflow_agents.platforms.kubernetes.building import (
@@ -59,7 +60,6 @@ from scanflow_agents.platforms.results import (
     RunStatus,
     WorkflowStatus,
 )
-from scanflow_agents.serving._tasks import guarded, stop
 from scanflow_agents.workflows import Application, ServiceNode, Workflow
 
 logger = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from scanflow_agents._kit.tasks import guarded, stop
 from scanflow_agents.platforms.base import RunCallback
 from scanflow_agents.platforms.local.building import Environments
 from scanflow_agents.platforms.local.running import BatchRun
@@ -26,7 +27,6 @@ from scanflow_agents.platforms.results import (
     RunStatus,
     WorkflowStatus,
 )
-from scanflow_agents.serving._tasks import guarded, stop
 from scanflow_agents.workflows import Application, ExecutorNode, Workflow
 
 logger = logging.getLogger(__name__)

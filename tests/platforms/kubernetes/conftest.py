@@ -54,7 +54,7 @@ class Cluster:
     def serve(self, *plurals: str) -> None:
         """Declare resource types (as installed CRDs and API groups would be)."""
         for plural in plurals:
-            self.emulator.resources[RESOURCES[plural]] = {}
+            self.emulator.resources[RESOURCES[plural]] = kmock.ResourceInfo()
 
     def objects(self, plural: str, namespace: str = NAMESPACE) -> dict[str, dict[str, Any]]:
         """Live objects of one type in a namespace, by name."""

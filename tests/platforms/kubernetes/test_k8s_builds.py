@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ def scripted(tmp_path: Path) -> Workflow:
     return load_workflow(tmp_path / "workflow.yaml")
 
 
-def _builds(cluster: Cluster) -> dict[str, dict]:
+def _builds(cluster: Cluster) -> dict[str, dict[str, Any]]:
     return {
         name: job
         for name, job in cluster.objects("jobs").items()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -21,11 +22,12 @@ LABELS = {
 }
 
 
-def _container(deployment: dict) -> dict:
-    return deployment["spec"]["template"]["spec"]["containers"][0]
+def _container(deployment: dict[str, Any]) -> dict[str, Any]:
+    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
 
 
-def _env(container: dict) -> dict:
+def _env(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value") for e in container["env"]}
 
 
