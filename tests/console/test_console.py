@@ -197,4 +197,4 @@ async def test_a_silent_agent_is_marked_stale(
         await agents.runtime("gate").stop()  # no more heartbeats from it
         await eventually(lambda: str(table.get_row_at(0)[2]) == "stale", timeout=15)
         assert "1 silent" in _text(app, "#status")
-        assert str(table.get_row_at(1)[2]) == "running"
+        assert str(table.get_row_at(1)[2]) == "running leader"  # its only replica leads
