@@ -101,6 +101,7 @@ class Reactor:
         self.cursors = cursors
         self.sensor_states = {sid: SensorState() for sid in agent.sensors}
         self.rule_states = {rid: RuleState() for rid in agent.rules}
+        self.paused_sensors: dict[str, str] = {}  # by an operator (controlling.py), with why
 
     def _cursors(self, spec: SensorSpec) -> Cursors:
         if self.cursors is None:
@@ -111,7 +112,7 @@ class Reactor:
         """Run a sensor once; publish and react to what it observed. Never raises."""
         spec = self.agent.sensors[sensor_id]
         state = self.sensor_states[sensor_id]
-        if self.refusal() is not None:
+        if self.refusal() is not None or sensor_id in self.paused_sensors:
             state.skipped += 1
             return None
         # A timed run starts a new story; an event sensor continues the event's.

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from scanflow_agents import chains
 from scanflow_agents._core.calling import call_envelope, remote_call, result_of
 from scanflow_agents._core.consuming import EventConsumers, decode
+from scanflow_agents._core.controlling import Controller
 from scanflow_agents._core.describing import describe, heartbeat
 from scanflow_agents._core.dispatching import Dispatcher, failure
 from scanflow_agents._core.instruments import NO_INSTRUMENTS, Instruments
@@ -111,6 +112,8 @@ class AgentRuntime:
             if schedule
             else None
         )
+        self.controller = Controller(self)  # operators' control messages, approvals
+        self.approvals = self.controller.approvals
         self._subscriptions: list[Subscription] = []
         self._stopped = asyncio.Event()
         self._hooks_started = False
@@ -184,6 +187,7 @@ class AgentRuntime:
             await subscribe(subjects.describe(name), self._on_describe, queue=queue)
         )
         self._subscriptions.append(await subscribe(subjects.discover, self._on_discover))
+        self._subscriptions += await self.controller.subscribe()
 
     async def _on_leadership(self, leading: bool) -> None:
         # Only the leader reads the stream: the next one resumes from the
