@@ -35,6 +35,7 @@ from scanflow_agents._core import allowing, wire
 from scanflow_agents._core.consuming import decode
 from scanflow_agents._core.executing import Outcome, execute
 from scanflow_agents._core.guards import CallStore, Claim, Replies, Throttle, call_key
+from scanflow_agents._core.instruments import NO_INSTRUMENTS, Instruments, Respond
 from scanflow_agents._core.ports import Refusal, never_refuse
 from scanflow_agents._core.recording import NotStored, Recorder, jsonable
 from scanflow_agents.actuators import ActuatorSpec
@@ -84,6 +85,7 @@ class Dispatcher:
         spawn: starts a call's task, tracked by the runtime.
         alive: whether a replica (by instance id) of this agent still runs.
         refusal: why the agent refuses calls now (paused), or ``None``.
+        instruments: told of every call and its reply (the pod's metrics).
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class Dispatcher:
         spawn: Spawn,
         alive: Alive,
         refusal: Refusal = never_refuse,
+        instruments: Instruments = NO_INSTRUMENTS,
     ) -> None:
         self.agent = agent
         self.settings = settings
@@ -104,6 +107,7 @@ class Dispatcher:
         self.spawn = spawn
         self.alive = alive
         self.refusal = refusal
+        self.instruments = instruments
         self.replies = Replies(
             max_bytes=settings.idempotency_bytes, window=settings.idempotency_window
         )
@@ -123,6 +127,7 @@ class Dispatcher:
         answered ``busy`` before anything runs; the caller retries with backoff.
         """
         actuator = message.subject.rsplit(".", 1)[-1]
+        answered = self.instruments.call_answered(self.agent.name, actuator, _sent)
         try:
             call = decode(message.data, "call")
         except ValueError as exc:
@@ -133,10 +138,12 @@ class Dispatcher:
             reply = failure(
                 ErrorCode.BAD_MESSAGE, f"agent '{self.agent.name}' cannot read the call: {text}"
             )
+            await answered(reply)
             await message.respond(self._encode(reply, None))
             return
         screened = self._screen(actuator, call)
         if isinstance(screened, Reply):
+            await answered(screened)
             await message.respond(self._encode(screened, call))
             return
         if self.inflight >= self.settings.max_inflight or self.recorder.full:
@@ -149,14 +156,17 @@ class Dispatcher:
             reply = failure(
                 ErrorCode.BUSY, f"agent '{self.agent.name}' is busy: {why}; retry shortly"
             )
+            await answered(reply)
             await message.respond(self._encode(reply, call))
             return
         self.inflight += 1
-        self.spawn(self._serve_message(screened, call, message), f"call:{actuator}")
+        self.spawn(self._serve_message(screened, call, message, answered), f"call:{actuator}")
 
-    async def _serve_message(self, valid: _Valid, call: Envelope, message: Message) -> None:
+    async def _serve_message(
+        self, valid: _Valid, call: Envelope, message: Message, answered: Respond
+    ) -> None:
         try:
-            _, data = await self._serve(valid, call, wire=True)
+            reply, data = await self._serve(valid, call, wire=True)
         except Exception as exc:  # a bug of ours: the caller must not wait its whole timeout
             logger.exception("agent %r failed to serve call %s", self.agent.name, call.id)
             reply = failure(
@@ -167,6 +177,7 @@ class Dispatcher:
         finally:
             self.inflight -= 1
         assert data is not None
+        await answered(reply)
         await message.respond(data)
 
     def _encode(self, reply: Reply, call: Envelope | None) -> bytes:
@@ -187,7 +198,9 @@ class Dispatcher:
 
     async def call_local(self, actuator_id: str, call: Envelope) -> Reply:
         """Serve a call this agent makes to itself (no wire, same checks and records)."""
+        answered = self.instruments.call_answered(self.agent.name, actuator_id, _sent)
         reply, _ = await self.serve(actuator_id, call, wire=False)
+        await answered(reply)
         return reply
 
     async def serve(
@@ -450,6 +463,10 @@ class _Name:
 
     def __str__(self) -> str:
         return f"actuator '{self.actuator}' of agent '{self.agent}'"
+
+
+async def _sent(reply: Reply) -> None:
+    """What the instruments wrap: nothing, the dispatcher sends the reply's bytes itself."""
 
 
 def _size(reply: Reply) -> int:

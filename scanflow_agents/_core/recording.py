@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from pydantic_core import to_jsonable_python
 
 from scanflow_agents._core import wire
+from scanflow_agents._core.indexing import chain_entry
 from scanflow_agents.messages import Envelope
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.transports.base import Refused, Transport
@@ -113,6 +114,7 @@ class _Pending:
     data: bytes
     msg_id: str
     stored: asyncio.Future[None] | None
+    index_copy: bool = False
 
 
 class Recorder:
@@ -145,6 +147,7 @@ class Recorder:
         self.counts: dict[str, int] = {}
         self.truncated = 0
         self.refused = 0
+        self.index_dropped = 0
         self.retry_interval = 1.0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -155,7 +158,7 @@ class Recorder:
     @property
     def full(self) -> bool:
         """Whether the backlog is at its limit (new calls are refused until it drains)."""
-        return len(self.backlog) >= self.limit
+        return len(self.backlog) >= 2 * self.limit  # each event is queued with its chain copy
 
     async def record(
         self,
@@ -264,6 +267,13 @@ class Recorder:
             )  # fmt: skip
         future = asyncio.get_running_loop().create_future() if track else None
         self.backlog.append(_Pending(subject, data, value["id"], future))
+        # The chain index (see indexing.py): a copy under the chain's subject, in
+        # the same pipelined batch, so `history --correlation` needs no scan.
+        # Whoever waits for the event waits for the event itself, not its copy.
+        copy_subject, copy, copy_id = chain_entry(
+            self.subjects, subject, data, value["correlation_id"], value["id"]
+        )
+        self.backlog.append(_Pending(copy_subject, copy, copy_id, None, index_copy=True))
         self._idle.clear()
         self._wake.set()
         return future
@@ -296,6 +306,8 @@ class Recorder:
                         retry.append(item)
                 if not self.full:
                     self._room.set()
+                if retry and len(retry) < len(batch) and all(i.index_copy for i in retry):
+                    retry = self._index_refused(retry)
                 if retry:
                     # Back at the head, in order; their ids make the resend safe.
                     self.backlog.extendleft(reversed(retry))
@@ -306,6 +318,20 @@ class Recorder:
                     await asyncio.sleep(self.retry_interval)
             self._room.set()
             self._idle.set()
+
+    def _index_refused(self, copies: list[_Pending]) -> list[_Pending]:
+        # The events themselves were stored, only their chain-index copies were
+        # not: the stream does not hold the index's subjects (configured without
+        # them). Holding every later record back for an index would make
+        # callers wait; the copies are dropped, with a warning now and then.
+        self.index_dropped += len(copies)
+        if self.index_dropped == len(copies) or self.index_dropped % 1000 < len(copies):
+            logger.warning(
+                "agent %r: the stream does not store the chain index (%s); %d index "
+                "copies dropped so far, the events themselves are stored",
+                self.agent, copies[0].subject, self.index_dropped,
+            )  # fmt: skip
+        return []
 
     def _refused(self, item: _Pending, error: BaseException) -> None:
         # Resending cannot help (the stream said no): waiting would block every

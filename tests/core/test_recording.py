@@ -15,7 +15,7 @@ from scanflow_agents.transports.memory import MemoryBroker
 
 @pytest.fixture
 async def running() -> AsyncIterator[tuple[MemoryBroker, Recorder]]:
-    broker = MemoryBroker(stream_subjects=("scanflow.t.events.>",))
+    broker = MemoryBroker(stream_subjects=("scanflow.t.events.>", "scanflow.t.chains.>"))
     recorder = Recorder("a", broker.connect(), Subjects("t"), [], limit=3)
     recorder.retry_interval = 0.05
     task = asyncio.create_task(recorder.run())
@@ -43,9 +43,9 @@ async def test_an_event_refused_for_good_is_dropped_with_an_error_not_retried(
         await asyncio.wait_for(stored, 2)  # not held up behind the refused one
         with pytest.raises(Exception, match="over the max payload"):
             await refused_stored
-    assert recorder.refused == 1
-    assert len(broker.stream) == 1
-    (error,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert recorder.refused == 2  # the event and its chain-index copy
+    assert [subject.split(".")[2] for subject, _ in broker.stream] == ["events", "chains"]
+    error = next(r for r in caplog.records if r.levelno == logging.ERROR)
     assert refused["id"] in error.getMessage()
     assert "observation.a.s" in error.getMessage()
 
@@ -66,6 +66,6 @@ async def test_a_full_backlog_makes_records_wait_and_an_outage_tells_the_waiters
     waiting = asyncio.create_task(recorder.record("action", "x", {"n": 9}, correlation_id="c"))
     await asyncio.sleep(0.2)
     assert not waiting.done()  # a sensor's or rule's record waits for room; nothing dropped
-    assert len(recorder.backlog) == 3
+    assert len(recorder.backlog) == 6  # three events, each with its chain-index copy
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
