@@ -53,10 +53,8 @@ PAYLOAD = {
 class UnindexedRecorder(Recorder):
     """The recorder without the chain index: the baseline of the cost per record."""
 
-    def publish(self, subject: str, envelope: Envelope) -> None:
-        self.backlog.append((subject, envelope.encode(), envelope.id))
-        self._idle.clear()
-        self._wake.set()
+    def __init__(self, agent: str, transport: Any, subjects: Subjects, sinks: list[Any]) -> None:
+        super().__init__(agent, transport, subjects, sinks, index=False)
 
 
 async def fill(

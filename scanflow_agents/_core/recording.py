@@ -136,6 +136,7 @@ class Recorder:
         *,
         limit: int = BACKLOG_LIMIT,
         timeout: float = 5.0,
+        index: bool = True,
     ) -> None:
         self.agent = agent
         self.transport = transport
@@ -143,6 +144,7 @@ class Recorder:
         self.sinks = sinks
         self.limit = limit
         self.timeout = timeout
+        self.index = index  # also store each event's chain-index copy (see indexing.py)
         self.backlog: deque[_Pending] = deque()
         self.counts: dict[str, int] = {}
         self.truncated = 0
@@ -270,10 +272,11 @@ class Recorder:
         # The chain index (see indexing.py): a copy under the chain's subject, in
         # the same pipelined batch, so `history --correlation` needs no scan.
         # Whoever waits for the event waits for the event itself, not its copy.
-        copy_subject, copy, copy_id = chain_entry(
-            self.subjects, subject, data, value["correlation_id"], value["id"]
-        )
-        self.backlog.append(_Pending(copy_subject, copy, copy_id, None, index_copy=True))
+        if self.index:
+            copy_subject, copy, copy_id = chain_entry(
+                self.subjects, subject, data, value["correlation_id"], value["id"]
+            )
+            self.backlog.append(_Pending(copy_subject, copy, copy_id, None, index_copy=True))
         self._idle.clear()
         self._wake.set()
         return future
