@@ -373,7 +373,9 @@ async def test_namespace_creation_is_best_effort(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The emulator serves no cluster-scoped core resources: creating the
-    # namespace fails, is logged, and the deploy goes on.
+    # namespace fails, is logged, and the deploy goes on. It is the one
+    # cluster-wide request (not in permissions.RULES: the chart never grants it).
+    cluster.cluster_wide |= {("", "namespaces", "get"), ("", "namespaces", "create")}
     caplog.set_level(logging.WARNING)
     async with KubernetesPlatform(settings.model_copy(update={"create_namespaces": True})) as p:
         result = await p.deploy(online)
