@@ -173,17 +173,20 @@ def test_only_agents_that_call_the_api_get_a_token(documents: list[dict[str, Any
         assert pod["spec"]["automountServiceAccountToken"] is False
 
 
-def test_singletons_recreate_and_replicated_agents_have_a_budget(
+def test_only_the_planner_recreates_and_replicated_agents_have_a_budget(
     documents: list[dict[str, Any]],
 ) -> None:
+    # Leader election lets every agent roll (a new pod beside the old one) but
+    # the planner, which follows runs as one process.
     budgets = {p["metadata"]["name"]: p for p in _kind(documents, "PodDisruptionBudget")}
+    rolling = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     for deployment in _kind(documents, "Deployment"):
         name, spec = deployment["metadata"]["name"], deployment["spec"]
+        agent = deployment["metadata"]["labels"]["scanflow.io/agent"]
+        assert spec["strategy"] == ({"type": "Recreate"} if agent == "planner" else rolling), name
         if spec["replicas"] == 1:
-            assert spec["strategy"] == {"type": "Recreate"}
             assert name not in budgets
         else:
-            assert spec["strategy"]["type"] == "RollingUpdate"
             assert budgets[name]["spec"]["selector"] == spec["selector"]
             assert budgets[name]["spec"]["maxUnavailable"] == 1
     assert set(budgets) <= {d["metadata"]["name"] for d in _kind(documents, "Deployment")}
@@ -263,6 +266,8 @@ def test_a_user_agents_image_and_config(render: Render) -> None:
         ("securityContext.readOnlyRootFilesystem=false", "readOnlyRootFilesystem"),
         ("agentDefaults.resources.limits.memory=null", "memory"),
         ("natsAuthorization.enabled=true", "existingSecret"),
+        ("agents.tracker.strategy=Blue", "strategy"),
+        ("kubernetes.buildNamespace=Builds", "buildNamespace"),
     ],
 )
 def test_the_schema_refuses_bad_values(helm: str, option: str, complaint: str) -> None:
@@ -270,6 +275,15 @@ def test_the_schema_refuses_bad_values(helm: str, option: str, complaint: str) -
     assert done.returncode != 0, f"{option} was accepted"
     assert "values don't meet the specifications of the schema" in done.stderr
     assert complaint in done.stderr, done.stderr
+
+
+def test_a_recreated_agent_cannot_have_replicas(helm: str) -> None:
+    done = run_helm(helm, "template", "rel", str(CHART), "--set", "agents.planner.replicas=2")
+    assert done.returncode != 0
+    assert (
+        "agents.planner: strategy Recreate runs one process at a time: replicas must be 1, not 2"
+        in done.stderr
+    )
 
 
 def test_notes_name_the_enabled_agents_and_how_to_check_them(helm: str) -> None:
