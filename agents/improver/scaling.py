@@ -10,6 +10,15 @@ ratio step per period as Kubernetes' HPA takes. Guards against flapping:
   after the last change: the headroom is the hysteresis band;
 - a breach at a count the estimate said was enough lowers the capacity
   estimate (the model was optimistic), so the next target is right;
+- the estimate comes back: a healthy window never leaves it below what each
+  replica just served within the objective, and after ``recover_windows``
+  healthy windows in a row it moves halfway back to the configured
+  ``capacity_rps``. One transient breach (a cold replica, a training run
+  sharing the CPUs) therefore cannot pin a service at a high count: the
+  estimate comes back, and scale-in follows. A breach that comes again once
+  the estimate has risen is real: each one doubles the healthy windows the
+  next rise waits for, so a service whose replicas really hold less than the
+  first guess settles instead of flapping;
 - a finding whose window started before the last change is stale (it
   measured the old replica count) and is ignored: findings come in bursts.
 """
@@ -44,6 +53,8 @@ class Autoscaler:
     last_scale_out: float = field(default=-math.inf)
     changed_at: float = field(default=-math.inf)  # wall clock, to compare with windows
     calm: int = 0
+    healthy: int = 0  # healthy windows in a row since the estimate was last lowered
+    lowered: int = 0  # breaches that lowered the estimate since it was last at its first guess
 
     def __post_init__(self) -> None:
         self.capacity = self.capacity or self.settings.capacity_rps
@@ -70,8 +81,10 @@ class Autoscaler:
             "objective_ms": finding.get("objective_ms"),
         }
         if breached:
-            self.calm = 0
+            self.calm = self.healthy = 0
             return self._out(rps, current, now, evidence)
+        self._recover(rps, current)
+        evidence["capacity_rps"] = round(self.capacity, 2)
         target = self.target(rps)
         self.calm = self.calm + 1 if target < current else 0
         if (
@@ -89,6 +102,22 @@ class Autoscaler:
             return Plan(target, current, reason, evidence)
         return None
 
+    def _recover(self, rps: float, current: int) -> None:
+        """Raise the estimate after a healthy window (see the module's docstring)."""
+        if not self.settings.learn:
+            return
+        first_guess = self.settings.capacity_rps
+        if current > 0:
+            # What each replica just served within the objective is sustainable.
+            self.capacity = max(self.capacity, min(first_guess, rps / current))
+        self.healthy += 1
+        wait = self.settings.recover_windows * 2 ** max(0, self.lowered - 1)
+        if self.healthy >= wait and self.capacity < first_guess:
+            self.healthy = 0
+            self.capacity += (first_guess - self.capacity) / 2
+        if first_guess - self.capacity < 0.01 * first_guess:
+            self.capacity, self.lowered = first_guess, 0
+
     def _out(self, rps: float, current: int, now: float, evidence: dict[str, Any]) -> Plan | None:
         if now - self.last_scale_out < self.settings.scale_out_cooldown:
             return None  # the last scale-out has not taken effect yet
@@ -96,6 +125,7 @@ class Autoscaler:
         if target <= current and current > 0 and self.settings.learn:
             # Breached although the estimate said `current` was enough: it was optimistic.
             self.capacity = min(self.capacity, rps / current) * 0.9
+            self.lowered += 1
             evidence["capacity_rps"] = round(self.capacity, 2)
             target = self.target(rps)
         target = max(target, min(current + 1, self.settings.max_replicas))
