@@ -88,6 +88,7 @@ def serving_template(
         workflow=workflow,
         node=node.name,
         replica="$(POD_NAME)",  # expanded by the kubelet
+        latency_p95_ms=node.latency_p95_ms,
     )
     probe = {"httpGet": {"path": "/health", "port": "http"}}
     env = env_list(

@@ -154,6 +154,7 @@ class ReplicaSet:
             replica=name,
             report_interval=self.settings.report_interval,
             graceful_timeout=self.settings.stop_timeout,
+            latency_p95_ms=self.node.latency_p95_ms,
         )
         argv = [self.python, "-m", "scanflow_agents.serving", *config.to_args()]
         started = time.monotonic()
