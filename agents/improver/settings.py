@@ -37,8 +37,8 @@ class Scaling(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(4, ge=1)
+    min_replicas: int = Field(1, ge=0, description="Fewest replicas a plan may leave.")
+    max_replicas: int = Field(4, ge=1, description="Most replicas a plan may ask for.")
     capacity_rps: float = Field(
         40.0, gt=0, description="Requests/s one replica serves within the objective (first guess)."
     )
