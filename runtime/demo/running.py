@@ -88,8 +88,7 @@ async def play(phase: Phase, traffic: Traffic, log: EventLog, progress: Progress
     }.get(phase.until or "")
     step = f"waiting for {waiting} (at most {phase.seconds:.0f} s)" if waiting else "traffic"
     progress.enter(phase.name, phase.seconds, step)
-    stop = asyncio.Event()
-    clients = asyncio.create_task(traffic.run(phase, stop), name=f"demo phase {phase.name}")
+    clients = traffic.start(phase)
     try:
         deadline = start + phase.seconds
         while time.time() < deadline and not clients.done():
@@ -103,8 +102,7 @@ async def play(phase: Phase, traffic: Traffic, log: EventLog, progress: Progress
             if phase.until:
                 logger.warning("demo phase %s: no %s in %.0f s", phase.name, waiting, phase.seconds)
     finally:
-        stop.set()
-        await clients
+        await clients.stop()
     return {"name": phase.name, "start": start, "end": time.time(), "until": phase.until}
 
 

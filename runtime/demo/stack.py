@@ -50,6 +50,8 @@ class Tuning:
         latency_p95_ms: The checker's latency objective.
         capacity_rps: Requests per second one replica is planned to take (the improver).
         max_replicas: The most replicas the improver may plan.
+        standby_replicas: Replicas the local platform keeps loaded outside the rotation:
+            enough for the spike's scale-out (1 to 4) to be activations, not process starts.
         margin: How much better a candidate must be on recent rows to be promoted.
         dataset_rows: The most recent labelled rows a retraining gets (the improver asks the
             tracker for the rows labelled since the drift began).
@@ -65,6 +67,7 @@ class Tuning:
     """
 
     report_interval: float = 2.0
+    standby_replicas: int = 3
     window_seconds: float = 4.0
     latency_p95_ms: float = 50.0
     capacity_rps: float = 150.0
@@ -98,6 +101,7 @@ def agent_sections(options: StackOptions) -> dict[str, dict[str, Any]]:
             "local": {
                 "base_dir": str(options.work_dir / "local"),
                 "report_interval": tuning.report_interval,
+                "standby_replicas": tuning.standby_replicas,
             },
         },
         "tracker": {
