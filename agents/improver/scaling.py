@@ -54,7 +54,7 @@ class Autoscaler:
     changed_at: float = field(default=-math.inf)  # wall clock, to compare with windows
     calm: int = 0
     healthy: int = 0  # healthy windows in a row since the estimate was last lowered
-    lowered: int = 0  # breaches that lowered the estimate since it was last at its first guess
+    lowered: int = 0  # breaches since the estimate was last back at its first guess
 
     def __post_init__(self) -> None:
         self.capacity = self.capacity or self.settings.capacity_rps
@@ -82,6 +82,9 @@ class Autoscaler:
         }
         if breached:
             self.calm = self.healthy = 0
+            # Every breach makes the next rise of the estimate wait longer (reset once the
+            # estimate is back at the first guess): a limit that is real stops flapping.
+            self.lowered += 1
             return self._out(rps, current, now, evidence)
         self._recover(rps, current)
         evidence["capacity_rps"] = round(self.capacity, 2)
@@ -125,7 +128,6 @@ class Autoscaler:
         if target <= current and current > 0 and self.settings.learn:
             # Breached although the estimate said `current` was enough: it was optimistic.
             self.capacity = min(self.capacity, rps / current) * 0.9
-            self.lowered += 1
             evidence["capacity_rps"] = round(self.capacity, 2)
             target = self.target(rps)
         target = max(target, min(current + 1, self.settings.max_replicas))
