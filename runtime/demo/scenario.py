@@ -49,7 +49,7 @@ PARTS = ("drift", "load")
 def corrupt(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Rotated, noisy copies of flat 8x8 digit images (rows of 64 values in 0..16)."""
     import numpy as np
-    from scipy import ndimage
+    from scipy import ndimage  # type: ignore[import-untyped]
 
     out = np.empty((len(images), 64), dtype=float)
     for i, row in enumerate(np.asarray(images, dtype=float)):
@@ -103,6 +103,13 @@ class Data:
             x_drifted_eval=corrupt(copies, np.random.default_rng([seed, 1])),
             y_drifted_eval=np.repeat(y_test[held], EVAL_COPIES),
         )
+
+    #: The model takes a numeric matrix, not named columns.
+    columns = None
+
+    def body(self, image: np.ndarray) -> dict[str, Any]:
+        """The request body: one image as a row of the matrix."""
+        return {"instances": [image.tolist()]}
 
     def sampler(self, pool: Pool, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         """One request's image and its true label from ``pool``."""
@@ -185,7 +192,7 @@ def phases(parts: Iterable[str], speed: float = 1.0, load: Load | None = None) -
         plan.append(Phase("drift", 120, "drifted", until="recovered", hold=s(12), **normal))
         pool = "drifted"  # the world stays drifted: later phases send what it looks like now
     if "load" in wanted:
-        spike = {"clients": load.spike_clients, "rate": load.spike_rate}
+        spike: dict[str, Any] = {"clients": load.spike_clients, "rate": load.spike_rate}
         plan.append(Phase("spike", 60, pool, until="scaled", hold=s(6), **spike))
         # Demand back to normal: the loop should scale in once it is sure (a few calm
         # windows and a cooldown), and not flap on the way.

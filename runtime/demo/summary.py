@@ -98,7 +98,8 @@ def accuracy(records: list[dict[str, Any]]) -> float | None:
     answered = [r for r in records if r["prediction"] is not None]
     if not answered:
         return None
-    return round(sum(r["prediction"] == r["label"] for r in answered) / len(answered), 4)
+    right = sum(1 for r in answered if r["prediction"] == r["label"])
+    return round(right / len(answered), 4)
 
 
 def _gap(before: float | None, after: float | None) -> float | None:
@@ -274,9 +275,15 @@ def write(summary: dict[str, Any], path: Path) -> Path:
 
 
 def evaluate(
-    tracking_uri: str, model_uris: dict[str, str], x: Any, y: Any
+    tracking_uri: str,
+    model_uris: dict[str, str],
+    x: Any,
+    y: Any,
+    columns: tuple[str, ...] | None = None,
 ) -> dict[str, float | str]:
     """Accuracy of each named scikit-learn model on ``(x, y)``; blocking: call it in a thread.
+
+    ``columns`` names the features for models fitted on named columns (a frame).
 
     Models load through an explicit MLflow client of ``tracking_uri`` (no global
     tracking URI is set: the agents in this process have their own clients).
@@ -295,12 +302,19 @@ def evaluate(
         if parsed is None:
             raise ValueError(f"{uri!r} names no registered model version or alias")
         model = parsed.name
-        ref = parsed.version or client.get_model_version_by_alias(model, parsed.alias).version
+        ref = parsed.version or client.get_model_version_by_alias(model, parsed.alias or "").version
         source = client.get_model_version_download_uri(model, ref)
         local = download_artifacts(artifact_uri=source, tracking_uri=tracking_uri)
         # The example's models are scikit-learn ones; their own flavour loads them without
         # the generic wrapper's schema inference (and its warnings).
-        predicted = mlflow.sklearn.load_model(local).predict(np.asarray(x, dtype=float))
-        result[name] = round(float((np.asarray(predicted).astype(int) == y).mean()), 4)
+        rows = np.asarray(x, dtype=float)
+        if columns is not None:
+            import pandas as pd
+
+            rows = pd.DataFrame(rows, columns=list(columns))
+        predicted = np.asarray(mlflow.sklearn.load_model(local).predict(rows))
+        if predicted.dtype.kind == "f":  # a class label that came back as a float
+            predicted = predicted.astype(int)
+        result[name] = round(float((predicted == np.asarray(y)).mean()), 4)
         result[f"{name}_model"] = f"models:/{model}/{ref}"
     return result

@@ -25,7 +25,8 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-from scanflow_agents.runtime.demo.scenario import Data, Phase
+from scanflow_agents.runtime.demo.examples import ExampleData
+from scanflow_agents.runtime.demo.scenario import Phase
 
 logger = logging.getLogger("scanflow_agents.runtime.demo")
 
@@ -45,8 +46,8 @@ class Request:
     phase: str
     latency_ms: float
     status: int  # HTTP status; 0 when the connection failed
-    prediction: int | None
-    label: int
+    prediction: Any  # the model's answer (an int digit, a string grade...); None if none
+    label: Any
     labelled: bool  # whether its label was sent to /labels
     replica: str | None
     model_uri: str | None
@@ -99,7 +100,9 @@ class Connection:
 class Traffic:
     """Sends the phases' requests to one service and keeps a record of each."""
 
-    def __init__(self, url: str, data: Data, *, seed: int = 0, label_share: float = 0.6) -> None:
+    def __init__(
+        self, url: str, data: ExampleData, *, seed: int = 0, label_share: float = 0.6
+    ) -> None:
         self.url = url
         self.data = data
         self.seed = seed
@@ -156,14 +159,14 @@ class Traffic:
         sent, started = time.time(), time.perf_counter()
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT):
-                status, body = await connection.post("/predict", {"instances": [image.tolist()]})
+                status, body = await connection.post("/predict", self.data.body(image))
         except FAILURES as exc:
             logger.debug("demo request failed: %r", exc)
             status, body = 0, None
         latency = (time.perf_counter() - started) * 1000.0
         ok = status == 200 and isinstance(body, dict)
         first = body["predictions"][0] if ok else {}
-        prediction = int(first["prediction"]) if ok else None
+        prediction = first["prediction"] if ok else None
         self.records.append(
             Request(
                 time=sent,
