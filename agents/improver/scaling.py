@@ -16,9 +16,10 @@ ratio step per period as Kubernetes' HPA takes. Guards against flapping:
   ``capacity_rps``. One transient breach (a cold replica, a training run
   sharing the CPUs) therefore cannot pin a service at a high count: the
   estimate comes back, and scale-in follows. A breach that comes again once
-  the estimate has risen is real: each one doubles the healthy windows the
-  next rise waits for, so a service whose replicas really hold less than the
-  first guess settles instead of flapping;
+  the estimate has risen is real: each scale-out doubles the healthy windows
+  the next rise waits for (up to eight times ``recover_windows``, until the
+  estimate is back at the first guess), so a service whose replicas really
+  hold less than the first guess flaps ever more rarely;
 - a finding whose window started before the last change is stale (it
   measured the old replica count) and is ignored: findings come in bursts.
 """
@@ -82,9 +83,6 @@ class Autoscaler:
         }
         if breached:
             self.calm = self.healthy = 0
-            # Every breach makes the next rise of the estimate wait longer (reset once the
-            # estimate is back at the first guess): a limit that is real stops flapping.
-            self.lowered += 1
             return self._out(rps, current, now, evidence)
         self._recover(rps, current)
         evidence["capacity_rps"] = round(self.capacity, 2)
@@ -114,7 +112,8 @@ class Autoscaler:
             # What each replica just served within the objective is sustainable.
             self.capacity = max(self.capacity, min(first_guess, rps / current))
         self.healthy += 1
-        wait = self.settings.recover_windows * 2 ** max(0, self.lowered - 1)
+        # At most eight times as long: the estimate must still come back in minutes.
+        wait = self.settings.recover_windows * 2 ** min(3, max(0, self.lowered - 1))
         if self.healthy >= wait and self.capacity < first_guess:
             self.healthy = 0
             self.capacity += (first_guess - self.capacity) / 2
@@ -133,6 +132,10 @@ class Autoscaler:
         target = max(target, min(current + 1, self.settings.max_replicas))
         if target <= current:
             return None  # at the ceiling: nothing more to add
+        # Every scale-out makes the next rise of the estimate wait longer (reset once it
+        # is back at the first guess): a limit that is real stops flapping. Breaches of
+        # one episode (in the cooldown, or measured before the change) are not counted.
+        self.lowered += 1
         self.last_scale_out = self.last_change = now
         self.changed_at = time.time()
         reason = (

@@ -103,11 +103,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.samples > 0:
         x_fit, y_fit = x_fit[: args.samples], y_fit[: args.samples]
     scores: dict[str, float | None] = {}
+    # The checker's reference is what the model is for: after a retraining, the
+    # recent rows (what is being served now), else the training rows.
+    reference = x_fit
     if args.recent:
         x_recent, y_recent = load_recent(args.recent)
         order = np.random.default_rng(args.seed).permutation(len(y_recent))
         cut = round(len(y_recent) * args.holdout)
         held, kept = order[:cut], order[cut:]
+        reference = x_recent[kept]
         x_fit = np.concatenate([x_fit, *[x_recent[kept]] * args.recent_weight])
         y_fit = np.concatenate([y_fit, *[y_recent[kept]] * args.recent_weight])
     # A forest predicts one row in a few milliseconds on one core; gradient boosting's
@@ -128,10 +132,9 @@ def main(argv: list[str] | None = None) -> None:
         mlflow.log_params({"trees": args.trees, "train_rows": len(y_fit)})
         mlflow.log_metric("accuracy", test_accuracy)
         with tempfile.TemporaryDirectory() as folder:
-            # The checker's reference: a sample of what this model was fitted on.
-            index = np.random.default_rng(args.seed).permutation(len(x_fit))[:2000]
+            index = np.random.default_rng(args.seed).permutation(len(reference))[:2000]
             path = Path(folder) / "reference.npz"
-            np.savez_compressed(path, x=np.asarray(x_fit, dtype=float)[index])
+            np.savez_compressed(path, x=np.asarray(reference, dtype=float)[index])
             mlflow.log_artifact(str(path))
         example = frame(data["x_test"][:2])
         info = mlflow.sklearn.log_model(

@@ -102,6 +102,11 @@ def accuracy(records: list[dict[str, Any]]) -> float | None:
     return round(right / len(answered), 4)
 
 
+def _p95(records: list[dict[str, Any]]) -> float | None:
+    latencies = sorted(r["latency_ms"] for r in records)
+    return round(latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else None
+
+
 def _gap(before: float | None, after: float | None) -> float | None:
     return None if before is None or after is None else round((before - after) * 100, 1)
 
@@ -194,6 +199,16 @@ def compute(
             "load_end_to_scale_in": _delay(calm, scaled_in),
         },
         "scaling_turnarounds": direction_changes(history),
+        # Client-side p95 in the phases without a spike: a latency floor shows here.
+        "latency_p95_ms": {
+            name: _p95([r for r in requests if r["phase"] == name and r["status"] == 200])
+            for name in ("clean", "calm")
+        },
+        # How long the planner took to add replicas (activating standbys, or starting them).
+        "scale_out_action_seconds": max(
+            (float(r["payload"].get("duration") or 0) for r in history if _is_scale_out(r)),
+            default=None,
+        ),
         "drift_findings_before_onset": sum(
             1 for r in history if _is_drift(r) and onset is not None and epoch(r["time"]) < onset
         ),
@@ -260,7 +275,12 @@ def table(summary: dict[str, Any]) -> str:
         ("recovery gap, held-out (points)", _cell(summary.get("recovery_gap_points"))),
     ]
     rows += [(f"seconds {k.replace('_', ' ')}", _cell(v)) for k, v in summary["seconds"].items()]
+    rows.append(("longest scale-out action (s)", _cell(summary.get("scale_out_action_seconds"), 2)))
     rows.append(("scaling turnarounds (out/in)", _cell(summary.get("scaling_turnarounds"))))
+    for phase, p95 in (summary.get("latency_p95_ms") or {}).items():
+        rows.append((f"client p95 in the {phase} phase (ms)", _cell(p95)))
+    alarms = summary.get("drift_findings_before_onset")
+    rows.append(("drift findings before the onset", _cell(alarms)))
     rows.append(("actions by the loop", _cell(summary["actions"]["by_the_loop"])))
     rows += [(f"  {k}", str(v)) for k, v in summary["actions"]["loop_by_actuator"].items()]
     width = max(len(name) for name, _ in rows)

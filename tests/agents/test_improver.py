@@ -91,7 +91,7 @@ def test_a_transient_breach_does_not_pin_the_replicas() -> None:
 
 
 def test_a_real_limit_is_learnt_and_flapping_slows_down() -> None:
-    """Replicas that really hold 60 rps: every breach after a rise waits twice as long."""
+    """Replicas that really hold 60 rps: each scale-out makes the next rise wait longer."""
     settings = Scaling(
         capacity_rps=150, headroom=0.2, scale_in_windows=2, scale_in_cooldown=0,
         scale_out_cooldown=0, recover_windows=2, max_replicas=4,
@@ -106,7 +106,9 @@ def test_a_real_limit_is_learnt_and_flapping_slows_down() -> None:
             replicas = plan.target
     gaps = [b - a for a, b in itertools.pairwise(scale_ins)]
     assert len(gaps) >= 2
-    assert all(b > a for a, b in itertools.pairwise(gaps)), gaps  # ever rarer
+    # Ever rarer, up to a bound (the estimate must still be able to come back).
+    assert all(b >= a for a, b in itertools.pairwise(gaps)), gaps
+    assert gaps[-1] >= 3 * gaps[0], gaps
 
 
 def test_a_breach_the_estimate_did_not_expect_lowers_the_capacity() -> None:
