@@ -133,9 +133,19 @@ class ReplicaSet:
             for stale in [r for r in self.standby if r.model_uri != self.model_uri]:
                 self.standby.remove(stale)
                 await self._stop(stale)
-            if len(self.standby) >= self.settings.standby_replicas:
+            missing = self.settings.standby_replicas - len(self.standby)
+            if missing <= 0:
                 return
-            self.standby.append(await self._start(self.model_uri, standby=True))
+            # Together: one after the other, the last would be ready only after all the
+            # others' start times, and a scale-out meanwhile would start cold.
+            started = await asyncio.gather(
+                *(self._start(self.model_uri, standby=True) for _ in range(missing)),
+                return_exceptions=True,
+            )
+            self.standby += [r for r in started if isinstance(r, Replica)]
+            for failure in started:
+                if isinstance(failure, BaseException):
+                    raise failure  # logged by the guarded task; the next change retries
 
     async def redeploy(self, model_uri: str) -> int:
         """Replace replicas one by one with ones serving ``model_uri``.
