@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from scanflow_agents import CallError, Settings
+from scanflow_agents import CallError, Settings, logs, redaction
 from scanflow_agents.transports import TransportError
 
 T = TypeVar("T")
@@ -30,9 +30,12 @@ def _settings(ctx: click.Context) -> Settings:
     if options.get("nats"):
         overrides["nats"] = {"url": options["nats"]}
     try:
-        return Settings.load(options.get("settings"), **overrides)
+        settings = Settings.load(options.get("settings"), **overrides)
     except Exception as exc:
-        raise click.ClickException(f"bad settings: {exc}") from exc
+        raise click.ClickException(redaction.redact(f"bad settings: {exc}")) from exc
+    # From here on, these secrets are masked wherever they would be printed or logged.
+    redaction.remember_model(settings)
+    return settings
 
 
 def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
@@ -40,13 +43,15 @@ def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(coro_fn())  # type: ignore[arg-type]
     except CallError as exc:
         field = f" (field: {exc.field})" if exc.field else ""
-        raise click.ClickException(f"{exc.code}: {exc.message}{field}") from exc
+        raise click.ClickException(redaction.redact(f"{exc.code}: {exc.message}{field}")) from exc
     except (OSError, TimeoutError, TransportError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(redaction.redact(str(exc))) from exc
 
 
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
+def _echo_json(value: Any, *, indent: int | None = 2) -> None:
+    # What agents send back (descriptions, results, records) is shown masked:
+    # a URL with credentials or a remembered secret never reaches the terminal.
+    click.echo(json.dumps(redaction.mask(value), indent=indent, default=str))
 
 
 @click.group()
@@ -58,12 +63,19 @@ def _echo_json(value: Any) -> None:
     "--settings", type=click.Path(exists=True, dir_okay=False), help="Settings file (YAML or JSON)."
 )
 @click.option("--log-level", default="INFO", show_default=True, help="Logging level.")
+@click.option(
+    "--warn-every",
+    default=logs.DEFAULT_INTERVAL,
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds between two warnings of the same kind (the rest are counted; 0: no limit).",
+)
 @click.version_option(package_name="scanflow-agents")
-def main(nats: str | None, namespace: str | None, settings: str | None, log_level: str) -> None:
+def main(
+    nats: str | None, namespace: str | None, settings: str | None, log_level: str, warn_every: float
+) -> None:
     """Scanflow Agents: supervise machine-learning workflows with agents."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-    )
+    logs.configure(log_level, interval=warn_every)
     # APScheduler logs every job run at INFO; our own records say what matters.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
 
@@ -118,11 +130,16 @@ def run(ctx: click.Context, references: tuple[str, ...], embedded_nats: bool) ->
 @main.command()
 @click.option("--port", type=int, default=None, help="Port (default: a free one).")
 @click.option("--store-dir", type=click.Path(file_okay=False), help="JetStream storage folder.")
-def nats(port: int | None, store_dir: str | None) -> None:
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A nats-server configuration file (authorization, TLS).",
+)
+def nats(port: int | None, store_dir: str | None, config: str | None) -> None:
     """Run a local nats-server with JetStream until Ctrl-C (for development)."""
     from scanflow_agents.transports.servers import NatsServer
 
-    with NatsServer(port=port, store_dir=store_dir) as server:
+    with NatsServer(port=port, store_dir=store_dir, config=config) as server:
         click.echo(server.url)
         assert server.process is not None
         with contextlib.suppress(KeyboardInterrupt):
@@ -144,8 +161,10 @@ def agents(ctx: click.Context, wait: float) -> None:
     if not found:
         click.echo("no agents answer in this namespace")
     for item in found:
+        item = redaction.mask(item)
         agent, instance, state = item["agent"], item["instance"], item["state"]
-        click.echo(f"{agent:<20} {instance:<14} {state:<9} up {item['uptime']:.0f}s")
+        leads = "  leader" if item.get("leader") else ""  # runs the sensors and rules
+        click.echo(f"{agent:<20} {instance:<14} {state:<9} up {item['uptime']:.0f}s{leads}")
 
 
 @main.command()
@@ -218,7 +237,7 @@ def history(ctx: click.Context, agent: str | None, correlation: str | None, limi
             return await client.history(agent=agent, correlation_id=correlation, limit=limit)
 
     for record in _run(go):
-        click.echo(json.dumps(record, default=str))
+        _echo_json(record, indent=None)
 
 
 def _register_demo() -> None:

@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack
 
 from scanflow_agents import Agent, Settings
 from scanflow_agents.clients import connect_transport
+from scanflow_agents.redaction import redact
 
 logger = logging.getLogger("scanflow_agents.runtime")
 
@@ -35,7 +36,10 @@ async def serve(
                 await stack.enter_async_context(agent.running(transport))
             names = ", ".join(a.name for a in agents)
             logger.info(
-                "serving %s in namespace %r on %s", names, settings.namespace, settings.nats.url
+                "serving %s in namespace %r on %s",
+                names,
+                settings.namespace,
+                redact(settings.nats.url),
             )
             await stop.wait()
             logger.info("stopping %s", names)

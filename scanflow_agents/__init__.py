@@ -4,6 +4,7 @@ Write an agent by subclassing :class:`Agent` and declaring methods with
 :func:`sensor` (observe), :func:`rule` (decide) and :func:`actuator` (act).
 """
 
+from scanflow_agents import chains
 from scanflow_agents.actuators import ActuatorSpec, Rate, actuator
 from scanflow_agents.agents import Agent, Peer
 from scanflow_agents.errors import (
@@ -64,6 +65,7 @@ __all__ = [
     "Unavailable",
     "__version__",
     "actuator",
+    "chains",
     "rule",
     "sensor",
 ]

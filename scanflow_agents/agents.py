@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from scanflow_agents import chains
 from scanflow_agents.actuators import ActuatorSpec
 from scanflow_agents.errors import DefinitionError
 from scanflow_agents.handlers import HandlerFn, HandlerSpec, spec_of
@@ -124,15 +125,39 @@ class Agent:
 
         return AgentRuntime(self, transport, schedule=schedule)
 
+    def attach_runtime(self, runtime: AgentRuntime) -> None:
+        """Bind the agent to the runtime that runs it (the runtime calls this as it starts).
+
+        Raises:
+            RuntimeError: the agent already runs in another runtime; one agent
+                instance runs once (make a second instance for a replica).
+        """
+        if self._runtime is not None and self._runtime is not runtime:
+            raise RuntimeError(f"agent {self.name!r} is already running")
+        self._runtime = runtime
+
+    def detach_runtime(self, runtime: AgentRuntime) -> None:
+        """Unbind the agent from ``runtime`` as it stops; a no-op if it runs elsewhere."""
+        if self._runtime is runtime:
+            self._runtime = None
+
     @property
     def message_id(self) -> str | None:
-        """The id of the message being handled (in an actuator: the call id, idempotency key)."""
-        return self.runtime.current_chain()[1]
+        """The id of the message being handled (in an actuator: the call id, idempotency key).
+
+        ``None`` outside a handler, or in a sensor run that no event caused.
+        """
+        return chains.current().causation_id
 
     @property
     def knowledge(self) -> KnowledgeClient:
         """The MLflow client of ``settings.mlflow`` (created on first use, closed at stop)."""
         return self.runtime.knowledge.client()
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the agent runs in a runtime now (from start until it has stopped)."""
+        return self._runtime is not None
 
     @property
     def runtime(self) -> AgentRuntime:

@@ -98,8 +98,56 @@ class HandlerSpec:
         return f"{self.kind} '{self.id}'"
 
 
+_ARGS = ("Args", "Arguments", "Parameters")
+_SECTIONS = (*_ARGS, "Returns", "Return", "Raises", "Yields", "Examples?", "Notes?", "Attributes")
+_SECTION = re.compile(rf"^\s*({'|'.join(_SECTIONS)})\s*:\s*$")
+_ARG_LINE = re.compile(r"^(\s*)(\*{0,2}\w+)(?:\s*\([^)]*\))?\s*:\s*(.*)$")
+
+
 def first_line(doc: str | None) -> str:
-    return inspect.cleandoc(doc).split("\n", 1)[0] if doc else ""
+    """The summary line of a docstring; empty if it starts with a section such as ``Args:``."""
+    if not doc:
+        return ""
+    line = inspect.cleandoc(doc).split("\n", 1)[0]
+    return "" if _SECTION.match(line) else line
+
+
+def arg_docs(doc: str | None) -> dict[str, str]:
+    """The parameter descriptions of a Google-style ``Args:`` section, by name.
+
+    The section may be the docstring's first line; a description may go on over
+    more-indented lines, which are joined with spaces.
+    """
+    if not doc:
+        return {}
+    # Indentation is read from the raw lines: cleandoc() treats the first line
+    # apart, which would flatten an "Args:" section that starts the docstring.
+    lines = doc.expandtabs().splitlines()
+    docs: dict[str, str] = {}
+    section_indent: int | None = None  # set while inside the Args section
+    entry_indent: int | None = None
+    current: str | None = None
+    for raw in lines:
+        text = raw.strip()
+        indent = len(raw) - len(raw.lstrip())
+        header = _SECTION.match(raw)
+        if header:
+            section_indent = indent if header.group(1) in _ARGS else None
+            entry_indent = current = None
+            continue
+        if section_indent is None or not text:
+            continue
+        if indent <= section_indent and current is not None:
+            section_indent = None  # text back at the header's level: the section ended
+            continue
+        match = _ARG_LINE.match(raw)
+        if match and (entry_indent is None or indent == entry_indent):
+            entry_indent = indent
+            current = match.group(2).lstrip("*")
+            docs[current] = match.group(3).strip()
+        elif current is not None and entry_indent is not None and indent > entry_indent:
+            docs[current] = f"{docs[current]} {text}".strip()
+    return docs
 
 
 def attach(fn: HandlerFn, spec: HandlerSpec) -> HandlerFn:

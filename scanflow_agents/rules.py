@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 from scanflow_agents.errors import DefinitionError
 from scanflow_agents.handlers import ErrorMode, HandlerFn, HandlerOptions, HandlerSpec, attach
@@ -41,6 +42,11 @@ class RuleSpec(HandlerSpec):
         return f"rule '{self.id}' ({', '.join(watched)})"
 
 
+@overload
+def rule(fn: HandlerFn, /) -> HandlerFn: ...
+
+
+@overload
 def rule(
     *sensors: str,
     on: str | Sequence[str] = (),
@@ -49,8 +55,19 @@ def rule(
     retries: int | None = None,
     backoff: float | None = None,
     errors: ErrorMode = "temporary",
-) -> Callable[[HandlerFn], HandlerFn]:
-    """Declare a method as a rule.
+) -> Callable[[HandlerFn], HandlerFn]: ...
+
+
+def rule(
+    *sensors: str | HandlerFn,
+    on: str | Sequence[str] = (),
+    id: str | None = None,
+    timeout: float | None = None,
+    retries: int | None = None,
+    backoff: float | None = None,
+    errors: ErrorMode = "temporary",
+) -> HandlerFn | Callable[[HandlerFn], HandlerFn]:
+    """Declare a method as a rule: ``@rule`` (all sensors), ``@rule("a", "b")``, ``@rule(on=...)``.
 
     Args:
         *sensors: ids of this agent's sensors to watch (none and no ``on``: all of them).
@@ -61,15 +78,16 @@ def rule(
         backoff: seconds before the first retry, doubled each time.
         errors: how unexpected exceptions are treated.
     """
-    if sensors and callable(sensors[0]):
-        raise DefinitionError("@rule needs parentheses: write @rule() or @rule('sensor_id')")
+    if len(sensors) == 1 and callable(sensors[0]):
+        return rule()(sensors[0])  # the bare form: watches every sensor of its agent
+    names = tuple(name for name in sensors if isinstance(name, str))
+    if len(names) != len(sensors):
+        raise DefinitionError(f"@rule takes sensor ids as strings, got {sensors!r}")
     topics = tuple(validate_topic(t) for t in ((on,) if isinstance(on, str) else on))
     options = HandlerOptions(timeout=timeout, retries=retries, backoff=backoff, errors=errors)
 
     def decorator(fn: HandlerFn) -> HandlerFn:
-        spec = RuleSpec(
-            id=id or fn.__name__, fn=fn, options=options, sensors=tuple(sensors), topics=topics
-        )
+        spec = RuleSpec(id=id or fn.__name__, fn=fn, options=options, sensors=names, topics=topics)
         return attach(fn, spec)
 
     return decorator

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NoReturn, overload
 
 from scanflow_agents.errors import DefinitionError
 from scanflow_agents.handlers import ErrorMode, HandlerFn, HandlerOptions, HandlerSpec, attach
@@ -41,7 +42,32 @@ class SensorSpec(HandlerSpec):
         return f"sensor '{self.id}' ({self.trigger})"
 
 
+@overload
+def sensor(fn: HandlerFn, /) -> NoReturn: ...
+
+
+@overload
 def sensor(
+    fn: None = None,
+    /,
+    *,
+    every: float | timedelta | None = None,
+    cron: str | None = None,
+    at: datetime | None = None,
+    on: str | None = None,
+    id: str | None = None,
+    timeout: float | None = None,
+    retries: int | None = None,
+    backoff: float | None = None,
+    errors: ErrorMode = "temporary",
+    publish: bool = True,
+    reads: Runs | None = None,
+) -> Callable[[HandlerFn], HandlerFn]: ...
+
+
+def sensor(
+    fn: HandlerFn | None = None,
+    /,
     *,
     every: float | timedelta | None = None,
     cron: str | None = None,
@@ -70,6 +96,12 @@ def sensor(
         publish: publish each observation on ``observation.<agent>.<sensor>``.
         reads: MLflow runs to read incrementally; the sensor gets only what is new.
     """
+    if fn is not None:
+        # A bare @sensor: it has no trigger, and guessing one would hide the mistake.
+        raise DefinitionError(
+            f"@sensor on {getattr(fn, '__qualname__', fn)!r} needs a trigger: write "
+            "@sensor(every=30), @sensor(cron='0 3 * * *'), @sensor(at=...) or @sensor(on='topic')"
+        )
     trigger = make_trigger(every=every, cron=cron, at=at, on=on)
     options = HandlerOptions(timeout=timeout, retries=retries, backoff=backoff, errors=errors)
 

@@ -9,19 +9,45 @@ same path in the Helm chart's ``values.yaml`` under ``settings:``.
 
 from __future__ import annotations
 
-from typing import Any
+import difflib
+import os
+from collections.abc import Mapping
+from typing import Any, get_args
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class NatsSettings(BaseModel):
     """How agents reach each other."""
 
+    model_config = ConfigDict(extra="forbid")
+
     url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated.")
     user: str | None = None
     password: SecretStr | None = None
     token: SecretStr | None = None
+    creds: str | None = Field(
+        None, description="Path of a credentials file (user JWT and nkeys seed), for JWT auth."
+    )
+    nkeys_seed: str | None = Field(None, description="Path of an nkeys seed file (SU...).")
+    tls_ca: str | None = Field(
+        None, description="Path of the CA bundle that signed the server's certificate."
+    )
+    tls_cert: str | None = Field(
+        None, description="Path of this client's certificate (mutual TLS); needs tls_key."
+    )
+    tls_key: str | None = Field(None, description="Path of the private key of tls_cert.")
+    tls_hostname: str | None = Field(
+        None, description="Name to check the server's certificate against, if not the URL's host."
+    )
+    inbox_prefix: str = Field(
+        "_INBOX",
+        description=(
+            "Prefix of reply subjects; give each agent its own (e.g. _INBOX.planner) so NATS "
+            "permissions can keep others from reading its replies."
+        ),
+    )
     connect_timeout: float = Field(
         5.0, gt=0, description="Seconds to wait for the first connection."
     )
@@ -33,9 +59,17 @@ class NatsSettings(BaseModel):
         7 * 24 * 3600.0, gt=0, description="Seconds an event is kept in the stream."
     )
 
+    @model_validator(mode="after")
+    def _key_needs_certificate(self) -> NatsSettings:
+        if self.tls_key and not self.tls_cert:
+            raise ValueError("nats.tls_key is set without nats.tls_cert: give both for mutual TLS")
+        return self
+
 
 class MlflowSettings(BaseModel):
     """Where agents keep their knowledge."""
+
+    model_config = ConfigDict(extra="forbid")
 
     tracking_uri: str = Field("http://127.0.0.1:5000", description="MLflow tracking server URI.")
     registry_uri: str | None = Field(
@@ -55,6 +89,8 @@ class MlflowSettings(BaseModel):
 class HandlerSettings(BaseModel):
     """Defaults for every sensor, rule and actuator that does not set its own."""
 
+    model_config = ConfigDict(extra="forbid")
+
     timeout: float = Field(30.0, gt=0, description="Seconds one handler run may take.")
     retries: int = Field(0, ge=0, description="Extra attempts after a temporary failure.")
     backoff: float = Field(1.0, ge=0, description="First retry delay, doubled at each attempt.")
@@ -64,15 +100,61 @@ class HandlerSettings(BaseModel):
 class AgentSettings(BaseModel):
     """How an agent process behaves."""
 
+    model_config = ConfigDict(extra="forbid")
+
     heartbeat_interval: float = Field(5.0, gt=0, description="Seconds between heartbeats.")
     call_timeout: float = Field(10.0, gt=0, description="Default seconds to wait for a reply.")
     dry_run: bool = Field(False, description="Record what actuators would do without acting.")
+    record_reads: bool = Field(
+        False, description="Record calls of read-only actuators too (as actions marked read_only)."
+    )
     idempotency_window: float = Field(
         3600.0, gt=0, description="Seconds a reply is kept to answer a redelivered call."
     )
     idempotency_size: int = Field(10_000, gt=0, description="Replies kept for redelivered calls.")
     shutdown_timeout: float = Field(10.0, gt=0, description="Seconds a graceful stop may take.")
+    events_max_age: float = Field(
+        3600.0,
+        gt=0,
+        description=(
+            "Seconds an event may be old and still reach rules and event sensors; older "
+            "ones stay in the stream but are skipped (an agent back after a long outage "
+            "does not replay them)."
+        ),
+    )
+    events_ack_wait: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Seconds before an event that a replica took and never acknowledged (it died) "
+            "is delivered again."
+        ),
+    )
+    lease_ttl: float = Field(
+        10.0,
+        ge=1,
+        description=(
+            "Seconds a leader's lease lasts without renewal: another replica takes over "
+            "within about this long after the leader dies."
+        ),
+    )
     handlers: HandlerSettings = Field(default_factory=HandlerSettings)
+    allow: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            "Which callers may call which actuators: actuator (or agent.actuator, agent.*, *) "
+            "to caller names ('client' for people and scripts, '*' for anyone). Actuators "
+            "without an entry take calls from anyone; refused calls are rejected and recorded."
+        ),
+    )
+
+    @field_validator("allow", mode="before")
+    @classmethod
+    def _callers_from_text(cls, value: Any) -> Any:
+        # SCANFLOW_AGENT__ALLOW__SCALE=improver,client gives the callers as text.
+        if isinstance(value, dict):
+            return {key: list_from_text(callers) for key, callers in value.items()}
+        return value
 
 
 class Settings(BaseSettings):
@@ -124,6 +206,9 @@ class Settings(BaseSettings):
         data: dict[str, object] = {}
         if path:
             data = _read_file(path)
+            check_known(cls, data, source=f"the settings file {path}")
+        check_environment(cls, os.environ)
+        check_known(cls, overrides, source="the command line")
         from_env = cls()  # pydantic-settings reads SCANFLOW_* variables here
         merged = _deep_merge(data, from_env.model_dump(exclude_unset=True))
         return cls.model_validate(_deep_merge(merged, overrides))
@@ -142,6 +227,99 @@ def list_from_text(value: Any) -> Any:
             return json.loads(text)
         return [part.strip() for part in text.split(",") if part.strip()]
     return value
+
+
+class UnknownSetting(ValueError):
+    """A settings source names a key that no section has (most often a typo).
+
+    Attributes:
+        path: the dotted path of the key, e.g. ``nats.passwrod``.
+        source: where it came from, e.g. ``the environment variable SCANFLOW_NATS__PASSWROD``.
+    """
+
+    def __init__(self, path: str, source: str, suggestion: str | None = None) -> None:
+        self.path = path
+        self.source = source
+        hint = f"; did you mean {suggestion}?" if suggestion else ""
+        super().__init__(f"unknown setting {path} (from {source}){hint}")
+
+
+ENV_PREFIX = "SCANFLOW_"
+ENV_DELIMITER = "__"
+
+
+def check_known(model: type[BaseModel], data: Mapping[str, Any], *, source: str) -> None:
+    """Refuse keys of ``data`` that ``model``'s tree does not have, naming the key and ``source``.
+
+    Sections are walked down to their fields; a free mapping (``agents``, whose
+    sections each agent validates itself) is not looked into.
+
+    Raises:
+        UnknownSetting: for the first unknown key.
+    """
+    for path in _unknown_paths(model, data, ()):
+        raise UnknownSetting(".".join(path), source, _suggest(model, path))
+
+
+def check_environment(model: type[BaseModel], environ: Mapping[str, str]) -> None:
+    """Refuse ``SCANFLOW_<SECTION>__<FIELD>`` variables that name no setting.
+
+    Only variables with the nested delimiter are settings by form: other
+    ``SCANFLOW_*`` variables (``SCANFLOW_RUN_DIR`` for workflow steps, ...) are
+    left alone. Names are case-insensitive, as pydantic-settings reads them.
+    """
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX) or ENV_DELIMITER not in name:
+            continue
+        parts = tuple(name[len(ENV_PREFIX) :].lower().split(ENV_DELIMITER))
+        nested: dict[str, Any] = {}
+        for part in reversed(parts):
+            nested = {part: nested} if nested else {part: environ[name]}
+        for path in _unknown_paths(model, nested, ()):
+            # The whole name, also below an unknown section (nat.url, not nat).
+            rest = parts[len(path) :]
+            suggestion = _suggest(model, path)
+            raise UnknownSetting(
+                ".".join(parts),
+                f"the environment variable {name}",
+                ".".join((suggestion, *rest)) if suggestion else None,
+            )
+
+
+def _unknown_paths(
+    model: type[BaseModel], data: Mapping[str, Any], where: tuple[str, ...]
+) -> list[tuple[str, ...]]:
+    found: list[tuple[str, ...]] = []
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            found.append((*where, str(key)))
+            continue
+        section = _section_model(field.annotation)
+        if section is not None and isinstance(value, Mapping):
+            found += _unknown_paths(section, value, (*where, key))
+    return found
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The settings model a field holds (also through ``X | None``), or ``None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _suggest(model: type[BaseModel], path: tuple[str, ...]) -> str | None:
+    section: type[BaseModel] | None = model
+    for part in path[:-1]:
+        field = section.model_fields.get(part) if section else None
+        section = _section_model(field.annotation) if field else None
+    if section is None:
+        return None
+    close = difflib.get_close_matches(path[-1], list(section.model_fields), n=1, cutoff=0.7)
+    return ".".join((*path[:-1], close[0])) if close else None
 
 
 def _read_file(path: str) -> dict[str, object]:

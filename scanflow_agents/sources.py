@@ -57,8 +57,11 @@ class Runs:
 
     def filter_string(self) -> str:
         """The MLflow filter: the tags of workflow and node, and the user's filter."""
-        clauses = [f"tags.`{tag}` = '{value}'" for tag, value in (
-            (WORKFLOW_TAG, self.workflow), (NODE_TAG, self.node)) if value]  # fmt: skip
+        clauses = [
+            f"tags.`{tag}` = '{value}'"
+            for tag, value in ((WORKFLOW_TAG, self.workflow), (NODE_TAG, self.node))
+            if value
+        ]
         if self.filter:
             clauses.append(self.filter)  # MLflow filters only know AND: plain concatenation
         return " AND ".join(clauses)

@@ -400,11 +400,12 @@ class Improver(Agent):
         async def execute() -> Any:
             await self.call("planner", "promote", {"model": supervised.model, "version": previous})
             uri = f"models:/{supervised.model}/{previous}"
-            return await self.call(
+            redeployed: dict[str, Any] = await self.call(
                 "planner", "redeploy",
                 {"workflow": workflow, "node": supervised.node, "model_uri": uri},
                 timeout=900,
             )  # fmt: skip
+            return redeployed
 
         return await self._plan("rollback", workflow, reason, evidence, execute)
 

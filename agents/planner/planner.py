@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -21,18 +22,25 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError
 from scanflow_agents.builtin.planner.catalog import Catalog, stored_form, summary
-from scanflow_agents.builtin.planner.platforms import close_platform, make_platform
+from scanflow_agents.builtin.planner.platforms import make_platform
+from scanflow_agents.builtin.planner.runstore import KeyValueRunStore
 from scanflow_agents.builtin.planner.settings import PlannerSettings
 
-from scanflow_agents import Agent, BadInput, NotFound, PermanentError, actuator
+from scanflow_agents import Agent, BadInput, NotFound, PermanentError, actuator, chains
 from scanflow_agents.knowledge import (
     ApplicationStore,
     KnowledgeClient,
     KnowledgeError,
     ModelRegistry,
 )
-from scanflow_agents.platforms import Platform, PlatformError, RunStatus
+from scanflow_agents.platforms import ActionResult, Platform, PlatformError, RunStatus
+from scanflow_agents.redaction import redact
 from scanflow_agents.workflows import ServiceNode, Workflow, WorkflowError
+
+#: Key-value buckets (one per namespace) of run records, and of the chains runs' end
+#: events belong to.
+RUNS = "scanflow-planner-runs"
+CHAINS = "scanflow-planner-chains"
 
 logger = logging.getLogger("scanflow_agents.builtin.planner")
 
@@ -65,6 +73,7 @@ class Planner(Agent):
         # Run id -> (workflow, correlation id, id of the call that started it): the
         # chain the run's end event belongs to, whichever task reports the end.
         self._chains: dict[str, tuple[str, str | None, str | None]] = {}
+        self._store: KeyValueRunStore | None = None
         # Applications from the settings' files, which stored versions never replace.
         self._from_files: set[str] = set()
 
@@ -85,7 +94,15 @@ class Planner(Agent):
             except (WorkflowError, BadInput, OSError) as exc:
                 raise ValueError(f"planner: cannot load application file {path}: {exc}") from exc
         self._knowledge = KnowledgeClient(self.settings.mlflow)
-        self._platform = make_platform(self.settings, self.options, self._run_finished)
+        # Run records and chains in JetStream key-value: a planner restarted
+        # mid-run follows its runs again and still sends their end events.
+        self._store = KeyValueRunStore(
+            self.runtime.transport, _bucket(RUNS, self.settings.namespace)
+        )
+        self._platform = make_platform(self.settings, self.options, self._run_finished, self._store)
+        resumed = await self._platform.resume()
+        if resumed:
+            logger.info("planner: following %d run(s) again: %s", len(resumed), resumed)
         logger.info(
             "planner: %s platform, %d workflow(s) known: %s",
             self.options.platform,
@@ -98,7 +115,7 @@ class Planner(Agent):
         platform, self._platform = self._platform, None
         knowledge, self._knowledge = self._knowledge, None
         if platform is not None:
-            await close_platform(platform)
+            await platform.close()
         if knowledge is not None:
             await knowledge.aclose()
         self._chains.clear()
@@ -172,6 +189,37 @@ class Planner(Agent):
                 raise NotFound(f"{missing}; the application store was not read: {exc}") from None
             return self.catalog.workflow(name)
 
+    @property
+    def _chains_bucket(self) -> str:
+        return _bucket(CHAINS, self.settings.namespace)
+
+    def _team(self, workflow: str) -> str:
+        """The team of the application that owns ``workflow``: whose namespace it acts in."""
+        owner = self.catalog.owners.get(workflow)
+        found = self.catalog.applications.get(owner) if owner else None
+        return found.team if found is not None else self.options.team
+
+    async def _remember(self, run_id: str, chain: tuple[str, str | None, str | None]) -> None:
+        self._chains.setdefault(run_id, chain)
+        await self.runtime.transport.kv_put(
+            self._chains_bucket, KeyValueRunStore.key(run_id), json.dumps(list(chain)).encode()
+        )
+
+    async def _chain(self, status: RunStatus) -> tuple[str, str | None, str | None]:
+        if status.run_id in self._chains:
+            return self._chains.pop(status.run_id)
+        try:  # Started by an earlier planner: its chain is in the bucket.
+            raw = await self.runtime.transport.kv_get(
+                self._chains_bucket, KeyValueRunStore.key(status.run_id)
+            )
+        except Exception as exc:
+            logger.warning("planner: chain of run %s not read: %s", status.run_id, exc)
+            raw = None
+        if raw is None:
+            return status.workflow, None, None
+        workflow, correlation, cause = json.loads(raw)
+        return str(workflow), correlation, cause
+
     async def _load_stored(self) -> None:
         team = self.options.team
         for data in await ApplicationStore(self.mlflow).list(team):
@@ -196,7 +244,7 @@ class Planner(Agent):
         """
         target = await self._workflow(workflow)
         with _platform_errors("build", workflow, field="workflow"):
-            result = await self.platform.build(target)
+            result = await self.platform.build(target, team=self._team(workflow))
         return result.model_dump(mode="json")
 
     @actuator(timeout=600)
@@ -208,7 +256,7 @@ class Planner(Agent):
         """
         target = await self._workflow(workflow)
         with _platform_errors("deploy", workflow, field="workflow"):
-            result = await self.platform.deploy(target)
+            result = await self.platform.deploy(target, team=self._team(workflow))
         return result.model_dump(mode="json")
 
     @actuator(timeout=60)
@@ -224,12 +272,14 @@ class Planner(Agent):
             parameters: Per executor node, overrides of its parameters: {"train": {"C": 0.5}}.
         """
         target = await self._workflow(workflow)
-        correlation, cause = self.runtime.current_chain()
+        correlation, cause = chains.current()
         run_id = _run_id(workflow, self.message_id or cause or correlation)
-        self._chains.setdefault(run_id, (workflow, correlation, cause))
+        await self._remember(run_id, (workflow, correlation, cause))
         try:
             with _platform_errors("run", workflow, field="parameters"):
-                return await self.platform.run(target, run_id=run_id, parameters=parameters or {})
+                return await self.platform.run(
+                    target, run_id=run_id, parameters=parameters or {}, team=self._team(workflow)
+                )
         except BaseException:
             self._chains.pop(run_id, None)
             raise
@@ -262,10 +312,9 @@ class Planner(Agent):
             status = await self.platform.run_status(run_id)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + seconds
-            waiter = getattr(self.platform, "wait", None)
-            if waiter is not None and not status.done:
+            if not status.done:
                 with contextlib.suppress(TimeoutError):
-                    status = await waiter(run_id, seconds)
+                    status = await self.platform.wait(run_id, seconds)
             while not status.done and loop.time() < deadline:
                 await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
                 status = await self.platform.run_status(run_id)
@@ -282,7 +331,7 @@ class Planner(Agent):
         """
         await self._service(workflow, node)
         with _platform_errors("scale", workflow, field="replicas"):
-            result = await self.platform.scale(workflow, node, replicas)
+            result = await self.platform.scale(workflow, node, replicas, team=self._team(workflow))
         return result.model_dump(mode="json")
 
     @actuator(timeout=900)
@@ -296,7 +345,11 @@ class Planner(Agent):
         """
         await self._service(workflow, node)
         with _platform_errors("redeploy", workflow, field="model_uri"):
-            result = await self.platform.redeploy(workflow, node, model_uri)
+            result = await self.platform.redeploy(
+                workflow, node, model_uri, team=self._team(workflow)
+            )
+        if result.outcome == "failed":
+            await self._rolled_back(result)
         return result.model_dump(mode="json")
 
     @actuator(timeout=60)
@@ -308,7 +361,7 @@ class Planner(Agent):
         """
         await self._workflow(workflow)
         with _platform_errors("status", workflow, field="workflow"):
-            result = await self.platform.status(workflow)
+            result = await self.platform.status(workflow, team=self._team(workflow))
         return result.model_dump(mode="json")
 
     @actuator(timeout=300)
@@ -320,9 +373,8 @@ class Planner(Agent):
         """
         await self._workflow(workflow)
         with _platform_errors("delete", workflow, field="workflow"):
-            result = await self.platform.delete(workflow)
-        for run_id in [r for r, chain in self._chains.items() if chain[0] == workflow]:
-            del self._chains[run_id]  # cancelled runs report no end
+            result = await self.platform.delete(workflow, team=self._team(workflow))
+        # Cancelled runs reported their end (run.<workflow>.cancelled) on the way.
         return result.model_dump(mode="json")
 
     # -- models --------------------------------------------------------------------------
@@ -345,7 +397,9 @@ class Planner(Agent):
         registry = ModelRegistry(self.mlflow)
         versions = await registry.versions(model)
         if not versions:
-            raise NotFound(f"no registered model {model!r} in MLflow at {self.mlflow.tracking_uri}")
+            raise NotFound(
+                f"no registered model {model!r} in MLflow at {redact(self.mlflow.tracking_uri)}"
+            )
         known = [v.version for v in versions]
         if version not in known:
             raise NotFound(f"model {model!r} has no version {version} (versions: {known})")
@@ -379,27 +433,47 @@ class Planner(Agent):
             )
         return found
 
+    async def _rolled_back(self, result: ActionResult) -> None:
+        """Record the decision a failed rollout forced, then fail the call.
+
+        The platform put the previous model back; the event
+        ``redeploy.<workflow>.rolled_back`` says so in the call's chain (the
+        console and the audit trail show it), and the caller gets an error.
+        """
+        await self.emit(
+            f"redeploy.{result.workflow}.rolled_back",
+            {
+                "decision": "roll back",
+                "reason": result.details.get("reason"),
+                **result.model_dump(mode="json"),
+            },
+        )
+        raise PermanentError(
+            f"redeploy of {result.workflow}/{result.node} failed on the platform: {result.message}"
+        )
+
     async def _run_finished(self, status: RunStatus) -> None:
         """The platform's report that a run ended: publish it in the run's chain.
 
         The platform awaits this in its own guarded task (no task is left
         running here); ``emit`` only queues the event for the stream.
         """
-        workflow, correlation, cause = self._chains.pop(
-            status.run_id, (status.workflow, None, None)
-        )
+        workflow, correlation, cause = await self._chain(status)
         topic = f"run.{workflow}.{status.state}"
-        try:
-            runtime = self.runtime
-        except RuntimeError:
+        if not self.is_running:
             logger.warning("planner stopped before run %s ended: %s not sent", status.run_id, topic)
             return
         payload = status.model_dump(mode="json")
         if correlation is None:
             await self.emit(topic, payload)
             return
-        with runtime.chain(correlation, cause):
+        with chains.within(correlation, cause):
             await self.emit(topic, payload)
+
+
+def _bucket(base: str, namespace: str) -> str:
+    """A key-value bucket of the planner's namespace (bucket names allow ``[-_A-Za-z0-9]``)."""
+    return f"{base}-{re.sub(r'[^-_A-Za-z0-9]', '_', namespace)}"
 
 
 def _run_id(workflow: str, message_id: str) -> str:

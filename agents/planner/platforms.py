@@ -9,12 +9,11 @@ start and says why.
 from __future__ import annotations
 
 import importlib
-import inspect
 from typing import Any
 
 from scanflow_agents.builtin.planner.settings import PlannerSettings
 
-from scanflow_agents.platforms import Platform
+from scanflow_agents.platforms import Platform, RunStore
 from scanflow_agents.platforms.local import LocalPlatform, LocalPlatformSettings, RunCallback
 from scanflow_agents.settings import Settings
 
@@ -26,9 +25,15 @@ class PlatformUnavailable(RuntimeError):
 
 
 def make_platform(
-    settings: Settings, options: PlannerSettings, on_run_finished: RunCallback
+    settings: Settings,
+    options: PlannerSettings,
+    on_run_finished: RunCallback,
+    store: RunStore | None = None,
 ) -> Platform:
     """The platform ``options.platform`` names, reporting finished runs to ``on_run_finished``.
+
+    Runs are kept in ``store`` (the planner's JetStream key-value one), so a
+    restarted planner finds them.
 
     Raises:
         PlatformUnavailable: The Kubernetes platform is asked for but cannot be imported
@@ -36,12 +41,12 @@ def make_platform(
     """
     if options.platform == "local":
         local = LocalPlatformSettings.from_settings(settings, **options.local.model_dump())
-        return LocalPlatform(local, on_run_finished=on_run_finished)
-    return _kubernetes(settings, options, on_run_finished)
+        return LocalPlatform(local, on_run_finished=on_run_finished, store=store)
+    return _kubernetes(settings, options, on_run_finished, store)
 
 
 def _kubernetes(
-    settings: Settings, options: PlannerSettings, on_run_finished: RunCallback
+    settings: Settings, options: PlannerSettings, on_run_finished: RunCallback, store: Any
 ) -> Platform:
     hint = (
         "set SCANFLOW_AGENTS__PLANNER__PLATFORM=local, or install the Kubernetes platform "
@@ -62,19 +67,7 @@ def _kubernetes(
             f"KubernetesPlatform and KubernetesPlatformSettings; {hint}"
         )
     platform_settings = settings_class.from_settings(settings, **options.kubernetes)
-    platform: Platform = platform_class(platform_settings, on_run_finished=on_run_finished)
+    platform: Platform = platform_class(
+        platform_settings, on_run_finished=on_run_finished, store=store
+    )
     return platform
-
-
-async def close_platform(platform: Any) -> None:
-    """Close a platform by whichever means it offers (``close``/``aclose``/``__aexit__``)."""
-    for name in ("close", "aclose"):
-        method = getattr(platform, name, None)
-        if method is not None:
-            result = method()
-            if inspect.isawaitable(result):
-                await result
-            return
-    exit_ = getattr(platform, "__aexit__", None)
-    if exit_ is not None:
-        await exit_(None, None, None)

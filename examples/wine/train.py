@@ -1,11 +1,13 @@
 """Training step of the wine example: fit a grade classifier, register it, hand it over.
 
-Reads the split ``split.py`` wrote into the run's folder (or makes it when run
-alone), fits a random forest on named columns, logs it to MLflow
-with its input schema (the model server then takes ``{"rows": [{"acidity":
-...}, ...]}``), registers it under ``--registered-model`` and hands the version
-over through the training contract (``scanflow_agents.training``). Options:
+Reads the split ``split.py`` wrote into the run's folder (``--data``; run
+``split.py`` first when running it by hand), fits a random forest on named
+columns, logs it to MLflow with its input schema (the model server then
+takes ``{"rows": [{"acidity": ...}, ...]}``), registers it under
+``--registered-model`` and hands the version over through the training
+contract (``scanflow_agents.training``). Options:
 
+    --data PATH             default: $SCANFLOW_RUN_DIR/wine.npz, else ./wine.npz
     --registered-model wine-quality
     --experiment wine
     --trees 50              trees in the forest
@@ -28,23 +30,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import winedata  # beside this file: a script's folder is on its path
-
 from scanflow_agents import training
 
 
-def load_split(path: Path | None) -> dict[str, Any]:
-    """The train/test split: from ``path`` if it exists, else made here."""
+def load_split(path: Path) -> dict[str, Any]:
+    """The train/test split ``split.py`` wrote (with the column names)."""
     import numpy as np
 
-    if path is not None and path.exists():
-        with np.load(path) as data:
-            return {key: data[key] for key in data.files}
-    data = winedata.splits()
-    return {
-        "x_train": data["x_train"], "y_train": data["y_train"],
-        "x_test": data["x_held_out"], "y_test": data["y_held_out"],
-    }  # fmt: skip
+    if not path.exists():
+        raise SystemExit(f"no split at {path}: run split.py first (or pass --data)")
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
 
 
 def load_recent(uri: str) -> tuple[Any, Any]:
@@ -60,14 +56,7 @@ def load_recent(uri: str) -> tuple[Any, Any]:
         return data["x"].astype(float), data["y"].astype(str)
 
 
-def frame(x: Any) -> Any:
-    """Rows as a frame with the example's column names (what the server receives)."""
-    import pandas as pd
-
-    return pd.DataFrame(x, columns=list(winedata.COLUMNS))
-
-
-def production_accuracy(uri: str, x: Any, y: Any) -> float | None:
+def production_accuracy(uri: str, x: Any, y: Any, frame: Any) -> float | None:
     """How the model in production does on rows (None when nothing is in production)."""
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
@@ -81,6 +70,7 @@ def production_accuracy(uri: str, x: Any, y: Any) -> float | None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--registered-model", default="wine-quality")
     parser.add_argument("--experiment", default="wine")
     parser.add_argument("--trees", type=int, default=50)
@@ -95,10 +85,17 @@ def main(argv: list[str] | None = None) -> None:
     import mlflow
     import mlflow.sklearn
     import numpy as np
+    import pandas as pd
     from mlflow.models import infer_signature
     from sklearn.ensemble import RandomForestClassifier
 
-    data = load_split(step.run_dir / "wine.npz" if step.run_dir else None)
+    data = load_split(args.data or (step.run_dir or Path(".")) / "wine.npz")
+    columns = [str(c) for c in data["columns"]]
+
+    def frame(x: Any) -> Any:
+        # Rows as a frame with the named columns: what the model server receives.
+        return pd.DataFrame(x, columns=columns)
+
     x_fit, y_fit = data["x_train"], data["y_train"].astype(str)
     if args.samples > 0:
         x_fit, y_fit = x_fit[: args.samples], y_fit[: args.samples]
@@ -125,7 +122,9 @@ def main(argv: list[str] | None = None) -> None:
         x_held, y_held = x_recent[held], y_recent[held]
         scores["recent_accuracy"] = float((model.predict(frame(x_held)) == y_held).mean())
         production = f"models:/{args.registered_model}@production"
-        scores["production_recent_accuracy"] = production_accuracy(production, x_held, y_held)
+        scores["production_recent_accuracy"] = production_accuracy(
+            production, x_held, y_held, frame
+        )
 
     mlflow.set_experiment(args.experiment)
     with mlflow.start_run(run_name="fit", tags=step.tags()) as run:

@@ -30,6 +30,7 @@ from scanflow_agents.runtime.demo.view import Progress, View
 from scanflow_agents.runtime.demo.watching import EventLog
 
 from scanflow_agents import training
+from scanflow_agents._kit.tasks import guarded
 
 logger = logging.getLogger("scanflow_agents.runtime.demo")
 
@@ -133,7 +134,7 @@ async def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> dict[s
     progress = Progress()
     try:
         async with Stack(stack_options) as stack, EventLog(stack.client) as log:
-            view = asyncio.create_task(View(log, progress, out=out).run(), name="demo view")
+            view = guarded(View(log, progress, out=out).run(), name="demo view", logger=logger)
             try:
                 name, version, url = await bootstrap(stack, progress)
                 share = options.load.label_share

@@ -49,7 +49,7 @@ PARTS = ("drift", "load")
 def corrupt(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Rotated, noisy copies of flat 8x8 digit images (rows of 64 values in 0..16)."""
     import numpy as np
-    from scipy import ndimage  # type: ignore[import-untyped]
+    from scipy import ndimage
 
     out = np.empty((len(images), 64), dtype=float)
     for i, row in enumerate(np.asarray(images, dtype=float)):

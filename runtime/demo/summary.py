@@ -322,7 +322,8 @@ def evaluate(
         if parsed is None:
             raise ValueError(f"{uri!r} names no registered model version or alias")
         model = parsed.name
-        ref = parsed.version or client.get_model_version_by_alias(model, parsed.alias or "").version
+        # A parsed reference names exactly one of a version and an alias.
+        ref = parsed.version or client.get_model_version_by_alias(model, str(parsed.alias)).version
         source = client.get_model_version_download_uri(model, ref)
         local = download_artifacts(artifact_uri=source, tracking_uri=tracking_uri)
         # The example's models are scikit-learn ones; their own flavour loads them without

@@ -1,6 +1,6 @@
 """The wine example's data for the demo: pools of lab measurements with their grades.
 
-The pools are the example's own fixed splits (``winedata.py``, shipped with the
+The pools are the example's own fixed splits (its ``split.py``, shipped with the
 example): the first vineyard's batches for clean traffic, the new vineyard's
 for drifted traffic, and two sets never sent (the quality bar). A batch sent as
 traffic is a pool row with small measurement noise (``JITTER`` of a feature's
@@ -38,12 +38,17 @@ class WineData:
     @classmethod
     def load(cls, seed: int = 0) -> WineData:
         """The example's splits; ``seed`` only orders the traffic (the split is fixed)."""
-        import numpy as np
-        from scanflow_agents.runtime.demo.wine import winedata
+        import importlib
 
-        data = winedata.splits()
+        import numpy as np
+
+        # The example is a folder of scripts shipped as a package; its split step
+        # defines the data. Imported by name: the type checker sees the example as
+        # the files of examples/, not as this package.
+        split = importlib.import_module("scanflow_agents.runtime.demo.wine.split")
+        data = split.splits()
         return cls(
-            columns=winedata.COLUMNS,
+            columns=tuple(split.COLUMNS),
             x_clean=data["x_clean"], y_clean=data["y_clean"],
             x_drifted=data["x_drifted"], y_drifted=data["y_drifted"],
             x_held_out=data["x_held_out"], y_held_out=data["y_held_out"],

@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from scanflow_agents.messages import utcnow
+from scanflow_agents.redaction import mask
 
 if TYPE_CHECKING:
     from scanflow_agents._core.running import AgentRuntime
@@ -48,11 +49,24 @@ def describe(runtime: AgentRuntime) -> dict[str, Any]:
             "cooldown": spec.cooldown,
             "rate": str(spec.rate) if spec.rate else None,
             "idempotent": spec.idempotent,
+            "read_only": spec.read_only,
             "executions": runtime.dispatcher.executions.get(aid, 0),
         }
         for aid, spec in agent.actuators.items()
     ]
-    return {**heartbeat(runtime), "sensors": sensors, "rules": rules, "actuators": actuators}
+    # Last results and errors are the handlers' own words: masked before anyone reads them.
+    shown: dict[str, Any] = mask(
+        {
+            **heartbeat(runtime),
+            "sensors": sensors,
+            "rules": rules,
+            "actuators": actuators,
+            # Per topic pattern: the durable consumer and what it handled, skipped as
+            # duplicates, as too old, or as malformed.
+            "consumers": runtime.consumers.summary(),
+        }
+    )
+    return shown
 
 
 def heartbeat(runtime: AgentRuntime) -> dict[str, Any]:
@@ -68,4 +82,7 @@ def heartbeat(runtime: AgentRuntime) -> dict[str, Any]:
         "uptime": round(time.monotonic() - runtime.started_at, 3),
         "events": dict(runtime.recorder.counts),
         "backlog": len(runtime.recorder.backlog),
+        # Whether this replica runs the sensors and rules (holds the lease), the
+        # leader's instance, and the lease's fencing token while leading.
+        **runtime.leadership.summary(),
     }

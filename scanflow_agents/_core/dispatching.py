@@ -14,14 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from scanflow_agents import chains
+from scanflow_agents._core import allowing
 from scanflow_agents._core.executing import execute
 from scanflow_agents._core.guards import IdempotencyCache, Throttle
+from scanflow_agents._core.ports import Record, Refusal, never_refuse
 from scanflow_agents._core.recording import jsonable
 from scanflow_agents.errors import CallError, ErrorCode
 from scanflow_agents.messages import Envelope, ErrorInfo, Reply
+from scanflow_agents.redaction import shown_params
+from scanflow_agents.settings import AgentSettings
 
 if TYPE_CHECKING:
-    from scanflow_agents._core.running import AgentRuntime
+    from scanflow_agents.agents import Agent
 
 logger = logging.getLogger("scanflow_agents.dispatching")
 
@@ -35,12 +40,27 @@ def failure(
 
 
 class Dispatcher:
-    """Serves the actuators of one agent."""
+    """Serves the actuators of one agent.
 
-    def __init__(self, runtime: AgentRuntime) -> None:
-        self.runtime = runtime
-        self.agent = runtime.agent
-        settings = runtime.settings.agent
+    Args:
+        agent: the agent whose actuators run (passed to them as ``self``).
+        settings: dry-run, idempotency and handler defaults.
+        record: keeps the action records (the runtime's recorder).
+        refusal: why the agent refuses calls now (paused), or ``None``.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        settings: AgentSettings,
+        *,
+        record: Record,
+        refusal: Refusal = never_refuse,
+    ) -> None:
+        self.agent = agent
+        self.settings = settings
+        self.record = record
+        self.refusal = refusal
         self.cache = IdempotencyCache(
             size=settings.idempotency_size, window=settings.idempotency_window
         )
@@ -79,11 +99,13 @@ class Dispatcher:
                 raise
             future.set_result(reply)
         await respond(reply)
-        if record is not None:
-            await self.runtime.recorder.record(
+        read_only = spec is not None and spec.read_only
+        # A read changes nothing: recorded only if asked for, and marked as a read.
+        if record is not None and (not read_only or self.settings.record_reads):
+            await self.record(
                 "action",
                 actuator_id,
-                record,
+                {**record, "read_only": True} if read_only else record,
                 correlation_id=call.correlation_id,
                 causation_id=call.id,
             )
@@ -108,7 +130,7 @@ class Dispatcher:
                 field="params",
             ), None
         try:
-            params = spec.params.model_validate(raw)
+            params = spec.validate(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
             path = ".".join(str(part) for part in first["loc"])
@@ -118,27 +140,33 @@ class Dispatcher:
                 field=path,
                 details=jsonable(exc.errors(include_url=False, include_context=False)),
             ), None
-        dry_run = bool(body.get("dry_run")) or self.runtime.settings.agent.dry_run
+        shown = shown_params(params)  # what records and echoes show: secrets masked
+        # A read-only actuator changes nothing, so dry-run answers it for real.
+        dry_run = (bool(body.get("dry_run")) or self.settings.dry_run) and not spec.read_only
         throttle = self.throttles[actuator_id]
-        refusal = self.runtime.refusal() or throttle.refusal(time.monotonic())
+        refusal = (
+            self.refusal()
+            or allowing.refusal(self.settings.allow, self.agent.name, actuator_id, call.source)
+            or throttle.refusal(time.monotonic())
+        )
         if refusal is not None:
             reply = failure(ErrorCode.REJECTED, f"{name} refused the call: {refusal}")
-            return reply, _action(raw, call, reply, 0.0, dry_run)
+            return reply, _action(shown, call, reply, 0.0, dry_run)
         if dry_run:
             # Validated and guarded like a real call, but nothing is executed.
             reply = Reply(
-                ok=True, result={"dry_run": True, "actuator": actuator_id, "params": jsonable(raw)}
+                ok=True, result={"dry_run": True, "actuator": actuator_id, "params": shown}
             )
-            return reply, _action(raw, call, reply, 0.0, True)
+            return reply, _action(shown, call, reply, 0.0, True)
         arguments = {field: getattr(params, field) for field in type(params).model_fields}
         throttle.started(time.monotonic())
         self.executions[actuator_id] = self.executions.get(actuator_id, 0) + 1
-        with self.runtime.chain(call.correlation_id, call.id):
+        with chains.within(call.correlation_id, call.id):
             outcome = await execute(
                 spec,
                 self.agent.name,
                 lambda: spec.fn(self.agent, **arguments),
-                self.runtime.settings.agent.handlers,
+                self.settings.handlers,
             )
         if outcome.ok:
             throttle.succeeded(time.monotonic())
@@ -157,7 +185,7 @@ class Dispatcher:
                 ErrorCode.HANDLER_FAILED,
                 f"{name} failed: {type(outcome.error).__name__}: {outcome.error_text}",
             )
-        return reply, _action(raw, call, reply, outcome.duration, False)
+        return reply, _action(shown, call, reply, outcome.duration, False)
 
 
 def _action(

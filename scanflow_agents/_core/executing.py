@@ -16,6 +16,7 @@ from typing import Any
 
 from scanflow_agents.errors import CallError, PermanentError, TemporaryError
 from scanflow_agents.handlers import HandlerSpec
+from scanflow_agents.redaction import redact
 from scanflow_agents.settings import HandlerSettings
 
 logger = logging.getLogger("scanflow_agents.handlers")
@@ -36,7 +37,8 @@ class Outcome:
     def error_text(self) -> str | None:
         if self.error is None:
             return None
-        return str(self.error) or type(self.error).__name__
+        # Error texts reach replies, records and descriptions: never with a secret.
+        return redact(str(self.error)) or type(self.error).__name__
 
 
 async def execute(
@@ -57,6 +59,9 @@ async def execute(
         retry_in: float | None = None
         timed_out = False
         try:
+            # The timeout cancels the attempt inside the handler and surfaces as
+            # TimeoutError; a cancellation from outside (the agent stopping) stays
+            # CancelledError, a BaseException that none of the clauses below catch.
             async with asyncio.timeout(timeout):
                 result = await call()
             return Outcome(True, result, attempts=attempt, duration=time.monotonic() - started)
@@ -78,10 +83,10 @@ async def execute(
             if spec.options.errors == "temporary":
                 retry_in = -1.0
         if retry_in is None or attempt > retries:
-            # A refusal (CallError) is the handler answering, not failing: no alarm.
+            # Errors raised on purpose need no traceback; unexpected ones do.
             expected = isinstance(error, (TemporaryError, PermanentError, CallError))
             logger.log(
-                logging.INFO if isinstance(error, CallError) else logging.ERROR,
+                _level(spec, error),
                 "%s of agent %r failed: %s%s",
                 spec,
                 agent,
@@ -108,7 +113,19 @@ async def execute(
             attempt + 1,
             retries + 1,
         )
+        # Cancellable: a stopping agent does not wait out a retry's backoff.
         await asyncio.sleep(delay)
+
+
+def _level(spec: HandlerSpec, error: BaseException) -> int:
+    """How loud a final failure is logged."""
+    if isinstance(error, CallError) and spec.kind == "actuator":
+        return logging.INFO  # the actuator refusing a call answers it: not an alarm
+    if spec.kind == "sensor" or isinstance(error, CallError):
+        # A sensor runs again at its next trigger, and a failed call is the
+        # called agent's failure: worth a warning, not an error of this handler.
+        return logging.WARNING
+    return logging.ERROR
 
 
 def _describe(error: BaseException) -> str:

@@ -12,13 +12,15 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from scanflow_agents._core.recording import event_record
+from scanflow_agents._core.recording import Sink, event_record
 from scanflow_agents.errors import TemporaryError
 from scanflow_agents.messages import Envelope
+from scanflow_agents.settings import Settings
 from scanflow_agents.sources import Runs
+from scanflow_agents.subjects import Subjects
+from scanflow_agents.transports.base import Transport
 
 if TYPE_CHECKING:
-    from scanflow_agents._core.running import AgentRuntime
     from scanflow_agents.knowledge import (
         IncrementalRunReader,
         KnowledgeClient,
@@ -33,10 +35,24 @@ RECORD_KINDS = ("observation", "decision", "action")
 
 
 class Knowledge:
-    """The MLflow side of one agent runtime."""
+    """The MLflow side of one agent runtime.
 
-    def __init__(self, runtime: AgentRuntime) -> None:
-        self.runtime = runtime
+    Args:
+        agent: the agent's name (keys its cursors, selects its audit trail).
+        settings: the namespace and the MLflow settings.
+        transport: the key-value store of cursors, and the stream to catch up from.
+        sinks: the recorder's sinks; the MLflow copy of the audit trail joins them
+            at :meth:`start` and leaves at :meth:`close`.
+    """
+
+    def __init__(
+        self, agent: str, settings: Settings, transport: Transport, sinks: list[Sink]
+    ) -> None:
+        self.agent = agent
+        self.settings = settings
+        self.transport = transport
+        self.subjects = Subjects(settings.namespace)
+        self.sinks = sinks
         self._clients: dict[str, KnowledgeClient] = {}
         self._readers: dict[str, IncrementalRunReader] = {}
         self._committed: dict[str, dict[str, Any]] = {}
@@ -44,13 +60,13 @@ class Knowledge:
 
     @property
     def bucket(self) -> str:
-        return f"scanflow-cursors-{self.runtime.settings.namespace}"
+        return f"scanflow-cursors-{self.settings.namespace}"
 
     def client(self, tracking_uri: str | None = None) -> KnowledgeClient:
         """The client of ``tracking_uri`` (default: the agent's MLflow)."""
         from scanflow_agents.knowledge import KnowledgeClient
 
-        settings = self.runtime.settings.mlflow
+        settings = self.settings.mlflow
         if tracking_uri and tracking_uri != settings.tracking_uri:
             settings = settings.model_copy(update={"tracking_uri": tracking_uri})
         uri = settings.tracking_uri
@@ -60,13 +76,13 @@ class Knowledge:
 
     async def start(self) -> None:
         """Start the MLflow copy of the audit trail if the settings ask for it."""
-        if self.runtime.settings.mlflow.record:
+        if self.settings.mlflow.record:
             from scanflow_agents.knowledge import MlflowRecorder
 
             self.recorder = MlflowRecorder(self.client())
             await self.recorder.start()
             await self._catch_up(self.recorder)
-            self.runtime.recorder.sinks.append(self.recorder)
+            self.sinks.append(self.recorder)
 
     async def _catch_up(self, recorder: MlflowRecorder) -> None:
         """Copy to MLflow what the stream holds and MLflow missed (a crash, an outage).
@@ -76,16 +92,16 @@ class Knowledge:
         """
         from scanflow_agents.knowledge import KnowledgeUnavailable
 
-        agent = self.runtime.agent.name
+        agent = self.agent
         try:
             newest = await recorder.history(agent, limit=1)
         except KnowledgeUnavailable as exc:
             logger.warning("agent %r cannot catch up its MLflow audit trail now: %s", agent, exc)
             return
         since = datetime.fromisoformat(newest[-1]["time"]) if newest else None
-        subjects = self.runtime.subjects
+        subjects = self.subjects
         copied = 0
-        for subject, data in await self.runtime.transport.history(subjects.event(f"*.{agent}.>")):
+        for subject, data in await self.transport.history(subjects.event(f"*.{agent}.>")):
             kind = subjects.topic_of(subject).split(".", 1)[0]
             if kind not in RECORD_KINDS:
                 continue
@@ -98,7 +114,7 @@ class Knowledge:
 
     async def close(self) -> None:
         if self.recorder is not None:
-            self.runtime.recorder.sinks.remove(self.recorder)
+            self.sinks.remove(self.recorder)
             await self.recorder.aclose()
             self.recorder = None
         for client in self._clients.values():
@@ -106,7 +122,7 @@ class Knowledge:
         self._clients.clear()
 
     def _key(self, sensor_id: str) -> str:
-        return f"{self.runtime.agent.name}.{sensor_id}"
+        return f"{self.agent}.{sensor_id}"
 
     async def poll(self, spec: SensorSpec) -> Poll:
         """What is new for a reading sensor since its last committed poll.
@@ -127,9 +143,7 @@ class Knowledge:
         """Keep the reader's position: in memory, and durably in the key-value store."""
         state = self._readers[spec.id].state()
         self._committed[spec.id] = state
-        await self.runtime.transport.kv_put(
-            self.bucket, self._key(spec.id), json.dumps(state).encode()
-        )
+        await self.transport.kv_put(self.bucket, self._key(spec.id), json.dumps(state).encode())
 
     async def _reader(self, spec: SensorSpec) -> IncrementalRunReader:
         if spec.id in self._readers:
@@ -151,11 +165,10 @@ class Knowledge:
             lookback=source.lookback,
             since=since,
         )
-        saved = await self.runtime.transport.kv_get(self.bucket, self._key(spec.id))
+        saved = await self.transport.kv_get(self.bucket, self._key(spec.id))
         if saved is not None:
             reader.restore(json.loads(saved))
-            logger.info("sensor %r of agent %r resumes from its saved cursor",
-                        spec.id, self.runtime.agent.name)  # fmt: skip
+            logger.info("sensor %r of agent %r resumes from its saved cursor", spec.id, self.agent)
         self._committed[spec.id] = reader.state()
         self._readers[spec.id] = reader
         return reader

@@ -7,22 +7,26 @@ be read back as sensor → rule → actuator → result.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from scanflow_agents import chains
 from scanflow_agents._core.executing import execute
 from scanflow_agents._core.knowing import is_empty
+from scanflow_agents._core.ports import Call, Cursors, Record, Refusal, never_refuse
 from scanflow_agents._core.recording import jsonable
 from scanflow_agents.errors import CallError, Rejected
 from scanflow_agents.messages import Decision, Event, Observation, new_id, utcnow
 from scanflow_agents.rules import RuleSpec
 from scanflow_agents.sensors import SensorSpec
+from scanflow_agents.settings import HandlerSettings
 
 if TYPE_CHECKING:
-    from scanflow_agents._core.running import AgentRuntime
+    from scanflow_agents.agents import Agent
 
 logger = logging.getLogger("scanflow_agents.reacting")
 
@@ -64,35 +68,62 @@ class RuleState:
 
 
 class Reactor:
-    """Runs one agent's sensors and rules."""
+    """Runs one agent's sensors and rules, and makes the calls its decisions ask for.
 
-    def __init__(self, runtime: AgentRuntime) -> None:
-        self.runtime = runtime
-        self.agent = runtime.agent
-        self.sensor_states = {sid: SensorState() for sid in self.agent.sensors}
-        self.rule_states = {rid: RuleState() for rid in self.agent.rules}
+    Args:
+        agent: the agent whose handlers run (passed to them as ``self``).
+        handlers: the default timeout, retries and backoff of handlers.
+        record: keeps observations and decisions (the runtime's recorder).
+        call: makes a decision's calls (the runtime's call path).
+        refusal: why the agent does not run sensors now (paused), or ``None``.
+        cursors: positions of sensors that read MLflow; needed only if one does.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        handlers: HandlerSettings,
+        record: Record,
+        call: Call,
+        refusal: Refusal = never_refuse,
+        cursors: Cursors | None = None,
+    ) -> None:
+        self.agent = agent
+        self.handlers = handlers
+        self.record = record
+        self.call = call
+        self.refusal = refusal
+        self.cursors = cursors
+        self.sensor_states = {sid: SensorState() for sid in agent.sensors}
+        self.rule_states = {rid: RuleState() for rid in agent.rules}
+
+    def _cursors(self, spec: SensorSpec) -> Cursors:
+        if self.cursors is None:
+            raise RuntimeError(f"{spec} of agent '{self.agent.name}' reads MLflow: no cursors")
+        return self.cursors
 
     async def run_sensor(self, sensor_id: str, event: Event | None = None) -> Observation | None:
         """Run a sensor once; publish and react to what it observed. Never raises."""
         spec = self.agent.sensors[sensor_id]
         state = self.sensor_states[sensor_id]
-        if self.runtime.refusal() is not None:
+        if self.refusal() is not None:
             state.skipped += 1
             return None
+        # A timed run starts a new story; an event sensor continues the event's.
         correlation = event.correlation_id if event is not None else new_id()
 
         async def invoke() -> Any:
             if spec.reads is None:
                 return await spec.fn(self.agent, *((event,) if event is not None else ()))
-            poll = await self.runtime.knowledge.poll(spec)
+            poll = await self._cursors(spec).poll(spec)
             if is_empty(poll):
                 return None  # nothing new: the sensor is not even called
             return await spec.fn(self.agent, poll)
 
-        with self.runtime.chain(correlation, event.id if event is not None else None):
-            outcome = await execute(
-                spec, self.agent.name, invoke, self.runtime.settings.agent.handlers
-            )
+        # In the chain, so calls and events the sensor makes itself join its story.
+        with chains.within(correlation, event.id if event is not None else None):
+            outcome = await execute(spec, self.agent.name, invoke, self.handlers)
         state.runs += 1
         state.last_time = utcnow()
         state.last_ok = outcome.ok
@@ -103,28 +134,42 @@ class Reactor:
         state.last_error = None
         if outcome.result is None:
             if spec.reads is not None:
-                await self.runtime.knowledge.commit(spec)
+                await self._cursors(spec).commit(spec)
             return None  # nothing new to report
         value = jsonable(outcome.result)
         state.last_value = value
-        observation = Observation(
-            agent=self.agent.name, sensor=sensor_id, value=value, correlation_id=correlation
-        )
+        cause = event.id if event is not None else None
+        # The observation rules receive carries the id of its recorded event, so
+        # a decision's causation id names an event that exists in the stream.
+        observation_id = new_id()
         if spec.publish:
-            await self.runtime.recorder.record(
+            recorded = await self.record(
                 "observation",
                 sensor_id,
                 {"value": value, "trigger": str(spec.trigger)},
                 correlation_id=correlation,
-                causation_id=event.id if event is not None else None,
+                causation_id=cause,
             )
+            observation_id = recorded.id
+        observation = Observation(
+            id=observation_id,
+            agent=self.agent.name,
+            sensor=sensor_id,
+            value=value,
+            correlation_id=correlation,
+        )
         await self.react(observation, spec)
         if spec.reads is not None:
             # Only now is the poll consumed: a crash before this line shows it again.
-            await self.runtime.knowledge.commit(spec)
+            await self._cursors(spec).commit(spec)
         return observation
 
     async def react(self, observation: Observation, sensor: SensorSpec) -> None:
+        """Run the rules watching ``sensor`` on its observation, one after another.
+
+        In declaration order and awaited, so a rule's calls are made before the
+        next rule runs and before the sensor's next run (it does not overlap itself).
+        """
         for rule_spec in self.agent.rules.values():
             if rule_spec.watches_sensor(sensor.id):
                 await self.run_rule(
@@ -136,12 +181,9 @@ class Reactor:
     ) -> Decision | None:
         """Run a rule on an observation or event; record and carry out its decision."""
         state = self.rule_states[spec.id]
-        with self.runtime.chain(correlation, cause):
+        with chains.within(correlation, cause):
             outcome = await execute(
-                spec,
-                self.agent.name,
-                lambda: spec.fn(self.agent, message),
-                self.runtime.settings.agent.handlers,
+                spec, self.agent.name, lambda: spec.fn(self.agent, message), self.handlers
             )
         state.runs += 1
         if not outcome.ok:
@@ -168,19 +210,28 @@ class Reactor:
             decision.action,
             decision.reason or "(no reason given)",
         )
-        envelope = await self.runtime.recorder.record(
+        # Recorded before any call: the decision stands even if its calls fail,
+        # and the calls carry its id as their cause.
+        envelope = await self.record(
             "decision",
             spec.id,
             {**state.last_decision, "trigger": _trigger_of(message)},
             correlation_id=correlation,
             causation_id=cause,
         )
-        with self.runtime.chain(correlation, envelope.id):
-            for planned in decision.calls:
+        # One after another, in the order the rule listed them: a later call may
+        # depend on an earlier one (promote, then redeploy). A failed call is
+        # logged and the next one is still made; the rule chose them all.
+        with chains.within(correlation, envelope.id):
+            for index, planned in enumerate(decision.calls):
                 started = time.monotonic()
                 try:
-                    await self.runtime.call(
-                        planned.agent, planned.actuator, planned.params, timeout=planned.timeout
+                    await self.call(
+                        planned.agent,
+                        planned.actuator,
+                        planned.params,
+                        timeout=planned.timeout,
+                        call_id=planned_call_id(self.agent.name, spec.id, cause, index),
                     )
                 except CallError as exc:
                     # A guard saying no (cooldown, rate) is the system working, not an error.
@@ -197,6 +248,18 @@ class Reactor:
                         exc,
                     )
         return decision
+
+
+def planned_call_id(agent: str, rule: str, cause: str | None, index: int) -> str | None:
+    """The id of a decision's call, the same each time the rule handles the same message.
+
+    An event handled again (its replica died before acknowledging it, and the
+    next leader got it) makes the same calls with the same ids, so the
+    receiver's idempotency guard answers them without acting twice.
+    """
+    if cause is None:
+        return None
+    return hashlib.sha256(f"{agent}\0{rule}\0{cause}\0{index}".encode()).hexdigest()[:32]
 
 
 def _trigger_of(message: Observation | Event) -> dict[str, Any]:

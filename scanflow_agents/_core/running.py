@@ -1,10 +1,13 @@
 """The lifecycle of one agent: subscribe, schedule, serve, and stop cleanly.
 
 :class:`AgentRuntime` is the one async context manager an agent runs in.
-Entering it subscribes to the agent's subjects, starts its sensors and its
-heartbeat; leaving it (or :meth:`AgentRuntime.stop`, which is idempotent)
-stops the sensors, drains subscriptions so accepted calls are answered, waits
-a bounded time for in-flight handlers and cancels what remains.
+Entering it subscribes to the agent's subjects, competes for the agent's
+lease, starts its sensors and its heartbeat; the replica that holds the lease
+runs the time sensors and reads the event stream for rules and event sensors
+(see ``leading`` and ``consuming``). Leaving it (or :meth:`AgentRuntime.stop`,
+which is idempotent) hands the lease over, stops the sensors, drains
+subscriptions so accepted calls are answered, waits a bounded time for
+in-flight handlers and cancels what remains.
 """
 
 from __future__ import annotations
@@ -12,35 +15,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-from collections.abc import Iterator, Sequence
-from contextvars import ContextVar
+from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
+from scanflow_agents import chains
 from scanflow_agents._core.calling import call_envelope, remote_call, result_of
+from scanflow_agents._core.consuming import EventConsumers, decode
 from scanflow_agents._core.describing import describe, heartbeat
 from scanflow_agents._core.dispatching import Dispatcher, failure
 from scanflow_agents._core.knowing import Knowledge
+from scanflow_agents._core.leading import Leadership
 from scanflow_agents._core.reacting import Reactor
 from scanflow_agents._core.recording import Recorder, Sink, jsonable
 from scanflow_agents._core.scheduling import Scheduler
-from scanflow_agents._core.tasks import Tasks
+from scanflow_agents._kit.tasks import Tasks
 from scanflow_agents.errors import ErrorCode
-from scanflow_agents.messages import SCHEMA_VERSION, Envelope, Event, Observation, Reply, new_id
+from scanflow_agents.messages import Envelope, Event, Observation, Reply
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.transports.base import Message, Subscription, Transport
-from scanflow_agents.triggers import OnEvent
 
 if TYPE_CHECKING:
     from scanflow_agents.agents import Agent
 
 logger = logging.getLogger("scanflow_agents.running")
-
-# The chain the current handler belongs to: (correlation id, causing message id).
-_chain: ContextVar[tuple[str, str | None] | None] = ContextVar("scanflow_chain", default=None)
 
 
 class AgentRuntime:
@@ -58,17 +58,51 @@ class AgentRuntime:
         self.transport = transport
         self.settings = agent.settings
         self.subjects = Subjects(self.settings.namespace)
-        self.instance = new_id()[:12]
+        # Random per runtime: replicas (also several in one process) must differ,
+        # since the lease names its holder by instance.
+        self.instance = os.urandom(6).hex()
         self.state = "created"
         self.ready = False
         self.paused_reason: str | None = None
         self.started_at = time.monotonic()
         self.tasks = Tasks(agent.name, on_broken=self._broken)
+        # The parts, each given only what it uses (see scanflow_agents._core's docstring
+        # for the path an observation takes through them).
         self.recorder = Recorder(agent.name, transport, self.subjects, list(sinks))
-        self.dispatcher = Dispatcher(self)
-        self.reactor = Reactor(self)
-        self.knowledge = Knowledge(self)
-        self.scheduler: Scheduler | None = Scheduler(self) if schedule else None
+        self.knowledge = Knowledge(agent.name, self.settings, transport, self.recorder.sinks)
+        self.dispatcher = Dispatcher(
+            agent, self.settings.agent, record=self.recorder.record, refusal=self.refusal
+        )
+        self.reactor = Reactor(
+            agent,
+            handlers=self.settings.agent.handlers,
+            record=self.recorder.record,
+            call=self.call,
+            refusal=self.refusal,
+            cursors=self.knowledge,
+        )
+        # Replicas share calls; sensors and rules run on the one holding the lease.
+        self.leadership = Leadership(
+            transport,
+            namespace=self.settings.namespace,
+            agent=agent.name,
+            instance=self.instance,
+            ttl=self.settings.agent.lease_ttl,
+            on_change=self._on_leadership,
+        )
+        self.consumers = EventConsumers(
+            agent, self.reactor, transport, self.subjects, self.settings.agent
+        )
+        self.scheduler: Scheduler | None = (
+            Scheduler(
+                agent.name,
+                agent.sensors.values(),
+                self.run_sensor_guarded,
+                leading=lambda: self.leadership.is_leader,
+            )
+            if schedule
+            else None
+        )
         self._subscriptions: list[Subscription] = []
         self._stopped = asyncio.Event()
         self._hooks_started = False
@@ -90,22 +124,34 @@ class AgentRuntime:
         await self.stop()
 
     async def start(self) -> None:
-        if self.agent._runtime is not None:
-            raise RuntimeError(f"agent {self.agent.name!r} is already running")
-        self.agent._runtime = self
+        """Start serving; on any failure, undo what was started and raise it.
+
+        Raises:
+            RuntimeError: the agent already runs in another runtime.
+        """
+        self.agent.attach_runtime(self)
         self.state = "starting"
         self.started_at = time.monotonic()
+        # The order is from the inside out: each step may use the ones before it.
         try:
+            # The recorder first: on_start may already emit events.
             self._recording = self.tasks.spawn(self.recorder.run(), name="recorder", endless=True)
+            # The agent's own clients next, before anything can call into it.
             await self.agent.on_start()
             self._hooks_started = True
+            # Before the first sensor run, which may read MLflow or record to it.
             await self.knowledge.start()
+            # Calls and events can arrive from here on: everything they use is up.
             await self._subscribe()
             if self.scheduler is not None:
                 self.scheduler.start()
             # Make sure the server knows our subscriptions before anyone is told we run.
             await self.transport.flush()
+            # A lone replica leads from the start; others keep watching the lease.
+            await self.leadership.start()
+            self.tasks.spawn(self.leadership.run(), name="lease", endless=True)
         except BaseException:
+            # Also on cancellation: stop() is bounded and leaves nothing running.
             await self.stop()
             raise
         self.state = "running"
@@ -130,16 +176,14 @@ class AgentRuntime:
             await subscribe(subjects.describe(name), self._on_describe, queue=queue)
         )
         self._subscriptions.append(await subscribe(subjects.discover, self._on_discover))
-        for topic in self._topics():
-            handler = self._event_handler(topic)
-            self._subscriptions.append(await subscribe(subjects.event(topic), handler, queue=queue))
 
-    def _topics(self) -> list[str]:
-        topics = [
-            s.trigger.topic for s in self.agent.sensors.values() if isinstance(s.trigger, OnEvent)
-        ]
-        topics += [t for r in self.agent.rules.values() for t in r.topics]
-        return list(dict.fromkeys(topics))
+    async def _on_leadership(self, leading: bool) -> None:
+        # Only the leader reads the stream: the next one resumes from the
+        # consumers' acknowledged position, so no event is missed or repeated.
+        if leading and self.state not in ("stopping", "stopped"):
+            await self.consumers.start()
+        else:
+            await self.consumers.stop()
 
     async def stop(self) -> None:
         """Stop sensors, drain subscriptions, finish or cancel in-flight work. Idempotent."""
@@ -149,13 +193,25 @@ class AgentRuntime:
         self.state = "stopping"
         self.ready = False
         timeout = self.settings.agent.shutdown_timeout
+        # The reverse of start(): first stop taking new work, then let the work
+        # already taken finish (bounded), then store its records, and only then
+        # tear down what that work used. Each wait is bounded by the timeout,
+        # so a stuck handler delays shutdown but never blocks it.
         try:
+            # No new sensor runs; runs under way are tracked tasks, waited for below.
             if self.scheduler is not None:
                 self.scheduler.stop()
+            # Finish the event in hand, then give the lease up so that another
+            # replica takes over now rather than after the lease expires.
+            await self.leadership.stop()
+            await self.consumers.stop()
+            # Unsubscribing drains: calls already delivered are still handled
+            # (and answered), new ones go to another replica or get no responder.
             for sub in self._subscriptions:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(sub.unsubscribe(), timeout)
             self._subscriptions.clear()
+            # A stopping agent must not announce itself as alive.
             if self._heartbeat is not None:
                 self._heartbeat.cancel()
             if not await self.tasks.wait(timeout):
@@ -164,9 +220,12 @@ class AgentRuntime:
                     self.agent.name,
                     timeout,
                 )
+            # Records of the work that finished go out before the recorder is
+            # cancelled with the remaining tasks (the handlers that overran).
             if self._recording is not None:
                 await self.recorder.flush(timeout)
             await self.tasks.cancel()
+            # MLflow last among the parts: the flush above may still have fed its sink.
             await self.knowledge.close()
             if self._hooks_started:
                 self._hooks_started = False
@@ -176,8 +235,7 @@ class AgentRuntime:
                     logger.exception("on_stop of agent %r failed", self.agent.name)
         finally:
             self.state = "stopped"
-            if self.agent._runtime is self:
-                self.agent._runtime = None
+            self.agent.detach_runtime(self)
             self._stopped.set()
             logger.info("agent %r stopped", self.agent.name)
 
@@ -204,20 +262,6 @@ class AgentRuntime:
             else None
         )
 
-    # -- chains --------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def chain(self, correlation_id: str, causation_id: str | None) -> Iterator[None]:
-        token = _chain.set((correlation_id, causation_id))
-        try:
-            yield
-        finally:
-            _chain.reset(token)
-
-    @staticmethod
-    def current_chain() -> tuple[str, str | None]:
-        return _chain.get() or (new_id(), None)
-
     # -- sensors -------------------------------------------------------------------------
 
     async def run_sensor(self, sensor_id: str, event: Event | None = None) -> Observation | None:
@@ -230,8 +274,11 @@ class AgentRuntime:
         return await self.reactor.run_sensor(sensor_id, event)
 
     async def run_sensor_guarded(self, sensor_id: str) -> None:
-        # The scheduler's entry point: a sensor run is a tracked task, so stop() waits for it.
+        """The scheduler's entry point: the run is a tracked task, so stop() waits for it."""
         task = self.tasks.spawn(self.run_sensor(sensor_id), name=f"sensor:{sensor_id}")
+        # Shielded: if the scheduler's job is cancelled, the run itself goes on
+        # until stop() has waited its deadline and cancels it as one of the tasks;
+        # awaited, so APScheduler's max_instances=1 keeps a sensor from overlapping.
         await asyncio.shield(task)
 
     # -- calls ---------------------------------------------------------------------------
@@ -244,9 +291,11 @@ class AgentRuntime:
         *,
         timeout: float | None = None,
         dry_run: bool = False,
+        call_id: str | None = None,
     ) -> Any:
+        """Call an actuator in the current chain; raise the reply's :class:`CallError`."""
         target = agent or self.agent.name
-        correlation, cause = self.current_chain()
+        correlation, cause = chains.current()
         envelope = call_envelope(
             self.agent.name,
             target,
@@ -254,6 +303,7 @@ class AgentRuntime:
             params,
             correlation_id=correlation,
             causation_id=cause,
+            call_id=call_id,
             dry_run=dry_run,
         )
         if target != self.agent.name:
@@ -269,12 +319,13 @@ class AgentRuntime:
         return result_of(replies[0])
 
     async def emit(self, topic: str, payload: Any) -> Envelope:
+        """Queue an event on ``topic`` for the stream, in the current chain."""
         from scanflow_agents.triggers import validate_topic
 
         validate_topic(topic)
         if "*" in topic or ">" in topic:
             raise ValueError(f"cannot emit on a wildcard topic {topic!r}")
-        correlation, cause = self.current_chain()
+        correlation, cause = chains.current()
         envelope = Envelope(
             kind="event",
             source=self.agent.name,
@@ -307,7 +358,7 @@ class AgentRuntime:
             )
 
         try:
-            call = _decode(message.data, "call")
+            call = decode(message.data, "call")
         except ValueError as exc:
             logger.warning(
                 "agent %r got a malformed call on %s: %s", self.agent.name, message.subject, exc
@@ -341,42 +392,6 @@ class AgentRuntime:
         )
         await message.respond(reply.encode())
 
-    def _event_handler(self, pattern: str) -> Any:
-        sensors = [
-            s
-            for s in self.agent.sensors.values()
-            if isinstance(s.trigger, OnEvent) and s.trigger.topic == pattern
-        ]
-        rules = [r for r in self.agent.rules.values() if pattern in r.topics]
-
-        async def on_event(message: Message) -> None:
-            # Events are handled in order, one at a time per topic pattern, so
-            # rules that keep windows see them in the order they were sent.
-            try:
-                envelope = _decode(message.data, "event")
-            except ValueError as exc:
-                logger.warning(
-                    "agent %r dropped a malformed event on %s: %s",
-                    self.agent.name,
-                    message.subject,
-                    exc,
-                )
-                return
-            event = Event(
-                id=envelope.id,
-                topic=self.subjects.topic_of(message.subject),
-                source=envelope.source,
-                payload=envelope.payload,
-                time=envelope.time,
-                correlation_id=envelope.correlation_id,
-            )
-            for sensor in sensors:
-                await self.reactor.run_sensor(sensor.id, event)
-            for rule in rules:
-                await self.reactor.run_rule(rule, event, event.correlation_id, event.id)
-
-        return on_event
-
     async def _heartbeats(self) -> None:
         interval = self.settings.agent.heartbeat_interval
         subject = self.subjects.heartbeat(self.agent.name)
@@ -389,19 +404,3 @@ class AgentRuntime:
             except Exception as exc:  # a missed heartbeat must not end the loop
                 logger.warning("agent %r could not send a heartbeat: %s", self.agent.name, exc)
             await asyncio.sleep(interval)
-
-
-def _decode(data: bytes, kind: str) -> Envelope:
-    try:
-        envelope = Envelope.decode(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "message"
-        raise ValueError(f"not a valid envelope ({where}: {first['msg']})") from None
-    if envelope.v != SCHEMA_VERSION:
-        raise ValueError(
-            f"schema version {envelope.v} is not supported (this agent speaks {SCHEMA_VERSION})"
-        )
-    if envelope.kind != kind:
-        raise ValueError(f"expected a {kind!r} message, got {envelope.kind!r}")
-    return envelope

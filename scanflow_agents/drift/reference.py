@@ -157,9 +157,11 @@ class Reference:
                 )
             columns.append(values)
             results[column] = {
-                "kind": "numeric", "test": "ks", "count": int(values.size),
+                "kind": "numeric",
+                "test": "ks",
+                "count": int(values.size),
                 "statistic": ks_statistic(self._sorted[k], values),
-            }  # fmt: skip
+            }
         if self._numeric:
             sizes = np.array([s.size for s in self._sorted], dtype=np.float64)
             stats = np.array([results[c]["statistic"] for c in self._numeric])
@@ -182,9 +184,12 @@ class Reference:
             for i in order
         )
         thresholds = {
-            "alpha": alpha, "correction": correction, "min_psi": min_psi,
-            "psi_bins": self.bins, "psi_epsilon": self.psi_epsilon,
-        }  # fmt: skip
+            "alpha": alpha,
+            "correction": correction,
+            "min_psi": min_psi,
+            "psi_bins": self.bins,
+            "psi_epsilon": self.psi_epsilon,
+        }
         return DriftReport(
             features, window_size=rows, reference_size=self.size, thresholds=thresholds
         )
@@ -202,11 +207,14 @@ class Reference:
         padded = np.append(reference, 0.0)
         statistic, p_value = chi2_homogeneity(padded, window)
         return {
-            "kind": "categorical", "test": "chi2", "count": int(values.size),
-            "statistic": statistic, "p_value": p_value,
+            "kind": "categorical",
+            "test": "chi2",
+            "count": int(values.size),
+            "statistic": statistic,
+            "p_value": p_value,
             "psi": float(psi(padded / padded.sum(), window / window.sum(), self.psi_epsilon)),
             "unseen": tuple(str(c) for c in seen_keys[~known]),
-        }  # fmt: skip
+        }
 
 
 def _table(data: npt.ArrayLike, width: int, what: str) -> npt.NDArray[Any]:

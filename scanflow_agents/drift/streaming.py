@@ -109,18 +109,25 @@ class ADWIN:
         dropped = before[0] - self.width
         self.detections += 1
         self.last_change = {
-            "at": self.n, "dropped": dropped,
-            "mean_before": (before[1] - self._total) / dropped, "mean_after": self.estimate,
-        }  # fmt: skip
+            "at": self.n,
+            "dropped": dropped,
+            "mean_before": (before[1] - self._total) / dropped,
+            "mean_after": self.estimate,
+        }
         return True
 
     def state(self) -> dict[str, Any]:
         """Evidence: the window's mean, variance and width, updates seen, last change."""
         return {
-            "detector": "adwin", "delta": self.delta, "estimate": self.estimate,
-            "variance": self.variance, "width": self.width, "n": self.n,
-            "detections": self.detections, "last_change": dict(self.last_change),
-        }  # fmt: skip
+            "detector": "adwin",
+            "delta": self.delta,
+            "estimate": self.estimate,
+            "variance": self.variance,
+            "width": self.width,
+            "n": self.n,
+            "detections": self.detections,
+            "last_change": dict(self.last_change),
+        }
 
     def _insert(self, x: float) -> None:
         if not self._rows:
@@ -255,8 +262,13 @@ class PageHinkley:
     def state(self) -> dict[str, Any]:
         """Evidence: running mean, values seen, the excursion and its threshold."""
         return {
-            "detector": "page_hinkley", "delta": self.delta, "threshold": self.threshold,
-            "direction": self.direction, "estimate": self.estimate, "n": self.n,
-            "statistic": self.statistic, "detected": self.detected,
+            "detector": "page_hinkley",
+            "delta": self.delta,
+            "threshold": self.threshold,
+            "direction": self.direction,
+            "estimate": self.estimate,
+            "n": self.n,
+            "statistic": self.statistic,
+            "detected": self.detected,
             "detections": self.detections,
-        }  # fmt: skip
+        }

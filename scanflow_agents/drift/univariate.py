@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special  # type: ignore[import-untyped]  # no stubs in the dev set
+from scipy import special
 
 FloatArray = npt.NDArray[np.float64]
 Correction = Literal["holm", "bh", "none"]

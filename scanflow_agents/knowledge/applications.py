@@ -92,9 +92,11 @@ class ApplicationStore:
         # Strictly after every older version, even within one millisecond.
         start = max([int(time.time() * 1000), *(v.info.start_time + 1 for v in old)])
         run_id = await self.client.create_run(
-            experiment_id, run_name=str(name), start_time=start,
+            experiment_id,
+            run_name=str(name),
+            start_time=start,
             tags={KIND_TAG: "application", APPLICATION_TAG: str(name), TEAM_TAG: str(owner)},
-        )  # fmt: skip
+        )
         tags = {f"{JSON_TAG}.{i:03d}": chunk for i, chunk in enumerate(chunks)}
         items = list(tags.items())
         for at in range(0, len(items), _TAGS_PER_CALL):
@@ -130,10 +132,12 @@ class ApplicationStore:
         token: str | None = None
         while True:
             runs, token = await self.client.search_runs(
-                [experiment_id], " AND ".join(c for c in clauses if c),
-                order_by=["attributes.start_time DESC"], page_token=token,
+                [experiment_id],
+                " AND ".join(c for c in clauses if c),
+                order_by=["attributes.start_time DESC"],
+                page_token=token,
                 operation=f"reading applications of team '{team}'",
-            )  # fmt: skip
+            )
             found.extend(r for r in runs if not complete_only or CHUNKS_TAG in r.data.tags)
             if not token:
                 return found

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from scanflow_agents.knowledge.errors import KnowledgeUnavailable, StoreUnreachable
+from scanflow_agents.redaction import redact
 from scanflow_agents.settings import MlflowSettings
 
 if TYPE_CHECKING:
@@ -59,9 +60,11 @@ class KnowledgeClient:
         self.settings = settings
         self.tracking_uri = settings.tracking_uri.rstrip("/")
         self.registry_uri = (settings.registry_uri or self.tracking_uri).rstrip("/")
+        #: The tracking URI as it may be shown (logs, errors): credentials masked.
+        self.shown_uri = redact(self.tracking_uri)
         self._policy_args = (settings.timeout, settings.retries, settings.backoff)
         self._executor = ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix=f"mlflow-{urlsplit(self.tracking_uri).netloc}"
+            max_workers=workers, thread_name_prefix=f"mlflow-{urlsplit(self.tracking_uri).hostname}"
         )
         self._stores: tuple[Any, Any] | None = None
         self._stores_lock = threading.Lock()
@@ -69,7 +72,7 @@ class KnowledgeClient:
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"<KnowledgeClient {self.tracking_uri}>"
+        return f"<KnowledgeClient {self.shown_uri}>"
 
     async def __aenter__(self) -> KnowledgeClient:
         return self

@@ -10,6 +10,8 @@ bad request (an invalid filter, a missing run) still raises MLflow's own error.
 
 from __future__ import annotations
 
+from scanflow_agents.redaction import redact
+
 
 class KnowledgeError(Exception):
     """Base class of the knowledge adapter's own errors."""
@@ -29,7 +31,8 @@ class KnowledgeUnavailable(KnowledgeError):
         self.uri = uri
         self.operation = operation
         self.reason = reason
-        super().__init__(f"MLflow unreachable at {uri} while {operation}: {reason}")
+        # The URI may carry credentials (https://user:pass@...): the text never does.
+        super().__init__(redact(f"MLflow unreachable at {uri} while {operation}: {reason}"))
 
 
 class StoreUnreachable(Exception):
@@ -38,4 +41,4 @@ class StoreUnreachable(Exception):
     def __init__(self, uri: str, reason: str) -> None:
         self.uri = uri
         self.reason = reason
-        super().__init__(f"{uri}: {reason}")
+        super().__init__(redact(f"{uri}: {reason}"))

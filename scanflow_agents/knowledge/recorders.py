@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from scanflow_agents._kit.tasks import guarded
 from scanflow_agents.knowledge.clients import KnowledgeClient
 from scanflow_agents.knowledge.errors import KnowledgeUnavailable
 from scanflow_agents.knowledge.segments import decode_segment, encode_segments
@@ -113,21 +114,18 @@ class MlflowRecorder:
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 logger.error(
                     "recorder for MLflow at %s dropped %d events so far: queue full (%d) "
-                    "while MLflow cannot be written", self.client.tracking_uri, self.dropped,
+                    "while MLflow cannot be written",
+                    self.client.shown_uri,
+                    self.dropped,
                     self.max_queue,
-                )  # fmt: skip
+                )
         if len(self._queue) >= self.batch_size:
             self._wakeup.set()
 
     async def start(self) -> None:
         """Start the background flush task; calling it twice is harmless."""
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._flushing(), name="mlflow-recorder-flush")
-            self._task.add_done_callback(self._task_ended)
-
-    def _task_ended(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("MLflow recorder flush task ended", exc_info=task.exception())
+            self._task = guarded(self._flushing(), name="mlflow-recorder-flush", logger=logger)
 
     async def aclose(self, timeout: float = 10.0) -> None:
         """Stop the task and write what is queued, for at most ``timeout`` seconds."""
@@ -169,7 +167,7 @@ class MlflowRecorder:
                 if self._outage_since is not None:
                     logger.warning(
                         "MLflow at %s is back after %.0f s; queue written",
-                        self.client.tracking_uri,
+                        self.client.shown_uri,
                         time.monotonic() - self._outage_since,
                     )
                     self._outage_since = None
@@ -200,9 +198,11 @@ class MlflowRecorder:
         assert experiment_id is not None  # created if missing
         for segment in encode_segments(events):
             run_id = await self.client.create_run(
-                experiment_id, run_name=segment.name, start_time=segment.start_ms,
+                experiment_id,
+                run_name=segment.name,
+                start_time=segment.start_ms,
                 tags=segment.index_tags,
-            )  # fmt: skip
+            )
             for tags in segment.tag_batches:
                 await self.client.log_batch(run_id, tags=tags)
             await self.client.end_run(run_id, end_time=segment.end_ms)
@@ -236,10 +236,13 @@ class MlflowRecorder:
         token: str | None = None
         while True:
             runs, token = await self.client.search_runs(
-                [experiment_id], " AND ".join(clauses), order_by=["attributes.start_time DESC"],
-                max_results=100, page_token=token,
+                [experiment_id],
+                " AND ".join(clauses),
+                order_by=["attributes.start_time DESC"],
+                max_results=100,
+                page_token=token,
                 operation=f"reading the history of agent '{agent}'",
-            )  # fmt: skip
+            )
             for run in runs:
                 for seq, event in decode_segment(run.data.tags):
                     if correlation_id is not None and event.get("correlation_id") != correlation_id:

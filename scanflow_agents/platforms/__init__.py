@@ -17,17 +17,29 @@ from scanflow_agents.platforms.results import (
     ServiceStatus,
     WorkflowStatus,
 )
+from scanflow_agents.platforms.runs import (
+    MemoryRunStore,
+    RunCallback,
+    RunRecord,
+    RunRegistry,
+    RunStore,
+)
 
 __all__ = [
     "ActionResult",
     "BuildResult",
     "DeployResult",
+    "MemoryRunStore",
     "NodeEnvironment",
     "NodeRun",
     "Platform",
     "PlatformError",
     "ReplicaStatus",
+    "RunCallback",
+    "RunRecord",
+    "RunRegistry",
     "RunStatus",
+    "RunStore",
     "ServiceStatus",
     "WorkflowStatus",
 ]

@@ -137,7 +137,12 @@ class ReplicaStatus(BaseModel):
 
 
 class ServiceStatus(BaseModel):
-    """An online service: its address, model and replicas."""
+    """An online service: its address, the model it serves and its replicas.
+
+    ``model_uri`` is what ready replicas serve now; during a rollout (or a
+    stuck one) it differs from ``desired_model_uri``, what was asked for, and
+    may name two models (``"a, b"``) while both serve.
+    """
 
     workflow: str
     node: str
@@ -146,6 +151,9 @@ class ServiceStatus(BaseModel):
     desired_replicas: int
     ready_replicas: int
     replicas: list[ReplicaStatus]
+    desired_model_uri: str | None = None
+    rollout: Literal["complete", "progressing", "failed"] | None = None
+    rollout_message: str | None = None
 
 
 class WorkflowStatus(BaseModel):

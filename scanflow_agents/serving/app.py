@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from scanflow_agents._kit.tasks import guarded
 from scanflow_agents.serving import prometheus
 from scanflow_agents.serving.config import ServingConfig
 from scanflow_agents.serving.models import BadInput, LoadedModel, load_model
@@ -55,7 +56,7 @@ def create_app(state: ServerState) -> FastAPI:
         if state.model is None:
             # Loading takes seconds; /health answers 503 meanwhile instead of
             # the process looking dead to a prober.
-            loading = asyncio.create_task(_load(state), name=f"load model {config.model_uri}")
+            loading = guarded(_load(state), name=f"load model {config.model_uri}", logger=logger)
 
         def served() -> str | None:
             return state.model.version_uri if state.model is not None else None

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from scanflow_agents.serving._tasks import guarded, stop
+from scanflow_agents._kit.tasks import guarded, stop
 from scanflow_agents.serving.config import ServingConfig
 from scanflow_agents.serving.probing import probe
 from scanflow_agents.serving.stats import ServingStats

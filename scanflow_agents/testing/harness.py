@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
@@ -18,6 +19,9 @@ from scanflow_agents.settings import Settings
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.transports.base import Message, Transport
 from scanflow_agents.transports.memory import MemoryBroker, MemoryTransport
+from scanflow_agents.transports.nats import NatsTransport
+
+logger = logging.getLogger("scanflow_agents.testing")
 
 
 class AgentHarness:
@@ -33,7 +37,9 @@ class AgentHarness:
     Args:
         *agents: the agents to run.
         nats_url: a real NATS server to use; ``None`` runs on an in-memory bus.
-        namespace: defaults to a fresh random one.
+        namespace: defaults to a fresh random one, whose JetStream stream and
+            key-value buckets the harness deletes when it exits (a namespace you
+            name is left as it is).
         schedule: start time-triggered sensors (off by default: drive them with
             :meth:`run_sensor` instead of waiting).
         settings: base settings for the agents (namespace and NATS URL are set here).
@@ -49,6 +55,7 @@ class AgentHarness:
     ) -> None:
         base = settings or Settings.defaults()
         self.namespace = namespace or f"test-{uuid.uuid4().hex[:8]}"
+        self._own_namespace = namespace is None
         nats = base.nats.model_copy(update={"url": nats_url} if nats_url else {})
         self.settings = base.model_copy(update={"namespace": self.namespace, "nats": nats})
         self.nats_url = nats_url
@@ -73,6 +80,9 @@ class AgentHarness:
     async def __aenter__(self) -> AgentHarness:
         try:
             client_transport = await self.connect("harness")
+            if self._own_namespace and isinstance(client_transport, NatsTransport):
+                # Runs after every agent stopped and before this connection closes.
+                self._stack.push_async_callback(self._delete_streams, client_transport)
             self.client = Client(client_transport, namespace=self.namespace, name="harness")
             await client_transport.subscribe(self.subjects.all_events, self._on_event)
             for agent in self.agents.values():
@@ -91,6 +101,18 @@ class AgentHarness:
         tb: TracebackType | None,
     ) -> None:
         await self._stack.aclose()
+
+    async def _delete_streams(self, transport: NatsTransport) -> None:
+        """Delete the namespace's event stream and key-value buckets from the shared server."""
+        try:
+            names = [info.config.name for info in await transport.js.streams_info()]
+            for name in names:
+                if name == transport.stream or (
+                    name is not None and name.startswith("KV_") and self.namespace in name
+                ):
+                    await transport.js.delete_stream(name)
+        except Exception as exc:  # cleaning up must not hide the test's own outcome
+            logger.warning("harness could not delete the streams of %r: %s", self.namespace, exc)
 
     async def _on_event(self, message: Message) -> None:
         topic = self.subjects.topic_of(message.subject)

@@ -1,9 +1,13 @@
 """Transports: how agents exchange bytes. NATS for real, memory for embedding and tests."""
 
 from scanflow_agents.transports.base import (
+    KeyValue,
+    KvConflict,
+    KvEntry,
     Message,
     NoResponders,
     RequestTimeout,
+    StoredMessage,
     Subscription,
     Transport,
     TransportError,
@@ -12,11 +16,15 @@ from scanflow_agents.transports.base import (
 from scanflow_agents.transports.memory import MemoryBroker, MemoryTransport
 
 __all__ = [
+    "KeyValue",
+    "KvConflict",
+    "KvEntry",
     "MemoryBroker",
     "MemoryTransport",
     "Message",
     "NoResponders",
     "RequestTimeout",
+    "StoredMessage",
     "Subscription",
     "Transport",
     "TransportError",

@@ -14,14 +14,25 @@ Semantics both must have:
   with :class:`RequestTimeout` when nobody answers in time;
 - ``publish_durable`` returns once the event is stored, and ``history``
   replays stored events in order;
-- ``close`` drains (pending messages are handled) and may be called twice.
+- ``consume`` reads stored events through a durable consumer: each event is
+  handed to one consumer of that name at a time, in stream order, and
+  acknowledged once its handler returns; an event that is not acknowledged
+  (the handler raised, or the process died) is delivered again; a consumer
+  that comes back resumes after the last acknowledged event;
+- a key-value bucket (:meth:`Transport.key_value`) gives revision-checked
+  writes (two writers racing on one revision: exactly one wins) and drops
+  entries ``ttl`` seconds after their last write;
+- ``close`` drains (pending messages are handled) and may be called twice;
+  ``abort`` drops the connection like a killed process would.
 """
 
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 
 class TransportError(Exception):
@@ -36,6 +47,10 @@ class RequestTimeout(TransportError):
     """Nobody answered a request in time."""
 
 
+class KvConflict(TransportError):
+    """A revision-checked write lost: the key exists already, or has moved past the revision."""
+
+
 @dataclass
 class Message:
     """A received message. ``respond`` answers a request (a no-op if there is no reply subject)."""
@@ -48,6 +63,86 @@ class Message:
     async def respond(self, data: bytes) -> None:
         if self._respond is not None and self.reply:
             await self._respond(data)
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """An event delivered by a durable consumer.
+
+    ``sequence`` is its position in the stream, ``deliveries`` how many times
+    it has been handed out (more than one after a failure or a crash).
+    """
+
+    subject: str
+    data: bytes
+    sequence: int
+    deliveries: int
+    time: datetime
+
+
+StoredHandler = Callable[[StoredMessage], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class KvEntry:
+    """A value of a key-value bucket at one revision.
+
+    Revisions grow with every write to the bucket, so a later write always
+    has a higher revision than an earlier one (even after the key expired).
+    """
+
+    key: str
+    value: bytes
+    revision: int
+
+
+_KEY = re.compile(r"^[-/_=.a-zA-Z0-9]+$")
+_BUCKET = re.compile(r"^[a-zA-Z0-9_-]+$")
+
+
+def check_kv_names(bucket: str, key: str | None = None) -> None:
+    """Refuse bucket and key names that NATS would refuse, naming the bad one."""
+    if not _BUCKET.match(bucket):
+        raise ValueError(
+            f"key-value bucket name {bucket!r} is invalid: use letters, digits, '-' and '_'"
+        )
+    if key is not None and (not _KEY.match(key) or key.startswith(".") or key.endswith(".")):
+        raise ValueError(
+            f"key {key!r} of bucket {bucket!r} is invalid: use letters, digits and '-/_=.', "
+            "not starting or ending with '.'"
+        )
+
+
+class KeyValue(abc.ABC):
+    """One key-value bucket. Writes are durable; ``revision`` makes them conditional."""
+
+    def __init__(self, bucket: str, ttl: float | None) -> None:
+        self.bucket = bucket
+        self.ttl = ttl
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> KvEntry | None:
+        """The current entry, or ``None`` if the key was never set, deleted or expired."""
+
+    @abc.abstractmethod
+    async def put(self, key: str, value: bytes) -> int:
+        """Store a value unconditionally; returns its revision."""
+
+    @abc.abstractmethod
+    async def create(self, key: str, value: bytes) -> int:
+        """Store a value only if the key holds none; raises :class:`KvConflict` otherwise."""
+
+    @abc.abstractmethod
+    async def update(self, key: str, value: bytes, revision: int) -> int:
+        """Store a value only if ``revision`` is the key's latest; else :class:`KvConflict`."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str, *, revision: int | None = None) -> None:
+        """Remove a key; with ``revision``, only if that is its latest, else :class:`KvConflict`."""
+
+    @abc.abstractmethod
+    async def keys(self) -> list[str]:
+        """The keys that currently hold a value."""
 
 
 MessageHandler = Callable[[Message], Awaitable[None]]
@@ -110,12 +205,65 @@ class Transport(abc.ABC):
         """Stored events on subjects matching ``subject``, oldest first, at most ``limit``."""
 
     @abc.abstractmethod
-    async def kv_get(self, bucket: str, key: str) -> bytes | None:
-        """A value of the durable key-value store, or ``None``."""
+    async def consume(
+        self,
+        subject: str,
+        durable: str,
+        handler: StoredHandler,
+        *,
+        max_age: float | None = None,
+        ack_wait: float = 30.0,
+        inactive: float | None = None,
+    ) -> Subscription:
+        """Receive stored events on ``subject`` through the durable consumer ``durable``.
+
+        The consumer is created on first use, starting at the first stored event
+        at most ``max_age`` seconds old (the stream's first event if ``None``);
+        later calls with the same name resume it and ignore ``max_age``. Every
+        consumer bound to one name shares its events: one event is out at a
+        time, in stream order, and it is acknowledged when ``handler`` returns.
+        If ``handler`` raises, the event is delivered again after a short
+        delay; if the consumer disappears with an event unacknowledged, the
+        event is delivered again ``ack_wait`` seconds after it was handed out
+        (while a handler runs, the transport tells the server it is alive).
+        A consumer nobody used for ``inactive`` seconds is forgotten, so its
+        next use starts afresh.
+        """
 
     @abc.abstractmethod
+    async def key_value(self, bucket: str, *, ttl: float | None = None) -> KeyValue:
+        """A key-value bucket, created if missing; entries expire ``ttl`` seconds after a write.
+
+        ``ttl=None`` keeps entries for ever on creation and leaves an existing
+        bucket as it is; a number changes an existing bucket to that ``ttl``.
+        """
+
+    async def kv_get(self, bucket: str, key: str) -> bytes | None:
+        """A value of the durable key-value store, or ``None``."""
+        entry = await (await self.key_value(bucket)).get(key)
+        return entry.value if entry is not None else None
+
     async def kv_put(self, bucket: str, key: str, value: bytes) -> None:
         """Store a value durably."""
+        await (await self.key_value(bucket)).put(key, value)
+
+    # Shorthands over key_value() for callers that need no revisions.
+
+    async def kv_create(self, bucket: str, key: str, value: bytes) -> bool:
+        """Store a value only if the key has none; ``False`` (nothing written) if it has one."""
+        try:
+            await (await self.key_value(bucket)).create(key, value)
+        except KvConflict:
+            return False
+        return True
+
+    async def kv_delete(self, bucket: str, key: str) -> None:
+        """Remove a key (no error if it has no value); :meth:`kv_create` may then set it again."""
+        await (await self.key_value(bucket)).delete(key)
+
+    async def kv_configure(self, bucket: str, *, ttl: float) -> None:
+        """Declare that keys of ``bucket`` live ``ttl`` seconds after their last write."""
+        await self.key_value(bucket, ttl=ttl)
 
     @abc.abstractmethod
     async def flush(self) -> None:
@@ -124,6 +272,10 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Drain subscriptions and disconnect. Idempotent."""
+
+    @abc.abstractmethod
+    async def abort(self) -> None:
+        """Disconnect at once: nothing drained, nothing acknowledged, as if the process died."""
 
     @property
     @abc.abstractmethod

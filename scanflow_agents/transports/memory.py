@@ -13,30 +13,44 @@ import itertools
 import logging
 import random
 
+from scanflow_agents._kit.tasks import guarded
 from scanflow_agents.transports.base import (
+    KeyValue,
     Message,
     MessageHandler,
     NoResponders,
     RequestTimeout,
+    StoredHandler,
     Subscription,
     Transport,
     TransportError,
+    check_kv_names,
     subject_matches,
+)
+from scanflow_agents.transports.memstore import (
+    MemoryBucket,
+    MemoryConsumerSubscription,
+    MemoryKeyValue,
+    MemoryStream,
 )
 
 logger = logging.getLogger(__name__)
 
 
 class MemoryBroker:
-    """The shared state of an in-memory bus: subscriptions, the event stream, the KV store."""
+    """The shared state of an in-memory bus: subscriptions, the event stream, the KV buckets."""
 
     def __init__(self, *, stream_subjects: tuple[str, ...] = ("scanflow.*.events.>",)) -> None:
         self.stream_subjects = stream_subjects
         self.subscriptions: list[_MemorySubscription] = []
-        self.stream: list[tuple[str, bytes]] = []
-        self.stored_ids: set[str] = set()
-        self.kv: dict[tuple[str, str], bytes] = {}
+        self.events = MemoryStream()
+        self.buckets: dict[str, MemoryBucket] = {}
         self._inboxes = itertools.count()
+
+    @property
+    def stream(self) -> list[tuple[str, bytes]]:
+        """The stored events as ``(subject, data)``, oldest first."""
+        return [(event.subject, event.data) for event in self.events.events]
 
     def connect(self) -> MemoryTransport:
         return MemoryTransport(self)
@@ -81,7 +95,7 @@ class _MemorySubscription(Subscription):
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
         # One consumer task per subscription: messages are handled one at a time,
         # in order, as nats-py does.
-        self._task = asyncio.create_task(self._consume(), name=f"memory-sub:{subject}")
+        self._task = guarded(self._consume(), name=f"memory-sub:{subject}", logger=logger)
 
     def deliver(self, message: Message) -> None:
         self._queue.put_nowait(message)
@@ -101,13 +115,21 @@ class _MemorySubscription(Subscription):
             self._queue.put_nowait(None)  # drain: what is queued is still handled
             await self._task
 
+    async def abort(self) -> None:
+        self.active = False
+        with contextlib.suppress(ValueError):
+            self.broker.subscriptions.remove(self)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
 
 class MemoryTransport(Transport):
     """One client connection to a :class:`MemoryBroker`."""
 
     def __init__(self, broker: MemoryBroker | None = None) -> None:
         self.broker = broker or MemoryBroker()
-        self._subs: list[_MemorySubscription] = []
+        self._subs: list[_MemorySubscription | MemoryConsumerSubscription] = []
         self._closed = False
 
     @property
@@ -120,19 +142,24 @@ class MemoryTransport(Transport):
 
     async def publish(self, subject: str, data: bytes) -> None:
         self._check()
+        if self._stored(subject):
+            # As JetStream does: a stream stores every message on its subjects,
+            # also one sent without waiting for the acknowledgement.
+            self.broker.events.store(subject, data, None)
         self.broker.route(subject, data, None)
+
+    def _stored(self, subject: str) -> bool:
+        return any(subject_matches(pattern, subject) for pattern in self.broker.stream_subjects)
 
     async def publish_durable(
         self, subject: str, data: bytes, *, msg_id: str | None = None
     ) -> None:
         self._check()
-        if not any(subject_matches(pattern, subject) for pattern in self.broker.stream_subjects):
+        if not self._stored(subject):
             raise TransportError(f"no event stream stores subject {subject!r}")
-        if msg_id is not None:
-            if msg_id in self.broker.stored_ids:
-                return  # a retry of a stored event: kept once, as JetStream does
-            self.broker.stored_ids.add(msg_id)
-        self.broker.stream.append((subject, data))
+        if msg_id is not None and msg_id in self.broker.events.stored_ids:
+            return  # a retry of a stored event: kept once, as JetStream does
+        self.broker.events.store(subject, data, msg_id)
         self.broker.route(subject, data, None)
 
     async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
@@ -186,12 +213,31 @@ class MemoryTransport(Transport):
         matching = [(s, d) for s, d in self.broker.stream if subject_matches(subject, s)]
         return matching[:limit]
 
-    async def kv_get(self, bucket: str, key: str) -> bytes | None:
-        return self.broker.kv.get((bucket, key))
-
-    async def kv_put(self, bucket: str, key: str, value: bytes) -> None:
+    async def consume(
+        self,
+        subject: str,
+        durable: str,
+        handler: StoredHandler,
+        *,
+        max_age: float | None = None,
+        ack_wait: float = 30.0,
+        inactive: float | None = None,
+    ) -> Subscription:
         self._check()
-        self.broker.kv[(bucket, key)] = value
+        consumer = self.broker.events.consumer(durable, subject, max_age, ack_wait, inactive)
+        sub = MemoryConsumerSubscription(consumer, handler)
+        self._subs.append(sub)
+        return sub
+
+    async def key_value(self, bucket: str, *, ttl: float | None = None) -> KeyValue:
+        self._check()
+        check_kv_names(bucket)
+        state = self.broker.buckets.get(bucket)
+        if state is None:
+            state = self.broker.buckets[bucket] = MemoryBucket(bucket, ttl)
+        elif ttl is not None:
+            state.ttl = ttl
+        return MemoryKeyValue(state, self._check)
 
     async def flush(self) -> None:
         # Let consumer tasks run what is already queued.
@@ -203,4 +249,10 @@ class MemoryTransport(Transport):
         self._closed = True
         for sub in self._subs:
             await sub.unsubscribe()
+        self._subs.clear()
+
+    async def abort(self) -> None:
+        self._closed = True
+        for sub in self._subs:
+            await sub.abort()
         self._subs.clear()

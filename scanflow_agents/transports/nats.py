@@ -16,15 +16,30 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import api
 
+from scanflow_agents.redaction import redact
 from scanflow_agents.settings import NatsSettings
 from scanflow_agents.transports.base import (
+    KeyValue,
     Message,
     MessageHandler,
     NoResponders,
     RequestTimeout,
+    StoredHandler,
     Subscription,
     Transport,
     TransportError,
+)
+from scanflow_agents.transports.connecting import (
+    ConnectErrors,
+    ConnectSetupError,
+    auth_options,
+    describe_error,
+    servers,
+)
+from scanflow_agents.transports.jetstream import (
+    ConsumerSubscription,
+    JetStreamKeyValue,
+    open_bucket,
 )
 
 logger = logging.getLogger(__name__)
@@ -62,7 +77,8 @@ class NatsTransport(Transport):
         self.js = nc.jetstream()
         self.stream = stream
         self.stream_subjects = stream_subjects
-        self._kv: dict[str, Any] = {}
+        self._buckets: dict[str, JetStreamKeyValue] = {}
+        self._consumers: list[ConsumerSubscription] = []
         self._closed = False
         self._closing: list[bool] = []
 
@@ -78,41 +94,52 @@ class NatsTransport(Transport):
         """Connect, and make sure the event stream exists with the wanted subjects."""
 
         closing: list[bool] = []  # set by close(): a drain's disconnect is no news
+        attempts = ConnectErrors()
+        established: list[bool] = []
 
         async def on_error(exc: Exception) -> None:
-            logger.warning("NATS connection %s: %s", name, exc or type(exc).__name__)
+            attempts.add(exc)
+            logger.warning("NATS connection %s: %s", name, redact(describe_error(exc)))
 
         async def on_disconnect() -> None:
-            if not closing:
+            # A failed first attempt is reported by the error, not as a lost connection.
+            if established and not closing:
                 logger.warning("NATS connection %s lost; reconnecting", name)
 
         async def on_reconnect() -> None:
             logger.info("NATS connection %s restored", name)
 
-        options: dict[str, Any] = {
-            "servers": [url.strip() for url in settings.url.split(",")],
-            "name": name,
-            "connect_timeout": settings.connect_timeout,
-            # A first connection fails fast (a wrong URL is a clear error at
-            # once); once connected, an agent outlives any NATS restart.
-            "max_reconnect_attempts": 2,
-            "reconnect_time_wait": 0.5,
-            "allow_reconnect": True,
-            "error_cb": on_error,
-            "disconnected_cb": on_disconnect,
-            "reconnected_cb": on_reconnect,
-        }
-        if settings.user:
-            options["user"] = settings.user
-            options["password"] = settings.password.get_secret_value() if settings.password else ""
-        if settings.token:
-            options["token"] = settings.token.get_secret_value()
+        where = redact(settings.url)
         try:
-            nc = await nats.connect(**options)
+            options: dict[str, Any] = {
+                "servers": servers(settings),
+                "name": name,
+                "connect_timeout": settings.connect_timeout,
+                # A first connection fails fast (a wrong URL is a clear error at
+                # once); once connected, an agent outlives any NATS restart.
+                "max_reconnect_attempts": 2,
+                "reconnect_time_wait": 0.5,
+                "allow_reconnect": True,
+                "error_cb": on_error,
+                "disconnected_cb": on_disconnect,
+                "reconnected_cb": on_reconnect,
+                **auth_options(settings),
+            }
+        except ConnectSetupError as exc:
+            raise TransportError(f"cannot connect to NATS at {where}: {exc}") from exc
+        nc = Client()
+        # nats-py can hang after some failed TLS handshakes (an untrusted server
+        # certificate): bound the whole first connection, every attempt included.
+        deadline = settings.connect_timeout * 3 * len(options["servers"]) + 2
+        try:
+            await asyncio.wait_for(nc.connect(**options), deadline)
         except (OSError, nats.errors.Error, TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
             raise TransportError(
-                f"cannot connect to NATS at {settings.url}: {exc or type(exc).__name__}"
+                f"cannot connect to NATS at {where}: {attempts.reason(exc)}"
             ) from exc
+        established.append(True)
         nc.options["max_reconnect_attempts"] = -1
         transport = cls(nc, stream=stream, stream_subjects=stream_subjects)
         transport._closing = closing
@@ -251,26 +278,32 @@ class NatsTransport(Transport):
             await sub.unsubscribe()
         return events
 
-    async def _bucket(self, bucket: str) -> Any:
-        if bucket not in self._kv:
-            try:
-                self._kv[bucket] = await self.js.key_value(bucket)
-            except nats.js.errors.BucketNotFoundError:
-                self._kv[bucket] = await self.js.create_key_value(bucket=bucket, history=1)
-        return self._kv[bucket]
-
-    async def kv_get(self, bucket: str, key: str) -> bytes | None:
-        kv = await self._bucket(bucket)
+    async def consume(
+        self,
+        subject: str,
+        durable: str,
+        handler: StoredHandler,
+        *,
+        max_age: float | None = None,
+        ack_wait: float = 30.0,
+        inactive: float | None = None,
+    ) -> Subscription:
+        config = {"max_age": max_age, "ack_wait": ack_wait, "inactive": inactive}
+        sub = ConsumerSubscription(self.js, self.stream, subject, durable, handler, config)
         try:
-            entry = await kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        value: bytes | None = entry.value
-        return value
+            await sub.bind()
+        except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+            # Not fatal: the consumer keeps trying to bind until it can.
+            logger.warning("durable consumer %r cannot bind yet: %s", durable, exc)
+        sub.start()
+        self._consumers.append(sub)
+        return sub
 
-    async def kv_put(self, bucket: str, key: str, value: bytes) -> None:
-        kv = await self._bucket(bucket)
-        await kv.put(key, value)
+    async def key_value(self, bucket: str, *, ttl: float | None = None) -> KeyValue:
+        cached = self._buckets.get(bucket)
+        if cached is None or (ttl is not None and cached.ttl != ttl):
+            cached = self._buckets[bucket] = await open_bucket(self.js, bucket, ttl)
+        return cached
 
     async def flush(self, timeout: float = 10.0) -> None:
         # nats-py writes its PING straight to the socket, ahead of commands still
@@ -298,6 +331,8 @@ class NatsTransport(Transport):
             return
         self._closed = True
         self._closing.append(True)
+        for sub in self._consumers:
+            await sub.unsubscribe()
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()
@@ -305,3 +340,11 @@ class NatsTransport(Transport):
                 # Not connected (server gone, reconnecting): nothing to drain.
                 logger.debug("NATS drain skipped: %r", exc)
                 await self.nc.close()
+
+    async def abort(self) -> None:
+        self._closed = True
+        self._closing.append(True)
+        for sub in self._consumers:
+            await sub.abort()
+        if not self.nc.is_closed:
+            await self.nc.close()

@@ -61,12 +61,28 @@ class NatsServer:
 
         with NatsServer() as server:
             print(server.url)
+
+    Args:
+        port: the client port (default: a free one).
+        store_dir: JetStream's folder (default: a temporary one, removed on stop).
+        startup_timeout: seconds to wait for the server to listen.
+        config: a nats-server configuration file (authorization, TLS, accounts);
+            the port, JetStream and its folder given here still apply.
+        scheme: of :attr:`url`: ``tls`` for a server that requires TLS.
     """
 
     def __init__(
-        self, *, port: int | None = None, store_dir: str | None = None, startup_timeout: float = 10
+        self,
+        *,
+        port: int | None = None,
+        store_dir: str | None = None,
+        startup_timeout: float = 10,
+        config: str | None = None,
+        scheme: str = "nats",
     ) -> None:
         self.port = port or free_port()
+        self.config = config
+        self.scheme = scheme
         self._own_dir = store_dir is None
         self.store_dir = store_dir or tempfile.mkdtemp(prefix="scanflow-nats-")
         self.startup_timeout = startup_timeout
@@ -74,7 +90,7 @@ class NatsServer:
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> NatsServer:
         if self.process is not None:
@@ -89,6 +105,7 @@ class NatsServer:
                 "-js",
                 "-sd",
                 self.store_dir,
+                *(["-c", self.config] if self.config else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -39,7 +39,8 @@ class Feed:
         self.judged = 0
 
     def rows(self, data: np.ndarray, n: int = 200) -> list[list[float]]:
-        return data[self.rng.integers(0, len(data), n)].tolist()
+        picked: list[list[float]] = data[self.rng.integers(0, len(data), n)].tolist()
+        return picked
 
     async def window(
         self,

@@ -227,7 +227,9 @@ async def test_drift_retrains_then_promotes_a_better_candidate_and_rolls_back_if
             }
             assert planner.called("promote") == [{"model": "digits", "version": "2"}]
             assert planner.called("redeploy")[0]["model_uri"] == "models:/digits/2"
-            assert h.agents["improver"].retrainings.states == {}  # nothing left in flight
+            improver = h.agents["improver"]
+            assert isinstance(improver, Improver)
+            assert improver.retrainings.states == {}  # nothing left in flight
             await h.settle()
             actions = [d["payload"]["action"] for d in h.records("decision", "improver")]
             assert actions == ["retrain", "promote"]

@@ -155,11 +155,11 @@ async def test_the_dataset_actuator_writes_recent_labelled_rows_to_mlflow(
         result = await h.call("tracker", "dataset", workflow="serve", node="model", limit=30)
         assert result["rows"] == 30
         assert result["uri"] == f"runs:/{result['run_id']}/recent.npz"
-        x, y = await asyncio.to_thread(_download, result["uri"], mlflow_server.url)
-        assert x.shape == (30, 2)
-        assert x.dtype == np.float64
-        assert y.dtype.kind == "i"
-        assert x[-1].tolist() == [3.0, 19.0]  # the newest rows
+        rows, labels = await asyncio.to_thread(_download, result["uri"], mlflow_server.url)
+        assert rows.shape == (30, 2)
+        assert rows.dtype == np.float64
+        assert labels.dtype.kind == "i"
+        assert rows[-1].tolist() == [3.0, 19.0]  # the newest rows
         tags = await asyncio.to_thread(_tags, result["run_id"], mlflow_server.url)
         assert (tags["scanflow.workflow"], tags["scanflow.node"]) == ("serve", "model")
 

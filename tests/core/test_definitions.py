@@ -141,7 +141,7 @@ def test_plain_specs_without_decorators() -> None:
         (lambda: sensor(at=datetime(2030, 1, 1)), "needs a time zone"),
         (lambda: sensor(on="a..b"), "bad event topic"),
         (lambda: sensor(every=1, timeout=-1), "timeout must be positive"),
-        (lambda: sensor(every=1, errors="sometimes"), "errors must be one of"),  # type: ignore[arg-type]
+        (lambda: sensor(every=1, errors="sometimes"), "errors must be one of"),  # type: ignore[call-overload]
         (lambda: actuator(rate="often"), "bad rate"),
         (lambda: actuator(cooldown=-1)(_async_noop), "cooldown must not be negative"),
         (lambda: rule(on="x.>.y"), "bad event topic"),
@@ -160,8 +160,8 @@ def test_sync_actuator_is_refused_at_class_creation() -> None:
     with pytest.raises(DefinitionError, match="must be an 'async def'"):
 
         class Bad(Agent):
-            @actuator()
-            def scale(self, replicas: int) -> int:  # type: ignore[type-var]
+            @actuator()  # type: ignore[arg-type]
+            def scale(self, replicas: int) -> int:
                 return replicas
 
 

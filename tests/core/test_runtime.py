@@ -471,3 +471,18 @@ async def test_failing_start_hook_leaves_nothing_running(bus: str | None) -> Non
             await agent.running(await h.connect("broken")).start()
         with pytest.raises(Unavailable):
             await h.call("broken", "go", timeout=1)
+
+
+async def test_a_dead_background_loop_makes_the_agent_not_ready(bus: str | None) -> None:
+    async with AgentHarness(Planner(), nats_url=bus) as h:
+        runtime = h.runtime("planner")
+        assert (await h.client.describe("planner"))["ready"] is True
+
+        async def loop_that_dies() -> None:
+            raise ConnectionResetError("lost the stream")
+
+        runtime.tasks.spawn(loop_that_dies(), name="probe", endless=True)
+        await eventually(lambda: not runtime.ready)
+        description = await h.client.describe("planner")
+        assert (description["state"], description["ready"]) == ("running", False)
+        assert await h.call("planner", "scale", replicas=1)  # still serving, but says so

@@ -119,12 +119,24 @@ def test_report_round_trips_through_json(reference: Reference) -> None:
     assert data["window_size"] == 1_000
     assert data["reference_size"] == 10_000
     assert data["thresholds"] == {
-        "alpha": 0.05, "correction": "bh", "min_psi": 0.0, "psi_bins": 10, "psi_epsilon": 1e-4,
-    }  # fmt: skip
+        "alpha": 0.05,
+        "correction": "bh",
+        "min_psi": 0.0,
+        "psi_bins": 10,
+        "psi_epsilon": 1e-4,
+    }
     assert set(data["features"][0]) == {
-        "name", "kind", "test", "statistic", "p_value", "p_adjusted", "psi", "drifted",
-        "count", "unseen",
-    }  # fmt: skip
+        "name",
+        "kind",
+        "test",
+        "statistic",
+        "p_value",
+        "p_adjusted",
+        "psi",
+        "drifted",
+        "count",
+        "unseen",
+    }
 
 
 def test_bad_inputs_are_refused_with_the_reason(reference: Reference) -> None:

@@ -52,9 +52,13 @@ def test_error_rate_objective() -> None:
 def test_results_are_json_ready() -> None:
     result = ErrorRateObjective(max_rate=0.01).check([0, 1, 0, 0])
     assert json.loads(json.dumps(result.to_dict())) == {
-        "objective": "error rate <= 0.01", "value": 0.25, "target": 0.01,
-        "breached": True, "margin": -0.24, "count": 4,
-    }  # fmt: skip
+        "objective": "error rate <= 0.01",
+        "value": 0.25,
+        "target": 0.01,
+        "breached": True,
+        "margin": -0.24,
+        "count": 4,
+    }
 
 
 def test_bad_objectives_are_refused() -> None:

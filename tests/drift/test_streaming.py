@@ -13,7 +13,8 @@ Detector = ADWIN | PageHinkley
 
 
 def errors(rate: float, size: int, seed: int) -> list[float]:
-    return (np.random.default_rng(seed).random(size) < rate).astype(float).tolist()
+    drawn: list[float] = (np.random.default_rng(seed).random(size) < rate).astype(float).tolist()
+    return drawn
 
 
 def first_alarm(detector: Detector, stream: list[float]) -> int | None:

@@ -206,7 +206,8 @@ def test_runs_declaration_errors() -> None:
         Runs()
     with pytest.raises(DefinitionError, match="needs a time trigger"):
         sensor(on="x.y", reads=Runs(experiments=("e",)))(Watch.trainings)
-    assert Runs(experiments="one").experiments == ("one",)
+    # Untyped callers may pass a lone name: it is one name, not its letters.
+    assert Runs(experiments="one").experiments == ("one",)  # type: ignore[arg-type]
 
 
 async def test_mlflow_catches_up_from_the_stream(
@@ -235,3 +236,35 @@ async def test_mlflow_catches_up_from_the_stream(
         pass
     history = await mlflow_history(recording.mlflow, agents=[first])
     assert [r["payload"]["params"]["runs"] for r in history] == [["a"], ["b"]]
+
+
+async def test_knowledge_polls_and_keeps_cursors_without_a_runtime(
+    mlflow_server: MlflowServer,
+) -> None:
+    from scanflow_agents._core.knowing import Knowledge
+    from scanflow_agents.transports.memory import MemoryBroker
+
+    experiment = f"alone-{uuid.uuid4().hex[:8]}"
+
+    class Alone(Agent):
+        @sensor(every=3600, reads=Runs(experiments=(experiment,), workflow="digits"))
+        async def trainings(self, poll: Poll) -> None:
+            return None
+
+    settings = with_mlflow(Settings.defaults(), mlflow_server.url)
+    spec = Alone.sensors["trainings"]
+    broker = MemoryBroker()
+    first = Knowledge("alone", settings, broker.connect(), sinks=[])
+    async with KnowledgeClient(settings.mlflow) as client:
+        run = await log_run(client, 0.5, experiment=experiment)
+        assert [r.run_id for r in (await first.poll(spec)).runs] == [run]
+        assert [r.run_id for r in (await first.poll(spec)).runs] == [run]  # not committed yet
+        await first.commit(spec)
+        assert (await first.poll(spec)).runs == []
+        # Another process of the agent resumes from the cursor in the key-value store.
+        second = Knowledge("alone", settings, broker.connect(), sinks=[])
+        assert (await second.poll(spec)).runs == []
+        newer = await log_run(client, 0.6, experiment=experiment)
+        assert [r.run_id for r in (await second.poll(spec)).runs] == [newer]
+    await first.close()
+    await second.close()

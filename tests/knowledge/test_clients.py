@@ -76,9 +76,9 @@ async def test_credentials_come_from_settings_not_the_environment(
     settings = MlflowSettings(
         tracking_uri=mlflow_server.url,
         username="agent",
-        password="s3cret",  # type: ignore[arg-type]
+        password="s3cret",
     )
-    other = MlflowSettings(tracking_uri=mlflow_server.url, token="tok")  # type: ignore[arg-type]
+    other = MlflowSettings(tracking_uri=mlflow_server.url, token="tok")
     async with KnowledgeClient(settings) as client, KnowledgeClient(other) as second:
         creds = await client.tracking("reading credentials", lambda s: s.get_host_creds())
         registry = await client.registry("reading credentials", lambda s: s.get_host_creds())

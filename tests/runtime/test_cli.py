@@ -72,6 +72,8 @@ def test_run_call_describe_and_stop(
     assert "(field: replicas)" in bad.stderr
 
     described = json.loads(scanflow(*base, "describe", "scaler").stdout)
+    assert described["leader"] is True  # the only replica holds the lease
+    assert "leader" in scanflow(*base, "agents", "--wait", "0.2").stdout
     scale = described["actuators"][0]
     assert (
         scale["params"]["properties"]["replicas"]["description"] == "the wanted number of replicas."

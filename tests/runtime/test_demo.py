@@ -115,7 +115,7 @@ TRAIL = [
     _action("scale", 66, params={"replicas": 3}, details={"before": 1, "replicas": 3}),
     _action("scale", 80, params={"replicas": 1}, details={"before": 3, "replicas": 1}),
 ]
-PHASES = [
+PHASES: list[dict[str, Any]] = [
     {"name": "clean", "start": T0 + 2, "end": T0 + 20},
     {"name": "drift", "start": T0 + 20, "end": T0 + 55},
     {"name": "spike", "start": T0 + 55, "end": T0 + 75},

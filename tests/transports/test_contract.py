@@ -11,11 +11,13 @@ import pytest
 from scanflow_agents.settings import NatsSettings
 from scanflow_agents.testing import eventually
 from scanflow_agents.transports import (
+    KvConflict,
     MemoryBroker,
     MemoryTransport,
     Message,
     NoResponders,
     RequestTimeout,
+    StoredMessage,
     Transport,
     TransportError,
     subject_matches,
@@ -156,6 +158,16 @@ async def test_durable_events_are_replayed_in_order(connect: Connect) -> None:
     assert await reader.history(f"{p}.events.none") == []
 
 
+async def test_a_plain_publish_on_a_stream_subject_is_stored_too(connect: Connect) -> None:
+    writer, reader = await connect(), await connect()
+    p = prefix(connect)
+    await writer.publish(f"{p}.events.plain", b"1")
+    await writer.flush()
+    got: list[int] = []
+    await reader.consume(f"{p}.events.plain", "plain", _collector(got))
+    await _until(lambda: got == [1])
+
+
 async def test_durable_publish_outside_the_stream_is_an_error(connect: Connect) -> None:
     writer = await connect()
     with pytest.raises(TransportError):
@@ -184,6 +196,181 @@ async def test_key_value_store(connect: Connect) -> None:
     assert await b.kv_get(bucket, "cursor") == b"42"
     await b.kv_put(bucket, "cursor", b"43")
     assert await a.kv_get(bucket, "cursor") == b"43"
+
+
+async def test_key_value_revisions_let_exactly_one_writer_win(connect: Connect) -> None:
+    a, b = await connect(), await connect()
+    name = f"kv{prefix(connect)}"
+    kv_a, kv_b = await a.key_value(name), await b.key_value(name)
+    first = await kv_a.create("lease", b"a")
+    with pytest.raises(KvConflict):
+        await kv_b.create("lease", b"b")
+    entry = await kv_b.get("lease")
+    assert entry is not None
+    assert (entry.value, entry.revision) == (b"a", first)
+    # Both saw the same revision; only the first conditional update lands.
+    second = await kv_a.update("lease", b"a2", first)
+    assert second > first
+    with pytest.raises(KvConflict):
+        await kv_b.update("lease", b"b2", first)
+    with pytest.raises(KvConflict):
+        await kv_b.delete("lease", revision=first)
+    assert await kv_b.keys() == ["lease"]
+    await kv_a.delete("lease", revision=second)
+    assert await kv_b.get("lease") is None
+    assert await kv_b.keys() == []
+    # A deleted key can be created again, at a higher revision.
+    assert await kv_b.create("lease", b"b") > second
+    assert await kv_a.put("other", b"x") > second
+
+
+async def test_key_value_entries_expire_after_the_bucket_ttl(connect: Connect) -> None:
+    a, b = await connect(), await connect()
+    name = f"ttl{prefix(connect)}"
+    kv_a, kv_b = await a.key_value(name, ttl=1.0), await b.key_value(name, ttl=1.0)
+    revision = await kv_a.create("lease", b"a")
+    await asyncio.sleep(0.6)
+    revision = await kv_a.update("lease", b"a", revision)  # a renewal restarts the clock
+    await asyncio.sleep(0.6)
+    assert await kv_b.get("lease") is not None
+    for _ in range(50):  # the server expires entries on its own timer
+        if await kv_b.get("lease") is None:
+            break
+        await asyncio.sleep(0.1)
+    assert await kv_b.get("lease") is None
+    assert await kv_b.create("lease", b"b") > revision
+
+
+async def test_key_value_shorthands(connect: Connect) -> None:
+    a, b = await connect(), await connect()
+    bucket = f"short{prefix(connect)}"
+    await a.kv_configure(bucket, ttl=60)
+    assert await a.kv_create(bucket, "call", b"started")
+    assert not await b.kv_create(bucket, "call", b"started")
+    assert await b.kv_get(bucket, "call") == b"started"
+    await b.kv_delete(bucket, "call")
+    await b.kv_delete(bucket, "never-set")
+    assert await a.kv_get(bucket, "call") is None
+    assert await a.kv_create(bucket, "call", b"again")
+
+
+async def test_key_value_names_are_checked(connect: Connect) -> None:
+    a = await connect()
+    with pytest.raises(ValueError, match=r"bucket name 'no\.dots'"):
+        await a.key_value("no.dots")
+    kv = await a.key_value(f"kv{prefix(connect)}")
+    with pytest.raises(ValueError, match="key 'a b'"):
+        await kv.put("a b", b"")
+
+
+async def _store(writer: Transport, subject: str, count: int, start: int = 0) -> None:
+    for i in range(start, start + count):
+        await writer.publish_durable(subject, str(i).encode())
+
+
+def _collector(got: list[int]) -> Callable[[StoredMessage], Awaitable[None]]:
+    async def handler(message: StoredMessage) -> None:
+        got.append(int(message.data))
+
+    return handler
+
+
+async def test_durable_consumer_delivers_stored_then_live_events_in_order(
+    connect: Connect,
+) -> None:
+    writer, reader = await connect(), await connect()
+    p = prefix(connect)
+    await _store(writer, f"{p}.events.a", 5)
+    await writer.publish_durable(f"{p}.events.b", b"-1")  # another subject: filtered out
+    got: list[int] = []
+    await reader.consume(f"{p}.events.a", "rule-a", _collector(got))
+    await _until(lambda: len(got) == 5)
+    await _store(writer, f"{p}.events.a", 5, start=5)
+    await _until(lambda: len(got) == 10)
+    await asyncio.sleep(0.2)
+    assert got == list(range(10))
+
+
+async def test_durable_consumer_resumes_after_the_last_acknowledged_event(
+    connect: Connect,
+) -> None:
+    writer, first, second = await connect(), await connect(), await connect()
+    p = prefix(connect)
+    await _store(writer, f"{p}.events.a", 3)
+    got: list[int] = []
+    sub = await first.consume(f"{p}.events.a", "resume", _collector(got))
+    await _until(lambda: len(got) == 3)
+    await sub.unsubscribe()
+    await _store(writer, f"{p}.events.a", 4, start=3)  # stored while nobody reads
+    await second.consume(f"{p}.events.a", "resume", _collector(got))
+    await _until(lambda: len(got) == 7)
+    await asyncio.sleep(0.2)
+    assert got == list(range(7))
+
+
+async def test_a_failed_event_is_delivered_again(connect: Connect) -> None:
+    writer, reader = await connect(), await connect()
+    p = prefix(connect)
+    seen: list[tuple[int, int]] = []
+
+    async def flaky(message: StoredMessage) -> None:
+        seen.append((int(message.data), message.deliveries))
+        if message.deliveries == 1 and message.data == b"1":
+            raise RuntimeError("planted failure")
+
+    await _store(writer, f"{p}.events.a", 3)
+    await reader.consume(f"{p}.events.a", "flaky", flaky)
+    await _until(lambda: len(seen) == 4)
+    # Order holds: event 2 waits until event 1 went through.
+    assert seen == [(0, 1), (1, 1), (1, 2), (2, 1)]
+
+
+async def test_an_event_a_dead_consumer_held_goes_to_the_next_one(connect: Connect) -> None:
+    writer, doomed, heir = await connect(), await connect(), await connect()
+    p = prefix(connect)
+    held = asyncio.Event()
+
+    async def hang(message: StoredMessage) -> None:
+        held.set()
+        await asyncio.Event().wait()
+
+    await _store(writer, f"{p}.events.a", 3)
+    await doomed.consume(f"{p}.events.a", "shared", hang, ack_wait=1.0)
+    await asyncio.wait_for(held.wait(), 5)
+    await doomed.abort()  # killed with event 0 unacknowledged
+    got: list[tuple[int, int]] = []
+
+    async def keep(message: StoredMessage) -> None:
+        got.append((int(message.data), message.deliveries))
+
+    await heir.consume(f"{p}.events.a", "shared", keep, ack_wait=1.0)
+    await _until(lambda: len(got) == 3)
+    assert got == [(0, 2), (1, 1), (2, 1)]
+
+
+async def test_a_new_durable_consumer_skips_events_older_than_max_age(connect: Connect) -> None:
+    writer, reader = await connect(), await connect()
+    p = prefix(connect)
+    await _store(writer, f"{p}.events.a", 3)
+    await asyncio.sleep(1.5)
+    await _store(writer, f"{p}.events.a", 2, start=3)
+    got: list[int] = []
+    await reader.consume(f"{p}.events.a", "young", _collector(got), max_age=1.0)
+    await _until(lambda: len(got) == 2)
+    await asyncio.sleep(0.2)
+    assert got == [3, 4]
+
+
+async def test_replicas_sharing_a_durable_consumer_split_the_events(connect: Connect) -> None:
+    writer, r1, r2 = await connect(), await connect(), await connect()
+    p = prefix(connect)
+    got: list[int] = []
+    await r1.consume(f"{p}.events.a", "pool", _collector(got))
+    await r2.consume(f"{p}.events.a", "pool", _collector(got))
+    await _store(writer, f"{p}.events.a", 20)
+    await _until(lambda: len(got) == 20)
+    await asyncio.sleep(0.2)
+    assert got == list(range(20))  # each once, and in order across both
 
 
 async def test_close_drains_and_is_idempotent(connect: Connect) -> None:
@@ -224,4 +411,4 @@ def test_subject_matching(pattern: str, subject: str, expected: bool) -> None:
 
 
 async def _until(condition: Callable[[], bool]) -> None:
-    await eventually(condition, timeout=3)
+    await eventually(condition, timeout=8)

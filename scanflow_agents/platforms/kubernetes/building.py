@@ -1,17 +1,34 @@
-"""Images for nodes and agents, built in the cluster by Kaniko.
+"""Images for nodes and agents, built in the cluster by rootless BuildKit.
+
+Every image starts ``FROM`` the project's image (``base_image``: the
+framework, the model server and its libraries, a non-root user) and adds the
+node's requirements and scripts; nothing is installed from a package index
+but the node's own requirements.
+
+The builder is BuildKit in its rootless image (``buildctl-daemonless.sh``
+runs the daemon inside the build pod). Kaniko, the former choice, was
+archived upstream in June 2025 (no more security fixes); BuildKit is the
+engine of ``docker build``, maintained by the Moby project, and its rootless
+mode runs as an unprivileged user. It still needs what no "restricted" pod
+may have (an unconfined seccomp and AppArmor profile for its user
+namespaces), so build Jobs go to a namespace of their own
+(``build_namespace``) that the cluster admits at the "privileged" level,
+away from the teams' restricted namespaces.
 
 A build context (Dockerfile, requirements, the entry point's scripts) is
-rendered here and travels to the Kaniko pod as a ConfigMap mounted at
+rendered here and travels to the build pod as a ConfigMap mounted at
 ``/context`` (copied to ``/workspace`` by an init container). That needs no
 bucket and no registry-side context, but a ConfigMap holds at most 1 MiB
 (etcd's object limit): a context larger than ``max_context_bytes`` is
 refused with the node's name. Workflows with big code belong in an image of
-their own (the node's ``image`` field).
+their own (the node's ``image`` field). The ConfigMap is deleted once the
+build ended; the Job goes ``build_ttl`` seconds after it finished.
 
 The image tag is a hash of the context, so a node whose files and
-requirements did not change maps to the same image, and its Kaniko Job (named
-after the hash too) is found done instead of being run again. Deploy and run
-compute the same name, so they use what a build pushed without being told.
+requirements did not change maps to the same image, and its build Job (named
+after the hash too) is found done instead of being run again while it is
+kept. Deploy and run compute the same name, so they use what a build pushed
+without being told.
 """
 
 from __future__ import annotations
@@ -26,12 +43,26 @@ from pydantic import Field
 from scanflow_agents.platforms.kubernetes import naming
 from scanflow_agents.platforms.kubernetes.client import CONFIGMAPS, JOBS, KubeClient, Obj
 from scanflow_agents.platforms.kubernetes.jobs import job_state
-from scanflow_agents.platforms.kubernetes.manifests import agent_reference
+from scanflow_agents.platforms.kubernetes.manifests import TMP_VOLUME, agent_reference
 from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
 from scanflow_agents.platforms.results import BuildResult, PlatformError
 from scanflow_agents.workflows import AgentSpec, ExecutorNode, Node, ServiceNode, Workflow
 
 WORKSPACE = "/workspace"
+BUILDER_HOME = "/home/user"  # the rootless BuildKit image's user
+
+
+def dockerfile(settings: KubernetesPlatformSettings, requirements: bool, tail: list[str]) -> str:
+    """A Dockerfile from the project image: the requirements as root, then its user again."""
+    steps = [f"FROM {settings.base_image}", "WORKDIR /app"]
+    if requirements:
+        steps += [
+            "USER 0",
+            "COPY requirements.txt /app/requirements.txt",
+            "RUN pip install --no-cache-dir -r /app/requirements.txt",
+        ]
+    steps += [*tail, f"USER {settings.run_as_user}"]
+    return "\n".join(steps) + "\n"
 
 
 @dataclass(frozen=True)
@@ -74,22 +105,15 @@ def node_context(
     where = f"node {node.name!r} of workflow {workflow.name!r}"
     files: dict[str, str] = {}
     lines = sorted({line.strip() for line in node.requirements if line.strip()})
-    if isinstance(node, ServiceNode):
-        lines = [settings.package, *lines]  # the model server itself
-    files["requirements.txt"] = "\n".join(lines) + "\n"
-    steps = [
-        f"FROM {settings.base_image}",
-        "WORKDIR /app",
-        "COPY requirements.txt /app/requirements.txt",
-        "RUN pip install --no-cache-dir -r /app/requirements.txt",
-    ]
+    if lines:
+        files["requirements.txt"] = "\n".join(lines) + "\n"
+    tail: list[str] = []
     if isinstance(node, ExecutorNode) and node.entry_point.endswith(".py"):
         files.update(_scripts(workflow, node, where))
-        steps.append("COPY app/ /app/")
-        steps.append(f'CMD ["python", "/app/{node.entry_point}"]')
+        tail += ["COPY app/ /app/", f'CMD ["python", "/app/{node.entry_point}"]']
     elif isinstance(node, ServiceNode):
-        steps.append('ENTRYPOINT ["python", "-m", "scanflow_agents.serving"]')
-    files["Dockerfile"] = "\n".join(steps) + "\n"
+        tail.append('ENTRYPOINT ["python", "-m", "scanflow_agents.serving"]')
+    files["Dockerfile"] = dockerfile(settings, bool(lines), tail)
     return BuildContext(
         owner=f"{workflow.name}/{node.name}",
         repository=naming.object_name(workflow.name, node.name),
@@ -103,13 +127,8 @@ def agent_context(
 ) -> BuildContext:
     """The build context of an agent: the framework, and its file if it names one."""
     reference = agent_reference(agent)
-    files = {"requirements.txt": settings.package + "\n"}
-    steps = [
-        f"FROM {settings.base_image}",
-        "WORKDIR /app",
-        "COPY requirements.txt /app/requirements.txt",
-        "RUN pip install --no-cache-dir -r /app/requirements.txt",
-    ]
+    files: dict[str, str] = {}
+    steps: list[str] = []
     target, _, klass = reference.partition(":")
     if target.endswith(".py"):
         path = Path(target)
@@ -121,7 +140,7 @@ def agent_context(
         steps.append("COPY app/ /app/")
         reference = f"/app/{path.name}" + (f":{klass}" if klass else "")
     steps.append(f'ENTRYPOINT ["scanflow", "run", "{reference}"]')
-    files["Dockerfile"] = "\n".join(steps) + "\n"
+    files["Dockerfile"] = dockerfile(settings, False, steps)
     return BuildContext(
         owner=f"agent/{agent.name}",
         repository=naming.object_name(application, "agent", agent.name),
@@ -159,13 +178,13 @@ def node_image(settings: KubernetesPlatformSettings, workflow: Workflow, node: N
     return node_context(settings, workflow, node).image(settings.registry)
 
 
-def kaniko_objects(
-    settings: KubernetesPlatformSettings, team: str, context: BuildContext, registry: str
+def builder_objects(
+    settings: KubernetesPlatformSettings, context: BuildContext, registry: str
 ) -> tuple[Obj, Obj]:
-    """The ConfigMap carrying a context and the Kaniko Job building it."""
+    """The ConfigMap carrying a context and the BuildKit Job building it."""
     name = naming.object_name("build", context.repository, context.tag)
-    object_labels = {**context.labels, **naming.labels(team, component="build")}
-    namespace = settings.namespace(team)
+    object_labels = {**context.labels, **naming.labels("builds", component="build")}
+    namespace = settings.builds_namespace()
     # ConfigMap keys cannot hold "/": files get flat keys and their paths back at mount.
     keys = {path: f"f{i}-{Path(path).name}" for i, path in enumerate(sorted(context.files))}
     configmap: Obj = {
@@ -181,11 +200,14 @@ def kaniko_objects(
                 "name": name,
                 "items": [{"key": key, "path": path} for path, key in sorted(keys.items())],
             },
-        }
+        },
+        # BuildKit's state (layers being built) and the copied context.
+        {"name": "workspace", "emptyDir": {}},
+        {"name": "buildkit", "emptyDir": {}},
+        {"name": TMP_VOLUME, "emptyDir": {}},
     ]
-    # ConfigMap volumes hold symlinks (to a ..data folder) that Kaniko would copy
-    # as links: an init container copies the real files into an emptyDir first.
-    volumes.append({"name": "workspace", "emptyDir": {}})
+    # ConfigMap volumes hold symlinks (to a ..data folder) that the builder would
+    # copy as links: an init container copies the real files into an emptyDir first.
     copy: Obj = {
         "name": "context",
         "image": settings.helper_image,
@@ -194,8 +216,19 @@ def kaniko_objects(
             {"name": "context", "mountPath": "/context", "readOnly": True},
             {"name": "workspace", "mountPath": WORKSPACE},
         ],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
     }
-    mounts: list[Obj] = [{"name": "workspace", "mountPath": WORKSPACE}]
+    mounts: list[Obj] = [
+        {"name": "workspace", "mountPath": WORKSPACE},
+        {"name": "buildkit", "mountPath": f"{BUILDER_HOME}/.local/share/buildkit"},
+    ]
     if settings.registry_secret:
         volumes.append(
             {
@@ -206,17 +239,47 @@ def kaniko_objects(
                 },
             }
         )
-        mounts.append({"name": "registry", "mountPath": "/kaniko/.docker"})
+        mounts.append({"name": "registry", "mountPath": f"{BUILDER_HOME}/.docker"})
     container: Obj = {
-        "name": "kaniko",
-        "image": settings.kaniko_image,
+        "name": "buildkit",
+        "image": settings.builder_image,
+        "command": ["buildctl-daemonless.sh"],
         "args": [
-            f"--context=dir://{WORKSPACE}",
-            f"--dockerfile={WORKSPACE}/Dockerfile",
-            f"--destination={context.image(registry)}",
+            "build",
+            "--frontend=dockerfile.v0",
+            f"--local=context={WORKSPACE}",
+            f"--local=dockerfile={WORKSPACE}",
+            f"--output=type=image,name={context.image(registry)},push=true",
+        ],
+        # Without a process sandbox BuildKit needs no mount of a fresh /proc.
+        "env": [
+            {"name": "BUILDKITD_FLAGS", "value": "--oci-worker-no-process-sandbox"},
+            {"name": "DOCKER_CONFIG", "value": f"{BUILDER_HOME}/.docker"},
         ],
         "volumeMounts": mounts,
+        # The one exception to "restricted" (see the module's docstring): rootless
+        # BuildKit creates user namespaces, which RuntimeDefault seccomp and
+        # AppArmor profiles forbid. It still runs as its unprivileged user.
+        "securityContext": {
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "seccompProfile": {"type": "Unconfined"},
+            "appArmorProfile": {"type": "Unconfined"},
+        },
     }
+    pod: Obj = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "initContainers": [copy],
+        "containers": [container],
+        "volumes": volumes,
+    }
+    # The builder image and the base image may both be private.
+    secrets = [*settings.image_pull_secrets]
+    if settings.registry_secret and settings.registry_secret not in secrets:
+        secrets.append(settings.registry_secret)
+    if secrets:
+        pod["imagePullSecrets"] = [{"name": s} for s in secrets]
     job: Obj = {
         "apiVersion": JOBS.api_version,
         "kind": JOBS.kind,
@@ -229,15 +292,8 @@ def kaniko_objects(
         "spec": {
             "backoffLimit": settings.job_backoff_limit,
             "activeDeadlineSeconds": max(1, round(settings.build_timeout)),
-            "template": {
-                "metadata": {"labels": object_labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "initContainers": [copy],
-                    "containers": [container],
-                    "volumes": volumes,
-                },
-            },
+            "ttlSecondsAfterFinished": settings.build_ttl,
+            "template": {"metadata": {"labels": object_labels}, "spec": pod},
         },
     }
     return configmap, job
@@ -246,7 +302,6 @@ def kaniko_objects(
 async def build_image(
     client: KubeClient,
     settings: KubernetesPlatformSettings,
-    team: str,
     context: BuildContext,
 ) -> bool:
     """Build and push one image unless a finished build of the same context exists.
@@ -256,7 +311,7 @@ async def build_image(
 
     Raises:
         PlatformError: ``invalid`` for a context too large or no registry;
-            ``failed`` if Kaniko fails or takes longer than ``build_timeout``.
+            ``failed`` if the build fails or takes longer than ``build_timeout``.
     """
     if settings.registry is None:
         raise PlatformError("invalid", f"building {context.owner}: no registry is set")
@@ -267,8 +322,8 @@ async def build_image(
             f"{settings.max_context_bytes} (a ConfigMap holds at most 1 MiB); give the node "
             "an image of its own instead",
         )
-    configmap, job = kaniko_objects(settings, team, context, settings.registry)
-    namespace, name = settings.namespace(team), job["metadata"]["name"]
+    configmap, job = builder_objects(settings, context, settings.registry)
+    namespace, name = settings.builds_namespace(), job["metadata"]["name"]
     existing = await client.get(JOBS, namespace, name)
     if existing is not None and not naming.matches(existing, job["metadata"]["labels"]):
         raise PlatformError(
@@ -285,7 +340,11 @@ async def build_image(
         if await client.get(CONFIGMAPS, namespace, name) is None:
             await client.create(CONFIGMAPS, namespace, configmap)
         await client.create(JOBS, namespace, job)
-    await _wait(client, settings, namespace, name, context)
+    try:
+        await _wait(client, settings, namespace, name, context)
+    finally:
+        # The context served its build; a next build of it creates it again.
+        await client.delete(CONFIGMAPS, namespace, name)
     return False
 
 
@@ -309,7 +368,7 @@ async def _wait(
         if state == "failed":
             raise PlatformError(
                 "failed",
-                f"building {context.owner} failed: Kaniko Job {namespace}/{name}: {why}; "
+                f"building {context.owner} failed: build Job {namespace}/{name}: {why}; "
                 f"see `kubectl logs -n {namespace} job/{name}`",
             )
         if time.monotonic() > deadline:

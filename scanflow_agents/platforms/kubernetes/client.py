@@ -18,6 +18,7 @@ module, so that ``import scanflow_agents`` stays light.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -74,30 +75,57 @@ DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
 SERVICES = Resource("", "v1", "services", "Service")
 CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
 PODS = Resource("", "v1", "pods", "Pod")
+EVENTS = Resource("", "v1", "events", "Event")
 JOBS = Resource("batch", "v1", "jobs", "Job")
 ARGO_WORKFLOWS = Resource("argoproj.io", "v1alpha1", "workflows", "Workflow")
 
 
-class ApiError(PlatformError):
-    """The API server refused a request; ``status`` is its HTTP status."""
+# Worth another try: no answer (0), the server or a proxy overloaded or restarting.
+RETRIED = frozenset({0, 429, 500, 502, 503, 504})
 
-    def __init__(self, status: int, message: str) -> None:
+
+class ApiError(PlatformError):
+    """The API server refused a request; ``status`` is its HTTP status.
+
+    Status 0 means no answer: the connection failed or broke (the API server
+    is unreachable, restarting, or cut the stream). A 403 says which
+    permission is missing, for the operator to add to the Role.
+    """
+
+    def __init__(self, status: int, message: str, *, retried: bool = False) -> None:
         code = "not_found" if status == 404 else "invalid" if status in (400, 422) else "failed"
+        if status == 403:
+            message += (
+                " (forbidden: the platform's service account lacks this permission in its Role)"
+            )
         super().__init__(code, message)
         self.status = status
+        self.retried = retried
 
 
 class KubeClient:
     """Get, find, create, patch and delete namespaced objects as dicts.
 
+    A request that gets no answer (a refused or broken connection, a
+    timeout) or a 429/5xx is tried again ``retries`` times with a growing
+    pause; then it raises :class:`ApiError` with status 0 (or the last
+    status). A create retried after a broken connection may find the object
+    it made itself: that 409 is answered with the object.
+
     Args:
         api: A ``kubernetes.aio.client.ApiClient``; closed by :meth:`close`.
         timeout: Seconds for one request.
+        retries: Further attempts of a request that got no usable answer.
+        backoff: Seconds before the first retry (doubled for each next one).
     """
 
-    def __init__(self, api: Any, timeout: float = 30.0) -> None:
+    def __init__(
+        self, api: Any, timeout: float = 30.0, *, retries: int = 3, backoff: float = 0.2
+    ) -> None:
         self._api = api
         self._timeout = timeout
+        self._retries = retries
+        self._backoff = backoff
 
     @classmethod
     async def connect(cls, settings: KubernetesPlatformSettings) -> KubeClient:
@@ -119,7 +147,11 @@ class KubeClient:
                     client_configuration=configuration,
                 )
         configuration.verify_ssl = settings.verify_ssl
-        return cls(client.ApiClient(configuration), settings.request_timeout)
+        return cls(
+            client.ApiClient(configuration),
+            settings.request_timeout,
+            retries=settings.request_retries,
+        )
 
     async def close(self) -> None:
         """Close the connection pool; safe to call twice."""
@@ -153,9 +185,37 @@ class KubeClient:
         items = [dict(item, kind=resource.kind) for item in answer.get("items") or []]
         return [item for item in items if matches(item, labels)]
 
+    async def events(self, namespace: str, kind: str, name: str) -> list[Obj]:
+        """The events about one object (``involvedObject``), oldest first."""
+        selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+        answer = await self._call(
+            "GET", EVENTS.path(namespace), query=[("fieldSelector", selector)]
+        )
+        found = [
+            e
+            for e in answer.get("items") or []
+            if (e.get("involvedObject") or {}).get("name") == name
+            and (e.get("involvedObject") or {}).get("kind") == kind
+        ]
+        return sorted(found, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+
     async def create(self, resource: Resource, namespace: str, body: Obj) -> Obj:
-        """Create an object; raises :class:`ApiError` with status 409 if it exists."""
-        return await self._call("POST", resource.path(namespace), body=body)
+        """Create an object; raises :class:`ApiError` with status 409 if it exists.
+
+        A 409 to a retried POST (the first one may have been carried out before
+        the connection broke) is answered with the object, if it is the one sent.
+        """
+        try:
+            return await self._call("POST", resource.path(namespace), body=body)
+        except ApiError as exc:
+            if exc.status != 409 or not exc.retried:
+                raise
+            name = body["metadata"]["name"]
+            existing = await self.get(resource, namespace, name)
+            wanted = (body.get("metadata") or {}).get("labels") or {}
+            if existing is None or not matches(existing, wanted):
+                raise
+            return existing
 
     async def patch(
         self,
@@ -229,6 +289,27 @@ class KubeClient:
         body: Any = None,
         content_type: str | None = None,
     ) -> Obj:
+        for attempt in range(self._retries + 1):
+            try:
+                return await self._once(method, path, query, body, content_type)
+            except ApiError as exc:
+                exc.retried = attempt > 0
+                if exc.status not in RETRIED or attempt == self._retries:
+                    raise
+                pause = self._backoff * 2**attempt
+                logger.warning("%s; trying again in %.1f s", exc, pause)
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]] | None,
+        body: Any,
+        content_type: str | None,
+    ) -> Obj:
+        from aiohttp import ClientError
         from kubernetes.aio.client.exceptions import ApiException
 
         headers = {"Accept": "application/json"}
@@ -247,8 +328,11 @@ class KubeClient:
             await response.read()
         except ApiException as exc:  # Raised for transport-level refusals.
             raise ApiError(int(exc.status or 0), f"{method} {path}: {exc.reason}") from exc
-        except (OSError, TimeoutError) as exc:
-            raise ApiError(0, f"{method} {path}: Kubernetes API unreachable: {exc}") from exc
+        except (OSError, TimeoutError, ClientError) as exc:
+            # aiohttp's ServerDisconnectedError and ClientPayloadError (a stream cut
+            # mid-answer) are neither OSError nor TimeoutError: all are "no answer".
+            what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise ApiError(0, f"{method} {path}: Kubernetes API unreachable: {what}") from exc
         data: Any = json.loads(response.data) if response.data else {}
         if not 200 <= response.status < 300:
             message = data.get("message") if isinstance(data, dict) else None

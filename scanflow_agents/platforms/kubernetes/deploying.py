@@ -155,6 +155,14 @@ async def deploy_agents(
     results: list[ActionResult] = []
     for agent in application.agents:
         image = None
+        if needs_agent_build(agent) and settings.registry is None:
+            # The agent image has the framework, not this file: the pod would crash-loop.
+            raise PlatformError(
+                "invalid",
+                f"agent {agent.name!r} of application {application.name!r} is the file "
+                f"{agent.agent!r}, which is in no image: set a registry so that build makes "
+                "an image carrying it, or name a module installed in the agent image",
+            )
         if needs_agent_build(agent) and settings.registry is not None:
             context = await asyncio.to_thread(agent_context, settings, application.name, agent)
             image = context.image(settings.registry)

@@ -14,13 +14,23 @@ from typing import Any
 from scanflow_agents.platforms.base import CALL_FUNCTION
 from scanflow_agents.platforms.kubernetes import naming
 from scanflow_agents.platforms.kubernetes.client import ARGO_WORKFLOWS, JOBS, Obj
-from scanflow_agents.platforms.kubernetes.manifests import common_env, env_list, pod_spec, resources
+from scanflow_agents.platforms.kubernetes.manifests import (
+    common_env,
+    env_list,
+    harden,
+    pod_security,
+    pod_spec,
+    resources,
+)
 from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
 from scanflow_agents.platforms.results import NodeState
 from scanflow_agents.workflows import ExecutorNode, Workflow
 
 APP_DIR = PurePosixPath("/app")  # where built images keep a workflow's scripts
+RUN_DIR = PurePosixPath("/scanflow/run")  # SCANFLOW_RUN_DIR in every step's pod
+RUN_DIR_VOLUME = "run-dir"
 STEP_CONTAINER = "step"
+SYNC_MODULE = "scanflow_agents.platforms.rundirs"
 
 
 def job_name(run_id: str, node: str) -> str:
@@ -46,6 +56,26 @@ def command(node: ExecutorNode, parameters: Mapping[str, Any]) -> list[str]:
     return ["python", "-m", entry, *options]
 
 
+def run_artifacts(settings: KubernetesPlatformSettings, run_id: str) -> str | None:
+    """The artifact location of a run's shared folder (None: not shared)."""
+    if settings.run_artifacts is None:
+        return None
+    return f"{settings.run_artifacts.rstrip('/')}/{naming.label_value(run_id)}"
+
+
+def synced(settings: KubernetesPlatformSettings, run_id: str, argv: list[str]) -> list[str]:
+    """``argv`` wrapped so the run folder is fetched before it and stored after it.
+
+    Steps run in pods of their own: what one writes to ``SCANFLOW_RUN_DIR``
+    reaches the next through the run's artifact location (see
+    :mod:`scanflow_agents.platforms.rundirs`).
+    """
+    location = run_artifacts(settings, run_id)
+    if location is None:
+        return argv
+    return ["python", "-m", SYNC_MODULE, "--uri", location, "--dir", str(RUN_DIR), "--", *argv]
+
+
 def step_container(
     settings: KubernetesPlatformSettings,
     team: str,
@@ -61,16 +91,26 @@ def step_container(
         "SCANFLOW_RUN_ID": run_id,
         "SCANFLOW_WORKFLOW": workflow.name,
         "SCANFLOW_NODE": node.name,
+        "SCANFLOW_RUN_DIR": str(RUN_DIR),
+        "SCANFLOW_RUN_ARTIFACTS": run_artifacts(settings, run_id),
+        # Libraries write caches and config under HOME: the root filesystem is read-only.
+        "HOME": "/tmp",
     }
     container: Obj = {
         "name": STEP_CONTAINER,
         "image": image,
-        "command": command(node, {**node.parameters, **parameters}),
+        "command": synced(settings, run_id, command(node, {**node.parameters, **parameters})),
         "env": env_list(values) + env_list(dict(node.env)),
         "resources": resources(node.resources),
+        "volumeMounts": [{"name": RUN_DIR_VOLUME, "mountPath": str(RUN_DIR)}],
     }
     container["workingDir"] = str(APP_DIR / node.workdir) if node.workdir else str(APP_DIR)
     return container
+
+
+def step_timeout(settings: KubernetesPlatformSettings, node: ExecutorNode) -> int:
+    """A step's deadline in seconds: its own timeout, else the settings' default."""
+    return max(1, round(node.timeout if node.timeout is not None else settings.step_timeout))
 
 
 def job(
@@ -93,15 +133,17 @@ def job(
         run=run_id,
     )
     container = step_container(settings, team, workflow, node, run_id, image, parameters)
+    pod = pod_spec(settings, container)
+    pod["volumes"].append({"name": RUN_DIR_VOLUME, "emptyDir": {}})
     spec: Obj = {
         "backoffLimit": settings.job_backoff_limit,
+        "activeDeadlineSeconds": step_timeout(settings, node),
+        "ttlSecondsAfterFinished": settings.finished_ttl,
         "template": {
             "metadata": {"labels": object_labels},
-            "spec": {**pod_spec(settings, container), "restartPolicy": "Never"},
+            "spec": {**pod, "restartPolicy": "Never"},
         },
     }
-    if node.timeout is not None:
-        spec["activeDeadlineSeconds"] = max(1, round(node.timeout))
     return {
         "apiVersion": JOBS.api_version,
         "kind": JOBS.kind,
@@ -141,19 +183,33 @@ def argo_workflow(
             settings, team, workflow, node, run_id, images[node.name], parameters.get(node.name, {})
         )
         container.pop("name")
-        if settings.env_secret:
-            container["envFrom"] = [{"secretRef": {"name": settings.env_secret}}]
+        harden(settings, container)
         template: Obj = {
             "name": node.name,
             "metadata": {"labels": {**object_labels, naming.NODE: node.name}},
             "container": container,
+            "activeDeadlineSeconds": step_timeout(settings, node),
         }
-        if node.timeout is not None:
-            template["activeDeadlineSeconds"] = max(1, round(node.timeout))
         templates.append(template)
     spec: Obj = {
         "entrypoint": "main",
         "templates": [{"name": "main", "dag": {"tasks": tasks}}, *templates],
+        # Each step's pod gets its own emptyDirs; the run folder travels
+        # through the run's artifact location, as with Jobs.
+        "volumes": [
+            {"name": "tmp", "emptyDir": {}},
+            {"name": RUN_DIR_VOLUME, "emptyDir": {}},
+        ],
+        "securityContext": pod_security(settings),
+        # Argo's own wait container reports through the executor's service
+        # account (see the README); the step itself needs no token.
+        "automountServiceAccountToken": False,
+        "executor": {"serviceAccountName": settings.argo_executor_service_account},
+        "activeDeadlineSeconds": max(1, round(settings.run_timeout)),
+        # Pods of steps that succeeded go at once; failed ones stay for their
+        # logs until the Workflow itself goes, finished_ttl after it ended.
+        "podGC": {"strategy": "OnPodSuccess"},
+        "ttlStrategy": {"secondsAfterCompletion": settings.finished_ttl},
     }
     if settings.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": s} for s in settings.image_pull_secrets]
@@ -171,7 +227,12 @@ def argo_workflow(
 
 
 def job_state(obj: Obj) -> tuple[NodeState, str | None]:
-    """A Job's state as a node state ('running', 'succeeded', 'failed') and why."""
+    """A Job's state as a node state ('running', 'succeeded', 'failed') and why.
+
+    ``SuccessCriteriaMet`` and ``FailureTarget`` (Kubernetes 1.31+) come before
+    ``Complete`` and ``Failed``, while the controller still terminates pods:
+    the outcome is known then, and a run need not wait for the cleanup.
+    """
     status = obj.get("status") or {}
     for condition in status.get("conditions") or []:
         if condition.get("status") != "True":
@@ -179,7 +240,10 @@ def job_state(obj: Obj) -> tuple[NodeState, str | None]:
         if condition.get("type") in ("Complete", "SuccessCriteriaMet"):
             return "succeeded", None
         if condition.get("type") in ("Failed", "FailureTarget"):
-            why = condition.get("message") or condition.get("reason") or "job failed"
+            reason = condition.get("reason")
+            why = condition.get("message") or reason or "job failed"
+            if reason == "DeadlineExceeded":
+                why = f"deadline exceeded: {why}"
             return "failed", str(why)
     if (status.get("succeeded") or 0) >= 1:
         return "succeeded", None

@@ -39,9 +39,46 @@ def env_list(values: dict[str, str | None]) -> list[Obj]:
 
 
 def resources(spec: Resources) -> Obj:
-    """Requests equal to limits (Guaranteed QoS when both are set)."""
-    amounts = {k: v for k, v in (("cpu", spec.cpu), ("memory", spec.memory)) if v is not None}
-    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+    """Requests as declared; a memory limit equal to the memory request, no CPU limit.
+
+    A CPU limit is enforced by CFS quota: a pod that uses its quota early in
+    a 100 ms period is stopped for the rest of it, which shows up as latency
+    spikes in a model server even on an idle node. The CPU request already
+    buys the pod its share under contention, so no limit is set. Memory is
+    not compressible: its limit equals its request, so a pod is never killed
+    for using what it was promised, nor allowed to take a neighbour's.
+    """
+    requests = {k: v for k, v in (("cpu", spec.cpu), ("memory", spec.memory)) if v is not None}
+    if not requests:
+        return {}
+    found: Obj = {"requests": requests}
+    if spec.memory is not None:
+        found["limits"] = {"memory": spec.memory}
+    return found
+
+
+TMP_VOLUME = "tmp"
+
+
+def container_security(settings: KubernetesPlatformSettings) -> Obj:
+    """The container part of the Pod Security "restricted" level, and a read-only root."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": settings.read_only_root,
+        "runAsNonRoot": True,
+    }
+
+
+def pod_security(settings: KubernetesPlatformSettings) -> Obj:
+    """The pod part of the "restricted" level: a numeric non-root user, the runtime's seccomp."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": settings.run_as_user,
+        "runAsGroup": settings.run_as_user,
+        "fsGroup": settings.run_as_user,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def common_env(settings: KubernetesPlatformSettings, team: str) -> dict[str, str | None]:
@@ -55,11 +92,29 @@ def common_env(settings: KubernetesPlatformSettings, team: str) -> dict[str, str
     }
 
 
-def pod_spec(settings: KubernetesPlatformSettings, container: Obj) -> Obj:
-    """A pod spec around one container, with the settings' secrets."""
+def harden(settings: KubernetesPlatformSettings, container: Obj) -> Obj:
+    """Give a container the restricted security context, the secrets and a writable /tmp."""
     if settings.env_secret:
         container["envFrom"] = [{"secretRef": {"name": settings.env_secret}}]
-    spec: Obj = {"containers": [container]}
+    container["securityContext"] = container_security(settings)
+    mounts = container.setdefault("volumeMounts", [])
+    mounts.append({"name": TMP_VOLUME, "mountPath": "/tmp"})
+    return container
+
+
+def pod_spec(settings: KubernetesPlatformSettings, container: Obj, *, token: bool = False) -> Obj:
+    """A restricted pod spec around one container, with the settings' secrets.
+
+    No service-account token is mounted unless ``token``: model servers and
+    steps do not call the Kubernetes API, and a token in a pod is a
+    credential for whoever gets code to run there.
+    """
+    spec: Obj = {
+        "automountServiceAccountToken": token,
+        "securityContext": pod_security(settings),
+        "containers": [harden(settings, container)],
+        "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}],
+    }
     if settings.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": s} for s in settings.image_pull_secrets]
     return spec
@@ -90,7 +145,12 @@ def serving_template(
         replica="$(POD_NAME)",  # expanded by the kubelet
         latency_p95_ms=node.latency_p95_ms,
     )
-    probe = {"httpGet": {"path": "/health", "port": "http"}}
+    # Probes answer from memory, but a loaded pod's event loop may be busy
+    # predicting: a 1 s timeout would restart healthy pods under load.
+    probe = {
+        "httpGet": {"path": "/health", "port": "http"},
+        "timeoutSeconds": max(1, round(settings.probe_timeout)),
+    }
     env = env_list(
         {
             **common_env(settings, team),
@@ -143,6 +203,7 @@ def service_deployment(
             naming.SPEC: node.model_dump_json(),
             naming.MODEL_URI: node.model_uri,
         },
+        settings.rollout_deadline,
     )
 
 
@@ -210,7 +271,8 @@ def agent_deployment(
         "command": ["scanflow", "run", agent_reference(agent)],
         "env": env_list(values),
     }
-    spec = pod_spec(settings, container)
+    # Only an agent given a service account (its RBAC) gets that account's token.
+    spec = pod_spec(settings, container, token=settings.agent_service_account is not None)
     if settings.agent_service_account:
         spec["serviceAccountName"] = settings.agent_service_account
     template = {"metadata": {"labels": object_labels}, "spec": spec}
@@ -221,6 +283,7 @@ def agent_deployment(
         template,
         1,
         {naming.SPEC: agent.model_dump_json()},
+        settings.rollout_deadline,
     )
 
 
@@ -238,6 +301,7 @@ def _deployment(
     template: Obj,
     replicas: int,
     annotations: dict[str, Any],
+    progress_deadline: float = 600.0,
 ) -> Obj:
     return {
         "apiVersion": DEPLOYMENTS.api_version,
@@ -250,6 +314,9 @@ def _deployment(
         },
         "spec": {
             "replicas": replicas,
+            # The controller marks a rollout failed (Progressing=False,
+            # ProgressDeadlineExceeded) after this; redeploy then rolls back.
+            "progressDeadlineSeconds": max(1, round(progress_deadline)),
             # The selector is immutable: identity labels only, never the model.
             "selector": {"matchLabels": naming.identity(object_labels)},
             "strategy": {

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import inspect
 import logging
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from scanflow_agents.platforms.base import RunCallback
 from scanflow_agents.platforms.kubernetes import naming
 from scanflow_agents.platforms.kubernetes.building import (
     ImageBuildResult,
@@ -29,8 +25,10 @@ from scanflow_agents.platforms.kubernetes.client import (
     JOBS,
     PODS,
     SERVICES,
+    ApiError,
     KubeClient,
     Obj,
+    Resource,
 )
 from scanflow_agents.platforms.kubernetes.deploying import (
     ApplicationDeployResult,
@@ -39,14 +37,13 @@ from scanflow_agents.platforms.kubernetes.deploying import (
     ensure,
     overall,
     owned,
-    ownership_test,
-    pointer,
 )
 from scanflow_agents.platforms.kubernetes.manifests import (
     service,
     service_deployment,
     service_name,
 )
+from scanflow_agents.platforms.kubernetes.rollouts import roll
 from scanflow_agents.platforms.kubernetes.running import BatchRun
 from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
 from scanflow_agents.platforms.kubernetes.statuses import service_status
@@ -59,8 +56,8 @@ from scanflow_agents.platforms.results import (
     RunStatus,
     WorkflowStatus,
 )
-from scanflow_agents.serving._tasks import guarded, stop
-from scanflow_agents.workflows import Application, ServiceNode, Workflow
+from scanflow_agents.platforms.runs import RunCallback, RunRecord, RunRegistry, RunStore
+from scanflow_agents.workflows import Application, Workflow
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +68,16 @@ class KubernetesPlatform:
     Service nodes become a Deployment and a Service each; batch runs become
     Jobs created in dependency order, or one Argo Workflow; scaling patches
     the scale subresource; a redeploy replaces the pod template (a rolling
-    update); builds are Kaniko Jobs. Only objects labelled as this
+    update), waits for it and rolls back if the new pods never become ready;
+    builds are rootless BuildKit Jobs. Only objects labelled as this
     platform's are ever patched or deleted.
 
     Calls that take a workflow name act in the namespace of ``team`` if
     given, else of the team the workflow was last deployed or run for by
     this instance, else of the settings' team. Leaving the context manager
     stops following runs; what runs on the cluster keeps running (``delete``
-    removes it)::
+    removes it), and a platform opened later on the same run store follows
+    it again from ``resume``::
 
         async with KubernetesPlatform(KubernetesPlatformSettings(team="vision")) as k8s:
             await k8s.deploy(workflow)
@@ -88,6 +87,7 @@ class KubernetesPlatform:
         client: An API client to use instead of one made from the settings.
         on_run_finished: Called with the final status of every run; its
             failures are logged.
+        store: Where run records are kept (default: in memory).
     """
 
     def __init__(
@@ -96,17 +96,27 @@ class KubernetesPlatform:
         *,
         client: KubeClient | None = None,
         on_run_finished: RunCallback | None = None,
+        store: RunStore | None = None,
     ) -> None:
         self.settings = settings or KubernetesPlatformSettings()
-        self.on_run_finished = on_run_finished
+        self.runs = RunRegistry(
+            "kubernetes", store=store, kept=self.settings.kept_runs, on_finished=on_run_finished
+        )
         self._client = client
         self._own_client = client is None
         self._connecting = asyncio.Lock()
         self._teams: dict[str, str] = {}
         self._namespaces: set[str] = set()
         self._argo: bool | None = None
-        self._runs: OrderedDict[str, BatchRun] = OrderedDict()
-        self._tasks: dict[str, asyncio.Task[Any]] = {}
+
+    @property
+    def on_run_finished(self) -> RunCallback | None:
+        """Called with the final status of every run."""
+        return self.runs.on_finished
+
+    @on_run_finished.setter
+    def on_run_finished(self, callback: RunCallback | None) -> None:
+        self.runs.on_finished = callback
 
     async def __aenter__(self) -> KubernetesPlatform:
         return self
@@ -117,9 +127,8 @@ class KubernetesPlatform:
         await self.close()
 
     async def close(self) -> None:
-        """Stop following runs and close the connection; safe to call twice."""
-        await asyncio.gather(*(stop(task) for task in self._tasks.values()))
-        self._tasks.clear()
+        """Stop following runs (they go on on the cluster) and close the connection; idempotent."""
+        await self.runs.close(outlives=True)
         if self._client is not None and self._own_client:
             await self._client.close()
             self._client = None
@@ -133,7 +142,7 @@ class KubernetesPlatform:
 
         Nodes with an ``image`` of their own, or with neither requirements nor
         scripts, need none; they are listed with the image they run. Images
-        are built concurrently, one Kaniko Job each.
+        are built concurrently, one BuildKit Job each, in the build namespace.
         """
         team = target.team if isinstance(target, Application) else self._team(target.name, team)
         workflows = target.workflows if isinstance(target, Application) else (target,)
@@ -156,10 +165,9 @@ class KubernetesPlatform:
                     contexts.append((f"agent/{agent.name}", agent.name, context))
                 else:
                     images[f"agent/{agent.name}"] = self.settings.agent_image
-        await self._prepare(team)
         client = await self._api()
         reused = await asyncio.gather(
-            *(build_image(client, self.settings, team, context) for _, _, context in contexts)
+            *(build_image(client, self.settings, context) for _, _, context in contexts)
         )
         for (key, name, context), was_reused in zip(contexts, reused, strict=True):
             assert self.settings.registry is not None  # build_image checked it
@@ -271,7 +279,7 @@ class KubernetesPlatform:
         application: str | None = None,
     ) -> str:
         """Start a batch run (Jobs, or one Argo Workflow) and return its id at once."""
-        if run_id is not None and run_id in self._runs:
+        if run_id is not None and await self.runs.known(run_id):
             return run_id
         if not workflow.executors:
             raise PlatformError(
@@ -292,40 +300,61 @@ class KubernetesPlatform:
         self._teams[workflow.name] = team
         await self._prepare(team)
         run_id = run_id or f"{workflow.name}-{uuid.uuid4().hex[:8]}"
+        argo = await self._use_argo()
+        record = RunRecord.of(
+            RunStatus(run_id=run_id, workflow=workflow.name, nodes={}),
+            "kubernetes",
+            workflow,
+            team=team,
+            application=application,
+            parameters={k: dict(v) for k, v in (parameters or {}).items()},
+            details={"images": images, "argo": argo},
+        )
+        await self._follow(record, fresh=True)
+        return run_id
+
+    async def _follow(self, record: RunRecord, *, fresh: bool) -> None:
+        run_id = record.status.run_id
+        details = record.details
         batch = BatchRun(
             await self._api(),
             self.settings,
-            team,
-            workflow,
+            record.team or self.settings.team,
+            record.load_workflow(),
             run_id,
-            images,
-            parameters or {},
-            application=application,
-            argo=await self._use_argo(),
+            details["images"],
+            record.parameters,
+            application=record.application,
+            argo=bool(details.get("argo")),
+            status=None if fresh else record.status,
+            on_change=lambda: self.runs.checkpoint(run_id),
         )
-        self._runs[run_id] = batch
-        self._tasks[run_id] = guarded(self._execute(batch), name=f"run {run_id}", logger=logger)
-        while len(self._runs) > self.settings.kept_runs:
-            oldest = next(iter(self._runs))
-            if not self._runs[oldest].status.done:
-                break
-            del self._runs[oldest]
-        return run_id
+        await self.runs.start(batch, record)
+
+    async def resume(self) -> list[str]:
+        """Follow again the runs an earlier instance left (a restarted planner).
+
+        Runs that ended unreported are reported; unfinished ones are followed
+        on the cluster from where their record says they were.
+        """
+        found = []
+        for record in await self.runs.unreported():
+            if record.status.done:
+                await self.runs.adopt(record)
+            else:
+                if record.team:
+                    self._teams.setdefault(record.status.workflow, record.team)
+                await self._follow(record, fresh=False)
+            found.append(record.status.run_id)
+        return found
 
     async def wait(self, run_id: str, timeout: float | None = None) -> RunStatus:
-        """Wait for a run to end and return its final status."""
-        task = self._tasks.get(run_id)
-        if task is not None:
-            done, _ = await asyncio.wait({task}, timeout=timeout)
-            if not done:
-                raise TimeoutError(f"run {run_id} did not end within {timeout} s")
-        return await self.run_status(run_id)
+        """Wait for a run to end and return its final status (TimeoutError if it does not)."""
+        return await self.runs.wait(run_id, timeout)
 
     async def run_status(self, run_id: str) -> RunStatus:
-        """A copy of the run's current status."""
-        if run_id not in self._runs:
-            raise PlatformError("not_found", f"no run {run_id!r} on the Kubernetes platform")
-        return self._runs[run_id].status.model_copy(deep=True)
+        """A copy of the run's current status (from the run store for earlier instances')."""
+        return await self.runs.status(run_id)
 
     # -- Actuators on services --------------------------------------------------
 
@@ -372,7 +401,12 @@ class KubernetesPlatform:
         team: str | None = None,
         force: bool = False,
     ) -> ActionResult:
-        """Roll a service node to another model: its pod template is replaced.
+        """Roll a service node to another model and wait until its new pods serve.
+
+        The pod template is replaced (a rolling update: new pods must be ready
+        before old ones go). If the rollout fails (the controller's progress
+        deadline, or ``rollout_deadline``), the previous template is put back
+        and the answer is ``failed`` with ``details.rolled_back`` and why.
 
         Args:
             force: Restart even if the model URI is the one served (an alias
@@ -384,50 +418,7 @@ class KubernetesPlatform:
                 "invalid", f"redeploy {workflow}/{node}: field 'model_uri' is empty"
             )
         namespace, current = await self._service(workflow, node, team)
-        notes = naming.annotations_of(current)
-        previous = notes.get(naming.MODEL_URI)
-        if previous == model_uri and not force:
-            return action_result(
-                "redeploy",
-                workflow,
-                node,
-                "unchanged",
-                f"already serving {model_uri}",
-                model_uri=model_uri,
-            )
-        spec = notes.get(naming.SPEC)
-        if spec is None:
-            raise PlatformError(
-                "failed", f"{naming.describe(current)} has no {naming.SPEC} annotation to re-render"
-            )
-        declared = ServiceNode.model_validate_json(spec).model_copy(update={"model_uri": model_uri})
-        labels = current["metadata"]["labels"]
-        desired = service_deployment(
-            self.settings, labels[naming.TEAM], workflow, declared, labels.get(naming.APPLICATION)
-        )
-        template = desired["spec"]["template"]
-        stamp = datetime.datetime.now(tz=datetime.UTC).isoformat(timespec="seconds")
-        template["metadata"]["annotations"][naming.RESTARTED_AT] = stamp
-        ops: list[Obj] = [
-            ownership_test(),
-            {"op": "replace", "path": pointer("spec", "template"), "value": template},
-        ]
-        for key, value in desired["metadata"]["annotations"].items():
-            ops.append(
-                {"op": "add", "path": pointer("metadata", "annotations", key), "value": value}
-            )
-        name = current["metadata"]["name"]
-        await (await self._api()).patch(DEPLOYMENTS, namespace, name, ops, kind="json")
-        return action_result(
-            "redeploy",
-            workflow,
-            node,
-            "updated",
-            f"rolling {namespace}/{name} from {previous} to {model_uri}",
-            previous=previous,
-            model_uri=model_uri,
-            restarted_at=stamp,
-        )
+        return await roll(await self._api(), self.settings, namespace, current, model_uri, force)
 
     # -- Status and delete ------------------------------------------------------
 
@@ -439,11 +430,7 @@ class KubernetesPlatform:
         deployments = await client.find(DEPLOYMENTS, namespace, wanted)
         pods = await client.find(PODS, namespace, wanted) if deployments else []
         services = [service_status(namespace, d, pods) for d in deployments]
-        runs = [
-            b.status.model_copy(deep=True)
-            for b in self._runs.values()
-            if b.workflow.name == workflow
-        ]
+        runs = self.runs.statuses(workflow)
         return WorkflowStatus(
             workflow=workflow, deployed=bool(deployments), services=services, runs=runs
         )
@@ -451,22 +438,34 @@ class KubernetesPlatform:
     async def delete(self, workflow: str, *, team: str | None = None) -> ActionResult:
         """Delete the workflow's services and runs (only objects this platform made).
 
-        Build Jobs are kept: they record which images exist.
+        Runs are cancelled first (their ends are reported). Argo Workflows are
+        looked for only when Argo may be in use (``argo`` is not ``never``),
+        and a 403 on them (RBAC without Argo) is reported, not fatal: a
+        cluster with the CRD installed but Argo not granted has none of ours.
         """
         namespace = self.settings.namespace(self._team(workflow, team))
-        running = [
-            r for r, b in self._runs.items() if b.workflow.name == workflow and not b.status.done
-        ]
-        await asyncio.gather(*(stop(self._tasks.pop(r, None)) for r in running))
+        running = await self.runs.cancel(workflow)
         client = await self._api()
         wanted = {naming.MANAGED_BY: naming.MANAGER, naming.WORKFLOW: workflow}
         deleted: dict[str, int] = {}
-        for resource in (ARGO_WORKFLOWS, JOBS, SERVICES, DEPLOYMENTS):
-            for obj in await client.find(resource, namespace, wanted):
-                if obj["metadata"].get("labels", {}).get(naming.COMPONENT) == "build":
-                    continue
+        resources: list[Resource] = [JOBS, SERVICES, DEPLOYMENTS]
+        if self.settings.argo != "never":
+            resources.insert(0, ARGO_WORKFLOWS)
+        skipped: list[str] = []
+        for resource in resources:
+            try:
+                found = await client.find(resource, namespace, wanted)
+            except ApiError as exc:
+                if exc.status != 403 or resource is not ARGO_WORKFLOWS:
+                    raise
+                logger.warning("delete %s: Argo Workflows not listed: %s", workflow, exc)
+                skipped.append(f"{resource.plural} (forbidden)")
+                continue
+            for obj in found:
                 if await client.delete(resource, namespace, obj["metadata"]["name"]):
                     deleted[resource.plural] = deleted.get(resource.plural, 0) + 1
+        if skipped:
+            logger.info("delete %s in %s: skipped %s", workflow, namespace, ", ".join(skipped))
         if not deleted and not running:
             return action_result(
                 "delete",
@@ -562,17 +561,3 @@ class KubernetesPlatform:
             f"service {node!r} of workflow {workflow!r}",
         )
         return namespace, current
-
-    async def _execute(self, batch: BatchRun) -> None:
-        try:
-            await batch.execute()
-        finally:
-            status = batch.status
-            logger.info("run %s of workflow %s: %s", status.run_id, status.workflow, status.message)
-            if self.on_run_finished is not None:
-                try:
-                    result = self.on_run_finished(status.model_copy(deep=True))
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:
-                    logger.exception("run %s: the completion callback failed", status.run_id)

@@ -65,20 +65,51 @@ class KubernetesPlatformSettings(BaseModel):
         default=None, description="Service account of agent pods (their RBAC)."
     )
 
+    run_as_user: int = Field(
+        default=10001,
+        ge=1,
+        description="Numeric non-root user of built images and of every generated pod that "
+        "runs one: the project image's user.",
+    )
+    read_only_root: bool = Field(
+        default=True,
+        description="Mount containers' root filesystems read-only; /tmp and the run folder "
+        "are writable emptyDirs.",
+    )
+    probe_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds a model server's probe may take to answer."
+    )
+    rollout_deadline: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds a redeploy's new pods get to become ready before it is rolled "
+        "back (the Deployments' progressDeadlineSeconds).",
+    )
+
     # Builds.
     registry: str | None = Field(
         default=None, description="Where built images are pushed, e.g. registry.example.com/ml."
     )
     registry_secret: str | None = Field(
         default=None,
-        description="Secret of type dockerconfigjson with push credentials for Kaniko.",
+        description="Secret of type dockerconfigjson with pull and push credentials for the "
+        "builder, in the build namespace.",
     )
-    base_image: str = Field(default="python:3.11-slim", description="Base of built images.")
-    package: str = Field(
-        default="scanflow-agents[serving]",
-        description="pip requirement that puts this framework into built images.",
+    base_image: str = Field(
+        default=_DEFAULT_IMAGE,
+        description="What built images start FROM: the project's image (the framework, the "
+        "model server and its libraries), plus each node's requirements.",
     )
-    kaniko_image: str = "gcr.io/kaniko-project/executor:v1.23.2"
+    build_namespace: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$",
+        description="Namespace of build Jobs (default: prefix + 'builds'); the only pods "
+        "that are not 'restricted' (see the platform's README).",
+    )
+    builder_image: str = Field(
+        default="moby/buildkit:v0.20.0-rootless",
+        description="The rootless BuildKit image that builds and pushes images.",
+    )
     helper_image: str = Field(
         default="busybox:1.36", description="Copies a build context out of its ConfigMap."
     )
@@ -91,6 +122,12 @@ class KubernetesPlatformSettings(BaseModel):
     build_timeout: float = Field(
         default=1800.0, gt=0, description="Seconds one image build may take."
     )
+    build_ttl: int = Field(
+        default=7 * 24 * 3600,
+        ge=0,
+        description="Seconds a finished build Job is kept (while it lives, a build of the same "
+        "context is found done instead of run again).",
+    )
 
     # Batch runs.
     argo: Literal["auto", "always", "never"] = Field(
@@ -98,7 +135,51 @@ class KubernetesPlatformSettings(BaseModel):
         description="Run batch workflows as one Argo Workflow: 'auto' when the cluster "
         "serves argoproj.io/v1alpha1, else Jobs in dependency order.",
     )
+    argo_executor_service_account: str = Field(
+        default="scanflow-argo-executor",
+        description="Service account of Argo's wait container (it reports step results); the "
+        "steps' own containers mount no token.",
+    )
     job_backoff_limit: int = Field(default=0, ge=0, description="Retries of a failed step's pod.")
+    step_timeout: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        description="Deadline of a step that declares no timeout (its Job's "
+        "activeDeadlineSeconds): nothing on the cluster runs forever by default.",
+    )
+    run_timeout: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="Deadline of a whole run (the Argo Workflow's activeDeadlineSeconds; the "
+        "planner stops scheduling Jobs after it).",
+    )
+    pending_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds a step may wait for its pod to be scheduled or created (a quota, "
+        "no node fits) before the run fails with the reason; image and configuration errors "
+        "fail at once.",
+    )
+    argo_pickup_timeout: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds an Argo Workflow may stay without a phase (no controller picked "
+        "it up) before the run fails.",
+    )
+    run_artifacts: str | None = Field(
+        default="mlflow-artifacts:/scanflow-runs",
+        description="Artifact location under which every run gets a folder "
+        "(<run_artifacts>/<run id>) that its steps read before and write after they run: "
+        "how SCANFLOW_RUN_DIR is shared between steps in different pods. The default goes "
+        "through the MLflow tracking server; s3://, gs:// and other MLflow artifact URIs "
+        "work too. None: each step's run folder is its own, empty.",
+    )
+    finished_ttl: int = Field(
+        default=3600,
+        ge=0,
+        description="Seconds finished Jobs and Argo Workflows of runs are kept (their pods' "
+        "logs with them) before the cluster deletes them.",
+    )
     poll_interval: float = Field(default=2.0, gt=0, description="Seconds between run status reads.")
     kept_runs: int = Field(default=100, ge=1, description="Finished runs remembered for status.")
 
@@ -107,9 +188,17 @@ class KubernetesPlatformSettings(BaseModel):
     registry_uri: str | None = None
     nats_url: str | None = Field(default=None, description="NATS URL for pods.")
 
+    request_retries: int = Field(
+        default=3, ge=0, description="Retries of a request that met a broken connection or 5xx."
+    )
+
     def namespace(self, team: str | None = None) -> str:
         """The Kubernetes namespace of ``team`` (default: this platform's team)."""
         return f"{self.namespace_prefix}{team or self.team}"
+
+    def builds_namespace(self) -> str:
+        """Where build Jobs and their contexts go."""
+        return self.build_namespace or f"{self.namespace_prefix}builds"
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> KubernetesPlatformSettings:

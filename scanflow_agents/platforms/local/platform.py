@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
+import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from scanflow_agents.platforms.base import RunCallback
 from scanflow_agents.platforms.local.building import Environments
 from scanflow_agents.platforms.local.running import BatchRun
 from scanflow_agents.platforms.local.services import ReplicaSet
@@ -26,7 +24,7 @@ from scanflow_agents.platforms.results import (
     RunStatus,
     WorkflowStatus,
 )
-from scanflow_agents.serving._tasks import guarded, stop
+from scanflow_agents.platforms.runs import RunCallback, RunRecord, RunRegistry, RunStore
 from scanflow_agents.workflows import Application, ExecutorNode, Workflow
 
 logger = logging.getLogger(__name__)
@@ -41,10 +39,18 @@ class LocalPlatform:
         async with LocalPlatform(LocalPlatformSettings(tracking_uri=uri)) as platform:
             await platform.deploy(workflow)
 
+    Runs are child processes: they cannot outlive the platform. Closing it
+    stops them and keeps their end, unreported, in the run store; a platform
+    opened later on the same store reports it from ``resume``.
+
+    One machine has one namespace: the ``team`` of a call is accepted and
+    changes nothing.
+
     Args:
         settings: Where files go and what processes are told.
         on_run_finished: Called with the final status of every run (the
             planner publishes it as an event); its failures are logged.
+        store: Where run records are kept (default: in memory).
     """
 
     def __init__(
@@ -52,16 +58,26 @@ class LocalPlatform:
         settings: LocalPlatformSettings | None = None,
         *,
         on_run_finished: RunCallback | None = None,
+        store: RunStore | None = None,
     ) -> None:
         self.settings = settings or LocalPlatformSettings()
-        self.on_run_finished = on_run_finished
         self.environments = Environments(
             self.settings.base_dir.resolve() / "envs", self.settings.python
         )
         self._services: dict[tuple[str, str], ReplicaSet] = {}
         self._deployed: dict[str, Workflow] = {}
-        self._runs: OrderedDict[str, BatchRun] = OrderedDict()
-        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self.runs = RunRegistry(
+            "local", store=store, kept=self.settings.kept_runs, on_finished=on_run_finished
+        )
+
+    @property
+    def on_run_finished(self) -> RunCallback | None:
+        """Called with the final status of every run."""
+        return self.runs.on_finished
+
+    @on_run_finished.setter
+    def on_run_finished(self, callback: RunCallback | None) -> None:
+        self.runs.on_finished = callback
 
     async def __aenter__(self) -> LocalPlatform:
         return self
@@ -72,14 +88,15 @@ class LocalPlatform:
         await self.close()
 
     async def close(self) -> None:
-        """Cancel running runs and stop every service; safe to call twice."""
-        await asyncio.gather(*(stop(task) for task in self._tasks.values()))
-        self._tasks.clear()
+        """Stop running runs (kept unreported for ``resume``) and every service; idempotent."""
+        await self.runs.close(outlives=False)
         await asyncio.gather(*(s.close() for s in self._services.values()))
         self._services.clear()
         self._deployed.clear()
 
-    async def build(self, target: Application | Workflow) -> BuildResult:
+    async def build(
+        self, target: Application | Workflow, *, team: str | None = None
+    ) -> BuildResult:
         """Prepare a venv for every node with requirements (cached by their hash)."""
         workflows = target.workflows if isinstance(target, Application) else (target,)
         envs: list[NodeEnvironment] = []
@@ -93,7 +110,7 @@ class LocalPlatform:
         outcome: Outcome = "unchanged" if all(e.reused for e in envs) else "created"
         return BuildResult(target=target.name, outcome=outcome, environments=envs)
 
-    async def deploy(self, workflow: Workflow) -> DeployResult:
+    async def deploy(self, workflow: Workflow, *, team: str | None = None) -> DeployResult:
         """Start the workflow's services, or bring them to the declared model and replicas."""
         if workflow.kind != "online":
             raise PlatformError(
@@ -137,9 +154,10 @@ class LocalPlatform:
         *,
         run_id: str | None = None,
         parameters: Mapping[str, Mapping[str, Any]] | None = None,
+        team: str | None = None,
     ) -> str:
         """Start a batch run in the background and return its id at once."""
-        if run_id is not None and run_id in self._runs:
+        if run_id is not None and await self.runs.known(run_id):
             return run_id
         unknown = set(parameters or {}) - {n.name for n in workflow.executors}
         if unknown:
@@ -150,29 +168,50 @@ class LocalPlatform:
             )
         run_id = run_id or f"{workflow.name}-{uuid.uuid4().hex[:12]}"
         batch = BatchRun(workflow, run_id, self.settings, self.environments, parameters)
-        self._runs[run_id] = batch
-        self._tasks[run_id] = guarded(self._execute(batch), name=f"run {run_id}", logger=logger)
-        while len(self._runs) > self.settings.kept_runs:
-            oldest = next(iter(self._runs))
-            if not self._runs[oldest].status.done:
-                break
-            del self._runs[oldest]
+        record = RunRecord.of(
+            batch.status, "local", workflow, team=team, parameters=dict(parameters or {})
+        )
+        await self.runs.start(batch, record)
         return run_id
 
     async def wait(self, run_id: str, timeout: float | None = None) -> RunStatus:
-        """Wait for a run to end and return its final status."""
-        task = self._tasks.get(run_id)
-        if task is not None:
-            await asyncio.wait_for(asyncio.shield(task), timeout)
-        return await self.run_status(run_id)
+        """Wait for a run to end and return its final status (TimeoutError if it does not)."""
+        return await self.runs.wait(run_id, timeout)
 
     async def run_status(self, run_id: str) -> RunStatus:
-        """A copy of the run's current status."""
-        if run_id not in self._runs:
-            raise PlatformError("not_found", f"no run {run_id!r} on the local platform")
-        return self._runs[run_id].status.model_copy(deep=True)
+        """A copy of the run's current status (from the run store for earlier instances')."""
+        return await self.runs.status(run_id)
 
-    async def scale(self, workflow: str, node: str, replicas: int) -> ActionResult:
+    async def resume(self) -> list[str]:
+        """Report the runs an earlier instance left unreported.
+
+        A run that had ended (stopped when that instance closed) is reported
+        as it ended; one still marked running was lost with its process (the
+        planner died) and is reported failed, saying so.
+        """
+        found = []
+        for record in await self.runs.unreported():
+            status = record.status
+            if not status.done:
+                status.state, status.message = (
+                    "failed",
+                    (
+                        f"run {status.run_id} lost: the platform that ran it stopped without "
+                        "closing (its steps were child processes)"
+                    ),
+                )
+                for node in status.nodes.values():
+                    if node.state == "running":
+                        node.state, node.reason = "failed", "lost with the platform's process"
+                status.finish()
+                status.finished_at = status.finished_at or time.time()
+            await self.runs.adopt(record)
+            found.append(status.run_id)
+        return found
+
+    async def scale(
+        self, workflow: str, node: str, replicas: int, *, team: str | None = None
+    ) -> ActionResult:
         """Start or stop replicas of a service node until ``replicas`` run."""
         if replicas < 0:
             raise PlatformError("invalid", f"replicas must be 0 or more, not {replicas}")
@@ -197,7 +236,9 @@ class LocalPlatform:
             replicas=replicas,
         )
 
-    async def redeploy(self, workflow: str, node: str, model_uri: str) -> ActionResult:
+    async def redeploy(
+        self, workflow: str, node: str, model_uri: str, *, team: str | None = None
+    ) -> ActionResult:
         """Roll a service node's replicas to ``model_uri``, one at a time."""
         service = self._service(workflow, node)
         async with service.lock:
@@ -210,7 +251,24 @@ class LocalPlatform:
                     f"already serving {model_uri}",
                     model_uri=model_uri,
                 )
-            replaced = await service.redeploy(model_uri)
+            try:
+                replaced = await service.redeploy(model_uri)
+            except PlatformError as exc:
+                if exc.code != "failed":
+                    raise
+                # A new replica never became ready: the replaced ones go back to
+                # the previous model, so the service serves one model again.
+                await service.redeploy(previous)
+                return self._result(
+                    "redeploy",
+                    (workflow, node),
+                    "failed",
+                    f"rollout to {model_uri} failed ({exc}); rolled back to {previous}",
+                    previous=previous,
+                    model_uri=model_uri,
+                    rolled_back=True,
+                    reason=str(exc),
+                )
         return self._result(
             "redeploy",
             (workflow, node),
@@ -221,27 +279,20 @@ class LocalPlatform:
             replaced=replaced,
         )
 
-    async def status(self, workflow: str) -> WorkflowStatus:
+    async def status(self, workflow: str, *, team: str | None = None) -> WorkflowStatus:
         """Services (with each replica's health) and remembered runs of a workflow."""
         services = [await s.status() for (w, _), s in self._services.items() if w == workflow]
-        runs = [
-            b.status.model_copy(deep=True)
-            for b in self._runs.values()
-            if b.workflow.name == workflow
-        ]
+        runs = self.runs.statuses(workflow)
         return WorkflowStatus(
             workflow=workflow, deployed=workflow in self._deployed, services=services, runs=runs
         )
 
-    async def delete(self, workflow: str) -> ActionResult:
-        """Stop the workflow's services and cancel its running runs."""
+    async def delete(self, workflow: str, *, team: str | None = None) -> ActionResult:
+        """Stop the workflow's services and cancel its running runs (their ends are reported)."""
         keys = [k for k in self._services if k[0] == workflow]
-        runs = [
-            r for r, b in self._runs.items() if b.workflow.name == workflow and not b.status.done
-        ]
+        runs = await self.runs.cancel(workflow)
         if not keys and not runs and workflow not in self._deployed:
             return self._result("delete", (workflow, None), "absent", "nothing to delete")
-        await asyncio.gather(*(stop(self._tasks.pop(r, None)) for r in runs))
         await asyncio.gather(*(self._services.pop(k).close() for k in keys))
         self._deployed.pop(workflow, None)
         return self._result(
@@ -250,20 +301,6 @@ class LocalPlatform:
             "deleted",
             f"stopped {len(keys)} service(s) and {len(runs)} run(s)",
         )
-
-    async def _execute(self, batch: BatchRun) -> None:
-        try:
-            status = await batch.execute()
-        finally:
-            self._tasks.pop(batch.status.run_id, None)
-        logger.info("run %s of workflow %s: %s", status.run_id, status.workflow, status.message)
-        if self.on_run_finished is not None:
-            try:
-                result = self.on_run_finished(status.model_copy(deep=True))
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                logger.exception("run %s: the completion callback failed", status.run_id)
 
     def _service(self, workflow: str, node: str) -> ReplicaSet:
         try:

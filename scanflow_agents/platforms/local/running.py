@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from scanflow_agents._kit.tasks import guarded
 from scanflow_agents.platforms.base import CALL_FUNCTION
 from scanflow_agents.platforms.local.building import Environments
 from scanflow_agents.platforms.local.processes import spawn, terminate
@@ -74,7 +75,7 @@ class BatchRun:
         try:
             while True:
                 for name in self._ready(set(running.values())):
-                    task = asyncio.create_task(self._node(name), name=f"{status.run_id}/{name}")
+                    task = guarded(self._node(name), name=f"{status.run_id}/{name}", logger=logger)
                     running[task] = name
                 if not running:
                     break

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from scanflow_agents._kit.tasks import guarded, stop
 from scanflow_agents.platforms.local.processes import (
     free_port,
     http_get,
@@ -32,7 +33,6 @@ from scanflow_agents.platforms.local.processes import (
 )
 from scanflow_agents.platforms.local.settings import LocalPlatformSettings
 from scanflow_agents.platforms.results import PlatformError, ReplicaStatus, ServiceStatus
-from scanflow_agents.serving._tasks import guarded, stop
 from scanflow_agents.serving.config import ServingConfig
 from scanflow_agents.workflows import ServiceNode
 

@@ -15,6 +15,9 @@ recorded.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,11 +30,13 @@ from scanflow_agents.workflows import Workflow, load_workflow
 
 TEAM = "vision"
 NAMESPACE = f"scanflow-{TEAM}"
+BUILDS = "scanflow-builds"
 RESOURCES = {
     "deployments": "apps/v1/deployments",
     "services": "v1/services",
     "configmaps": "v1/configmaps",
     "pods": "v1/pods",
+    "events": "v1/events",
     "jobs": "batch/v1/jobs",
     "workflows": "argoproj.io/v1alpha1/workflows",
 }
@@ -40,6 +45,7 @@ PATHS = {
     "services": "/api/v1",
     "configmaps": "/api/v1",
     "pods": "/api/v1",
+    "events": "/api/v1",
     "jobs": "/apis/batch/v1",
     "workflows": "/apis/argoproj.io/v1alpha1",
 }
@@ -54,7 +60,7 @@ class Cluster:
     def serve(self, *plurals: str) -> None:
         """Declare resource types (as installed CRDs and API groups would be)."""
         for plural in plurals:
-            self.emulator.resources[RESOURCES[plural]] = {}
+            self.emulator.resources[RESOURCES[plural]] = kmock.ResourceInfo()
 
     def objects(self, plural: str, namespace: str = NAMESPACE) -> dict[str, dict[str, Any]]:
         """Live objects of one type in a namespace, by name."""
@@ -103,6 +109,16 @@ class Cluster:
         )
         assert response.status == 200, await response.text()
 
+    async def patch_object(
+        self, plural: str, name: str, patch: dict[str, Any], namespace: str = NAMESPACE
+    ) -> None:
+        """Merge-PATCH an object, as the API server or another client would."""
+        path = f"{PATHS[plural]}/namespaces/{namespace}/{plural}/{name}"
+        response = await self.emulator.clients[0].patch(
+            path, json=patch, headers={"Content-Type": "application/merge-patch+json"}
+        )
+        assert response.status == 200, await response.text()
+
     async def finish_job(self, name: str, *, ok: bool = True, namespace: str = NAMESPACE) -> None:
         """Wait for a Job to exist, then mark it complete (or failed) as the Job controller does."""
         await eventually(lambda: name in self.objects("jobs", namespace), timeout=10)
@@ -135,6 +151,77 @@ class Cluster:
         )
 
 
+class DeploymentController:
+    """The Deployment controller's part: new generations, and rollouts that finish or stall.
+
+    Every change of a Deployment's spec bumps ``metadata.generation`` (the API
+    server's job); then the status says the rollout completed, or, for a
+    template whose model URI contains "broken", that it stalled past its
+    progress deadline (the new pods never became ready).
+    """
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self._seen: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> DeploymentController:
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            for name, obj in self.cluster.objects("deployments").items():
+                spec = json.dumps(obj.get("spec"), sort_keys=True)
+                if self._seen.get(name) != spec:
+                    self._seen[name] = spec
+                    await self._act(name, obj)
+            await asyncio.sleep(0.01)
+
+    async def _act(self, name: str, obj: dict[str, Any]) -> None:
+        generation = int(obj["metadata"].get("generation") or 0) + 1
+        await self.cluster.patch_object(
+            "deployments", name, {"metadata": {"generation": generation}}
+        )
+        self._seen[name] = json.dumps(obj.get("spec"), sort_keys=True)
+        replicas = int((obj.get("spec") or {}).get("replicas", 1))
+        template = json.dumps((obj.get("spec") or {}).get("template"))
+        if "broken" in template:
+            status: dict[str, Any] = {
+                "observedGeneration": generation,
+                "replicas": replicas + 1,
+                "updatedReplicas": 1,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+                "conditions": [
+                    {
+                        "type": "Progressing",
+                        "status": "False",
+                        "reason": "ProgressDeadlineExceeded",
+                        "message": f'ReplicaSet "{name}-new" has timed out progressing.',
+                    }
+                ],
+            }
+        else:
+            status = {
+                "observedGeneration": generation,
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+                "conditions": [
+                    {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
+                ],
+            }
+        await self.cluster.patch_status("deployments", name, status)
+
+
 def rebuild(workflow: Workflow, **update: Any) -> Workflow:
     """A validated copy of ``workflow`` with fields replaced (``model_copy`` skips the checks)."""
     return Workflow.model_validate({**workflow.model_dump(), **update})
@@ -150,7 +237,7 @@ def with_node(workflow: Workflow, name: str, **update: Any) -> Workflow:
 def cluster(kmock: kmock.KubernetesEmulator) -> Cluster:
     """The test's emulator, serving the core types the platform uses (no Argo)."""
     found = Cluster(kmock)
-    found.serve("deployments", "services", "configmaps", "pods", "jobs")
+    found.serve("deployments", "services", "configmaps", "pods", "events", "jobs")
     return found
 
 
@@ -223,3 +310,81 @@ def batch() -> Workflow:
             ],
         }
     )
+
+
+@pytest.fixture
+async def controller(cluster: Cluster) -> AsyncIterator[DeploymentController]:
+    """A Deployment controller playing on the emulator for the test."""
+    async with DeploymentController(cluster) as found:
+        yield found
+
+
+class FaultyProxy:
+    """An HTTP proxy in front of the emulator that forbids some paths or breaks connections.
+
+    kmock answers every request it understands; a real API server also
+    answers 403 (RBAC) and its connections break (restarts, load balancers).
+    ``forbid`` holds path fragments answered 403 for a method; ``breaks`` is
+    how many of the next requests get their connection closed without an
+    answer (the client sees ``ServerDisconnectedError``).
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.forbid: list[tuple[str, str]] = []
+        self.breaks = 0
+        self.broken = 0
+        self.url = ""
+        self._runner: Any = None
+
+    async def start(self) -> FaultyProxy:
+        from aiohttp import ClientSession, web
+
+        self._session = ClientSession()
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if self.breaks > 0:
+                self.breaks -= 1
+                self.broken += 1
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response(status=500)
+            for method, fragment in self.forbid:
+                if request.method == method and fragment in request.path:
+                    message = f'{fragment} is forbidden: User "system:serviceaccount:x" cannot'
+                    body = {"kind": "Status", "status": "Failure", "reason": "Forbidden",
+                            "message": message, "code": 403}  # fmt: skip
+                    return web.json_response(body, status=403)
+            async with self._session.request(
+                request.method,
+                self.upstream + request.path_qs,
+                data=await request.read(),
+                headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+            ) as answer:
+                return web.Response(
+                    status=answer.status,
+                    body=await answer.read(),
+                    content_type=answer.content_type,
+                )
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        await self._session.close()
+        await self._runner.cleanup()
+
+
+@pytest.fixture
+async def proxy(cluster: Cluster) -> AsyncIterator[FaultyProxy]:
+    """A faulty proxy in front of the test's emulator."""
+    found = await FaultyProxy(str(cluster.emulator.url)).start()
+    yield found
+    await found.stop()

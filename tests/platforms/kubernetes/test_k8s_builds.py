@@ -1,9 +1,10 @@
-"""Image builds on the emulator: build contexts in ConfigMaps, Kaniko Jobs, image names."""
+"""Image builds on the emulator: contexts in ConfigMaps, BuildKit Jobs in their namespace."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from scanflow_agents.platforms.kubernetes import KubernetesPlatform, KubernetesP
 from scanflow_agents.testing import eventually
 from scanflow_agents.workflows import Workflow, load_workflow
 
-from .conftest import Cluster
+from .conftest import BUILDS, Cluster
 
 WORKFLOW = """
 name: retrain
@@ -38,10 +39,10 @@ def scripted(tmp_path: Path) -> Workflow:
     return load_workflow(tmp_path / "workflow.yaml")
 
 
-def _builds(cluster: Cluster) -> dict[str, dict]:
+def _builds(cluster: Cluster) -> dict[str, dict[str, Any]]:
     return {
         name: job
-        for name, job in cluster.objects("jobs").items()
+        for name, job in cluster.objects("jobs", BUILDS).items()
         if job["metadata"]["labels"].get("app.kubernetes.io/component") == "build"
     }
 
@@ -49,14 +50,18 @@ def _builds(cluster: Cluster) -> dict[str, dict]:
 async def _finish_builds(cluster: Cluster, count: int, *, ok: bool = True) -> None:
     await eventually(lambda: len(_builds(cluster)) == count, timeout=10)
     for name in _builds(cluster):
-        await cluster.finish_job(name, ok=ok)
+        await cluster.finish_job(name, ok=ok, namespace=BUILDS)
 
 
-async def test_build_runs_kaniko_with_the_context_in_a_configmap(
+async def test_build_runs_rootless_buildkit_with_the_context_in_a_configmap(
     platform: KubernetesPlatform, cluster: Cluster, scripted: Workflow
 ) -> None:
     building = asyncio.create_task(platform.build(scripted))
     await _finish_builds(cluster, 1)
+    [job] = _builds(cluster).values()
+    pod = job["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    configmap = cluster.get("configmaps", volumes["context"]["configMap"]["name"], BUILDS)
     result = await building
 
     assert result.outcome == "created"
@@ -67,18 +72,19 @@ async def test_build_runs_kaniko_with_the_context_in_a_configmap(
     assert result.images["retrain/tidy"] == KubernetesPlatformSettings().executor_image
     fit = next(e for e in result.environments if e.node == "fit")
     assert (fit.reused, fit.requirements_hash) == (False, image.rsplit(":", 1)[1])
-    pod = job["spec"]["template"]["spec"]
-    [kaniko] = pod["containers"]
-    assert kaniko["image"].startswith("gcr.io/kaniko-project/executor:")
-    assert kaniko["args"] == [
-        "--context=dir:///workspace",
-        "--dockerfile=/workspace/Dockerfile",
-        f"--destination={image}",
-    ]
+    [builder] = pod["containers"]
+    assert builder["image"].startswith("moby/buildkit:")
+    assert builder["image"].endswith("-rootless")
+    assert builder["command"] == ["buildctl-daemonless.sh"]
+    assert f"--output=type=image,name={image},push=true" in builder["args"]
+    assert builder["securityContext"]["runAsUser"] == 1000
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["imagePullSecrets"] == [{"name": "push-credentials"}]
+    assert job["spec"]["ttlSecondsAfterFinished"] == 7 * 24 * 3600
     assert job["metadata"]["labels"]["scanflow.io/node"] == "fit"
-    volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["registry"]["secret"]["secretName"] == "push-credentials"
-    configmap = cluster.get("configmaps", volumes["context"]["configMap"]["name"])
+    # The context served its build: its ConfigMap is gone.
+    assert cluster.objects("configmaps", BUILDS) == {}
     paths = {
         i["path"]: configmap["data"][i["key"]] for i in volumes["context"]["configMap"]["items"]
     }
@@ -89,7 +95,17 @@ async def test_build_runs_kaniko_with_the_context_in_a_configmap(
         "requirements.txt",
     ]
     assert paths["requirements.txt"] == "pandas\nscikit-learn>=1.4\n"
-    assert "COPY app/ /app/" in paths["Dockerfile"]
+    dockerfile = paths["Dockerfile"].splitlines()
+    # From the project image, the requirements as root, then its user again.
+    assert dockerfile[0] == f"FROM {KubernetesPlatformSettings().base_image}"
+    assert dockerfile[2:5] == [
+        "USER 0",
+        "COPY requirements.txt /app/requirements.txt",
+        "RUN pip install --no-cache-dir -r /app/requirements.txt",
+    ]
+    assert "COPY app/ /app/" in dockerfile
+    assert dockerfile[-1] == "USER 10001"
+    assert "scanflow-agents" not in paths["requirements.txt"]
     assert paths["app/steps/helpers.py"] == "def load():\n    return 42\n"
 
 
@@ -105,6 +121,7 @@ async def test_an_unchanged_context_is_not_built_twice(
     assert again.outcome == "unchanged"
     assert again.images == first.images
     assert len(cluster.requests("post", "jobs")) == 1
+    assert cluster.objects("jobs") == {}  # builds are in their own namespace
 
 
 async def test_runs_and_deploys_use_the_built_images(
@@ -118,7 +135,7 @@ async def test_runs_and_deploys_use_the_built_images(
     await eventually(lambda: "r1-fit" in cluster.objects("jobs"))
     fit = cluster.get("jobs", "r1-fit")["spec"]["template"]["spec"]["containers"][0]
     assert fit["image"] == images["retrain/fit"]
-    assert fit["command"] == ["python", "/app/steps/fit.py"]
+    assert fit["command"][-3:] == ["--", "python", "/app/steps/fit.py"]
     await cluster.finish_job("r1-fit")
     await cluster.finish_job("r1-tidy")
     await cluster.finish_job("r1-publish")
@@ -144,10 +161,13 @@ async def test_a_failed_build_names_the_node_and_the_job(
     building = asyncio.create_task(platform.build(scripted))
     await _finish_builds(cluster, 1, ok=False)
 
-    with pytest.raises(PlatformError, match=r"building retrain/fit failed: Kaniko Job") as e:
+    with pytest.raises(
+        PlatformError, match=r"building retrain/fit failed: build Job scanflow-builds/"
+    ) as e:
         await building
     assert e.value.code == "failed"
     assert "kubectl logs" in str(e.value)
+    assert cluster.objects("configmaps", BUILDS) == {}
 
 
 async def test_builds_refuse_what_they_cannot_do(

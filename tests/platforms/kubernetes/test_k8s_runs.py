@@ -51,17 +51,31 @@ async def test_jobs_start_in_dependency_order(
     spec = job["spec"]
     assert spec["backoffLimit"] == 0
     assert spec["activeDeadlineSeconds"] == 600
+    assert spec["ttlSecondsAfterFinished"] == 3600
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     [container] = pod["containers"]
     assert container["image"] == "team/steps:1"
-    assert container["command"][:2] == ["python", "-c"]
-    assert container["command"][3:] == ["digits.training:fit", "--C", "2"]
+    # The step's command, wrapped so the run folder is fetched before and stored after.
+    sync, step = container["command"][:8], container["command"][8:]
+    assert sync == [
+        "python", "-m", "scanflow_agents.platforms.rundirs",
+        "--uri", "mlflow-artifacts:/scanflow-runs/nightly",
+        "--dir", "/scanflow/run", "--",
+    ]  # fmt: skip
+    assert step[:2] == ["python", "-c"]
+    assert step[3:] == ["digits.training:fit", "--C", "2"]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["SCANFLOW_RUN_ID"] == "nightly"
+    assert env["SCANFLOW_RUN_DIR"] == "/scanflow/run"
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.mlops:5000"
-    prepare = cluster.get("jobs", "nightly-prepare")["spec"]["template"]["spec"]
-    assert prepare["containers"][0]["command"] == ["python", "-m", "digits.prepare"]
+    assert {"name": "run-dir", "mountPath": "/scanflow/run"} in container["volumeMounts"]
+    prepare = cluster.get("jobs", "nightly-prepare")["spec"]
+    assert prepare["template"]["spec"]["containers"][0]["command"][8:] == [
+        "python", "-m", "digits.prepare",
+    ]  # fmt: skip
+    # A step without a timeout of its own still has a deadline.
+    assert prepare["activeDeadlineSeconds"] == 6 * 3600
 
 
 async def test_a_failed_step_stops_its_dependants(
@@ -181,8 +195,13 @@ async def test_argo_runs_one_workflow_with_a_dag(
         {"name": "report", "template": "report", "dependencies": ["check", "fit"]},
     ]
     fit = next(t for t in steps if t["name"] == "fit")
-    assert fit["container"]["command"][3:] == ["digits.training:fit", "--C", "2"]
+    assert fit["container"]["command"][11:] == ["digits.training:fit", "--C", "2"]
     assert fit["activeDeadlineSeconds"] == 600
+    assert spec["podGC"] == {"strategy": "OnPodSuccess"}
+    assert spec["ttlStrategy"] == {"secondsAfterCompletion": 3600}
+    assert spec["activeDeadlineSeconds"] == 24 * 3600
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
 
     # What the Argo controller would write.
     await cluster.patch_status(

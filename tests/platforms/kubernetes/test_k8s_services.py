@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
 from scanflow_agents.platforms import PlatformError
 from scanflow_agents.platforms.kubernetes import KubernetesPlatform, KubernetesPlatformSettings
+from scanflow_agents.testing import eventually
 from scanflow_agents.workflows import Workflow, load_application
 
 from .conftest import NAMESPACE, TEAM, Cluster, rebuild, with_node
@@ -21,11 +23,12 @@ LABELS = {
 }
 
 
-def _container(deployment: dict) -> dict:
-    return deployment["spec"]["template"]["spec"]["containers"][0]
+def _container(deployment: dict[str, Any]) -> dict[str, Any]:
+    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
 
 
-def _env(container: dict) -> dict:
+def _env(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value") for e in container["env"]}
 
 
@@ -61,12 +64,24 @@ async def test_deploy_creates_a_deployment_and_service_per_node(
     assert env["SCANFLOW_NAMESPACE"] == TEAM
     assert env["LOG_LEVEL"] == "debug"
     assert container["envFrom"] == [{"secretRef": {"name": "scanflow-credentials"}}]
+    # No CPU limit (CFS throttling); memory limited to what is requested.
     assert container["resources"] == {
         "requests": {"cpu": "500m", "memory": "1Gi"},
-        "limits": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"memory": "1Gi"},
     }
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
+        assert container[probe]["timeoutSeconds"] == 5
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+    }
+    assert deployment["spec"]["progressDeadlineSeconds"] == 600
     assert container["image"] == KubernetesPlatformSettings().serving_image
     svc = cluster.get("services", "serve-model")
     assert svc["metadata"]["labels"] == LABELS
@@ -166,7 +181,7 @@ async def test_scale_rejects_bad_input(
 
 
 async def test_redeploy_replaces_the_pod_template(
-    platform: KubernetesPlatform, cluster: Cluster, online: Workflow
+    platform: KubernetesPlatform, cluster: Cluster, online: Workflow, controller: object
 ) -> None:
     await platform.deploy(online)
     await platform.scale("serve", "model", 4)
@@ -187,7 +202,8 @@ async def test_redeploy_replaces_the_pod_template(
         == (result.details["restarted_at"])
     )
     assert deployment["spec"]["replicas"] == 4  # a rollout keeps the scale
-    [patch] = [p for p in cluster.requests("patch", "deployments") if p.subresource is None]
+    # The platform's own patch (JSON patch); the controller's are merge patches.
+    [patch] = [p for p in cluster.requests("patch", "deployments") if isinstance(p.data, list)]
     assert patch.data[0] == {
         "op": "test",
         "path": "/metadata/labels/app.kubernetes.io~1managed-by",
@@ -204,6 +220,54 @@ async def test_redeploy_replaces_the_pod_template(
     assert (await platform.deploy(redeployed)).outcome == "unchanged"
     rolled_back = await platform.deploy(online)
     assert rolled_back.services[0].details == {"template": True, "replicas": [4, 2]}
+
+
+async def test_a_redeploy_whose_pods_never_get_ready_is_rolled_back(
+    platform: KubernetesPlatform, cluster: Cluster, online: Workflow, controller: object
+) -> None:
+    await platform.deploy(online)
+    await eventually(lambda: "status" in cluster.get("deployments", "serve-model"))
+    before = cluster.get("deployments", "serve-model")["spec"]["template"]
+
+    result = await platform.redeploy("serve", "model", "models:/broken/1")
+
+    assert result.outcome == "failed"
+    assert result.details["rolled_back"] is True
+    assert "timed out progressing" in result.details["reason"]
+    assert "rolled back to models:/digits/1" in result.message
+    after = cluster.get("deployments", "serve-model")
+    assert after["spec"]["template"] == before
+    assert after["metadata"]["annotations"]["scanflow.io/model-uri"] == "models:/digits/1"
+
+
+async def test_status_reports_what_serves_during_a_stuck_rollout(
+    settings: KubernetesPlatformSettings, cluster: Cluster, online: Workflow
+) -> None:
+    # No controller: the rollout to the new model never completes, and the
+    # Deployment's status still describes the previous generation.
+    async with KubernetesPlatform(settings.model_copy(update={"rollout_deadline": 0.2})) as k8s:
+        await k8s.deploy(online)
+        await cluster.patch_object("deployments", "serve-model", {"metadata": {"generation": 2}})
+        await cluster.patch_status(
+            "deployments",
+            "serve-model",
+            {"observedGeneration": 1, "replicas": 2, "readyReplicas": 2, "updatedReplicas": 2},
+        )
+        await cluster.add_pod("serve-model-old", LABELS, ready=True, model_uri="models:/digits/1")
+        await cluster.add_pod("serve-model-new", LABELS, ready=False, model_uri="models:/bad/1")
+        await cluster.patch_object(
+            "deployments",
+            "serve-model",
+            {"metadata": {"annotations": {"scanflow.io/model-uri": "models:/bad/1"}}},
+        )
+
+        status = await k8s.status("serve")
+
+    model = next(s for s in status.services if s.node == "model")
+    assert model.model_uri == "models:/digits/1"  # what the ready pod serves
+    assert model.desired_model_uri == "models:/bad/1"
+    assert model.rollout == "progressing"
+    assert model.ready_replicas == 1  # from the pods: the status is a generation behind
 
 
 async def test_foreign_objects_are_left_alone(
@@ -252,6 +316,7 @@ async def test_status_reads_deployments_and_pods(
     model = next(s for s in status.services if s.node == "model")
     assert model.url == f"http://serve-model.{NAMESPACE}.svc"
     assert model.model_uri == "models:/digits/1"
+    assert model.rollout == "progressing"  # no controller has reported on it
     assert (model.desired_replicas, model.ready_replicas) == (2, 1)
     assert [(r.replica, r.ready, r.alive) for r in model.replicas] == [
         ("serve-model-a", True, True),
@@ -358,6 +423,7 @@ async def test_application_deploys_its_agents(
     assert env["SCANFLOW_NATS__URL"] == "nats://nats.mlops:4222"
     assert env["SCANFLOW_MLFLOW__TRACKING_URI"] == "http://mlflow.mlops:5000"
     assert env["SCANFLOW_AGENTS__DRIFT"] == '{"threshold": 0.2}'
+    assert drift["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     tracker = _container(agents["digits-agent-tracker"])
     assert tracker["command"] == ["scanflow", "run", "scanflow_agents.builtin.tracker"]
     assert agents["serve-m"]["metadata"]["labels"]["scanflow.io/application"] == "digits"

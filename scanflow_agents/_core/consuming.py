@@ -1,0 +1,222 @@
+"""Rules and event sensors read the event stream through durable consumers.
+
+Every event a rule or an event sensor listens to is stored in the
+namespace's stream before anyone sees it. The agent reads it back through one
+durable consumer per topic pattern, named after the agent and the pattern, so
+that a restarted agent (or the next leader) resumes where the last one left:
+
+- one event at a time per pattern, in the order they were stored; the event
+  is acknowledged once its sensors and rules have handled it;
+- an event that comes again (the acknowledgement was lost, a replica died
+  holding it) is recognised by its id and not handled twice, as long as it
+  is among the last :data:`SEEN` events this process handled;
+- events older than ``settings.agent.events_max_age`` are never handed to a
+  rule: a consumer is created at that age, a consumer left unused that long
+  is dropped by the server, and an older event that still arrives is skipped
+  (and counted as expired). They stay in the stream for the audit trail.
+
+Only the leader among an agent's replicas consumes (see :mod:`.leading`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from scanflow_agents.messages import SCHEMA_VERSION, Envelope, Event, utcnow
+from scanflow_agents.transports.base import StoredMessage, Subscription
+from scanflow_agents.triggers import OnEvent
+
+if TYPE_CHECKING:
+    from scanflow_agents._core.reacting import Reactor
+    from scanflow_agents.agents import Agent
+    from scanflow_agents.settings import AgentSettings
+    from scanflow_agents.subjects import Subjects
+    from scanflow_agents.transports.base import Transport
+
+logger = logging.getLogger("scanflow_agents.consuming")
+
+SEEN = 10_000  # event ids remembered per pattern to drop redeliveries
+
+
+def durable_name(agent: str, pattern: str) -> str:
+    """The durable consumer of one agent and topic pattern: readable, unique, server-safe.
+
+    NATS consumer names may not hold ``.``, ``*``, ``>`` or whitespace, so the
+    pattern is spelled with ``_`` for dots; a digest of the exact pair keeps
+    ``a.b`` and ``a_b`` apart.
+    """
+    spelled = pattern.replace("*", "any").replace(">", "all")
+    slug = re.sub(r"[^A-Za-z0-9_-]", "_", f"{agent}-{spelled}")[:48]
+    digest = hashlib.sha256(f"{agent}\0{pattern}".encode()).hexdigest()[:10]
+    return f"{slug}-{digest}"
+
+
+def topics(agent: Agent) -> list[str]:
+    """The topic patterns the agent's event sensors and rules listen to, without repeats."""
+    found = [s.trigger.topic for s in agent.sensors.values() if isinstance(s.trigger, OnEvent)]
+    found += [t for r in agent.rules.values() for t in r.topics]
+    return list(dict.fromkeys(found))
+
+
+@dataclass
+class ConsumerState:
+    """Counters of one pattern's consumer, for the description."""
+
+    handled: int = 0
+    duplicates: int = 0
+    expired: int = 0
+    malformed: int = 0
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "handled": self.handled,
+            "duplicates": self.duplicates,
+            "expired": self.expired,
+            "malformed": self.malformed,
+        }
+
+
+class EventConsumers:
+    """The durable consumers of one agent: started when it leads, stopped when not.
+
+    Args:
+        agent: the agent whose event sensors and rules listen.
+        reactor: runs them on each event.
+        transport: where the stream is.
+        subjects: the namespace's subjects.
+        settings: the agent settings (maximum age, acknowledgement wait).
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        reactor: Reactor,
+        transport: Transport,
+        subjects: Subjects,
+        settings: AgentSettings,
+    ) -> None:
+        self.agent = agent
+        self.reactor = reactor
+        self.transport = transport
+        self.subjects = subjects
+        self.settings = settings
+        self.patterns = topics(agent)
+        self.states = {pattern: ConsumerState() for pattern in self.patterns}
+        self._seen: dict[str, OrderedDict[str, None]] = {p: OrderedDict() for p in self.patterns}
+        self._subscriptions: list[Subscription] = []
+        self._lock = asyncio.Lock()  # start and stop never interleave
+
+    @property
+    def running(self) -> bool:
+        return bool(self._subscriptions)
+
+    async def start(self) -> None:
+        """Bind a durable consumer per pattern (created if new, resumed otherwise)."""
+        async with self._lock:
+            if self._subscriptions:
+                return
+            settings = self.settings
+            for pattern in self.patterns:
+                sub = await self.transport.consume(
+                    self.subjects.event(pattern),
+                    durable_name(self.agent.name, pattern),
+                    self._handler(pattern),
+                    max_age=settings.events_max_age,
+                    ack_wait=settings.events_ack_wait,
+                    # A consumer unused for the max age would only hand out
+                    # expired events: let the server drop it.
+                    inactive=settings.events_max_age,
+                )
+                self._subscriptions.append(sub)
+
+    async def stop(self) -> None:
+        """Finish the events in hand and stop reading; unacknowledged ones go to the next reader."""
+        async with self._lock:
+            subs, self._subscriptions = self._subscriptions, []
+            await asyncio.gather(*(sub.unsubscribe() for sub in subs), return_exceptions=True)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            pattern: {"durable": durable_name(self.agent.name, pattern), **state.summary()}
+            for pattern, state in self.states.items()
+        }
+
+    def _handler(self, pattern: str) -> Any:
+        agent, reactor = self.agent, self.reactor
+        sensors = [
+            s
+            for s in agent.sensors.values()
+            if isinstance(s.trigger, OnEvent) and s.trigger.topic == pattern
+        ]
+        rules = [r for r in agent.rules.values() if pattern in r.topics]
+        state, seen = self.states[pattern], self._seen[pattern]
+        max_age = timedelta(seconds=self.settings.events_max_age)
+
+        async def on_event(message: StoredMessage) -> None:
+            # Events are handled in order, one at a time per topic pattern, so
+            # rules that keep windows see them in the order they were stored.
+            try:
+                envelope = decode(message.data, "event")
+            except ValueError as exc:
+                state.malformed += 1
+                logger.warning(
+                    "agent %r skipped a malformed event on %s: %s", agent.name, message.subject, exc
+                )
+                return
+            if envelope.id in seen:
+                state.duplicates += 1
+                logger.info(
+                    "agent %r: event %s on %s came again (delivery %d); already handled",
+                    agent.name,
+                    envelope.id,
+                    message.subject,
+                    message.deliveries,
+                )
+                return
+            if utcnow() - message.time > max_age:
+                state.expired += 1
+                return
+            event = Event(
+                id=envelope.id,
+                topic=self.subjects.topic_of(message.subject),
+                source=envelope.source,
+                payload=envelope.payload,
+                time=envelope.time,
+                correlation_id=envelope.correlation_id,
+            )
+            for sensor in sensors:
+                await reactor.run_sensor(sensor.id, event)
+            for rule in rules:
+                await reactor.run_rule(rule, event, event.correlation_id, event.id)
+            state.handled += 1
+            seen[envelope.id] = None
+            if len(seen) > SEEN:
+                seen.popitem(last=False)
+
+        return on_event
+
+
+def decode(data: bytes, kind: str) -> Envelope:
+    """An envelope of the expected kind and schema version, or :class:`ValueError` saying why."""
+    try:
+        envelope = Envelope.decode(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        raise ValueError(f"not a valid envelope ({where}: {first['msg']})") from None
+    if envelope.v != SCHEMA_VERSION:
+        raise ValueError(
+            f"schema version {envelope.v} is not supported (this agent speaks {SCHEMA_VERSION})"
+        )
+    if envelope.kind != kind:
+        raise ValueError(f"expected a {kind!r} message, got {envelope.kind!r}")
+    return envelope

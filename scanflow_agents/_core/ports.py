@@ -1,0 +1,68 @@
+"""The small interfaces the core's parts are given instead of the whole runtime.
+
+Each part (the Reactor, the Dispatcher, the Scheduler, Knowledge) is built
+with the few functions it uses, so it can be built and tested alone: a test
+passes a list's ``append`` where the runtime passes the recorder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from scanflow_agents.knowledge import Poll
+    from scanflow_agents.messages import Envelope
+    from scanflow_agents.sensors import SensorSpec
+
+
+class Record(Protocol):
+    """Record one event of ``kind`` (observation, decision, action) by handler ``name``.
+
+    Returns the envelope as recorded: its id is the event's id in the stream.
+    """
+
+    async def __call__(
+        self,
+        kind: str,
+        name: str,
+        payload: dict[str, Any],
+        *,
+        correlation_id: str,
+        causation_id: str | None = None,
+    ) -> Envelope: ...
+
+
+class Call(Protocol):
+    """Call an actuator (``agent=None``: this agent's own) and return its result.
+
+    Raises the matching :class:`~scanflow_agents.CallError` when the call fails.
+    ``call_id`` fixes the call's id, the receiver's idempotency key.
+    """
+
+    async def __call__(
+        self,
+        agent: str | None,
+        actuator: str,
+        params: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        call_id: str | None = None,
+    ) -> Any: ...
+
+
+class Cursors(Protocol):
+    """Where a sensor that reads MLflow gets what is new, and keeps its position."""
+
+    async def poll(self, spec: SensorSpec) -> Poll: ...
+
+    async def commit(self, spec: SensorSpec) -> None: ...
+
+
+Refusal = Callable[[], "str | None"]
+"""Why the agent refuses work now (e.g. paused), or ``None`` when it accepts it."""
+
+
+def never_refuse() -> str | None:
+    """The :data:`Refusal` of an agent that always works."""
+    return None

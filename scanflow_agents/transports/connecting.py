@@ -1,0 +1,131 @@
+"""How to open a NATS connection from the settings: servers, authentication, TLS, and why it failed.
+
+Authentication follows what nats-server offers: user and password, a token,
+an nkeys seed file, or a credentials file (a user JWT with its seed, for
+servers run in operator mode). TLS takes the CA that signed the server's
+certificate and, for mutual TLS, this client's certificate and key.
+
+A failed first connection names the server's own reason
+("Authorization Violation", a certificate the CA did not sign...), not
+nats-py's final "no servers available", and never prints URL credentials.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ssl
+from pathlib import Path
+from typing import Any
+
+import nats.errors
+
+from scanflow_agents.redaction import redact
+from scanflow_agents.settings import NatsSettings
+
+
+class ConnectSetupError(ValueError):
+    """The settings name a file that cannot be used (missing, unreadable, not a key)."""
+
+
+def servers(settings: NatsSettings) -> list[str]:
+    """The server URLs of ``settings`` (a comma-separated list)."""
+    return [url.strip() for url in settings.url.split(",") if url.strip()]
+
+
+def auth_options(settings: NatsSettings) -> dict[str, Any]:
+    """The keyword arguments of ``nats.connect`` for authentication and TLS.
+
+    Raises:
+        ConnectSetupError: a named file (creds, seed, CA, certificate, key) is missing
+            or unusable; the message names the setting and the path.
+    """
+    options: dict[str, Any] = {"inbox_prefix": settings.inbox_prefix}
+    if settings.user:
+        options["user"] = settings.user
+        options["password"] = settings.password.get_secret_value() if settings.password else ""
+    if settings.token:
+        options["token"] = settings.token.get_secret_value()
+    if settings.creds:
+        options["user_credentials"] = _readable(settings.creds, "nats.creds")
+        _needs_nkeys("nats.creds")
+    if settings.nkeys_seed:
+        options["nkeys_seed"] = _readable(settings.nkeys_seed, "nats.nkeys_seed")
+        _needs_nkeys("nats.nkeys_seed")
+    context = tls_context(settings)
+    if context is not None:
+        options["tls"] = context
+    if settings.tls_hostname:
+        options["tls_hostname"] = settings.tls_hostname
+    return options
+
+
+def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
+    """The TLS context for a CA and/or client certificate; ``None`` if neither is set.
+
+    Without either, a ``tls://`` URL still works with the system's CAs (nats-py's default).
+    """
+    if not (settings.tls_ca or settings.tls_cert):
+        return None
+    try:
+        cafile = _readable(settings.tls_ca, "nats.tls_ca") if settings.tls_ca else None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    except ssl.SSLError as exc:
+        raise ConnectSetupError(f"nats.tls_ca {settings.tls_ca} is not a CA bundle: {exc}") from exc
+    if settings.tls_cert:
+        cert = _readable(settings.tls_cert, "nats.tls_cert")
+        key = _readable(settings.tls_key, "nats.tls_key") if settings.tls_key else None
+        try:
+            context.load_cert_chain(cert, key)
+        except ssl.SSLError as exc:
+            raise ConnectSetupError(
+                f"nats.tls_cert {cert} (key {key or 'in the same file'}) cannot be used: {exc}"
+            ) from exc
+    return context
+
+
+def _readable(path: str, setting: str) -> str:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConnectSetupError(f"{setting} names {path}, which is not a readable file")
+    return str(file)
+
+
+def _needs_nkeys(setting: str) -> None:
+    # nats-py signs the server's nonce with nkeys, imported only when connecting.
+    if importlib.util.find_spec("nkeys") is None:
+        raise ConnectSetupError(
+            f"{setting} needs the nkeys package: pip install 'scanflow-agents[nkeys]'"
+        )
+
+
+class ConnectErrors:
+    """Collects what went wrong while connecting, to tell the real reason afterwards.
+
+    nats-py reports each failed attempt to its error callback and then raises a
+    bare ``NoServersError``; the server's own words (an ``-ERR`` line such as
+    'Authorization Violation', a TLS failure) are in the attempts.
+    """
+
+    def __init__(self) -> None:
+        self.seen: list[BaseException] = []
+
+    def add(self, exc: BaseException) -> None:
+        self.seen.append(exc)
+
+    def reason(self, final: BaseException) -> str:
+        """The most telling error: the last attempt's, else ``final`` (what ended the connect)."""
+        telling = [e for e in self.seen if not isinstance(e, nats.errors.NoServersError)]
+        chosen = telling[-1] if telling else final
+        return redact(describe_error(chosen))
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a connection error: the server's words where there are some."""
+    if isinstance(exc, nats.errors.AuthorizationError):
+        return "the server refused the credentials ('Authorization Violation')"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the server's certificate is not trusted: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

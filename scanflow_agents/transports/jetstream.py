@@ -1,0 +1,289 @@
+"""JetStream behind the transport contract: durable pull consumers and key-value buckets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue as NatsBucket
+
+from scanflow_agents._kit.tasks import guarded
+from scanflow_agents.transports.base import (
+    KeyValue,
+    KvConflict,
+    KvEntry,
+    StoredHandler,
+    StoredMessage,
+    Subscription,
+    TransportError,
+    check_kv_names,
+)
+
+logger = logging.getLogger(__name__)
+
+# A pull request waits at most this long for an event. Short, so that a
+# stopping consumer leaves no pull request behind at the server, which would
+# hand an event to a listener that is gone and hold it for ``ack_wait``.
+FETCH_WAIT = 1.0
+RETRY_DELAY = 1.0  # before a failed event is handed out again
+# JetStream's error codes for "the subject's last sequence is not the expected one".
+_WRONG_LAST_SEQUENCE = (10071, 10164)
+_ERRORS = (nats.errors.Error, nats.js.errors.Error, OSError)
+
+
+def consumer_config(
+    subject: str, durable: str, max_age: float | None, ack_wait: float, inactive: float | None
+) -> api.ConsumerConfig:
+    """A durable pull consumer with one unacknowledged event at a time, so order holds."""
+    start = None
+    if max_age is not None:
+        start = datetime.now(UTC) - timedelta(seconds=max_age)
+    return api.ConsumerConfig(
+        name=durable,
+        durable_name=durable,
+        filter_subject=subject,
+        deliver_policy=api.DeliverPolicy.BY_START_TIME if start else api.DeliverPolicy.ALL,
+        opt_start_time=start,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        ack_wait=ack_wait,
+        max_ack_pending=1,
+        max_deliver=-1,
+        inactive_threshold=inactive,
+    )
+
+
+class ConsumerSubscription(Subscription):
+    """One binding to a durable pull consumer: fetch, handle, acknowledge, again."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        stream: str,
+        subject: str,
+        durable: str,
+        handler: StoredHandler,
+        config: dict[str, Any],
+    ) -> None:
+        self.js = js
+        self.stream = stream
+        self.subject = subject
+        self.durable = durable
+        self.handler = handler
+        self.config = config  # consumer_config()'s arguments, built afresh on each creation
+        self.ack_wait = float(config["ack_wait"])
+        self.active = True
+        self._psub: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start fetching (binding first if :meth:`bind` has not succeeded yet)."""
+        self._task = guarded(self._run(), name=f"consumer:{self.durable}", logger=logger)
+
+    async def bind(self) -> None:
+        """Create the consumer if it is missing, and bind a pull subscription to it."""
+        try:
+            await self.js.consumer_info(self.stream, self.durable)
+        except nats.js.errors.NotFoundError:
+            config = consumer_config(self.subject, self.durable, **self.config)
+            try:
+                await self.js.add_consumer(self.stream, config)
+            except nats.js.errors.APIError:
+                # Another replica created it at the same moment, with another
+                # start time, so the server refused ours: bind to theirs.
+                await self.js.consumer_info(self.stream, self.durable)
+        self._psub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+
+    async def _run(self) -> None:
+        failing = False
+        while self.active:
+            try:
+                if self._psub is None:
+                    await self.bind()
+                msgs = await self._psub.fetch(1, timeout=FETCH_WAIT)
+            except TimeoutError:
+                continue  # nothing new (or the server is away and the request waits)
+            except _ERRORS as exc:
+                if not failing:
+                    logger.warning(
+                        "durable consumer %r cannot fetch (%s); retrying",
+                        self.durable,
+                        exc or type(exc).__name__,
+                    )
+                failing = True
+                await self._drop_binding()
+                await asyncio.sleep(RETRY_DELAY)
+                continue
+            if failing:
+                logger.info("durable consumer %r fetches again", self.durable)
+                failing = False
+            for msg in msgs:
+                await self._handle(msg)
+
+    async def _handle(self, msg: Msg) -> None:
+        meta = msg.metadata
+        stored = StoredMessage(
+            subject=msg.subject,
+            data=msg.data,
+            sequence=meta.sequence.stream,
+            deliveries=meta.num_delivered,
+            time=meta.timestamp,
+        )
+        alive = guarded(self._keep_alive(msg), name=f"consumer-alive:{self.durable}", logger=logger)
+        try:
+            await self.handler(stored)
+        except Exception:
+            logger.exception(
+                "handler of durable consumer %r failed; the event is delivered again",
+                self.durable,
+            )
+            with contextlib.suppress(*_ERRORS, TimeoutError):
+                await msg.nak(delay=RETRY_DELAY)
+            return
+        finally:
+            alive.cancel()
+        try:
+            # Wait for the server to confirm: a crash after this line cannot
+            # bring the event back, one before it can (and the reader dedupes).
+            await msg.ack_sync(timeout=5.0)
+        except (*_ERRORS, TimeoutError) as exc:
+            logger.info(
+                "durable consumer %r: acknowledgement of event %d not confirmed (%s); "
+                "it may be delivered again",
+                self.durable,
+                stored.sequence,
+                exc or type(exc).__name__,
+            )
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        # A handler that runs longer than ack_wait is not a dead consumer.
+        while True:
+            await asyncio.sleep(self.ack_wait / 3)
+            with contextlib.suppress(*_ERRORS):
+                await msg.in_progress()
+
+    async def _drop_binding(self) -> None:
+        psub, self._psub = self._psub, None
+        if psub is not None:
+            with contextlib.suppress(*_ERRORS):
+                await psub.unsubscribe()
+
+    async def unsubscribe(self) -> None:
+        if not self.active:
+            return
+        # The loop ends after the event in hand, or after its pull request
+        # expires (at most FETCH_WAIT): no request is left at the server.
+        self.active = False
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._drop_binding()
+
+    async def abort(self) -> None:
+        self.active = False
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class JetStreamKeyValue(KeyValue):
+    """A JetStream key-value bucket (one value per key kept)."""
+
+    def __init__(self, kv: NatsBucket, bucket: str, ttl: float | None) -> None:
+        super().__init__(bucket, ttl)
+        self._kv = kv
+
+    async def get(self, key: str) -> KvEntry | None:
+        check_kv_names(self.bucket, key)
+        try:
+            entry = await self._kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        except _ERRORS as exc:
+            raise self._failed("read", key, exc) from exc
+        return KvEntry(key, entry.value or b"", int(entry.revision or 0))
+
+    async def put(self, key: str, value: bytes) -> int:
+        check_kv_names(self.bucket, key)
+        try:
+            return int(await self._kv.put(key, value))
+        except _ERRORS as exc:
+            raise self._failed("write", key, exc) from exc
+
+    async def create(self, key: str, value: bytes) -> int:
+        check_kv_names(self.bucket, key)
+        try:
+            return int(await self._kv.create(key, value))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            raise KvConflict(f"key {key!r} of bucket {self.bucket!r} exists") from None
+        except _ERRORS as exc:
+            raise self._failed("create", key, exc) from exc
+
+    async def update(self, key: str, value: bytes, revision: int) -> int:
+        check_kv_names(self.bucket, key)
+        try:
+            return int(await self._kv.update(key, value, last=revision))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            raise self._moved(key, revision) from None
+        except _ERRORS as exc:
+            raise self._failed("update", key, exc) from exc
+
+    async def delete(self, key: str, *, revision: int | None = None) -> None:
+        check_kv_names(self.bucket, key)
+        try:
+            await self._kv.delete(key, last=revision)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in _WRONG_LAST_SEQUENCE:
+                raise self._moved(key, revision) from None
+            raise self._failed("delete", key, exc) from exc
+        except _ERRORS as exc:
+            raise self._failed("delete", key, exc) from exc
+
+    async def keys(self) -> list[str]:
+        try:
+            return list(await self._kv.keys())
+        except nats.js.errors.NoKeysError:
+            return []
+        except _ERRORS as exc:
+            raise self._failed("list", "*", exc) from exc
+
+    def _moved(self, key: str, revision: int | None) -> KvConflict:
+        return KvConflict(f"key {key!r} of bucket {self.bucket!r} is no longer at {revision}")
+
+    def _failed(self, what: str, key: str, exc: BaseException) -> TransportError:
+        reason = str(exc) or type(exc).__name__
+        return TransportError(f"cannot {what} key {key!r} of bucket {self.bucket!r}: {reason}")
+
+
+async def open_bucket(js: JetStreamContext, bucket: str, ttl: float | None) -> JetStreamKeyValue:
+    """The bucket, created if missing (file storage); its ``ttl`` changed if another is given."""
+    check_kv_names(bucket)
+    try:
+        try:
+            kv = await js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            kv = await js.create_key_value(
+                bucket=bucket, history=1, ttl=ttl, storage=api.StorageType.FILE
+            )
+            return JetStreamKeyValue(kv, bucket, ttl)
+        current = (await kv.status()).ttl or None
+        if ttl is not None and current != ttl:
+            info = await js.stream_info(f"KV_{bucket}")
+            config = info.config
+            config.max_age = ttl
+            # The server refuses a duplicate window longer than the age limit.
+            config.duplicate_window = min(config.duplicate_window or ttl, ttl)
+            await js.update_stream(config)
+            current = ttl
+    except _ERRORS as exc:
+        raise TransportError(
+            f"cannot open key-value bucket {bucket!r}: {exc or type(exc).__name__}"
+        ) from exc
+    return JetStreamKeyValue(kv, bucket, current)

@@ -1,0 +1,133 @@
+"""Leader election by a lease in key-value: one leader, handover on release, on death, on loss.
+
+Every case runs on the in-memory bus and on a real NATS server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from scanflow_agents._core.leading import Leadership, lease_bucket
+from scanflow_agents.settings import NatsSettings
+from scanflow_agents.testing import eventually
+from scanflow_agents.transports import MemoryBroker, MemoryTransport, Transport
+from scanflow_agents.transports.nats import NatsTransport
+
+Elect = Callable[..., Awaitable[Leadership]]
+# The lease loop of each replica, so that a test can kill one without a release.
+LOOPS: dict[int, asyncio.Task[None]] = {}
+
+
+@pytest.fixture
+async def elect(bus: str | None) -> AsyncIterator[Elect]:
+    """Start replicas of one agent, each on its own connection, with a short lease."""
+    namespace = f"lead-{uuid.uuid4().hex[:8]}"
+    broker = MemoryBroker()
+    started: list[tuple[Transport, Leadership, asyncio.Task[None]]] = []
+
+    async def replica(ttl: float = 1.5, changes: list[bool] | None = None) -> Leadership:
+        if bus is None:
+            transport: Transport = MemoryTransport(broker)
+        else:
+            settings = NatsSettings(url=bus)
+            stream, subjects = f"L{namespace[5:]}", [f"{namespace}.x"]
+            transport = await NatsTransport.connect(
+                settings, stream=stream, stream_subjects=subjects
+            )
+
+        async def on_change(leading: bool) -> None:
+            if changes is not None:
+                changes.append(leading)
+
+        leadership = Leadership(
+            transport,
+            namespace=namespace,
+            agent="watcher",
+            instance=uuid.uuid4().hex[:12],
+            ttl=ttl,
+            on_change=on_change,
+        )
+        await leadership.start()
+        task = asyncio.create_task(leadership.run())
+        started.append((transport, leadership, task))
+        LOOPS[id(leadership)] = task
+        return leadership
+
+    yield replica
+    for transport, leadership, task in started:
+        LOOPS.pop(id(leadership), None)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await transport.close()
+
+
+def _kill(leadership: Leadership) -> None:
+    """Stop a replica's lease loop without releasing: what a killed process leaves behind."""
+    LOOPS[id(leadership)].cancel()
+
+
+async def test_one_replica_leads_and_the_other_follows(elect: Elect) -> None:
+    first, second = await elect(), await elect()
+    assert first.is_leader
+    assert not second.is_leader
+    assert first.token is not None
+    assert second.token is None
+    await eventually(lambda: second.holder == first.instance, timeout=5)
+    assert second.summary() == {
+        "leader": False,
+        "leader_instance": first.instance,
+        "lease_token": None,
+    }
+    assert await first.confirm()
+    assert not await second.confirm()
+    # Renewals keep the lease well past its TTL.
+    await asyncio.sleep(2.5)
+    assert first.is_leader
+    assert not second.is_leader
+
+
+async def test_a_stopping_leader_hands_over_at_once(elect: Elect) -> None:
+    changes: list[bool] = []
+    first, second = await elect(changes=changes), await elect(ttl=30)
+    token = first.token
+    assert token is not None
+    await first.stop()
+    assert changes == [True, False]
+    assert not first.is_leader
+    await eventually(lambda: second.is_leader, timeout=3)  # long before a 30 s TTL
+    assert second.token is not None
+    assert second.token > token
+
+
+async def test_a_dead_leader_is_replaced_after_its_lease_expires(elect: Elect) -> None:
+    first, second = await elect(ttl=1.5), await elect(ttl=1.5)
+    _kill(first)
+    loop = asyncio.get_running_loop()
+    died = loop.time()
+    await eventually(lambda: second.is_leader, timeout=10)
+    assert loop.time() - died < 1.5 + 2.5  # the TTL, a poll, and the server's expiry timer
+    # The dead one's own clock has told it to step down by now as well.
+    assert not first.is_leader
+
+
+async def test_a_leader_that_lost_its_lease_steps_down(elect: Elect) -> None:
+    changes: list[bool] = []
+    first = await elect(ttl=1.5, changes=changes)
+    kv = await first.transport.key_value(lease_bucket_of(first))
+    usurper = json.dumps({"holder": "someone-else", "token": 1}).encode()
+    await kv.put("watcher", usurper)  # an unconditional write: the lease moved on
+    await eventually(lambda: changes == [True, False], timeout=5)
+    assert not first.is_leader
+    assert first.token is None
+
+
+def lease_bucket_of(leadership: Leadership) -> str:
+    assert leadership.bucket.startswith(lease_bucket(""))
+    return leadership.bucket

@@ -1,0 +1,172 @@
+"""Who may call whom: the receiving agent's allow-list, and NATS permissions that make it hold.
+
+The NATS half runs a real nats-server with ``examples/security/nats-authorization.conf``
+itself (the documented example), one NATS user per agent, and tries what a
+compromised agent would: call an actuator it is not allowed, take another
+agent's calls, read or forge another agent's reply, forge another's record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scanflow_agents import Agent, CallTimeout, Rejected, Settings, actuator
+from scanflow_agents.clients import Client, connect_transport
+from scanflow_agents.testing import AgentHarness
+from scanflow_agents.transports import Message, Transport
+
+pytestmark = pytest.mark.timeout(90)
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "security" / "nats-authorization.conf"
+USERS = ("tracker", "checker", "improver", "planner", "serving", "console")
+
+
+class Planner(Agent, name="planner"):
+    @actuator()
+    async def scale(self, replicas: int) -> dict[str, int]:
+        return {"replicas": replicas}
+
+
+class Tracker(Agent, name="tracker"):
+    @actuator()
+    async def dataset(self) -> str:
+        return "rows"
+
+
+class Improver(Agent, name="improver"):
+    @actuator()
+    async def improve(self) -> str:
+        return "planned"
+
+
+@pytest.mark.parametrize("bus", ["memory", "nats"], indirect=True)
+async def test_the_receiving_agent_refuses_callers_not_listed_and_records_it(
+    bus: str | None,
+) -> None:
+    settings = Settings.load(agent={"allow": {"scale": ["improver"], "tracker.*": ["*"]}})
+    agents = [Planner(), Improver(), Tracker()]
+    async with AgentHarness(*agents, nats_url=bus, settings=settings) as h:
+        improver, tracker = agents[1], agents[2]
+        assert await improver.call("planner", "scale", replicas=2) == {"replicas": 2}
+        with pytest.raises(Rejected) as refused:
+            await tracker.call("planner", "scale", replicas=9)
+        assert "caller 'tracker' is not allowed (agent.allow['scale']: improver)" in str(
+            refused.value
+        )
+        assert await improver.call("tracker", "dataset") == "rows"  # "tracker.*": anyone
+        await h.settle()
+        h.assert_called("planner", "scale", replicas=2)
+        records = h.records("action", "planner", "scale")
+        assert [(r["payload"]["caller"], r["payload"]["ok"]) for r in records] == [
+            ("improver", True),
+            ("tracker", False),
+        ]
+        assert records[1]["payload"]["error"]["code"] == "rejected"
+
+
+PASSWORDS = {user: f"{user}-pw-{index}" for index, user in enumerate(USERS)}
+
+
+@pytest.fixture
+def authorized_nats(serve_nats: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A nats-server running the documented example configuration, passwords from the env."""
+    for user, password in PASSWORDS.items():
+        monkeypatch.setenv(f"{user.upper()}_PASSWORD", password)
+    server = serve_nats(EXAMPLE.read_text())
+    url: str = server.url
+    return url
+
+
+def settings_of(url: str, user: str) -> Settings:
+    return Settings.load(
+        namespace="default",
+        nats={
+            "url": url,
+            "user": user,
+            "password": PASSWORDS[user],
+            "inbox_prefix": f"_INBOX.{user}",
+            "connect_timeout": 3,
+        },
+        agent={"allow": {"planner.*": ["improver", "client"]}},
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(agent: Agent, url: str) -> AsyncIterator[Transport]:
+    settings = settings_of(url, agent.name)
+    agent.settings = settings
+    transport = await connect_transport(settings, name=agent.name)
+    try:
+        async with agent.running(transport, schedule=False):
+            yield transport
+    finally:
+        await transport.close()
+
+
+async def test_nats_permissions_make_the_caller_unforgeable(
+    authorized_nats: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = authorized_nats
+    planner, tracker, improver = Planner(), Tracker(), Improver()
+    async with (
+        running(planner, url),
+        running(tracker, url) as tracker_bus,
+        running(improver, url),
+    ):
+        # Allowed: the improver calls the planner and the tracker.
+        assert await improver.call("planner", "scale", replicas=3) == {"replicas": 3}
+        assert await improver.call("tracker", "dataset") == "rows"
+        # The tracker may not publish on the planner's call subjects: the server drops the
+        # call (the caller times out), and the planner never sees it, whatever the envelope says.
+        with pytest.raises(CallTimeout):
+            await tracker.call("planner", "scale", replicas=99, timeout=1.5)
+        assert planner.runtime.dispatcher.executions == {"scale": 1}
+
+        # Nor take the planner's calls, read the improver's replies, forge a reply to the
+        # improver, or write a record in the planner's name.
+        stolen: list[bytes] = []
+
+        async def keep(message: Message) -> None:
+            stolen.append(message.data)
+
+        await tracker_bus.subscribe("scanflow.default.planner.act.*", keep)
+        await tracker_bus.subscribe("_INBOX.improver.>", keep)
+        await tracker_bus.publish("_INBOX.improver.forged", b'{"ok": true}')
+        forged = {"kind": "event", "source": "planner", "payload": {"caller": "tracker"}}
+        await tracker_bus.publish(
+            "scanflow.default.events.action.planner.scale", json.dumps(forged).encode()
+        )
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(tracker_bus.flush(), 2)
+        assert await improver.call("planner", "scale", replicas=4) == {"replicas": 4}
+        await asyncio.sleep(0.3)
+        assert stolen == []
+        # Each attempt was refused by the server, not merely unanswered.
+        refused = {
+            r.getMessage().split("violation for ", 1)[1]
+            for r in caplog.records
+            if "NATS connection tracker" in r.getMessage() and "violation" in r.getMessage()
+        }
+        assert refused >= {
+            'publish to "scanflow.default.planner.act.scale"',
+            'subscription to "scanflow.default.planner.act.*"',
+            'subscription to "_inbox.improver.>"',
+            'publish to "_inbox.improver.forged"',
+            'publish to "scanflow.default.events.action.planner.scale"',
+        }, refused
+
+    # People (user "console", source "client") read the audit trail: only the planner's
+    # own records are in it, with the improver as the caller.
+    async with Client.connect(settings_of(url, "console")) as client:
+        records = await client.history(agent="planner")
+    assert [(r["payload"]["caller"], r["payload"]["params"]) for r in records] == [
+        ("improver", {"replicas": 3}),
+        ("improver", {"replicas": 4}),
+    ]
