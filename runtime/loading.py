@@ -21,9 +21,11 @@ def load_agent_classes(reference: str) -> list[type[Agent]]:
 
     ``pkg.module:Class`` and ``path/to/file.py:Class`` name one class;
     ``path/to/file.py`` or ``pkg.module`` alone mean every ``Agent`` subclass
-    defined in that module. Errors raised while importing the user's module
-    are not hidden: they propagate with their traceback, wrapped in a
-    :class:`LoadError` that names the reference.
+    defined in that module, or, for a package that defines none itself, every
+    one it exports in ``__all__`` (``scanflow_agents.builtin.tracker``).
+    Errors raised while importing the user's module are not hidden: they
+    propagate with their traceback, wrapped in a :class:`LoadError` that names
+    the reference.
     """
     target, _, class_name = reference.partition(":")
     module = _import(target, reference)
@@ -36,10 +38,22 @@ def load_agent_classes(reference: str) -> list[type[Agent]]:
                 f"(agents there: {found})"
             )
         return [klass]
-    classes = _agents_in(module)
+    classes = _agents_in(module) or _agents_exported(module)
     if not classes:
-        raise LoadError(f"{reference}: no Agent subclass is defined in {module.__name__}")
+        raise LoadError(
+            f"{reference}: no Agent subclass is defined in {module.__name__}; "
+            "name one as module:Class"
+        )
     return classes
+
+
+def _agents_exported(module: ModuleType) -> list[type[Agent]]:
+    exported = [getattr(module, name, None) for name in getattr(module, "__all__", ())]
+    return [
+        value
+        for value in exported
+        if inspect.isclass(value) and issubclass(value, Agent) and value is not Agent
+    ]
 
 
 def _agents_in(module: ModuleType) -> list[type[Agent]]:

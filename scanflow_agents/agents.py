@@ -23,6 +23,7 @@ from scanflow_agents.sensors import SensorSpec
 from scanflow_agents.settings import Settings
 
 if TYPE_CHECKING:
+    from scanflow_agents._core.instruments import Instruments
     from scanflow_agents._core.running import AgentRuntime
     from scanflow_agents.knowledge import KnowledgeClient
     from scanflow_agents.transports.base import Transport
@@ -109,7 +110,13 @@ class Agent:
     async def on_stop(self) -> None:
         """Called once after the agent stopped serving (in-flight work is done)."""
 
-    def running(self, transport: Transport, *, schedule: bool = True) -> AgentRuntime:
+    def running(
+        self,
+        transport: Transport,
+        *,
+        schedule: bool = True,
+        instruments: Instruments | None = None,
+    ) -> AgentRuntime:
         """The agent's lifecycle as an async context manager.
 
         ``async with agent.running(transport):`` subscribes, starts the sensors and
@@ -120,10 +127,15 @@ class Agent:
         Args:
             transport: the connection to talk over.
             schedule: start time-triggered sensors (tests may drive them by hand instead).
+            instruments: what measures the agent's work (the pod entrypoint's metrics);
+                default: nothing.
         """
+        from scanflow_agents._core.instruments import NO_INSTRUMENTS
         from scanflow_agents._core.running import AgentRuntime
 
-        return AgentRuntime(self, transport, schedule=schedule)
+        return AgentRuntime(
+            self, transport, schedule=schedule, instruments=instruments or NO_INSTRUMENTS
+        )
 
     def attach_runtime(self, runtime: AgentRuntime) -> None:
         """Bind the agent to the runtime that runs it (the runtime calls this as it starts).

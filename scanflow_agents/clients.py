@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from scanflow_agents._core.calling import call_envelope, remote_call
+from scanflow_agents._core.indexing import chain_token
 from scanflow_agents._core.recording import event_record
 from scanflow_agents.errors import CallTimeout, Unavailable
 from scanflow_agents.messages import Envelope, Reply
@@ -18,7 +19,7 @@ from scanflow_agents.settings import Settings
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.transports.base import NoResponders, RequestTimeout, Transport
 
-RECORD_KINDS = ("observation", "decision", "action")
+RECORD_KINDS = ("observation", "decision", "action", "control")
 
 
 async def connect_transport(settings: Settings, *, name: str = "scanflow") -> Transport:
@@ -27,7 +28,10 @@ async def connect_transport(settings: Settings, *, name: str = "scanflow") -> Tr
 
     subjects = Subjects(settings.namespace)
     return await NatsTransport.connect(
-        settings.nats, stream=settings.stream_name, stream_subjects=[subjects.all_events], name=name
+        settings.nats,
+        stream=settings.stream_name,
+        stream_subjects=[subjects.all_events, subjects.all_chains],
+        name=name,
     )
 
 
@@ -114,31 +118,53 @@ class Client:
         *,
         agent: str | None = None,
         correlation_id: str | None = None,
-        kinds: Iterable[str] = RECORD_KINDS,
+        kinds: Iterable[str] | None = RECORD_KINDS,
         limit: int = 10_000,
+        newest: bool = False,
+        since: datetime | None = None,
     ) -> list[dict[str, Any]]:
-        """Recorded observations, decisions and actions from the event stream, by time.
+        """Recorded events from the stream, filtered on the server, in the order they happened.
 
         Args:
-            agent: only this agent's records.
-            correlation_id: only one chain (sensor → rule → actuator → result).
-            kinds: which record kinds to return.
+            agent: only this agent's records (topics ``<kind>.<agent>.*``).
+            correlation_id: only one chain (sensor → rule → actuator → result),
+                read from the chain index without scanning the stream.
+            kinds: which record kinds (first topic token) to return; ``None``: every
+                event, custom topics included.
+            limit: at most this many records, counted after filtering.
+            newest: the last ``limit`` records instead of the first.
+            since: only records stored at or after this time.
         """
-        wanted = set(kinds)
-        subject = self.subjects.event(f"*.{agent}.>" if agent else ">")
+        kinds = None if kinds is None else tuple(kinds)
+        if correlation_id:
+            subjects = [self.subjects.chain(chain_token(correlation_id))]
+        else:
+            owner = agent or "*"
+            patterns = [f"{kind}.{owner}.>" for kind in kinds] if kinds is not None else None
+            subjects = [
+                self.subjects.event(p) for p in patterns or [f"*.{owner}.>" if agent else ">"]
+            ]
+        wanted = None if kinds is None else set(kinds)
         records = []
-        for subject_name, data in await self.transport.history(subject, limit=limit):
-            kind = self.subjects.topic_of(subject_name).split(".", 1)[0]
-            if kind not in wanted:
-                continue
-            envelope = Envelope.decode(data)
-            if correlation_id and envelope.correlation_id != correlation_id:
-                continue
-            records.append(event_record(envelope, kind, envelope.target or ""))
+        for subject in subjects:
+            stored = await self.transport.history(subject, limit=limit, newest=newest, since=since)
+            for subject_name, data in stored:
+                topic = subject_name.split(".events.", 1)[-1]
+                if correlation_id:
+                    topic = subject_name.split(".", 4)[-1]  # scanflow.<ns>.chains.<id>.<topic>
+                kind = topic.split(".", 1)[0]
+                if wanted is not None and kind not in wanted:
+                    continue
+                envelope = Envelope.decode(data)
+                if agent and envelope.source != agent:
+                    continue
+                record = event_record(envelope, kind, envelope.target or "")
+                record["topic"] = topic
+                records.append(record)
         # Agents store their events independently, so stream order can differ from
         # the order things happened in; each event's own time is the causal order.
         records.sort(key=lambda record: datetime.fromisoformat(record["time"]))
-        return records
+        return records[-limit:] if newest else records[:limit]
 
     async def _request(self, subject: str, envelope: Envelope, agent: str, timeout: float) -> bytes:
         try:

@@ -157,6 +157,20 @@ class AgentSettings(BaseModel):
         return value
 
 
+class HttpSettings(BaseModel):
+    """The HTTP server of ``scanflow run``: probes and Prometheus metrics (what a pod needs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of /livez, /readyz and /metrics; None: no HTTP server; 0: any free port.",
+    )
+    host: str = Field("0.0.0.0", description="Address the HTTP server listens on.")
+
+
 class Settings(BaseSettings):
     """The root of the settings tree."""
 
@@ -174,17 +188,28 @@ class Settings(BaseSettings):
     nats: NatsSettings = Field(default_factory=NatsSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     agents: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description=(
             "Per-agent configuration by agent name (what it supervises, thresholds); each "
-            "built-in agent validates its own section, e.g. SCANFLOW_AGENTS__PLANNER__PLATFORM."
+            "built-in agent validates its own section, e.g. SCANFLOW_AGENTS__PLANNER__PLATFORM. "
+            "'-' and '_' in a name are the same (environment variables cannot hold '-')."
         ),
     )
 
+    @field_validator("agents", mode="before")
+    @classmethod
+    def _agent_keys(cls, value: Any) -> Any:
+        return agent_sections(value) if isinstance(value, dict) else value
+
     def agent_config(self, name: str) -> dict[str, Any]:
-        """The configuration section of one agent (empty if none)."""
-        return dict(self.agents.get(name, {}))
+        """The configuration section of the agent called ``name`` (empty if none).
+
+        ``my-agent`` finds a section given as ``my_agent`` (how the environment
+        spells it: ``SCANFLOW_AGENTS__MY_AGENT__THRESHOLD``) and vice versa.
+        """
+        return dict(self.agents.get(agent_key(name), {}))
 
     @property
     def stream_name(self) -> str:
@@ -210,8 +235,36 @@ class Settings(BaseSettings):
         check_environment(cls, os.environ)
         check_known(cls, overrides, source="the command line")
         from_env = cls()  # pydantic-settings reads SCANFLOW_* variables here
-        merged = _deep_merge(data, from_env.model_dump(exclude_unset=True))
-        return cls.model_validate(_deep_merge(merged, overrides))
+        # Agent sections by one spelling of their names, so that a file's
+        # "my-agent" and the environment's MY_AGENT merge instead of shadowing.
+        layers = [_canonical(data), _canonical(from_env.model_dump(exclude_unset=True))]
+        merged = _deep_merge(layers[0], layers[1])
+        return cls.model_validate(_deep_merge(merged, _canonical(dict(overrides))))
+
+
+def agent_key(name: str) -> str:
+    """The one spelling of an agent's name in ``Settings.agents``: lower case, ``-`` for ``_``."""
+    return name.lower().replace("_", "-")
+
+
+def agent_sections(sections: dict[str, Any]) -> dict[str, Any]:
+    """``sections`` keyed by :func:`agent_key`; two spellings of one name are merged."""
+    merged: dict[str, Any] = {}
+    for name, section in sections.items():
+        key = agent_key(str(name))
+        current = merged.get(key)
+        if isinstance(current, dict) and isinstance(section, dict):
+            merged[key] = _deep_merge(current, section)
+        else:
+            merged[key] = section
+    return merged
+
+
+def _canonical(data: dict[str, object]) -> dict[str, object]:
+    sections = data.get("agents")
+    if isinstance(sections, dict):
+        return {**data, "agents": agent_sections(sections)}
+    return data
 
 
 def list_from_text(value: Any) -> Any:

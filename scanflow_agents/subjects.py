@@ -5,6 +5,9 @@
 ``scanflow.<ns>.discover``                every replica of every agent answers (discovery)
 ``scanflow.<ns>.heartbeat.<agent>``       heartbeats (core NATS, not stored)
 ``scanflow.<ns>.events.<topic>``          events, stored in the namespace's JetStream stream
+``scanflow.<ns>.<agent>.control.<op>``    control messages from operators (pause, approve, ...)
+``scanflow.<ns>.chains.<corr>.<topic>``   a copy of each event under its chain, in the same
+                                          stream, so one chain reads back without a scan
 
 Built-in event topics: ``observation.<agent>.<sensor>``, ``decision.<agent>.<rule>``
 and ``action.<agent>.<actuator>``. Agents emit their own topics with
@@ -28,6 +31,17 @@ class Subjects:
 
     def act(self, agent: str, actuator: str) -> str:
         return f"{self.root}.{agent}.act.{actuator}"
+
+    def control(self, agent: str, op: str) -> str:
+        return f"{self.root}.{agent}.control.{op}"
+
+    def chain(self, correlation_id: str, topic: str = ">") -> str:
+        """Where the copy of an event of one chain is stored (``>``: the whole chain)."""
+        return f"{self.root}.chains.{correlation_id}.{topic}"
+
+    @property
+    def all_chains(self) -> str:
+        return f"{self.root}.chains.>"
 
     def describe(self, agent: str) -> str:
         return f"{self.root}.{agent}.describe"

@@ -47,6 +47,7 @@ def describe(runtime: AgentRuntime) -> dict[str, Any]:
             "description": spec.description,
             "params": spec.schema(),
             "cooldown": spec.cooldown,
+            "timeout": spec.options.timeout or runtime.settings.agent.handlers.timeout,
             "rate": str(spec.rate) if spec.rate else None,
             "idempotent": spec.idempotent,
             "read_only": spec.read_only,
@@ -85,4 +86,5 @@ def heartbeat(runtime: AgentRuntime) -> dict[str, Any]:
         # Whether this replica runs the sensors and rules (holds the lease), the
         # leader's instance, and the lease's fencing token while leading.
         **runtime.leadership.summary(),
+        **runtime.controller.summary(),  # dry-run, paused sensors, approvals waiting
     }

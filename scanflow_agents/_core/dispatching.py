@@ -18,6 +18,7 @@ from scanflow_agents import chains
 from scanflow_agents._core import allowing
 from scanflow_agents._core.executing import execute
 from scanflow_agents._core.guards import IdempotencyCache, Throttle
+from scanflow_agents._core.instruments import NO_INSTRUMENTS, Instruments
 from scanflow_agents._core.ports import Record, Refusal, never_refuse
 from scanflow_agents._core.recording import jsonable
 from scanflow_agents.errors import CallError, ErrorCode
@@ -47,6 +48,7 @@ class Dispatcher:
         settings: dry-run, idempotency and handler defaults.
         record: keeps the action records (the runtime's recorder).
         refusal: why the agent refuses calls now (paused), or ``None``.
+        instruments: told of every call and its reply (the pod's metrics).
     """
 
     def __init__(
@@ -56,9 +58,11 @@ class Dispatcher:
         *,
         record: Record,
         refusal: Refusal = never_refuse,
+        instruments: Instruments = NO_INSTRUMENTS,
     ) -> None:
         self.agent = agent
         self.settings = settings
+        self.instruments = instruments
         self.record = record
         self.refusal = refusal
         self.cache = IdempotencyCache(
@@ -75,6 +79,7 @@ class Dispatcher:
         ``respond`` is given the reply as soon as it is known; the action is
         recorded after that, so recording never adds to the caller's latency.
         """
+        respond = self.instruments.call_answered(self.agent.name, actuator_id, respond)
         spec = self.agent.actuators.get(actuator_id)
         body = call.payload if isinstance(call.payload, dict) else {}
         if spec is None or not spec.idempotent:

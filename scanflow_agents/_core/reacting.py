@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from scanflow_agents import chains
 from scanflow_agents._core.executing import execute
+from scanflow_agents._core.instruments import NO_INSTRUMENTS, Instruments
 from scanflow_agents._core.knowing import is_empty
 from scanflow_agents._core.ports import Call, Cursors, Record, Refusal, never_refuse
 from scanflow_agents._core.recording import jsonable
@@ -77,6 +78,7 @@ class Reactor:
         call: makes a decision's calls (the runtime's call path).
         refusal: why the agent does not run sensors now (paused), or ``None``.
         cursors: positions of sensors that read MLflow; needed only if one does.
+        instruments: told of every sensor run and decision (the pod's metrics).
     """
 
     def __init__(
@@ -88,15 +90,18 @@ class Reactor:
         call: Call,
         refusal: Refusal = never_refuse,
         cursors: Cursors | None = None,
+        instruments: Instruments = NO_INSTRUMENTS,
     ) -> None:
         self.agent = agent
         self.handlers = handlers
+        self.instruments = instruments
         self.record = record
         self.call = call
         self.refusal = refusal
         self.cursors = cursors
         self.sensor_states = {sid: SensorState() for sid in agent.sensors}
         self.rule_states = {rid: RuleState() for rid in agent.rules}
+        self.paused_sensors: dict[str, str] = {}  # by an operator (controlling.py), with why
 
     def _cursors(self, spec: SensorSpec) -> Cursors:
         if self.cursors is None:
@@ -107,7 +112,7 @@ class Reactor:
         """Run a sensor once; publish and react to what it observed. Never raises."""
         spec = self.agent.sensors[sensor_id]
         state = self.sensor_states[sensor_id]
-        if self.refusal() is not None:
+        if self.refusal() is not None or sensor_id in self.paused_sensors:
             state.skipped += 1
             return None
         # A timed run starts a new story; an event sensor continues the event's.
@@ -125,6 +130,7 @@ class Reactor:
         with chains.within(correlation, event.id if event is not None else None):
             outcome = await execute(spec, self.agent.name, invoke, self.handlers)
         state.runs += 1
+        self.instruments.sensor_ran(self.agent.name, sensor_id, outcome)
         state.last_time = utcnow()
         state.last_ok = outcome.ok
         if not outcome.ok:
@@ -202,6 +208,7 @@ class Reactor:
             state.failures += 1
             return None
         state.decisions += 1
+        self.instruments.rule_decided(self.agent.name, spec.id)
         state.last_decision = decision.model_dump(mode="json")
         logger.info(
             "%s of agent %r decided %r: %s",

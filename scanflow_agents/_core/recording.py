@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from pydantic_core import to_jsonable_python
 
+from scanflow_agents._core.indexing import chain_entry
 from scanflow_agents.messages import Envelope
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.transports.base import Transport
@@ -108,7 +109,13 @@ class Recorder:
 
     def publish(self, subject: str, envelope: Envelope) -> None:
         """Queue an event for the stream; :meth:`run` stores it."""
-        self.backlog.append((subject, envelope.encode(), envelope.id))
+        data = envelope.encode()
+        self.backlog.append((subject, data, envelope.id))
+        # The chain index (see indexing.py): a copy under the chain's subject, in
+        # the same pipelined batch, so `history --correlation` needs no scan.
+        self.backlog.append(
+            chain_entry(self.subjects, subject, data, envelope.correlation_id, envelope.id)
+        )
         if len(self.backlog) > BACKLOG_LIMIT:
             self.backlog.popleft()
             self.dropped += 1

@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any
 from scanflow_agents import chains
 from scanflow_agents._core.calling import call_envelope, remote_call, result_of
 from scanflow_agents._core.consuming import EventConsumers, decode
+from scanflow_agents._core.controlling import Controller
 from scanflow_agents._core.describing import describe, heartbeat
 from scanflow_agents._core.dispatching import Dispatcher, failure
+from scanflow_agents._core.instruments import NO_INSTRUMENTS, Instruments
 from scanflow_agents._core.knowing import Knowledge
 from scanflow_agents._core.leading import Leadership
 from scanflow_agents._core.reacting import Reactor
@@ -53,8 +55,10 @@ class AgentRuntime:
         *,
         schedule: bool = True,
         sinks: Sequence[Sink] = (),
+        instruments: Instruments = NO_INSTRUMENTS,
     ) -> None:
         self.agent = agent
+        self.instruments = instruments
         self.transport = transport
         self.settings = agent.settings
         self.subjects = Subjects(self.settings.namespace)
@@ -71,7 +75,11 @@ class AgentRuntime:
         self.recorder = Recorder(agent.name, transport, self.subjects, list(sinks))
         self.knowledge = Knowledge(agent.name, self.settings, transport, self.recorder.sinks)
         self.dispatcher = Dispatcher(
-            agent, self.settings.agent, record=self.recorder.record, refusal=self.refusal
+            agent,
+            self.settings.agent,
+            record=self.recorder.record,
+            refusal=self.refusal,
+            instruments=instruments,
         )
         self.reactor = Reactor(
             agent,
@@ -80,6 +88,7 @@ class AgentRuntime:
             call=self.call,
             refusal=self.refusal,
             cursors=self.knowledge,
+            instruments=instruments,
         )
         # Replicas share calls; sensors and rules run on the one holding the lease.
         self.leadership = Leadership(
@@ -103,6 +112,8 @@ class AgentRuntime:
             if schedule
             else None
         )
+        self.controller = Controller(self)  # operators' control messages, approvals
+        self.approvals = self.controller.approvals
         self._subscriptions: list[Subscription] = []
         self._stopped = asyncio.Event()
         self._hooks_started = False
@@ -176,6 +187,7 @@ class AgentRuntime:
             await subscribe(subjects.describe(name), self._on_describe, queue=queue)
         )
         self._subscriptions.append(await subscribe(subjects.discover, self._on_discover))
+        self._subscriptions += await self.controller.subscribe()
 
     async def _on_leadership(self, leading: bool) -> None:
         # Only the leader reads the stream: the next one resumes from the
@@ -240,6 +252,7 @@ class AgentRuntime:
             logger.info("agent %r stopped", self.agent.name)
 
     def _broken(self, task_name: str) -> None:
+        self.instruments.loop_broken(self.agent.name, task_name)
         if self.state == "running":
             self.ready = False
             logger.error("agent %r is not ready: its %s task died", self.agent.name, task_name)

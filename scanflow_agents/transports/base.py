@@ -201,8 +201,20 @@ class Transport(abc.ABC):
         """Receive messages on a subject (wildcards ``*`` and ``>`` allowed)."""
 
     @abc.abstractmethod
-    async def history(self, subject: str, *, limit: int = 10_000) -> list[tuple[str, bytes]]:
-        """Stored events on subjects matching ``subject``, oldest first, at most ``limit``."""
+    async def history(
+        self,
+        subject: str,
+        *,
+        limit: int = 10_000,
+        newest: bool = False,
+        since: datetime | None = None,
+    ) -> list[tuple[str, bytes]]:
+        """Stored events on subjects matching ``subject``, oldest first, at most ``limit``.
+
+        The server filters by subject before ``limit`` counts. ``newest`` keeps the
+        last ``limit`` matching events instead of the first; ``since`` only those
+        stored at or after that time.
+        """
 
     @abc.abstractmethod
     async def consume(

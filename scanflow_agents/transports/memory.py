@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import logging
 import random
+from datetime import datetime
 
 from scanflow_agents._kit.tasks import guarded
 from scanflow_agents.transports.base import (
@@ -40,7 +41,9 @@ logger = logging.getLogger(__name__)
 class MemoryBroker:
     """The shared state of an in-memory bus: subscriptions, the event stream, the KV buckets."""
 
-    def __init__(self, *, stream_subjects: tuple[str, ...] = ("scanflow.*.events.>",)) -> None:
+    def __init__(
+        self, *, stream_subjects: tuple[str, ...] = ("scanflow.*.events.>", "scanflow.*.chains.>")
+    ) -> None:
         self.stream_subjects = stream_subjects
         self.subscriptions: list[_MemorySubscription] = []
         self.events = MemoryStream()
@@ -209,9 +212,20 @@ class MemoryTransport(Transport):
         self._subs.append(sub)
         return sub
 
-    async def history(self, subject: str, *, limit: int = 10_000) -> list[tuple[str, bytes]]:
-        matching = [(s, d) for s, d in self.broker.stream if subject_matches(subject, s)]
-        return matching[:limit]
+    async def history(
+        self,
+        subject: str,
+        *,
+        limit: int = 10_000,
+        newest: bool = False,
+        since: datetime | None = None,
+    ) -> list[tuple[str, bytes]]:
+        matching = [
+            (event.subject, event.data)
+            for event in self.broker.events.events
+            if subject_matches(subject, event.subject) and (since is None or event.time >= since)
+        ]
+        return matching[-limit:] if newest else matching[:limit]
 
     async def consume(
         self,

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import nats
@@ -257,26 +258,76 @@ class NatsTransport(Transport):
         sub = await self.nc.subscribe(subject, queue=queue or "", cb=on_message)
         return _NatsSubscription(sub)
 
-    async def history(self, subject: str, *, limit: int = 10_000) -> list[tuple[str, bytes]]:
+    async def history(
+        self,
+        subject: str,
+        *,
+        limit: int = 10_000,
+        newest: bool = False,
+        since: datetime | None = None,
+    ) -> list[tuple[str, bytes]]:
         info = await self.js.stream_info(self.stream, subjects_filter=subject)
-        if not info.state.subjects:
+        if not info.state.subjects or limit <= 0:
             return []
+        config: dict[str, Any] = {"deliver_policy": api.DeliverPolicy.ALL}
+        if since is not None:
+            config = {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": since}
+        if newest and await self._pending(subject, config) > limit:
+            # Only the last `limit` matching events: start at the latest sequence
+            # from which at least that many remain (the server counts them).
+            start = await self._start_of_last(subject, limit, info.state)
+            config = {"deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": start}
         sub = await self.js.subscribe(
             subject,
             stream=self.stream,
             ordered_consumer=True,
-            deliver_policy=api.DeliverPolicy.ALL,
+            config=api.ConsumerConfig(**config),
         )
         events: list[tuple[str, bytes]] = []
         try:
             while len(events) < limit:
-                msg = await sub.next_msg(timeout=5)
+                try:
+                    msg = await sub.next_msg(timeout=5)
+                except nats.errors.TimeoutError:
+                    break  # nothing (more) stored since that time
                 events.append((msg.subject, msg.data))
                 if msg.metadata.num_pending == 0:
                     break
         finally:
             await sub.unsubscribe()
         return events
+
+    async def _pending(self, subject: str, config: dict[str, Any]) -> int:
+        """How many stored events match ``subject`` from where ``config`` starts."""
+        consumer = await self.js.add_consumer(
+            self.stream,
+            api.ConsumerConfig(
+                filter_subject=subject,
+                ack_policy=api.AckPolicy.NONE,
+                inactive_threshold=10.0,
+                mem_storage=True,
+                **config,
+            ),
+        )
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.js.delete_consumer(self.stream, consumer.name)
+        return consumer.num_pending or 0
+
+    async def _start_of_last(self, subject: str, count: int, state: api.StreamState) -> int:
+        # Binary search over sequences: pending(seq) only shrinks as seq grows,
+        # so about log2(stream size) probes find where the last `count` begin.
+        low, high = state.first_seq, state.last_seq
+        while low < high:
+            middle = (low + high + 1) // 2
+            config = {
+                "deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE,
+                "opt_start_seq": middle,
+            }
+            if await self._pending(subject, config) >= count:
+                low = middle
+            else:
+                high = middle - 1
+        return low
 
     async def consume(
         self,

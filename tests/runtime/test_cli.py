@@ -71,9 +71,10 @@ def test_run_call_describe_and_stop(
     assert "bad_input" in bad.stderr
     assert "(field: replicas)" in bad.stderr
 
-    described = json.loads(scanflow(*base, "describe", "scaler").stdout)
+    described = json.loads(scanflow(*base, "describe", "scaler", "--json").stdout)
     assert described["leader"] is True  # the only replica holds the lease
-    assert "leader" in scanflow(*base, "agents", "--wait", "0.2").stdout
+    assert "LEADER" in scanflow(*base, "agents", "--wait", "0.2").stdout.splitlines()[0]
+    assert "yes" in scanflow(*base, "agents", "--wait", "0.2").stdout.splitlines()[1].split()[3:]
     scale = described["actuators"][0]
     assert (
         scale["params"]["properties"]["replicas"]["description"] == "the wanted number of replicas."
@@ -81,7 +82,7 @@ def test_run_call_describe_and_stop(
 
     records = [
         json.loads(line)
-        for line in scanflow(*base, "history", "--agent", "scaler").stdout.splitlines()
+        for line in scanflow(*base, "history", "--agent", "scaler", "--json").stdout.splitlines()
     ]
     assert any(
         r["kind"] == "action" and r["payload"]["params"] == {"replicas": 4, "service": "web"}

@@ -166,7 +166,10 @@ async def test_nats_permissions_make_the_caller_unforgeable(
     # own records are in it, with the improver as the caller.
     async with Client.connect(settings_of(url, "console")) as client:
         records = await client.history(agent="planner")
+        # The chain index (a copy of each record under its correlation id) is allowed too.
+        chain = await client.history(correlation_id=records[0]["correlation_id"])
     assert [(r["payload"]["caller"], r["payload"]["params"]) for r in records] == [
         ("improver", {"replicas": 3}),
         ("improver", {"replicas": 4}),
     ]
+    assert [r["id"] for r in chain] == [records[0]["id"]]

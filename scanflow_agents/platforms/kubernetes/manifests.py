@@ -243,10 +243,10 @@ def service(
 
 
 def agent_reference(agent: AgentSpec) -> str:
-    """What ``scanflow run`` is given: ``module:Class``, or a built-in agent's module."""
+    """What ``scanflow run`` is given: ``module:Class`` (a built-in name becomes its class)."""
     if ":" in agent.agent or "." in agent.agent or agent.agent.endswith(".py"):
         return agent.agent
-    return f"scanflow_agents.builtin.{agent.agent}"
+    return f"scanflow_agents.builtin.{agent.agent}:{agent.agent.capitalize()}"
 
 
 def agent_deployment(
@@ -256,11 +256,15 @@ def agent_deployment(
     agent: AgentSpec,
     image: str | None = None,
 ) -> Obj:
-    """The Deployment of one agent: ``scanflow run <reference>`` with the settings as env."""
+    """The Deployment of one agent: ``scanflow run <reference> --name <name>``, settings as env.
+
+    The agent runs under its name in the application (not its class's), which
+    is also where its configuration is: ``SCANFLOW_AGENTS__<NAME>``.
+    """
     object_labels = naming.labels(
         team, application=application, agent=agent.name, component="agent"
     )
-    values: dict[str, str | None] = {**common_env(settings, team), "SCANFLOW_AGENT": agent.name}
+    values: dict[str, str | None] = common_env(settings, team)
     if agent.config:
         # The settings tree reads an agent's section from SCANFLOW_AGENTS__<NAME> as JSON.
         key = f"SCANFLOW_AGENTS__{agent.name.upper().replace('-', '_')}"
@@ -268,7 +272,7 @@ def agent_deployment(
     container: Obj = {
         "name": AGENT_CONTAINER,
         "image": image or settings.agent_image,
-        "command": ["scanflow", "run", agent_reference(agent)],
+        "command": ["scanflow", "run", agent_reference(agent), "--name", agent.name],
         "env": env_list(values),
     }
     # Only an agent given a service account (its RBAC) gets that account's token.

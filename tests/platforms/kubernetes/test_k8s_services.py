@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import pytest
+from scanflow_agents.runtime.loading import load_agent_classes
 
 from scanflow_agents.platforms import PlatformError
 from scanflow_agents.platforms.kubernetes import KubernetesPlatform, KubernetesPlatformSettings
@@ -417,7 +418,7 @@ async def test_application_deploys_its_agents(
         "app.kubernetes.io/component": "agent",
     }
     container = _container(drift)
-    assert container["command"] == ["scanflow", "run", "team.agents:DriftWatch"]
+    assert container["command"] == ["scanflow", "run", "team.agents:DriftWatch", "--name", "drift"]
     env = _env(container)
     assert env["SCANFLOW_NAMESPACE"] == TEAM
     assert env["SCANFLOW_NATS__URL"] == "nats://nats.mlops:4222"
@@ -425,7 +426,10 @@ async def test_application_deploys_its_agents(
     assert env["SCANFLOW_AGENTS__DRIFT"] == '{"threshold": 0.2}'
     assert drift["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     tracker = _container(agents["digits-agent-tracker"])
-    assert tracker["command"] == ["scanflow", "run", "scanflow_agents.builtin.tracker"]
+    command = ["scanflow", "run", "scanflow_agents.builtin.tracker:Tracker", "--name", "tracker"]
+    assert tracker["command"] == command
+    # The reference resolves (the pod would otherwise crash-loop at start).
+    assert [c.__name__ for c in load_agent_classes(command[2])] == ["Tracker"]
     assert agents["serve-m"]["metadata"]["labels"]["scanflow.io/application"] == "digits"
 
     assert (await platform.deploy_application(application)).outcome == "unchanged"

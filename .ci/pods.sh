@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The image and the chart's pods, for real: hadolint on the Containerfile,
+# the image built with podman, then .ci/check_pods.py runs the rendered agent
+# Deployments as containers against a private NATS and MLflow (readiness,
+# `helm test`, planner.status, SIGTERM). Prints the image size, the build
+# time and what check_pods.py measured.
+#
+# Needs root (rootful podman); installs podman, runc, debootstrap and
+# catatonit (the pods' infra containers) from Debian if missing.
+# Environment: PY (default .venv/bin/python), IMAGE (default
+# localhost/scanflow-agents:ci), BASE_IMAGE (see .ci/podman-setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PY:-.venv/bin/python}"
+BIN="$(dirname "$PY")"
+IMAGE="${IMAGE:-localhost/scanflow-agents:ci}"
+
+if ! command -v catatonit >/dev/null && [ ! -x /usr/libexec/podman/catatonit ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends catatonit >/dev/null
+fi
+# shellcheck source=.ci/podman-setup.sh
+source .ci/podman-setup.sh
+
+echo "--- hadolint Containerfile"
+"$BIN/hadolint" Containerfile
+
+echo "--- podman build $IMAGE (base $BASE_IMAGE)"
+previous="$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
+started=$(date +%s)
+podman build --pull=never --network=host --quiet \
+    --build-arg BASE_IMAGE="$BASE_IMAGE" \
+    --build-arg REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+    --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+    --secret id=pipca,src=/etc/ssl/certs/ca-certificates.crt \
+    -f Containerfile -t "$IMAGE" . >/dev/null
+echo "build: $(( $(date +%s) - started )) s; size: $(podman image inspect "$IMAGE" --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}')"
+# The image this tag named before, and its untagged layers, are of no more use.
+if [ -n "$previous" ] && [ "$previous" != "$(podman image inspect --format '{{.Id}}' "$IMAGE")" ]; then
+    podman rmi "$previous" >/dev/null 2>&1 || true
+fi
+
+echo "--- the chart's pods as containers"
+HELM="$(bash .ci/fetch-helm.sh)"
+"$PY" .ci/check_pods.py --image "$IMAGE" --helm "$HELM"

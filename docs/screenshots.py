@@ -1,0 +1,73 @@
+"""Take the README's console screenshots: real agents on a private NATS, the console headless.
+
+Runs the quickstart agents and an approval gate, drives the console with
+Textual's Pilot, exports SVG screenshots and converts them to PNG (needs
+``cairosvg``). Usage: ``python docs/screenshots.py`` (writes ``docs/console*.png``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import cairosvg
+from scanflow_agents.runtime.console.app import ConsoleApp
+from scanflow_agents.runtime.console.widgets import AgentsTable
+
+from scanflow_agents import Settings
+from scanflow_agents.testing import AgentHarness, eventually
+from scanflow_agents.transports.servers import NatsServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def main() -> None:
+    quickstart = _module(ROOT / "examples" / "quickstart.py")
+    operated = _module(ROOT / "tests" / "console" / "operated.py")
+    async with NatsServer() as server:
+        base = Settings.defaults()
+        settings = base.model_copy(
+            update={
+                "namespace": "demo",
+                "nats": base.nats.model_copy(update={"url": server.url}),
+                "agent": base.agent.model_copy(update={"heartbeat_interval": 1.0}),
+            }
+        )
+        agents = [quickstart.LoadWatch(), quickstart.Scaler(), operated.Gate()]
+        async with AgentHarness(
+            *agents, nats_url=server.url, namespace="demo", schedule=True, settings=settings
+        ):
+            app = ConsoleApp(settings, history_path=Path("/dev/null"), caller="operator")
+            async with app.run_test(size=(100, 30)) as pilot:
+                table = app.screen.query_one(AgentsTable)
+                await eventually(lambda: table.row_count == 3, timeout=20)
+                await pilot.press("colon", *"run-sensor gate candidate", "enter")
+                await asyncio.sleep(6)  # a few rounds of load-watch → scaler decisions
+                await pilot.press("colon", *"call scaler scale replicas=lots", "enter")
+                await asyncio.sleep(1)
+                save(app, "console")
+                await pilot.press("colon", *"describe load-watch", "enter")
+                await asyncio.sleep(2)
+                save(app, "console-agent")
+
+
+def save(app: ConsoleApp, name: str) -> None:
+    svg = app.export_screenshot(title="scanflow console")
+    cairosvg.svg2png(bytestring=svg.encode(), write_to=str(ROOT / "docs" / f"{name}.png"))
+    print(f"docs/{name}.png", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,144 @@
+{{/* The release's full name, at most 63 characters (a label value). */}}
+{{- define "scanflow-agents.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels of every object. */}}
+{{- define "scanflow-agents.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Selector labels of one agent's pods; call with (dict "root" $ "name" $name). */}}
+{{- define "scanflow-agents.selector" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: agent
+scanflow.io/agent: {{ .name }}
+{{- end -}}
+
+{{/* The object name of one agent (Deployment, PDB): <fullname>-<agent>. */}}
+{{- define "scanflow-agents.agentName" -}}
+{{- printf "%s-%s" (include "scanflow-agents.fullname" .root) .name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "scanflow-agents.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "scanflow-agents.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The chart's image, repository:tag. */}}
+{{- define "scanflow-agents.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* One agent's values over agentDefaults; call with (dict "root" $ "agent" $agent). */}}
+{{- define "scanflow-agents.agentValues" -}}
+{{- $merged := mergeOverwrite (deepCopy .root.Values.agentDefaults) (deepCopy .agent) -}}
+{{- toYaml $merged -}}
+{{- end -}}
+
+{{/* Whether any enabled agent talks to the Kubernetes API. */}}
+{{- define "scanflow-agents.usesKubernetesApi" -}}
+{{- range $name, $agent := .Values.agents -}}
+{{- if and $agent.enabled $agent.kubernetesApi -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The namespaces the planner supervises: prefix + team. */}}
+{{- define "scanflow-agents.supervisedNamespaces" -}}
+{{- $prefix := .Values.kubernetes.namespacePrefix -}}
+{{- range .Values.kubernetes.teams }}
+- {{ printf "%s%s" $prefix . }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The settings file every agent reads (scanflow --settings): the values'
+`settings` tree under what the chart sets. Agent configurations are keyed by
+agent name; the planner on Kubernetes is told its images, namespaces and
+credentials Secret, and the application file if there is one.
+*/}}
+{{- define "scanflow-agents.settings" -}}
+{{- $root := . -}}
+{{- $agents := dict -}}
+{{- range $name, $agent := .Values.agents -}}
+{{- if $agent.enabled -}}
+{{- $config := deepCopy (default (dict) $agent.config) -}}
+{{- if and (eq $name "planner") (eq (default "local" $config.platform) "kubernetes") -}}
+{{- $image := include "scanflow-agents.image" $root -}}
+{{- $platform := dict "namespace_prefix" $root.Values.kubernetes.namespacePrefix "agent_image" $image "serving_image" $image "executor_image" $image "base_image" $image "argo" $root.Values.kubernetes.argo -}}
+{{- if $root.Values.envFromSecret -}}
+{{- $_ := set $platform "env_secret" $root.Values.envFromSecret -}}
+{{- end -}}
+{{- if $root.Values.imagePullSecrets -}}
+{{- $_ := set $platform "image_pull_secrets" $root.Values.imagePullSecrets -}}
+{{- end -}}
+{{- $_ := set $config "kubernetes" (mergeOverwrite $platform (default (dict) $config.kubernetes)) -}}
+{{- end -}}
+{{- if and (eq $name "planner") $root.Values.application -}}
+{{- $_ := set $config "applications" (list "/etc/scanflow/applications/application.yaml") -}}
+{{- end -}}
+{{- $_ := set $agents $name $config -}}
+{{- end -}}
+{{- end -}}
+{{- $mlflow := dict "tracking_uri" .Values.mlflow.trackingUri -}}
+{{- if .Values.mlflow.registryUri -}}
+{{- $_ := set $mlflow "registry_uri" .Values.mlflow.registryUri -}}
+{{- end -}}
+{{- $ours := dict "namespace" .Values.namespace "nats" (dict "url" .Values.nats.url) "mlflow" $mlflow "http" (dict "port" (int .Values.httpPort)) "agent" (dict "shutdown_timeout" .Values.shutdownTimeout) "agents" $agents -}}
+{{- toYaml (mergeOverwrite (deepCopy .Values.settings) $ours) -}}
+{{- end -}}
+
+{{/*
+Environment variables from the credentials Secrets (never inlined); call with
+(dict "root" $ "user" NAME): NAME is the NATS user under natsAuthorization.
+*/}}
+{{- define "scanflow-agents.secretEnv" -}}
+{{- $auth := .root.Values.natsAuthorization -}}
+{{- if $auth.enabled }}
+- name: SCANFLOW_NATS__USER
+  value: {{ .user | quote }}
+- name: SCANFLOW_NATS__PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $auth.existingSecret }}
+      key: {{ .user }}
+- name: SCANFLOW_NATS__INBOX_PREFIX
+  value: {{ printf "_INBOX.%s" .user | quote }}
+{{- end -}}
+{{- $nats := .root.Values.nats.existingSecret -}}
+{{- if and $nats.name (not $auth.enabled) -}}
+{{- range $key, $var := dict "userKey" "SCANFLOW_NATS__USER" "passwordKey" "SCANFLOW_NATS__PASSWORD" "tokenKey" "SCANFLOW_NATS__TOKEN" -}}
+{{- if index $nats $key }}
+- name: {{ $var }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $nats.name }}
+      key: {{ index $nats $key }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $mlflow := .root.Values.mlflow.existingSecret -}}
+{{- if $mlflow.name -}}
+{{- range $key, $var := dict "usernameKey" "SCANFLOW_MLFLOW__USERNAME" "passwordKey" "SCANFLOW_MLFLOW__PASSWORD" "tokenKey" "SCANFLOW_MLFLOW__TOKEN" -}}
+{{- if index $mlflow $key }}
+- name: {{ $var }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $mlflow.name }}
+      key: {{ index $mlflow $key }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}

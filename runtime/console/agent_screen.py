@@ -1,0 +1,193 @@
+"""One agent up close: sensors, rules, actuators (parameters, types, descriptions), decisions."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from scanflow_agents.runtime.commanding import ago, clock, duration, shorten
+from scanflow_agents.runtime.console.widgets import CommandPrompt, PlainTable
+from scanflow_agents.runtime.inspecting import parameters
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from scanflow_agents import redaction
+
+if TYPE_CHECKING:
+    from scanflow_agents.runtime.console.app import ConsoleApp
+
+
+class AgentScreen(Screen[None]):
+    """The view of one agent; ``escape`` goes back."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("r", "run_sensor", "Run sensor"),
+        Binding("p", "pause_sensor", "Pause/resume sensor"),
+        Binding("c", "call", "Call actuator"),
+        Binding("ctrl+r", "reload", "Reload"),
+    ]
+
+    def __init__(self, agent: str) -> None:
+        super().__init__()
+        self.agent = agent
+        self.described: dict[str, Any] = {}
+
+    @property
+    def console(self) -> ConsoleApp:
+        from scanflow_agents.runtime.console.app import ConsoleApp
+
+        assert isinstance(self.app, ConsoleApp)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"agent {self.agent}", markup=False, id="status")
+        with VerticalScroll():
+            yield Static(
+                "sensors  (r: run now, p: pause/resume)", markup=False, classes="pane-title"
+            )
+            yield PlainTable(id="sensors", cursor_type="row")
+            yield Static("rules", markup=False, classes="pane-title")
+            yield PlainTable(id="rules", cursor_type="row")
+            yield Static("actuators  (c: call)", markup=False, classes="pane-title")
+            yield PlainTable(id="actuators", cursor_type="row")
+            yield Static("", markup=False, id="params")
+            yield Static("latest decisions", markup=False, classes="pane-title")
+            yield PlainTable(id="decisions", cursor_type="row")
+        yield Static("", markup=False, id="output")
+        yield CommandPrompt(self.console.typed, self.console.suggester, id="prompt")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#sensors", DataTable).add_columns(
+            "SENSOR", "TRIGGER", "NEXT", "LAST", "VALUE"
+        )
+        self.query_one("#rules", DataTable).add_columns("RULE", "WATCHES", "DECIDED", "LAST")
+        self.query_one("#actuators", DataTable).add_columns("ACTUATOR", "PARAMETERS", "DOES")
+        self.query_one("#decisions", DataTable).add_columns("TIME", "RULE", "ACTION", "REASON")
+        self.query_one("#sensors", DataTable).focus()
+        self.action_reload()
+        self.set_interval(3.0, self.action_reload)  # live: sensors' last values, decisions
+
+    @work(exclusive=True, group="agent-view")
+    async def action_reload(self) -> None:
+        """Read the description and the latest decisions (a worker: never blocks keys)."""
+        try:
+            client = self.console.link.require()
+            self.described = redaction.mask(await client.describe(self.agent))
+            self.console.suggester.descriptions[self.agent] = self.described
+            decisions = await client.history(
+                agent=self.agent, kinds=["decision"], limit=8, newest=True
+            )
+        except Exception as exc:
+            self.console.say(f"describe {self.agent}: {exc}", error=True)
+            return
+        self._fill(self.described, decisions)
+
+    def _fill(self, described: dict[str, Any], decisions: list[dict[str, Any]]) -> None:
+        cursors = {t.id: t.cursor_row for t in self.query(DataTable)}
+        self._fill_tables(described, decisions)
+        for table in self.query(DataTable):
+            if table.row_count:
+                table.move_cursor(row=min(cursors.get(table.id, 0), table.row_count - 1))
+
+    def _fill_tables(self, described: dict[str, Any], decisions: list[dict[str, Any]]) -> None:
+        paused = set(described.get("paused_sensors", []))
+        status = (
+            f"agent {self.agent}  ·  {described['state']}"
+            f"{'  ·  dry-run' if described.get('dry_run') else ''}"
+            f"  ·  instance {described['instance']}  ·  up {duration(described['uptime'])}"
+        )
+        self.query_one("#status", Static).update(status)
+        sensors = self.query_one("#sensors", DataTable)
+        sensors.clear()
+        for sensor in described["sensors"]:
+            last = sensor.get("last") or {}
+            value = last.get("value") if last.get("ok", True) else f"error: {last.get('error')}"
+            sensors.add_row(
+                sensor["id"] + (" (paused)" if sensor["id"] in paused else ""),
+                shorten(sensor["trigger"], 18),
+                clock(sensor["next_run"]) if sensor.get("next_run") else "-",
+                ago(last.get("time")),
+                shorten(str(value) if value is not None else "-", 40),
+                key=sensor["id"],
+            )
+        rules = self.query_one("#rules", DataTable)
+        rules.clear()
+        for rule in described["rules"]:
+            rules.add_row(
+                rule["id"],
+                shorten(",".join(rule["sensors"] + rule["topics"]) or "all sensors", 24),
+                str(rule["decisions"]),
+                (rule.get("last_decision") or {}).get("action") or "-",
+            )
+        actuators = self.query_one("#actuators", DataTable)
+        actuators.clear()
+        for spec in described["actuators"]:
+            params = ", ".join(
+                f"{p['name']}:{p['type']}{'' if p['required'] else '?'}"
+                for p in parameters(spec["params"])
+            )
+            actuators.add_row(
+                spec["id"], shorten(params, 36), shorten(spec.get("description") or "", 40),
+                key=spec["id"],
+            )  # fmt: skip
+        self._show_params()
+        table = self.query_one("#decisions", DataTable)
+        table.clear()
+        for record in reversed(decisions):
+            payload = record["payload"] or {}
+            table.add_row(
+                clock(record["time"]),
+                record["name"],
+                str(payload.get("action")),
+                shorten(str(payload.get("reason")), 40),
+            )
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "actuators":
+            self._show_params()
+
+    def _show_params(self) -> None:
+        spec = self._selected_actuator()
+        text = ""
+        if spec is not None:
+            lines = [f"{spec['id']}: {spec.get('description') or ''}"]
+            for param in parameters(spec["params"]):
+                need = "required" if param["required"] else f"default {param['default']!r}"
+                lines.append(f"  {param['name']} ({param['type']}, {need}) {param['description']}")
+            text = "\n".join(lines)
+        self.query_one("#params", Static).update(text)
+
+    def _selected(self, table_id: str) -> str | None:
+        table = self.query_one(f"#{table_id}", DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return None if key is None else str(key)
+
+    def _selected_actuator(self) -> dict[str, Any] | None:
+        actuator = self._selected("actuators")
+        return next((a for a in self.described.get("actuators", []) if a["id"] == actuator), None)
+
+    def action_run_sensor(self) -> None:
+        if sensor := self._selected("sensors"):
+            self.console.run_line(f"run-sensor {self.agent} {sensor}", then=self.action_reload)
+
+    def action_pause_sensor(self) -> None:
+        if sensor := self._selected("sensors"):
+            paused = sensor in self.described.get("paused_sensors", [])
+            verb = "resume" if paused else "pause"
+            self.console.run_line(f"{verb} {self.agent} {sensor}", then=self.action_reload)
+
+    def action_call(self) -> None:
+        actuator = self._selected("actuators") or ""
+        self.console.action_prompt(f"call {self.agent} {actuator} ".replace("  ", " "))
+
+    def show_output(self, text: str, *, error: bool = False) -> None:
+        output = self.query_one("#output", Static)
+        output.update(text)
+        output.set_class(error, "error")

@@ -1,0 +1,325 @@
+"""The console application: screens, keys, and the commands typed at its prompt.
+
+All NATS I/O runs in workers (``@work``) on the app's event loop, so the
+screen never waits for the network; a lost connection shows a banner while
+the client reconnects by itself, and a failing command is a line of output,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from scanflow_agents.runtime.commanding import shorten
+from scanflow_agents.runtime.console.agent_screen import AgentScreen
+from scanflow_agents.runtime.console.approvals_screen import ApprovalsScreen
+from scanflow_agents.runtime.console.chain_screen import ChainScreen
+from scanflow_agents.runtime.console.commands import (
+    ACTING,
+    Command,
+    CommandError,
+    TypedHistory,
+    check_params,
+    need,
+    parse,
+)
+from scanflow_agents.runtime.console.help_screen import HelpScreen
+from scanflow_agents.runtime.console.link import Link
+from scanflow_agents.runtime.console.main_screen import MainScreen
+from scanflow_agents.runtime.console.widgets import CommandPrompt, CommandSuggester, EventsTable
+from scanflow_agents.runtime.feeds import EventFilter
+from textual import work
+from textual.app import App
+from textual.binding import Binding, BindingType
+
+from scanflow_agents import Settings, redaction
+
+
+class ConsoleApp(App[None]):
+    """``scanflow console``: agents, events, calls and control of one namespace."""
+
+    TITLE = "scanflow console"
+    CSS_PATH = "console.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("question_mark", "help", "Help"),
+        Binding("colon", "prompt", "Command"),
+        Binding("slash", "filter", "Filter"),
+        Binding("a", "approvals", "Approvals"),
+        Binding("D", "toggle_dry_run", "Dry-run calls", show=False),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        read_only: bool = False,
+        history_path: Path | None = None,
+        caller: str = "console",
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.read_only = read_only
+        self.dry_run_calls = False
+        self.typed = TypedHistory(history_path)
+        self.suggester = CommandSuggester({})
+        self.link = Link(settings, name=caller, on_change=self._changed)
+        self._dirty: set[str] = {"agents", "events", "connection"}
+        self._rebuild_events = False
+        self._last_refresh = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.push_screen(MainScreen())
+        self.set_interval(0.5, self._tick)
+        self.start_link()
+
+    @work(exclusive=True, group="link")
+    async def start_link(self) -> None:
+        """Connect (retrying while NATS is unreachable), then fill the panes."""
+        await self.link.connect()
+        await self._refresh()
+        try:
+            await self.link.backfill()
+        except Exception as exc:  # an empty or missing stream is not an error to show
+            self.log.warning(f"backfill failed: {exc}")
+
+    async def _refresh(self) -> None:
+        self.link.forget_stale()
+        try:
+            await self.link.refresh()
+        except Exception as exc:
+            self.log.warning(f"discovery failed: {exc}")
+        for name in [row.name for row in self.link.agents()]:
+            self.suggester.descriptions.setdefault(name, {})
+        self._last_refresh = time.monotonic()
+
+    async def on_unmount(self) -> None:
+        await self.link.close()
+
+    def _changed(self, what: str) -> None:
+        self._dirty.add(what)
+
+    def _tick(self) -> None:
+        # Panes are redrawn at most twice a second, however fast events arrive.
+        self.link.check()
+        main = self._main()
+        if main is None:
+            return
+        if "connection" in self._dirty or self.link.down_since is not None:
+            main.show_banner(self._banner())
+        main.show_status(self._status())
+        main.show_agents(self.link.agents())
+        if "events" in self._dirty or self._rebuild_events:
+            main.query_one(EventsTable).show(list(self.link.events), rebuild=self._rebuild_events)
+            self._rebuild_events = False
+        self._dirty.clear()
+        if self.link.connected and time.monotonic() - self._last_refresh > 5:
+            self._last_refresh = time.monotonic()
+            self.refresh_agents()
+
+    @work(exclusive=True, group="discover")
+    async def refresh_agents(self) -> None:
+        await self._refresh()
+
+    def _main(self) -> MainScreen | None:
+        screens = [s for s in self.screen_stack if isinstance(s, MainScreen)]
+        return screens[0] if screens else None
+
+    def _banner(self) -> str | None:
+        if self.link.down_since is None:
+            return None
+        since = time.monotonic() - self.link.down_since
+        return f"NATS unreachable ({self.link.error}); reconnecting… {since:.0f} s"
+
+    def _status(self) -> str:
+        rows = self.link.agents()
+        stale = sum(1 for r in rows if r.stale)
+        parts = [
+            f"ns {self.link.namespace}",
+            self.link.url if self.link.connected else f"{self.link.url} (down)",
+            f"{len(rows)} agents" + (f", {stale} silent" if stale else ""),
+        ]
+        if self.dry_run_calls:
+            parts.append("calls: DRY-RUN")
+        if self.read_only:
+            parts.append("READ-ONLY")
+        return "  ·  ".join(parts)
+
+    # -- keys ----------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.read_only))
+
+    def action_prompt(self, text: str = "") -> None:
+        prompts = self.screen.query(CommandPrompt)
+        if prompts:
+            prompts.first().open(text)
+
+    def action_filter(self) -> None:
+        main = self._main()
+        if main is not None and self.screen is main:
+            self.action_prompt(f"filter {main.query_one(EventsTable).filter}".rstrip() + " ")
+
+    def action_approvals(self) -> None:
+        if not isinstance(self.screen, ApprovalsScreen):
+            self.push_screen(ApprovalsScreen())
+
+    def action_toggle_dry_run(self) -> None:
+        self.dry_run_calls = not self.dry_run_calls
+        self.say(f"calls from the prompt are {'dry runs' if self.dry_run_calls else 'real'}")
+
+    def open_agent(self, agent: str) -> None:
+        self.push_screen(AgentScreen(agent))
+
+    def open_chain(self, correlation_id: str) -> None:
+        self.push_screen(ChainScreen(correlation_id))
+
+    def on_input_submitted(self, event: CommandPrompt.Submitted) -> None:
+        if not isinstance(event.input, CommandPrompt):
+            return
+        event.stop()
+        line = event.value.strip()
+        event.input.action_close()
+        if line:
+            self.typed.add(line)
+            self.run_line(line)
+
+    # -- commands ------------------------------------------------------------------------
+
+    def say(self, text: str, *, error: bool = False) -> None:
+        """Show a command's outcome on the current screen (or as a notification)."""
+        if not self.is_running or not self.screen_stack:
+            return  # a command that ends while the console closes has no one to tell
+        text = redaction.redact(text)  # replies and errors may quote what agents hold
+        show = getattr(self.screen, "show_output", None)
+        if show is not None:
+            show(text, error=error)
+        else:
+            self.notify(text, severity="error" if error else "information")
+
+    def run_line(self, line: str, *, then: Callable[[], Any] | None = None) -> None:
+        """Run a typed command; local ones at once, the others in a worker."""
+        try:
+            command = parse(line)
+        except CommandError as exc:
+            self.say(str(exc), error=True)
+            return
+        if command.verb in ACTING and self.read_only:
+            self.say(f"{command.verb}: refused, the console is read-only", error=True)
+            return
+        if command.verb == "quit":
+            self.exit()
+        elif command.verb == "help":
+            self.action_help()
+        elif command.verb == "approvals":
+            self.action_approvals()
+        elif command.verb == "describe":
+            self.open_agent(need(command, "AGENT")[0])
+        elif command.verb == "chain":
+            self.open_chain(need(command, "CORRELATION_ID")[0])
+        elif command.verb == "filter":
+            self._filter(" ".join(command.words))
+        else:
+            self.remote(command, then)
+
+    def _filter(self, text: str) -> None:
+        main = self._main()
+        try:
+            wanted = EventFilter.parse(text)
+        except ValueError as exc:
+            self.say(str(exc), error=True)
+            return
+        if main is not None:
+            main.query_one(EventsTable).filter = wanted
+            main.show_filter(str(wanted))
+            self._rebuild_events = True
+
+    @work(group="commands")
+    async def remote(self, command: Command, then: Callable[[], Any] | None = None) -> None:
+        """A command that talks to agents; its outcome (or error) goes to the output line."""
+        try:
+            text = await self._remote(command)
+        except CommandError as exc:
+            field = f" (field: {exc.field})" if exc.field else ""
+            self.say(f"{command.verb}: {exc}{field}", error=True)
+            return
+        except Exception as exc:
+            code = getattr(exc, "code", None)
+            named = getattr(exc, "field", None)
+            prefix = f"{code}: " if code else ""
+            suffix = f" (field: {named})" if named else ""
+            self.say(f"{command.verb}: {prefix}{exc}{suffix}", error=True)
+            return
+        self.say(text)
+        self._dirty.add("agents")
+        if then is not None:
+            then()
+
+    async def _remote(self, command: Command) -> str:
+        words = command.words
+        if command.verb == "call":
+            agent, actuator = need(command, "AGENT", "ACTUATOR")[:2]
+            return await self._call(agent, actuator, command.params)
+        controls = self.link.controls
+        if command.verb in ("pause", "resume"):
+            agent = need(command, "AGENT", "SENSOR", optional=1)[0]
+            sensor = words[1] if len(words) > 1 else None
+            if command.verb == "pause":
+                done = await controls.pause(agent, sensor, reason=f"paused by {self.link.name}")
+            else:
+                done = await controls.resume(agent, sensor)
+            what = f"{agent}.{sensor}" if sensor else agent
+            await self._refresh()
+            return f"{command.verb}d {what} on {len(done)} replica(s)"
+        if command.verb == "run-sensor":
+            agent, sensor = need(command, "AGENT", "SENSOR")[:2]
+            result = await controls.run_sensor(agent, sensor)
+            if not result["ran"]:
+                return f"{agent}.{sensor} skipped: {result['skipped']}"
+            return f"{agent}.{sensor} observed {_short(result['observation'])}"
+        if command.verb == "dry-run":
+            agent, mode = need(command, "AGENT", "on|off")[:2]
+            if mode not in ("on", "off"):
+                raise CommandError("dry-run takes on or off", field="mode")
+            done = await controls.dry_run(agent, mode == "on")
+            await self._refresh()
+            return f"dry-run {mode} for {agent} on {len(done)} replica(s)"
+        if command.verb in ("approve", "reject"):
+            approval_id = need(command, "ID", "REASON")[0]
+            reason = " ".join(words[1:])
+            holder = next(
+                (a["agent"] for a in await controls.approvals() if a["id"] == approval_id), None
+            )
+            if holder is None:
+                raise CommandError(f"no approval {approval_id!r} is waiting", field="id")
+            decide = controls.approve if command.verb == "approve" else controls.reject
+            decided = await decide(holder, approval_id, reason=reason)
+            return f"{command.verb}d {approval_id} ({decided['kind']}); recorded with its chain"
+        raise CommandError(f"{command.verb} is not a remote command")
+
+    async def _call(self, agent: str, actuator: str, params: dict[str, Any]) -> str:
+        client = self.link.require()
+        described = self.suggester.descriptions.get(agent) or await client.describe(agent)
+        self.suggester.descriptions[agent] = described
+        spec = next((a for a in described["actuators"] if a["id"] == actuator), None)
+        if spec is None:
+            known = ", ".join(a["id"] for a in described["actuators"]) or "none"
+            raise CommandError(f"agent '{agent}' has no actuator '{actuator}' (actuators: {known})")
+        check_params(spec["params"], params)  # before sending: the field is named
+        timeout = float(spec.get("timeout") or 30) + 10
+        self.say(f"calling {agent}.{actuator}…")
+        result = await client.call(
+            agent, actuator, params, timeout=timeout, dry_run=self.dry_run_calls
+        )
+        dry = " (dry run)" if self.dry_run_calls else ""
+        return f"{agent}.{actuator}{dry} → {_short(result)}"
+
+
+def _short(value: Any) -> str:
+    return shorten(json.dumps(value, default=str), 300)

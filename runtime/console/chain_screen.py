@@ -1,0 +1,86 @@
+"""One chain read back from the stream: observation → decision → calls → results."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from scanflow_agents.runtime.commanding import clock, shorten, summary
+from scanflow_agents.runtime.console.widgets import PlainTable
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from scanflow_agents import redaction
+
+if TYPE_CHECKING:
+    from scanflow_agents.runtime.console.app import ConsoleApp
+
+
+class ChainScreen(Screen[None]):
+    """Every record of one correlation id, in the order it happened, with the selected one."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("ctrl+r", "reload", "Reload"),
+    ]
+
+    def __init__(self, correlation_id: str) -> None:
+        super().__init__()
+        self.correlation_id = correlation_id
+        self.records: list[dict[str, Any]] = []
+
+    @property
+    def console(self) -> ConsoleApp:
+        from scanflow_agents.runtime.console.app import ConsoleApp
+
+        assert isinstance(self.app, ConsoleApp)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"chain {self.correlation_id}", markup=False, id="status")
+        yield PlainTable(id="chain-records", cursor_type="row")
+        with VerticalScroll():
+            yield Static("", markup=False, id="record")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("TIME", "KIND", "AGENT", "NAME", "WHAT")
+        table.focus()
+        self.action_reload()
+
+    @work(exclusive=True, group="chain")
+    async def action_reload(self) -> None:
+        try:
+            client = self.console.link.require()
+            chain = await client.history(correlation_id=self.correlation_id, kinds=None)
+            self.records = redaction.mask(chain)
+        except Exception as exc:
+            self.query_one("#record", Static).update(f"cannot read the chain: {exc}")
+            return
+        table = self.query_one(DataTable)
+        table.clear()
+        for index, record in enumerate(self.records):
+            table.add_row(
+                clock(record["time"]),
+                record["kind"],
+                record["agent"],
+                shorten(record["name"], 14),
+                shorten(summary(record), 50),
+                key=str(index),
+            )
+        title = f"chain {self.correlation_id}  ·  {len(self.records)} record(s)"
+        self.query_one("#status", Static).update(title)
+        self._show(0)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show(event.cursor_row)
+
+    def _show(self, index: int) -> None:
+        if 0 <= index < len(self.records):
+            text = json.dumps(self.records[index], indent=2, default=str)
+            self.query_one("#record", Static).update(text)

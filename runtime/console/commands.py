@@ -1,0 +1,219 @@
+"""What people type at the console's prompt: parsing, completion and argument checks.
+
+No Textual here, so the grammar is tested on its own. A line is a verb and
+words; ``call AGENT ACTUATOR key=value ...`` arguments are checked against the
+actuator's published JSON schema before anything is sent, and a problem
+names the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+VERBS: dict[str, str] = {
+    "call": "call AGENT ACTUATOR key=value ...   call an actuator (checked first)",
+    "describe": "describe AGENT                     open an agent's view",
+    "pause": "pause AGENT [SENSOR]               pause an agent or one sensor",
+    "resume": "resume AGENT [SENSOR]              resume it",
+    "run-sensor": "run-sensor AGENT SENSOR            run a sensor now",
+    "dry-run": "dry-run AGENT on|off               switch an agent's dry-run mode",
+    "approvals": "approvals                          decisions waiting for a person",
+    "approve": "approve ID REASON...               approve one, with a reason",
+    "reject": "reject ID REASON...                reject one, with a reason",
+    "chain": "chain CORRELATION_ID               open one chain",
+    "filter": "filter [agent=A] [kind=K] [chain=C] [WORD]   filter the events pane",
+    "help": "help                               keys and commands",
+    "quit": "quit                               leave the console",
+}
+ACTING = {"call", "pause", "resume", "run-sensor", "dry-run", "approve", "reject"}
+
+
+class CommandError(ValueError):
+    """A typed command that cannot be run; ``field`` names the argument at fault."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Command:
+    verb: str
+    words: tuple[str, ...]
+    params: dict[str, Any]
+
+
+def parse(line: str) -> Command:
+    """Split a typed line; ``key=value`` words of ``call`` become parameters (JSON values)."""
+    try:
+        tokens = shlex.split(line)
+    except ValueError as exc:
+        raise CommandError(f"cannot read the line: {exc}") from None
+    if not tokens:
+        raise CommandError("type a command; `help` lists them")
+    verb, rest = tokens[0].lstrip(":"), tokens[1:]
+    if verb not in VERBS:
+        raise CommandError(f"unknown command {verb!r} (commands: {', '.join(VERBS)})")
+    words: list[str] = []
+    params: dict[str, Any] = {}
+    for token in rest:
+        key, sep, value = token.partition("=")
+        if verb == "call" and sep and len(words) >= 2:
+            params[key] = _value(value)
+        else:
+            words.append(token)
+    return Command(verb, tuple(words), params)
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def need(command: Command, *names: str, optional: int = 0) -> tuple[str, ...]:
+    """The positional words a verb needs, or an error naming the first one missing."""
+    words = command.words
+    if len(words) < len(names) - optional:
+        missing = names[len(words)]
+        raise CommandError(f"{command.verb}: {missing} is missing ({VERBS[command.verb]})")
+    return words
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "integer": (int,),
+    "number": (int, float),
+    "string": (str,),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+    "null": (type(None),),
+}
+
+
+def check_params(schema: dict[str, Any], params: dict[str, Any]) -> None:
+    """Check arguments against an actuator's JSON schema; the error names the field.
+
+    Covers what people get wrong at a prompt: a missing required argument, an
+    unknown one, a value of the wrong type or outside its bounds. The agent
+    validates again, fully, when the call arrives.
+    """
+    properties: dict[str, Any] = schema.get("properties", {})
+    for name in params:
+        if name not in properties:
+            known = ", ".join(properties) or "none"
+            raise CommandError(f"unknown argument '{name}' (arguments: {known})", field=name)
+    for name in schema.get("required", []):
+        if name not in params:
+            raise CommandError(f"argument '{name}' is required", field=name)
+    for name, value in params.items():
+        problem = _problem(properties[name], value, schema.get("$defs", {}))
+        if problem:
+            raise CommandError(f"bad argument '{name}': {problem}", field=name)
+
+
+def _problem(prop: dict[str, Any], value: Any, defs: dict[str, Any]) -> str | None:
+    if "$ref" in prop:
+        prop = defs.get(prop["$ref"].rsplit("/", 1)[-1], {})
+    options = prop.get("anyOf") or prop.get("oneOf")
+    if options:
+        problems = [_problem(option, value, defs) for option in options]
+        if all(problems):
+            return " or ".join(p for p in problems if p)
+        return None
+    if "enum" in prop and value not in prop["enum"]:
+        return f"must be one of {', '.join(map(str, prop['enum']))}"
+    kind = prop.get("type")
+    if kind is None:
+        return None
+    allowed = _JSON_TYPES.get(kind, (object,))
+    if isinstance(value, bool) and kind in ("integer", "number"):
+        return f"expected {kind}, got a boolean"
+    if not isinstance(value, allowed):
+        return f"expected {kind}, got {type(value).__name__} {value!r}"
+    if isinstance(value, int | float):
+        return _bounds(prop, value)
+    return None
+
+
+def _bounds(prop: dict[str, Any], value: float) -> str | None:
+    if "minimum" in prop and value < prop["minimum"]:
+        return f"{value} breaks minimum {prop['minimum']}"
+    if "maximum" in prop and value > prop["maximum"]:
+        return f"{value} breaks maximum {prop['maximum']}"
+    if "exclusiveMinimum" in prop and value <= prop["exclusiveMinimum"]:
+        return f"{value} breaks exclusiveMinimum {prop['exclusiveMinimum']}"
+    if "exclusiveMaximum" in prop and value >= prop["exclusiveMaximum"]:
+        return f"{value} breaks exclusiveMaximum {prop['exclusiveMaximum']}"
+    return None
+
+
+def complete(line: str, agents: dict[str, dict[str, Any]]) -> str | None:
+    """The line completed by one more word: a verb, agent, actuator, sensor or parameter.
+
+    ``agents`` maps agent names to their descriptions (those not described
+    yet map to ``{}``). Returns ``None`` when nothing fits.
+    """
+    words = line.split(" ")
+    partial = words[-1]
+    done = words[:-1]
+    choices: list[str]
+    if not done:
+        choices = list(VERBS)
+    elif len(done) == 1 and done[0] in ("call", "describe", "pause", "resume", "run-sensor",
+                                         "dry-run"):  # fmt: skip
+        choices = sorted(agents)
+    elif len(done) == 2 and done[0] == "call":
+        choices = [a["id"] for a in agents.get(done[1], {}).get("actuators", [])]
+    elif len(done) == 2 and done[0] in ("pause", "resume", "run-sensor"):
+        choices = [s["id"] for s in agents.get(done[1], {}).get("sensors", [])]
+    elif len(done) == 2 and done[0] == "dry-run":
+        choices = ["on", "off"]
+    elif len(done) >= 3 and done[0] == "call":
+        actuators = agents.get(done[1], {}).get("actuators", [])
+        spec: dict[str, Any] = next((a for a in actuators if a["id"] == done[2]), {})
+        given = {w.split("=", 1)[0] for w in done[3:]}
+        choices = [f"{p}=" for p in spec.get("params", {}).get("properties", {}) if p not in given]
+    else:
+        return None
+    fits = [choice for choice in choices if choice.startswith(partial) and choice != partial]
+    if not fits:
+        return None
+    ending = "" if fits[0].endswith("=") else " "
+    return " ".join([*done, fits[0]]) + ending
+
+
+def history_file() -> Path:
+    """Where typed commands are kept across sessions (the user's state folder)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "scanflow" / "console-history"
+
+
+class TypedHistory:
+    """Commands typed at the prompt, newest last, kept in a file between sessions."""
+
+    def __init__(self, path: Path | None = None, *, keep: int = 500) -> None:
+        self.path = path or history_file()
+        self.keep = keep
+        self.lines: list[str] = []
+        try:
+            self.lines = self.path.read_text().splitlines()[-keep:]
+        except OSError:
+            self.lines = []  # no history yet, or an unreadable one: start afresh
+
+    def add(self, line: str) -> None:
+        if not line.strip() or (self.lines and self.lines[-1] == line):
+            return
+        self.lines = [*self.lines, line][-self.keep :]
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as handle:
+                handle.write(line + "\n")
+        except OSError:
+            pass  # a read-only home must not break the console

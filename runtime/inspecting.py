@@ -1,0 +1,288 @@
+"""One-shot commands that look: ``agents``, ``describe``, ``history`` and ``events``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import click
+from scanflow_agents.runtime.commanding import (
+    EVENT_COLUMNS,
+    ago,
+    duration,
+    echo_json,
+    event_line,
+    json_option,
+    parse_since,
+    run_async,
+    settings_of,
+    table,
+)
+
+from scanflow_agents import redaction
+
+AGENT_COLUMNS = [
+    ("AGENT", lambda r: r["agent"]),
+    ("INSTANCE", lambda r: r["instance"]),
+    ("STATE", lambda r: agent_state(r)),
+    ("READY", lambda r: r.get("ready")),
+    ("LEADER", lambda r: r.get("leader")),  # the replica that runs the sensors and rules
+    ("UP", lambda r: duration(float(r.get("uptime", 0)))),
+    ("APPROVALS", lambda r: r.get("approvals", 0)),
+]
+
+
+def agent_state(heartbeat: dict[str, Any]) -> str:
+    """The state people read: running, paused, dry-run, with paused sensors named."""
+    state = str(heartbeat.get("state", "?"))
+    if heartbeat.get("dry_run"):
+        state += ",dry-run"
+    paused = heartbeat.get("paused_sensors") or []
+    if paused:
+        state += f" (paused: {','.join(paused)})"
+    return state
+
+
+@click.command()
+@click.option("--wait", default=0.5, show_default=True, help="Seconds to collect answers.")
+@json_option
+@click.pass_context
+def agents(ctx: click.Context, wait: float, as_json: bool) -> None:
+    """List the running agents of the namespace (one line per replica)."""
+    from scanflow_agents.clients import Client
+
+    async def go() -> list[dict[str, Any]]:
+        async with Client.connect(settings_of(ctx)) as client:
+            return await client.discover(wait=wait)
+
+    found = run_async(go)
+    if as_json:
+        echo_json(found)
+    elif not found:
+        click.echo("no agents answer in this namespace")
+    else:
+        click.echo(table(found, AGENT_COLUMNS))
+
+
+@click.command()
+@click.argument("agent")
+@json_option
+@click.pass_context
+def describe(ctx: click.Context, agent: str, as_json: bool) -> None:
+    """Show an agent's sensors, rules and actuators (with parameter schemas)."""
+    from scanflow_agents.clients import Client
+
+    async def go() -> dict[str, Any]:
+        async with Client.connect(settings_of(ctx)) as client:
+            return await client.describe(agent)
+
+    described = run_async(go)
+    if as_json:
+        echo_json(described)
+        return
+    click.echo(describe_text(described))
+
+
+def describe_text(described: dict[str, Any]) -> str:
+    """An agent's description as sections of tables."""
+    head = (
+        f"{described['agent']}  ({described['class']})  instance {described['instance']}, "
+        f"{agent_state(described)}, up {duration(float(described.get('uptime', 0)))}"
+    )
+    sensors = table(
+        described["sensors"],
+        [
+            ("SENSOR", lambda s: s["id"]),
+            ("TRIGGER", lambda s: s["trigger"]),
+            ("RUNS", lambda s: s["runs"]),
+            ("LAST", lambda s: ago((s.get("last") or {}).get("time"))),
+            ("VALUE", lambda s: _last(s)),
+        ],
+    )
+    rules = table(
+        described["rules"],
+        [
+            ("RULE", lambda r: r["id"]),
+            ("WATCHES", lambda r: ",".join(r["sensors"] + r["topics"]) or "all sensors"),
+            ("DECISIONS", lambda r: r["decisions"]),
+            ("LAST DECISION", lambda r: (r.get("last_decision") or {}).get("action")),
+        ],
+    )
+    parts = [
+        head,
+        "",
+        sensors if described["sensors"] else "sensors: none",
+        "",
+        rules if described["rules"] else "rules: none",
+        "",
+    ]
+    for spec in described["actuators"]:
+        parts.append(f"actuator {spec['id']}: {spec.get('description') or ''}".rstrip())
+        params = parameters(spec["params"])
+        if params:
+            parts.append(
+                table(
+                    params,
+                    [
+                        ("  PARAM", lambda p: "  " + p["name"]),
+                        ("TYPE", lambda p: p["type"]),
+                        ("REQUIRED", lambda p: p["required"]),
+                        ("DESCRIPTION", lambda p: p["description"]),
+                    ],
+                    cut=60,
+                )
+            )
+    return "\n".join(parts)
+
+
+def _last(sensor: dict[str, Any]) -> Any:
+    last = sensor.get("last") or {}
+    return last.get("value") if last.get("ok", True) else f"error: {last.get('error')}"
+
+
+def parameters(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """The parameters of an actuator's JSON schema: name, type, required, description."""
+    required = set(schema.get("required", []))
+    return [
+        {
+            "name": name,
+            "type": type_name(prop),
+            "required": name in required,
+            "description": prop.get("description", ""),
+            "default": prop.get("default"),
+        }
+        for name, prop in schema.get("properties", {}).items()
+    ]
+
+
+def type_name(prop: dict[str, Any]) -> str:
+    """A short type of a JSON schema property: ``integer``, ``string|null``, ``array``..."""
+    if "type" in prop:
+        return str(prop["type"])
+    options = prop.get("anyOf") or prop.get("oneOf") or []
+    names = [str(o.get("type", o.get("$ref", "?").rsplit("/", 1)[-1])) for o in options]
+    return "|".join(names) or "any"
+
+
+@click.command()
+@click.option("--agent", help="Only this agent's records.")
+@click.option("--correlation", help="Only one chain, by correlation id (read from the index).")
+@click.option("--kind", "kinds", multiple=True, help="Only these kinds (observation, decision...).")
+@click.option("--since", help="Only records since a time: 30s, 10m, 2h, 1d, or an ISO time.")
+@click.option("--limit", default=100, show_default=True, help="Newest records to show.")
+@json_option
+@click.pass_context
+def history(
+    ctx: click.Context,
+    agent: str | None,
+    correlation: str | None,
+    kinds: tuple[str, ...],
+    since: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """The audit trail, newest first: observations, decisions, actions and control ops.
+
+    Filtering happens on the server, by subject; --limit counts what is left.
+    With --correlation, the whole chain, custom events included.
+    """
+    from scanflow_agents.clients import RECORD_KINDS
+
+    # One chain is shown whole (custom events too), unless kinds are named.
+    wanted = kinds or (None if correlation else RECORD_KINDS)
+    records = _read(ctx, agent, correlation, wanted, since, limit)
+    _print_events(list(reversed(records)), as_json)
+
+
+@click.command()
+@click.option("--agent", help="Only this agent's events.")
+@click.option("--kind", "kinds", multiple=True, help="Only these kinds (first topic token).")
+@click.option("--correlation", help="Only one chain, by correlation id.")
+@click.option("--since", help="Start at a time: 30s, 10m, 2h, 1d ago, or an ISO time.")
+@click.option("--limit", default=20, show_default=True, help="Stored events to show first.")
+@click.option("--follow", "-f", is_flag=True, help="Then keep printing new events until Ctrl-C.")
+@json_option
+@click.pass_context
+def events(
+    ctx: click.Context,
+    agent: str | None,
+    kinds: tuple[str, ...],
+    correlation: str | None,
+    since: str | None,
+    limit: int,
+    follow: bool,
+    as_json: bool,
+) -> None:
+    """Every event (custom topics too), oldest first; --follow tails the stream."""
+    records = _read(ctx, agent, correlation, kinds or None, since, limit)
+    _print_events(records, as_json, header=True)
+    if follow:
+        with contextlib.suppress(KeyboardInterrupt):
+            run_async(lambda: _follow(ctx, agent, kinds, correlation, as_json))
+
+
+def _read(
+    ctx: click.Context,
+    agent: str | None,
+    correlation: str | None,
+    kinds: Any,
+    since: str | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    from scanflow_agents.clients import Client
+
+    moment = parse_since(since) if since else None
+
+    async def go() -> list[dict[str, Any]]:
+        async with Client.connect(settings_of(ctx)) as client:
+            return await client.history(
+                agent=agent,
+                correlation_id=correlation,
+                kinds=kinds,
+                limit=limit,
+                newest=True,
+                since=moment,
+            )
+
+    return run_async(go)
+
+
+def _print_events(records: list[dict[str, Any]], as_json: bool, *, header: bool = True) -> None:
+    records = redaction.mask(records)
+    if as_json:
+        for record in records:
+            echo_json(record, indent=None)
+    elif not header:
+        for record in records:
+            click.echo(event_line(record))
+    elif records:
+        click.echo(table(records, EVENT_COLUMNS))
+    else:
+        click.echo("no records match", err=True)
+
+
+async def _follow(
+    ctx: click.Context,
+    agent: str | None,
+    kinds: tuple[str, ...],
+    correlation: str | None,
+    as_json: bool,
+) -> None:
+    from scanflow_agents.runtime.feeds import EventFilter, record_of
+
+    from scanflow_agents.clients import Client
+
+    wanted = EventFilter(agent=agent, kinds=kinds, correlation=correlation)
+    async with Client.connect(settings_of(ctx)) as client:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        async def on_event(message: Any) -> None:
+            record = record_of(client.subjects, message.subject, message.data)
+            if record is not None and wanted.matches(record):
+                queue.put_nowait(record)
+
+        await client.transport.subscribe(client.subjects.all_events, on_event)
+        while True:
+            record = await queue.get()
+            _print_events([record], as_json, header=False)

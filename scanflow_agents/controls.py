@@ -1,0 +1,145 @@
+"""The operator's side of control messages: run a sensor, pause, dry-run, approve.
+
+What the console and the one-shot commands send (the agent side is the core's
+``_core/controlling.py``). Ops that every replica must apply are broadcast and
+the answers of all replicas gathered for ``wait`` seconds; ``run-sensor``
+goes to one replica.
+
+    async with Client.connect(settings) as client:
+        controls = Controls(client)
+        await controls.pause("checker", sensor="drift", reason="noisy")
+        for approval in await controls.approvals():
+            await controls.approve(approval["agent"], approval["id"], reason="looks right")
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import ValidationError
+
+from scanflow_agents.clients import Client
+from scanflow_agents.errors import CallError, CallTimeout, NotFound, Unavailable
+from scanflow_agents.messages import Envelope, Reply
+from scanflow_agents.transports.base import NoResponders, RequestTimeout
+
+
+class Controls:
+    """Sends control messages to the agents of one namespace through a :class:`Client`.
+
+    Args:
+        client: the connection (its ``name`` is recorded as the caller).
+        wait: seconds to collect the answers of every replica of an agent.
+    """
+
+    def __init__(self, client: Client, *, wait: float = 1.0) -> None:
+        self.client = client
+        self.wait = wait
+
+    async def run_sensor(self, agent: str, sensor: str, *, timeout: float = 30.0) -> dict[str, Any]:
+        """Run a sensor now on one replica; the observation (if any) and its chain id."""
+        envelope = self._envelope(agent, "run-sensor", {"sensor": sensor})
+        subject = self.client.subjects.control(agent, "run-sensor")
+        try:
+            data = await self.client.transport.request(subject, envelope.encode(), timeout)
+        except NoResponders:
+            raise self._absent(agent) from None
+        except RequestTimeout:
+            raise CallTimeout(
+                f"agent '{agent}' did not finish sensor '{sensor}' within {timeout:g} s"
+            ) from None
+        return _result(data)
+
+    async def pause(
+        self, agent: str, sensor: str | None = None, *, reason: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Pause an agent (sensors skip, calls refused) or one sensor, on every replica."""
+        params: dict[str, Any] = {"sensor": sensor} if sensor else {}
+        if reason:
+            params["reason"] = reason
+        return await self._all(agent, "pause", params)
+
+    async def resume(self, agent: str, sensor: str | None = None) -> list[dict[str, Any]]:
+        """Undo :meth:`pause` on every replica."""
+        return await self._all(agent, "resume", {"sensor": sensor} if sensor else {})
+
+    async def dry_run(self, agent: str, on: bool) -> list[dict[str, Any]]:
+        """Switch an agent's dry-run mode (actuators validate and record, but do not act)."""
+        return await self._all(agent, "dry-run", {"on": on})
+
+    async def approvals(self, agent: str | None = None) -> list[dict[str, Any]]:
+        """Decisions waiting for a person: of one agent, or of every running agent."""
+        if agent is not None:
+            answers = await self._all(agent, "approvals", {})
+            return [item for answer in answers for item in answer["approvals"]]
+        names = sorted({item["agent"] for item in await self.client.discover(wait=self.wait / 2)})
+        found = await asyncio.gather(*(self._listing(name) for name in names))
+        return [item for listing in found for item in listing]
+
+    async def approve(self, agent: str, approval_id: str, *, reason: str) -> dict[str, Any]:
+        """Approve a waiting decision; the reason is recorded in the audit trail."""
+        return await self._decide(agent, "approve", approval_id, reason)
+
+    async def reject(self, agent: str, approval_id: str, *, reason: str) -> dict[str, Any]:
+        """Reject a waiting decision; the reason is recorded in the audit trail."""
+        return await self._decide(agent, "reject", approval_id, reason)
+
+    async def _listing(self, agent: str) -> list[dict[str, Any]]:
+        try:
+            return await self.approvals(agent)
+        except Unavailable:
+            return []  # stopped between discovery and the question
+
+    async def _decide(self, agent: str, op: str, approval_id: str, reason: str) -> dict[str, Any]:
+        replies = await self._gather(agent, op, {"id": approval_id, "reason": reason})
+        # Only the replica that holds the approval acts; the others say not_found.
+        for reply in replies:
+            if reply.ok:
+                return dict(reply.result)
+        errors = [r.error for r in replies if r.error is not None]
+        real = [e for e in errors if e.code != NotFound.code]
+        error = real[0] if real else errors[0]
+        if not real:
+            raise NotFound(f"no approval {approval_id!r} waits on agent '{agent}'")
+        raise CallError.from_code(error.code, error.message, field=error.field)
+
+    async def _all(self, agent: str, op: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        results = []
+        for reply in await self._gather(agent, op, params):
+            if reply.error is not None:
+                error = reply.error
+                raise CallError.from_code(error.code, error.message, field=error.field)
+            results.append(dict(reply.result))
+        return sorted(results, key=lambda result: str(result.get("instance")))
+
+    async def _gather(self, agent: str, op: str, params: dict[str, Any]) -> list[Reply]:
+        envelope = self._envelope(agent, op, params)
+        subject = self.client.subjects.control(agent, op)
+        raw = await self.client.transport.gather(subject, envelope.encode(), self.wait)
+        replies = []
+        for data in raw:
+            try:
+                replies.append(Reply.model_validate(Envelope.decode(data).payload))
+            except ValidationError:
+                continue  # a foreign responder must not hide the agent's answers
+        if not replies:
+            raise self._absent(agent)
+        return replies
+
+    def _envelope(self, agent: str, op: str, params: dict[str, Any]) -> Envelope:
+        return Envelope(
+            kind="call", source=self.client.name, target=f"{agent}.{op}", payload=params
+        )
+
+    def _absent(self, agent: str) -> Unavailable:
+        namespace = self.client.subjects.namespace
+        return Unavailable(f"no agent '{agent}' is running in namespace '{namespace}'")
+
+
+def _result(data: bytes) -> dict[str, Any]:
+    reply = Reply.model_validate(Envelope.decode(data).payload)
+    if reply.error is not None:
+        error = reply.error
+        raise CallError.from_code(error.code, error.message, field=error.field)
+    return dict(reply.result)

@@ -1,0 +1,200 @@
+"""The console, driven as a person would with Textual's Pilot, against real agents on NATS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scanflow_agents.runtime.console.agent_screen import AgentScreen
+from scanflow_agents.runtime.console.app import ConsoleApp
+from scanflow_agents.runtime.console.approvals_screen import ApprovalsScreen
+from scanflow_agents.runtime.console.chain_screen import ChainScreen
+from scanflow_agents.runtime.console.help_screen import HelpScreen
+from scanflow_agents.runtime.console.main_screen import MainScreen
+from scanflow_agents.runtime.console.widgets import AgentsTable, CommandPrompt, EventsTable
+from textual.widgets import DataTable, Static
+
+from scanflow_agents.testing import AgentHarness, eventually
+
+from .conftest import console_settings
+from .operated import Gate
+
+
+def _app(
+    harness: AgentHarness, nats_url: str, tmp_path: Path, *, read_only: bool = False
+) -> ConsoleApp:
+    settings = console_settings(nats_url, harness.namespace)
+    return ConsoleApp(
+        settings, history_path=tmp_path / "history", caller="tester", read_only=read_only
+    )
+
+
+def _text(app: ConsoleApp, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+async def test_agents_appear_and_one_is_described(
+    agents: AgentHarness, nats_url: str, tmp_path: Path
+) -> None:
+    app = _app(agents, nats_url, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one(AgentsTable)
+        await eventually(lambda: table.row_count == 2, timeout=15)
+        assert [str(table.get_row_at(i)[0]) for i in range(2)] == ["gate", "scaler"]
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, AgentScreen)
+        actuators = app.screen.query_one("#actuators", DataTable)
+        await eventually(lambda: actuators.row_count == 2, timeout=10)
+        assert "replicas:integer" in str(actuators.get_row_at(0)[1])
+        assert "seconds:number" in str(actuators.get_row_at(1)[1])
+        assert "the wanted number of replicas" in _text(app, "#params")
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
+
+
+async def _type(pilot: object, line: str) -> None:
+    await pilot.press("colon")  # type: ignore[attr-defined]
+    await pilot.press(*line)  # type: ignore[attr-defined]
+    await pilot.press("enter")  # type: ignore[attr-defined]
+
+
+async def test_call_checked_before_sending_then_sent(
+    agents: AgentHarness, nats_url: str, tmp_path: Path
+) -> None:
+    app = _app(agents, nats_url, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await eventually(lambda: app.screen.query_one(AgentsTable).row_count == 2, timeout=15)
+        await _type(pilot, "call scaler scale replicas=lots")
+        await eventually(lambda: "field: replicas" in _text(app, "#output"), timeout=10)
+        assert "expected integer" in _text(app, "#output")
+        assert agents.calls("scaler", "scale") == []  # refused before anything was sent
+
+        await _type(pilot, "call scaler scale replicas=3")
+        await eventually(lambda: '"replicas": 3' in _text(app, "#output"), timeout=10)
+        assert agents.agents["scaler"].replicas == 3  # type: ignore[attr-defined]
+
+        await pilot.press("D")  # calls as dry runs from now on
+        await _type(pilot, "call scaler scale replicas=9")
+        await eventually(lambda: "(dry run)" in _text(app, "#output"), timeout=10)
+        assert agents.agents["scaler"].replicas == 3  # type: ignore[attr-defined]
+
+
+async def test_tail_an_event_and_open_its_chain(
+    agents: AgentHarness, nats_url: str, tmp_path: Path
+) -> None:
+    app = _app(agents, nats_url, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        events = app.screen.query_one(EventsTable)
+        await _type(pilot, "filter agent=scaler kind=observation")
+        await eventually(lambda: events.row_count >= 1, timeout=15)
+        await pilot.press("tab")
+        assert app.screen.focused is events
+        record = events.selected()
+        assert record is not None
+        assert record["kind"] == "observation"
+        assert record["agent"] == "scaler"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ChainScreen)
+        chain = app.screen.query_one("#chain-records", DataTable)
+        await eventually(lambda: chain.row_count >= 1, timeout=10)
+        assert record["correlation_id"] in _text(app, "#status")
+        assert '"rps": 42.0' in _text(app, "#record")
+
+
+async def test_pause_and_resume_a_sensor(
+    agents: AgentHarness, nats_url: str, tmp_path: Path
+) -> None:
+    runtime = agents.runtime("scaler")
+    app = _app(agents, nats_url, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _type(pilot, "describe scaler")
+        await pilot.pause()
+        assert isinstance(app.screen, AgentScreen)
+        sensors = app.screen.query_one("#sensors", DataTable)
+        await eventually(lambda: sensors.row_count == 1, timeout=10)
+        await pilot.press("p")
+        await eventually(lambda: runtime.controller.sensor_paused("load"), timeout=10)
+        skipped = runtime.reactor.sensor_states["load"].skipped
+        await eventually(
+            lambda: runtime.reactor.sensor_states["load"].skipped > skipped, timeout=10
+        )
+        await eventually(lambda: "(paused)" in str(sensors.get_row_at(0)[0]), timeout=10)
+
+        await pilot.press("p")
+        await eventually(lambda: "resumed scaler.load" in _text(app, "#output"), timeout=10)
+        assert not runtime.controller.sensor_paused("load")
+        runs = runtime.reactor.sensor_states["load"].runs
+        await eventually(lambda: runtime.reactor.sensor_states["load"].runs > runs, timeout=10)
+    paused = [r for r in agents.records("control", "scaler") if r["name"] == "pause"]
+    assert paused[0]["payload"]["sensor"] == "load"
+    assert paused[0]["payload"]["caller"] == "tester"
+
+
+async def test_approve_a_pending_decision_and_find_it_in_the_audit_trail(
+    agents: AgentHarness, nats_url: str, tmp_path: Path
+) -> None:
+    app = _app(agents, nats_url, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await eventually(lambda: app.screen.query_one(AgentsTable).row_count == 2, timeout=15)
+        await _type(pilot, "run-sensor gate candidate")
+        await eventually(lambda: "observed" in _text(app, "#output"), timeout=10)
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(app.screen, ApprovalsScreen)
+        table = app.screen.query_one(DataTable)
+        await eventually(lambda: table.row_count == 1, timeout=10)
+        approval = app.screen.approvals[0]
+        assert approval["summary"] == "deploy models:/digits/7"
+        await pilot.press("y")
+        await pilot.pause()
+        await pilot.press(*"checked the offline metrics", "enter")
+        await eventually(lambda: Gate.deployed == ["models:/digits/7"], timeout=10)
+        await eventually(lambda: table.row_count == 0, timeout=10)
+
+    chain = await agents.client.history(correlation_id=approval["correlation_id"])
+    kinds = [(r["kind"], r["name"]) for r in chain]
+    assert ("decision", "deploy_candidate") in kinds
+    approved = next(r for r in chain if (r["kind"], r["name"]) == ("control", "approve"))
+    assert approved["payload"]["reason"] == "checked the offline metrics"
+    assert approved["payload"]["caller"] == "tester"
+    done = await agents.client.history(correlation_id=approval["correlation_id"])
+    assert any(r["name"] == "approve-done" and r["payload"]["ok"] for r in done)
+
+
+async def test_read_only_console_refuses_to_act(
+    agents: AgentHarness, nats_url: str, tmp_path: Path
+) -> None:
+    app = _app(agents, nats_url, tmp_path, read_only=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _type(pilot, "pause scaler")
+        assert "refused, the console is read-only" in _text(app, "#output")
+        assert "READ-ONLY" in _text(app, "#status")
+    assert not agents.runtime("scaler").paused_reason
+
+
+async def test_typed_commands_are_kept_across_sessions(
+    agents: AgentHarness, nats_url: str, tmp_path: Path
+) -> None:
+    async with _app(agents, nats_url, tmp_path).run_test(size=(80, 24)) as pilot:
+        await _type(pilot, "filter kind=decision")
+    app = _app(agents, nats_url, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("colon", "up")
+        assert app.screen.query_one(CommandPrompt).value == "filter kind=decision"
+        await pilot.press("escape", "question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+
+
+async def test_a_silent_agent_is_marked_stale(
+    agents: AgentHarness, nats_url: str, tmp_path: Path
+) -> None:
+    app = _app(agents, nats_url, tmp_path)
+    async with app.run_test(size=(80, 24)):
+        table = app.screen.query_one(AgentsTable)
+        await eventually(lambda: table.row_count == 2, timeout=15)
+        await agents.runtime("gate").stop()  # no more heartbeats from it
+        await eventually(lambda: str(table.get_row_at(0)[2]) == "stale", timeout=15)
+        assert "1 silent" in _text(app, "#status")
+        assert str(table.get_row_at(1)[2]) == "running leader"  # its only replica leads

@@ -1,0 +1,100 @@
+"""The console prompt's grammar, completion and argument checks (no terminal needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from scanflow_agents.runtime.console.commands import (
+    CommandError,
+    TypedHistory,
+    check_params,
+    complete,
+    parse,
+)
+from scanflow_agents.runtime.feeds import EventFilter
+
+SCHEMA = {
+    "properties": {
+        "replicas": {"type": "integer", "minimum": 0, "description": "how many"},
+        "service": {"type": "string", "default": "digits"},
+        "model": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None},
+    },
+    "required": ["replicas"],
+}
+AGENTS = {
+    "scaler": {
+        "actuators": [{"id": "scale", "params": SCHEMA}, {"id": "stop", "params": {}}],
+        "sensors": [{"id": "load"}],
+    },
+    "gate": {},
+}
+
+
+def test_parse_keeps_words_and_json_parameters() -> None:
+    command = parse("call scaler scale replicas=3 service=web flags='[1, 2]'")
+    assert command.verb == "call"
+    assert command.words == ("scaler", "scale")
+    assert command.params == {"replicas": 3, "service": "web", "flags": [1, 2]}
+    with pytest.raises(CommandError, match="unknown command 'scael'"):
+        parse("scael scaler")
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "message"),
+    [
+        ({"replicas": "lots"}, "replicas", "expected integer, got str 'lots'"),
+        ({"replicas": True}, "replicas", "expected integer, got a boolean"),
+        ({"replicas": -1}, "replicas", "-1 breaks minimum 0"),
+        ({}, "replicas", "argument 'replicas' is required"),
+        ({"replicas": 1, "colour": "red"}, "colour", "unknown argument 'colour'"),
+        ({"replicas": 1, "model": 7}, "model", "expected string"),
+    ],
+)
+def test_arguments_are_checked_and_the_field_named(
+    params: dict[str, object], field: str, message: str
+) -> None:
+    with pytest.raises(CommandError, match=message) as caught:
+        check_params(SCHEMA, params)
+    assert caught.value.field == field
+
+
+def test_good_arguments_pass() -> None:
+    check_params(SCHEMA, {"replicas": 2, "model": None})
+    check_params(SCHEMA, {"replicas": 2, "model": "models:/digits/2"})
+
+
+@pytest.mark.parametrize(
+    ("line", "completed"),
+    [
+        ("ca", "call "),
+        ("call s", "call scaler "),
+        ("call scaler sc", "call scaler scale "),
+        ("call scaler scale r", "call scaler scale replicas="),
+        ("call scaler scale replicas=2 s", "call scaler scale replicas=2 service="),
+        ("pause scaler l", "pause scaler load "),
+        ("dry-run gate o", "dry-run gate on "),
+        ("call nobody x", None),
+    ],
+)
+def test_completion(line: str, completed: str | None) -> None:
+    assert complete(line, AGENTS) == completed
+
+
+def test_typed_history_survives_sessions(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "console-history"
+    first = TypedHistory(path)
+    first.add("pause scaler")
+    first.add("pause scaler")  # a repeat is kept once
+    first.add("approvals")
+    assert TypedHistory(path).lines == ["pause scaler", "approvals"]
+
+
+def test_event_filters() -> None:
+    wanted = EventFilter.parse("agent=checker kind=decision,action drift")
+    record = {"agent": "checker", "kind": "decision", "topic": "decision.checker.drift"}
+    assert wanted.matches(record)
+    assert not wanted.matches({**record, "agent": "tracker"})
+    assert str(wanted) == "agent=checker kind=decision,action drift"
+    with pytest.raises(ValueError, match="unknown filter 'colour'"):
+        EventFilter.parse("colour=red")

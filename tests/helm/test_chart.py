@@ -1,0 +1,279 @@
+"""The chart as rendered: lint, API schemas, and the policies it promises.
+
+Every check runs over each documented value set (defaults; all built-in
+agents with an application; a user agent from a derived image).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from scanflow_agents.runtime.loading import load_agent_classes
+
+from scanflow_agents import Settings
+
+from .conftest import CHART, VALUE_SETS, Render, run_helm
+
+KUBERNETES_VERSIONS = ("1.30.0", "1.33.0")
+SETTINGS_FILE = "/etc/scanflow/settings/settings.yaml"
+CREDENTIAL_WORDS = ("PASSWORD", "TOKEN", "SECRET", "KEY", "CREDENTIAL")
+
+
+def _kind(documents: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in documents if doc["kind"] == kind]
+
+
+def _pod_specs(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    specs = [d["spec"]["template"]["spec"] for d in _kind(documents, "Deployment")]
+    return specs + [d["spec"] for d in _kind(documents, "Pod")]
+
+
+def test_lint_strict(helm: str, value_set: str) -> None:
+    values = VALUE_SETS[value_set]
+    done = run_helm(helm, "lint", "--strict", str(CHART), *(["-f", str(values)] if values else []))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_object_is_valid_for_the_kubernetes_api(
+    documents: list[dict[str, Any]], version: str
+) -> None:
+    for doc in documents:
+        # strict: unknown fields are errors, as with kubectl's server-side validation.
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_rbac_is_namespaced_exact_and_without_wildcards(
+    documents: list[dict[str, Any]], value_set: str
+) -> None:
+    kinds = {doc["kind"] for doc in documents}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Namespace"}
+    values_file = VALUE_SETS[value_set]
+    values = yaml.safe_load(values_file.read_text()) if values_file else {}
+    kubernetes: dict[str, Any] = {
+        "namespacePrefix": "scanflow-",
+        "teams": ["default"],
+        "argo": "never",
+    }
+    kubernetes.update(values.get("kubernetes", {}))
+    wanted = {
+        ("apps", "deployments"): ["get", "list", "create", "patch", "delete"],
+        ("apps", "deployments/scale"): ["patch"],
+        ("", "services"): ["get", "list", "create", "patch", "delete"],
+        ("", "pods"): ["list"],
+        ("", "configmaps"): ["get", "create", "delete"],
+        ("batch", "jobs"): ["get", "list", "create", "delete"],
+    }
+    if kubernetes["argo"] != "never":
+        wanted[("argoproj.io", "workflows")] = ["get", "list", "create", "delete"]
+    roles = _kind(documents, "Role")
+    namespaces = [kubernetes["namespacePrefix"] + team for team in kubernetes["teams"]]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(namespaces)
+    for role in roles:
+        granted: dict[tuple[str, str], list[str]] = {}
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], f"wildcard in {field} of {role['metadata']}"
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    granted.setdefault((group, resource), []).extend(rule["verbs"])
+        assert granted == wanted
+    bindings = _kind(documents, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(namespaces)
+    for binding in bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "rel-scanflow-agents",
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "rel-scanflow-agents", "namespace": "agents"}
+        ]
+
+
+def test_every_container_is_probed_limited_and_restricted(
+    documents: list[dict[str, Any]],
+) -> None:
+    for deployment in _kind(documents, "Deployment"):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/livez")):
+                assert container[probe]["httpGet"] == {"path": path, "port": "http"}
+            assert container["ports"] == [
+                {"name": "http", "containerPort": 8080, "protocol": "TCP"}
+            ]
+    for spec in _pod_specs(documents):
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True
+        assert pod["runAsUser"] > 0
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert {v["name"]: v for v in spec["volumes"]}["tmp"]["emptyDir"]
+        for container in spec["containers"]:
+            assert container["resources"]["limits"]["memory"]
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["capabilities"] == {"drop": ["ALL"]}
+            assert "privileged" not in context
+            mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+            assert mounts["/tmp"]["name"] == "tmp"  # the only writable place
+
+
+def test_secrets_are_referenced_never_inlined(documents: list[dict[str, Any]]) -> None:
+    assert not _kind(documents, "Secret")
+    for spec in _pod_specs(documents):
+        for container in spec["containers"]:
+            for item in container.get("env", []):
+                if any(word in item["name"] for word in CREDENTIAL_WORDS):
+                    assert "value" not in item, f"{item['name']} is inlined"
+                    assert "secretKeyRef" in item["valueFrom"]
+    for config_map in _kind(documents, "ConfigMap"):
+        text = json.dumps(config_map["data"]).lower()
+        assert "password" not in text
+        assert "token" not in text
+
+
+def test_only_agents_that_call_the_api_get_a_token(documents: list[dict[str, Any]]) -> None:
+    for account in _kind(documents, "ServiceAccount"):
+        assert account["automountServiceAccountToken"] is False
+    for deployment in _kind(documents, "Deployment"):
+        agent = deployment["metadata"]["labels"]["scanflow.io/agent"]
+        mounted = deployment["spec"]["template"]["spec"]["automountServiceAccountToken"]
+        assert mounted is (agent == "planner"), agent
+    for pod in _kind(documents, "Pod"):
+        assert pod["spec"]["automountServiceAccountToken"] is False
+
+
+def test_singletons_recreate_and_replicated_agents_have_a_budget(
+    documents: list[dict[str, Any]],
+) -> None:
+    budgets = {p["metadata"]["name"]: p for p in _kind(documents, "PodDisruptionBudget")}
+    for deployment in _kind(documents, "Deployment"):
+        name, spec = deployment["metadata"]["name"], deployment["spec"]
+        if spec["replicas"] == 1:
+            assert spec["strategy"] == {"type": "Recreate"}
+            assert name not in budgets
+        else:
+            assert spec["strategy"]["type"] == "RollingUpdate"
+            assert budgets[name]["spec"]["selector"] == spec["selector"]
+            assert budgets[name]["spec"]["maxUnavailable"] == 1
+    assert set(budgets) <= {d["metadata"]["name"] for d in _kind(documents, "Deployment")}
+
+
+def test_the_settings_file_is_what_the_agents_read(
+    documents: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    (config_map,) = [c for c in _kind(documents, "ConfigMap") if "settings.yaml" in c["data"]]
+    path = tmp_path / "settings.yaml"
+    path.write_text(config_map["data"]["settings.yaml"])
+    settings = Settings.load(str(path))
+    assert settings.http.port == 8080
+    for deployment in _kind(documents, "Deployment"):
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        command = container["command"]
+        assert command[:4] == ["scanflow", "--settings", SETTINGS_FILE, "run"]
+        reference, name = command[4], command[command.index("--name") + 1]
+        assert name == deployment["metadata"]["labels"]["scanflow.io/agent"]
+        assert name in settings.agents
+        if reference.startswith("scanflow_agents."):
+            (klass,) = load_agent_classes(reference)  # a built-in: it must resolve here
+            assert klass.name == name
+
+
+def test_pods_roll_when_settings_change(render: Render) -> None:
+    def checksums(*options: str) -> dict[str, str]:
+        return {
+            d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"][
+                "checksum/settings"
+            ]
+            for d in _kind(render(None, *options), "Deployment")
+        }
+
+    before = checksums()
+    after = checksums("--set", "agents.checker.config.alpha=0.05")
+    assert before.keys() == after.keys()
+    assert all(before[name] != after[name] for name in before)
+    assert checksums() == before  # rendering is deterministic
+
+
+def test_a_user_agents_image_and_config(render: Render) -> None:
+    documents = render(VALUE_SETS["user-agent"])
+    deployments = {d["metadata"]["name"]: d for d in _kind(documents, "Deployment")}
+    assert sorted(deployments) == [
+        "rel-scanflow-agents-fraud-watch",
+        "rel-scanflow-agents-planner",
+        "rel-scanflow-agents-spend-guard",
+    ]
+    (container,) = deployments["rel-scanflow-agents-fraud-watch"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert container["image"] == "registry.example.com/ml/fraud-agents:1.4.2"
+    assert "fraud.agents:FraudWatch" in container["command"]
+    # Code from a ConfigMap: mounted read-only and importable.
+    guard = deployments["rel-scanflow-agents-spend-guard"]["spec"]["template"]["spec"]
+    assert {"name": "code", "configMap": {"name": "spend-guard-code"}} in guard["volumes"]
+    (guard_container,) = guard["containers"]
+    assert {"name": "PYTHONPATH", "value": "/opt/scanflow/code"} in guard_container["env"]
+    assert {"name": "code", "mountPath": "/opt/scanflow/code", "readOnly": True} in guard_container[
+        "volumeMounts"
+    ]
+    planner = deployments["rel-scanflow-agents-planner"]
+    (planner_container,) = planner["spec"]["template"]["spec"]["containers"]
+    assert planner_container["image"] == "registry.example.com/ml/scanflow-agents:0.1.0"
+
+
+@pytest.mark.parametrize(
+    ("option", "complaint"),
+    [
+        ("agents.tracker.reference=scanflow_agents.builtin.tracker", "reference"),
+        ("agents.tracker.replicas=0", "replicas"),
+        ("agents.Bad_Name.enabled=true", "Bad_Name"),
+        ("nats.url=http://nats:4222", "url"),
+        ("nats.password=hunter2", "password"),
+        ("settings.nats.password=hunter2", "settings"),
+        ("securityContext.readOnlyRootFilesystem=false", "readOnlyRootFilesystem"),
+        ("agentDefaults.resources.limits.memory=null", "memory"),
+        ("natsAuthorization.enabled=true", "existingSecret"),
+    ],
+)
+def test_the_schema_refuses_bad_values(helm: str, option: str, complaint: str) -> None:
+    done = run_helm(helm, "template", "rel", str(CHART), "--set", option)
+    assert done.returncode != 0, f"{option} was accepted"
+    assert "values don't meet the specifications of the schema" in done.stderr
+    assert complaint in done.stderr, done.stderr
+
+
+def test_notes_name_the_enabled_agents_and_how_to_check_them(helm: str) -> None:
+    values = VALUE_SETS["user-agent"]
+    args = ("install", "rel", str(CHART), "--dry-run=client", "-f", str(values))
+    done = run_helm(helm, *args)
+    assert done.returncode == 0, done.stderr
+    notes = done.stdout.split("NOTES:", 1)[1]
+    assert "- fraud-watch: fraud.agents:FraudWatch" in notes
+    assert "- spend-guard: spend_guard:SpendGuard" in notes
+    assert "tracker" not in notes  # disabled
+    assert "helm test rel" in notes
+    assert "exec deploy/rel-scanflow-agents-fraud-watch" in notes
+    assert "  - ml-fraud\n  - ml-vision\n" in notes
+
+
+def test_each_agent_its_own_nats_user_under_authorization(render: Render) -> None:
+    documents = render(VALUE_SETS["user-agent"])
+    users = [
+        (d["metadata"]["labels"]["scanflow.io/agent"], d["spec"]["template"]["spec"])
+        for d in _kind(documents, "Deployment")
+    ]
+    users += [("console", pod["spec"]) for pod in _kind(documents, "Pod")]  # the test pod
+    assert len(users) == 4
+    for user, spec in users:
+        (container,) = spec["containers"]
+        env = {item["name"]: item for item in container["env"]}
+        assert env["SCANFLOW_NATS__USER"] == {"name": "SCANFLOW_NATS__USER", "value": user}
+        assert env["SCANFLOW_NATS__PASSWORD"]["valueFrom"] == {
+            "secretKeyRef": {"name": "scanflow-nats-users", "key": user}
+        }
+        assert env["SCANFLOW_NATS__INBOX_PREFIX"]["value"] == f"_INBOX.{user}"
