@@ -143,6 +143,7 @@ def serving_template(
         workflow=workflow,
         node=node.name,
         replica="$(POD_NAME)",  # expanded by the kubelet
+        latency_p95_ms=node.latency_p95_ms,
     )
     # Probes answer from memory, but a loaded pod's event loop may be busy
     # predicting: a 1 s timeout would restart healthy pods under load.
