@@ -15,6 +15,14 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The demo needs only what it runs (the `demo` extra), not the development tools.
+$(VENV)/.demo-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[demo]"
+	$(PY) -m pip check
+	touch $@
+
 test: install
 	$(PY) -m pytest
 
@@ -23,7 +31,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-demo: install
+demo: $(VENV)/.demo-installed
 	$(VENV)/bin/scanflow demo
 
 quickstart: install

@@ -29,6 +29,7 @@ FOLDERS = {
     "runtime": "scanflow_agents.runtime",
     "agents": "scanflow_agents.builtin",
     "examples/digits": "scanflow_agents.runtime.demo.digits",
+    "examples/wine": "scanflow_agents.runtime.demo.wine",
 }
 ADAPTERS = (
     "scanflow_agents.transports",

@@ -1,14 +1,16 @@
 """The checker's section of the settings tree: ``settings.agents["checker"]``.
 
 Every field maps to an environment variable under ``SCANFLOW_AGENTS__CHECKER__``,
-e.g. ``SCANFLOW_AGENTS__CHECKER__ALPHA=0.01``, or for the objectives of one workflow
-``SCANFLOW_AGENTS__CHECKER__SLO='{"serve": {"latency_p95_ms": 50, "error_rate": 0.01}}'``,
-and to ``settings.agents.checker`` in a settings file or the Helm values.
+e.g. ``SCANFLOW_AGENTS__CHECKER__ALPHA=0.01``, or to override the objectives of one
+workflow ``SCANFLOW_AGENTS__CHECKER__SLO='{"serve": {"latency_p95_ms": 50}}'``,
+and to ``settings.agents.checker`` in a settings file or the Helm values. A
+service's own objective is its ``latency_p95_ms`` in the application.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -17,7 +19,7 @@ from scanflow_agents.settings import Settings
 
 
 class Objectives(BaseModel):
-    """The service-level objectives of one online workflow; unset ones take the defaults."""
+    """Objectives of one online workflow that override the service's own; unset ones don't."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -72,16 +74,27 @@ class CheckerSettings(BaseModel):
     )
     # Service-level objectives.
     slo: dict[str, Objectives] = Field(
-        default_factory=dict, description="Objectives per workflow name."
+        default_factory=dict,
+        description=(
+            "Objectives per workflow name that override the service's own (its "
+            "latency_p95_ms in the application, which its replicas report)."
+        ),
     )
     default_latency_p95_ms: float = Field(
-        100.0, gt=0, description="p95 latency objective of workflows not in 'slo'."
+        100.0,
+        gt=0,
+        description="p95 latency objective of services that declare none and are not in 'slo'.",
     )
     default_error_rate: float = Field(
         0.01, ge=0, le=1, description="Error-rate objective of workflows not in 'slo'."
     )
     slo_min_requests: int = Field(
-        1, ge=1, description="Requests a window needs before it can breach an objective."
+        50,
+        ge=1,
+        description=(
+            "Requests a window needs before it can breach an objective: the p95 of a "
+            "handful of requests is no evidence, and a breach makes a scale-out."
+        ),
     )
 
     @field_validator("slo", mode="before")
@@ -90,11 +103,29 @@ class CheckerSettings(BaseModel):
         # The environment gives text: a JSON object.
         return json.loads(value) if isinstance(value, str) else value
 
-    def objectives(self, workflow: str) -> tuple[float, float]:
-        """The p95 latency (ms) and error-rate objectives of ``workflow``."""
-        own = self.slo.get(workflow) or Objectives()
-        latency = own.latency_p95_ms or self.default_latency_p95_ms
-        errors = own.error_rate if own.error_rate is not None else self.default_error_rate
+    def objectives(
+        self, workflow: str, declared: Mapping[str, Any] | None = None
+    ) -> tuple[float, float]:
+        """The p95 latency (ms) and error-rate objectives of ``workflow``.
+
+        Args:
+            workflow: The online workflow.
+            declared: The service's own objectives (``latency_p95_ms``, ``error_rate``,
+                from its definition in the application, as its replicas report them).
+
+        Returns:
+            For each objective, the first set of: this section's ``slo.<workflow>``,
+            the service's own, the default.
+        """
+        override = self.slo.get(workflow) or Objectives()
+        own = Objectives.model_validate(
+            {k: v for k, v in (declared or {}).items() if k in Objectives.model_fields}
+        )
+        latency = override.latency_p95_ms or own.latency_p95_ms or self.default_latency_p95_ms
+        errors = next(
+            (v for v in (override.error_rate, own.error_rate) if v is not None),
+            self.default_error_rate,
+        )
         return latency, errors
 
     @classmethod

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from scanflow_agents.builtin.improver.approvals import Approvals, PendingPlan
+from scanflow_agents.builtin.improver.retrainings import Gathering, Retrainings, Running, State
 from scanflow_agents.builtin.improver.scaling import Autoscaler
-from scanflow_agents.builtin.improver.settings import ImproverSettings, Supervised
+from scanflow_agents.builtin.improver.settings import ImproverSettings, PlanKind, Supervised
 
 from scanflow_agents import (
     Agent,
+    CallError,
     Decision,
     Event,
     NotFound,
@@ -30,8 +33,28 @@ from scanflow_agents import (
     sensor,
 )
 from scanflow_agents.messages import new_id
+from scanflow_agents.training import MODEL_VERSION_TAG, RUN_ID_TAG
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Probation:
+    """A promoted version on probation: judged on its first labelled windows."""
+
+    model_uri: str
+    expected: float | None
+    previous_accuracy: float | None
+    previous: str | None
+    accuracies: list[float] = field(default_factory=list)
+
+    def evidence(self) -> dict[str, Any]:
+        return {
+            "model_uri": self.model_uri,
+            "expected": self.expected,
+            "previous_accuracy": self.previous_accuracy,
+            "previous": self.previous,
+        }
 
 
 class Improver(Agent):
@@ -41,90 +64,130 @@ class Improver(Agent):
         self.config = ImproverSettings.of(self.settings, self.name)
         self.approvals = Approvals(self.config.approval_timeout)
         self.scalers = {wf: Autoscaler(self.config.scaling) for wf in self.config.workflows}
-        self.retraining: dict[str, dict[str, Any]] = {}  # workflow -> run in flight
-        self.runs: dict[str, str] = {}  # planner run id -> workflow
-        self.ended: deque[str] = deque(maxlen=100)  # runs judged (maybe before `run` answered)
-        self.last_retrain_end: dict[str, float] = {}
-        self.watching: dict[str, dict[str, Any]] = {}  # workflow -> promoted version on probation
+        self.retrainings = Retrainings(self.config.retrain_timeout)
+        self.watching: dict[str, Probation] = {}
+        self.warned: set[str] = set()  # unmanaged workflows already logged
 
     def _supervised(self, workflow: str) -> Supervised | None:
         return self.config.workflows.get(workflow)
+
+    def _ignored(self, event: Event, workflow: str) -> Decision:
+        """The decision on a finding about a workflow this improver does not manage."""
+        managed = sorted(self.config.workflows)
+        if workflow not in self.warned:
+            self.warned.add(workflow)  # once per workflow: findings come every window
+            logger.warning(
+                "improver: findings about workflow %r are ignored: it is not in "
+                "settings.agents.improver.workflows (managed: %s)",
+                workflow,
+                ", ".join(managed) or "none",
+            )
+        return Decision(
+            action="ignored",
+            reason=(
+                f"{event.topic}: workflow {workflow!r} is not managed by the improver "
+                f"(managed: {', '.join(managed) or 'none'}); add it under "
+                "settings.agents.improver.workflows"
+            ),
+            evidence={"finding": event.topic, "finding_id": event.id, "workflow": workflow,
+                      "managed": managed},
+        )  # fmt: skip
 
     # -- drift → retraining --------------------------------------------------------------
 
     @rule(on=("finding.drift.*", "finding.performance.*"), timeout=120)
     async def retrain_on_drift(self, event: Event) -> Decision | None:
-        finding = event.payload
+        finding = event.payload if isinstance(event.payload, dict) else {}
         workflow = str(finding.get("workflow") or event.topic.rsplit(".", 1)[-1])
         supervised = self._supervised(workflow)
         if supervised is None:
-            return None
-        if workflow in self.retraining:
-            logger.info("a retraining of %r is already running; finding noted", workflow)
-            return None
-        quiet_until = self.last_retrain_end.get(workflow, -1e18) + self.config.retrain_cooldown
-        if time.monotonic() < quiet_until:
-            logger.info(
-                "retraining of %r cools down for %.0f s more",
-                workflow,
-                quiet_until - time.monotonic(),
-            )
-            return None
+            return self._ignored(event, workflow)
         kind = event.topic.split(".")[1]
+        evidence = {"finding": event.topic, "finding_id": event.id, "summary": _summary(finding)}
+        state = self.retrainings.state(workflow)
+        if state is not None:
+            # Not dropped: the finding is kept on the state and recorded here.
+            state.noted.append(event.id)
+            return Decision(
+                action="retrain-noted",
+                reason=f"{_kind(kind)} on {workflow}: {_busy(state)}; finding noted",
+                evidence={**evidence, "retraining": self.retrainings.describe()[workflow]},
+            )
+        cooling = self.retrainings.cooling(workflow, self.config.retrain_cooldown)
+        if cooling > 0:
+            return Decision(
+                action="retrain-cooling",
+                reason=(
+                    f"{_kind(kind)} on {workflow}: the last retraining ended less than "
+                    f"{self.config.retrain_cooldown:g} s ago ({cooling:.0f} s to go); not retrained"
+                ),
+                evidence=evidence,
+            )
         # Train on what came after the change, not on a mix with the old distribution.
         since = (finding.get("window") or {}).get("start")
-        evidence = {"finding": event.topic, "finding_id": event.id, "summary": _summary(finding)}
-        self.retraining[workflow] = {"state": "gathering", "finding": event.id}
+        gathering = self.retrainings.gather(
+            workflow, finding=event.id, kind=kind, since=since, evidence=evidence,
+            wait=self.config.max_data_wait,
+        )  # fmt: skip
         have = await self._labelled(workflow, supervised, since)
-        if since is not None and have < self.config.min_dataset_rows:
-            self.retraining[workflow].update(
-                since=since, deadline=time.monotonic() + self.config.max_data_wait, kind=kind,
-                evidence=evidence,
-            )  # fmt: skip
+        if since is not None and (have is None or have < self.config.min_dataset_rows):
+            counted = "an unknown number of" if have is None else str(have)
             return Decision(
                 action="gather-data",
                 reason=(
-                    f"{_kind(kind)} on {workflow}: {have} labelled row(s) since it began, "
+                    f"{_kind(kind)} on {workflow}: {counted} labelled row(s) since it began, "
                     f"waiting for {self.config.min_dataset_rows} (at most "
                     f"{self.config.max_data_wait:g} s) before retraining"
                 ),
                 evidence={**evidence, "rows": have, "needed": self.config.min_dataset_rows},
             )
-        return await self._retrain(workflow, supervised, kind, since, evidence, have)
+        gathering.ready = True
+        return await self._retrain(workflow, supervised, gathering, have)
 
     async def _retrain(
-        self, workflow: str, supervised: Supervised, kind: str, since: float | None,
-        evidence: dict[str, Any], rows: int,
-    ) -> Decision:  # fmt: skip
+        self, workflow: str, supervised: Supervised, gathering: Gathering, rows: int | None
+    ) -> Decision:
         train = supervised.train_workflow
-        reason = f"{_kind(kind)} on {workflow}: retrain {train} on {rows} recent labelled row(s)"
+        counted = "the" if rows is None else str(rows)
+        reason = (
+            f"{_kind(gathering.kind)} on {workflow}: retrain {train} on {counted} recent "
+            "labelled row(s)"
+        )
 
         async def execute() -> dict[str, Any]:
-            return await self._start_retraining(workflow, supervised, since)
+            return await self._start_retraining(workflow, supervised, gathering.since)
 
-        return await self._plan("retrain", workflow, reason, {**evidence, "rows": rows}, execute)
+        evidence = {**gathering.evidence, "rows": rows, "noted": gathering.noted}
+        return await self._plan("retrain", workflow, reason, evidence, execute)
 
-    async def _labelled(self, workflow: str, supervised: Supervised, since: float | None) -> int:
+    async def _labelled(
+        self, workflow: str, supervised: Supervised, since: float | None
+    ) -> int | None:
+        """Labelled rows since ``since``, or ``None`` when the tracker cannot tell now."""
+        ask = {"workflow": workflow, "node": supervised.node, "since": since}
         try:
-            count: int = await self.call(
-                "tracker", "labelled", workflow=workflow, node=supervised.node, since=since
-            )
-        except Exception as exc:  # an older tracker without the count: do not wait
-            logger.warning("cannot count the labelled rows of %r: %s", workflow, exc)
+            count = await self.call("tracker", "labelled", ask)
+        except NotFound as exc:
+            # A tracker without the count: waiting could only ever end at the deadline.
+            logger.warning("improver: the tracker cannot count rows (%s); not waiting", exc)
             return self.config.min_dataset_rows
-        return count
+        except CallError as exc:
+            # An outage is not "enough rows": keep gathering until the count comes or
+            # the wait is over.
+            logger.warning("improver: cannot count the labelled rows of %r now: %s", workflow, exc)
+            return None
+        return int(count)
 
     @sensor(every=2.0)
     async def gathered(self) -> list[dict[str, Any]] | None:
         """Retrainings waiting for data whose rows are there (or whose wait is over)."""
         ready = []
-        for workflow, plan in self.retraining.items():
-            if plan.get("state") != "gathering" or "since" not in plan:
-                continue
+        for workflow, state in self.retrainings.gathering():
             supervised = self.config.workflows[workflow]
-            rows = await self._labelled(workflow, supervised, plan["since"])
-            if rows >= self.config.min_dataset_rows or time.monotonic() >= plan["deadline"]:
-                plan["state"] = "ready"
+            rows = await self._labelled(workflow, supervised, state.since)
+            enough = rows is not None and rows >= self.config.min_dataset_rows
+            if enough or self.retrainings.overdue(state):
+                state.ready = True
                 ready.append({"workflow": workflow, "rows": rows})
         return ready or None
 
@@ -133,21 +196,35 @@ class Improver(Agent):
         decisions = []
         for item in observation.value:
             workflow = item["workflow"]
-            plan = self.retraining.get(workflow)
-            if plan is None or plan.get("state") != "ready":
+            state = self.retrainings.state(workflow)
+            if not isinstance(state, Gathering) or not state.ready:
                 continue
             supervised = self.config.workflows[workflow]
-            decisions.append(
-                await self._retrain(
-                    workflow,
-                    supervised,
-                    plan["kind"],
-                    plan["since"],
-                    plan["evidence"],
-                    item["rows"],
-                )
-            )
+            decisions.append(await self._retrain(workflow, supervised, state, item["rows"]))
         return decisions[0] if decisions else None
+
+    @sensor(every=5.0)
+    async def overdue(self) -> list[dict[str, Any]] | None:
+        """Retraining runs past their deadline (``retrain_timeout``): forgotten, workflow idle."""
+        out = [
+            {"workflow": workflow, "run_id": state.run_id, "noted": state.noted,
+             "running_s": round(self.retrainings.clock() - state.started, 1)}
+            for workflow, state in self.retrainings.timed_out()
+        ]  # fmt: skip
+        return out or None
+
+    @rule("overdue")
+    async def retrain_timed_out(self, observation: Observation) -> Decision | None:
+        items = list(observation.value)
+        workflows = ", ".join(f"{i['workflow']} (run {i['run_id']})" for i in items)
+        return Decision(
+            action="retrain-timed-out",
+            reason=(
+                f"no end of the retraining of {workflows} after "
+                f"{self.config.retrain_timeout:g} s; a new finding may start another"
+            ),
+            evidence={"retrainings": items},
+        )
 
     async def _dataset(
         self, workflow: str, supervised: Supervised, since: float | None
@@ -156,7 +233,8 @@ class Improver(Agent):
         ask = {"workflow": workflow, "node": supervised.node, "limit": self.config.dataset_rows}
         if since is not None:
             try:
-                found: dict[str, Any] = await self.call("tracker", "dataset", ask, since=since)
+                recent = {**ask, "since": since}
+                found: dict[str, Any] = await self.call("tracker", "dataset", recent)
                 if int(found.get("rows", 0)) >= self.config.min_dataset_rows:
                     return found
             except NotFound:
@@ -167,51 +245,56 @@ class Improver(Agent):
     async def _start_retraining(
         self, workflow: str, supervised: Supervised, since: float | None = None
     ) -> dict[str, Any]:
+        self.retrainings.start(workflow)
         try:
             dataset = await self._dataset(workflow, supervised, since)
-            run_id = await self.call(
-                "planner", "run", workflow=supervised.train_workflow,
-                parameters={
-                    supervised.train_node: {**supervised.train_parameters, "recent": dataset["uri"]}
-                },
+            parameters = {
+                supervised.train_node: {**supervised.train_parameters, "recent": dataset["uri"]}
+            }
+            run_id = str(
+                await self.call(
+                    "planner", "run",
+                    {"workflow": supervised.train_workflow, "parameters": parameters},
+                )
             )  # fmt: skip
         except Exception:
-            self.retraining.pop(workflow, None)
+            self.retrainings.drop(workflow)
             raise
-        if run_id in self.ended:
+        if not self.retrainings.started(workflow, run_id, dataset):
             return {"run_id": run_id, "dataset": dataset, "ended": True}  # judged already
-        self.retraining[workflow] = {"state": "running", "run_id": run_id, "dataset": dataset}
-        self.runs[run_id] = workflow
         return {"run_id": run_id, "dataset": dataset}
 
     @rule(on="run.*.*", timeout=1200)
     async def judge_candidate(self, event: Event) -> Decision | None:
         status = event.payload if isinstance(event.payload, dict) else {}
-        workflow = self._retraining_of(status)
+        run_id = str(status.get("run_id"))
+        workflow = self.retrainings.of_run(
+            run_id,
+            lambda wf: self.config.workflows[wf].train_workflow == status.get("workflow"),
+        )
         if workflow is None:
             return None  # not a retraining of ours
-        self.ended.append(str(status.get("run_id")))
         supervised = self.config.workflows[workflow]
-        self.retraining.pop(workflow, None)
-        self.last_retrain_end[workflow] = time.monotonic()
+        ended = self.retrainings.end(workflow, run_id)
+        noted = ended.noted if ended is not None else []
         if status.get("state") != "succeeded":
             return Decision(
                 action="retrain-failed",
-                reason=(
-                    f"retraining run {status.get('run_id')} {status.get('state')}: "
-                    f"{status.get('message')}"
-                ),
-                evidence={"run": status.get("run_id"), "failed_node": status.get("failed_node")},
+                reason=f"retraining run {run_id} {status.get('state')}: {status.get('message')}",
+                evidence={"run": run_id, "failed_node": status.get("failed_node"), "noted": noted},
             )
-        candidate = await self._candidate(supervised, str(status["run_id"]))
+        candidate = await self._candidate(supervised, run_id)
         if candidate is None:
             return Decision(
                 action="reject-candidate",
-                reason=f"no registered model found for run {status['run_id']}",
-                evidence={"run": status["run_id"]},
+                reason=(
+                    f"no registered model found for run {run_id}: the training step must "
+                    "register its model with scanflow_agents.training.register_candidate"
+                ),
+                evidence={"run": run_id, "noted": noted},
             )
         new, old = candidate["recent_accuracy"], candidate["production_recent_accuracy"]
-        evidence = {"run": status["run_id"], "margin": self.config.margin, **candidate}
+        evidence = {"run": run_id, "margin": self.config.margin, "noted": noted, **candidate}
         if new is None or (old is not None and new < old + self.config.margin):
             return Decision(
                 action="reject-candidate",
@@ -231,34 +314,17 @@ class Improver(Agent):
 
         return await self._plan("promote", workflow, reason, evidence, execute)
 
-    def _retraining_of(self, status: dict[str, Any]) -> str | None:
-        """The supervised workflow whose retraining this run is, if it is one of ours.
-
-        By run id when the planner's answer has come; otherwise by training
-        workflow (a fast run can end before ``run`` returns its id): at most one
-        retraining per supervised workflow is in flight, so that is unambiguous.
-        """
-        run_id = str(status.get("run_id"))
-        if run_id in self.runs:
-            return self.runs.pop(run_id)
-        for workflow, plan in self.retraining.items():
-            supervised = self.config.workflows[workflow]
-            if plan.get("run_id") is None and supervised.train_workflow == status.get("workflow"):
-                plan["run_id"] = run_id  # so the answer of `run`, when it comes, is not kept
-                return workflow
-        return None
-
     async def _candidate(self, supervised: Supervised, run_id: str) -> dict[str, Any] | None:
         client = self.knowledge
         experiment = await client.experiment_id(supervised.experiment)
         if experiment is None:
             return None
         runs, _ = await client.search_runs(
-            [experiment], f"tags.`scanflow.run_id` = '{run_id}'", max_results=10,
+            [experiment], f"tags.`{RUN_ID_TAG}` = '{run_id}'", max_results=10,
             operation=f"finding the training run of {run_id}",
         )  # fmt: skip
         for run in runs:
-            version = run.data.tags.get("scanflow.model_version")
+            version = run.data.tags.get(MODEL_VERSION_TAG)
             if version:
                 metrics = run.data.metrics
                 return {
@@ -275,65 +341,68 @@ class Improver(Agent):
         self, workflow: str, supervised: Supervised, candidate: dict[str, Any]
     ) -> dict[str, Any]:
         promoted = await self.call(
-            "planner", "promote", model=supervised.model, version=candidate["version"]
+            "planner", "promote", {"model": supervised.model, "version": candidate["version"]}
         )
         model_uri = f"models:/{supervised.model}/{candidate['version']}"
         redeployed = await self.call(
-            "planner", "redeploy", workflow=workflow, node=supervised.node, model_uri=model_uri,
+            "planner", "redeploy",
+            {"workflow": workflow, "node": supervised.node, "model_uri": model_uri},
             timeout=900,
         )  # fmt: skip
-        self.watching[workflow] = {
-            "model_uri": model_uri,
-            "expected": candidate["recent_accuracy"],
-            "previous_accuracy": candidate["production_recent_accuracy"],
-            "previous": promoted.get("previous"),
-            "accuracies": [],
-        }
+        previous = promoted.get("previous")
+        self.watching[workflow] = Probation(
+            model_uri=model_uri,
+            expected=candidate["recent_accuracy"],
+            previous_accuracy=candidate["production_recent_accuracy"],
+            previous=None if previous is None else str(previous),
+        )
         return {"promoted": promoted, "redeployed": redeployed}
 
     # -- probation → rollback ------------------------------------------------------------
 
     @rule(on="observation.tracker.serving", timeout=1200)
     async def probation(self, event: Event) -> Decision | None:
-        window = (event.payload or {}).get("value") or {}
+        payload = event.payload if isinstance(event.payload, dict) else {}
+        window = payload.get("value") or {}
         workflow = str(window.get("workflow"))
         watch = self.watching.get(workflow)
-        if watch is None or window.get("model_uris") != [watch["model_uri"]]:
+        if watch is None or window.get("model_uris") != [watch.model_uri]:
             return None
         labels = window.get("labels") or {}
         if int(labels.get("matched") or 0) < self.config.rollback_min_labels:
             return None
-        watch["accuracies"].append(float(window["accuracy"]))
-        if len(watch["accuracies"]) < self.config.rollback_windows:
+        watch.accuracies.append(float(window["accuracy"]))
+        if len(watch.accuracies) < self.config.rollback_windows:
             return None
         del self.watching[workflow]
-        seen = sum(watch["accuracies"]) / len(watch["accuracies"])
+        seen = sum(watch.accuracies) / len(watch.accuracies)
         # Underperforming means doing worse than the version it replaced did on the
         # same recent data; without that figure, worse than its own evaluation allows.
-        if watch["previous_accuracy"] is not None:
-            floor = float(watch["previous_accuracy"])
+        if watch.previous_accuracy is not None:
+            floor = float(watch.previous_accuracy)
         else:
-            floor = float(watch["expected"] or 0) - self.config.rollback_margin
-        evidence = {**{k: v for k, v in watch.items() if k != "accuracies"}, "accuracy": seen,
-                    "windows": len(watch["accuracies"]), "floor": floor}  # fmt: skip
-        if seen >= floor or not watch["previous"]:
+            floor = float(watch.expected or 0) - self.config.rollback_margin
+        evidence = {**watch.evidence(), "accuracy": seen, "windows": len(watch.accuracies),
+                    "floor": floor}  # fmt: skip
+        if seen >= floor or not watch.previous:
             return Decision(
                 action="confirm-promotion",
-                reason=f"{watch['model_uri']} serves at {_pct(seen)}, above {_pct(floor)}",
+                reason=f"{watch.model_uri} serves at {_pct(seen)}, above {_pct(floor)}",
                 evidence=evidence,
             )
         supervised = self.config.workflows[workflow]
-        previous = str(watch["previous"])
+        previous = watch.previous
         reason = (
-            f"{watch['model_uri']} serves at {_pct(seen)}, below {_pct(floor)}: "
+            f"{watch.model_uri} serves at {_pct(seen)}, below {_pct(floor)}: "
             f"roll back to version {previous}"
         )
 
-        async def execute() -> dict[str, Any]:
-            await self.call("planner", "promote", model=supervised.model, version=previous)
+        async def execute() -> Any:
+            await self.call("planner", "promote", {"model": supervised.model, "version": previous})
             uri = f"models:/{supervised.model}/{previous}"
             redeployed: dict[str, Any] = await self.call(
-                "planner", "redeploy", workflow=workflow, node=supervised.node, model_uri=uri,
+                "planner", "redeploy",
+                {"workflow": workflow, "node": supervised.node, "model_uri": uri},
                 timeout=900,
             )  # fmt: skip
             return redeployed
@@ -344,12 +413,13 @@ class Improver(Agent):
 
     @rule(on="finding.slo.*", timeout=600)
     async def scale(self, event: Event) -> Decision | None:
-        finding = event.payload or {}
+        finding = event.payload if isinstance(event.payload, dict) else {}
         workflow = str(finding.get("workflow"))
         scaler = self.scalers.get(workflow)
         supervised = self._supervised(workflow)
         if scaler is None or supervised is None:
-            return None
+            # An all-clear needs nothing done; only a breach deserves the record.
+            return self._ignored(event, workflow) if finding.get("breached") else None
         plan = scaler.plan(finding)
         if plan is None:
             return None
@@ -360,8 +430,10 @@ class Improver(Agent):
 
         async def execute() -> Any:
             result = await self.call(
-                "planner", "scale", workflow=workflow, node=node, replicas=plan.target, timeout=300
-            )
+                "planner", "scale",
+                {"workflow": workflow, "node": node, "replicas": plan.target},
+                timeout=300,
+            )  # fmt: skip
             scaler.changed_at = time.time()  # windows from now on see the new replicas
             return result
 
@@ -370,8 +442,8 @@ class Improver(Agent):
     # -- plans and approvals -------------------------------------------------------------
 
     async def _plan(
-        self, kind: str, workflow: str, reason: str, evidence: dict[str, Any],
-        execute: Any, *, action: str | None = None,
+        self, kind: PlanKind, workflow: str, reason: str, evidence: dict[str, Any],
+        execute: Callable[[], Awaitable[Any]], *, action: str | None = None,
     ) -> Decision:  # fmt: skip
         """Carry a plan out now, or hold it for approval; the decision records which."""
         action = action or kind
@@ -387,7 +459,7 @@ class Improver(Agent):
             outcome = await execute()
         except Exception as exc:
             if kind == "retrain":
-                self.retraining.pop(workflow, None)
+                self.retrainings.drop(workflow)
             return Decision(
                 action=f"{action}-failed", reason=f"{reason}; failed: {exc}", evidence=evidence
             )
@@ -421,13 +493,18 @@ class Improver(Agent):
         """
         pending = self.approvals.take(plan)
         if pending.kind == "retrain":
-            self.retraining.pop(pending.workflow, None)
+            self.retrainings.drop(pending.workflow)
         return {"plan": plan, "kind": pending.kind, "approved": False, "reason": reason}
 
     @actuator()
     async def plans(self) -> list[dict[str, Any]]:
         """The plans waiting for approval."""
         return self.approvals.listing()
+
+    @actuator()
+    async def retraining(self) -> dict[str, dict[str, Any]]:
+        """The workflows with a retraining in progress: state, deadline, findings noted."""
+        return self.retrainings.describe()
 
     @sensor(every=1.0, publish=False)
     async def approval_timeouts(self) -> None:
@@ -439,11 +516,18 @@ class Improver(Agent):
             else:
                 logger.warning("plan %s (%s) rejected by timeout", pending.id, pending.summary)
                 if pending.kind == "retrain":
-                    self.retraining.pop(pending.workflow, None)
+                    self.retrainings.drop(pending.workflow)
 
 
 def _kind(kind: str) -> str:
     return {"drift": "input drift", "performance": "performance drift"}.get(kind, kind)
+
+
+def _busy(state: State) -> str:
+    if isinstance(state, Running):
+        run = state.run_id or "not started yet"
+        return f"a retraining is running (run {run})"
+    return "a retraining waits for labelled rows" if not state.ready else "a retraining is planned"
 
 
 def _pct(value: float | None) -> str:

@@ -10,6 +10,16 @@ ratio step per period as Kubernetes' HPA takes. Guards against flapping:
   after the last change: the headroom is the hysteresis band;
 - a breach at a count the estimate said was enough lowers the capacity
   estimate (the model was optimistic), so the next target is right;
+- the estimate comes back: a healthy window never leaves it below what each
+  replica just served within the objective, and after ``recover_windows``
+  healthy windows in a row it moves halfway back to the configured
+  ``capacity_rps``. One transient breach (a cold replica, a training run
+  sharing the CPUs) therefore cannot pin a service at a high count: the
+  estimate comes back, and scale-in follows. A breach that comes again once
+  the estimate has risen is real: each scale-out doubles the healthy windows
+  the next rise waits for (up to eight times ``recover_windows``, until the
+  estimate is back at the first guess), so a service whose replicas really
+  hold less than the first guess flaps ever more rarely;
 - a finding whose window started before the last change is stale (it
   measured the old replica count) and is ignored: findings come in bursts.
 """
@@ -44,6 +54,8 @@ class Autoscaler:
     last_scale_out: float = field(default=-math.inf)
     changed_at: float = field(default=-math.inf)  # wall clock, to compare with windows
     calm: int = 0
+    healthy: int = 0  # healthy windows in a row since the estimate was last lowered
+    lowered: int = 0  # breaches since the estimate was last back at its first guess
 
     def __post_init__(self) -> None:
         self.capacity = self.capacity or self.settings.capacity_rps
@@ -70,8 +82,10 @@ class Autoscaler:
             "objective_ms": finding.get("objective_ms"),
         }
         if breached:
-            self.calm = 0
+            self.calm = self.healthy = 0
             return self._out(rps, current, now, evidence)
+        self._recover(rps, current)
+        evidence["capacity_rps"] = round(self.capacity, 2)
         target = self.target(rps)
         self.calm = self.calm + 1 if target < current else 0
         if (
@@ -89,6 +103,23 @@ class Autoscaler:
             return Plan(target, current, reason, evidence)
         return None
 
+    def _recover(self, rps: float, current: int) -> None:
+        """Raise the estimate after a healthy window (see the module's docstring)."""
+        if not self.settings.learn:
+            return
+        first_guess = self.settings.capacity_rps
+        if current > 0:
+            # What each replica just served within the objective is sustainable.
+            self.capacity = max(self.capacity, min(first_guess, rps / current))
+        self.healthy += 1
+        # At most eight times as long: the estimate must still come back in minutes.
+        wait = self.settings.recover_windows * 2 ** min(3, max(0, self.lowered - 1))
+        if self.healthy >= wait and self.capacity < first_guess:
+            self.healthy = 0
+            self.capacity += (first_guess - self.capacity) / 2
+        if first_guess - self.capacity < 0.01 * first_guess:
+            self.capacity, self.lowered = first_guess, 0
+
     def _out(self, rps: float, current: int, now: float, evidence: dict[str, Any]) -> Plan | None:
         if now - self.last_scale_out < self.settings.scale_out_cooldown:
             return None  # the last scale-out has not taken effect yet
@@ -101,6 +132,10 @@ class Autoscaler:
         target = max(target, min(current + 1, self.settings.max_replicas))
         if target <= current:
             return None  # at the ceiling: nothing more to add
+        # Every scale-out makes the next rise of the estimate wait longer (reset once it
+        # is back at the first guess): a limit that is real stops flapping. Breaches of
+        # one episode (in the cooldown, or measured before the change) are not counted.
+        self.lowered += 1
         self.last_scale_out = self.last_change = now
         self.changed_at = time.time()
         reason = (

@@ -37,8 +37,8 @@ class Scaling(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(4, ge=1)
+    min_replicas: int = Field(1, ge=0, description="Fewest replicas a plan may leave.")
+    max_replicas: int = Field(4, ge=1, description="Most replicas a plan may ask for.")
     capacity_rps: float = Field(
         40.0, gt=0, description="Requests/s one replica serves within the objective (first guess)."
     )
@@ -55,7 +55,19 @@ class Scaling(BaseModel):
         description="Calm windows in a row (no breach, demand fits fewer) before scaling in.",
     )
     learn: bool = Field(
-        True, description="Lower the capacity estimate when a breach shows it was too optimistic."
+        True,
+        description=(
+            "Lower the capacity estimate when a breach shows it was too optimistic, and "
+            "raise it again after healthy windows (never above capacity_rps)."
+        ),
+    )
+    recover_windows: int = Field(
+        3,
+        ge=1,
+        description=(
+            "Healthy windows in a row after which a lowered capacity estimate moves "
+            "halfway back to capacity_rps."
+        ),
     )
 
 
@@ -80,6 +92,14 @@ class ImproverSettings(BaseModel):
     )
     max_data_wait: float = Field(
         60.0, ge=0, description="Seconds to wait for them; then train on what there is."
+    )
+    retrain_timeout: float = Field(
+        1800.0,
+        gt=0,
+        description=(
+            "Seconds a retraining run may take; past it the improver stops waiting "
+            "(a decision 'retrain-timed-out') and a new finding may start another."
+        ),
     )
     rollback_windows: int = Field(
         3, ge=1, description="Labelled windows after a promotion that judge it."

@@ -6,12 +6,13 @@ planner, which has the connection, gives them this one. Records live in the
 bucket ``KV_<bucket>`` (one key per run, ``run.<id>``) plus an index key
 listing the runs not yet reported, which is what a restarted planner reads.
 
-Only one planner writes at a time: the chart runs the planner with the
-``Recreate`` strategy (the old pod is gone before the new one starts), and
-once leader election lands only the leader runs actuators. Two planners
-that overlap briefly could each rewrite the index; a run dropped from it is
-still readable by id, and its end event is then sent by the planner that
-follows it.
+Only one planner writes at a time: the chart and the Kubernetes platform
+run the planner as one replica with the ``Recreate`` strategy (the old pod
+is gone before the new one starts), since the lease of leader election
+gates sensors and rules, not actuator calls or the following of runs. Two
+planners that overlapped anyway could each rewrite the index; a run dropped
+from it is still readable by id, and its end event is then sent by the
+planner that follows it.
 """
 
 from __future__ import annotations

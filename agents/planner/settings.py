@@ -31,6 +31,11 @@ class LocalOptions(BaseModel):
     )
     start_timeout: float = Field(60.0, gt=0, description="Seconds a replica may take to be ready.")
     stop_timeout: float = Field(10.0, gt=0, description="Seconds a process gets to stop.")
+    standby_replicas: int = Field(
+        0,
+        ge=0,
+        description="Replicas per service kept loaded outside the rotation for a fast scale-out.",
+    )
 
 
 class PlannerSettings(BaseModel):

@@ -11,6 +11,11 @@ Latency percentiles of a window are an approximation: the request-weighted mean
 of the replicas' own percentiles. The exact figure would need every latency (or
 a shared histogram); with replicas that see the same traffic the two agree
 closely, and a slow replica still pulls the figure up in proportion to its load.
+
+``probe_ms`` is the worst of the replicas' probes (the round trip a kept-alive
+client pays beyond the handler; see ``scanflow_agents.serving.probing``): a
+client stuck to the slow replica feels that one. ``objectives`` are the
+service's own, as its replicas were deployed with them.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class Window:
     columns: list[str] = field(default_factory=list)
     rows: list[list[float]] = field(default_factory=list)
     row_models: list[int] = field(default_factory=list)  # index into model_uris, per row
+    probe_ms: float | None = None
+    objectives: dict[str, Any] = field(default_factory=dict)
 
     @property
     def end(self) -> float:
@@ -70,6 +77,11 @@ class Window:
             if requests and isinstance(value, int | float) and math.isfinite(value):
                 self.latency[name][0] += value * requests
                 self.latency[name][1] += requests
+        probe = report.get("probe_ms")
+        if isinstance(probe, int | float) and math.isfinite(probe):
+            self.probe_ms = max(self.probe_ms or 0.0, float(probe))
+        if isinstance(report.get("objectives"), dict):
+            self.objectives = dict(report["objectives"])
         labels = report.get("labels") or {}
         matched, correct = int(labels.get("matched") or 0), int(labels.get("correct") or 0)
         self.received += int(labels.get("received") or 0)
@@ -116,6 +128,8 @@ class Window:
             "errors": self.errors,
             "error_rate": self.errors / self.requests if self.requests else 0.0,
             "latency_ms": latency,  # approximate: see the module's docstring
+            "probe_ms": self.probe_ms,
+            "objectives": dict(self.objectives),
             "labels": {"received": self.received, "matched": self.matched, "correct": self.correct},
             "accuracy": self.correct / self.matched if self.matched else None,
             "by_model": {uri: dict(counts) for uri, counts in self.by_model.items()},

@@ -7,10 +7,10 @@ under ``--registered-model``. The last line printed is JSON with the new
 version, for people and for scripts; in a run it is also written to
 ``$SCANFLOW_RUN_DIR/candidate.json`` for the evaluation step.
 
-MLflow is found through ``MLFLOW_TRACKING_URI``, which the platform sets; the
-platform's run id, workflow and node (``SCANFLOW_RUN_ID``, ``SCANFLOW_WORKFLOW``,
-``SCANFLOW_NODE``) become tags of the MLflow run, so agents can tell which
-workflow produced it. Options (``--name value``):
+MLflow is found through ``MLFLOW_TRACKING_URI``, which the platform sets. The
+training contract (``scanflow_agents.training``) tags the MLflow run with the
+platform's run id, workflow and node, and hands the registered version over as
+the candidate the improver judges. Options (``--name value``):
 
     --model svc             svc (an RBF support-vector machine) or logistic
     --max-iter 200          solver iterations (logistic)
@@ -31,17 +31,18 @@ Besides the model, each run logs ``reference.npz`` (a sample of its training
 inputs: the checker tests served inputs against the reference of the version
 being served) and, with ``--recent``, the metrics ``recent_accuracy`` (the
 candidate) and ``production_recent_accuracy`` (the model in production), both
-on the held-out recent rows. The registered version is tagged on the run
-(``scanflow.model_version``) so agents find it from the run.
+on the held-out recent rows. ``training.register_candidate`` tags the run with
+the registered version, so agents find it from the run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from scanflow_agents import training
 
 
 def load_data(path: Path | None) -> dict[str, Any]:
@@ -126,8 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--production", default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    run_dir = os.environ.get("SCANFLOW_RUN_DIR")
-    data_path = args.data or (Path(run_dir) / "digits.npz" if run_dir else None)
+    run_dir = training.context().run_dir
+    data_path = args.data or (run_dir / "digits.npz" if run_dir else None)
 
     import mlflow
     import mlflow.sklearn
@@ -164,23 +165,15 @@ def main(argv: list[str] | None = None) -> None:
         x_held, y_held = held_out
         metrics["recent_rows"] = float(len(x_train) - len(data["x_train"]))
         metrics["recent_holdout"] = float(len(y_held))
-        metrics["recent_accuracy"] = float(accuracy_score(y_held, model.predict(x_held)))
+        metrics[training.RECENT_ACCURACY] = float(accuracy_score(y_held, model.predict(x_held)))
         production = args.production or f"models:/{args.registered_model}@production"
         baseline = production_accuracy(production, x_held, y_held)
         if baseline is not None:
-            metrics["production_recent_accuracy"] = baseline
+            metrics[training.PRODUCTION_RECENT_ACCURACY] = baseline
 
-    tags = {
-        tag: os.environ[variable]
-        for tag, variable in (
-            ("scanflow.run_id", "SCANFLOW_RUN_ID"),
-            ("scanflow.workflow", "SCANFLOW_WORKFLOW"),
-            ("scanflow.node", "SCANFLOW_NODE"),
-        )
-        if variable in os.environ
-    }
+    step = training.context()  # the platform's run id, workflow, node and run folder
     mlflow.set_experiment(args.experiment)
-    with mlflow.start_run(run_name="train", tags=tags) as run:
+    with mlflow.start_run(run_name="train", tags=step.tags()) as run:
         mlflow.log_params(
             {
                 "model": args.model,
@@ -200,18 +193,17 @@ def main(argv: list[str] | None = None) -> None:
             registered_model_name=args.registered_model,
             pip_requirements=["scikit-learn"],
         )
-    version = str(info.registered_model_version)
-    # Agents find the version a run produced from the run itself.
-    mlflow.MlflowClient().set_tag(run.info.run_id, "scanflow.model_version", version)
-    result = {
-        "registered_model": args.registered_model,
-        "version": version,
-        "mlflow_run_id": run.info.run_id,
-        **{key: round(value, 4) for key, value in metrics.items()},
-    }
-    if run_dir:
-        # The evaluation step of the same run reads which version to judge here.
-        (Path(run_dir) / "candidate.json").write_text(json.dumps(result))
+    # Agents find the version a run produced from the run itself; the evaluation
+    # step of the same run reads it from the run folder.
+    result = training.register_candidate(
+        run.info.run_id,
+        str(info.registered_model_version),
+        record={
+            "registered_model": args.registered_model,
+            **{key: round(value, 4) for key, value in metrics.items()},
+        },
+        step=step,
+    )
     print(json.dumps(result))
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from scanflow_agents.runtime.demo.examples import EXAMPLES
 from scanflow_agents.runtime.demo.scenario import PARTS
 
 
@@ -51,6 +52,14 @@ def _log_to_file(path: Path) -> Iterator[None]:
 
 
 @click.command()
+@click.option(
+    "--example",
+    default="digits",
+    show_default=True,
+    type=click.Choice(sorted(EXAMPLES)),
+    help="The application supervised: "
+    + "; ".join(f"{name}, {e.title}" for name, e in sorted(EXAMPLES.items())),
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of the data and the traffic.")
 @click.option(
     "--speed",
@@ -84,10 +93,10 @@ def _log_to_file(path: Path) -> Iterator[None]:
 def demo(**options: Any) -> None:
     """Run the whole supervised loop on this machine and show it.
 
-    Starts NATS, MLflow and the four built-in agents, trains and serves the
-    digits example, then sends real traffic: clean, drifted (the loop should
-    detect it, retrain and redeploy), and a load spike (the loop should scale
-    out). Ends with a summary table and a report with plots.
+    Starts NATS, MLflow and the four built-in agents, trains and serves an
+    example application (digits by default), then sends real traffic: clean,
+    drifted (the loop should detect it, retrain and redeploy), and a load spike
+    (the loop should scale out). Ends with a summary table and a report with plots.
     """
     from scanflow_agents.runtime.demo.running import DemoOptions, run_demo
     from scanflow_agents.runtime.demo.summary import table

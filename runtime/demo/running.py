@@ -22,12 +22,14 @@ from typing import Any, TextIO
 
 import yaml
 from scanflow_agents.runtime.demo import report, summary
-from scanflow_agents.runtime.demo.scenario import PARTS, Data, Load, Phase, phases
-from scanflow_agents.runtime.demo.stack import EXAMPLE, Stack, StackOptions, Tuning
+from scanflow_agents.runtime.demo.examples import EXAMPLES, Example
+from scanflow_agents.runtime.demo.scenario import PARTS, Load, Phase, phases
+from scanflow_agents.runtime.demo.stack import Stack, StackOptions, Tuning
 from scanflow_agents.runtime.demo.traffic import Traffic
 from scanflow_agents.runtime.demo.view import Progress, View
 from scanflow_agents.runtime.demo.watching import EventLog
 
+from scanflow_agents import training
 from scanflow_agents._kit.tasks import guarded
 
 logger = logging.getLogger("scanflow_agents.runtime.demo")
@@ -47,7 +49,9 @@ class DemoOptions:
     mlflow_uri: str | None = None
     work_dir: Path | None = None
     load: Load = field(default_factory=Load)
-    tuning: Tuning = field(default_factory=Tuning)
+    #: The loop's knobs; by default ``Tuning`` with the example's own values.
+    tuning: Tuning | None = None
+    example: str = "digits"
 
 
 async def _call(stack: Stack, progress: Progress, step: str, actuator: str, **params: Any) -> Any:
@@ -58,26 +62,27 @@ async def _call(stack: Stack, progress: Progress, step: str, actuator: str, **pa
 
 async def bootstrap(stack: Stack, progress: Progress) -> tuple[str, str, str]:
     """Train, promote and deploy version 1; returns (model name, its version, service URL)."""
-    progress.enter("bootstrap", None, "applying the digits application")
-    application = yaml.safe_load(stack.options.application.read_text())
-    train = next(w for w in application["workflows"] if w["name"] == "train")
-    model = next(n for n in train["nodes"] if n["name"] == "train")["parameters"]
-    name = str(model.get("registered-model", "digits"))
-    await _call(stack, progress, "apply", "apply", application=application, base_dir=str(EXAMPLE))
-    await _call(stack, progress, "building the workflows", "build", workflow="train")
-    await _call(stack, progress, "building the workflows", "build", workflow="serve")
-    run_id = await _call(stack, progress, "training version 1", "run", workflow="train")
+    example = stack.options.example
+    progress.enter("bootstrap", None, f"applying the {example.name} application")
+    application = yaml.safe_load(example.application.read_text())
+    train, serve = example.train_workflow, example.serve_workflow
+    folder = str(example.folder)
+    await _call(stack, progress, "apply", "apply", application=application, base_dir=folder)
+    await _call(stack, progress, "building the workflows", "build", workflow=train)
+    await _call(stack, progress, "building the workflows", "build", workflow=serve)
+    run_id = await _call(stack, progress, "training version 1", "run", workflow=train)
     status = await _call(
         stack, progress, "training version 1", "wait", run_id=run_id, seconds=300, timeout=310
     )
     if status["state"] != "succeeded":
         raise RuntimeError(f"the first training failed: {status['message']} ({status['run_dir']})")
-    version = json.loads((Path(status["run_dir"]) / "candidate.json").read_text())["version"]
+    # What the training step handed over (the training contract: candidate.json).
+    version = training.read_candidate(status["run_dir"])["version"]
     promoting = f"promoting version {version}"
-    await _call(stack, progress, promoting, "promote", model=name, version=version)
-    await _call(stack, progress, "deploying the service", "deploy", workflow="serve", timeout=300)
-    service = (await _call(stack, progress, "deployed", "status", workflow="serve"))["services"][0]
-    return name, str(version), str(service["url"])
+    await _call(stack, progress, promoting, "promote", model=example.model, version=version)
+    await _call(stack, progress, "deploying the service", "deploy", workflow=serve, timeout=300)
+    service = (await _call(stack, progress, "deployed", "status", workflow=serve))["services"][0]
+    return example.model, str(version), str(service["url"])
 
 
 async def play(phase: Phase, traffic: Traffic, log: EventLog, progress: Progress) -> dict[str, Any]:
@@ -90,8 +95,7 @@ async def play(phase: Phase, traffic: Traffic, log: EventLog, progress: Progress
     }.get(phase.until or "")
     step = f"waiting for {waiting} (at most {phase.seconds:.0f} s)" if waiting else "traffic"
     progress.enter(phase.name, phase.seconds, step)
-    stop = asyncio.Event()
-    clients = guarded(traffic.run(phase, stop), name=f"demo phase {phase.name}", logger=logger)
+    clients = traffic.start(phase)
     try:
         deadline = start + phase.seconds
         while time.time() < deadline and not clients.done():
@@ -105,23 +109,27 @@ async def play(phase: Phase, traffic: Traffic, log: EventLog, progress: Progress
             if phase.until:
                 logger.warning("demo phase %s: no %s in %.0f s", phase.name, waiting, phase.seconds)
     finally:
-        stop.set()
-        await clients
+        await clients.stop()
     return {"name": phase.name, "start": start, "end": time.time(), "until": phase.until}
 
 
 async def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> dict[str, Any]:
     """Run the whole demo; returns the summary (also written with the report)."""
     out = out or sys.stdout
+    if options.example not in EXAMPLES:
+        raise ValueError(f"no example {options.example!r}; choose from {', '.join(EXAMPLES)}")
+    example: Example = EXAMPLES[options.example]
+    tuning = options.tuning or Tuning(**example.tuning)
     plan = phases(options.parts, options.speed, options.load)
-    data = await asyncio.to_thread(Data.load, options.seed)
+    data = await asyncio.to_thread(example.data, options.seed)
     own_work = options.work_dir is None
     work = options.work_dir or Path(tempfile.mkdtemp(prefix="scanflow-demo-"))
     stack_options = StackOptions(
         work_dir=work,
         nats_url=options.nats_url,
         mlflow_uri=options.mlflow_uri,
-        tuning=options.tuning,
+        tuning=tuning,
+        example=example,
     )
     progress = Progress()
     try:
@@ -135,7 +143,9 @@ async def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> dict[s
                 played = [await play(phase, traffic, log, progress) for phase in plan]
                 progress.enter("summary", None, "reading the audit trail, evaluating models")
                 history = await stack.client.history(kinds=HISTORY_KINDS, limit=100_000)
-                status = await stack.client.call("planner", "status", workflow="serve")
+                status = await stack.client.call(
+                    "planner", "status", workflow=example.serve_workflow
+                )
                 models = {"before": f"models:/{name}/{version}"}
                 onset = next((p["start"] for p in played if p["name"] == "drift"), None)
                 for _, uri in summary.redeploys(history, onset)[:1]:
@@ -147,6 +157,7 @@ async def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> dict[s
                     models,
                     data.x_drifted_eval,
                     data.y_drifted_eval,
+                    data.columns,
                 )
                 clean_evaluation = await asyncio.to_thread(
                     summary.evaluate,
@@ -154,6 +165,7 @@ async def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> dict[s
                     {"before": models["before"]},
                     data.x_held_out,
                     data.y_held_out,
+                    data.columns,
                 )
             finally:
                 view.cancel()
@@ -175,6 +187,17 @@ async def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> dict[s
         requests,
         summary.replica_timeline(history),
         folder,
-        objective_ms=options.tuning.latency_p95_ms,
+        objective_ms=tuning.latency_p95_ms or _objective(example),
     )
     return result
+
+
+def _objective(example: Example) -> float | None:
+    """The service's latency objective in the example's application file."""
+    application = yaml.safe_load(example.application.read_text())
+    for workflow in application.get("workflows", []):
+        if workflow.get("name") == example.serve_workflow:
+            for node in workflow.get("nodes", []):
+                if node.get("name") == example.node and node.get("latency_p95_ms"):
+                    return float(node["latency_p95_ms"])
+    return None

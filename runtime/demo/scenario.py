@@ -104,6 +104,13 @@ class Data:
             y_drifted_eval=np.repeat(y_test[held], EVAL_COPIES),
         )
 
+    #: The model takes a numeric matrix, not named columns.
+    columns = None
+
+    def body(self, image: np.ndarray) -> dict[str, Any]:
+        """The request body: one image as a row of the matrix."""
+        return {"instances": [image.tolist()]}
+
     def sampler(self, pool: Pool, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         """One request's image and its true label from ``pool``."""
         if pool == "clean":
@@ -181,7 +188,8 @@ def phases(parts: Iterable[str], speed: float = 1.0, load: Load | None = None) -
     plan = [Phase("clean", s(10), "clean", **normal)]
     pool: Pool = "clean"
     if "drift" in wanted:
-        plan.append(Phase("drift", 120, "drifted", until="recovered", hold=s(6), **normal))
+        # The hold also lets the standby replicas of the new version load before the spike.
+        plan.append(Phase("drift", 120, "drifted", until="recovered", hold=s(12), **normal))
         pool = "drifted"  # the world stays drifted: later phases send what it looks like now
     if "load" in wanted:
         spike: dict[str, Any] = {"clients": load.spike_clients, "rate": load.spike_rate}

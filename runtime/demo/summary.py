@@ -102,6 +102,11 @@ def accuracy(records: list[dict[str, Any]]) -> float | None:
     return round(right / len(answered), 4)
 
 
+def _p95(records: list[dict[str, Any]]) -> float | None:
+    latencies = sorted(r["latency_ms"] for r in records)
+    return round(latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else None
+
+
 def _gap(before: float | None, after: float | None) -> float | None:
     return None if before is None or after is None else round((before - after) * 100, 1)
 
@@ -194,6 +199,16 @@ def compute(
             "load_end_to_scale_in": _delay(calm, scaled_in),
         },
         "scaling_turnarounds": direction_changes(history),
+        # Client-side p95 in the phases without a spike: a latency floor shows here.
+        "latency_p95_ms": {
+            name: _p95([r for r in requests if r["phase"] == name and r["status"] == 200])
+            for name in ("clean", "calm")
+        },
+        # How long the planner took to add replicas (activating standbys, or starting them).
+        "scale_out_action_seconds": max(
+            (float(r["payload"].get("duration") or 0) for r in history if _is_scale_out(r)),
+            default=None,
+        ),
         "drift_findings_before_onset": sum(
             1 for r in history if _is_drift(r) and onset is not None and epoch(r["time"]) < onset
         ),
@@ -260,7 +275,12 @@ def table(summary: dict[str, Any]) -> str:
         ("recovery gap, held-out (points)", _cell(summary.get("recovery_gap_points"))),
     ]
     rows += [(f"seconds {k.replace('_', ' ')}", _cell(v)) for k, v in summary["seconds"].items()]
+    rows.append(("longest scale-out action (s)", _cell(summary.get("scale_out_action_seconds"), 2)))
     rows.append(("scaling turnarounds (out/in)", _cell(summary.get("scaling_turnarounds"))))
+    for phase, p95 in (summary.get("latency_p95_ms") or {}).items():
+        rows.append((f"client p95 in the {phase} phase (ms)", _cell(p95)))
+    alarms = summary.get("drift_findings_before_onset")
+    rows.append(("drift findings before the onset", _cell(alarms)))
     rows.append(("actions by the loop", _cell(summary["actions"]["by_the_loop"])))
     rows += [(f"  {k}", str(v)) for k, v in summary["actions"]["loop_by_actuator"].items()]
     width = max(len(name) for name, _ in rows)
@@ -275,9 +295,15 @@ def write(summary: dict[str, Any], path: Path) -> Path:
 
 
 def evaluate(
-    tracking_uri: str, model_uris: dict[str, str], x: Any, y: Any
+    tracking_uri: str,
+    model_uris: dict[str, str],
+    x: Any,
+    y: Any,
+    columns: tuple[str, ...] | None = None,
 ) -> dict[str, float | str]:
     """Accuracy of each named scikit-learn model on ``(x, y)``; blocking: call it in a thread.
+
+    ``columns`` names the features for models fitted on named columns (a frame).
 
     Models load through an explicit MLflow client of ``tracking_uri`` (no global
     tracking URI is set: the agents in this process have their own clients).
@@ -302,7 +328,14 @@ def evaluate(
         local = download_artifacts(artifact_uri=source, tracking_uri=tracking_uri)
         # The example's models are scikit-learn ones; their own flavour loads them without
         # the generic wrapper's schema inference (and its warnings).
-        predicted = mlflow.sklearn.load_model(local).predict(np.asarray(x, dtype=float))
-        result[name] = round(float((np.asarray(predicted).astype(int) == y).mean()), 4)
+        rows = np.asarray(x, dtype=float)
+        if columns is not None:
+            import pandas as pd
+
+            rows = pd.DataFrame(rows, columns=list(columns))
+        predicted = np.asarray(mlflow.sklearn.load_model(local).predict(rows))
+        if predicted.dtype.kind == "f":  # a class label that came back as a float
+            predicted = predicted.astype(int)
+        result[name] = round(float((predicted == np.asarray(y)).mean()), 4)
         result[f"{name}_model"] = f"models:/{model}/{ref}"
     return result

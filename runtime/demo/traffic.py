@@ -1,26 +1,32 @@
 """Real HTTP traffic against the served model, and what each request did.
 
-A bounded number of client tasks, each paced at a request rate. A client keeps
-one keep-alive connection for a short session (``SESSION`` requests), then
-sends the labels it knows for that session's predictions to ``/labels`` on the
-same connection (the model server joins labels to predictions by id, and
-each replica knows only its own predictions), closes it and connects again,
-so replicas added by a scale-out get their share of new connections.
+A bounded number of client tasks, each paced at a request rate, through
+aiohttp. A client keeps one keep-alive connection for a short session
+(``SESSION`` requests), then sends the labels it knows for that session's
+predictions to ``/labels`` on the same connection (the model server joins
+labels to predictions by id, and each replica knows only its own
+predictions), closes it and connects again, so replicas added by a scale-out
+get their share of new connections.
+
+The clients run on their own thread with their own event loop: the agents'
+work on the demo's loop (a drift test, a burst of events) must not stall
+them, or the latency they record would be the demo's, not the service's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
+import aiohttp
 import numpy as np
-from scanflow_agents.runtime.demo.scenario import Data, Phase
+from scanflow_agents.runtime.demo.examples import ExampleData
+from scanflow_agents.runtime.demo.scenario import Phase
 
 logger = logging.getLogger("scanflow_agents.runtime.demo")
 
@@ -28,6 +34,8 @@ logger = logging.getLogger("scanflow_agents.runtime.demo")
 SESSION = 20
 #: Seconds one HTTP exchange may take before it counts as failed.
 REQUEST_TIMEOUT = 10.0
+#: What a failed exchange raises.
+FAILURES = (aiohttp.ClientError, OSError, TimeoutError, ValueError)
 
 
 @dataclass
@@ -38,8 +46,8 @@ class Request:
     phase: str
     latency_ms: float
     status: int  # HTTP status; 0 when the connection failed
-    prediction: int | None
-    label: int
+    prediction: Any  # the model's answer (an int digit, a string grade...); None if none
+    label: Any
     labelled: bool  # whether its label was sent to /labels
     replica: str | None
     model_uri: str | None
@@ -49,12 +57,11 @@ class Request:
 
 
 class Connection:
-    """A minimal HTTP/1.1 keep-alive client for JSON POSTs (no dependency needed)."""
+    """One keep-alive connection for JSON POSTs (an aiohttp session of one connection)."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._session: aiohttp.ClientSession | None = None
         self.used = False  # whether an exchange completed on the current connection
 
     async def post(self, path: str, body: Any) -> tuple[int, Any]:
@@ -68,50 +75,35 @@ class Connection:
             return await self._exchange(path, body)
         try:
             return await self._exchange(path, body)
-        except (OSError, asyncio.IncompleteReadError):
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
             await self.close()
             return await self._exchange(path, body)
 
     async def _exchange(self, path: str, body: Any) -> tuple[int, Any]:
-        if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        assert self._reader is not None
-        data = json.dumps(body).encode()
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
-        )
-        self._writer.write(head.encode() + data)
-        await self._writer.drain()
-        status_line = await self._reader.readline()
-        if not status_line:
-            raise ConnectionResetError("the server closed the connection")
-        status = int(status_line.split()[1])
-        headers = {}
-        while (line := await self._reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        raw = await self._reader.readexactly(int(headers.get("content-length", "0")))
-        self.used = True
-        if headers.get("connection", "").lower() == "close":
-            await self.close()
-        return status, json.loads(raw) if raw else None
+        if self._session is None:
+            # One connection per session: the next session is a new connection, which
+            # the kernel may hand to another replica.
+            connector = aiohttp.TCPConnector(limit=1)
+            self._session = aiohttp.ClientSession(self.url, connector=connector)
+        async with self._session.post(path, json=body) as response:
+            answer = await response.json(content_type=None)
+            self.used = True
+            return response.status, answer
 
     async def close(self) -> None:
-        writer, self._writer, self._reader = self._writer, None, None
+        session, self._session = self._session, None
         self.used = False
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+        if session is not None:
+            await session.close()
 
 
 class Traffic:
     """Sends the phases' requests to one service and keeps a record of each."""
 
-    def __init__(self, url: str, data: Data, *, seed: int = 0, label_share: float = 0.6) -> None:
-        parts = urlsplit(url)
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+    def __init__(
+        self, url: str, data: ExampleData, *, seed: int = 0, label_share: float = 0.6
+    ) -> None:
+        self.url = url
         self.data = data
         self.seed = seed
         self.label_share = label_share
@@ -119,6 +111,10 @@ class Traffic:
         self.labels_sent = 0
         self.labels_matched = 0
         self._phases = 0
+
+    def start(self, phase: Phase) -> Playing:
+        """Run ``phase``'s clients on their own thread and event loop until stopped."""
+        return Playing(self, phase)
 
     async def run(self, phase: Phase, stop: asyncio.Event) -> None:
         """Run ``phase.clients`` paced clients until ``stop`` is set."""
@@ -133,7 +129,7 @@ class Traffic:
         # Clients start spread over one interval, not in lockstep.
         next_at = time.monotonic() + float(rng.uniform(0, interval))
         while not stop.is_set():
-            connection = Connection(self.host, self.port)
+            connection = Connection(self.url)
             pending: list[dict[str, Any]] = []
             try:
                 for _ in range(SESSION):
@@ -163,14 +159,14 @@ class Traffic:
         sent, started = time.time(), time.perf_counter()
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT):
-                status, body = await connection.post("/predict", {"instances": [image.tolist()]})
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+                status, body = await connection.post("/predict", self.data.body(image))
+        except FAILURES as exc:
             logger.debug("demo request failed: %r", exc)
             status, body = 0, None
         latency = (time.perf_counter() - started) * 1000.0
         ok = status == 200 and isinstance(body, dict)
         first = body["predictions"][0] if ok else {}
-        prediction = int(first["prediction"]) if ok else None
+        prediction = first["prediction"] if ok else None
         self.records.append(
             Request(
                 time=sent,
@@ -196,8 +192,50 @@ class Traffic:
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT):
                 status, body = await connection.post("/labels", {"labels": pending})
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+        except FAILURES as exc:
             logger.debug("demo labels failed: %r", exc)
             return
         if status == 200 and isinstance(body, dict):
             self.labels_matched += int(body.get("matched", 0))
+
+
+class Playing:
+    """One phase's traffic on its own thread (see the module's docstring)."""
+
+    def __init__(self, traffic: Traffic, phase: Phase) -> None:
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._main, args=(traffic, phase), name=f"demo traffic {phase.name}", daemon=True
+        )
+        self._thread.start()
+        self._ready.wait()
+
+    def _main(self, traffic: Traffic, phase: Phase) -> None:
+        async def run() -> None:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            self._ready.set()
+            await traffic.run(phase, self._stop)
+
+        try:
+            asyncio.run(run())
+        except BaseException as exc:  # reported by stop(), not lost with the thread
+            self.error = exc
+        finally:
+            self._ready.set()
+
+    def done(self) -> bool:
+        """Whether the clients ended (they only end when stopped, or on a failure)."""
+        return not self._thread.is_alive()
+
+    async def stop(self) -> None:
+        """Stop the clients, wait for the thread, and raise what ended it badly, if anything."""
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # its loop has ended already
+                loop.call_soon_threadsafe(stop.set)
+        await asyncio.to_thread(self._thread.join)
+        if self.error is not None:
+            raise RuntimeError(f"the demo's traffic failed: {self.error!r}") from self.error

@@ -325,7 +325,15 @@ class AgentRuntime:
         # Shielded: if the scheduler's job is cancelled, the run itself goes on
         # until stop() has waited its deadline and cancels it as one of the tasks;
         # awaited, so APScheduler's max_instances=1 keeps a sensor from overlapping.
-        await asyncio.shield(task)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if self.state not in ("stopping", "stopped"):
+                raise
+            # The scheduler's shutdown cancels the job that awaits the run; the
+            # run is stop()'s to wait for. Ending the job normally keeps that
+            # clean stop from being logged by APScheduler as a failed job.
+            logger.debug("sensor %r: the scheduler stopped waiting for its run", sensor_id)
 
     # -- calls ---------------------------------------------------------------------------
 

@@ -7,8 +7,13 @@ Run one replica with::
 
 Endpoints: ``POST /predict`` (``{"rows": [...]}`` or ``{"instances": [[...]]}``;
 each prediction gets an id), ``POST /labels`` (ground truth joined by id),
-``GET /health`` (200 once the model is loaded), ``GET /metrics`` (Prometheus).
-Serving reports go to NATS and MLflow (see :mod:`scanflow_agents.serving.reporting`).
+``GET /health`` (200 once the model is loaded), ``GET /metrics`` (Prometheus),
+``POST /activate`` (a ``--standby`` replica, loaded but listening on its admin
+port only, joins the shared port). Every accepted connection has
+``TCP_NODELAY`` set (see :func:`scanflow_agents.serving.server.listen`).
+Serving reports go to NATS and MLflow (see :mod:`scanflow_agents.serving.reporting`),
+each with the round trip of a probe of the replica's own listener
+(:mod:`scanflow_agents.serving.probing`) and the service's latency objective.
 
 Importing this package is light; FastAPI, uvicorn, numpy and MLflow load only
 when a server starts.

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,12 +27,19 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ServerState:
-    """What the endpoints share: the model once loaded, and the counters."""
+    """What the endpoints share: the model once loaded, the counters, the rotation.
+
+    ``active`` is False for a standby replica until ``activate`` (set by the
+    server) has opened the shared port.
+    """
 
     config: ServingConfig
     model: LoadedModel | None = None
     load_error: str | None = None
     stats: ServingStats = field(default_factory=ServingStats)
+    active: bool = True
+    activate: Callable[[], Awaitable[None]] | None = None
+    activating: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def create_app(state: ServerState) -> FastAPI:
@@ -54,7 +61,7 @@ def create_app(state: ServerState) -> FastAPI:
         def served() -> str | None:
             return state.model.version_uri if state.model is not None else None
 
-        async with Reporter(config, state.stats, served):
+        async with Reporter(config, state.stats, served, active=lambda: state.active):
             yield
         if loading is not None and not loading.done():
             loading.cancel()
@@ -65,11 +72,24 @@ def create_app(state: ServerState) -> FastAPI:
     async def health() -> Response:
         body = {
             "ready": state.model is not None,
+            "active": state.active,
             "model_uri": config.model_uri,
             "replica": config.replica,
             "error": state.load_error,
         }
         return JSONResponse(body, status_code=200 if state.model is not None else 503)
+
+    @app.post("/activate")
+    async def activate() -> Response:
+        # Serialised: two calls must not open the shared port twice.
+        async with state.activating:
+            changed = not state.active
+            if changed:
+                if state.model is None or state.activate is None:
+                    return JSONResponse({"error": "model not loaded yet"}, status_code=503)
+                await state.activate()
+                state.active = True
+        return JSONResponse({"active": True, "changed": changed, "replica": config.replica})
 
     @app.get("/metrics")
     async def metrics() -> Response:

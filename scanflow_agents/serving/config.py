@@ -46,6 +46,21 @@ class ServingConfig(BaseModel):
     drain_seconds: float = Field(
         default=0.2, ge=0, description="Seconds a stopping replica keeps accepting what is queued."
     )
+    latency_p95_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description="The service's latency objective (p95, ms), reported for the checker.",
+    )
+    standby: bool = Field(
+        default=False,
+        description="Load the model and answer on the admin port only, outside the rotation; "
+        "join the shared port on POST /activate (a warm replica for a fast scale-out).",
+    )
+    probe: bool = Field(
+        default=True,
+        description="Before each report, time back-to-back requests on one kept-alive "
+        "connection to this replica: the latency clients feel beyond the handler.",
+    )
 
     def to_args(self) -> list[str]:
         """The command-line options that reproduce this config."""

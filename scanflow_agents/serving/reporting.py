@@ -2,9 +2,10 @@
 
 Every ``report_interval`` seconds the replica takes its window of counters
 (requests, latency percentiles, errors, input and prediction summaries,
-labelled accuracy) and sends it as one JSON event on
-``scanflow.<namespace>.events.serving.<workflow>.<node>`` and as metrics of an
-MLflow run tagged ``scanflow.workflow``/``scanflow.node``/``scanflow.replica``.
+labelled accuracy, the probe's round trip, the service's objectives) and sends
+it as one JSON event on ``scanflow.<namespace>.events.serving.<workflow>.<node>``
+and as metrics of an MLflow run tagged ``scanflow.workflow``/``scanflow.node``/
+``scanflow.replica``.
 Each replica reports on its own; the tracker adds them up.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 
 from scanflow_agents._kit.tasks import guarded, stop
 from scanflow_agents.serving.config import ServingConfig
+from scanflow_agents.serving.probing import probe
 from scanflow_agents.serving.stats import ServingStats
 
 logger = logging.getLogger(__name__)
@@ -58,12 +60,18 @@ class Reporter:
         config: ServingConfig,
         stats: ServingStats,
         served: Callable[[], str | None] | None = None,
+        *,
+        active: Callable[[], bool] | None = None,
     ) -> None:
-        """``served`` answers the registered version being served, once the model is loaded."""
+        """``served`` answers the registered version being served, once the model is loaded;
+        ``active`` whether the replica is in the rotation (a standby neither reports nor
+        probes: it is no replica of the service yet)."""
         self.config = config
         self.stats = stats
         self.served = served
+        self.active = active or (lambda: True)
         self.sequence = 0
+        self.probe_ms: float | None = None  # the last probe's median round trip
         self._nats: Any = None
         self._mlflow: _MlflowLog | None = None
         self._task: asyncio.Task[None] | None = None
@@ -94,7 +102,8 @@ class Reporter:
         self, *exc: type[BaseException] | BaseException | TracebackType | None
     ) -> None:
         await stop(self._task)
-        await self.report()  # What came since the last tick is not lost on a rollout.
+        if self.active():
+            await self.report()  # What came since the last tick is not lost on a rollout.
         if self._nats is not None:
             await self._nats.drain()
         if self._mlflow is not None:
@@ -103,7 +112,21 @@ class Reporter:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.report_interval)
+            if not self.active():
+                continue
+            if self.config.probe:
+                await self._probe()
             await self.report()
+
+    async def _probe(self) -> None:
+        # The replica's own admin port when it has one (the shared port may lead to a
+        # sibling): the same listener code, the same event loop as the traffic's.
+        port = self.config.admin_port or self.config.port
+        try:
+            self.probe_ms = await probe(self.config.host, port)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            logger.debug("model server %s: probe failed: %r", self.config.replica, exc)
+            self.probe_ms = None
 
     async def report(self) -> dict[str, Any]:
         """Take the current window and send it; returns the report payload."""
@@ -116,6 +139,10 @@ class Reporter:
             "sequence": self.sequence,
             **self.stats.take_window(),
         }
+        if self.probe_ms is not None:
+            payload["probe_ms"] = round(self.probe_ms, 3)
+        if self.config.latency_p95_ms is not None:
+            payload["objectives"] = {"latency_p95_ms": self.config.latency_p95_ms}
         # The version behind an alias, for whoever tells models apart (the tracker).
         if (version_uri := self.served() if self.served else None) is not None:
             payload["model_version_uri"] = version_uri

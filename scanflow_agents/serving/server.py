@@ -20,12 +20,10 @@ import logging
 import socket
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import uvicorn
 
 from scanflow_agents.serving.config import ServingConfig
-
-if TYPE_CHECKING:
-    import uvicorn
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +32,22 @@ _MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
 
 
 def listen(host: str, port: int, *, reuse_port: bool, backlog: int = 1024) -> socket.socket:
-    """Open a listening TCP socket, optionally in a ``SO_REUSEPORT`` group."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    """Open a listening TCP socket, optionally in a ``SO_REUSEPORT`` group.
+
+    Every connection it accepts has ``TCP_NODELAY`` set. uvicorn writes a
+    response's head and body in two sends; with Nagle's algorithm on, the body
+    waits for the client to acknowledge the head, and a client delays that
+    acknowledgement by up to 40 ms: every request on a kept-alive connection
+    paid it. asyncio sets ``TCP_NODELAY`` itself on accepted sockets only when
+    the listener was created with ``IPPROTO_TCP`` (it checks ``sock.proto``),
+    so the protocol is named here, and the option is also set on the listener,
+    whose accepted sockets inherit it on Linux.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
@@ -69,22 +79,28 @@ def refuse_new_connections(sock: socket.socket) -> None:
 
 
 async def serve(config: ServingConfig) -> None:
-    """Serve ``config.model_uri`` until SIGTERM or SIGINT, then stop gracefully."""
-    import uvicorn
+    """Serve ``config.model_uri`` until SIGTERM or SIGINT, then stop gracefully.
 
+    A standby replica (``config.standby``) loads its model and listens on its
+    admin port only; ``POST /activate`` there opens the shared port, and from
+    then on it serves (and reports) like any other replica.
+    """
     from scanflow_agents.serving.app import ServerState, create_app
     from scanflow_agents.serving.models import load_model
 
-    state = ServerState(config)
-    if config.load_before_listen:
+    if config.standby and config.admin_port is None:
+        raise ValueError("a standby replica needs an admin port (--admin-port)")
+    state = ServerState(config, active=not config.standby)
+    if config.load_before_listen or config.standby:
         state.model = await asyncio.to_thread(
             load_model, config.model_uri, config.tracking_uri, config.registry_uri
         )
-    shared = listen(config.host, config.port, reuse_port=config.reuse_port)
-    sockets = [shared]
+    sockets = []
+    if not config.standby:
+        sockets.append(listen(config.host, config.port, reuse_port=config.reuse_port))
     if config.admin_port is not None:
         sockets.append(listen(config.host, config.admin_port, reuse_port=False))
-    server = _draining_server(
+    server = DrainingServer(
         uvicorn.Config(
             create_app(state),
             log_level="warning",
@@ -92,29 +108,68 @@ async def serve(config: ServingConfig) -> None:
             timeout_graceful_shutdown=int(config.graceful_timeout),
             lifespan="on",
         ),
-        shared=shared if config.reuse_port else None,
+        shared=sockets[0] if config.reuse_port and not config.standby else None,
         drain_seconds=config.drain_seconds,
     )
+
+    async def activate() -> None:
+        shared = listen(config.host, config.port, reuse_port=config.reuse_port)
+        await server.add_listener(shared, shared=config.reuse_port)
+        logger.info("model server %s: activated on port %d", config.replica, config.port)
+
+    state.activate = activate
     logger.info(
-        "model server %s: serving %s on %s:%d",
+        "model server %s: serving %s on %s:%d%s",
         config.replica,
         config.model_uri,
         config.host,
-        shared.getsockname()[1],
+        config.port if config.standby else sockets[0].getsockname()[1],
+        " (standby: admin port only until activated)" if config.standby else "",
     )
     await server.serve(sockets=sockets)
 
 
-def _draining_server(
-    config: uvicorn.Config, *, shared: socket.socket | None, drain_seconds: float
-) -> uvicorn.Server:
-    import uvicorn
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server that drains its shared listener on stop, and can add one later.
 
-    class DrainingServer(uvicorn.Server):
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            if shared is not None and not kernel_migrates_requests():
-                refuse_new_connections(shared)
-                await asyncio.sleep(drain_seconds)
-            await super().shutdown(sockets)
+    Args:
+        config: uvicorn's config.
+        shared: The listener in the ``SO_REUSEPORT`` group, drained on stop (see the
+            module's docstring); ``None`` when there is none (yet).
+        drain_seconds: How long a stopping replica keeps accepting what is queued.
+    """
 
-    return DrainingServer(config)
+    def __init__(
+        self, config: uvicorn.Config, *, shared: socket.socket | None, drain_seconds: float
+    ) -> None:
+        super().__init__(config)
+        self.shared = shared
+        self.drain_seconds = drain_seconds
+
+    async def add_listener(self, sock: socket.socket, *, shared: bool) -> None:
+        """Serve ``sock`` too, from now on (a standby replica joining the rotation).
+
+        The protocol factory is the one uvicorn's own startup builds for the
+        sockets it is given, with the same config and shared server state, so
+        connections on it are served, counted and shut down like the others.
+        """
+        loop = asyncio.get_running_loop()
+        config = self.config
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state,
+                app_state=self.lifespan.state, _loop=_loop,
+            )  # fmt: skip
+            return protocol
+
+        server = await loop.create_server(create_protocol, sock=sock, backlog=config.backlog)
+        self.servers.append(server)
+        if shared:
+            self.shared = sock
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.shared is not None and not kernel_migrates_requests():
+            refuse_new_connections(self.shared)
+            await asyncio.sleep(self.drain_seconds)
+        await super().shutdown(sockets)

@@ -53,6 +53,8 @@ class Feed:
         p95: float = 20.0,
         matched: int = 0,
         correct: int = 0,
+        probe: float | None = None,
+        objectives: dict[str, float] | None = None,
     ) -> None:
         start = 1000.0 + 5 * self.sent
         rows = rows if rows is not None else []
@@ -72,6 +74,8 @@ class Feed:
             "accuracy": correct / matched if matched else None,
             "by_model": {uri: {"requests": requests, "matched": matched, "correct": correct}},
             "sample": {"columns": COLUMNS, "rows": rows, "model_index": [0] * len(rows)},
+            "probe_ms": probe,
+            "objectives": objectives or {},
         }
         await self.h.emit(SERVING, {"value": value, "trigger": "event"}, source="tracker")
         self.sent += 1
@@ -198,6 +202,31 @@ async def test_every_window_with_traffic_has_an_slo_finding(nats_url: str) -> No
         assert "p95 150.0 ms > 100 ms" in breaches[0]["reason"]
 
 
+async def test_the_services_own_objective_is_enforced_as_clients_feel_it() -> None:
+    """The objective comes from the application (through the replicas' reports), the
+    latency includes what the probe saw beyond the handler, and small windows never
+    breach; the checker's own settings override the service's objective."""
+    own = {"latency_p95_ms": 30.0}
+    async with AgentHarness(Checker(), settings=settings_with({})) as h:
+        feed = Feed(h)
+        await feed.window(p95=20.0, objectives=own)
+        await feed.window(p95=20.0, probe=15.0, objectives=own)  # 35 ms as clients feel it
+        await feed.window(p95=500.0, requests=20, objectives=own)  # too few to judge
+        await h.settle()
+        slo = topics(h, "finding.slo.")
+        assert [f["breached"] for f in slo] == [False, True, False]
+        assert [f["objective_ms"] for f in slo] == [30.0] * 3
+        assert (slo[1]["latency_p95_ms"], slo[1]["server_p95_ms"], slo[1]["probe_ms"]) == (
+            35.0, 20.0, 15.0,
+        )  # fmt: skip
+    overriding = settings_with({"slo": {"serve": {"latency_p95_ms": 100}}})
+    async with AgentHarness(Checker(), settings=overriding) as h:
+        await Feed(h).window(p95=20.0, probe=15.0, objectives=own)
+        await h.settle()
+        [finding] = topics(h, "finding.slo.")
+        assert (finding["breached"], finding["objective_ms"]) == (False, 100.0)
+
+
 async def test_the_reference_is_the_served_model_versions_training_sample(
     nats_url: str, mlflow_server: MlflowServer
 ) -> None:
@@ -273,6 +302,8 @@ def test_settings_take_objectives_as_json_text() -> None:
         {"slo": '{"serve": {"latency_p95_ms": 50}}', "alpha": "0.05"}
     )
     assert options.objectives("serve") == (50.0, 0.01)
+    assert options.objectives("serve", {"latency_p95_ms": 30}) == (50.0, 0.01)  # overridden
+    assert options.objectives("other", {"latency_p95_ms": 30}) == (30.0, 0.01)  # the service's
     assert options.objectives("other") == (100.0, 0.01)
     assert options.alpha == 0.05
     with pytest.raises(ValueError, match="reference"):

@@ -7,6 +7,9 @@ with the real tracker, checker and planner runs in the demo's test.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import logging
 import time
 import uuid
 from typing import Any
@@ -62,6 +65,50 @@ def test_findings_measured_before_the_last_change_are_ignored() -> None:
     plan = scaler.plan(fresh, now=20)
     assert plan is not None
     assert plan.target > 3
+
+
+def test_a_transient_breach_does_not_pin_the_replicas() -> None:
+    """One breach at a load one replica handles (a cold replica): out, then back in."""
+    settings = Scaling(
+        capacity_rps=150, headroom=0.2, scale_in_windows=3, scale_in_cooldown=20,
+        recover_windows=3, max_replicas=4,
+    )  # fmt: skip
+    scaler = Autoscaler(settings)
+    plan = scaler.plan(slo(True, 90, 1), now=0)  # 90 rps "should" fit one replica of 150
+    assert plan is not None
+    assert plan.target == 2
+    assert scaler.capacity < 90
+    replicas, t, timeline = 2, 0, []
+    while t < 120:  # the same 90 rps, healthy, one window every 4 s
+        t += 4
+        plan = scaler.plan(slo(False, 90, replicas), now=t)
+        if plan is not None:
+            replicas = plan.target
+            timeline.append((t, replicas))
+    assert replicas == 1, f"capacity {scaler.capacity:.0f}, changes {timeline}"
+    assert len(timeline) == 1  # one step down, no flapping
+    assert scaler.capacity == pytest.approx(150, rel=0.02)
+
+
+def test_a_real_limit_is_learnt_and_flapping_slows_down() -> None:
+    """Replicas that really hold 60 rps: each scale-out makes the next rise wait longer."""
+    settings = Scaling(
+        capacity_rps=150, headroom=0.2, scale_in_windows=2, scale_in_cooldown=0,
+        scale_out_cooldown=0, recover_windows=2, max_replicas=4,
+    )  # fmt: skip
+    scaler = Autoscaler(settings)
+    replicas, scale_ins = 1, []
+    for t in range(0, 2000, 4):
+        plan = scaler.plan(slo(90 / replicas > 60, 90, replicas), now=t)
+        if plan is not None:
+            if plan.target < replicas:
+                scale_ins.append(t)
+            replicas = plan.target
+    gaps = [b - a for a, b in itertools.pairwise(scale_ins)]
+    assert len(gaps) >= 2
+    # Ever rarer, up to a bound (the estimate must still be able to come back).
+    assert all(b >= a for a, b in itertools.pairwise(gaps)), gaps
+    assert gaps[-1] >= 3 * gaps[0], gaps
 
 
 def test_a_breach_the_estimate_did_not_expect_lowers_the_capacity() -> None:
@@ -182,7 +229,7 @@ async def test_drift_retrains_then_promotes_a_better_candidate_and_rolls_back_if
             assert planner.called("redeploy")[0]["model_uri"] == "models:/digits/2"
             improver = h.agents["improver"]
             assert isinstance(improver, Improver)
-            assert improver.retraining == {}  # nothing left in flight
+            assert improver.retrainings.states == {}  # nothing left in flight
             await h.settle()
             actions = [d["payload"]["action"] for d in h.records("decision", "improver")]
             assert actions == ["retrain", "promote"]
@@ -289,3 +336,81 @@ async def test_retraining_waits_for_enough_rows_since_the_drift(
             await h.settle()
             retrain = h.records("decision", "improver", "retrain_when_gathered")[0]["payload"]
             assert "260 recent labelled row(s)" in retrain["reason"]
+
+
+async def test_findings_about_a_workflow_not_managed_are_recorded_as_ignored(
+    mlflow_server: MlflowServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = improver_settings(mlflow_server, "unused")
+    planner = Planner(None, "unused", [])  # type: ignore[arg-type]
+    caplog.set_level(logging.WARNING, logger="scanflow_agents.builtin.improver")
+    async with AgentHarness(Improver(), planner, settings=settings) as h:
+        other = {**DRIFT, "workflow": "wine"}
+        await h.emit("finding.drift.wine", other, source="checker")
+        await h.emit(
+            "finding.slo.wine", {**slo(True, 100, 1), "workflow": "wine"}, source="checker"
+        )
+        await h.emit(
+            "finding.slo.wine", {**slo(False, 10, 1), "workflow": "wine"}, source="checker"
+        )
+        await eventually(lambda: len(h.records("decision", "improver")) == 2)
+        await h.settle()
+        decisions = [d["payload"] for d in h.records("decision", "improver")]
+        assert [d["action"] for d in decisions] == ["ignored", "ignored"]
+        assert "'wine' is not managed" in decisions[0]["reason"]
+        assert decisions[0]["evidence"]["managed"] == ["serve"]
+        assert planner.calls == []
+    warnings = [r for r in caplog.records if "'wine'" in r.getMessage()]
+    assert len(warnings) == 1  # once per workflow, not once per finding
+
+
+class SlowPlanner(Planner, name="planner"):
+    """A planner whose runs never end (no run event): the improver must not wait for ever."""
+
+    @actuator()
+    async def run(self, workflow: str, parameters: dict[str, dict[str, Any]] | None = None) -> str:
+        self.calls.append(("run", {"workflow": workflow, "parameters": parameters}))
+        return f"{workflow}-{len(self.calls)}"
+
+
+async def test_a_running_retraining_notes_new_findings_and_times_out(
+    mlflow_server: MlflowServer,
+) -> None:
+    settings = improver_settings(mlflow_server, "unused", retrain_timeout=1.0)
+    planner = SlowPlanner(None, "unused", [])  # type: ignore[arg-type]
+    async with AgentHarness(Improver(), Tracker(), planner, settings=settings) as h:
+        await h.emit("finding.drift.serve", DRIFT, source="checker")
+        await eventually(lambda: len(planner.called("run")) == 1)
+        await h.emit("finding.performance.serve", DRIFT, source="checker")
+        await eventually(lambda: len(h.records("decision", "improver")) == 2)
+        await h.settle()
+        noted = h.records("decision", "improver")[1]["payload"]
+        assert noted["action"] == "retrain-noted"
+        assert "a retraining is running (run train-1)" in noted["reason"]
+        assert (await h.call("improver", "retraining"))["serve"]["state"] == "running"
+        await asyncio.sleep(1.1)
+        await h.run_sensor("improver", "overdue")
+        await h.settle()
+        timed_out = h.records("decision", "improver", "retrain_timed_out")[0]["payload"]
+        assert timed_out["action"] == "retrain-timed-out"
+        assert len(timed_out["evidence"]["retrainings"][0]["noted"]) == 1
+        assert await h.call("improver", "retraining") == {}
+        # Idle again (cooldown 0): the next finding starts a new retraining.
+        await h.emit("finding.drift.serve", DRIFT, source="checker")
+        await eventually(lambda: len(planner.called("run")) == 2)
+
+
+async def test_a_tracker_outage_is_not_enough_rows(mlflow_server: MlflowServer) -> None:
+    settings = improver_settings(mlflow_server, "unused", min_dataset_rows=200)
+    planner = Planner(None, "unused", [])  # type: ignore[arg-type]
+    async with AgentHarness(Improver(), planner, settings=settings) as h:  # no tracker runs
+        drift = {**DRIFT, "window": {"start": time.time() - 4, "end": time.time()}}
+        await h.emit("finding.drift.serve", drift, source="checker")
+        await eventually(lambda: bool(h.records("decision", "improver")))
+        await h.run_sensor("improver", "gathered")
+        await h.settle()
+        first = h.records("decision", "improver")[0]["payload"]
+        assert first["action"] == "gather-data"
+        assert "an unknown number of labelled row(s)" in first["reason"]
+        assert planner.called("run") == []
+        assert (await h.call("improver", "retraining"))["serve"]["state"] == "gathering"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -486,3 +487,31 @@ async def test_a_dead_background_loop_makes_the_agent_not_ready(bus: str | None)
         description = await h.client.describe("planner")
         assert (description["state"], description["ready"]) == ("running", False)
         assert await h.call("planner", "scale", replicas=1)  # still serving, but says so
+
+
+async def test_stopping_mid_sensor_run_logs_no_error(
+    bus: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The scheduler's shutdown cancels the job awaiting the run; the run itself
+    # goes on and stop() waits for it. That is a clean stop: nothing at ERROR.
+    started, finished = asyncio.Event(), asyncio.Event()
+
+    class Slow(Agent, name="slow"):
+        @sensor(every=0.05)
+        async def measure(self) -> int:
+            started.set()
+            await asyncio.sleep(0.3)
+            finished.set()
+            return 1
+
+    caplog.set_level(logging.DEBUG)
+    async with AgentHarness(nats_url=bus) as h:
+        agent = Slow(settings=h.settings)
+        runtime = agent.running(await h.connect("slow"))
+        await runtime.start()
+        await asyncio.wait_for(started.wait(), 10)
+        await runtime.stop()
+        assert finished.is_set()  # the run under way finished before the stop ended
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [(r.name, r.getMessage()) for r in errors]
+    assert not any(r.exc_info for r in caplog.records if r.name.startswith("apscheduler"))

@@ -16,6 +16,7 @@ import yaml
 from scanflow_agents.runtime.loading import load_agent_classes
 
 from scanflow_agents import Settings
+from scanflow_agents.platforms.kubernetes import permissions
 
 from .conftest import CHART, VALUE_SETS, Render, run_helm
 
@@ -48,6 +49,26 @@ def test_every_object_is_valid_for_the_kubernetes_api(
         kubernetes_validate.validate(doc, version, strict=True)
 
 
+def _granted(role: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
+    granted: dict[tuple[str, str], list[str]] = {}
+    for rule in role["rules"]:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], f"wildcard in {field} of {role['metadata']}"
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), []).extend(rule["verbs"])
+    return {key: sorted(verbs) for key, verbs in granted.items()}
+
+
+def _wanted(*scopes: permissions.Scope) -> dict[tuple[str, str], list[str]]:
+    # The platform's own table: what its code calls (its emulator tests check that).
+    return {
+        (rule.group, rule.resource): sorted(rule.verbs)
+        for scope in scopes
+        for rule in permissions.rules(scope)
+    }
+
+
 def test_rbac_is_namespaced_exact_and_without_wildcards(
     documents: list[dict[str, Any]], value_set: str
 ) -> None:
@@ -59,41 +80,45 @@ def test_rbac_is_namespaced_exact_and_without_wildcards(
         "namespacePrefix": "scanflow-",
         "teams": ["default"],
         "argo": "never",
+        "registry": "",
+        "buildNamespace": "scanflow-builds",
     }
     kubernetes.update(values.get("kubernetes", {}))
+    team_scopes: tuple[permissions.Scope, ...] = (
+        ("team",) if kubernetes["argo"] == "never" else ("team", "argo")
+    )
     wanted = {
-        ("apps", "deployments"): ["get", "list", "create", "patch", "delete"],
-        ("apps", "deployments/scale"): ["patch"],
-        ("", "services"): ["get", "list", "create", "patch", "delete"],
-        ("", "pods"): ["list"],
-        ("", "configmaps"): ["get", "create", "delete"],
-        ("batch", "jobs"): ["get", "list", "create", "delete"],
+        kubernetes["namespacePrefix"] + team: _wanted(*team_scopes) for team in kubernetes["teams"]
     }
-    if kubernetes["argo"] != "never":
-        wanted[("argoproj.io", "workflows")] = ["get", "list", "create", "delete"]
+    if kubernetes["registry"]:
+        wanted[kubernetes["buildNamespace"]] = _wanted("builds")
     roles = _kind(documents, "Role")
-    namespaces = [kubernetes["namespacePrefix"] + team for team in kubernetes["teams"]]
-    assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(namespaces)
+    assert {r["metadata"]["namespace"]: _granted(r) for r in roles} == wanted
+    bindings = {b["metadata"]["namespace"]: b for b in _kind(documents, "RoleBinding")}
+    assert sorted(bindings) == sorted(wanted)
     for role in roles:
-        granted: dict[tuple[str, str], list[str]] = {}
-        for rule in role["rules"]:
-            for field in ("apiGroups", "resources", "verbs"):
-                assert "*" not in rule[field], f"wildcard in {field} of {role['metadata']}"
-            for group in rule["apiGroups"]:
-                for resource in rule["resources"]:
-                    granted.setdefault((group, resource), []).extend(rule["verbs"])
-        assert granted == wanted
-    bindings = _kind(documents, "RoleBinding")
-    assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(namespaces)
-    for binding in bindings:
+        binding = bindings[role["metadata"]["namespace"]]
         assert binding["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "Role",
-            "name": "rel-scanflow-agents",
+            "name": role["metadata"]["name"],
         }
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "rel-scanflow-agents", "namespace": "agents"}
         ]
+
+
+def test_the_planner_is_told_where_to_build(render: Render) -> None:
+    documents = render(VALUE_SETS["application"])
+    (configmap,) = [
+        d for d in _kind(documents, "ConfigMap") if d["metadata"]["name"].endswith("-settings")
+    ]
+    platform = yaml.safe_load(configmap["data"]["settings.yaml"])["agents"]["planner"]["kubernetes"]
+    assert platform["registry"] == "registry.example.com/ml"
+    assert platform["registry_secret"] == "push-credentials"
+    assert platform["build_namespace"] == "scanflow-builds"
+    # Namespaces are never created by the planner under the chart: that needs a ClusterRole.
+    assert not platform.get("create_namespaces", False)
 
 
 def test_every_container_is_probed_limited_and_restricted(
@@ -148,17 +173,20 @@ def test_only_agents_that_call_the_api_get_a_token(documents: list[dict[str, Any
         assert pod["spec"]["automountServiceAccountToken"] is False
 
 
-def test_singletons_recreate_and_replicated_agents_have_a_budget(
+def test_only_the_planner_recreates_and_replicated_agents_have_a_budget(
     documents: list[dict[str, Any]],
 ) -> None:
+    # Leader election lets every agent roll (a new pod beside the old one) but
+    # the planner, which follows runs as one process.
     budgets = {p["metadata"]["name"]: p for p in _kind(documents, "PodDisruptionBudget")}
+    rolling = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     for deployment in _kind(documents, "Deployment"):
         name, spec = deployment["metadata"]["name"], deployment["spec"]
+        agent = deployment["metadata"]["labels"]["scanflow.io/agent"]
+        assert spec["strategy"] == ({"type": "Recreate"} if agent == "planner" else rolling), name
         if spec["replicas"] == 1:
-            assert spec["strategy"] == {"type": "Recreate"}
             assert name not in budgets
         else:
-            assert spec["strategy"]["type"] == "RollingUpdate"
             assert budgets[name]["spec"]["selector"] == spec["selector"]
             assert budgets[name]["spec"]["maxUnavailable"] == 1
     assert set(budgets) <= {d["metadata"]["name"] for d in _kind(documents, "Deployment")}
@@ -238,6 +266,8 @@ def test_a_user_agents_image_and_config(render: Render) -> None:
         ("securityContext.readOnlyRootFilesystem=false", "readOnlyRootFilesystem"),
         ("agentDefaults.resources.limits.memory=null", "memory"),
         ("natsAuthorization.enabled=true", "existingSecret"),
+        ("agents.tracker.strategy=Blue", "strategy"),
+        ("kubernetes.buildNamespace=Builds", "buildNamespace"),
     ],
 )
 def test_the_schema_refuses_bad_values(helm: str, option: str, complaint: str) -> None:
@@ -245,6 +275,15 @@ def test_the_schema_refuses_bad_values(helm: str, option: str, complaint: str) -
     assert done.returncode != 0, f"{option} was accepted"
     assert "values don't meet the specifications of the schema" in done.stderr
     assert complaint in done.stderr, done.stderr
+
+
+def test_a_recreated_agent_cannot_have_replicas(helm: str) -> None:
+    done = run_helm(helm, "template", "rel", str(CHART), "--set", "agents.planner.replicas=2")
+    assert done.returncode != 0
+    assert (
+        "agents.planner: strategy Recreate runs one process at a time: replicas must be 1, not 2"
+        in done.stderr
+    )
 
 
 def test_notes_name_the_enabled_agents_and_how_to_check_them(helm: str) -> None:

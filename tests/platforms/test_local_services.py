@@ -16,6 +16,7 @@ import pytest
 
 from scanflow_agents.platforms import PlatformError
 from scanflow_agents.platforms.local import LocalPlatform, LocalPlatformSettings
+from scanflow_agents.testing import eventually
 from scanflow_agents.workflows import Workflow, load_workflow
 
 
@@ -178,3 +179,37 @@ async def test_delete_stops_everything_and_is_idempotent(
     assert absent.outcome == "absent"
     assert not _alive(pid)
     assert (await platform.status("serve")).services == []
+
+
+@pytest.mark.timeout(120)
+async def test_a_standby_replica_makes_a_scale_out_take_no_process_start(
+    tmp_path: Path, digits: dict[str, Any], http: ModuleType
+) -> None:
+    settings = LocalPlatformSettings(
+        base_dir=tmp_path / "platform", tracking_uri=digits["tracking_uri"],
+        report_interval=60, standby_replicas=1,
+    )  # fmt: skip
+    async with LocalPlatform(settings) as platform:
+        await platform.deploy(_online(digits, replicas=1))
+        service = platform._services[("serve", "model")]
+
+        async def standby_ready(uri: str) -> None:
+            await eventually(lambda: [r.model_uri for r in service.standby] == [uri], timeout=90)
+
+        await standby_ready(digits["uris"]["v1"])
+        warm = service.standby[0].name
+        started = time.monotonic()
+        await platform.scale("serve", "model", 2)
+        took = time.monotonic() - started
+        status = (await platform.status("serve")).services[0]
+        assert (status.desired_replicas, status.ready_replicas) == (2, 2)
+        assert warm in {r.replica for r in status.replicas}
+        assert took < 5.0  # an HTTP call, not a process loading MLflow and a model
+        port = int(status.url.rsplit(":", 1)[1])
+        assert set(await _spread(http, port, digits["rows"], 60)) == {
+            r.replica for r in status.replicas
+        }
+        await standby_ready(digits["uris"]["v1"])  # a new one replaces it
+        # A redeploy replaces the standby too: it must serve the new model when activated.
+        await platform.redeploy("serve", "model", digits["uris"]["v2"])
+        await standby_ready(digits["uris"]["v2"])

@@ -232,7 +232,11 @@ def test_an_agents_config_reaches_it_under_a_name_with_a_dash(
     from scanflow_agents.workflows import AgentSpec
 
     spec = AgentSpec(name="my-pod", agent=f"{agent_file}:Pod", config={"threshold": 0.2})
-    rendered = agent_deployment(KubernetesPlatformSettings(), "team", "app", spec)
+    port = _free_port()
+    # The rendered command is run as is, with its own --http-port.
+    rendered = agent_deployment(
+        KubernetesPlatformSettings(agent_http_port=port), "team", "app", spec
+    )
     container = rendered["spec"]["template"]["spec"]["containers"][0]
     env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
     assert env["SCANFLOW_AGENTS__MY_POD"] == '{"threshold": 0.2}'
@@ -242,9 +246,8 @@ def test_an_agents_config_reaches_it_under_a_name_with_a_dash(
     namespace = f"pod-{uuid.uuid4().hex[:6]}"
     env.update({"SCANFLOW_NATS__URL": nats_url, "SCANFLOW_NAMESPACE": namespace})
     command = [*SCANFLOW, "--settings", str(settings_file), *container["command"][1:]]
-    port = _free_port()
     process = subprocess.Popen(
-        [*command, "--http-port", str(port)],
+        command,
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=subprocess.PIPE,

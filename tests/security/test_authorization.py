@@ -3,7 +3,8 @@
 The NATS half runs a real nats-server with ``examples/security/nats-authorization.conf``
 itself (the documented example), one NATS user per agent, and tries what a
 compromised agent would: call an actuator it is not allowed, take another
-agent's calls, read or forge another agent's reply, forge another's record.
+agent's calls, read or forge another agent's reply, forge another's record,
+take or release another agent's lease, write another's key-value records.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scanflow_agents.builtin.planner.planner import CHAINS, RUNS
 
 from scanflow_agents import Agent, CallTimeout, Rejected, Settings, actuator
+from scanflow_agents._core.leading import lease_bucket
 from scanflow_agents.clients import Client, connect_transport
 from scanflow_agents.testing import AgentHarness
-from scanflow_agents.transports import Message, Transport
+from scanflow_agents.transports import Message, Transport, TransportError
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -173,3 +176,49 @@ async def test_nats_permissions_make_the_caller_unforgeable(
         ("improver", {"replicas": 4}),
     ]
     assert [r["id"] for r in chain] == [records[0]["id"]]
+
+
+async def test_each_agent_writes_only_its_own_lease_and_buckets(
+    authorized_nats: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = authorized_nats
+    leases, runs, chains = lease_bucket("default"), f"{RUNS}-default", f"{CHAINS}-default"
+    planner, tracker = Planner(), Tracker()
+    async with running(planner, url) as planner_bus, running(tracker, url) as tracker_bus:
+        # Each took its own lease at start, as its own NATS user.
+        assert planner.runtime.leadership.is_leader
+        assert tracker.runtime.leadership.is_leader
+        # The planner keeps its runs and their chains; the tracker its sensor cursors.
+        await planner_bus.kv_put(runs, "run.r1", b'{"run": 1}')
+        await planner_bus.kv_put(chains, "run.r1", b'["c1"]')
+        assert await planner_bus.kv_get(runs, "run.r1") == b'{"run": 1}'
+        assert await planner_bus.kv_get(chains, "run.r1") == b'["c1"]'
+        await tracker_bus.kv_put("scanflow-cursors-default", "tracker.watch", b"{}")
+
+        # The tracker can read the planner's lease, but neither take it, release it,
+        # nor write the planner's runs or cursors: the server refuses each.
+        held = await tracker_bus.kv_get(leases, "planner")
+        assert held is not None
+        assert b"holder" in held
+        attempts = (
+            tracker_bus.kv_put(leases, "planner", b'{"holder": "tracker"}'),
+            tracker_bus.kv_delete(leases, "planner"),
+            tracker_bus.kv_put(runs, "run.r1", b"{}"),
+            tracker_bus.kv_put("scanflow-cursors-default", "planner.watch", b"{}"),
+        )
+        outcomes = await asyncio.gather(*attempts, return_exceptions=True)
+        assert all(isinstance(o, TransportError) for o in outcomes), outcomes
+
+        # The planner still holds its lease, unchanged; its run record is intact.
+        assert await planner.runtime.leadership.confirm()
+        assert await tracker_bus.kv_get(leases, "planner") == held
+        assert await planner_bus.kv_get(runs, "run.r1") == b'{"run": 1}'
+        refused = {
+            r.getMessage().split("violation for ", 1)[1].lower()
+            for r in caplog.records
+            if "NATS connection tracker" in r.getMessage() and "violation" in r.getMessage()
+        }
+        assert refused >= {
+            'publish to "$kv.scanflow-leases-default.planner"',
+            'publish to "$kv.scanflow-cursors-default.planner.watch"',
+        }, refused

@@ -90,6 +90,8 @@ async def test_predictions_labels_metrics_and_reports(
         assert report["rows"] == len(digits["rows"])
         assert report["labels"]["accuracy"] == pytest.approx(expected / len(labels))
         assert report["latency_ms"]["p95"] > 0
+        # The probe's round trip on a kept-alive connection: no Nagle floor in it.
+        assert 0 < report["probe_ms"] < 20
         assert set(report["features"]) == {f"x{i}" for i in range(64)}
         assert sum(report["predictions"]["classes"].values()) == len(digits["rows"])
 
@@ -198,3 +200,69 @@ async def test_health_is_503_until_the_model_loads(
         http.request, config.port, "POST", "/predict", {"instances": [[1]]}
     )
     assert status == 503
+
+
+def _round_trips(port: int, count: int) -> list[float]:
+    """Milliseconds of ``count`` back-to-back GET /health on one kept-alive connection."""
+    import http.client
+    import time
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    times = []
+    try:
+        for _ in range(count):
+            started = time.perf_counter()
+            connection.request("GET", "/health")
+            connection.getresponse().read()
+            times.append((time.perf_counter() - started) * 1000.0)
+    finally:
+        connection.close()
+    return times
+
+
+async def test_back_to_back_requests_on_one_connection_take_milliseconds(
+    start_server: Any, http: ModuleType, tmp_path: Path
+) -> None:
+    """No Nagle floor: a kept-alive client sending as soon as it has its answer waits ~1 ms.
+
+    With Nagle's algorithm on the served sockets, the body of every answer after
+    the first few waited for the client's delayed acknowledgement of the head:
+    about 40 ms each, on the shared port and on the admin port alike.
+    """
+    config = await start_server(
+        wait=False, model_uri=f"file://{tmp_path}/no-such-model", load_before_listen=False
+    )
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                await asyncio.to_thread(http.request, config.admin_port, "GET", "/health")
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+    for port in (config.port, config.admin_port):
+        times = await asyncio.to_thread(_round_trips, port or 0, 40)
+        median = sorted(times)[len(times) // 2]
+        # Generous for a loaded machine; the Nagle floor puts the median at 40 ms or more.
+        assert median < 10.0, f"port {port}: median {median:.1f} ms over {times}"
+
+
+async def test_a_standby_replica_joins_the_shared_port_when_activated(
+    start_server: Any, digits: dict[str, Any], http: ModuleType
+) -> None:
+    config = await start_server(
+        model_uri=digits["uris"]["v2"], tracking_uri=digits["tracking_uri"],
+        reuse_port=True, standby=True,
+    )  # fmt: skip
+    status, health = await asyncio.to_thread(http.request, config.admin_port, "GET", "/health")
+    assert (status, health["ready"], health["active"]) == (200, True, False)
+    with pytest.raises(ConnectionRefusedError):  # outside the rotation: nobody on the port
+        await asyncio.to_thread(http.request, config.port, "POST", "/predict", {"instances": [[0]]})
+    status, body = await asyncio.to_thread(http.request, config.admin_port, "POST", "/activate")
+    assert (status, body["changed"]) == (200, True)
+    status, answer = await asyncio.to_thread(
+        http.request, config.port, "POST", "/predict", {"instances": digits["rows"][:2]}
+    )
+    assert status == 200, answer
+    assert len(answer["predictions"]) == 2
+    status, again = await asyncio.to_thread(http.request, config.admin_port, "POST", "/activate")
+    assert (status, again["changed"]) == (200, False)

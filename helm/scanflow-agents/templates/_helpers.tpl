@@ -84,6 +84,13 @@ credentials Secret, and the application file if there is one.
 {{- if $root.Values.imagePullSecrets -}}
 {{- $_ := set $platform "image_pull_secrets" $root.Values.imagePullSecrets -}}
 {{- end -}}
+{{- with $root.Values.kubernetes.registry -}}
+{{- $_ := set $platform "registry" . -}}
+{{- $_ := set $platform "build_namespace" $root.Values.kubernetes.buildNamespace -}}
+{{- end -}}
+{{- with $root.Values.kubernetes.registrySecret -}}
+{{- $_ := set $platform "registry_secret" . -}}
+{{- end -}}
 {{- $_ := set $config "kubernetes" (mergeOverwrite $platform (default (dict) $config.kubernetes)) -}}
 {{- end -}}
 {{- if and (eq $name "planner") $root.Values.application -}}
@@ -142,3 +149,26 @@ Environment variables from the credentials Secrets (never inlined); call with
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The RoleBinding of the chart's service account to a Role; call with
+(dict "root" $ "namespace" NS) and optionally "role" (default: the full name).
+*/}}
+{{- define "scanflow-agents.roleBinding" }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: {{ .role | default (include "scanflow-agents.fullname" .root) }}
+  namespace: {{ .namespace }}
+  labels:
+    {{- include "scanflow-agents.labels" .root | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: {{ .role | default (include "scanflow-agents.fullname" .root) }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ include "scanflow-agents.serviceAccountName" .root }}
+    namespace: {{ .root.Release.Namespace }}
+{{- end }}

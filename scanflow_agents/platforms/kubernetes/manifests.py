@@ -143,6 +143,7 @@ def serving_template(
         workflow=workflow,
         node=node.name,
         replica="$(POD_NAME)",  # expanded by the kubelet
+        latency_p95_ms=node.latency_p95_ms,
     )
     # Probes answer from memory, but a loaded pod's event loop may be busy
     # predicting: a 1 s timeout would restart healthy pods under load.
@@ -268,12 +269,19 @@ def agent_deployment(
         # The settings tree reads an agent's section from SCANFLOW_AGENTS__<NAME> as JSON.
         key = f"SCANFLOW_AGENTS__{agent.name.upper().replace('-', '_')}"
         values[key] = json.dumps(agent.config, sort_keys=True)
+    port = settings.agent_http_port
+    reference = agent_reference(agent)
     container: Obj = {
         "name": AGENT_CONTAINER,
         "image": image or settings.agent_image,
-        "command": ["scanflow", "run", agent_reference(agent), "--name", agent.name],
+        "command": [
+            "scanflow", "run", reference, "--name", agent.name, "--http-port", str(port)
+        ],
         "env": env_list(values),
-    }
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "resources": dict(AGENT_RESOURCES),
+        **agent_probes(settings),
+    }  # fmt: skip
     # Only an agent given a service account (its RBAC) gets that account's token.
     spec = pod_spec(settings, container, token=settings.agent_service_account is not None)
     if settings.agent_service_account:
@@ -287,7 +295,60 @@ def agent_deployment(
         1,
         {naming.SPEC: agent.model_dump_json()},
         settings.rollout_deadline,
+        strategy=agent_strategy(reference),
     )
+
+
+#: An agent's requests and memory limit (no CPU limit: throttling slows its
+#: loops, and a limit equal to requests would throttle at once), as in the chart.
+AGENT_RESOURCES: Obj = {
+    "requests": {"cpu": "50m", "memory": "256Mi"},
+    "limits": {"memory": "768Mi"},
+}
+
+#: The one process at a time an agent may run as (see :func:`agent_strategy`).
+SINGLE_PROCESS_AGENTS = frozenset({"scanflow_agents.builtin.planner:Planner"})
+
+
+def agent_probes(settings: KubernetesPlatformSettings) -> Obj:
+    """The probes of an agent pod, on ``scanflow run``'s HTTP server (as the chart's).
+
+    ``/livez``: the process and its loops are alive; ``/readyz``: connected to
+    NATS, every agent started and subscribed, not draining. The startup probe
+    gives a slow start (imports, first connection) a minute before liveness counts.
+    """
+    timeout = max(1, round(settings.probe_timeout))
+
+    def probe(path: str, period: int, failures: int) -> Obj:
+        return {
+            "httpGet": {"path": path, "port": "http"},
+            "timeoutSeconds": timeout,
+            "periodSeconds": period,
+            "failureThreshold": failures,
+        }
+
+    return {
+        "startupProbe": probe("/livez", 2, 60),
+        "readinessProbe": probe("/readyz", 5, 2),
+        "livenessProbe": probe("/livez", 10, 3),
+    }
+
+
+def agent_strategy(reference: str) -> Obj:
+    """How an agent's Deployment replaces its pods.
+
+    Agents elect a leader through a lease (``_core/leading.py``): a new pod
+    may start beside the old one, answers calls as soon as it is ready, and
+    runs sensors and rules only once the old pod has released the lease on
+    SIGTERM. A rolling update (one extra pod, none unavailable) then leaves
+    no moment without an agent answering. The planner is the exception: it
+    follows runs and resumes the unreported ones at start whether it leads
+    or not, and its run store has one writer, so the old planner must be
+    gone before the new one starts (``Recreate``).
+    """
+    if reference in SINGLE_PROCESS_AGENTS:
+        return {"type": "Recreate"}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
 
 
 def template_hash(template: Obj) -> str:
@@ -305,6 +366,8 @@ def _deployment(
     replicas: int,
     annotations: dict[str, Any],
     progress_deadline: float = 600.0,
+    *,
+    strategy: Obj | None = None,
 ) -> Obj:
     return {
         "apiVersion": DEPLOYMENTS.api_version,
@@ -322,10 +385,8 @@ def _deployment(
             "progressDeadlineSeconds": max(1, round(progress_deadline)),
             # The selector is immutable: identity labels only, never the model.
             "selector": {"matchLabels": naming.identity(object_labels)},
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-            },
+            "strategy": strategy
+            or {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": template,
         },
     }

@@ -64,6 +64,12 @@ class KubernetesPlatformSettings(BaseModel):
     agent_service_account: str | None = Field(
         default=None, description="Service account of agent pods (their RBAC)."
     )
+    agent_http_port: int = Field(
+        default=8080,
+        ge=1,
+        le=65535,
+        description="Port of agent pods' /livez, /readyz and /metrics (scanflow run --http-port).",
+    )
 
     run_as_user: int = Field(
         default=10001,

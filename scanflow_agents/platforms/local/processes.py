@@ -67,11 +67,19 @@ async def http_get(host: str, port: int, path: str, timeout: float = 2.0) -> tup
     Raises:
         OSError: If the connection fails; TimeoutError if it takes too long.
     """
+    return await http_request(host, port, "GET", path, timeout)
+
+
+async def http_request(
+    host: str, port: int, method: str, path: str, timeout: float = 2.0
+) -> tuple[int, bytes]:
+    """A minimal HTTP/1.1 request without a body (``http_get`` with another method)."""
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_connection(host, port)
         try:
             writer.write(
-                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+                f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n"
+                "Connection: close\r\n\r\n".encode()
             )
             await writer.drain()
             raw = await reader.read()

@@ -4,6 +4,11 @@ The replicas of a service all listen on the service's port with
 ``SO_REUSEPORT``; the kernel spreads new connections among them, so there is
 no proxy to run and no hop to pay. Each replica also listens on a private
 admin port, the only way to ask one particular replica for its health.
+
+With ``standby_replicas`` set, that many more replicas are kept started, with
+the model loaded, outside the rotation (listening on their admin port only):
+a scale-out activates them (they open the shared port) in milliseconds
+instead of starting processes, and new standbys are started in the background.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from scanflow_agents._kit.tasks import guarded, stop
 from scanflow_agents.platforms.local.processes import (
     free_port,
     http_get,
+    http_request,
     spawn,
     terminate,
     wait_healthy,
@@ -56,6 +63,8 @@ class ReplicaSet:
         self.port = node.port or free_port(settings.host)
         self.model_uri = node.model_uri
         self.replicas: list[Replica] = []
+        self.standby: list[Replica] = []  # started and loaded, outside the rotation
+        self._filling: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()
         self.logs = settings.base_dir.resolve() / "services" / workflow / node.name
         self._numbers = itertools.count(1)
@@ -68,9 +77,14 @@ class ReplicaSet:
     async def scale(self, count: int) -> int:
         """Start or stop replicas until ``count`` run; returns how many changed.
 
-        New replicas start together; the newest are stopped first.
+        Standby replicas are activated first; the others start together. The
+        newest are stopped first.
         """
+        self._keep_warm()
         if count > len(self.replicas):
+            warm = await self._activate(count - len(self.replicas))
+            self.replicas += warm
+            self._keep_warm()  # replace the ones just taken
             started = await asyncio.gather(
                 *(self._start(self.model_uri) for _ in range(count - len(self.replicas))),
                 return_exceptions=True,
@@ -83,11 +97,55 @@ class ReplicaSet:
                     f"service {self.workflow}/{self.node.name}: "
                     f"{len(failures)} replica(s) did not start: {failures[0]}",
                 )
-            return len(started)
+            return len(warm) + len(started)
         doomed = self.replicas[count:]
         self.replicas = self.replicas[:count]
         await asyncio.gather(*(self._stop(r) for r in doomed))
         return len(doomed)
+
+    async def _activate(self, wanted: int) -> list[Replica]:
+        """Up to ``wanted`` standby replicas of the current model, now in the rotation."""
+        ready = [r for r in self.standby if r.model_uri == self.model_uri]
+        active = []
+        for replica in ready[:wanted]:
+            self.standby.remove(replica)
+            try:
+                status, _ = await http_request(
+                    self.settings.host, replica.admin_port, "POST", "/activate", timeout=5.0
+                )
+            except (OSError, TimeoutError):
+                status = 0
+            if status == 200:
+                active.append(replica)
+            else:  # a standby that cannot join is of no use: a cold start replaces it
+                await self._stop(replica)
+        return active
+
+    def _keep_warm(self) -> None:
+        """Start the background task that keeps ``standby_replicas`` ready, if not running."""
+        if self.settings.standby_replicas and (self._filling is None or self._filling.done()):
+            name = f"standby replicas of {self.workflow}/{self.node.name}"
+            self._filling = guarded(self._fill(), name=name, logger=logger)
+
+    async def _fill(self) -> None:
+        while True:
+            # Standbys of a model no longer served (a redeploy) are replaced.
+            for stale in [r for r in self.standby if r.model_uri != self.model_uri]:
+                self.standby.remove(stale)
+                await self._stop(stale)
+            missing = self.settings.standby_replicas - len(self.standby)
+            if missing <= 0:
+                return
+            # Together: one after the other, the last would be ready only after all the
+            # others' start times, and a scale-out meanwhile would start cold.
+            started = await asyncio.gather(
+                *(self._start(self.model_uri, standby=True) for _ in range(missing)),
+                return_exceptions=True,
+            )
+            self.standby += [r for r in started if isinstance(r, Replica)]
+            for failure in started:
+                if isinstance(failure, BaseException):
+                    raise failure  # logged by the guarded task; the next change retries
 
     async def redeploy(self, model_uri: str) -> int:
         """Replace replicas one by one with ones serving ``model_uri``.
@@ -116,6 +174,7 @@ class ReplicaSet:
             self.replicas[self.replicas.index(old)] = new
             await self._stop(old)
             replaced += 1
+        self._keep_warm()
         return replaced
 
     async def status(self) -> ServiceStatus:
@@ -132,11 +191,13 @@ class ReplicaSet:
         )
 
     async def close(self) -> None:
-        """Stop every replica."""
-        doomed, self.replicas = self.replicas, []
+        """Stop every replica, standbys included."""
+        await stop(self._filling)
+        doomed, self.replicas = self.replicas + self.standby, []
+        self.standby = []
         await asyncio.gather(*(self._stop(r) for r in doomed))
 
-    async def _start(self, model_uri: str) -> Replica:
+    async def _start(self, model_uri: str, *, standby: bool = False) -> Replica:
         name = f"{self.node.name}-{next(self._numbers)}"
         admin_port = free_port(self.settings.host)
         config = ServingConfig(
@@ -154,6 +215,8 @@ class ReplicaSet:
             replica=name,
             report_interval=self.settings.report_interval,
             graceful_timeout=self.settings.stop_timeout,
+            latency_p95_ms=self.node.latency_p95_ms,
+            standby=standby,
         )
         argv = [self.python, "-m", "scanflow_agents.serving", *config.to_args()]
         started = time.monotonic()
@@ -171,13 +234,14 @@ class ReplicaSet:
                 ) from exc
             raise
         logger.info(
-            "replica %s of %s/%s ready in %.1f s (pid %d, %s)",
+            "replica %s of %s/%s ready in %.1f s (pid %d, %s%s)",
             name,
             self.workflow,
             self.node.name,
             time.monotonic() - started,
             process.pid,
             model_uri,
+            ", standby" if standby else "",
         )
         return Replica(name, process, admin_port, model_uri, time.time())
 

@@ -31,6 +31,12 @@ class LocalPlatformSettings(BaseModel):
         default=60.0, gt=0, description="Seconds a replica may take to be ready."
     )
     stop_timeout: float = Field(default=10.0, gt=0, description="Seconds a process gets to stop.")
+    standby_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="Replicas per service kept started and loaded outside the rotation: "
+        "a scale-out activates them at once instead of starting processes.",
+    )
     kept_runs: int = Field(default=100, ge=1, description="Finished runs remembered for status.")
 
     @classmethod

@@ -18,16 +18,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import kmock
 import pytest
 
-from scanflow_agents.platforms.kubernetes import KubernetesPlatform, KubernetesPlatformSettings
+from scanflow_agents.platforms.kubernetes import (
+    KubernetesPlatform,
+    KubernetesPlatformSettings,
+    permissions,
+)
 from scanflow_agents.testing import eventually
 from scanflow_agents.workflows import Workflow, load_workflow
 
+# The path of a Namespace object, or of their collection.
+NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces(?:/([^/]+))?/?$")
 TEAM = "vision"
 NAMESPACE = f"scanflow-{TEAM}"
 BUILDS = "scanflow-builds"
@@ -56,6 +63,8 @@ class Cluster:
 
     def __init__(self, emulator: kmock.KubernetesEmulator) -> None:
         self.emulator = emulator
+        # (group, resource, verb) cluster-wide requests a test allows on purpose.
+        self.cluster_wide: set[tuple[str, str, str]] = set()
 
     def serve(self, *plurals: str) -> None:
         """Declare resource types (as installed CRDs and API groups would be)."""
@@ -77,6 +86,53 @@ class Cluster:
     def history(self, plural: str, name: str, namespace: str = NAMESPACE) -> list[Any]:
         """Every version of an object (None marks a deletion)."""
         return list(self.emulator.objects[RESOURCES[plural], namespace, name].history)
+
+    def unpermitted(self) -> list[str]:
+        """The platform's requests its Role would refuse (``permissions.RULES``).
+
+        The platform's requests are told apart by their User-Agent: the
+        emulator's own client (used by the tests playing controllers) says
+        ``kmock``. A request in the build namespace is judged by the build
+        rules, one on Argo Workflows by the Argo rules, any other by the team
+        namespace's; a cluster-scoped one is refused unless listed in
+        ``self.cluster_wide`` (what a test enabled on purpose).
+        """
+        refused = []
+        for request in self.emulator:
+            if str(request.headers.get("User-Agent", "")).startswith("kmock/"):
+                continue
+            namespace = NAMESPACE_PATH.match(request.url.path)
+            if namespace is not None:  # A Namespace object: cluster-scoped.
+                group, resource, named, request_namespace = (
+                    "",
+                    "namespaces",
+                    bool(namespace[1]),
+                    None,
+                )
+            elif request.resource is None or request.resource.plural is None:
+                continue  # Discovery (/apis/<group>): no resource grant involved.
+            else:
+                resource = request.resource.plural
+                if request.subresource:
+                    resource += "/" + request.subresource
+                group = request.resource.group or ""
+                named, request_namespace = request.name is not None, request.namespace
+            action = permissions.verb(str(request.method.value), named)
+            what = f"{request.method.value} {request.url.path} ({action} {group}/{resource})"
+            if request_namespace is None:
+                if (group, resource, action) not in self.cluster_wide:
+                    refused.append(what + " cluster-wide")
+                continue
+            scope: permissions.Scope = (
+                "builds"
+                if request_namespace == BUILDS
+                else "argo"
+                if group == "argoproj.io"
+                else "team"
+            )
+            if not permissions.allows(scope, group, resource, action):
+                refused.append(f"{what} in {scope} namespace {request_namespace}")
+        return refused
 
     def requests(self, method: str, plural: str) -> list[Any]:
         """The requests of one HTTP method on one resource type, in order."""
@@ -234,11 +290,18 @@ def with_node(workflow: Workflow, name: str, **update: Any) -> Workflow:
 
 
 @pytest.fixture
-def cluster(kmock: kmock.KubernetesEmulator) -> Cluster:
-    """The test's emulator, serving the core types the platform uses (no Argo)."""
+def cluster(kmock: kmock.KubernetesEmulator) -> Iterator[Cluster]:
+    """The test's emulator, serving the core types the platform uses (no Argo).
+
+    After the test, every request the platform sent must be one its Role
+    grants (``permissions.RULES``, which the Helm chart's Roles are checked
+    against): a new call without a grant fails here, not on a cluster.
+    """
     found = Cluster(kmock)
     found.serve("deployments", "services", "configmaps", "pods", "events", "jobs")
-    return found
+    yield found
+    refused = found.unpermitted()
+    assert not refused, "requests outside permissions.RULES:\n" + "\n".join(refused)
 
 
 @pytest.fixture

@@ -199,6 +199,31 @@ async def test_an_argo_workflow_nobody_picks_up_fails_after_a_deadline(
     assert "orphan" not in cluster.objects("workflows")
 
 
+async def test_an_argo_step_that_cannot_pull_stops_its_workflow(
+    platform: KubernetesPlatform, cluster: Cluster
+) -> None:
+    cluster.serve("workflows")
+    run_id = await platform.run(_one_step(), run_id="argopull")
+    await eventually(lambda: "argopull" in cluster.objects("workflows"))
+    node = {"displayName": "fit", "phase": "Running"}
+    await cluster.patch_status(
+        "workflows", "argopull", {"phase": "Running", "nodes": {"argopull-1": node}}
+    )
+    waiting = {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}
+    await _pod(
+        cluster,
+        "argopull",
+        {"containerStatuses": [{"name": "main", "state": {"waiting": waiting}}]},
+    )
+
+    status = await platform.wait(run_id, timeout=10)
+
+    assert (status.state, status.failed_node) == ("failed", "fit")
+    assert "ImagePullBackOff" in status.message
+    # Stopped (a patch), not left to wait for its deadline with a pod that never starts.
+    assert cluster.get("workflows", "argopull")["spec"]["shutdown"] == "Terminate"
+
+
 async def test_delete_never_asks_for_argo_when_it_is_off(
     settings: KubernetesPlatformSettings, cluster: Cluster, proxy: FaultyProxy, online: Workflow
 ) -> None:

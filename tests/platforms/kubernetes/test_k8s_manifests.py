@@ -158,3 +158,42 @@ def test_every_pod_but_the_builder_is_restricted_and_holds_no_token() -> None:
         assert token is (pod.get("serviceAccountName") == "planner"), obj["metadata"]["name"]
         checked += 1
     assert checked == 12  # 1 service, 3 steps, 5 agents, 3 Argo steps
+
+
+def _agents() -> dict[str, dict[str, Any]]:
+    return {
+        obj["metadata"]["labels"]["scanflow.io/agent"]: obj
+        for obj in OBJECTS
+        if obj["metadata"]["labels"].get("app.kubernetes.io/component") == "agent"
+    }
+
+
+def test_agent_pods_serve_probes_and_have_a_memory_limit() -> None:
+    agents = _agents()
+    assert sorted(agents) == ["checker", "drift", "improver", "planner", "tracker"]
+    for name, obj in agents.items():
+        (container,) = _pods(obj)["containers"]
+        # scanflow run serves /livez and /readyz on the port the probes ask.
+        assert container["command"][-2:] == ["--http-port", "8080"], name
+        assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+        assert container["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+        assert container["resources"]["limits"] == {"memory": "768Mi"}
+
+
+def test_only_the_planner_is_replaced_by_recreating_it() -> None:
+    # Leader election lets a new agent pod start beside the old one; the planner
+    # follows runs whether it leads or not, so two must never overlap.
+    strategies = {name: obj["spec"]["strategy"] for name, obj in _agents().items()}
+    assert strategies.pop("planner") == {"type": "Recreate"}
+    rolling = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    assert all(strategy == rolling for strategy in strategies.values()), strategies
+
+
+def test_the_rendered_port_is_the_one_set() -> None:
+    settings = SETTINGS.model_copy(update={"agent_http_port": 9100})
+    rendered = agent_deployment(settings, "vision", "digits", AgentSpec(name="t", agent="tracker"))
+    (container,) = _pods(rendered)["containers"]
+    assert container["command"][-2:] == ["--http-port", "9100"]
+    assert container["ports"][0]["containerPort"] == 9100

@@ -373,7 +373,9 @@ async def test_namespace_creation_is_best_effort(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The emulator serves no cluster-scoped core resources: creating the
-    # namespace fails, is logged, and the deploy goes on.
+    # namespace fails, is logged, and the deploy goes on. It is the one
+    # cluster-wide request (not in permissions.RULES: the chart never grants it).
+    cluster.cluster_wide |= {("", "namespaces", "get"), ("", "namespaces", "create")}
     caplog.set_level(logging.WARNING)
     async with KubernetesPlatform(settings.model_copy(update={"create_namespaces": True})) as p:
         result = await p.deploy(online)
@@ -418,7 +420,18 @@ async def test_application_deploys_its_agents(
         "app.kubernetes.io/component": "agent",
     }
     container = _container(drift)
-    assert container["command"] == ["scanflow", "run", "team.agents:DriftWatch", "--name", "drift"]
+    assert container["command"] == [
+        "scanflow", "run", "team.agents:DriftWatch", "--name", "drift", "--http-port", "8080"
+    ]  # fmt: skip
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    probes = {
+        kind: container[f"{kind}Probe"]["httpGet"] for kind in ("startup", "readiness", "liveness")
+    }
+    assert probes == {
+        "startup": {"path": "/livez", "port": "http"},
+        "readiness": {"path": "/readyz", "port": "http"},
+        "liveness": {"path": "/livez", "port": "http"},
+    }
     env = _env(container)
     assert env["SCANFLOW_NAMESPACE"] == TEAM
     assert env["SCANFLOW_NATS__URL"] == "nats://nats.mlops:4222"
@@ -427,7 +440,7 @@ async def test_application_deploys_its_agents(
     assert drift["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     tracker = _container(agents["digits-agent-tracker"])
     command = ["scanflow", "run", "scanflow_agents.builtin.tracker:Tracker", "--name", "tracker"]
-    assert tracker["command"] == command
+    assert tracker["command"] == [*command, "--http-port", "8080"]
     # The reference resolves (the pod would otherwise crash-loop at start).
     assert [c.__name__ for c in load_agent_classes(command[2])] == ["Tracker"]
     assert agents["serve-m"]["metadata"]["labels"]["scanflow.io/application"] == "digits"
