@@ -149,6 +149,12 @@ async def test_nats_permissions_make_the_caller_unforgeable(
         with contextlib.suppress(Exception):
             await asyncio.wait_for(tracker_bus.flush(), 2)
         assert await improver.call("planner", "scale", replicas=4) == {"replicas": 4}
+        # A keyed call (the kind rules make) claims its key in the planner's own part of
+        # the call store and records that it started; the repeat is answered, not re-run.
+        for _ in range(2):
+            reply = await improver.runtime.call("planner", "scale", {"replicas": 5}, call_id="k-1")
+            assert reply == {"replicas": 5}
+        assert planner.runtime.dispatcher.executions == {"scale": 3}
         await asyncio.sleep(0.3)
         assert stolen == []
         # Each attempt was refused by the server, not merely unanswered.
@@ -174,8 +180,17 @@ async def test_nats_permissions_make_the_caller_unforgeable(
     assert [(r["payload"]["caller"], r["payload"]["params"]) for r in records] == [
         ("improver", {"replicas": 3}),
         ("improver", {"replicas": 4}),
+        ("improver", {"replicas": 5}),
     ]
     assert [r["id"] for r in chain] == [records[0]["id"]]
+    # Only the tracker's attempts above were refused: the planner's and the improver's
+    # own work (records, call store, leases) is all within their permissions.
+    others = [
+        r.getMessage()
+        for r in caplog.records
+        if "violation" in r.getMessage() and "NATS connection tracker" not in r.getMessage()
+    ]
+    assert others == []
 
 
 async def test_each_agent_writes_only_its_own_lease_and_buckets(
