@@ -113,10 +113,25 @@ class ConnectErrors:
         self.seen.append(exc)
 
     def reason(self, final: BaseException) -> str:
-        """The most telling error: the last attempt's, else ``final`` (what ended the connect)."""
+        """The most telling error: the server's own words if an attempt got some, else the
+        last attempt's error, else ``final`` (what ended the connect).
+
+        A server that refuses credentials closes the connection right after its ``-ERR``
+        line, so the next attempt (or the same one's reader) may see only a reset socket;
+        that reset says less than the refusal before it, whatever the order they came in.
+        """
         telling = [e for e in self.seen if not isinstance(e, nats.errors.NoServersError)]
-        chosen = telling[-1] if telling else final
+        said = [e for e in telling if not _only_transport(e)]
+        chosen = said[-1] if said else telling[-1] if telling else final
         return redact(describe_error(chosen))
+
+
+def _only_transport(exc: BaseException) -> bool:
+    """A socket-level failure (reset, refused, EOF) that carries no reason of the server's.
+
+    TLS errors are ``OSError`` subclasses too, but they do say why: they are kept.
+    """
+    return isinstance(exc, OSError | EOFError) and not isinstance(exc, ssl.SSLError)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -126,6 +141,6 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS: the server's certificate is not trusted: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}"
+        return f"TLS: {getattr(exc, 'reason', None) or exc}"
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -160,3 +160,29 @@ async def test_mutual_tls_with_a_ca_a_certificate_and_a_key(serve_nats: Any, pki
 def test_a_key_without_a_certificate_is_a_settings_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"nats\.tls_key is set without nats\.tls_cert"):
         Settings.load(nats={"tls_key": str(tmp_path / "key.pem")})
+
+
+def test_the_servers_reason_outranks_a_reset_that_follows_it() -> None:
+    # A loaded machine showed the order: the refusal, then the reset of the socket the
+    # server closed after it. The refusal is what the user needs to read.
+    import ssl
+
+    import nats.errors
+
+    from scanflow_agents.transports.connecting import ConnectErrors
+
+    errors = ConnectErrors()
+    errors.add(nats.errors.AuthorizationError())
+    errors.add(ConnectionResetError(104, "Connection reset by peer"))
+    assert "Authorization Violation" in errors.reason(nats.errors.NoServersError())
+
+    # A TLS failure is a socket error too, but it says why: it is kept.
+    tls = ConnectErrors()
+    tls.add(ssl.SSLError(1, "TLSV1_ALERT_UNKNOWN_CA"))
+    tls.add(ConnectionResetError(104, "Connection reset by peer"))
+    assert tls.reason(nats.errors.NoServersError()).startswith("TLS:")
+
+    # Only resets seen: the last one is the reason.
+    reset = ConnectErrors()
+    reset.add(ConnectionRefusedError(111, "Connection refused"))
+    assert "ConnectionRefusedError" in reset.reason(nats.errors.NoServersError())
