@@ -49,6 +49,13 @@ def test_the_build_context_holds_what_the_package_needs() -> None:
     for sources in copied:
         for source in sources.split():
             assert source.rstrip("/") in kept, f"{source} is copied but ignored by the context"
-    # Every folder the wheel is built from (pyproject's package-dir) is in the context.
-    for folder in ("scanflow_agents", "runtime", "agents", "examples/digits"):
-        assert folder in kept
+    # Every folder the wheel is built from (pyproject's package-dir) is in the context
+    # and copied into the build stage: read from pyproject, so a new one is not missed.
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    folders = set(project["tool"]["setuptools"]["package-dir"].values())
+    copied_folders = {source.rstrip("/") for sources in copied for source in sources.split()}
+    for folder in folders:
+        assert folder in kept, f"{folder} (a package folder) is ignored by the context"
+        assert folder in copied_folders, f"{folder} (a package folder) is not copied"
