@@ -15,6 +15,10 @@ import json
 import signal
 import sys
 
+# Raw nats-py runs on the same event loop as the agents (uvloop where installed,
+# as `scanflow run` does), and uvicorn picks uvloop itself (its loop "auto").
+from scanflow_agents._kit import loops
+
 
 async def _until_terminated() -> None:
     stop = asyncio.Event()
@@ -45,7 +49,8 @@ def http(port: int) -> None:
     import uvicorn
     from _http_app import app
 
-    # Its best case: no access log line per request (the default would add one).
+    # Its best case: no access log line per request (the default would add one),
+    # and uvloop and httptools when installed (uvicorn's "auto" picks them).
     uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False)
 
 
@@ -64,11 +69,11 @@ async def host(nats_url: str, namespace: str, count: int) -> None:
 def main(argv: list[str]) -> None:
     role, args = argv[0], argv[1:]
     if role == "echo":
-        asyncio.run(echo(args[0], args[1]))
+        loops.run(lambda: echo(args[0], args[1]))
     elif role == "http":
         http(int(args[0]))
     elif role == "host":
-        asyncio.run(host(args[0], args[1], int(args[2])))
+        loops.run(lambda: host(args[0], args[1], int(args[2])))
     else:
         raise SystemExit(f"unknown role {role!r}: use echo, http or host")
 

@@ -41,6 +41,7 @@ from _procs import AGENTS_FILE, PEERS, Children, free_port, python, scanflow, si
 from _report import goals, table
 
 from scanflow_agents import Envelope, Settings
+from scanflow_agents._kit import loops
 from scanflow_agents.clients import Client, connect_transport
 from scanflow_agents.messages import new_id
 from scanflow_agents.subjects import Subjects
@@ -381,8 +382,8 @@ def environment(plan: Plan, quick: bool) -> dict[str, Any]:
             name: metadata.version(name)
             for name in ("nats-py", "pydantic", "aiohttp", "fastapi", "uvicorn")
         },
-        # Without them uvicorn runs on the asyncio loop and the h11 parser.
-        "uvloop": find_spec("uvloop") is not None,
+        # The event loop of every process here; uvicorn's HTTP parser (h11 without httptools).
+        "event_loop": loops.chosen("auto"),
         "httptools": find_spec("httptools") is not None,
     }
 
@@ -399,7 +400,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with NatsServer() as server:
             try:
-                results = asyncio.run(run_all(server.url, plan, children))
+                # The callers run on the loop the agents run on (see _kit/loops.py).
+                results = loops.run(lambda: run_all(server.url, plan, children))
             finally:
                 children.stop_all()  # before the server, so agents drain cleanly
     finally:

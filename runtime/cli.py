@@ -125,7 +125,7 @@ def run(
             )
             await serve(agents, embedded)
 
-    run_coroutine(go)
+    run_coroutine(go, settings.agent.event_loop)
 
 
 @main.command()

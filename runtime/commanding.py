@@ -7,7 +7,6 @@ own error handling, in :mod:`.cli`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from scanflow_agents import CallError, Settings, redaction
+from scanflow_agents._kit import loops
 from scanflow_agents.transports import TransportError
 
 T = TypeVar("T")
@@ -40,10 +40,14 @@ def settings_of(ctx: click.Context) -> Settings:
     return settings
 
 
-def run_coroutine(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+def run_coroutine(
+    coro_fn: Callable[[], Coroutine[Any, Any, T]], loop: loops.EventLoop = "asyncio"
+) -> T:
     """Run a coroutine; call errors and connection problems become clean CLI errors."""
     try:
-        return asyncio.run(coro_fn())
+        return loops.run(coro_fn, loop)
+    except loops.LoopUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
     except CallError as exc:
         field = f" (field: {exc.field})" if exc.field else ""
         raise click.ClickException(redaction.redact(f"{exc.code}: {exc.message}{field}")) from exc
