@@ -12,10 +12,12 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from scanflow_agents._kit.loops import EventLoop
 
 
 class NatsSettings(BaseModel):
@@ -129,7 +131,19 @@ class AgentSettings(BaseModel):
         description="Seconds one attempt to store records may take; a reply whose record was "
         "not stored by then says so (the record stays queued).",
     )
+    reply_after: Literal["stored", "sent"] = Field(
+        "stored",
+        description="When a call's reply goes out: 'stored', once the stream acknowledged its "
+        "action record; 'sent', once the record is on its way to the server, ahead of the "
+        "reply (lower latency; the record is still confirmed and resent until stored, but a "
+        "caller is not told if the stream refuses it).",
+    )
     shutdown_timeout: float = Field(10.0, gt=0, description="Seconds a graceful stop may take.")
+    event_loop: EventLoop = Field(
+        "auto",
+        description="The event loop of `scanflow run`: 'auto' (uvloop when installed, the "
+        "'fast' extra), 'asyncio' or 'uvloop'.",
+    )
     events_max_age: float = Field(
         3600.0,
         gt=0,

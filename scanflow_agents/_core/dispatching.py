@@ -15,7 +15,8 @@ refusal, is a structured :class:`~scanflow_agents.messages.Reply`. In order:
 4. guards (paused, cooldown, rate), then the actuator itself;
 5. the action record is stored (JetStream acknowledged) before the reply is
    sent; if the stream does not take it (within ``record_timeout``), the
-   reply says so;
+   reply says so. With ``reply_after="sent"`` the reply only waits until the
+   record is written to the connection, ahead of it;
 6. a reply over the server's max payload becomes ``too_large``.
 """
 
@@ -305,7 +306,11 @@ class Dispatcher:
     async def _store_record(
         self, actuator_id: str, record: dict[str, Any], call: Envelope
     ) -> str | None:
-        """Queue the action record and wait until it is stored; why not, if it was not."""
+        """Queue the action record and wait until it is stored (or sent); why not, if it was not.
+
+        With ``reply_after="sent"`` the wait ends once the record is written to
+        the connection: the server reads it before the reply that follows.
+        """
         _, stored = self.recorder.enqueue(
             "action",
             actuator_id,
@@ -313,6 +318,7 @@ class Dispatcher:
             correlation_id=call.correlation_id,
             causation_id=call.id,
             track=True,
+            until=self.settings.reply_after,
         )
         assert stored is not None
         # No timer per call: the recorder settles the future on every attempt,

@@ -20,13 +20,14 @@ and is sent again under its message id, so the stream keeps one copy.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic_core import to_jsonable_python
 
@@ -34,7 +35,7 @@ from scanflow_agents._core import wire
 from scanflow_agents._core.indexing import chain_entry
 from scanflow_agents.messages import Envelope
 from scanflow_agents.subjects import Subjects
-from scanflow_agents.transports.base import Refused, Transport
+from scanflow_agents.transports.base import Durable, Refused, Transport
 
 logger = logging.getLogger("scanflow_agents.recording")
 
@@ -108,6 +109,12 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), default=repr).encode()
 
 
+Until = Literal["stored", "sent"]
+"""What a tracked event's future waits for: the stream's acknowledgement, or the
+event being on its way to the server (written to the connection, ahead of
+anything published after it)."""
+
+
 @dataclass(slots=True)
 class _Pending:
     subject: str
@@ -115,6 +122,7 @@ class _Pending:
     msg_id: str
     stored: asyncio.Future[None] | None
     index_copy: bool = False
+    until: Until = "stored"
 
 
 class Recorder:
@@ -201,12 +209,16 @@ class Recorder:
         correlation_id: str,
         causation_id: str | None = None,
         track: bool = False,
+        until: Until = "stored",
     ) -> tuple[dict[str, Any], asyncio.Future[None] | None]:
         """Queue one event even if the backlog is full; with ``track``, a future set once stored.
 
-        Returns the event's envelope as a mapping (as queued, shrunk if it had
-        to be). The dispatcher uses this for calls it already admitted (at
-        most the in-flight limit beyond the backlog's).
+        With ``until="sent"`` the future is set as soon as the event is on its
+        way to the server instead; the recorder still waits for the stream's
+        acknowledgement and sends it again until it comes. Returns the event's
+        envelope as a mapping (as queued, shrunk if it had to be). The
+        dispatcher uses this for calls it already admitted (at most the
+        in-flight limit beyond the backlog's).
         """
         value = wire.envelope(
             "event",
@@ -218,7 +230,7 @@ class Recorder:
         )
         self.counts[kind] = self.counts.get(kind, 0) + 1
         subject = self.subjects.event(f"{kind}.{self.agent}.{name}")
-        stored = self._queue(subject, value, wire.dumps(value), track)
+        stored = self._queue(subject, value, wire.dumps(value), track, until)
         if self.sinks:
             record = {
                 "id": value["id"],
@@ -249,7 +261,7 @@ class Recorder:
         self._queue(subject, value, wire.dumps(value), False)
 
     def _queue(
-        self, subject: str, value: dict[str, Any], data: bytes, track: bool
+        self, subject: str, value: dict[str, Any], data: bytes, track: bool, until: Until = "stored"
     ) -> asyncio.Future[None] | None:
         """Append one encoded event to the backlog, shrunk first if it cannot fit."""
         budget = self.transport.max_payload - HEADROOM - len(subject)
@@ -268,15 +280,18 @@ class Recorder:
                 self.agent, value["id"], subject, original, self.transport.max_payload,
             )  # fmt: skip
         future = asyncio.get_running_loop().create_future() if track else None
-        self.backlog.append(_Pending(subject, data, value["id"], future))
         # The chain index (see indexing.py): a copy under the chain's subject, in
         # the same pipelined batch, so `history --correlation` needs no scan.
-        # Whoever waits for the event waits for the event itself, not its copy.
+        # It goes first and unconfirmed: the stream processes one connection's
+        # messages in order, so the event's acknowledgement covers its copy too,
+        # and the copy costs no acknowledgement of its own. Whoever waits for
+        # the event waits for the event itself.
         if self.index:
             copy_subject, copy, copy_id = chain_entry(
                 self.subjects, subject, data, value["correlation_id"], value["id"]
             )
             self.backlog.append(_Pending(copy_subject, copy, copy_id, None, index_copy=True))
+        self.backlog.append(_Pending(subject, data, value["id"], future, until=until))
         self._idle.clear()
         self._wake.set()
         return future
@@ -291,7 +306,11 @@ class Recorder:
                 try:
                     async with asyncio.timeout(self.timeout):
                         errors = await self.transport.publish_durable_batch(
-                            [(item.subject, item.data, item.msg_id) for item in batch]
+                            [
+                                Durable(item.subject, item.data, item.msg_id, not item.index_copy)
+                                for item in batch
+                            ],
+                            sent=functools.partial(_on_the_way, batch),
                         )
                 except Exception as exc:  # the connection closed under us, no ack in time, ...
                     errors = [exc] * len(batch)
@@ -358,6 +377,13 @@ class Recorder:
             )
             return False
         return True
+
+
+def _on_the_way(batch: list[_Pending], errors: list[BaseException | None]) -> None:
+    """Release whoever waits only for its event to be sent (its ack comes later)."""
+    for item, error in zip(batch, errors, strict=True):
+        if item.until == "sent" and error is None:
+            _settle(item.stored, None)
 
 
 def _settle(future: asyncio.Future[None] | None, error: BaseException | None) -> None:

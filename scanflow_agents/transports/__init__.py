@@ -1,6 +1,7 @@
 """Transports: how agents exchange bytes. NATS for real, memory for embedding and tests."""
 
 from scanflow_agents.transports.base import (
+    Durable,
     KeyValue,
     KvConflict,
     KvEntry,
@@ -17,6 +18,7 @@ from scanflow_agents.transports.base import (
 from scanflow_agents.transports.memory import MemoryBroker, MemoryTransport
 
 __all__ = [
+    "Durable",
     "KeyValue",
     "KvConflict",
     "KvEntry",

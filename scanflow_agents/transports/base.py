@@ -33,6 +33,27 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
+
+
+class Durable(NamedTuple):
+    """One message for the event stream, as :meth:`Transport.publish_durable_batch` takes it.
+
+    ``msg_id`` makes a resend safe (the stream keeps one copy per id). An
+    unconfirmed message (``confirm=False``) is sent without asking for the
+    stream's acknowledgement: cheaper, for a copy whose loss costs nothing but
+    a slower lookup. Sent before a confirmed one on the same connection, it
+    has been processed by the stream once that one is acknowledged.
+    """
+
+    subject: str
+    data: bytes
+    msg_id: str | None = None
+    confirm: bool = True
+
+
+Sent = Callable[[list[BaseException | None]], None]
+"""Told that a batch of stream messages is on its way, with each one's error so far."""
 
 
 class TransportError(Exception):
@@ -186,19 +207,25 @@ class Transport(abc.ABC):
         """
 
     async def publish_durable_batch(
-        self, items: Sequence[tuple[str, bytes, str | None]]
+        self, items: Sequence[Durable], *, sent: Sent | None = None
     ) -> list[BaseException | None]:
-        """Store many ``(subject, data, msg_id)`` events; per item, ``None`` or the error.
+        """Store many events; per item, ``None`` or the error.
 
-        The default stores them one by one; a transport may pipeline them.
+        For an unconfirmed item the error is only what sending it raised.
+        ``sent`` is called once every item is on its way (handed to the
+        connection, in order, ahead of anything published after the call),
+        before the acknowledgements come, with the errors known by then. The
+        default stores the items one by one; a transport may pipeline them.
         """
         errors: list[BaseException | None] = []
-        for subject, data, msg_id in items:
+        for item in items:
             try:
-                await self.publish_durable(subject, data, msg_id=msg_id)
+                await self.publish_durable(item.subject, item.data, msg_id=item.msg_id)
                 errors.append(None)
             except TransportError as exc:
                 errors.append(exc)
+        if sent is not None:
+            sent(errors)
         return errors
 
     @abc.abstractmethod

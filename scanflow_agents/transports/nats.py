@@ -23,12 +23,14 @@ from nats.js import api
 from scanflow_agents.redaction import redact
 from scanflow_agents.settings import NatsSettings
 from scanflow_agents.transports.base import (
+    Durable,
     KeyValue,
     Message,
     MessageHandler,
     NoResponders,
     Refused,
     RequestTimeout,
+    Sent,
     StoredHandler,
     Subscription,
     Transport,
@@ -214,7 +216,7 @@ class NatsTransport(Transport):
             ) from exc
 
     async def publish_durable_batch(
-        self, items: Sequence[tuple[str, bytes, str | None]], *, timeout: float = 5.0
+        self, items: Sequence[Durable], *, sent: Sent | None = None, timeout: float = 5.0
     ) -> list[BaseException | None]:
         # Pipelined: every event is written before any acknowledgement is
         # awaited, so a batch costs about one round trip and, since nothing in
@@ -226,13 +228,15 @@ class NatsTransport(Transport):
         tokens: list[str] = []
         loop = asyncio.get_running_loop()
         try:
-            for subject, data, msg_id in items:
-                token = f"{next(self._ack_counter):x}"
-                future: asyncio.Future[bytes] = loop.create_future()
+            for subject, data, msg_id, confirm in items:
+                future: asyncio.Future[bytes] | None = None
+                reply = ""
+                if confirm:
+                    token = f"{next(self._ack_counter):x}"
+                    future = loop.create_future()
+                    reply = f"{acks}.{token}"
                 try:
-                    await self.nc.publish(
-                        subject, data, reply=f"{acks}.{token}", headers=_id_header(msg_id)
-                    )
+                    await self.nc.publish(subject, data, reply=reply, headers=_id_header(msg_id))
                 except (nats.errors.Error, nats.js.errors.Error) as exc:
                     futures.append(None)
                     # Too large for the server: no resend can help.
@@ -241,10 +245,15 @@ class NatsTransport(Transport):
                     )
                     errors.append(kind(f"stream {self.stream!r} did not take {subject!r}: {exc!r}"))
                     continue
-                self._pending_acks[token] = future
-                tokens.append(token)
+                if future is not None:
+                    self._pending_acks[token] = future
+                    tokens.append(token)
                 futures.append(future)
                 errors.append(None)
+            if sent is not None:
+                # Everything is in the connection's buffer, in order: whatever is
+                # published from now on reaches the server after these messages.
+                sent(list(errors))
             pending = [f for f in futures if f is not None]
             if pending:
                 await asyncio.wait(pending, timeout=timeout)

@@ -22,7 +22,7 @@ from scanflow_agents.clients import connect_transport
 from scanflow_agents.messages import Envelope
 from scanflow_agents.settings import Settings
 from scanflow_agents.subjects import Subjects
-from scanflow_agents.transports.base import Transport, TransportError
+from scanflow_agents.transports.base import Durable, Transport, TransportError
 from scanflow_agents.transports.servers import NatsServer
 
 AGENTS = str(Path(__file__).with_name("fault_agents.py"))
@@ -116,16 +116,16 @@ class Faults:
             rows.append((int(n), int(pid), float(at)))
         return rows
 
-    def tick(self, n: int) -> tuple[str, bytes, str]:
-        """Tick ``n`` as ``(subject, data, msg_id)``; its fixed id makes a retry harmless."""
+    def tick(self, n: int) -> Durable:
+        """Tick ``n`` as a stream message; its fixed id makes a retry harmless."""
         envelope = Envelope(
             id=f"tick-{n:08d}", kind="event", source="faults", target=TOPIC, payload={"n": n}
         )
-        return Subjects(self.namespace).event(TOPIC), envelope.encode(), envelope.id
+        return Durable(Subjects(self.namespace).event(TOPIC), envelope.encode(), envelope.id)
 
     async def store(self, transport: Transport, n: int) -> None:
         """Store tick ``n``, retrying through an outage."""
-        subject, data, msg_id = self.tick(n)
+        subject, data, msg_id, _ = self.tick(n)
         while True:
             try:
                 await transport.publish_durable(subject, data, msg_id=msg_id)

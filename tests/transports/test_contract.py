@@ -11,6 +11,7 @@ import pytest
 from scanflow_agents.settings import NatsSettings
 from scanflow_agents.testing import eventually
 from scanflow_agents.transports import (
+    Durable,
     KvConflict,
     MemoryBroker,
     MemoryTransport,
@@ -219,7 +220,7 @@ async def test_messages_over_the_max_payload_are_refused(connect: Connect) -> No
     with pytest.raises(Refused):
         await a.publish_durable(f"{p}.events.big", b"x" * (a.max_payload + 1))
     big = b"x" * (a.max_payload + 1)
-    (error,) = await a.publish_durable_batch([(f"{p}.events.big", big, None)])
+    (error,) = await a.publish_durable_batch([Durable(f"{p}.events.big", big)])
     assert isinstance(error, Refused)
 
 
