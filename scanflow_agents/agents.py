@@ -23,6 +23,7 @@ from scanflow_agents.sensors import SensorSpec
 from scanflow_agents.settings import Settings
 
 if TYPE_CHECKING:
+    from scanflow_agents._core.controlling import Approvals
     from scanflow_agents._core.instruments import Instruments
     from scanflow_agents._core.running import AgentRuntime
     from scanflow_agents.knowledge import KnowledgeClient
@@ -165,6 +166,11 @@ class Agent:
     def knowledge(self) -> KnowledgeClient:
         """The MLflow client of ``settings.mlflow`` (created on first use, closed at stop)."""
         return self.runtime.knowledge.client()
+
+    @property
+    def approvals(self) -> Approvals:
+        """Decisions waiting for a person: ``hold`` one, and ``scanflow approvals`` lists it."""
+        return self.runtime.approvals
 
     @property
     def is_running(self) -> bool:

@@ -5,7 +5,9 @@
   production on held-out recent data by ``margin``, and redeploy the service;
 - SLO findings → a replica target computed from demand (see ``scaling``);
 - a promoted version that underperforms → roll back to the previous one;
-- plan kinds listed in ``approval`` wait for ``approve``/``reject``.
+- plan kinds listed in ``approval`` wait for a person, held in the agent's
+  approvals: ``scanflow approvals`` and the console list and decide them, as
+  do the improver's own ``approve``/``reject``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from scanflow_agents.builtin.improver.approvals import Approvals, PendingPlan
 from scanflow_agents.builtin.improver.retrainings import Gathering, Retrainings, Running, State
 from scanflow_agents.builtin.improver.scaling import Autoscaler
 from scanflow_agents.builtin.improver.settings import ImproverSettings, PlanKind, Supervised
@@ -62,7 +63,6 @@ class Improver(Agent):
 
     async def on_start(self) -> None:
         self.config = ImproverSettings.of(self.settings, self.name)
-        self.approvals = Approvals(self.config.approval_timeout)
         self.scalers = {wf: Autoscaler(self.config.scaling) for wf in self.config.workflows}
         self.retrainings = Retrainings(self.config.retrain_timeout)
         self.watching: dict[str, Probation] = {}
@@ -449,7 +449,7 @@ class Improver(Agent):
         action = action or kind
         if kind in self.config.approval:
             plan_id = new_id()[-12:]
-            self.approvals.hold(PendingPlan(plan_id, kind, workflow, reason, evidence, execute))
+            self._hold(plan_id, kind, workflow, reason, evidence, execute)
             return Decision(
                 action=f"{action}-awaiting-approval",
                 reason=f"{reason} (plan {plan_id} waits for approval)",
@@ -465,6 +465,37 @@ class Improver(Agent):
             )
         return Decision(action=action, reason=reason, evidence={**evidence, "outcome": outcome})
 
+    def _hold(
+        self, plan_id: str, kind: PlanKind, workflow: str, reason: str, evidence: dict[str, Any],
+        execute: Callable[[], Awaitable[Any]],
+    ) -> None:  # fmt: skip
+        """Hold a plan in the agent's approvals, where every way of deciding it meets.
+
+        The improver's ``approve``/``reject`` and the operators' control messages
+        (``scanflow approve``, the console) take the plan from there and call the
+        same functions, so a plan is carried out or dropped once, whoever decides.
+        """
+
+        async def approved(why: str) -> Any:
+            return await execute()
+
+        async def rejected(why: str) -> None:
+            self.retrainings.drop(workflow)  # the workflow may retrain on the next finding
+
+        self.approvals.hold(
+            kind, reason, approved,
+            on_reject=rejected if kind == "retrain" else None,
+            details={**evidence, "workflow": workflow},
+            approval_id=plan_id,
+            timeout=self.config.approval_timeout,
+        )  # fmt: skip
+
+    def _waiting(self, plan: str) -> None:
+        """Refuse a plan id that nothing holds (decided already, timed out, or mistyped)."""
+        if plan not in self.approvals.pending:
+            waiting = ", ".join(self.approvals.pending) or "none"
+            raise NotFound(f"no plan {plan!r} waits for approval (waiting: {waiting})")
+
     @actuator(timeout=1200)
     async def approve(self, plan: str, reason: str = "") -> dict[str, Any]:
         """Approve a waiting plan and carry it out now.
@@ -473,11 +504,12 @@ class Improver(Agent):
             plan: The plan id (see ``plans``).
             reason: Why, for the audit trail.
         """
-        pending = self.approvals.take(plan)
-        outcome = await pending.execute()
+        self._waiting(plan)
+        held = self.approvals.take(plan)
+        outcome = await held.on_approve(reason)
         return {
             "plan": plan,
-            "kind": pending.kind,
+            "kind": held.kind,
             "approved": True,
             "reason": reason,
             "outcome": outcome,
@@ -491,15 +523,16 @@ class Improver(Agent):
             plan: The plan id (see ``plans``).
             reason: Why, for the audit trail.
         """
-        pending = self.approvals.take(plan)
-        if pending.kind == "retrain":
-            self.retrainings.drop(pending.workflow)
-        return {"plan": plan, "kind": pending.kind, "approved": False, "reason": reason}
+        self._waiting(plan)
+        held = self.approvals.take(plan)
+        if held.on_reject is not None:
+            await held.on_reject(reason)
+        return {"plan": plan, "kind": held.kind, "approved": False, "reason": reason}
 
     @actuator()
     async def plans(self) -> list[dict[str, Any]]:
         """The plans waiting for approval."""
-        return self.approvals.listing()
+        return [_listed(item) for item in self.approvals.listing()]
 
     @actuator()
     async def retraining(self) -> dict[str, dict[str, Any]]:
@@ -509,14 +542,29 @@ class Improver(Agent):
     @sensor(every=1.0, publish=False)
     async def approval_timeouts(self) -> None:
         """Apply the timeout policy to plans nobody approved in time."""
-        for pending in self.approvals.expired():
+        for held in self.approvals.expired():
+            why = f"nobody decided within {self.config.approval_timeout:g} s"
             if self.config.on_timeout == "approve":
-                logger.warning("plan %s (%s) approved by timeout", pending.id, pending.summary)
-                await pending.execute()
+                logger.warning("plan %s (%s) approved by timeout", held.id, held.summary)
+                await held.on_approve(why)
             else:
-                logger.warning("plan %s (%s) rejected by timeout", pending.id, pending.summary)
-                if pending.kind == "retrain":
-                    self.retrainings.drop(pending.workflow)
+                logger.warning("plan %s (%s) rejected by timeout", held.id, held.summary)
+                if held.on_reject is not None:
+                    await held.on_reject(why)
+
+
+def _listed(approval: dict[str, Any]) -> dict[str, Any]:
+    """A held plan as ``plans`` has always shown it: the workflow apart from the evidence."""
+    evidence = dict(approval["details"])
+    return {
+        "id": approval["id"],
+        "kind": approval["kind"],
+        "workflow": evidence.pop("workflow", None),
+        "summary": approval["summary"],
+        "evidence": evidence,
+        "waiting_s": approval["waiting_s"],
+        "expires_in_s": approval["expires_in_s"],
+    }
 
 
 def _kind(kind: str) -> str:

@@ -21,7 +21,7 @@ as the event ``control.<agent>.<op>`` (caller, params, reason, outcome); an
 approval is recorded in the chain of the decision that asked for it.
 
 Decisions waiting for a human are a core facility: an agent holds them with
-``self.runtime.approvals.hold(...)`` and the ops above list, approve and
+``self.approvals.hold(...)`` and the ops above list, approve and
 reject them. Who may send which op is decided by the actuators' allow-list
 (``settings.agent.allow``, see ``allowing.py``) under the name
 ``control.<op>``, and then by :attr:`Controller.authorize` if set: given the

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from scanflow_agents.builtin.improver import Autoscaler, Improver, Scaling
 
-from scanflow_agents import Agent, actuator
+from scanflow_agents import Agent, NotFound, actuator
+from scanflow_agents.controls import Controls
 from scanflow_agents.knowledge import KnowledgeClient, MlflowServer
 from scanflow_agents.settings import MlflowSettings, Settings
 from scanflow_agents.testing import AgentHarness, eventually
@@ -294,6 +295,86 @@ async def test_plans_can_wait_for_approval(mlflow_server: MlflowServer) -> None:
             assert planner.called("scale") == []
             with pytest.raises(Exception, match="no plan"):
                 await h.call("improver", "approve", plan=scale_plan)
+
+
+async def test_held_plans_are_listed_and_decided_by_operators(
+    mlflow_server: MlflowServer, nats_url: str
+) -> None:
+    """``scanflow approvals``, ``approve`` and ``reject`` (and the console) reach the plans."""
+    experiment = f"digits-{uuid.uuid4().hex[:6]}"
+    settings = improver_settings(mlflow_server, experiment, approval=["retrain", "scale"])
+    async with KnowledgeClient(settings.mlflow) as client:
+        planner = Planner(client, experiment, [(0.9, 0.5)])
+        async with AgentHarness(
+            Improver(), Tracker(), planner, nats_url=nats_url, settings=settings
+        ) as h:
+            improver = h.agents["improver"]
+            assert isinstance(improver, Improver)
+            controls = Controls(h.client, wait=0.5)
+            await h.emit("finding.drift.serve", DRIFT, source="checker")
+            await h.emit("finding.slo.serve", slo(True, 100, 1), source="checker")
+            await eventually(lambda: len(h.records("decision", "improver")) == 2)
+            held = {approval["kind"]: approval for approval in await controls.approvals()}
+            assert sorted(held) == ["retrain", "scale"]
+            retrain, scale = held["retrain"], held["scale"]
+            assert retrain["agent"] == "improver"
+            assert retrain["details"]["workflow"] == "serve"
+            assert 0 < retrain["expires_in_s"] <= 600  # the default approval_timeout
+            decision = h.records("decision", "improver", "retrain_on_drift")[0]
+            assert decision["payload"]["evidence"]["plan"] == retrain["id"]
+            assert retrain["correlation_id"] == decision["correlation_id"]
+            plans = await h.call("improver", "plans")  # the improver's own view: the same plans
+            assert sorted(p["id"] for p in plans) == sorted([retrain["id"], scale["id"]])
+
+            # Rejected by an operator: the reservation goes, so the next finding plans anew.
+            await controls.reject("improver", retrain["id"], reason="not this week")
+            await eventually(lambda: improver.retrainings.state("serve") is None)
+            await h.emit("finding.drift.serve", DRIFT, source="checker")
+            await eventually(lambda: len(h.records("decision", "improver")) == 3)
+            (again,) = [a for a in await controls.approvals() if a["kind"] == "retrain"]
+            assert again["id"] != retrain["id"]
+            assert planner.calls == []
+
+            # Approved by an operator: carried out, as the improver's `approve` would.
+            approved = await controls.approve("improver", again["id"], reason="looks right")
+            assert approved["approved"] is True
+            await controls.approve("improver", scale["id"], reason="traffic is real")
+            await eventually(lambda: bool(planner.called("run") and planner.called("scale")))
+            assert planner.called("scale") == [{"workflow": "serve", "replicas": 3}]
+            assert await controls.approvals() == []
+            with pytest.raises(NotFound, match="no plan"):
+                await h.call("improver", "approve", plan=scale["id"])
+            await h.settle()
+            await eventually(lambda: len(h.records("control", "improver", "approve-done")) == 2)
+            assert all(r["payload"]["ok"] for r in h.records("control", "improver", "approve-done"))
+
+
+@pytest.mark.parametrize("on_timeout", ["reject", "approve"])
+async def test_a_plan_nobody_decides_follows_the_timeout_policy(
+    mlflow_server: MlflowServer, on_timeout: str
+) -> None:
+    experiment = f"digits-{uuid.uuid4().hex[:6]}"
+    settings = improver_settings(
+        mlflow_server, experiment, approval=["retrain"], approval_timeout=0.3,
+        on_timeout=on_timeout,
+    )  # fmt: skip
+    async with KnowledgeClient(settings.mlflow) as client:
+        planner = Planner(client, experiment, [(0.9, 0.5)])
+        async with AgentHarness(Improver(), Tracker(), planner, settings=settings) as h:
+            improver = h.agents["improver"]
+            assert isinstance(improver, Improver)
+            await h.emit("finding.drift.serve", DRIFT, source="checker")
+            await eventually(lambda: bool(h.records("decision", "improver")))
+            await h.run_sensor("improver", "approval_timeouts")
+            assert len(await h.call("improver", "plans")) == 1  # not expired yet
+            await asyncio.sleep(0.35)
+            await h.run_sensor("improver", "approval_timeouts")
+            assert await h.call("improver", "plans") == []
+            if on_timeout == "approve":
+                assert planner.called("run")
+            else:
+                assert planner.called("run") == []
+                assert improver.retrainings.state("serve") is None
 
 
 async def test_slo_findings_scale_out_then_in(mlflow_server: MlflowServer) -> None:

@@ -60,7 +60,7 @@ class Gate(Agent):
             self.deployed.append(model)
             return {"deployed": model}
 
-        approval = self.runtime.approvals.hold(
+        approval = self.approvals.hold(
             "deploy", f"deploy {model}", deploy, details={"model": model}
         )
         return Decision(
