@@ -13,20 +13,26 @@ MAX_IDLE_RSS_MIB = 50.0
 
 def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each goal with the measured value and whether it is met."""
-    raw, http, agents = results["raw_nats"], results["http"], results["agents"]
-    p50_ratio = agents["p50_ms"] / raw["p50_ms"]
-    calls_ratio = agents["calls_per_s"] / http["calls_per_s"]
+    raw, http = results["raw_nats"], results["http"]
     reaction = results["event_to_actuator"]
     idle = results["memory"]["idle_agent"]
     core = results["memory"]["idle_agent_core_deps_only"]
     heavy = sorted(name for name, loaded in idle["heavy_modules"].items() if loaded)
+    calls = []
+    for key, mode in (("agents", "stored"), ("agents_sent", "sent")):
+        agents = results[key]
+        p50_ratio = agents["p50_ms"] / raw["p50_ms"]
+        calls_ratio = agents["calls_per_s"] / http["calls_per_s"]
+        calls += [
+            _goal(f"agent call p50 / raw NATS p50 ({mode})", p50_ratio,
+                  f"<= {MAX_P50_VS_NATS}x", p50_ratio <= MAX_P50_VS_NATS),
+            _goal(f"agent calls/s / HTTP calls/s ({mode})", calls_ratio,
+                  f">= {MIN_CALLS_VS_HTTP}x", calls_ratio >= MIN_CALLS_VS_HTTP),
+            _goal(f"action records stored / calls made ({mode})", agents["records_per_call"],
+                  "1.0", agents["records_stored"] == agents["calls_made"]),
+        ]  # fmt: skip
     return [
-        _goal("agent call p50 / raw NATS p50", p50_ratio, f"<= {MAX_P50_VS_NATS}x",
-              p50_ratio <= MAX_P50_VS_NATS),
-        _goal("agent calls/s / HTTP calls/s", calls_ratio, f">= {MIN_CALLS_VS_HTTP}x",
-              calls_ratio >= MIN_CALLS_VS_HTTP),
-        _goal("action records stored / calls made", agents["records_per_call"], "1.0",
-              agents["records_stored"] == agents["calls_made"]),
+        *calls,
         _goal("event -> actuator start p99 ms", reaction["to_actuator_start"]["p99_ms"],
               f"< {MAX_REACTION_P99_MS}", reaction["to_actuator_start"]["p99_ms"]
               < MAX_REACTION_P99_MS),
@@ -56,7 +62,8 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
     for key, label in (
         ("raw_nats", "1. raw nats-py request/reply"),
         ("http", "2. HTTP: aiohttp -> FastAPI/uvicorn"),
-        ("agents", "3. agent actuator call (Client.call)"),
+        ("agents", "3. agent call, reply once record stored"),
+        ("agents_sent", "3. agent call, reply once record sent"),
     ):
         r = results[key]
         cpu = f"{r['callee_cpu_us_per_call']:.0f} / {r['caller_cpu_us_per_call']:.0f}"

@@ -5,7 +5,9 @@ One run, on loopback, against one nats-server (JetStream) started here:
 1. raw nats-py request/reply to a responder process;
 2. the original Scanflow design: aiohttp POSTing JSON to FastAPI on uvicorn (one worker);
 3. an actuator call between two agent processes through the framework (validation,
-   envelope, idempotency, recording of the action event included);
+   envelope, idempotency, recording of the action event included), answered once
+   the action record is stored (the default), then once it is sent
+   (``settings.agent.reply_after = "sent"``);
 4. event -> rule -> remote actuator: an event published to the namespace's stream,
    a rule in one agent process calling an actuator in another;
 5. memory of an idle agent process, and of one process running 1, 10 and 50 agents.
@@ -55,6 +57,7 @@ PAYLOAD = {"replicas": 3, "service": "digits"}
 MODULES_ENV = "SCANFLOW_BENCH_MODULES_FILE"
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "core.json"
 HOST_SIZES = (1, 10, 50)
+SENT = "scaler-sent"  # the scaler with settings.agent.reply_after = "sent"
 
 
 @dataclass(frozen=True)
@@ -127,20 +130,24 @@ async def bench_http(plan: Plan, children: Children) -> dict[str, Any]:
 # -- 3. agent to agent ------------------------------------------------------------------
 
 
-async def bench_agents(transport: NatsTransport, plan: Plan, callee: int) -> dict[str, Any]:
+async def bench_agents(
+    transport: NatsTransport, plan: Plan, callee: int, name: str = "scaler"
+) -> dict[str, Any]:
     client = Client(transport, namespace=NAMESPACE, name="bench")
     made = 0
 
     async def call() -> object:
         nonlocal made
         made += 1
-        return await client.call("scaler", "scale", replicas=3)
+        return await client.call(name, "scale", replicas=3)
 
     result = await measured(call, plan, callee)
     result["caller"] = "Client.call"
     # Every call answered ok must have its action record in the stream: count
-    # them there, after the run, not in the agent's own counters.
-    stored = await stored_records(transport, Subjects(NAMESPACE).event("action.scaler.scale"))
+    # them there, after the run (and after the callee had time to confirm what
+    # it sent), not in the agent's own counters.
+    await asyncio.sleep(1.0)
+    stored = await stored_records(transport, Subjects(NAMESPACE).event(f"action.{name}.scale"))
     result["calls_made"] = made
     result["records_stored"] = stored
     result["records_per_call"] = round(stored / made, 4)
@@ -334,10 +341,17 @@ async def run_agent_sections(url: str, plan: Plan, children: Children) -> dict[s
     results: dict[str, Any] = {}
     try:
         scaler = children.start("scaler", scanflow(url, NAMESPACE, "run", f"{AGENTS_FILE}:Scaler"))
+        # The same agent answering once its record is sent, not acknowledged.
+        sent = children.start(
+            "scaler-sent",
+            scanflow(url, NAMESPACE, "run", f"{AGENTS_FILE}:Scaler", "--name", SENT),
+            env={"SCANFLOW_AGENT__REPLY_AFTER": "sent"},
+        )
         children.start("watcher", scanflow(url, NAMESPACE, "run", f"{AGENTS_FILE}:Watcher"))
-        await client.wait_for_agents(["scaler", "watcher"], timeout=60)
-        progress("3/5 agent actuator calls")
+        await client.wait_for_agents(["scaler", SENT, "watcher"], timeout=60)
+        progress("3/5 agent actuator calls (reply after the record is stored, then sent)")
         results["agents"] = await bench_agents(transport, plan, scaler.pid)
+        results["agents_sent"] = await bench_agents(transport, plan, sent.pid, SENT)
         progress("4/5 event -> rule -> remote actuator")
         results["event_to_actuator"] = await bench_events(transport, plan)
         children.stop_all()
@@ -354,14 +368,15 @@ async def run_all(url: str, plan: Plan, children: Children) -> dict[str, Any]:
     progress("2/5 HTTP: aiohttp -> FastAPI on uvicorn")
     results["http"] = await bench_http(plan, children)
     results.update(await run_agent_sections(url, plan, children))
-    agents = results["agents"]
-    agents["p50_vs_raw_nats"] = round(agents["p50_ms"] / results["raw_nats"]["p50_ms"], 3)
-    agents["calls_per_s_vs_http"] = round(agents["calls_per_s"] / results["http"]["calls_per_s"], 3)
-    http = results["http"]
-    # What calls/s would compare as if the callee had a core to itself.
-    agents["callee_cpu_vs_http"] = round(
-        agents["callee_cpu_us_per_call"] / http["callee_cpu_us_per_call"], 3
-    )
+    http, raw = results["http"], results["raw_nats"]
+    for agents in (results["agents"], results["agents_sent"]):
+        agents["p50_vs_raw_nats"] = round(agents["p50_ms"] / raw["p50_ms"], 3)
+        agents["calls_per_s_vs_http"] = round(agents["calls_per_s"] / http["calls_per_s"], 3)
+        agents["calls_per_s_vs_raw_nats"] = round(agents["calls_per_s"] / raw["calls_per_s"], 3)
+        # What calls/s would compare as if the callee had a core to itself.
+        agents["callee_cpu_vs_http"] = round(
+            agents["callee_cpu_us_per_call"] / http["callee_cpu_us_per_call"], 3
+        )
     return results
 
 

@@ -158,6 +158,7 @@ class Recorder:
         self.truncated = 0
         self.refused = 0
         self.index_dropped = 0
+        self.sending = 0  # events taken from the backlog, waiting for their acknowledgement
         self.retry_interval = 1.0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -303,6 +304,7 @@ class Recorder:
             self._wake.clear()
             while self.backlog:
                 batch = [self.backlog.popleft() for _ in range(min(BATCH, len(self.backlog)))]
+                self.sending = len(batch)
                 try:
                     async with asyncio.timeout(self.timeout):
                         errors = await self.transport.publish_durable_batch(
@@ -326,6 +328,7 @@ class Recorder:
                         _settle(item.stored, NotStored(f"{type(error).__name__}: {error}"))
                         item.stored = None
                         retry.append(item)
+                self.sending = 0
                 if not self.full:
                     self._room.set()
                 if retry and len(retry) < len(batch) and all(i.index_copy for i in retry):
@@ -335,7 +338,8 @@ class Recorder:
                     self.backlog.extendleft(reversed(retry))
                     logger.warning(
                         "agent %r could not store %d event(s) in the stream: %s; retrying in %g s",
-                        self.agent, len(retry), next(e for e in errors if e), self.retry_interval,
+                        self.agent, len(retry), _describe(next(e for e in errors if e)),
+                        self.retry_interval,
                     )  # fmt: skip
                     await asyncio.sleep(self.retry_interval)
             self._room.set()
@@ -373,10 +377,14 @@ class Recorder:
             logger.error(
                 "agent %r stops with %d event(s) not stored in the stream",
                 self.agent,
-                len(self.backlog),
+                len(self.backlog) + self.sending,
             )
             return False
         return True
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def _on_the_way(batch: list[_Pending], errors: list[BaseException | None]) -> None:

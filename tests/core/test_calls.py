@@ -354,3 +354,35 @@ async def test_a_reply_says_when_its_record_is_not_stored_yet(
         (told,) = [r for r in caplog.records if "not stored yet" in r.getMessage()]
         assert "stays queued" in told.getMessage()
         assert len(worker.runtime.recorder.backlog) >= 1
+
+
+async def test_reply_after_sent_answers_without_waiting_and_stores_the_record_later(
+    nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    defaults = Settings.defaults()
+    settings = defaults.model_copy(
+        update={
+            "agent": defaults.agent.model_copy(
+                update={"reply_after": "sent", "record_timeout": 1.0, "shutdown_timeout": 5.0}
+            )
+        }
+    )
+    worker = Worker()
+    async with AgentHarness(worker, nats_url=nats_url, settings=settings) as h:
+        worker.runtime.recorder.retry_interval = 0.2
+        transport = h.client.transport
+        assert isinstance(transport, NatsTransport)
+        await transport.js.delete_stream(transport.stream)
+        # No stream: with "stored" the reply would wait record_timeout and say
+        # `unrecorded`; with "sent" it goes out as soon as the record is written.
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="scanflow_agents.calling"):
+            assert await h.call("worker", "echo", text="early", timeout=10) == "early"
+        assert time.monotonic() - started < 0.9
+        assert not [r for r in caplog.records if "not stored yet" in r.getMessage()]
+        # The record was not lost: it stays queued and is stored once the stream is back.
+        await transport._ensure_stream(3600)
+        recorder = worker.runtime.recorder
+        await eventually(lambda: not recorder.backlog and not recorder.sending, timeout=10)
+        records = await h.client.history(agent="worker", kinds=["action"])
+        assert [r["payload"]["params"]["text"] for r in records] == ["early"]
