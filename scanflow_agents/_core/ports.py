@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 class Record(Protocol):
     """Record one event of ``kind`` (observation, decision, action) by handler ``name``.
 
-    Returns the envelope as recorded: its id is the event's id in the stream.
+    Returns the envelope as recorded: its id is the event's id in the stream
+    (``event_id`` if given: the stream keeps one event per id).
     """
 
     async def __call__(
@@ -30,6 +31,7 @@ class Record(Protocol):
         *,
         correlation_id: str,
         causation_id: str | None = None,
+        event_id: str | None = None,
     ) -> Envelope: ...
 
 

@@ -218,13 +218,16 @@ class Reactor:
             decision.reason or "(no reason given)",
         )
         # Recorded before any call: the decision stands even if its calls fail,
-        # and the calls carry its id as their cause.
+        # and the calls carry its id as their cause. Its id comes from the rule
+        # and the message, like its calls' ids: a message handled again (see
+        # planned_id) records the same decision once.
         envelope = await self.record(
             "decision",
             spec.id,
             {**state.last_decision, "trigger": _trigger_of(message)},
             correlation_id=correlation,
             causation_id=cause,
+            event_id=planned_id(self.agent.name, spec.id, cause, "decision"),
         )
         # One after another, in the order the rule listed them: a later call may
         # depend on an earlier one (promote, then redeploy). A failed call is
@@ -238,7 +241,7 @@ class Reactor:
                         planned.actuator,
                         planned.params,
                         timeout=planned.timeout,
-                        call_id=planned_call_id(self.agent.name, spec.id, cause, index),
+                        call_id=planned_id(self.agent.name, spec.id, cause, str(index)),
                     )
                 except CallError as exc:
                     # A guard saying no (cooldown, rate) is the system working, not an error.
@@ -257,16 +260,18 @@ class Reactor:
         return decision
 
 
-def planned_call_id(agent: str, rule: str, cause: str | None, index: int) -> str | None:
-    """The id of a decision's call, the same each time the rule handles the same message.
+def planned_id(agent: str, rule: str, cause: str | None, part: str) -> str | None:
+    """The id of a decision (``part="decision"``) or of its call number ``part``.
 
-    An event handled again (its replica died before acknowledging it, and the
-    next leader got it) makes the same calls with the same ids, so the
-    receiver's idempotency guard answers them without acting twice.
+    The same each time the rule handles the same message: an event handled
+    again (its replica died before acknowledging it, and the next leader got
+    it) records its decision under the same id, which the stream keeps once,
+    and makes the same calls with the same ids, which the receiver's
+    idempotency guard answers without acting twice.
     """
     if cause is None:
         return None
-    return hashlib.sha256(f"{agent}\0{rule}\0{cause}\0{index}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{agent}\0{rule}\0{cause}\0{part}".encode()).hexdigest()[:32]
 
 
 def _trigger_of(message: Observation | Event) -> dict[str, Any]:

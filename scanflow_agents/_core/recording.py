@@ -179,15 +179,23 @@ class Recorder:
         *,
         correlation_id: str,
         causation_id: str | None = None,
+        event_id: str | None = None,
     ) -> Envelope:
         """Record one event of ``kind`` (observation, decision, action) by handler ``name``.
 
         Waits while the backlog is full: a sensor or rule is slowed down, its
-        record is not dropped. Returns the event as stored.
+        record is not dropped. Returns the event as stored. An ``event_id``
+        chosen by the caller makes a second record of the same event (within
+        the stream's duplicate window) a no-op.
         """
         await self.room()
         value, _ = self.enqueue(
-            kind, name, payload, correlation_id=correlation_id, causation_id=causation_id
+            kind,
+            name,
+            payload,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            event_id=event_id,
         )
         return Envelope.model_construct(
             v=value["v"],
@@ -211,6 +219,7 @@ class Recorder:
         causation_id: str | None = None,
         track: bool = False,
         until: Until = "stored",
+        event_id: str | None = None,
     ) -> tuple[dict[str, Any], asyncio.Future[None] | None]:
         """Queue one event even if the backlog is full; with ``track``, a future set once stored.
 
@@ -228,6 +237,7 @@ class Recorder:
             target=name,
             correlation_id=correlation_id,
             causation_id=causation_id,
+            id=event_id,
         )
         self.counts[kind] = self.counts.get(kind, 0) + 1
         subject = self.subjects.event(f"{kind}.{self.agent}.{name}")

@@ -17,6 +17,7 @@ import pytest
 from scanflow_agents import Agent, Call, Decision, Event, actuator, rule, sensor
 from scanflow_agents._core.consuming import durable_name
 from scanflow_agents._core.running import AgentRuntime
+from scanflow_agents.clients import Client
 from scanflow_agents.messages import Envelope
 from scanflow_agents.settings import Settings
 from scanflow_agents.subjects import Subjects
@@ -205,14 +206,24 @@ async def test_a_crashed_leaders_event_is_acted_on_once_by_the_next(
     # The actor has acted on event 2 and not answered yet: the leader dies now,
     # with event 2 handled but not acknowledged.
     await asyncio.wait_for(actor.acting.wait(), 10)
+    recorder = leader.recorder  # its decision about event 2 is stored before it dies
+    await eventually(lambda: not recorder.backlog and not recorder.sending, timeout=10)
     await leader.transport.abort()
     await eventually(lambda: follower.leadership.is_leader, timeout=10)
     await eventually(lambda: len(b.seen) == 3, timeout=10)
     await asyncio.sleep(0.3)
     assert a.seen == [0, 1, 2]
     assert b.seen == [2, 3, 4]  # event 2 again: its handler never finished on the leader
-    # ...but its call carried the same id, so the actor did not act twice.
+    # ...but its call carried the same id, so the actor did not act twice,
     assert actor.acted == [0, 1, 2, 3, 4]
+    # and its decision, recorded again under the same id, is in the stream once.
+    await eventually(lambda: not follower.recorder.backlog, timeout=10)
+    client = Client(await bus.connect(), namespace=bus.namespace, name="test")
+    decisions = await client.history(kinds=["decision"])
+    assert sorted(d["payload"]["trigger"]["event"] for d in decisions) == sorted(
+        {d["payload"]["trigger"]["event"] for d in decisions}
+    )
+    assert len(decisions) == 5
 
 
 class SlowActor(Actor, name="actor"):

@@ -47,8 +47,10 @@ class Records:
         *,
         correlation_id: str,
         causation_id: str | None = None,
+        event_id: str | None = None,
     ) -> Envelope:
         envelope = Envelope(
+            **({"id": event_id} if event_id else {}),
             kind="event",
             source="test",
             target=name,
