@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from scanflow_agents._core.instruments import Instruments
     from scanflow_agents._core.running import AgentRuntime
     from scanflow_agents.knowledge import KnowledgeClient
-    from scanflow_agents.transports.base import Transport
+    from scanflow_agents.transports.base import KeyValue, Transport
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -219,6 +219,23 @@ class Agent:
     async def emit(self, topic: str, payload: Any) -> None:
         """Publish an event on ``topic`` (stored in the stream), in the current chain."""
         await self.runtime.emit(topic, payload)
+
+    # -- state that outlives the process ---------------------------------------------------
+
+    async def key_value(self, bucket: str, *, ttl: float | None = None) -> KeyValue:
+        """A key-value bucket on the agent's connection, created on first use.
+
+        For state that must outlive the process and be shared by the agent's
+        replicas: JetStream key-value on NATS (the in-memory bus keeps its own
+        in tests). Its methods: ``get`` (an entry with ``value`` and
+        ``revision``, or ``None``), ``put``, ``create`` (only if the key holds
+        nothing), ``update`` (only at the revision read), ``delete`` and
+        ``keys``; a lost race raises ``KvConflict``. ``ttl``: seconds an entry
+        lives after its last write (``None``: for ever). Bucket names are
+        letters, digits, ``-`` and ``_``, and a NATS account shares them: put
+        the namespace in the name (``f"{self.name}-{self.settings.namespace}"``).
+        """
+        return await self.runtime.transport.key_value(bucket, ttl=ttl)
 
 
 class Peer:

@@ -17,8 +17,6 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from scanflow_agents._kit.loops import EventLoop
-
 
 class NatsSettings(BaseModel):
     """How agents reach each other."""
@@ -139,7 +137,7 @@ class AgentSettings(BaseModel):
         "caller is not told if the stream refuses it).",
     )
     shutdown_timeout: float = Field(10.0, gt=0, description="Seconds a graceful stop may take.")
-    event_loop: EventLoop = Field(
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
         "auto",
         description="The event loop of `scanflow run`: 'auto' (uvloop when installed, the "
         "'fast' extra), 'asyncio' or 'uvloop'.",

@@ -35,6 +35,7 @@ from scanflow_agents.knowledge import (
 )
 from scanflow_agents.platforms import ActionResult, Platform, PlatformError, RunStatus
 from scanflow_agents.redaction import redact
+from scanflow_agents.transports import KeyValue
 from scanflow_agents.workflows import ServiceNode, Workflow, WorkflowError
 
 #: Key-value buckets (one per namespace) of run records, and of the chains runs' end
@@ -74,6 +75,7 @@ class Planner(Agent):
         # chain the run's end event belongs to, whichever task reports the end.
         self._chains: dict[str, tuple[str, str | None, str | None]] = {}
         self._store: KeyValueRunStore | None = None
+        self._chains_kv: KeyValue | None = None  # the chains of runs started here
         # Applications from the settings' files, which stored versions never replace.
         self._from_files: set[str] = set()
 
@@ -96,9 +98,8 @@ class Planner(Agent):
         self._knowledge = KnowledgeClient(self.settings.mlflow)
         # Run records and chains in JetStream key-value: a planner restarted
         # mid-run follows its runs again and still sends their end events.
-        self._store = KeyValueRunStore(
-            self.runtime.transport, _bucket(RUNS, self.settings.namespace)
-        )
+        self._store = KeyValueRunStore(await self.key_value(_bucket(RUNS, self.settings.namespace)))
+        self._chains_kv = await self.key_value(_bucket(CHAINS, self.settings.namespace))
         self._platform = make_platform(self.settings, self.options, self._run_finished, self._store)
         resumed = await self._platform.resume()
         if resumed:
@@ -189,10 +190,6 @@ class Planner(Agent):
                 raise NotFound(f"{missing}; the application store was not read: {exc}") from None
             return self.catalog.workflow(name)
 
-    @property
-    def _chains_bucket(self) -> str:
-        return _bucket(CHAINS, self.settings.namespace)
-
     def _team(self, workflow: str) -> str:
         """The team of the application that owns ``workflow``: whose namespace it acts in."""
         owner = self.catalog.owners.get(workflow)
@@ -201,23 +198,21 @@ class Planner(Agent):
 
     async def _remember(self, run_id: str, chain: tuple[str, str | None, str | None]) -> None:
         self._chains.setdefault(run_id, chain)
-        await self.runtime.transport.kv_put(
-            self._chains_bucket, KeyValueRunStore.key(run_id), json.dumps(list(chain)).encode()
-        )
+        assert self._chains_kv is not None  # set in on_start, before any run
+        await self._chains_kv.put(KeyValueRunStore.key(run_id), json.dumps(list(chain)).encode())
 
     async def _chain(self, status: RunStatus) -> tuple[str, str | None, str | None]:
         if status.run_id in self._chains:
             return self._chains.pop(status.run_id)
         try:  # Started by an earlier planner: its chain is in the bucket.
-            raw = await self.runtime.transport.kv_get(
-                self._chains_bucket, KeyValueRunStore.key(status.run_id)
-            )
+            assert self._chains_kv is not None
+            entry = await self._chains_kv.get(KeyValueRunStore.key(status.run_id))
         except Exception as exc:
             logger.warning("planner: chain of run %s not read: %s", status.run_id, exc)
-            raw = None
-        if raw is None:
+            entry = None
+        if entry is None:
             return status.workflow, None, None
-        workflow, correlation, cause = json.loads(raw)
+        workflow, correlation, cause = json.loads(entry.value)
         return str(workflow), correlation, cause
 
     async def _load_stored(self) -> None:

@@ -19,34 +19,25 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Protocol
+from typing import Any
 
 from scanflow_agents.platforms import RunRecord
+from scanflow_agents.transports import KeyValue
 
-BUCKET = "scanflow-planner-runs"
 INDEX = "index"
 _UNSAFE = re.compile(r"[^-_=.a-zA-Z0-9]")
 
 
-class KeyValue(Protocol):
-    """What the store needs of the transport: get and put in a key-value bucket."""
-
-    async def kv_get(self, bucket: str, key: str) -> bytes | None: ...
-
-    async def kv_put(self, bucket: str, key: str, value: bytes) -> None: ...
-
-
 class KeyValueRunStore:
-    """A run store on a transport's key-value buckets (JetStream KV on NATS).
+    """A run store on a key-value bucket (JetStream KV on NATS).
 
     Args:
-        kv: The transport (``agent.runtime.transport``).
-        bucket: The bucket's name; one per planner deployment and namespace.
+        kv: The bucket (``await agent.key_value(name)``); one per planner
+            deployment and namespace.
     """
 
-    def __init__(self, kv: KeyValue, bucket: str = BUCKET) -> None:
+    def __init__(self, kv: KeyValue) -> None:
         self.kv = kv
-        self.bucket = bucket
 
     @staticmethod
     def key(run_id: str) -> str:
@@ -56,7 +47,7 @@ class KeyValueRunStore:
     async def put(self, record: RunRecord) -> None:
         """Store the record, then keep the index of unreported runs up to date."""
         run_id = record.status.run_id
-        await self.kv.kv_put(self.bucket, self.key(run_id), record.model_dump_json().encode())
+        await self.kv.put(self.key(run_id), record.model_dump_json().encode())
         index = await self._index()
         if record.reported and run_id in index:
             index.remove(run_id)
@@ -64,12 +55,12 @@ class KeyValueRunStore:
             index.append(run_id)
         else:
             return
-        await self.kv.kv_put(self.bucket, INDEX, json.dumps(index).encode())
+        await self.kv.put(INDEX, json.dumps(index).encode())
 
     async def get(self, run_id: str) -> RunRecord | None:
         """The record of ``run_id``, or None."""
-        raw = await self.kv.kv_get(self.bucket, self.key(run_id))
-        return None if raw is None else RunRecord.model_validate_json(raw)
+        entry = await self.kv.get(self.key(run_id))
+        return None if entry is None else RunRecord.model_validate_json(entry.value)
 
     async def unreported(self, platform: str) -> list[RunRecord]:
         """The unreported records of ``platform``, in the order the runs started."""
@@ -81,6 +72,6 @@ class KeyValueRunStore:
         return found
 
     async def _index(self) -> list[str]:
-        raw = await self.kv.kv_get(self.bucket, INDEX)
-        value: Any = json.loads(raw) if raw else []
+        entry = await self.kv.get(INDEX)
+        value: Any = json.loads(entry.value) if entry is not None and entry.value else []
         return [str(v) for v in value] if isinstance(value, list) else []

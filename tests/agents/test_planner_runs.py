@@ -92,7 +92,7 @@ async def kv(bus: str | None) -> Any:
 
 
 async def test_the_key_value_store_keeps_the_run_store_contract(kv: Any) -> None:
-    store = KeyValueRunStore(kv, bucket=f"runs-{uuid.uuid4().hex[:8]}")
+    store = KeyValueRunStore(await kv.key_value(f"runs-{uuid.uuid4().hex[:8]}"))
     workflow = load_workflow({"name": "w", "nodes": [{"name": "a", "entry_point": "x.a"}]})
     record = RunRecord.of(RunStatus(run_id="w-1/odd id", workflow="w", nodes={}), "local", workflow)
 

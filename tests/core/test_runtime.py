@@ -27,10 +27,11 @@ from scanflow_agents import (
     rule,
     sensor,
 )
-from scanflow_agents.messages import Envelope, Reply
+from scanflow_agents.messages import Envelope, Reply, new_id
 from scanflow_agents.settings import Settings
 from scanflow_agents.testing import AgentHarness, eventually
-from scanflow_agents.transports import Message
+from scanflow_agents.transports import KeyValue, Message
+from scanflow_agents.transports.nats import NatsTransport
 
 
 class Watcher(Agent):
@@ -515,3 +516,33 @@ async def test_stopping_mid_sensor_run_logs_no_error(
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [], [(r.name, r.getMessage()) for r in errors]
     assert not any(r.exc_info for r in caplog.records if r.name.startswith("apscheduler"))
+
+
+class Keeper(Agent):
+    """Keeps values in a key-value bucket of its namespace."""
+
+    async def bucket(self) -> KeyValue:
+        return await self.key_value(f"keeper-{self.settings.namespace}")
+
+    @actuator()
+    async def remember(self, key: str, value: str) -> int:
+        return await (await self.bucket()).put(key, value.encode())
+
+    @actuator(read_only=True)
+    async def recall(self, key: str) -> str | None:
+        entry = await (await self.bucket()).get(key)
+        return None if entry is None else entry.value.decode()
+
+
+async def test_agent_state_in_key_value_outlives_the_process(nats_url: str) -> None:
+    namespace = f"kv-{new_id()[:8]}"
+    async with AgentHarness(Keeper(), nats_url=nats_url, namespace=namespace) as h:
+        assert await h.call("keeper", "recall", key="model") is None
+        assert await h.call("keeper", "remember", key="model", value="v7") >= 1
+    # A new process (a restart, or another replica) finds what the first one kept.
+    async with AgentHarness(Keeper(), nats_url=nats_url, namespace=namespace) as h:
+        assert await h.call("keeper", "recall", key="model") == "v7"
+        transport = h.client.transport
+        assert isinstance(transport, NatsTransport)
+        await transport.js.delete_key_value(f"keeper-{namespace}")
+        await transport.js.delete_stream(transport.stream)
