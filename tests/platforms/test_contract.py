@@ -298,6 +298,9 @@ async def test_a_restarted_platform_finds_its_runs_and_reports_their_end(
         await third.close()
 
 
+# On the local platform this starts five model-server processes (MLflow and
+# scikit-learn imported in each): about a minute on a slow 2-core machine.
+@pytest.mark.timeout(180)
 async def test_deploy_scale_redeploy_and_delete_a_service(bed: Bed, platform: Platform) -> None:
     created = await platform.deploy(_online(bed))
     assert created.outcome == "created"
