@@ -56,7 +56,7 @@ def test_the_command_offers_the_examples() -> None:
 
 # The drift part of the wine example with real servers and agents: about 90 s
 # on an idle 2-core machine.
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 async def test_the_loop_closes_on_the_wine_example(tmp_path: Path) -> None:
     options = DemoOptions(
         example="wine", parts=("drift",), speed=4.0,
@@ -81,7 +81,7 @@ async def test_the_loop_closes_on_the_wine_example(tmp_path: Path) -> None:
 
 # The same, with the retraining made worse on purpose (two shallow trees on 50 rows,
 # no recent rows): the improver refuses the candidate and production stays.
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 async def test_a_worse_wine_candidate_is_refused(tmp_path: Path) -> None:
     worse = {"trees": 2, "samples": 50, "recent-weight": 0, "holdout": 0.2}
     options = DemoOptions(
