@@ -363,7 +363,7 @@ async def test_reply_after_sent_answers_without_waiting_and_stores_the_record_la
     settings = defaults.model_copy(
         update={
             "agent": defaults.agent.model_copy(
-                update={"reply_after": "sent", "record_timeout": 1.0, "shutdown_timeout": 5.0}
+                update={"reply_after": "sent", "record_timeout": 30.0, "shutdown_timeout": 5.0}
             )
         }
     )
@@ -373,16 +373,16 @@ async def test_reply_after_sent_answers_without_waiting_and_stores_the_record_la
         transport = h.client.transport
         assert isinstance(transport, NatsTransport)
         await transport.js.delete_stream(transport.stream)
-        # No stream: with "stored" the reply would wait record_timeout and say
-        # `unrecorded`; with "sent" it goes out as soon as the record is written.
+        # No stream: with "stored" the reply would wait record_timeout (30 s) and
+        # say `unrecorded`; with "sent" it goes out as soon as the record is written.
         started = time.monotonic()
         with caplog.at_level(logging.WARNING, logger="scanflow_agents.calling"):
-            assert await h.call("worker", "echo", text="early", timeout=10) == "early"
-        assert time.monotonic() - started < 0.9
+            assert await h.call("worker", "echo", text="early", timeout=20) == "early"
+        assert time.monotonic() - started < 15
         assert not [r for r in caplog.records if "not stored yet" in r.getMessage()]
         # The record was not lost: it stays queued and is stored once the stream is back.
         await transport._ensure_stream(3600)
         recorder = worker.runtime.recorder
-        await eventually(lambda: not recorder.backlog and not recorder.sending, timeout=10)
+        await eventually(lambda: not recorder.backlog and not recorder.sending, timeout=60)
         records = await h.client.history(agent="worker", kinds=["action"])
         assert [r["payload"]["params"]["text"] for r in records] == ["early"]
