@@ -23,16 +23,8 @@ $(VENV)/.demo-installed: pyproject.toml
 	$(PY) -m pip check
 	touch $@
 
-# The demo's end-to-end tests (a few minutes each, mostly waiting on the loop's own
-# reactions) run in a second pytest process beside the rest of the suite, which
-# roughly halves the wall time on two cores; the target fails if either fails.
-E2E := tests/runtime/test_demo.py tests/runtime/test_demo_wine.py
 test: install
-	@$(PY) -m pytest $(E2E) > .pytest-e2e.log 2>&1 & e2e=$$!; \
-	$(PY) -m pytest $(addprefix --ignore=,$(E2E)); rest=$$?; \
-	wait $$e2e; demo=$$?; \
-	echo "--- the demo's end-to-end tests (run beside the rest) ---"; cat .pytest-e2e.log; \
-	rm -f .pytest-e2e.log; test $$rest -eq 0 && test $$demo -eq 0
+	$(PY) -m pytest
 
 lint: install
 	$(VENV)/bin/ruff check .
