@@ -261,7 +261,8 @@ def test_the_log_goes_to_a_file_and_the_terminal_keeps_warnings(tmp_path: Path) 
 
 # The whole loop with real servers and agents: MLflow starts in 5-8 s, the first
 # training and deployment take about 20 s, and the loop's own reactions (a
-# retraining, replicas starting) are not shortened by --speed; about 100 s on a quiet machine, 215 s on a slow day (the timeout only guards against a hang).
+# retraining, replicas starting) are not shortened by --speed; about 100 s on a
+# quiet machine, 215 s on a slow day (the timeout only guards against a hang).
 @pytest.mark.timeout(480)
 async def test_the_demo_closes_the_loop_end_to_end(tmp_path: Path) -> None:
     options = DemoOptions(speed=4.0, report_dir=tmp_path / "report", work_dir=tmp_path / "work")
