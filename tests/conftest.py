@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,6 +16,26 @@ from typing import Any
 import pytest
 
 from scanflow_agents.knowledge import MlflowServer
+
+
+@pytest.fixture(autouse=True)
+def process_logging_restored() -> Iterator[None]:
+    """Give every test the root logger as it found it.
+
+    A test that runs ``scanflow run`` in-process configures logging for the whole
+    process: its rate limit lands on pytest's capture handlers, which live for the
+    session, and later tests that read ``caplog`` then miss repeated warnings.
+    """
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    filters = {handler: list(handler.filters) for handler in handlers}
+    yield
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        if handler in filters:
+            handler.filters[:] = filters[handler]
+        elif type(handler).__module__ != "_pytest.logging":
+            root.removeHandler(handler)
 
 
 @pytest.fixture(params=["memory", "nats"])

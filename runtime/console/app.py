@@ -35,6 +35,7 @@ from scanflow_agents.runtime.feeds import EventFilter
 from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 
 from scanflow_agents import Settings, redaction
 
@@ -111,6 +112,17 @@ class ConsoleApp(App[None]):
         main = self._main()
         if main is None:
             return
+        try:
+            self._redraw(main)
+        except NoMatches:
+            # The tick can fire while the app is shutting down: the main screen is
+            # still on the stack but its panes are already removed. Nothing to draw.
+            return
+        if self.link.connected and time.monotonic() - self._last_refresh > 5:
+            self._last_refresh = time.monotonic()
+            self.refresh_agents()
+
+    def _redraw(self, main: MainScreen) -> None:
         if "connection" in self._dirty or self.link.down_since is not None:
             main.show_banner(self._banner())
         main.show_status(self._status())
@@ -119,9 +131,6 @@ class ConsoleApp(App[None]):
             main.query_one(EventsTable).show(list(self.link.events), rebuild=self._rebuild_events)
             self._rebuild_events = False
         self._dirty.clear()
-        if self.link.connected and time.monotonic() - self._last_refresh > 5:
-            self._last_refresh = time.monotonic()
-            self.refresh_agents()
 
     @work(exclusive=True, group="discover")
     async def refresh_agents(self) -> None:

@@ -187,6 +187,16 @@ async def test_typed_commands_are_kept_across_sessions(
         assert isinstance(app.screen, HelpScreen)
 
 
+async def test_a_redraw_while_the_app_exits_is_skipped(
+    agents: AgentHarness, nats_url: str, tmp_path: Path
+) -> None:
+    app = _app(agents, nats_url, tmp_path)
+    async with app.run_test(size=(80, 24)):
+        # As while the app shuts down: the main screen is still there, its panes are not.
+        await app.screen.query_one("#status").remove()
+        app._tick()  # the 0.5 s redraw timer's callback: nothing to draw, and no error
+
+
 async def test_a_silent_agent_is_marked_stale(
     agents: AgentHarness, nats_url: str, tmp_path: Path
 ) -> None:
