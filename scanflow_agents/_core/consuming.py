@@ -138,11 +138,33 @@ class EventConsumers:
                 )
                 self._subscriptions.append(sub)
 
-    async def stop(self) -> None:
-        """Finish the events in hand and stop reading; unacknowledged ones go to the next reader."""
+    async def stop(self, timeout: float | None = None) -> None:
+        """Finish the events in hand and stop reading; unacknowledged ones go to the next reader.
+
+        A handler still running after ``timeout`` seconds is cancelled. A rule's
+        handler may wait on a call to another agent for minutes (a deployment),
+        and an agent that is stopping or has lost its lease must not wait that
+        long: the event stays unacknowledged, the next reader handles it again,
+        and the calls it makes carry the same ids, so nothing is done twice.
+        """
         async with self._lock:
             subs, self._subscriptions = self._subscriptions, []
-            await asyncio.gather(*(sub.unsubscribe() for sub in subs), return_exceptions=True)
+            if not subs:
+                return
+            ending = [asyncio.ensure_future(sub.unsubscribe()) for sub in subs]
+            _, pending = await asyncio.wait(ending, timeout=timeout)
+            if pending:
+                logger.warning(
+                    "agent %r: an event's handler still running after %g s is cancelled; "
+                    "the event will be delivered again",
+                    self.agent.name,
+                    timeout,
+                )
+                await asyncio.gather(*(sub.abort() for sub in subs), return_exceptions=True)
+                await asyncio.wait(pending)
+            for done in ending:
+                if not done.cancelled() and (exc := done.exception()) is not None:
+                    logger.info("agent %r: unsubscribing failed: %r", self.agent.name, exc)
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -214,7 +214,7 @@ class AgentRuntime:
         if leading and self.state not in ("stopping", "stopped"):
             await self.consumers.start()
         else:
-            await self.consumers.stop()
+            await self.consumers.stop(self.settings.agent.shutdown_timeout)
 
     async def stop(self) -> None:
         """Stop sensors, drain subscriptions, finish or cancel in-flight work. Idempotent."""
@@ -235,7 +235,7 @@ class AgentRuntime:
             # Finish the event in hand, then give the lease up so that another
             # replica takes over now rather than after the lease expires.
             await self.leadership.stop()
-            await self.consumers.stop()
+            await self.consumers.stop(timeout)
             # Unsubscribing drains: calls already delivered are still handled
             # (and answered), new ones go to another replica or get no responder.
             for sub in self._subscriptions:

@@ -181,6 +181,14 @@ class Subscription(abc.ABC):
     async def unsubscribe(self) -> None:
         """Stop receiving; messages already received are still handled."""
 
+    async def abort(self) -> None:
+        """Stop receiving now: the handler of a message in hand is cancelled.
+
+        For a durable consumer that message is not acknowledged, so it is
+        delivered again. Subscriptions that hold nothing in hand just unsubscribe.
+        """
+        await self.unsubscribe()
+
 
 class Transport(abc.ABC):
     """A connection to a message bus."""

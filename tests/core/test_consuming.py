@@ -242,6 +242,41 @@ class SlowActor(Actor, name="actor"):
         return n
 
 
+class Stuck(Agent, name="counter"):
+    """A rule that waits on something that never comes (a call to a hung agent, say)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.seen: list[int] = []
+        self.waiting = asyncio.Event()
+
+    @rule(on="tick.*")
+    async def count(self, event: Event) -> None:
+        self.seen.append(event.payload["n"])
+        self.waiting.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_stopping_agent_cancels_a_stuck_handler_and_the_next_reader_gets_its_event(
+    bus_of: Callable[[], Awaitable[Bus]],
+) -> None:
+    bus = await bus_of()
+    bus.settings.agent = bus.settings.agent.model_copy(
+        update={"shutdown_timeout": 0.5, "events_ack_wait": 1.0}
+    )
+    stuck = Stuck()
+    runtime = await bus.run(stuck)
+    await bus.ticks(range(1))
+    await asyncio.wait_for(stuck.waiting.wait(), 10)
+    # Without a bound the stop would wait for the handler forever.
+    await asyncio.wait_for(runtime.stop(), 30)
+    assert runtime.state == "stopped"
+    # The event was not acknowledged: the agent's next reader handles it.
+    counter = Counter()
+    await bus.run(counter)
+    await eventually(lambda: counter.seen == [0], timeout=15)
+
+
 async def test_an_agent_back_after_the_max_age_does_not_replay_what_it_missed(
     bus_of: Callable[[], Awaitable[Bus]],
 ) -> None:
