@@ -16,7 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -48,7 +48,8 @@ class DemoOptions:
     nats_url: str | None = None
     mlflow_uri: str | None = None
     work_dir: Path | None = None
-    load: Load = field(default_factory=Load)
+    #: The traffic levels; by default ``Load`` with the example's own values.
+    load: Load | None = None
     #: The loop's knobs; by default ``Tuning`` with the example's own values.
     tuning: Tuning | None = None
     example: str = "digits"
@@ -120,7 +121,8 @@ async def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> dict[s
         raise ValueError(f"no example {options.example!r}; choose from {', '.join(EXAMPLES)}")
     example: Example = EXAMPLES[options.example]
     tuning = options.tuning or Tuning(**example.tuning)
-    plan = phases(options.parts, options.speed, options.load)
+    load = options.load or Load(**example.load)
+    plan = phases(options.parts, options.speed, load)
     data = await asyncio.to_thread(example.data, options.seed)
     own_work = options.work_dir is None
     work = options.work_dir or Path(tempfile.mkdtemp(prefix="scanflow-demo-"))
@@ -137,8 +139,7 @@ async def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> dict[s
             view = guarded(View(log, progress, out=out).run(), name="demo view", logger=logger)
             try:
                 name, version, url = await bootstrap(stack, progress)
-                share = options.load.label_share
-                traffic = Traffic(url, data, seed=options.seed, label_share=share)
+                traffic = Traffic(url, data, seed=options.seed, label_share=load.label_share)
                 progress.traffic = traffic
                 played = [await play(phase, traffic, log, progress) for phase in plan]
                 progress.enter("summary", None, "reading the audit trail, evaluating models")

@@ -189,7 +189,7 @@ def phases(parts: Iterable[str], speed: float = 1.0, load: Load | None = None) -
     pool: Pool = "clean"
     if "drift" in wanted:
         # The hold also lets the standby replicas of the new version load before the spike.
-        plan.append(Phase("drift", 120, "drifted", until="recovered", hold=s(12), **normal))
+        plan.append(Phase("drift", 180, "drifted", until="recovered", hold=s(12), **normal))
         pool = "drifted"  # the world stays drifted: later phases send what it looks like now
     if "load" in wanted:
         spike: dict[str, Any] = {"clients": load.spike_clients, "rate": load.spike_rate}

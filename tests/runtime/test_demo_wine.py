@@ -86,7 +86,7 @@ async def test_a_worse_wine_candidate_is_refused(tmp_path: Path) -> None:
     worse = {"trees": 2, "samples": 50, "recent-weight": 0, "holdout": 0.2}
     options = DemoOptions(
         example="wine", parts=("drift",), speed=4.0,
-        tuning=Tuning(min_dataset_rows=2000, capacity_rps=100.0, train_parameters=worse),
+        tuning=Tuning(**{**EXAMPLES["wine"].tuning, "train_parameters": worse}),
         report_dir=tmp_path / "report", work_dir=tmp_path / "work",
     )  # fmt: skip
     with (tmp_path / "view.txt").open("w") as out:
