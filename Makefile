@@ -24,7 +24,7 @@ $(VENV)/.demo-installed: pyproject.toml
 	touch $@
 
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
 
 lint: install
 	$(VENV)/bin/ruff check .
