@@ -144,8 +144,9 @@ class EventConsumers:
         A handler still running after ``timeout`` seconds is cancelled. A rule's
         handler may wait on a call to another agent for minutes (a deployment),
         and an agent that is stopping or has lost its lease must not wait that
-        long: the event stays unacknowledged, the next reader handles it again,
-        and the calls it makes carry the same ids, so nothing is done twice.
+        long: the event stays unacknowledged and the next reader handles it
+        again. The calls its decision makes carry the same ids the second time,
+        so an actuator that already ran answers without running again.
         """
         async with self._lock:
             subs, self._subscriptions = self._subscriptions, []
@@ -161,9 +162,9 @@ class EventConsumers:
                     timeout,
                 )
                 await asyncio.gather(*(sub.abort() for sub in subs), return_exceptions=True)
-                await asyncio.wait(pending)
+                await asyncio.wait(pending, timeout=timeout)
             for done in ending:
-                if not done.cancelled() and (exc := done.exception()) is not None:
+                if done.done() and not done.cancelled() and (exc := done.exception()) is not None:
                     logger.info("agent %r: unsubscribing failed: %r", self.agent.name, exc)
 
     def summary(self) -> dict[str, Any]:
