@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from scanflow_agents._kit.tasks import guarded
 from scanflow_agents.messages import SCHEMA_VERSION, Envelope, Event, utcnow
 from scanflow_agents.transports.base import StoredMessage, Subscription
 from scanflow_agents.triggers import OnEvent
@@ -152,7 +153,9 @@ class EventConsumers:
             subs, self._subscriptions = self._subscriptions, []
             if not subs:
                 return
-            ending = [asyncio.ensure_future(sub.unsubscribe()) for sub in subs]
+            # A failure to unsubscribe is logged by the task kit; the stop goes on.
+            name = f"unsubscribe:{self.agent.name}"
+            ending = [guarded(sub.unsubscribe(), name=name, logger=logger) for sub in subs]
             _, pending = await asyncio.wait(ending, timeout=timeout)
             if pending:
                 logger.warning(
@@ -163,9 +166,6 @@ class EventConsumers:
                 )
                 await asyncio.gather(*(sub.abort() for sub in subs), return_exceptions=True)
                 await asyncio.wait(pending, timeout=timeout)
-            for done in ending:
-                if done.done() and not done.cancelled() and (exc := done.exception()) is not None:
-                    logger.info("agent %r: unsubscribing failed: %r", self.agent.name, exc)
 
     def summary(self) -> dict[str, Any]:
         return {
