@@ -30,6 +30,7 @@ from scanflow_agents import (
     NotFound,
     Observation,
     actuator,
+    chains,
     rule,
     sensor,
 )
@@ -544,12 +545,19 @@ class Improver(Agent):
         """Apply the timeout policy to plans nobody approved in time."""
         for held in self.approvals.expired():
             why = f"nobody decided within {self.config.approval_timeout:g} s"
-            if self.config.on_timeout == "approve":
-                logger.warning("plan %s (%s) approved by timeout", held.id, held.summary)
-                await held.on_approve(why)
-            else:
-                logger.warning("plan %s (%s) rejected by timeout", held.id, held.summary)
-                if held.on_reject is not None:
+            policy = self.config.on_timeout
+            logger.warning("plan %s (%s) %sd by timeout", held.id, held.summary, policy)
+            # In the chain of the decision that held the plan, as an operator's
+            # decision would be: the audit trail says who decided (nobody) and
+            # what the plan did then reads back with it.
+            with chains.within(held.correlation_id):
+                await self.emit(
+                    f"approval.timeout.{held.kind}",
+                    {"plan": held.id, "summary": held.summary, "policy": policy, "reason": why},
+                )
+                if policy == "approve":
+                    await held.on_approve(why)
+                elif held.on_reject is not None:
                     await held.on_reject(why)
 
 

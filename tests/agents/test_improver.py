@@ -370,6 +370,12 @@ async def test_a_plan_nobody_decides_follows_the_timeout_policy(
             await asyncio.sleep(0.35)
             await h.run_sensor("improver", "approval_timeouts")
             assert await h.call("improver", "plans") == []
+            # The audit trail says nobody decided, in the chain of the decision that held it.
+            await h.settle()
+            held = h.records("decision", "improver")[0]
+            timed_out = [e for e in h.events if e.get("name") == "approval.timeout.retrain"]
+            assert [e["payload"]["policy"] for e in timed_out] == [on_timeout]
+            assert timed_out[0]["correlation_id"] == held["correlation_id"]
             if on_timeout == "approve":
                 assert planner.called("run")
             else:
