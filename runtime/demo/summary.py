@@ -199,6 +199,14 @@ def compute(
             "load_end_to_scale_in": _delay(calm, scaled_in),
         },
         "scaling_turnarounds": direction_changes(history),
+        # From the spike on: the load part's own scaling, out then in once if it
+        # does not flap (a breach earlier, a fresh replica's first slow requests
+        # on a busy machine say, may add a scale-out and a scale-in before it).
+        "scaling_turnarounds_under_load": (
+            None
+            if spike is None
+            else direction_changes([r for r in history if epoch(r["time"]) >= spike])
+        ),
         # Client-side p95 in the phases without a spike: a latency floor shows here.
         "latency_p95_ms": {
             name: _p95([r for r in requests if r["phase"] == name and r["status"] == 200])
