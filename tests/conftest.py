@@ -8,6 +8,9 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -16,6 +19,91 @@ from typing import Any
 import pytest
 
 from scanflow_agents.knowledge import MlflowServer
+
+# ---------------------------------------------------------------------------
+# A run leaves no process behind. Every server a fixture starts is tied to its
+# test process (a tether or a parent-death signal), so killing pytest, even
+# with SIGKILL, ends them; and at the end of a run, a process that pytest
+# started and that still runs fails the run, named with its command line.
+# Under pytest-xdist each worker checks its own descendants and writes what it
+# found where the controller reads it; a worker whose controller is gone exits.
+
+LEFTOVERS = "SCANFLOW_TEST_LEFTOVERS"
+#: Seconds a process that is on its way out gets before it counts as left behind.
+LEFTOVER_GRACE = 5.0
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not _is_worker(config):
+        os.environ[LEFTOVERS] = tempfile.mkdtemp(prefix="scanflow-leftovers-")
+        return
+    parent = os.getppid()
+
+    def exit_with_the_controller() -> None:
+        # execnet notices a dead controller only when it next talks to it; a
+        # test that hangs would keep this worker (and its servers) alive.
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(3)
+
+    threading.Thread(target=exit_with_the_controller, name="orphan-guard", daemon=True).start()
+
+
+def _left_behind() -> list[str]:
+    """Command lines of our descendants still running after a grace period (then killed)."""
+    import psutil
+
+    me = psutil.Process()
+    deadline = time.monotonic() + LEFTOVER_GRACE
+    while True:
+        alive = []
+        for child in me.children(recursive=True):
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(child)
+            except psutil.NoSuchProcess:
+                continue
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    found = []
+    for child in alive:
+        try:
+            found.append(f"pid {child.pid}: {' '.join(child.cmdline())[:300]}")
+            child.kill()
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    folder = os.environ.get(LEFTOVERS)
+    if not folder:
+        return
+    found = _left_behind()
+    if _is_worker(session.config):
+        if found:
+            name = session.config.workerinput["workerid"]  # type: ignore[attr-defined]
+            with open(os.path.join(folder, name), "a") as out:
+                out.write("\n".join(found) + "\n")
+        return
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name)) as worker_found:
+            found += worker_found.read().splitlines()
+    if found:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = "\n".join(f"  {line}" for line in found)
+        message = f"processes left running at the end of the run (now killed):\n{lines}"
+        if reporter is not None:
+            reporter.write_line(message, red=True)
+        else:
+            sys.stderr.write(message + "\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True)
@@ -40,8 +128,16 @@ def process_logging_restored() -> Iterator[None]:
 
 @pytest.fixture(params=["memory", "nats"])
 def bus(request: pytest.FixtureRequest) -> str | None:
-    """``None`` for the in-memory bus, or the URL of the session's real nats-server."""
+    """``None`` for the in-memory bus, or the URL of the session's real nats-server.
+
+    A test marked ``fake_clock`` runs its memory-bus case on a fake event-loop
+    clock (looptime): a sleep past a cooldown takes no time. Its NATS case keeps
+    the real clock, since a fake one would also fast-forward the waits for the
+    server's replies.
+    """
     if request.param == "memory":
+        if request.node.get_closest_marker("fake_clock"):
+            request.node.add_marker(pytest.mark.looptime)
         return None
     url: str = request.getfixturevalue("nats_url")
     return url

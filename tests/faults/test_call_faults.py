@@ -18,14 +18,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 import pytest
 
 from scanflow_agents import CallTimeout, Envelope, InDoubt, Settings
 from scanflow_agents.clients import Client, connect_transport
 from scanflow_agents.transports.servers import NatsServer
 
-pytestmark = [pytest.mark.nats, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.nats, pytest.mark.e2e, pytest.mark.timeout(120)]
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = str(Path(__file__).with_name("workers.py"))

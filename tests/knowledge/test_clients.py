@@ -10,8 +10,8 @@ import time
 import pytest
 
 from scanflow_agents.knowledge import KnowledgeClient, KnowledgeUnavailable, MlflowServer
-from scanflow_agents.knowledge.servers import free_port
 from scanflow_agents.settings import MlflowSettings
+from scanflow_agents.testing import free_port
 
 
 async def test_unreachable_server_fails_fast_with_uri_and_operation() -> None:
@@ -21,7 +21,9 @@ async def test_unreachable_server_fails_fast_with_uri_and_operation() -> None:
         with pytest.raises(KnowledgeUnavailable) as caught:
             await client.search_runs(["0"], operation="searching runs of experiment 'x'")
         elapsed = time.monotonic() - started
-    assert elapsed < 5, f"took {elapsed:.1f} s: MLflow's default retry policy leaked through"
+    # MLflow's default policy (7 retries, backoff factor 2) takes minutes; ours, two
+    # quick retries. The bound is loose so that a loaded machine cannot breach it.
+    assert elapsed < 30, f"took {elapsed:.1f} s: MLflow's default retry policy leaked through"
     assert str(caught.value).startswith(
         f"MLflow unreachable at {uri} while searching runs of experiment 'x': "
     )

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -24,6 +23,7 @@ from scanflow_agents.runtime.probing import Probes
 
 from scanflow_agents import Agent, BadInput, Settings, actuator
 from scanflow_agents.clients import Client
+from scanflow_agents.testing import free_port
 from scanflow_agents.transports.memory import MemoryBroker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,12 +57,6 @@ AGENT = textwrap.dedent(
             return self.settings.agent_config(self.name)
     """
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -113,7 +107,7 @@ def agent_file(tmp_path: Path) -> Path:
 
 def test_probes_metrics_and_sigterm_order(agent_file: Path, nats_url: str) -> None:
     namespace = f"pod-{uuid.uuid4().hex[:6]}"
-    port = _free_port()
+    port = free_port()
     command = ["--nats", nats_url, "-n", namespace, "run", f"{agent_file}:Pod"]
     process = subprocess.Popen(
         [*SCANFLOW, *command, "--http-port", str(port)],
@@ -232,7 +226,7 @@ def test_an_agents_config_reaches_it_under_a_name_with_a_dash(
     from scanflow_agents.workflows import AgentSpec
 
     spec = AgentSpec(name="my-pod", agent=f"{agent_file}:Pod", config={"threshold": 0.2})
-    port = _free_port()
+    port = free_port()
     # The rendered command is run as is, with its own --http-port.
     rendered = agent_deployment(
         KubernetesPlatformSettings(agent_http_port=port), "team", "app", spec

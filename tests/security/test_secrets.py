@@ -28,7 +28,7 @@ from scanflow_agents.clients import Client, connect_transport
 from scanflow_agents.knowledge import MlflowServer
 from scanflow_agents.redaction import MASK
 from scanflow_agents.settings import MlflowSettings
-from scanflow_agents.transports.servers import free_port
+from scanflow_agents.testing import free_port
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -14,8 +14,9 @@ from typing import Any
 import nats
 import pytest
 
-from scanflow_agents.platforms.local.processes import free_port, spawn, terminate, wait_healthy
+from scanflow_agents.platforms.local.processes import spawn, terminate, wait_healthy
 from scanflow_agents.serving import ServingConfig
+from scanflow_agents.testing import free_port
 
 Server = Callable[..., "asyncio.Future[ServingConfig]"]
 

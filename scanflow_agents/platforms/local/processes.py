@@ -6,9 +6,13 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from scanflow_agents._kit.sockets import free_port
+from scanflow_agents._kit.tethers import tethered
+
+__all__ = ["free_port", "http_get", "http_request", "spawn", "terminate", "wait_healthy"]
 
 
 async def spawn(
@@ -16,13 +20,15 @@ async def spawn(
 ) -> asyncio.subprocess.Process:
     """Start ``argv`` with stdout and stderr appended to ``log_path``.
 
-    The child gets its own session (process group), so stopping it also stops
-    whatever it started, and a Ctrl-C in our terminal does not reach it twice.
+    The child is tethered to this process (it cannot outlive it, not even a
+    SIGKILL of it) and leads its own session (process group), so stopping it
+    also stops whatever it started, and a Ctrl-C in our terminal does not reach
+    it twice.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return await asyncio.create_subprocess_exec(
-            *argv,
+            *tethered(argv),
             env=dict(env),
             cwd=cwd,
             stdin=asyncio.subprocess.DEVNULL,
@@ -39,7 +45,9 @@ async def terminate(process: asyncio.subprocess.Process, grace: float) -> int:
         The exit code (negative for the signal that ended it).
     """
     if process.returncode is None:
-        _signal_group(process.pid, signal.SIGTERM)
+        # To the tether, which passes it on to the whole group once.
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(process.wait(), grace)
         except TimeoutError:
@@ -52,13 +60,6 @@ async def terminate(process: asyncio.subprocess.Process, grace: float) -> int:
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on now (someone may take it before we do)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 async def http_get(host: str, port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
