@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -39,6 +38,7 @@ from scanflow_agents._core.guards import CallStore, Claim, Replies, Throttle, ca
 from scanflow_agents._core.instruments import NO_INSTRUMENTS, Instruments, Respond
 from scanflow_agents._core.ports import Refusal, never_refuse
 from scanflow_agents._core.recording import NotStored, Recorder, jsonable
+from scanflow_agents._kit import clocks
 from scanflow_agents.actuators import ActuatorSpec
 from scanflow_agents.errors import CallError, ErrorCode
 from scanflow_agents.messages import Envelope, ErrorInfo, Reply, utcnow
@@ -348,10 +348,12 @@ class Dispatcher:
             if answer is not None:
                 return answer, None
         throttle = self.throttles[actuator_id]
+        # Cooldowns and rates run on the loop's clock (see _kit/clocks.py).
+        clock = clocks.now
         refusal = (
             self.refusal()
             or allowing.refusal(self.settings.allow, self.agent.name, actuator_id, call.source)
-            or throttle.refusal(time.monotonic())
+            or throttle.refusal(clock())
         )
         if refusal is not None:
             if key is not None:
@@ -365,7 +367,7 @@ class Dispatcher:
             )
             return reply, _action(shown, call, reply, 0.0, True)
         arguments = params.__dict__  # the validated fields (the model forbids extras)
-        throttle.started(time.monotonic())
+        throttle.started(clock())
         self.executions[actuator_id] = self.executions.get(actuator_id, 0) + 1
         with chains.within(call.correlation_id, call.id):
             outcome = await execute(
@@ -376,7 +378,7 @@ class Dispatcher:
             )
         reply = _reply(name, outcome)
         if outcome.ok:
-            throttle.succeeded(time.monotonic())
+            throttle.succeeded(clock())
         if key is not None:
             await self._settle(key, call, reply)
         return reply, _action(shown, call, reply, outcome.duration, False)

@@ -28,11 +28,11 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from scanflow_agents._kit import clocks
 from scanflow_agents.messages import utcnow
 from scanflow_agents.transports.base import KeyValue, KvConflict, Transport, TransportError
 
@@ -86,7 +86,7 @@ class Leadership:
     @property
     def is_leader(self) -> bool:
         """Whether this replica leads now (checked against its own clock, not a cached flag)."""
-        return self._token is not None and time.monotonic() < self._valid_until
+        return self._token is not None and clocks.now() < self._valid_until
 
     @property
     def token(self) -> int | None:
@@ -135,7 +135,7 @@ class Leadership:
                 # Wake in time to renew (sooner after a failed renewal), and no
                 # later than the moment to step down.
                 every = self.renew_every if self._renewed else self.poll_every
-                await asyncio.sleep(min(every, max(self._valid_until - time.monotonic(), 0)))
+                await asyncio.sleep(min(every, max(self._valid_until - clocks.now(), 0)))
                 self._renewed = await self._renew()
             else:
                 await asyncio.sleep(self.poll_every)
@@ -164,10 +164,10 @@ class Leadership:
                 if self.holder != self.instance:
                     return
                 # Ours (a renewal whose answer was lost): carry on from it.
-                started, token = time.monotonic(), _parse(entry.value).get("token")
+                started, token = clocks.now(), _parse(entry.value).get("token")
                 revision = await kv.update(self.key, entry.value, entry.revision)
             else:
-                started, self.since = time.monotonic(), utcnow()
+                started, self.since = clocks.now(), utcnow()
                 token = await kv.create(self.key, self._value(None))
                 # Write the token into the lease, so fences can read it.
                 revision = await kv.update(self.key, self._value(token), token)
@@ -193,10 +193,10 @@ class Leadership:
         """Renew the lease; ``False`` if the store could not be reached (try again soon)."""
         if self._token is None:
             return True
-        if time.monotonic() >= self._valid_until:
+        if clocks.now() >= self._valid_until:
             await self._lose(f"the lease could not be renewed within {self.ttl:g} s")
             return True
-        started = time.monotonic()
+        started = clocks.now()
         try:
             kv = await self._bucket()
             self._revision = await asyncio.wait_for(

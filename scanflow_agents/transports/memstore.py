@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from scanflow_agents._kit import clocks
 from scanflow_agents._kit.tasks import guarded
 from scanflow_agents.transports.base import (
     KeyValue,
@@ -136,17 +136,17 @@ class MemoryConsumer:
         self.inactive = inactive
         self.out: _Out | None = None
         self.bound = 0
-        self.last_active = time.monotonic()
+        self.last_active = clocks.now()
 
     def expired(self) -> bool:
-        idle = time.monotonic() - self.last_active
+        idle = clocks.now() - self.last_active
         return self.bound == 0 and self.inactive is not None and idle > self.inactive
 
     async def take(self) -> StoredMessage:
         """Wait for the next event to hand out: one whose delivery lapsed, else a new one."""
         while True:
             wake = self.stream.signal.event
-            now = time.monotonic()
+            now = clocks.now()
             self.last_active = now
             timeout: float | None = None
             if self.out is not None:
@@ -176,8 +176,8 @@ class MemoryConsumer:
         if retry_in is None:
             self.out = None
         else:
-            self.out.deadline = time.monotonic() + retry_in
-        self.last_active = time.monotonic()
+            self.out.deadline = clocks.now() + retry_in
+        self.last_active = clocks.now()
         self.stream.signal.fire()
 
 
@@ -238,7 +238,7 @@ class MemoryConsumerSubscription(Subscription):
 class _Value:
     value: bytes
     revision: int
-    written: float  # monotonic
+    written: float  # on the loop's clock (_kit/clocks.py)
 
 
 class MemoryBucket:
@@ -254,14 +254,14 @@ class MemoryBucket:
         value = self.values.get(key)
         if value is None or self.ttl is None:
             return value
-        if time.monotonic() - value.written >= self.ttl:
+        if clocks.now() - value.written >= self.ttl:
             del self.values[key]
             return None
         return value
 
     def write(self, key: str, value: bytes) -> int:
         self.revision += 1
-        self.values[key] = _Value(value, self.revision, time.monotonic())
+        self.values[key] = _Value(value, self.revision, clocks.now())
         return self.revision
 
 

@@ -88,6 +88,7 @@ async def test_the_key_is_agent_actuator_and_call_id(bus: str | None) -> None:
         assert worker.runs == [("echo", "hi"), ("slow", 0.01)]
 
 
+@pytest.mark.fake_clock
 async def test_refusals_and_failures_are_not_kept_as_answers(bus: str | None) -> None:
     worker = Worker()
     async with AgentHarness(worker, nats_url=bus) as h:

@@ -19,7 +19,7 @@ from scanflow_agents.clients import Client
 if TYPE_CHECKING:
     from tests.faults.conftest import Faults
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 # Short lease and acknowledgement waits where the test is not about them,
 # so that a restart costs seconds, not the defaults' ten.

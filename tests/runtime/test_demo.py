@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -259,13 +260,17 @@ def test_the_log_goes_to_a_file_and_the_terminal_keeps_warnings(tmp_path: Path) 
     assert "after the demo" in shown  # the terminal's level is given back
 
 
-# The whole loop with real servers and agents: MLflow starts in 5-8 s, the first
-# training and deployment take about 20 s, and the loop's own reactions (a
-# retraining, replicas starting) are not shortened by --speed; about 100 s on a
-# quiet machine, 215 s on a slow day (the timeout only guards against a hang).
+# The whole loop with real servers and agents, in the test profile (conftest.py):
+# MLflow starts in 5-8 s, the first training and deployment take about 20 s, and
+# the loop's own reactions (a retraining, replicas starting) are not shortened by
+# --speed; about 100 s on a quiet machine, 215 s on a slow day (the timeout only
+# guards against a hang).
+@pytest.mark.e2e
 @pytest.mark.timeout(480)
-async def test_the_demo_closes_the_loop_end_to_end(tmp_path: Path) -> None:
-    options = DemoOptions(speed=4.0, report_dir=tmp_path / "report", work_dir=tmp_path / "work")
+async def test_the_demo_closes_the_loop_end_to_end(
+    tmp_path: Path, demo_options: Callable[..., DemoOptions]
+) -> None:
+    options = demo_options("digits", ("drift", "load"))
 
     with (tmp_path / "view.txt").open("w") as out:
         figures = await run_demo(options, out=out)
@@ -304,15 +309,13 @@ async def test_the_demo_closes_the_loop_end_to_end(tmp_path: Path) -> None:
 # The drift part only, with the retraining made worse on purpose (20 clean
 # digits, no recent rows): the improver must reject the candidate and keep the
 # version in production. About 70 s.
+@pytest.mark.e2e
 @pytest.mark.timeout(480)
-async def test_a_worse_candidate_is_rejected_and_production_stays(tmp_path: Path) -> None:
-    from scanflow_agents.runtime.demo.stack import Tuning
-
-    tuning = Tuning(train_parameters={"samples": 20, "recent-weight": 0, "holdout": 0.2})
-    options = DemoOptions(
-        speed=4.0, parts=("drift",), tuning=tuning,
-        report_dir=tmp_path / "report", work_dir=tmp_path / "work",
-    )  # fmt: skip
+async def test_a_worse_candidate_is_rejected_and_production_stays(
+    tmp_path: Path, demo_options: Callable[..., DemoOptions]
+) -> None:
+    worse = {"samples": 20, "recent-weight": 0, "holdout": 0.2}
+    options = demo_options("digits", ("drift",), train_parameters=worse)
     with (tmp_path / "view.txt").open("w") as out:
         figures = await run_demo(options, out=out)
 

@@ -10,6 +10,7 @@ candidate is refused and production stays).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from click.testing import CliRunner
 from scanflow_agents.runtime.demo.command import demo
 from scanflow_agents.runtime.demo.examples import EXAMPLES
 from scanflow_agents.runtime.demo.running import DemoOptions, run_demo
-from scanflow_agents.runtime.demo.stack import StackOptions, Tuning, agent_sections
+from scanflow_agents.runtime.demo.stack import StackOptions, agent_sections
 from scanflow_agents.runtime.demo.tabular import WineData
 
 
@@ -56,12 +57,12 @@ def test_the_command_offers_the_examples() -> None:
 
 # The drift part of the wine example with real servers and agents: about 90 s
 # on an idle 2-core machine.
+@pytest.mark.e2e
 @pytest.mark.timeout(480)
-async def test_the_loop_closes_on_the_wine_example(tmp_path: Path) -> None:
-    options = DemoOptions(
-        example="wine", parts=("drift",), speed=4.0,
-        report_dir=tmp_path / "report", work_dir=tmp_path / "work",
-    )  # fmt: skip
+async def test_the_loop_closes_on_the_wine_example(
+    tmp_path: Path, demo_options: Callable[..., DemoOptions]
+) -> None:
+    options = demo_options("wine", ("drift",))
     with (tmp_path / "view.txt").open("w") as out:
         figures = await run_demo(options, out=out)
 
@@ -81,14 +82,13 @@ async def test_the_loop_closes_on_the_wine_example(tmp_path: Path) -> None:
 
 # The same, with the retraining made worse on purpose (two shallow trees on 50 rows,
 # no recent rows): the improver refuses the candidate and production stays.
+@pytest.mark.e2e
 @pytest.mark.timeout(480)
-async def test_a_worse_wine_candidate_is_refused(tmp_path: Path) -> None:
+async def test_a_worse_wine_candidate_is_refused(
+    tmp_path: Path, demo_options: Callable[..., DemoOptions]
+) -> None:
     worse = {"trees": 2, "samples": 50, "recent-weight": 0, "holdout": 0.2}
-    options = DemoOptions(
-        example="wine", parts=("drift",), speed=4.0,
-        tuning=Tuning(**{**EXAMPLES["wine"].tuning, "train_parameters": worse}),
-        report_dir=tmp_path / "report", work_dir=tmp_path / "work",
-    )  # fmt: skip
+    options = demo_options("wine", ("drift",), train_parameters=worse)
     with (tmp_path / "view.txt").open("w") as out:
         figures = await run_demo(options, out=out)
 

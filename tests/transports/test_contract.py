@@ -250,6 +250,7 @@ async def test_key_value_revisions_let_exactly_one_writer_win(connect: Connect) 
     assert await kv_a.put("other", b"x") > second
 
 
+@pytest.mark.fake_clock
 async def test_key_value_entries_expire_after_the_bucket_ttl(connect: Connect) -> None:
     a, b = await connect(), await connect()
     name = f"ttl{prefix(connect)}"
