@@ -19,6 +19,47 @@ from pydantic.fields import FieldInfo
 from scanflow_agents.builtin.reference import _cell, _default
 from scanflow_agents.builtin.reference import _type as type_of
 
+# Meanings of the fields whose models carry no description (the names of a
+# DNS-1123 label carry only the type's). A field with neither fails the build,
+# so a new field cannot reach the reference without saying what it is.
+_MEANINGS = {
+    "Application.name": "The application's name.",
+    "Application.team": "The team that owns it: its MLflow experiment `scanflow/<team>`, "
+    "and its namespace on Kubernetes.",
+    "Application.workflows": "Its workflows (below).",
+    "Application.agents": "Agents that run next to its workflows (below).",
+    "Workflow.name": "The workflow's name, unique in the application.",
+    "Workflow.kind": "`batch`: executors that run to completion, in dependency order; "
+    "`online`: services (and executors that a deploy does not run).",
+    "Workflow.nodes": "Its steps and services (below); a node with a `model_uri` is a "
+    "service, any other an executor, unless `kind` says otherwise.",
+    "Workflow.edges": "Dependencies as `[upstream, downstream]` pairs of node names: "
+    "downstream starts after upstream succeeded. No cycles.",
+    "ExecutorNode.name": "The step's name, unique in the workflow.",
+    "ExecutorNode.resources": "CPU and memory (below).",
+    "ExecutorNode.kind": "Optional: the node's kind, when the keys alone should not decide.",
+    "ExecutorNode.entry_point": "`path/to/script.py` (relative to the application file), "
+    "`package.module` (run with `python -m`) or `package.module:function`.",
+    "ExecutorNode.parameters": "Passed to the step as `--name value` options (to a "
+    "function as keyword arguments).",
+    "ServiceNode.name": "The service's name, unique in the workflow.",
+    "ServiceNode.resources": "CPU and memory of each replica (below).",
+    "ServiceNode.kind": "Optional: the node's kind, when the keys alone should not decide.",
+    "ServiceNode.replicas": "Replicas to run (0 stops serving but keeps the service).",
+    "AgentSpec.name": "The agent's name in the application.",
+    "AgentSpec.config": "Its configuration: its section of `settings.agents`.",
+    "Settings.nats": "How agents reach each other (below).",
+    "Settings.mlflow": "Where knowledge and the audit copy go (below).",
+    "Settings.agent": "How every agent of the process behaves (below).",
+    "Settings.http": "Probes and metrics of `scanflow run` (below).",
+    "NatsSettings.user": "User name for user-and-password authentication.",
+    "NatsSettings.password": "Its password (secret).",
+    "NatsSettings.token": "Token authentication (secret).",
+    "MlflowSettings.username": "User name for MLflow's basic authentication.",
+    "MlflowSettings.password": "Its password (secret).",
+    "MlflowSettings.token": "Bearer token for MLflow (secret).",
+    "AgentSettings.handlers": "Defaults of every handler's knobs (below).",
+}
 _MARKER = re.compile(r"^<!-- reference: ([a-z-]+) -->$", flags=re.M)
 
 
@@ -114,13 +155,16 @@ def _section(title: str, model: type[BaseModel], prefix: str) -> str:
             continue
         rows.append(
             f"| `{prefix}{name}` | {_type(field.annotation)} | {_default(field)} | "
-            f"{_cell(_meaning(field))} |"
+            f"{_cell(_meaning(model, name, field))} |"
         )
     return "\n".join(rows) + "\n"
 
 
-def _meaning(field: FieldInfo) -> str:
-    parts = [field.description or ""]
+def _meaning(model: type[BaseModel], name: str, field: FieldInfo) -> str:
+    meaning = _MEANINGS.get(f"{model.__name__}.{name}") or field.description
+    if not meaning:
+        raise ValueError(f"{model.__name__}.{name} has no description: say what it is")
+    parts = [meaning]
     for item in field.metadata:
         for attr, word in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("min_length", "length ≥")):
             value = getattr(item, attr, None)
@@ -133,6 +177,8 @@ def _type(annotation: Any) -> str:
     # What the built-in agents' reference does not meet in their settings:
     # tuples (lists in YAML), Any, and the two kinds of workflow node.
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is tuple and Ellipsis not in args:
+        return "[" + ", ".join(_type(a) for a in args) + "]"
     if origin is tuple:
         inner = [a for a in args if a is not Ellipsis]
         return "list of " + (" and ".join(_type(a) for a in inner) if inner else "any")
