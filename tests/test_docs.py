@@ -34,6 +34,9 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
     cli = (site / "reference" / "cli" / "index.html").read_text()
     assert "scanflow run" in cli
     assert "--embedded-nats" in cli
+    assert "Sentinel" not in cli  # click's unset defaults, shown by the table style
+    api = (site / "reference" / "api" / "index.html").read_text()
+    assert ":func:" not in api  # the docstrings' Sphinx roles, made plain code
     configuration = (site / "reference" / "configuration" / "index.html").read_text()
     for generated in ("agent.lease_ttl", "nodes[].latency_p95_ms", "agents.improver.workflows"):
         assert generated in configuration, generated

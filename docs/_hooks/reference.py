@@ -68,6 +68,16 @@ def on_page_markdown(markdown: str, **_: Any) -> str:
     return _MARKER.sub(lambda match: _render(match.group(1)), markdown)
 
 
+# Docstrings in the code cross-reference with Sphinx roles (:func:`~pkg.name`);
+# the API page shows them as code with the name's last part, as Sphinx would.
+_ROLE = re.compile(r":(?:func|class|meth|attr|mod):<code>~?(?:[\w.]*\.)?(\w+)</code>(::)?")
+
+
+def on_page_content(html: str, **_: Any) -> str:
+    """Turn the Sphinx roles of the API page's docstrings into plain code."""
+    return _ROLE.sub(lambda m: f"<code>{m.group(1)}</code>" + (":" if m.group(2) else ""), html)
+
+
 def _render(name: str) -> str:
     if name == "application":
         from scanflow_agents.workflows.graphs import AgentSpec, Application, Workflow
