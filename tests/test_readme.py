@@ -105,3 +105,28 @@ def test_the_tutorials_yaml_is_what_the_agents_accept() -> None:
     improver = SECTIONS["improver"].model_validate(settings["agents"]["improver"])
     supervised = improver.workflows["serve"]  # type: ignore[attr-defined]
     assert (supervised.model, supervised.experiment) == ("churn", "churn")
+
+
+def test_the_tutorials_helm_values_pass_the_charts_schema() -> None:
+    import json
+
+    import jsonschema  # type: ignore[import-untyped]  # (kubernetes-validate brings it)
+
+    from scanflow_agents.workflows.loading import load_application
+
+    chart = ROOT / "helm" / "scanflow-agents"
+    values = yaml.safe_load(_block(Path("docs/tutorials/own-model.md"), "trackingUri", "yaml"))
+    merged = _merged(yaml.safe_load((chart / "values.yaml").read_text()), values)
+    jsonschema.validate(merged, json.loads((chart / "values.schema.json").read_text()))
+    assert load_application(values["application"]).name == "churn"
+
+
+def _merged(defaults: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    # What helm does with -f: maps merge key by key, anything else replaces.
+    out = dict(defaults)
+    for key, value in override.items():
+        inner = defaults.get(key)
+        out[key] = (
+            _merged(inner, value) if isinstance(value, dict) and isinstance(inner, dict) else value
+        )
+    return out
