@@ -125,6 +125,10 @@ def _render(name: str) -> str:
         )
     if name.startswith("agent-"):
         return _agent_readme(name.removeprefix("agent-"))
+    if name == "chart":
+        # The chart's own README, under this page's title.
+        text = (_ROOT / "helm" / "scanflow-agents" / "README.md").read_text()
+        return re.sub(r"\A# .*\n", "", text)
     raise ValueError(f"unknown reference marker {name!r}")
 
 
