@@ -10,6 +10,7 @@ files are validated by the models that read them.
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,42 @@ def _merged(defaults: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
             _merged(inner, value) if isinstance(value, dict) and isinstance(inner, dict) else value
         )
     return out
+
+
+def _commands() -> list[str]:
+    """Every ``scanflow`` command line of the README's and the pages' shell blocks."""
+    found = []
+    for source in SOURCES:
+        for block in _blocks(source, "bash") + _blocks(source, "console"):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.strip().removeprefix("$ ")
+                if re.match(r"(\.venv/bin/)?scanflow\s", line):
+                    found.append(line)
+    return found
+
+
+@pytest.mark.parametrize("line", _commands())
+def test_every_command_of_the_pages_is_one_the_cli_takes(line: str) -> None:
+    # Parsed by the real command group, as the shell would pass it: a renamed
+    # command or option, or a missing argument, fails here. Placeholders
+    # (<id>) stand for a value; the tutorial's files are the example's.
+    import click
+    from scanflow_agents.runtime.cli import main
+
+    line = re.sub(r"<[^>]*>", "x", line.replace("$S", "--settings churn/settings.yaml"))
+    args = [
+        re.sub(r"^churn/", "examples/churn/", arg) for arg in shlex.split(line, comments=True)[1:]
+    ]
+
+    def parse() -> None:
+        with main.make_context("scanflow", args) as context:
+            rest = [*getattr(context, "_protected_args", []), *context.args]
+            name, command, arguments = main.resolve_command(context, rest)
+            assert command is not None, line
+            command.make_context(str(name), arguments, parent=context).close()
+
+    if "--help" in args:
+        with pytest.raises(click.exceptions.Exit):
+            parse()
+    else:
+        parse()
