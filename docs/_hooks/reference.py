@@ -125,6 +125,11 @@ def _render(name: str) -> str:
         )
     if name.startswith("agent-"):
         return _agent_readme(name.removeprefix("agent-"))
+    if name == "agents":
+        # agents/README.md under this page's title, its links made the site's.
+        text = re.sub(r"\A# .*\n", "", (_ROOT / "agents" / "README.md").read_text())
+        text = text.replace("](SETTINGS.md)", "](configuration.md#settings-of-the-built-in-agents)")
+        return text.replace("; each\nhas its own README.", "; each\nhas its own section below.")
     if name == "chart":
         # The chart's own README, under this page's title.
         text = (_ROOT / "helm" / "scanflow-agents" / "README.md").read_text()
