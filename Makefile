@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test test-quick test-suite test-e2e lint bench demo quickstart clean
+.PHONY: install test test-quick test-suite test-e2e lint docs bench demo quickstart clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ lint: install
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/scanflow demo
 
+# The documentation site, into site/ (strict: a broken link or a warning fails it).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 quickstart: install
 	$(VENV)/bin/scanflow run examples/quickstart.py --embedded-nats
 
@@ -56,4 +60,4 @@ bench: install
 	$(PY) bench/core.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

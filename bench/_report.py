@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# The goals of DESIGN.md and of the benchmark's brief.
+# The performance goals (docs/explanation/benchmarks.md lists them with the results).
 MAX_P50_VS_NATS = 1.5
 MIN_CALLS_VS_HTTP = 5.0
 MAX_REACTION_P99_MS = 25.0

@@ -1,4 +1,4 @@
-"""Take the README's console screenshots: real agents on a private NATS, the console headless.
+"""Take the console screenshots of the docs: real agents on a private NATS, the console headless.
 
 Runs the quickstart agents and an approval gate, drives the console with
 Textual's Pilot, exports SVG screenshots and converts them to PNG (needs

@@ -1,4 +1,4 @@
-"""The README's five-minute example: a watcher that asks a scaler to add replicas.
+"""The first agents of the docs' getting-started page: a watcher that asks a scaler to scale.
 
 Run it with an embedded NATS server:
 

@@ -1,4 +1,4 @@
-"""The layers of DESIGN.md section 4, checked on every import statement of the tree.
+"""The layers of the architecture page (docs/explanation/architecture.md), checked on every import.
 
 Outermost first: built-in agents → runtime and interfaces → framework core →
 adapters, with the settings and the private toolkit (``_kit``) below them all.

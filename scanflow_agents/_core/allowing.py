@@ -10,7 +10,7 @@ list allows anyone.
 
 The source is what the caller says it is. NATS permissions make it hold: a
 NATS user per agent may publish only on the call subjects of the actuators it
-is allowed (the README's "Security" section has the server configuration).
+is allowed (the security guide, docs/guides/security.md, has the server configuration).
 """
 
 from __future__ import annotations
