@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from scanflow_agents.knowledge.servers import MlflowServer
+from scanflow_agents.testing import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANFLOW = [sys.executable, "-m", "scanflow_agents.runtime"]
@@ -126,6 +127,7 @@ class Traffic(threading.Thread):
             self.stop.wait(0.2)
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(480)
 def test_the_tutorial_closes_the_loop_around_a_model_of_your_own(folder: Path) -> None:
     log = (folder / "agents.log").open("w")
@@ -134,6 +136,7 @@ def test_the_tutorial_closes_the_loop_around_a_model_of_your_own(folder: Path) -
         cwd=folder,
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,  # gone with its test process
     )
     traffic: Traffic | None = None
     try:

@@ -22,6 +22,7 @@ from scanflow_agents.clients import connect_transport
 from scanflow_agents.messages import Envelope
 from scanflow_agents.settings import Settings
 from scanflow_agents.subjects import Subjects
+from scanflow_agents.testing import die_with_parent
 from scanflow_agents.transports.base import Durable, Transport, TransportError
 from scanflow_agents.transports.servers import NatsServer
 
@@ -56,6 +57,7 @@ class AgentProcess:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **env},
                 start_new_session=True,
+                preexec_fn=die_with_parent,  # gone with its test process
             )
 
     @property

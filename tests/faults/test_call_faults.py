@@ -23,6 +23,7 @@ import pytest
 
 from scanflow_agents import CallTimeout, Envelope, InDoubt, Settings
 from scanflow_agents.clients import Client, connect_transport
+from scanflow_agents.testing import die_with_parent
 from scanflow_agents.transports.servers import NatsServer
 
 pytestmark = [pytest.mark.nats, pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -51,6 +52,7 @@ class Workers:
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,  # gone with its test process
         )
         self.processes.append(process)
         return process

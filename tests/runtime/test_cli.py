@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from scanflow_agents.testing import die_with_parent
+
 ROOT = Path(__file__).resolve().parents[2]
 SCANFLOW = [sys.executable, "-m", "scanflow_agents.runtime"]
 
@@ -43,6 +45,7 @@ def quickstart(nats_url: str, namespace: str) -> Iterator[subprocess.Popen[str]]
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=die_with_parent,  # gone with its test process
     )
     try:
         deadline = time.monotonic() + 20

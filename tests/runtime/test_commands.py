@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from scanflow_agents.testing import die_with_parent
+
 ROOT = Path(__file__).resolve().parents[2]
 SCANFLOW = [sys.executable, "-m", "scanflow_agents.runtime"]
 AGENTS = "tests/console/operated.py"
@@ -38,6 +40,7 @@ def running(base: tuple[str, ...]) -> Iterator[subprocess.Popen[bytes]]:
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,  # gone with its test process
     )
     try:
         deadline = time.monotonic() + 30
@@ -159,6 +162,7 @@ def test_events_follow_prints_new_events(running: object, base: tuple[str, ...])
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=die_with_parent,  # gone with its test process
     )
     try:
         assert process.stdout is not None
@@ -184,6 +188,7 @@ def test_apply_through_the_planner_with_paths_relative_to_the_file(
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,  # gone with its test process
     )
     try:
         deadline = time.monotonic() + 60

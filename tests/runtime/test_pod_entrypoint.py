@@ -23,7 +23,7 @@ from scanflow_agents.runtime.probing import Probes
 
 from scanflow_agents import Agent, BadInput, Settings, actuator
 from scanflow_agents.clients import Client
-from scanflow_agents.testing import free_port
+from scanflow_agents.testing import die_with_parent, free_port
 from scanflow_agents.transports.memory import MemoryBroker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,6 +115,7 @@ def test_probes_metrics_and_sigterm_order(agent_file: Path, nats_url: str) -> No
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=die_with_parent,  # gone with its test process
     )
     try:
         _wait_ready(port, process)
@@ -247,6 +248,7 @@ def test_an_agents_config_reaches_it_under_a_name_with_a_dash(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=die_with_parent,  # gone with its test process
     )
     try:
         _wait_ready(port, process)

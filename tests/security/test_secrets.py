@@ -28,7 +28,7 @@ from scanflow_agents.clients import Client, connect_transport
 from scanflow_agents.knowledge import MlflowServer
 from scanflow_agents.redaction import MASK
 from scanflow_agents.settings import MlflowSettings
-from scanflow_agents.testing import free_port
+from scanflow_agents.testing import die_with_parent, free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -91,6 +91,7 @@ def start(*args: str, env: dict[str, str], log: IO[str]) -> subprocess.Popen[str
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=die_with_parent,  # gone with its test process
     )
 
 

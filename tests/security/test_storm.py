@@ -29,11 +29,13 @@ from pydantic import ValidationError
 from scanflow_agents import Settings
 from scanflow_agents.clients import Client
 from scanflow_agents.messages import Envelope
+from scanflow_agents.testing import die_with_parent
 
 pytestmark = pytest.mark.timeout(180)
 
 AGENT = """
 from scanflow_agents import Agent, actuator
+from scanflow_agents.testing import die_with_parent
 
 
 class Storm(Agent, name="storm"):
@@ -114,6 +116,7 @@ def start_agent(nats_url: str, namespace: str, file: Path, log: IO[str]) -> subp
             "-n", namespace, "--warn-every", "2", "run", str(file),
         ],
         stdout=log, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=die_with_parent,  # gone with its test process
     )  # fmt: skip
 
 
