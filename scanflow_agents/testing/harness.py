@@ -189,16 +189,31 @@ class AgentHarness:
         await asyncio.sleep(0.01)
 
 
-async def eventually(condition: Callable[[], bool], *, timeout: float = 5.0) -> None:
+async def eventually(
+    condition: Callable[[], bool], *, timeout: float = 5.0, what: str | None = None
+) -> float:
     """Wait until ``condition()`` holds, checking every few milliseconds.
 
     For state that changes without an event to wait on (a counter in an
-    agent, a process count); raises ``TimeoutError`` naming the condition.
+    agent, a process count). The one wait loop of the tests: it runs on the
+    loop's clock, so a test on a fake clock waits no real time.
+
+    Args:
+        condition: Checked at once, then every 5 ms.
+        timeout: Seconds before giving up.
+        what: Says what was waited for in the error (default: the condition's name).
+
+    Returns:
+        The seconds it took.
+
+    Raises:
+        TimeoutError: naming what was waited for and for how long.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    started = loop.time()
     while not condition():
-        if loop.time() > deadline:
-            name = getattr(condition, "__qualname__", repr(condition))
-            raise TimeoutError(f"condition {name} still false after {timeout:g} s")
+        if loop.time() - started > timeout:
+            name = what or getattr(condition, "__qualname__", repr(condition))
+            raise TimeoutError(f"{name}: still not true after {timeout:g} s")
         await asyncio.sleep(0.005)
+    return loop.time() - started

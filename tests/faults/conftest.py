@@ -11,9 +11,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -142,16 +141,6 @@ class Faults:
             chunk, pending = pending[:500], pending[500:]
             errors = await transport.publish_durable_batch([self.tick(n) for n in chunk])
             pending += [n for n, error in zip(chunk, errors, strict=True) if error is not None]
-
-    @staticmethod
-    async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
-        """Poll ``condition()`` until it holds; returns the seconds it took."""
-        started = time.monotonic()
-        while not condition():
-            if time.monotonic() - started > timeout:
-                raise AssertionError(f"{what}: still not true after {timeout:g} s")
-            await asyncio.sleep(0.1)
-        return time.monotonic() - started
 
     def close(self, request: pytest.FixtureRequest) -> None:
         failed = getattr(request.node, "rep_call", None)

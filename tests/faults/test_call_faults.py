@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import pytest
 
 from scanflow_agents import CallTimeout, Envelope, InDoubt, Settings
 from scanflow_agents.clients import Client, connect_transport
-from scanflow_agents.testing import die_with_parent
+from scanflow_agents.testing import die_with_parent, eventually
 from scanflow_agents.transports.servers import NatsServer
 
 pytestmark = [pytest.mark.nats, pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -100,13 +100,6 @@ async def replicas(client: Client, count: int, *, timeout: float = 30) -> list[s
         assert time.monotonic() < deadline, f"{len(found)} worker(s) running, not {count}"
 
 
-async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 async def actions(client: Client) -> list[dict[str, Any]]:
     return await client.history(agent="worker", kinds=["action"])
 
@@ -155,7 +148,7 @@ async def test_an_agent_killed_mid_action_is_in_doubt_not_run_twice(
     (dead,) = await replicas(client, 1)
     with pytest.raises(CallTimeout):
         await client.call("worker", "work", seconds=3, call_id="kill-1", timeout=1)
-    await until(lambda: len(workers.executions("kill-1")) == 1)
+    await eventually(lambda: len(workers.executions("kill-1")) == 1, timeout=20)
     first.send_signal(signal.SIGKILL)
     first.wait()
     workers.start()
@@ -183,7 +176,7 @@ async def test_with_two_replicas_a_kill_mid_action_is_in_doubt_on_the_other(
     assert len(workers.executions("dup-1")) == 1
     with pytest.raises(CallTimeout):
         await client.call("worker", "work", seconds=3, call_id="kill-2", timeout=1)
-    await until(lambda: len(workers.executions("kill-2")) == 1)
+    await eventually(lambda: len(workers.executions("kill-2")) == 1, timeout=20)
     ((executor, _),) = workers.executions("kill-2")
     (victim,) = [p for p in pair if p.pid == executor]
     victim.send_signal(signal.SIGKILL)
@@ -222,7 +215,7 @@ async def test_calls_made_while_nats_restarts_reach_the_agent(tmp_path: Path) ->
         try:
             await replicas(client, 1)
             await asyncio.to_thread(server.stop)
-            await until(lambda: not transport.connected)
+            await eventually(lambda: not transport.connected, timeout=20)
             # Calls made during the outage go out as soon as our connection is
             # back, when the agent may still be resubscribing: not "unavailable".
             during = [

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from scanflow_agents.clients import Client
+from scanflow_agents.testing import eventually
 
 if TYPE_CHECKING:
     from tests.faults.conftest import Faults
@@ -65,7 +66,7 @@ async def test_nats_killed_mid_stream_loses_and_repeats_nothing_at_the_rule(
             await faults.store(publisher, n)
     finally:
         await publisher.close()
-    await faults.wait_until(
+    await eventually(
         lambda: len({n for n, _, _ in faults.lines(faults.handled)}) >= total,
         timeout=60,
         what="the rule handles every stored tick",
@@ -86,7 +87,7 @@ async def test_an_agent_killed_while_events_are_stored_misses_none_of_them(
     try:
         for n in range(before):
             await faults.store(publisher, n)
-        await faults.wait_until(
+        await eventually(
             lambda: len(faults.lines(faults.handled)) >= 100, timeout=30, what="rule under way"
         )
         agent.kill()  # kill -9, probably in the middle of an event
@@ -97,7 +98,7 @@ async def test_an_agent_killed_while_events_are_stored_misses_none_of_them(
         await publisher.close()
     faults.start("Counter", **QUICK)
     total = before + during
-    took = await faults.wait_until(
+    took = await eventually(
         lambda: len({n for n, _, _ in faults.lines(faults.handled)}) >= total,
         timeout=90,
         what="the restarted rule handles every stored tick",
@@ -137,14 +138,14 @@ async def test_a_killed_leader_is_replaced_within_15_s_without_a_doubled_action(
 
     pump = asyncio.create_task(publish())
     try:
-        await faults.wait_until(
+        await eventually(
             lambda: len(faults.lines(faults.actions)) >= 20, timeout=30, what="actions under way"
         )
         leader_pid = faults.lines(faults.handled)[-1][1]
         leader = next(r for r in replicas if r.pid == leader_pid)
         leader.kill()
         killed = time.time()
-        await faults.wait_until(
+        await eventually(
             lambda: any(pid != leader_pid for _, pid, _ in faults.lines(faults.handled)),
             timeout=30,
             what="the other replica takes over",
@@ -154,7 +155,7 @@ async def test_a_killed_leader_is_replaced_within_15_s_without_a_doubled_action(
         stop.set()
         await pump
         await publisher.close()
-    await faults.wait_until(
+    await eventually(
         lambda: len({n for n, _, _ in faults.lines(faults.actions)}) >= published,
         timeout=30,
         what="every tick acted on",

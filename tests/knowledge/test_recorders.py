@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -14,6 +13,7 @@ import pytest
 
 from scanflow_agents.knowledge import KnowledgeClient, MlflowRecorder, MlflowServer
 from scanflow_agents.settings import MlflowSettings
+from scanflow_agents.testing import eventually
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -29,13 +29,6 @@ def event(agent: str, kind: str, n: int, correlation_id: str, **extra: Any) -> d
         "payload": {"n": n},
         **extra,
     }
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_history_by_agent_correlation_and_kind(
@@ -107,17 +100,17 @@ async def test_events_survive_an_mlflow_outage(
     before = [event("tracker", "observation", n, "before") for n in range(3)]
     for item in before:
         recorder.record(item)
-    await wait_until(lambda: recorder.pending == 0)
+    await eventually(lambda: recorder.pending == 0, timeout=20)
 
     await server.astop()
     during = [event("tracker", "decision", n, "during") for n in range(3, 8)]
     with caplog.at_level(logging.WARNING, logger="scanflow_agents.knowledge.recorders"):
         for item in during:
             recorder.record(item)
-        await wait_until(lambda: "MLflow unreachable at" in caplog.text)
+        await eventually(lambda: "MLflow unreachable at" in caplog.text, timeout=20)
         assert recorder.pending == len(during)
         await server.astart()  # same port, same backend store
-        await wait_until(lambda: recorder.pending == 0)
+        await eventually(lambda: recorder.pending == 0, timeout=20)
         assert "is back after" in caplog.text
     await recorder.aclose()
     assert await recorder.history("tracker") == before + during

@@ -33,7 +33,13 @@ from scanflow_agents.platforms.local import LocalPlatform, LocalPlatformSettings
 from scanflow_agents.testing import eventually
 from scanflow_agents.workflows import Workflow, load_workflow
 
-from .kubernetes.conftest import NAMESPACE, TEAM, Cluster, DeploymentController
+from .kubernetes.conftest import (
+    NAMESPACE,
+    TEAM,
+    Cluster,
+    DeploymentController,
+    EmulatedController,
+)
 
 # A step: --outcome ok (leave a file in the run folder, after checking the one its
 # upstream left), fail (exit 3) or sleep (until killed or its deadline).
@@ -118,40 +124,29 @@ async def platform(bed: Bed) -> AsyncIterator[Platform]:
     await found.close()
 
 
-class JobController:
+class JobController(EmulatedController):
     """The Job controller's part on the emulator: a step's Job ends as its command says."""
 
+    plural = "jobs"
+    every = 0.02
+
     def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
+        super().__init__(cluster)
         self._seen: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> JobController:
-        self._task = asyncio.create_task(self._loop())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            for name, job in self.cluster.objects("jobs").items():
-                if (job.get("status") or {}).get("conditions"):
-                    continue
-                first = self._seen.setdefault(name, time.monotonic())
-                command = job["spec"]["template"]["spec"]["containers"][0]["command"]
-                outcome = command[command.index("--outcome") + 1]
-                deadline = job["spec"].get("activeDeadlineSeconds", 1e9)
-                if outcome == "ok":
-                    await self._end(name, "Complete", "")
-                elif outcome == "fail":
-                    await self._end(name, "Failed", "BackoffLimitExceeded")
-                elif time.monotonic() - first > deadline:
-                    await self._end(name, "Failed", "DeadlineExceeded")
-            await asyncio.sleep(0.02)
+    async def reconcile(self, name: str, job: dict[str, Any]) -> None:
+        if (job.get("status") or {}).get("conditions"):
+            return
+        first = self._seen.setdefault(name, time.monotonic())
+        command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+        outcome = command[command.index("--outcome") + 1]
+        deadline = job["spec"].get("activeDeadlineSeconds", 1e9)
+        if outcome == "ok":
+            await self._end(name, "Complete", "")
+        elif outcome == "fail":
+            await self._end(name, "Failed", "BackoffLimitExceeded")
+        elif time.monotonic() - first > deadline:
+            await self._end(name, "Failed", "DeadlineExceeded")
 
     async def _end(self, name: str, kind: str, reason: str) -> None:
         condition = {"type": kind, "status": "True", "reason": reason or "Completed"}

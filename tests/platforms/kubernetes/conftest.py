@@ -20,7 +20,7 @@ import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, Self
 
 import kmock
 import pytest
@@ -207,21 +207,26 @@ class Cluster:
         )
 
 
-class DeploymentController:
-    """The Deployment controller's part: new generations, and rollouts that finish or stall.
+class EmulatedController:
+    """A controller's part that the emulator does not play: a loop over one kind of object.
 
-    Every change of a Deployment's spec bumps ``metadata.generation`` (the API
-    server's job); then the status says the rollout completed, or, for a
-    template whose model URI contains "broken", that it stalled past its
-    progress deadline (the new pods never became ready).
+    kmock keeps objects but runs no controllers. A subclass says which plural it
+    watches and what :meth:`reconcile` does with each object; the loop visits them
+    all every ``every`` seconds while the controller is entered
+    (``async with Controller(cluster):``).
     """
+
+    plural: str
+    every = 0.01
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
-        self._seen: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> DeploymentController:
+    async def reconcile(self, name: str, obj: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._loop())
         return self
 
@@ -233,12 +238,31 @@ class DeploymentController:
 
     async def _loop(self) -> None:
         while True:
-            for name, obj in self.cluster.objects("deployments").items():
-                spec = json.dumps(obj.get("spec"), sort_keys=True)
-                if self._seen.get(name) != spec:
-                    self._seen[name] = spec
-                    await self._act(name, obj)
-            await asyncio.sleep(0.01)
+            for name, obj in self.cluster.objects(self.plural).items():
+                await self.reconcile(name, obj)
+            await asyncio.sleep(self.every)
+
+
+class DeploymentController(EmulatedController):
+    """The Deployment controller's part: new generations, and rollouts that finish or stall.
+
+    Every change of a Deployment's spec bumps ``metadata.generation`` (the API
+    server's job); then the status says the rollout completed, or, for a
+    template whose model URI contains "broken", that it stalled past its
+    progress deadline (the new pods never became ready).
+    """
+
+    plural = "deployments"
+
+    def __init__(self, cluster: Cluster) -> None:
+        super().__init__(cluster)
+        self._seen: dict[str, str] = {}
+
+    async def reconcile(self, name: str, obj: dict[str, Any]) -> None:
+        spec = json.dumps(obj.get("spec"), sort_keys=True)
+        if self._seen.get(name) != spec:
+            self._seen[name] = spec
+            await self._act(name, obj)
 
     async def _act(self, name: str, obj: dict[str, Any]) -> None:
         generation = int(obj["metadata"].get("generation") or 0) + 1
