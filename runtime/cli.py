@@ -138,9 +138,13 @@ def run(
 )
 def nats(port: int | None, store_dir: str | None, config: str | None) -> None:
     """Run a local nats-server with JetStream until Ctrl-C (for development)."""
-    from scanflow_agents.transports.servers import NatsServer
+    from scanflow_agents.transports.servers import NatsServer, PortTaken
 
-    with NatsServer(port=port, store_dir=store_dir, config=config) as server:
+    try:
+        server = NatsServer(port=port, store_dir=store_dir, config=config).start()
+    except PortTaken as exc:
+        raise click.ClickException(str(exc)) from None
+    with server:
         click.echo(server.url)
         assert server.process is not None
         with contextlib.suppress(KeyboardInterrupt):

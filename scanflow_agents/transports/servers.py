@@ -94,6 +94,13 @@ class NatsServer:
         return self._start()
 
     def _start(self) -> NatsServer:
+        # Someone else listening there would answer our readiness probe before our
+        # server failed to bind: the caller would talk to the wrong server.
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+            raise PortTaken(
+                f"port {self.port} is taken: something already listens on 127.0.0.1:{self.port} "
+                "(choose another port, or point the agents at that server)"
+            )
         self.process = subprocess.Popen(
             [
                 find_nats_server(),

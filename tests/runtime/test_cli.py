@@ -134,3 +134,12 @@ def test_unreachable_nats_is_a_clear_error() -> None:
     assert result.returncode == 1
     assert "Error: cannot connect to NATS at nats://127.0.0.1:1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_nats_server_on_a_taken_port_is_a_clear_error(nats_url: str) -> None:
+    # Before: the URL was printed and the agents quietly used the other server.
+    port = nats_url.rsplit(":", 1)[1]
+    result = scanflow("nats", "--port", port, check=False)
+    assert result.returncode == 1
+    assert f"port {port} is taken: something already listens on 127.0.0.1:{port}" in result.stderr
+    assert result.stdout == ""
