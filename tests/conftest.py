@@ -126,6 +126,42 @@ def process_logging_restored() -> Iterator[None]:
             root.removeHandler(handler)
 
 
+# ---------------------------------------------------------------------------
+# Two tiers. `make test-quick` (the edit loop) leaves out the tests marked slow:
+# every test that needs a real MLflow server (directly, or through the stores of
+# trained models built with one) and the modules whose tests start processes of
+# their own (agents, model servers, MLflow servers they stop and start, a probe
+# suite). They run in `make test`.
+
+SERVER_FIXTURES = {"mlflow_server", "second_mlflow_server", "digits", "knowledge"}
+PROCESS_MODULES = {
+    "tests/bench/test_bench_smoke.py",
+    "tests/bench/test_chains_smoke.py",
+    "tests/console/test_console.py",
+    "tests/knowledge/test_agent_knowledge.py",
+    "tests/knowledge/test_recorders.py",
+    "tests/platforms/test_local_runs.py",
+    "tests/platforms/test_local_services.py",
+    "tests/platforms/test_rundirs.py",
+    "tests/runtime/test_cli.py",
+    "tests/runtime/test_commands.py",
+    "tests/runtime/test_pod_entrypoint.py",
+    "tests/security/test_secrets.py",
+    "tests/security/test_storm.py",
+    "tests/serving/test_model_server.py",
+    "tests/test_hygiene.py",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(str(config.rootpath))
+    for item in items:
+        path = Path(str(item.path)).relative_to(root).as_posix()
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if path in PROCESS_MODULES or fixtures & SERVER_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(params=["memory", "nats"])
 def bus(request: pytest.FixtureRequest) -> str | None:
     """``None`` for the in-memory bus, or the URL of the session's real nats-server.
