@@ -23,12 +23,12 @@ $(VENV)/.demo-installed: pyproject.toml
 	$(PY) -m pip check
 	touch $@
 
-# The tests run on two xdist workers (one per core on the 2-core machines CI
-# uses; measured against 3 and 4 in tests/README.md), each with its own servers.
+# The tests run on xdist workers, each with its own servers (docs/guides/testing.md).
 # `make test` runs everything CI runs: the suite, then the heavy end-to-end
 # tests (marked e2e) on their own. `make test-quick` is the edit loop: the suite
 # without the tests that start servers and agent processes (marked slow, e2e).
-PYTEST := $(PY) -m pytest -n $(or $(WORKERS),2) --durations=15
+WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(WORKERS) --dist worksteal --durations=15
 
 test: test-suite test-e2e
 

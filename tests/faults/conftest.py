@@ -23,6 +23,7 @@ from scanflow_agents.settings import Settings
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.testing import die_with_parent
 from scanflow_agents.transports.base import Durable, Transport, TransportError
+from scanflow_agents.transports.nats import NatsTransport
 from scanflow_agents.transports.servers import NatsServer
 
 AGENTS = str(Path(__file__).with_name("fault_agents.py"))
@@ -105,6 +106,24 @@ class Faults:
 
     async def connect(self) -> Transport:
         return await connect_transport(self.settings, name="fault-publisher")
+
+    async def settled(self, timeout: float = 30.0) -> None:
+        """Wait until every consumer of the stream has acknowledged all it was given.
+
+        After that nothing is delivered again, so nothing can be handled twice
+        any more: the moment to count, instead of a sleep that hopes so.
+        """
+        transport = await self.connect()
+        assert isinstance(transport, NatsTransport)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    infos = await transport.js.consumers_info(transport.stream)
+                    if infos and all(i.num_pending == 0 and i.num_ack_pending == 0 for i in infos):
+                        return
+                    await asyncio.sleep(0.05)
+        finally:
+            await transport.close()
 
     @staticmethod
     def lines(path: Path) -> list[tuple[int, int, float]]:
