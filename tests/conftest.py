@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import logging
@@ -11,7 +12,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -162,6 +163,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
 
 
+FAKE_CLOCK = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+    """Run a test that asked for it (see ``bus``) on looptime's fake loop clock.
+
+    looptime's own pytest plugin is off (``-p no:looptime``): for every sync test
+    it makes an event loop it never closes. Here only the test's running loop is
+    patched, at its current time, so the clock goes on from where the fixtures
+    left it.
+    """
+    if not pyfuncitem.stash.get(FAKE_CLOCK, False):
+        return (yield)
+    import looptime
+
+    loop = asyncio.get_event_loop_policy().get_event_loop()
+    assert isinstance(loop, asyncio.BaseEventLoop)
+    fake = looptime.patch_event_loop(loop, start=loop.time(), _enabled=False)
+    with fake.looptime_enabled():
+        return (yield)
+
+
 @pytest.fixture(params=["memory", "nats"])
 def bus(request: pytest.FixtureRequest) -> str | None:
     """``None`` for the in-memory bus, or the URL of the session's real nats-server.
@@ -173,7 +197,7 @@ def bus(request: pytest.FixtureRequest) -> str | None:
     """
     if request.param == "memory":
         if request.node.get_closest_marker("fake_clock"):
-            request.node.add_marker(pytest.mark.looptime)
+            request.node.stash[FAKE_CLOCK] = True
         return None
     url: str = request.getfixturevalue("nats_url")
     return url
