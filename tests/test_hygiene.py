@@ -1,4 +1,5 @@
-"""A test run leaves no process behind, even when pytest itself is killed with SIGKILL.
+"""A test run leaves no process behind, even when pytest itself is killed with SIGKILL;
+a test that hangs fails alone and the run goes on.
 
 A probe suite (``tests/support/hygiene_probe.py``: two tests, two xdist workers,
 the suite's own conftest) starts what the real suite's fixtures start: a
@@ -21,8 +22,11 @@ from pathlib import Path
 
 import psutil
 
+from scanflow_agents.testing import die_with_parent
+
 ROOT = Path(__file__).parents[1]
 PROBE = "tests/support/hygiene_probe.py"
+HANG_PROBE = "tests/support/hang_probe.py"
 
 
 def test_killing_pytest_leaves_no_process_of_it(tmp_path: Path) -> None:
@@ -71,3 +75,21 @@ def _running(process: psutil.Process) -> bool:
         return process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_hung_test_fails_and_the_run_goes_on() -> None:
+    # pytest-timeout's thread method ends the hung test's worker; xdist reports
+    # the test failed (its worker "crashed while running" it) and goes on with a
+    # new worker.
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-n", "1", "-p", "no:randomly", HANG_PROBE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=die_with_parent,
+    )
+    assert run.returncode == 1, run.stdout[-3000:]
+    assert "crashed while running 'tests/support/hang_probe.py::test_hangs'" in run.stdout
+    assert "FAILED tests/support/hang_probe.py::test_hangs" in run.stdout
+    assert "1 failed, 1 passed" in run.stdout
