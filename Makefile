@@ -27,19 +27,23 @@ $(VENV)/.demo-installed: pyproject.toml
 # `make test` runs everything CI runs: the suite, then the heavy end-to-end
 # tests (marked e2e) on their own. `make test-quick` is the edit loop: the suite
 # without the tests that start servers and agent processes (marked slow, e2e).
-WORKERS ?= 2
-PYTEST := $(PY) -m pytest -n $(WORKERS) --dist worksteal --durations=15
+# Four workers on two cores: most tests wait on servers and processes, and the
+# suite took 374 s with 4 against 519 s with 2 in one comparison (README of
+# docs/guides/testing.md). The end-to-end loops are CPU-bound: three at a time.
+WORKERS ?= 4
+E2E_WORKERS ?= 3
+PYTEST := $(PY) -m pytest --dist worksteal --durations=15
 
 test: test-suite test-e2e
 
 test-suite: install
-	$(PYTEST) -m "not e2e"
+	$(PYTEST) -n $(WORKERS) -m "not e2e"
 
 test-e2e: install
-	$(PYTEST) -m e2e
+	$(PYTEST) -n $(E2E_WORKERS) -m e2e
 
 test-quick: install
-	$(PYTEST) -m "not e2e and not slow"
+	$(PYTEST) -n $(WORKERS) -m "not e2e and not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .
