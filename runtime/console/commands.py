@@ -82,7 +82,8 @@ def need(command: Command, *names: str, optional: int = 0) -> tuple[str, ...]:
     words = command.words
     if len(words) < len(names) - optional:
         missing = names[len(words)]
-        raise CommandError(f"{command.verb}: {missing} is missing ({VERBS[command.verb]})")
+        # No verb in front: whoever shows the error names the command once.
+        raise CommandError(f"{missing} is missing (usage: {VERBS[command.verb]})")
     return words
 
 
@@ -189,10 +190,15 @@ def complete(line: str, agents: dict[str, dict[str, Any]]) -> str | None:
     return " ".join([*done, fits[0]]) + ending
 
 
+def state_folder() -> Path:
+    """The user's state folder for the console: ``$XDG_STATE_HOME/scanflow``."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "scanflow"
+
+
 def history_file() -> Path:
     """Where typed commands are kept across sessions (the user's state folder)."""
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "scanflow" / "console-history"
+    return state_folder() / "console-history"
 
 
 class TypedHistory:

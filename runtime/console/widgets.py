@@ -39,7 +39,10 @@ class CommandPrompt(Input):
     ]
 
     def __init__(self, history: TypedHistory, suggester: Suggester, **kwargs: Any) -> None:
-        super().__init__(placeholder="command (tab completes, ? for help)", **kwargs)
+        # Text put in by `c` or `/` is a start to type after, not a selection to replace.
+        super().__init__(
+            placeholder="command (tab completes, ? for help)", select_on_focus=False, **kwargs
+        )
         self.suggester = suggester
         self.history = history
         self._position = len(history.lines)
