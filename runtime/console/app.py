@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
+from scanflow_agents.runtime.arguments import checked
 from scanflow_agents.runtime.commanding import shorten
 from scanflow_agents.runtime.console.agent_screen import AgentScreen
 from scanflow_agents.runtime.console.approvals_screen import ApprovalsScreen
@@ -24,7 +25,6 @@ from scanflow_agents.runtime.console.commands import (
     Command,
     CommandError,
     TypedHistory,
-    check_params,
     need,
     parse,
 )
@@ -42,7 +42,7 @@ from textual.css.query import NoMatches
 from textual.dom import DOMNode
 from textual.worker import WorkerFailed
 
-from scanflow_agents import Settings, redaction
+from scanflow_agents import CallError, Settings, redaction
 
 
 class ConsoleApp(App[None]):
@@ -264,7 +264,7 @@ class ConsoleApp(App[None]):
             command = parse(line)
             verb = command.verb
             self._dispatch(command, then)
-        except CommandError as exc:
+        except (CommandError, CallError) as exc:  # the line's mistake, not a failure
             self.say(error_text(verb, exc), error=True)
         except Exception as exc:
             self.failed(repr(line), exc)
@@ -380,11 +380,7 @@ class ConsoleApp(App[None]):
         client = self.link.require()
         described = self.suggester.descriptions.get(agent) or await client.describe(agent)
         self.suggester.descriptions[agent] = described
-        spec = next((a for a in described["actuators"] if a["id"] == actuator), None)
-        if spec is None:
-            known = ", ".join(a["id"] for a in described["actuators"]) or "none"
-            raise CommandError(f"agent '{agent}' has no actuator '{actuator}' (actuators: {known})")
-        check_params(spec["params"], params)  # before sending: the field is named
+        spec = checked(described, actuator, params)  # before sending: the field is named
         timeout = float(spec.get("timeout") or 30) + 10
         self.say(f"calling {agent}.{actuator}…")
         result = await client.call(
