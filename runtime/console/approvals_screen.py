@@ -30,6 +30,7 @@ class ReasonScreen(ModalScreen[str | None]):
         with Vertical(id="reason-box"):
             yield Static(self.question, markup=False)
             yield Input(placeholder="reason (recorded in the audit trail)", id="reason")
+            yield Static("", markup=False, id="reason-hint")
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
@@ -38,6 +39,9 @@ class ReasonScreen(ModalScreen[str | None]):
         event.stop()
         if event.value.strip():
             self.dismiss(event.value.strip())
+        else:
+            hint = "type why (it is recorded with the decision), or escape to cancel"
+            self.query_one("#reason-hint", Static).update(hint)
 
     def action_cancel(self) -> None:
         self.dismiss(None)
@@ -56,6 +60,7 @@ class ApprovalsScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self.approvals: list[dict[str, Any]] = []
+        self._failed = False
 
     @property
     def console(self) -> ConsoleApp:
@@ -75,6 +80,9 @@ class ApprovalsScreen(Screen[None]):
         table.add_columns("ID", "AGENT", "KIND", "WAITING", "SUMMARY")
         table.focus()
         self.action_reload()
+        # Live: new approvals appear and ages tick without ctrl+r. Cheap: the
+        # agents heard from answer at once (no fixed wait for replies).
+        self.set_interval(1.0, self.action_reload)
 
     @work(exclusive=True, group="approvals")
     async def action_reload(self) -> None:
@@ -82,8 +90,13 @@ class ApprovalsScreen(Screen[None]):
             self.approvals = await self.console.link.controls.approvals()
         except Exception as exc:
             self.show_output(f"cannot list approvals: {exc}", error=True)
+            self._failed = True
             return
+        if self._failed:  # the error above is over: do not leave it on screen
+            self._failed = False
+            self.show_output("")
         table = self.query_one(DataTable)
+        selected = self._selected()
         table.clear()
         for approval in self.approvals:
             table.add_row(
@@ -94,14 +107,22 @@ class ApprovalsScreen(Screen[None]):
                 shorten(approval["summary"], 40),
                 key=approval["id"],
             )
+        ids = [approval["id"] for approval in self.approvals]
+        if selected in ids:
+            table.move_cursor(row=ids.index(selected))
         count = len(self.approvals)
         self.query_one("#status", Static).update(f"approvals  ·  {count} waiting")
 
-    def action_decide(self, op: str) -> None:
+    def _selected(self) -> str | None:
         table = self.query_one(DataTable)
         if table.row_count == 0:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def action_decide(self, op: str) -> None:
+        approval_id = self._selected()
+        if approval_id is None:
             return
-        approval_id = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
 
         def decided(reason: str | None) -> None:
             if reason:

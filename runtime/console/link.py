@@ -92,7 +92,9 @@ class Link:
 
     @property
     def controls(self) -> Controls:
-        return Controls(self.require())
+        # The replicas heard from: control ops return once all of them answered.
+        known = {row.name: row.replicas for row in self.agents() if row.replicas}
+        return Controls(self.require(), replicas=known)
 
     def require(self) -> Client:
         """The client, or a clear error while NATS is unreachable."""
