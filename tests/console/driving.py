@@ -6,6 +6,7 @@ from pathlib import Path
 
 from scanflow_agents.runtime.console.agent_screen import AgentScreen
 from scanflow_agents.runtime.console.app import ConsoleApp
+from scanflow_agents.runtime.console.widgets import AgentsTable
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
@@ -46,3 +47,10 @@ async def open_agent_view(
     rows = app.screen.query_one(table, DataTable)
     await eventually(lambda: rows.row_count > 0, timeout=10)
     return rows
+
+
+async def listed_agents(app: ConsoleApp, count: int) -> AgentsTable:
+    """The agents pane, once it lists ``count`` agents."""
+    table = app.screen.query_one(AgentsTable)
+    await eventually(lambda: table.row_count == count, timeout=15)
+    return table

@@ -174,16 +174,3 @@ async def test_a_redraw_while_the_app_exits_is_skipped(
         # As while the app shuts down: the main screen is still there, its panes are not.
         await app.screen.query_one("#status").remove()
         app._tick()  # the 0.5 s redraw timer's callback: nothing to draw, and no error
-
-
-async def test_a_silent_agent_is_marked_stale(
-    agents: AgentHarness, nats_url: str, tmp_path: Path
-) -> None:
-    app = _app(agents, nats_url, tmp_path)
-    async with app.run_test(size=(80, 24)):
-        table = app.screen.query_one(AgentsTable)
-        await eventually(lambda: table.row_count == 2, timeout=15)
-        await agents.runtime("gate").stop()  # no more heartbeats from it
-        await eventually(lambda: str(table.get_row_at(0)[2]) == "stale", timeout=15)
-        assert "1 silent" in _text(app, "#status")
-        assert str(table.get_row_at(1)[2]) == "running leader"  # its only replica leads
