@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from scanflow_agents.runtime.commanding import shorten
-from scanflow_agents.runtime.console.widgets import PlainTable
+from scanflow_agents.runtime.console.help_screen import HELP, QUIT
+from scanflow_agents.runtime.console.widgets import ApprovalsTable
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import Footer, Input, Static
 
 if TYPE_CHECKING:
     from scanflow_agents.runtime.console.app import ConsoleApp
@@ -51,6 +51,8 @@ class ApprovalsScreen(Screen[None]):
     """Every approval waiting on a running agent; ``y`` approves, ``n`` rejects."""
 
     BINDINGS = [
+        HELP,
+        QUIT,
         Binding("escape", "app.pop_screen", "Back"),
         Binding("y", "decide('approve')", "Approve"),
         Binding("n", "decide('reject')", "Reject"),
@@ -71,14 +73,12 @@ class ApprovalsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static("approvals", markup=False, id="status")
-        yield PlainTable(id="approvals-table", cursor_type="row")
+        yield ApprovalsTable(id="approvals-table")
         yield Static("", markup=False, id="output")
-        yield Footer()
+        yield Footer(show_command_palette=False, compact=True)
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_columns("ID", "AGENT", "KIND", "WAITING", "SUMMARY")
-        table.focus()
+        self.query_one(ApprovalsTable).focus()
         self.action_reload()
         # Live: new approvals appear and ages tick without ctrl+r. Cheap: the
         # agents heard from answer at once (no fixed wait for replies).
@@ -95,32 +95,12 @@ class ApprovalsScreen(Screen[None]):
         if self._failed:  # the error above is over: do not leave it on screen
             self._failed = False
             self.show_output("")
-        table = self.query_one(DataTable)
-        selected = self._selected()
-        table.clear()
-        for approval in self.approvals:
-            table.add_row(
-                approval["id"],
-                approval["agent"],
-                approval["kind"],
-                f"{approval['waiting_s']:.0f}s",
-                shorten(approval["summary"], 40),
-                key=approval["id"],
-            )
-        ids = [approval["id"] for approval in self.approvals]
-        if selected in ids:
-            table.move_cursor(row=ids.index(selected))
+        self.query_one(ApprovalsTable).show(self.approvals)
         count = len(self.approvals)
         self.query_one("#status", Static).update(f"approvals  ·  {count} waiting")
 
-    def _selected(self) -> str | None:
-        table = self.query_one(DataTable)
-        if table.row_count == 0:
-            return None
-        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
-
     def action_decide(self, op: str) -> None:
-        approval_id = self._selected()
+        approval_id = self.query_one(ApprovalsTable).selected()
         if approval_id is None:
             return
 

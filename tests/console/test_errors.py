@@ -83,6 +83,8 @@ async def test_a_console_that_must_stop_exits_non_zero_with_the_traceback_in_the
 
     async def session() -> None:
         async with app.run_test(size=(80, 24)) as pilot:
+            # Connected first: a connection cut off half-made would leak into later tests.
+            await eventually(lambda: app.link.connected, timeout=10)
             app.call_later(fatal)  # outside any key or command: nothing guards it
             await pilot.pause()
 
