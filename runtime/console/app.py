@@ -96,6 +96,8 @@ class ConsoleApp(App[None]):
             await self.link.backfill()
         except Exception as exc:  # an empty or missing stream is not an error to show
             self.log.warning(f"backfill failed: {exc}")
+        # Live events may have been shown before the stored ones arrived: in time order.
+        self._rebuild_events = True
 
     async def _refresh(self) -> None:
         self.link.forget_stale()
@@ -103,9 +105,18 @@ class ConsoleApp(App[None]):
             await self.link.refresh()
         except Exception as exc:
             self.log.warning(f"discovery failed: {exc}")
-        for name in [row.name for row in self.link.agents()]:
-            self.suggester.descriptions.setdefault(name, {})
+        for row in self.link.agents():
+            if row.replicas and not self.suggester.descriptions.get(row.name):
+                await self._describe_for_completion(row.name)
         self._last_refresh = time.monotonic()
+
+    async def _describe_for_completion(self, agent: str) -> None:
+        # Completion needs each agent's sensors and actuators before anyone opens it.
+        try:
+            self.suggester.descriptions[agent] = await self.link.require().describe(agent)
+        except Exception as exc:
+            self.suggester.descriptions.setdefault(agent, {})
+            self.log.warning(f"describe {agent} for completion failed: {exc}")
 
     async def on_unmount(self) -> None:
         await self.link.close()
@@ -132,6 +143,8 @@ class ConsoleApp(App[None]):
     def _redraw(self, main: MainScreen) -> None:
         if "connection" in self._dirty or self.link.down_since is not None:
             main.show_banner(self._banner())
+            if self.link.connected:
+                main.clear_error()  # what failed while NATS was away may work now
         main.show_status(self._status())
         main.show_agents(self.link.agents())
         if "events" in self._dirty or self._rebuild_events:
@@ -298,6 +311,8 @@ class ConsoleApp(App[None]):
             main.query_one(EventsTable).filter = wanted
             main.show_filter(str(wanted))
             self._rebuild_events = True
+        # Says so, which also replaces an error a wrong filter left on the line.
+        self.say(f"events filtered by {wanted}" if str(wanted) else "events no longer filtered")
 
     @work(group="commands")
     async def remote(self, command: Command, then: Callable[[], Any] | None = None) -> None:

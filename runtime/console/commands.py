@@ -77,11 +77,21 @@ def need(command: Command, *names: str, optional: int = 0) -> tuple[str, ...]:
 
 
 def complete(line: str, agents: dict[str, dict[str, Any]]) -> str | None:
-    """The line completed by one more word: a verb, agent, actuator, sensor or parameter.
+    """The line completed by one more whole word: a verb, agent, actuator, sensor or parameter.
 
     ``agents`` maps agent names to their descriptions (those not described
     yet map to ``{}``). Returns ``None`` when nothing fits.
     """
+    fits = candidates(line, agents)
+    if not fits:
+        return None
+    done = line.split(" ")[:-1]
+    ending = "" if fits[0].endswith("=") else " "
+    return " ".join([*done, fits[0]]) + ending
+
+
+def candidates(line: str, agents: dict[str, dict[str, Any]]) -> list[str]:
+    """Every word that can complete the last one of ``line``, in order."""
     words = line.split(" ")
     partial = words[-1]
     done = words[:-1]
@@ -103,12 +113,8 @@ def complete(line: str, agents: dict[str, dict[str, Any]]) -> str | None:
         given = {w.split("=", 1)[0] for w in done[3:]}
         choices = [f"{p}=" for p in spec.get("params", {}).get("properties", {}) if p not in given]
     else:
-        return None
-    fits = [choice for choice in choices if choice.startswith(partial) and choice != partial]
-    if not fits:
-        return None
-    ending = "" if fits[0].endswith("=") else " "
-    return " ".join([*done, fits[0]]) + ending
+        return []
+    return [choice for choice in choices if choice.startswith(partial) and choice != partial]
 
 
 def state_folder() -> Path:

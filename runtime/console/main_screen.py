@@ -89,6 +89,12 @@ class MainScreen(Screen[None]):
         output.update(text)
         output.set_class(error, "error")
 
+    def clear_error(self) -> None:
+        """Take an error off the output line (its condition has passed)."""
+        output = self.query_one("#output", Static)
+        if output.has_class("error"):
+            self.show_output("")
+
     def show_banner(self, text: str | None) -> None:
         banner = self.query_one("#banner", Static)
         banner.update(text or "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from scanflow_agents.runtime.commanding import duration
-from scanflow_agents.runtime.console.commands import TypedHistory, complete
+from scanflow_agents.runtime.console.commands import TypedHistory, candidates, complete
 from scanflow_agents.runtime.console.tables import (
     EVENT_FITS,
     Fit,
@@ -65,6 +65,12 @@ class CommandPrompt(Input):
         self.screen.focus_next()
 
     def action_complete(self) -> None:
+        # Several words fit: say which, so the ghost text is not the only one known.
+        assert isinstance(self.suggester, CommandSuggester)
+        fits = candidates(self.value, self.suggester.descriptions)
+        show = getattr(self.screen, "show_output", None)
+        if len(fits) > 1 and show is not None:
+            show("tab: " + "  ".join(fits))
         self.action_cursor_right()  # takes the suggestion shown after the cursor
 
     def action_older(self) -> None:

@@ -96,3 +96,15 @@ async def test_a_console_that_must_stop_exits_non_zero_with_the_traceback_in_the
     logged = (tmp_path / "errors.log").read_text()
     assert "RuntimeError: the screen is gone" in logged
     assert "Traceback" in logged
+
+
+async def test_an_error_goes_when_a_later_command_works(
+    agents: AgentHarness, nats_url: str, tmp_path: Path
+) -> None:
+    app = console_app(agents, nats_url, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await type_line(pilot, "filter colour=red")
+        assert "unknown filter 'colour'" in text_of(app, "#output")
+        await type_line(pilot, "filter kind=decision")
+        assert "unknown filter" not in text_of(app, "#output")
+        assert not app.screen.query_one("#output").has_class("error")

@@ -59,3 +59,22 @@ async def test_a_rejected_approval_is_reported_in_the_past_tense(
         await type_line(pilot, f"reject {waiting[0]['id']} not this week")
         shown = f"rejected {waiting[0]['id']} (deploy)"
         await eventually(lambda: shown in text_of(app, "#output"), timeout=10)
+
+
+async def test_tab_completes_sensors_and_names_every_candidate(
+    agents: AgentHarness, nats_url: str, tmp_path: Path
+) -> None:
+    app = console_app(agents, nats_url, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await eventually(lambda: "scaler" in app.suggester.descriptions, timeout=15)
+        await eventually(lambda: bool(app.suggester.descriptions["scaler"]), timeout=15)
+        prompt = app.screen.query_one(CommandPrompt)
+        await pilot.press("colon", "r")
+        await eventually(lambda: prompt._suggestion != "", timeout=5)
+        await pilot.press("tab")
+        assert "tab: resume  run-sensor  reject" in text_of(app, "#output")
+        prompt.value = "run-sensor scaler l"  # never opened: completion knows its sensors
+        prompt.cursor_position = len(prompt.value)
+        await eventually(lambda: prompt._suggestion != "", timeout=5)
+        await pilot.press("tab")
+        assert prompt.value == "run-sensor scaler load "
