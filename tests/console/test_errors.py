@@ -9,7 +9,7 @@ from scanflow_agents.runtime.console.main_screen import MainScreen
 
 from scanflow_agents.testing import AgentHarness, eventually
 
-from .driving import console_app, text_of, type_line
+from .driving import console_app, open_agent_view, text_of, type_line
 
 
 @pytest.mark.parametrize(
@@ -108,3 +108,22 @@ async def test_an_error_goes_when_a_later_command_works(
         await type_line(pilot, "filter kind=decision")
         assert "unknown filter" not in text_of(app, "#output")
         assert not app.screen.query_one("#output").has_class("error")
+
+
+async def test_a_view_whose_background_reload_fails_stays_open_and_says_so(
+    agents: AgentHarness, nats_url: str, tmp_path: Path
+) -> None:
+    app = console_app(agents, nats_url, tmp_path)
+
+    def broken(*_: object) -> None:
+        raise ValueError("a description this view cannot read")
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_agent_view(pilot, app, "scaler", "#sensors")
+        view = app.screen
+        view._fill = broken  # type: ignore[attr-defined]
+        await pilot.press("ctrl+r")  # the reload worker fails
+        await eventually(lambda: "a background task failed" in text_of(app, "#output"), timeout=5)
+        assert app.screen is view
+        assert app.is_running
+    assert "a description this view cannot read" in (tmp_path / "errors.log").read_text()

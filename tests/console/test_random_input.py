@@ -62,7 +62,7 @@ async def _do(pilot: Pilot[None], step: tuple[str, str]) -> None:
 
 
 @settings(
-    max_examples=10,
+    max_examples=8,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
