@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from scanflow_agents.runtime.arguments import checked, parse_arguments
 from scanflow_agents.runtime.commanding import echo_json, json_option, run_async, settings_of
 
 T = TypeVar("T")
@@ -67,20 +68,6 @@ async def _report(finished: asyncio.Event, label: str, after: float) -> None:
         click.echo("\r\033[K", nl=False, err=True)
 
 
-def parse_params(pairs: tuple[str, ...], raw_json: str | None) -> dict[str, Any]:
-    """``key=value`` pairs (values parsed as JSON where they can be) over a JSON object."""
-    params: dict[str, Any] = json.loads(raw_json) if raw_json else {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="PARAMS")
-        try:
-            params[key] = json.loads(value)  # numbers, booleans, lists, objects
-        except json.JSONDecodeError:
-            params[key] = value  # anything else is a string
-    return params
-
-
 async def reply_timeout(client: Any, agent: str, actuator: str) -> float:
     """How long to wait for a reply: the actuator's published timeout plus a margin."""
     try:
@@ -97,7 +84,10 @@ async def reply_timeout(client: Any, agent: str, actuator: str) -> float:
 @click.argument("agent")
 @click.argument("actuator")
 @click.argument("params", nargs=-1)
-@click.option("--json", "raw_json", help="Parameters as one JSON object.")
+@click.option(
+    "--params", "raw_params", metavar="JSON", help="Arguments as one JSON object (PARAMS win)."
+)
+@json_option
 @click.option("--dry-run", is_flag=True, help="Validate and record, but do not act.")
 @click.option(
     "--timeout",
@@ -110,18 +100,24 @@ def call(
     agent: str,
     actuator: str,
     params: tuple[str, ...],
-    raw_json: str | None,
+    raw_params: str | None,
+    as_json: bool,
     dry_run: bool,
     timeout: float | None,
 ) -> None:
-    """Call AGENT's ACTUATOR with PARAMS as key=value (values parsed as JSON where they can be)."""
+    """Call AGENT's ACTUATOR with PARAMS as key=value (values read as JSON where they can be).
+
+    The arguments are checked against the actuator's published schema before
+    the call is sent, with the console's grammar and words. The reply is
+    printed as JSON (``--json`` is accepted, as on every command).
+    """
     from scanflow_agents.clients import Client
 
-    arguments = parse_params(params, raw_json)
-
     async def go() -> Any:
+        arguments = parse_arguments(params, raw_params)
         async with Client.connect(settings_of(ctx)) as client:
-            wait = timeout or await reply_timeout(client, agent, actuator)
+            spec = checked(await client.describe(agent), actuator, arguments)
+            wait = timeout or float(spec.get("timeout") or 30) + MARGIN
             work = client.call(agent, actuator, arguments, timeout=wait, dry_run=dry_run)
             return await with_progress(work, f"{agent}.{actuator}")
 

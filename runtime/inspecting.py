@@ -119,6 +119,8 @@ def describe_text(described: dict[str, Any]) -> str:
     ]
     for spec in described["actuators"]:
         parts.append(f"actuator {spec['id']}: {spec.get('description') or ''}".rstrip())
+        if limits(spec) != "-":
+            parts.append(f"  limits: {limits(spec)}")
         params = parameters(spec["params"])
         if params:
             parts.append(
@@ -134,6 +136,16 @@ def describe_text(described: dict[str, Any]) -> str:
                 )
             )
     return "\n".join(parts)
+
+
+def limits(spec: dict[str, Any]) -> str:
+    """An actuator's guards in a few words: ``cooldown 30s, rate 5/60s`` (``-`` if none)."""
+    bits = []
+    if spec.get("cooldown"):
+        bits.append(f"cooldown {float(spec['cooldown']):g}s")
+    if spec.get("rate"):
+        bits.append(f"rate {spec['rate']}")
+    return ", ".join(bits) or "-"
 
 
 def _last(sensor: dict[str, Any]) -> Any:

@@ -2,8 +2,8 @@
 
 What the console and the one-shot commands send (the agent side is the core's
 ``_core/controlling.py``). Ops that every replica must apply are broadcast and
-the answers of all replicas gathered for ``wait`` seconds; ``run-sensor``
-goes to one replica.
+the answers of all replicas gathered until every known replica has answered
+(or ``wait`` seconds passed); ``run-sensor`` goes to one replica.
 
     async with Client.connect(settings) as client:
         controls = Controls(client)
@@ -15,6 +15,8 @@ goes to one replica.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,12 +32,18 @@ class Controls:
 
     Args:
         client: the connection (its ``name`` is recorded as the caller).
-        wait: seconds to collect the answers of every replica of an agent.
+        wait: seconds to collect the answers of every replica of an agent, at most.
+        replicas: how many replicas of each agent are known to run (from
+            heartbeats or discovery); an op to a known agent returns as soon as
+            that many have answered instead of waiting ``wait`` seconds.
     """
 
-    def __init__(self, client: Client, *, wait: float = 1.0) -> None:
+    def __init__(
+        self, client: Client, *, wait: float = 1.0, replicas: Mapping[str, int] | None = None
+    ) -> None:
         self.client = client
         self.wait = wait
+        self.replicas: dict[str, int] = dict(replicas or {})
 
     async def run_sensor(self, agent: str, sensor: str, *, timeout: float = 30.0) -> dict[str, Any]:
         """Run a sensor now on one replica; the observation (if any) and its chain id."""
@@ -73,9 +81,16 @@ class Controls:
         if agent is not None:
             answers = await self._all(agent, "approvals", {})
             return [item for answer in answers for item in answer["approvals"]]
-        names = sorted({item["agent"] for item in await self.client.discover(wait=self.wait / 2)})
-        found = await asyncio.gather(*(self._listing(name) for name in names))
+        if not self.replicas:
+            await self.discover()
+        found = await asyncio.gather(*(self._listing(name) for name in sorted(self.replicas)))
         return [item for listing in found for item in listing]
+
+    async def discover(self) -> dict[str, int]:
+        """Count the running replicas of every agent (``wait / 2`` seconds of discovery)."""
+        found = await self.client.discover(wait=self.wait / 2)
+        self.replicas = dict(Counter(str(item["agent"]) for item in found))
+        return self.replicas
 
     async def approve(self, agent: str, approval_id: str, *, reason: str) -> dict[str, Any]:
         """Approve a waiting decision; the reason is recorded in the audit trail."""
@@ -116,7 +131,9 @@ class Controls:
     async def _gather(self, agent: str, op: str, params: dict[str, Any]) -> list[Reply]:
         envelope = self._envelope(agent, op, params)
         subject = self.client.subjects.control(agent, op)
-        raw = await self.client.transport.gather(subject, envelope.encode(), self.wait)
+        raw = await self.client.transport.gather(
+            subject, envelope.encode(), self.wait, expect=self.replicas.get(agent)
+        )
         replies = []
         for data in raw:
             try:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from scanflow_agents.runtime.commanding import ago, clock, duration, shorten
-from scanflow_agents.runtime.console.widgets import CommandPrompt, PlainTable
-from scanflow_agents.runtime.inspecting import parameters
+from scanflow_agents.runtime.console.help_screen import HELP, PROMPT, QUIT
+from scanflow_agents.runtime.console.tables import PlainTable
+from scanflow_agents.runtime.console.widgets import CommandPrompt
+from scanflow_agents.runtime.inspecting import limits, parameters
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -24,10 +27,13 @@ class AgentScreen(Screen[None]):
     """The view of one agent; ``escape`` goes back."""
 
     BINDINGS = [
+        HELP,
+        PROMPT,
+        QUIT,
         Binding("escape", "app.pop_screen", "Back"),
         Binding("r", "run_sensor", "Run sensor"),
-        Binding("p", "pause_sensor", "Pause/resume sensor"),
-        Binding("c", "call", "Call actuator"),
+        Binding("p", "pause_sensor", "Pause/resume"),
+        Binding("c", "call", "Call"),
         Binding("ctrl+r", "reload", "Reload"),
     ]
 
@@ -59,14 +65,16 @@ class AgentScreen(Screen[None]):
             yield PlainTable(id="decisions", cursor_type="row")
         yield Static("", markup=False, id="output")
         yield CommandPrompt(self.console.typed, self.console.suggester, id="prompt")
-        yield Footer()
+        yield Footer(show_command_palette=False, compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#sensors", DataTable).add_columns(
             "SENSOR", "TRIGGER", "NEXT", "LAST", "VALUE"
         )
         self.query_one("#rules", DataTable).add_columns("RULE", "WATCHES", "DECIDED", "LAST")
-        self.query_one("#actuators", DataTable).add_columns("ACTUATOR", "PARAMETERS", "DOES")
+        self.query_one("#actuators", DataTable).add_columns(
+            "ACTUATOR", "PARAMETERS", "LIMITS", "DOES"
+        )
         self.query_one("#decisions", DataTable).add_columns("TIME", "RULE", "ACTION", "REASON")
         self.query_one("#sensors", DataTable).focus()
         self.action_reload()
@@ -106,13 +114,16 @@ class AgentScreen(Screen[None]):
         sensors.clear()
         for sensor in described["sensors"]:
             last = sensor.get("last") or {}
-            value = last.get("value") if last.get("ok", True) else f"error: {last.get('error')}"
+            # JSON, as everywhere else values are shown (not Python's repr)
+            value = json.dumps(last["value"], default=str) if last.get("value") is not None else "-"
+            if not last.get("ok", True):
+                value = f"error: {last.get('error')}"
             sensors.add_row(
                 sensor["id"] + (" (paused)" if sensor["id"] in paused else ""),
                 shorten(sensor["trigger"], 18),
                 clock(sensor["next_run"]) if sensor.get("next_run") else "-",
                 ago(last.get("time")),
-                shorten(str(value) if value is not None else "-", 40),
+                shorten(value, 40),
                 key=sensor["id"],
             )
         rules = self.query_one("#rules", DataTable)
@@ -132,8 +143,8 @@ class AgentScreen(Screen[None]):
                 for p in parameters(spec["params"])
             )
             actuators.add_row(
-                spec["id"], shorten(params, 36), shorten(spec.get("description") or "", 40),
-                key=spec["id"],
+                spec["id"], shorten(params, 36), limits(spec),
+                shorten(spec.get("description") or "", 40), key=spec["id"],
             )  # fmt: skip
         self._show_params()
         table = self.query_one("#decisions", DataTable)
@@ -155,9 +166,11 @@ class AgentScreen(Screen[None]):
         spec = self._selected_actuator()
         text = ""
         if spec is not None:
-            lines = [f"{spec['id']}: {spec.get('description') or ''}"]
+            lines = [f"{spec['id']}: {spec.get('description') or ''}  (limits: {limits(spec)})"]
             for param in parameters(spec["params"]):
-                need = "required" if param["required"] else f"default {param['default']!r}"
+                need = (
+                    "required" if param["required"] else f"default {json.dumps(param['default'])}"
+                )
                 lines.append(f"  {param['name']} ({param['type']}, {need}) {param['description']}")
             text = "\n".join(lines)
         self.query_one("#params", Static).update(text)

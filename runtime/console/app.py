@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from rich.text import Text
+from scanflow_agents.runtime.arguments import checked
 from scanflow_agents.runtime.commanding import shorten
 from scanflow_agents.runtime.console.agent_screen import AgentScreen
 from scanflow_agents.runtime.console.approvals_screen import ApprovalsScreen
@@ -23,21 +25,24 @@ from scanflow_agents.runtime.console.commands import (
     Command,
     CommandError,
     TypedHistory,
-    check_params,
     need,
     parse,
 )
+from scanflow_agents.runtime.console.failures import ErrorLog
 from scanflow_agents.runtime.console.help_screen import HelpScreen
 from scanflow_agents.runtime.console.link import Link
 from scanflow_agents.runtime.console.main_screen import MainScreen
 from scanflow_agents.runtime.console.widgets import CommandPrompt, CommandSuggester, EventsTable
 from scanflow_agents.runtime.feeds import EventFilter
 from textual import work
+from textual.actions import ActionParseResult
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
+from textual.dom import DOMNode
+from textual.worker import WorkerFailed
 
-from scanflow_agents import Settings, redaction
+from scanflow_agents import CallError, Settings, redaction
 
 
 class ConsoleApp(App[None]):
@@ -60,6 +65,7 @@ class ConsoleApp(App[None]):
         *,
         read_only: bool = False,
         history_path: Path | None = None,
+        error_log: Path | None = None,
         caller: str = "console",
     ) -> None:
         super().__init__()
@@ -67,6 +73,7 @@ class ConsoleApp(App[None]):
         self.read_only = read_only
         self.dry_run_calls = False
         self.typed = TypedHistory(history_path)
+        self.errors = ErrorLog(error_log)
         self.suggester = CommandSuggester({})
         self.link = Link(settings, name=caller, on_change=self._changed)
         self._dirty: set[str] = {"agents", "events", "connection"}
@@ -89,6 +96,8 @@ class ConsoleApp(App[None]):
             await self.link.backfill()
         except Exception as exc:  # an empty or missing stream is not an error to show
             self.log.warning(f"backfill failed: {exc}")
+        # Live events may have been shown before the stored ones arrived: in time order.
+        self._rebuild_events = True
 
     async def _refresh(self) -> None:
         self.link.forget_stale()
@@ -96,9 +105,18 @@ class ConsoleApp(App[None]):
             await self.link.refresh()
         except Exception as exc:
             self.log.warning(f"discovery failed: {exc}")
-        for name in [row.name for row in self.link.agents()]:
-            self.suggester.descriptions.setdefault(name, {})
+        for row in self.link.agents():
+            if row.replicas and not self.suggester.descriptions.get(row.name):
+                await self._describe_for_completion(row.name)
         self._last_refresh = time.monotonic()
+
+    async def _describe_for_completion(self, agent: str) -> None:
+        # Completion needs each agent's sensors and actuators before anyone opens it.
+        try:
+            self.suggester.descriptions[agent] = await self.link.require().describe(agent)
+        except Exception as exc:
+            self.suggester.descriptions.setdefault(agent, {})
+            self.log.warning(f"describe {agent} for completion failed: {exc}")
 
     async def on_unmount(self) -> None:
         await self.link.close()
@@ -125,6 +143,8 @@ class ConsoleApp(App[None]):
     def _redraw(self, main: MainScreen) -> None:
         if "connection" in self._dirty or self.link.down_since is not None:
             main.show_banner(self._banner())
+            if self.link.connected:
+                main.clear_error()  # what failed while NATS was away may work now
         main.show_status(self._status())
         main.show_agents(self.link.agents())
         if "events" in self._dirty or self._rebuild_events:
@@ -195,9 +215,43 @@ class ConsoleApp(App[None]):
         event.stop()
         line = event.value.strip()
         event.input.action_close()
-        if line:
+        # A line that broke something is not offered again by the up arrow.
+        if line and self.run_line(line):
             self.typed.add(line)
-            self.run_line(line)
+
+    # -- the guard: no key and no typed line ends the console ------------------------------
+
+    async def run_action(
+        self,
+        action: str | ActionParseResult,
+        default_namespace: DOMNode | None = None,
+        namespaces: Mapping[str, DOMNode] | None = None,
+    ) -> bool:
+        """Every key's action (bindings come through here), guarded."""
+        try:
+            return await super().run_action(action, default_namespace, namespaces)
+        except Exception as exc:
+            self.failed(f"key action {action!r}", exc)
+            return True
+
+    def _handle_exception(self, error: Exception) -> None:
+        # Textual ends the app on any unhandled error. A view's background I/O
+        # (a worker) failing is not worth that: it is shown and the view stays.
+        if isinstance(error, WorkerFailed) and self.is_running:
+            self.failed("a background task", error.error)
+            return
+        # Anything else does end the console: the traceback goes to the log,
+        # the terminal gets one line, and the exit status is non-zero.
+        self.errors.write("the console stopped", error)
+        super()._handle_exception(error)
+        self._exit_renderables[:] = [
+            Text(f"scanflow console stopped: {error!r}; traceback in {self.errors.path}")
+        ]
+
+    def failed(self, what: str, error: BaseException) -> None:
+        """An unexpected failure: one line on the screen, the traceback in the log."""
+        self.errors.write(what, error)
+        self.say(f"{what} failed: {error!r} (traceback in {self.errors.path})", error=True)
 
     # -- commands ------------------------------------------------------------------------
 
@@ -212,26 +266,35 @@ class ConsoleApp(App[None]):
         else:
             self.notify(text, severity="error" if error else "information")
 
-    def run_line(self, line: str, *, then: Callable[[], Any] | None = None) -> None:
-        """Run a typed command; local ones at once, the others in a worker."""
+    def run_line(self, line: str, *, then: Callable[[], Any] | None = None) -> bool:
+        """Run a typed command: local ones at once, the others in a worker.
+
+        A mistake in the line is shown as an error. Returns ``False`` only if
+        running it failed unexpectedly (shown, and logged with its traceback).
+        """
+        verb = None
         try:
             command = parse(line)
-        except CommandError as exc:
-            self.say(str(exc), error=True)
-            return
+            verb = command.verb
+            self._dispatch(command, then)
+        except (CommandError, CallError) as exc:  # the line's mistake, not a failure
+            self.say(error_text(verb, exc), error=True)
+        except Exception as exc:
+            self.failed(repr(line), exc)
+            return False
+        return True
+
+    def _dispatch(self, command: Command, then: Callable[[], Any] | None) -> None:
         if command.verb in ACTING and self.read_only:
-            self.say(f"{command.verb}: refused, the console is read-only", error=True)
-            return
+            raise CommandError("refused, the console is read-only")
         if command.verb == "quit":
             self.exit()
         elif command.verb == "help":
             self.action_help()
-        elif command.verb == "approvals":
-            self.action_approvals()
-        elif command.verb == "describe":
-            self.open_agent(need(command, "AGENT")[0])
-        elif command.verb == "chain":
-            self.open_chain(need(command, "CORRELATION_ID")[0])
+        elif command.verb == "approvals" or (
+            command.verb in ("approve", "reject") and not command.words
+        ):
+            self.action_approvals()  # pick one there; y or n asks for the reason
         elif command.verb == "filter":
             self._filter(" ".join(command.words))
         else:
@@ -248,30 +311,36 @@ class ConsoleApp(App[None]):
             main.query_one(EventsTable).filter = wanted
             main.show_filter(str(wanted))
             self._rebuild_events = True
+        # Says so, which also replaces an error a wrong filter left on the line.
+        self.say(f"events filtered by {wanted}" if str(wanted) else "events no longer filtered")
 
     @work(group="commands")
     async def remote(self, command: Command, then: Callable[[], Any] | None = None) -> None:
         """A command that talks to agents; its outcome (or error) goes to the output line."""
         try:
             text = await self._remote(command)
-        except CommandError as exc:
-            field = f" (field: {exc.field})" if exc.field else ""
-            self.say(f"{command.verb}: {exc}{field}", error=True)
-            return
         except Exception as exc:
-            code = getattr(exc, "code", None)
-            named = getattr(exc, "field", None)
-            prefix = f"{code}: " if code else ""
-            suffix = f" (field: {named})" if named else ""
-            self.say(f"{command.verb}: {prefix}{exc}{suffix}", error=True)
+            self.say(error_text(command.verb, exc), error=True)
             return
-        self.say(text)
+        if text:
+            self.say(text)
         self._dirty.add("agents")
         if then is not None:
             then()
 
-    async def _remote(self, command: Command) -> str:
+    async def _remote(self, command: Command) -> str | None:
         words = command.words
+        if command.verb == "describe":
+            # Asked first, so a name nobody answers to is an error, not an empty view.
+            agent = need(command, "AGENT")[0]
+            self.suggester.descriptions[agent] = await self.link.require().describe(agent)
+            self.open_agent(agent)
+            return None
+        if command.verb == "chain":
+            correlation_id = need(command, "CORRELATION_ID")[0]
+            await self._check_chain(correlation_id)
+            self.open_chain(correlation_id)
+            return None
         if command.verb == "call":
             agent, actuator = need(command, "AGENT", "ACTUATOR")[:2]
             return await self._call(agent, actuator, command.params)
@@ -309,18 +378,24 @@ class ConsoleApp(App[None]):
                 raise CommandError(f"no approval {approval_id!r} is waiting", field="id")
             decide = controls.approve if command.verb == "approve" else controls.reject
             decided = await decide(holder, approval_id, reason=reason)
-            return f"{command.verb}d {approval_id} ({decided['kind']}); recorded with its chain"
+            past = "approved" if command.verb == "approve" else "rejected"
+            return f"{past} {approval_id} ({decided['kind']}); recorded with its chain"
         raise CommandError(f"{command.verb} is not a remote command")
+
+    async def _check_chain(self, correlation_id: str) -> None:
+        client = self.link.require()
+        if not await client.history(correlation_id=correlation_id, kinds=None, limit=1):
+            raise CommandError(
+                f"no event is recorded in chain {correlation_id!r}; select an event "
+                "and press enter, or copy its CHAIN from `scanflow history`",
+                field="correlation_id",
+            )
 
     async def _call(self, agent: str, actuator: str, params: dict[str, Any]) -> str:
         client = self.link.require()
         described = self.suggester.descriptions.get(agent) or await client.describe(agent)
         self.suggester.descriptions[agent] = described
-        spec = next((a for a in described["actuators"] if a["id"] == actuator), None)
-        if spec is None:
-            known = ", ".join(a["id"] for a in described["actuators"]) or "none"
-            raise CommandError(f"agent '{agent}' has no actuator '{actuator}' (actuators: {known})")
-        check_params(spec["params"], params)  # before sending: the field is named
+        spec = checked(described, actuator, params)  # before sending: the field is named
         timeout = float(spec.get("timeout") or 30) + 10
         self.say(f"calling {agent}.{actuator}…")
         result = await client.call(
@@ -328,6 +403,15 @@ class ConsoleApp(App[None]):
         )
         dry = " (dry run)" if self.dry_run_calls else ""
         return f"{agent}.{actuator}{dry} → {_short(result)}"
+
+
+def error_text(verb: str | None, error: Exception) -> str:
+    """One line for a failed command: its verb once, the error's code and field if any."""
+    code = getattr(error, "code", None)
+    field = getattr(error, "field", None)
+    text = f"{code}: {error}" if code else str(error)
+    text = f"{verb}: {text}" if verb else text
+    return f"{text} (field: {field})" if field else text
 
 
 def _short(value: Any) -> str:

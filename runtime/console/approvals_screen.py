@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from scanflow_agents.runtime.commanding import shorten
-from scanflow_agents.runtime.console.widgets import PlainTable
+from scanflow_agents.runtime.console.help_screen import HELP, QUIT
+from scanflow_agents.runtime.console.widgets import ApprovalsTable
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import Footer, Input, Static
 
 if TYPE_CHECKING:
     from scanflow_agents.runtime.console.app import ConsoleApp
@@ -30,6 +30,7 @@ class ReasonScreen(ModalScreen[str | None]):
         with Vertical(id="reason-box"):
             yield Static(self.question, markup=False)
             yield Input(placeholder="reason (recorded in the audit trail)", id="reason")
+            yield Static("", markup=False, id="reason-hint")
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
@@ -38,6 +39,9 @@ class ReasonScreen(ModalScreen[str | None]):
         event.stop()
         if event.value.strip():
             self.dismiss(event.value.strip())
+        else:
+            hint = "type why (it is recorded with the decision), or escape to cancel"
+            self.query_one("#reason-hint", Static).update(hint)
 
     def action_cancel(self) -> None:
         self.dismiss(None)
@@ -47,6 +51,8 @@ class ApprovalsScreen(Screen[None]):
     """Every approval waiting on a running agent; ``y`` approves, ``n`` rejects."""
 
     BINDINGS = [
+        HELP,
+        QUIT,
         Binding("escape", "app.pop_screen", "Back"),
         Binding("y", "decide('approve')", "Approve"),
         Binding("n", "decide('reject')", "Reject"),
@@ -56,6 +62,7 @@ class ApprovalsScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self.approvals: list[dict[str, Any]] = []
+        self._failed = False
 
     @property
     def console(self) -> ConsoleApp:
@@ -66,15 +73,16 @@ class ApprovalsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static("approvals", markup=False, id="status")
-        yield PlainTable(id="approvals-table", cursor_type="row")
+        yield ApprovalsTable(id="approvals-table")
         yield Static("", markup=False, id="output")
-        yield Footer()
+        yield Footer(show_command_palette=False, compact=True)
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_columns("ID", "AGENT", "KIND", "WAITING", "SUMMARY")
-        table.focus()
+        self.query_one(ApprovalsTable).focus()
         self.action_reload()
+        # Live: new approvals appear and ages tick without ctrl+r. Cheap: the
+        # agents heard from answer at once (no fixed wait for replies).
+        self.set_interval(1.0, self.action_reload)
 
     @work(exclusive=True, group="approvals")
     async def action_reload(self) -> None:
@@ -82,26 +90,19 @@ class ApprovalsScreen(Screen[None]):
             self.approvals = await self.console.link.controls.approvals()
         except Exception as exc:
             self.show_output(f"cannot list approvals: {exc}", error=True)
+            self._failed = True
             return
-        table = self.query_one(DataTable)
-        table.clear()
-        for approval in self.approvals:
-            table.add_row(
-                approval["id"],
-                approval["agent"],
-                approval["kind"],
-                f"{approval['waiting_s']:.0f}s",
-                shorten(approval["summary"], 40),
-                key=approval["id"],
-            )
+        if self._failed:  # the error above is over: do not leave it on screen
+            self._failed = False
+            self.show_output("")
+        self.query_one(ApprovalsTable).show(self.approvals)
         count = len(self.approvals)
         self.query_one("#status", Static).update(f"approvals  ·  {count} waiting")
 
     def action_decide(self, op: str) -> None:
-        table = self.query_one(DataTable)
-        if table.row_count == 0:
+        approval_id = self.query_one(ApprovalsTable).selected()
+        if approval_id is None:
             return
-        approval_id = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
 
         def decided(reason: str | None) -> None:
             if reason:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from scanflow_agents.runtime.commanding import clock, shorten, summary
-from scanflow_agents.runtime.console.widgets import PlainTable
+from scanflow_agents.runtime.console.help_screen import HELP, QUIT
+from scanflow_agents.runtime.console.widgets import ChainTable
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -24,6 +24,8 @@ class ChainScreen(Screen[None]):
     """Every record of one correlation id, in the order it happened, with the selected one."""
 
     BINDINGS = [
+        HELP,
+        QUIT,
         Binding("escape", "app.pop_screen", "Back"),
         Binding("ctrl+r", "reload", "Reload"),
     ]
@@ -42,15 +44,13 @@ class ChainScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(f"chain {self.correlation_id}", markup=False, id="status")
-        yield PlainTable(id="chain-records", cursor_type="row")
+        yield ChainTable(id="chain-records")
         with VerticalScroll():
             yield Static("", markup=False, id="record")
-        yield Footer()
+        yield Footer(show_command_palette=False, compact=True)
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_columns("TIME", "KIND", "AGENT", "NAME", "WHAT")
-        table.focus()
+        self.query_one(ChainTable).focus()
         self.action_reload()
 
     @work(exclusive=True, group="chain")
@@ -62,17 +62,7 @@ class ChainScreen(Screen[None]):
         except Exception as exc:
             self.query_one("#record", Static).update(f"cannot read the chain: {exc}")
             return
-        table = self.query_one(DataTable)
-        table.clear()
-        for index, record in enumerate(self.records):
-            table.add_row(
-                clock(record["time"]),
-                record["kind"],
-                record["agent"],
-                shorten(record["name"], 14),
-                shorten(summary(record), 50),
-                key=str(index),
-            )
+        self.query_one(ChainTable).show(self.records)
         title = f"chain {self.correlation_id}  ·  {len(self.records)} record(s)"
         self.query_one("#status", Static).update(title)
         self._show(0)

@@ -1,19 +1,20 @@
 """What people type at the console's prompt: parsing, completion and argument checks.
 
 No Textual here, so the grammar is tested on its own. A line is a verb and
-words; ``call AGENT ACTUATOR key=value ...`` arguments are checked against the
-actuator's published JSON schema before anything is sent, and a problem
-names the field.
+words; ``call AGENT ACTUATOR key=value ...`` arguments follow the CLI's
+grammar (:mod:`..arguments`) and are checked against the actuator's
+published JSON schema before anything is sent; a problem names the field.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from scanflow_agents.runtime.arguments import parse_arguments
 
 VERBS: dict[str, str] = {
     "call": "call AGENT ACTUATOR key=value ...   call an actuator (checked first)",
@@ -49,7 +50,7 @@ class Command:
 
 
 def parse(line: str) -> Command:
-    """Split a typed line; ``key=value`` words of ``call`` become parameters (JSON values)."""
+    """Split a typed line (as a shell would); ``call``'s ``key=value`` words become arguments."""
     try:
         tokens = shlex.split(line)
     except ValueError as exc:
@@ -59,22 +60,10 @@ def parse(line: str) -> Command:
     verb, rest = tokens[0].lstrip(":"), tokens[1:]
     if verb not in VERBS:
         raise CommandError(f"unknown command {verb!r} (commands: {', '.join(VERBS)})")
-    words: list[str] = []
-    params: dict[str, Any] = {}
-    for token in rest:
-        key, sep, value = token.partition("=")
-        if verb == "call" and sep and len(words) >= 2:
-            params[key] = _value(value)
-        else:
-            words.append(token)
-    return Command(verb, tuple(words), params)
-
-
-def _value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+    if verb == "call":
+        # AGENT ACTUATOR, then arguments read exactly as `scanflow call` reads them.
+        return Command(verb, tuple(rest[:2]), parse_arguments(rest[2:]))
+    return Command(verb, tuple(rest), {})
 
 
 def need(command: Command, *names: str, optional: int = 0) -> tuple[str, ...]:
@@ -82,84 +71,27 @@ def need(command: Command, *names: str, optional: int = 0) -> tuple[str, ...]:
     words = command.words
     if len(words) < len(names) - optional:
         missing = names[len(words)]
-        raise CommandError(f"{command.verb}: {missing} is missing ({VERBS[command.verb]})")
+        # No verb in front: whoever shows the error names the command once.
+        raise CommandError(f"{missing} is missing (usage: {VERBS[command.verb]})")
     return words
 
 
-_JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "integer": (int,),
-    "number": (int, float),
-    "string": (str,),
-    "boolean": (bool,),
-    "array": (list,),
-    "object": (dict,),
-    "null": (type(None),),
-}
-
-
-def check_params(schema: dict[str, Any], params: dict[str, Any]) -> None:
-    """Check arguments against an actuator's JSON schema; the error names the field.
-
-    Covers what people get wrong at a prompt: a missing required argument, an
-    unknown one, a value of the wrong type or outside its bounds. The agent
-    validates again, fully, when the call arrives.
-    """
-    properties: dict[str, Any] = schema.get("properties", {})
-    for name in params:
-        if name not in properties:
-            known = ", ".join(properties) or "none"
-            raise CommandError(f"unknown argument '{name}' (arguments: {known})", field=name)
-    for name in schema.get("required", []):
-        if name not in params:
-            raise CommandError(f"argument '{name}' is required", field=name)
-    for name, value in params.items():
-        problem = _problem(properties[name], value, schema.get("$defs", {}))
-        if problem:
-            raise CommandError(f"bad argument '{name}': {problem}", field=name)
-
-
-def _problem(prop: dict[str, Any], value: Any, defs: dict[str, Any]) -> str | None:
-    if "$ref" in prop:
-        prop = defs.get(prop["$ref"].rsplit("/", 1)[-1], {})
-    options = prop.get("anyOf") or prop.get("oneOf")
-    if options:
-        problems = [_problem(option, value, defs) for option in options]
-        if all(problems):
-            return " or ".join(p for p in problems if p)
-        return None
-    if "enum" in prop and value not in prop["enum"]:
-        return f"must be one of {', '.join(map(str, prop['enum']))}"
-    kind = prop.get("type")
-    if kind is None:
-        return None
-    allowed = _JSON_TYPES.get(kind, (object,))
-    if isinstance(value, bool) and kind in ("integer", "number"):
-        return f"expected {kind}, got a boolean"
-    if not isinstance(value, allowed):
-        return f"expected {kind}, got {type(value).__name__} {value!r}"
-    if isinstance(value, int | float):
-        return _bounds(prop, value)
-    return None
-
-
-def _bounds(prop: dict[str, Any], value: float) -> str | None:
-    if "minimum" in prop and value < prop["minimum"]:
-        return f"{value} breaks minimum {prop['minimum']}"
-    if "maximum" in prop and value > prop["maximum"]:
-        return f"{value} breaks maximum {prop['maximum']}"
-    if "exclusiveMinimum" in prop and value <= prop["exclusiveMinimum"]:
-        return f"{value} breaks exclusiveMinimum {prop['exclusiveMinimum']}"
-    if "exclusiveMaximum" in prop and value >= prop["exclusiveMaximum"]:
-        return f"{value} breaks exclusiveMaximum {prop['exclusiveMaximum']}"
-    return None
-
-
 def complete(line: str, agents: dict[str, dict[str, Any]]) -> str | None:
-    """The line completed by one more word: a verb, agent, actuator, sensor or parameter.
+    """The line completed by one more whole word: a verb, agent, actuator, sensor or parameter.
 
     ``agents`` maps agent names to their descriptions (those not described
     yet map to ``{}``). Returns ``None`` when nothing fits.
     """
+    fits = candidates(line, agents)
+    if not fits:
+        return None
+    done = line.split(" ")[:-1]
+    ending = "" if fits[0].endswith("=") else " "
+    return " ".join([*done, fits[0]]) + ending
+
+
+def candidates(line: str, agents: dict[str, dict[str, Any]]) -> list[str]:
+    """Every word that can complete the last one of ``line``, in order."""
     words = line.split(" ")
     partial = words[-1]
     done = words[:-1]
@@ -181,18 +113,19 @@ def complete(line: str, agents: dict[str, dict[str, Any]]) -> str | None:
         given = {w.split("=", 1)[0] for w in done[3:]}
         choices = [f"{p}=" for p in spec.get("params", {}).get("properties", {}) if p not in given]
     else:
-        return None
-    fits = [choice for choice in choices if choice.startswith(partial) and choice != partial]
-    if not fits:
-        return None
-    ending = "" if fits[0].endswith("=") else " "
-    return " ".join([*done, fits[0]]) + ending
+        return []
+    return [choice for choice in choices if choice.startswith(partial) and choice != partial]
+
+
+def state_folder() -> Path:
+    """The user's state folder for the console: ``$XDG_STATE_HOME/scanflow``."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "scanflow"
 
 
 def history_file() -> Path:
     """Where typed commands are kept across sessions (the user's state folder)."""
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "scanflow" / "console-history"
+    return state_folder() / "console-history"
 
 
 class TypedHistory:

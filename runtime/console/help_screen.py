@@ -9,6 +9,12 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+# First in every screen's bindings: the footer lists a screen's keys before the
+# app's and cuts what does not fit, and these must survive 80 columns.
+HELP = Binding("question_mark", "app.help", "Help")
+PROMPT = Binding("colon", "app.prompt", "Command")
+QUIT = Binding("q", "app.quit", "Quit")
+
 KEYS = [
     ("?", "this help"),
     (":", "command prompt (tab completes, up/down: earlier commands)"),

@@ -92,7 +92,9 @@ class Link:
 
     @property
     def controls(self) -> Controls:
-        return Controls(self.require())
+        # The replicas heard from: control ops return once all of them answered.
+        known = {row.name: row.replicas for row in self.agents() if row.replicas}
+        return Controls(self.require(), replicas=known)
 
     def require(self) -> Client:
         """The client, or a clear error while NATS is unreachable."""
@@ -180,18 +182,25 @@ class Link:
             by_agent.setdefault(agent, []).append(replica)
         rows = []
         for agent, replicas in sorted(by_agent.items()):
-            fresh = [r for r in replicas if now - r.heard <= self.stale_after]
-            latest = max(replicas, key=lambda r: r.heard)
+            # A replica whose last heartbeat said `stopped` left on purpose: it
+            # neither counts as running nor makes the agent look dead.
+            fresh = [
+                r
+                for r in replicas
+                if now - r.heard <= self.stale_after and r.heartbeat.get("state") != "stopped"
+            ]
+            latest = max(fresh or replicas, key=lambda r: r.heard)
             beat = latest.heartbeat
+            stopped = not fresh and all(r.heartbeat.get("state") == "stopped" for r in replicas)
             rows.append(
                 AgentRow(
                     name=agent,
                     replicas=len(fresh),
-                    state=state_of(beat) if fresh else "stale",
+                    state=state_of(beat) if fresh else "stopped" if stopped else "stale",
                     last_heard=now - latest.heard,
                     uptime=float(beat.get("uptime", 0)) + (now - latest.heard),
                     approvals=sum(int(r.heartbeat.get("approvals", 0)) for r in fresh),
-                    stale=not fresh,
+                    stale=not fresh and not stopped,
                 )
             )
         return rows

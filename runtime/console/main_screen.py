@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from scanflow_agents.runtime.console.help_screen import HELP, PROMPT, QUIT
 from scanflow_agents.runtime.console.widgets import AgentsTable, CommandPrompt, EventsTable
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,10 +19,13 @@ class MainScreen(Screen[None]):
     """Agents pane, events pane, command output and prompt."""
 
     BINDINGS = [
+        HELP,
+        PROMPT,
+        QUIT,
         Binding("enter", "open", "Open", show=False),
         Binding("tab", "switch_pane", "Next pane", show=False),
         Binding("p", "pause", "Pause/resume"),
-        Binding("d", "dry_run", "Dry-run agent"),
+        Binding("d", "dry_run", "Dry-run"),
         Binding("e", "focus_events", "Events", show=False),
     ]
 
@@ -41,7 +45,7 @@ class MainScreen(Screen[None]):
         yield EventsTable(id="events")
         yield Static("", markup=False, id="output")
         yield CommandPrompt(self.console.typed, self.console.suggester, id="prompt")
-        yield Footer()
+        yield Footer(show_command_palette=False, compact=True)
 
     def on_mount(self) -> None:
         self.query_one(AgentsTable).focus()
@@ -84,6 +88,12 @@ class MainScreen(Screen[None]):
         output = self.query_one("#output", Static)
         output.update(text)
         output.set_class(error, "error")
+
+    def clear_error(self) -> None:
+        """Take an error off the output line (its condition has passed)."""
+        output = self.query_one("#output", Static)
+        if output.has_class("error"):
+            self.show_output("")
 
     def show_banner(self, text: str | None) -> None:
         banner = self.query_one("#banner", Static)

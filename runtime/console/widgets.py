@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rich.text import Text
-from scanflow_agents.runtime.commanding import clock, duration, shorten, summary
-from scanflow_agents.runtime.console.commands import TypedHistory, complete
+from scanflow_agents.runtime.commanding import duration
+from scanflow_agents.runtime.console.commands import TypedHistory, candidates, complete
+from scanflow_agents.runtime.console.tables import (
+    EVENT_FITS,
+    Fit,
+    FitTable,
+    event_cells,
+    state_text,
+)
 from scanflow_agents.runtime.feeds import EventFilter
 from textual.binding import Binding
 from textual.suggester import Suggester
-from textual.widgets import DataTable, Input
-from textual.widgets.data_table import RowKey
+from textual.widgets import Input
 
 if TYPE_CHECKING:
     from scanflow_agents.runtime.console.link import AgentRow
@@ -39,7 +44,10 @@ class CommandPrompt(Input):
     ]
 
     def __init__(self, history: TypedHistory, suggester: Suggester, **kwargs: Any) -> None:
-        super().__init__(placeholder="command (tab completes, ? for help)", **kwargs)
+        # Text put in by `c` or `/` is a start to type after, not a selection to replace.
+        super().__init__(
+            placeholder="command (tab completes, ? for help)", select_on_focus=False, **kwargs
+        )
         self.suggester = suggester
         self.history = history
         self._position = len(history.lines)
@@ -57,6 +65,12 @@ class CommandPrompt(Input):
         self.screen.focus_next()
 
     def action_complete(self) -> None:
+        # Several words fit: say which, so the ghost text is not the only one known.
+        assert isinstance(self.suggester, CommandSuggester)
+        fits = candidates(self.value, self.suggester.descriptions)
+        show = getattr(self.screen, "show_output", None)
+        if len(fits) > 1 and show is not None:
+            show("tab: " + "  ".join(fits))
         self.action_cursor_right()  # takes the suggestion shown after the cursor
 
     def action_older(self) -> None:
@@ -73,62 +87,53 @@ class CommandPrompt(Input):
             self.cursor_position = len(self.value)
 
 
-class PlainTable(DataTable[Any]):
-    """A table whose text cells are shown as they are (no markup: data may hold brackets)."""
+class AgentsTable(FitTable):
+    """One row per agent: replicas, state (in colour), last heard, uptime, approvals waiting."""
 
-    def add_row(self, *cells: Any, **kwargs: Any) -> RowKey:
-        plain = [Text(cell) if isinstance(cell, str) else cell for cell in cells]
-        return super().add_row(*plain, **kwargs)
+    FITS = (
+        Fit("AGENT", "agent", 16, grow=1),
+        Fit("REPL", "replicas", 4),
+        Fit("STATE", "state", 20, grow=2),
+        Fit("HEARD", "heard", 6),
+        Fit("UP", "up", 5),
+        Fit("APPR", "approvals", 4),
+    )
 
-
-class AgentsTable(PlainTable):
-    """One row per agent: replicas, state, last heard, uptime, approvals waiting."""
-
-    def on_mount(self) -> None:
-        self.cursor_type = "row"
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.zebra_stripes = True
-        self.add_column("AGENT", key="agent", width=16)
-        self.add_column("REPL", key="replicas", width=4)
-        self.add_column("STATE", key="state", width=20)
-        self.add_column("HEARD", key="heard", width=6)
-        self.add_column("UP", key="up", width=5)
-        self.add_column("APPR", key="approvals", width=4)
+        self.shown: list[AgentRow] = []
 
     def show(self, rows: list[AgentRow]) -> None:
         selected = self.selected()
+        self.shown = rows
         self.clear()
         for row in rows:
-            state = Text(row.state, style="bold red" if row.stale else "")
             self.add_row(
-                row.name,
+                self.cut("agent", row.name),
                 str(row.replicas),
-                state,
+                state_text(self.cut("state", row.state)),
                 duration(row.last_heard) + ("!" if row.stale else ""),
                 duration(row.uptime),
                 str(row.approvals or ""),
                 key=row.name,
             )
-        names = [row.name for row in rows]
-        if selected in names:
-            self.move_cursor(row=names.index(selected))
+        self.reselect([row.name for row in rows], selected)
+
+    def redraw(self) -> None:
+        self.show(self.shown)
 
     def selected(self) -> str | None:
-        if self.row_count == 0:
-            return None
-        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
-        return None if key.value is None else str(key.value)
+        return self.selected_key()
 
 
-class EventsTable(PlainTable):
+class EventsTable(FitTable):
     """The live tail of events, newest at the bottom, filtered as asked."""
 
-    def on_mount(self) -> None:
-        self.cursor_type = "row"
-        self.add_column("TIME", key="time", width=8)
-        self.add_column("KIND", key="kind", width=11)
-        self.add_column("AGENT", key="agent", width=10)
-        self.add_column("NAME", key="name", width=14)
-        self.add_column("WHAT", key="what")
+    FITS = EVENT_FITS
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.records: dict[str, dict[str, Any]] = {}
         self.filter = EventFilter()
 
@@ -142,19 +147,69 @@ class EventsTable(PlainTable):
             if record["id"] in self.records or not self.filter.matches(record):
                 continue
             self.records[record["id"]] = record
-            self.add_row(
-                clock(record["time"]),
-                record["kind"],
-                record["agent"],
-                shorten(record["name"], 14),
-                shorten(summary(record), 60),
-                key=record["id"],
-            )
+            self.add_row(*event_cells(self, record), key=record["id"])
         if follow and self.row_count:
             self.move_cursor(row=self.row_count - 1)
 
+    def redraw(self) -> None:
+        self.show(list(self.records.values()), rebuild=True)
+
     def selected(self) -> dict[str, Any] | None:
-        if self.row_count == 0:
-            return None
-        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
-        return self.records.get(str(key.value))
+        key = self.selected_key()
+        return None if key is None else self.records.get(key)
+
+
+class ChainTable(FitTable):
+    """The records of one chain, in the order they happened."""
+
+    FITS = EVENT_FITS
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.records: list[dict[str, Any]] = []
+
+    def show(self, records: list[dict[str, Any]]) -> None:
+        self.records = records
+        self.clear()
+        for index, record in enumerate(records):
+            self.add_row(*event_cells(self, record), key=str(index))
+
+    def redraw(self) -> None:
+        self.show(self.records)
+
+
+class ApprovalsTable(FitTable):
+    """Approvals waiting for a person; the selected one stays selected as the list changes."""
+
+    FITS = (
+        Fit("ID", "id", 8),
+        Fit("AGENT", "agent", 10, grow=1),
+        Fit("KIND", "kind", 10, grow=1),
+        Fit("WAITING", "waiting", 7),
+        Fit("SUMMARY", "summary", 20, grow=4),
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.approvals: list[dict[str, Any]] = []
+
+    def show(self, approvals: list[dict[str, Any]]) -> None:
+        selected = self.selected()
+        self.approvals = approvals
+        self.clear()
+        for approval in approvals:
+            self.add_row(
+                approval["id"],
+                self.cut("agent", approval["agent"]),
+                self.cut("kind", approval["kind"]),
+                f"{approval['waiting_s']:.0f}s",
+                self.cut("summary", approval["summary"]),
+                key=approval["id"],
+            )
+        self.reselect([approval["id"] for approval in approvals], selected)
+
+    def redraw(self) -> None:
+        self.show(self.approvals)
+
+    def selected(self) -> str | None:
+        return self.selected_key()

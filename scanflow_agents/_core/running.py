@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("scanflow_agents.running")
 
+# What heartbeats and descriptions say in `state`; `stopped` is the last one sent.
+AgentState = Literal["created", "starting", "running", "paused", "stopping", "stopped"]
+
 
 class AgentRuntime:
     """One running agent on one transport."""
@@ -68,7 +71,7 @@ class AgentRuntime:
         # Random per runtime: replicas (also several in one process) must differ,
         # since the lease names its holder by instance.
         self.instance = os.urandom(6).hex()
-        self.state = "created"
+        self.state: AgentState = "created"
         self.ready = False
         self.paused_reason: str | None = None
         self.started_at = time.monotonic()
@@ -268,6 +271,10 @@ class AgentRuntime:
             await self.knowledge.close()
         finally:
             self.state = "stopped"
+            # A last heartbeat says so: watchers show `stopped` at once, and keep
+            # `stale` (silence) for a replica that died without a word.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._send_heartbeat(), min(timeout, 2.0))
             self.agent.detach_runtime(self)
             self._stopped.set()
             logger.info("agent %r stopped", self.agent.name)
@@ -283,6 +290,10 @@ class AgentRuntime:
                 if found.get("agent") == self.agent.name and found.get("instance") == instance:
                     return True
         return False
+
+    async def _send_heartbeat(self) -> None:
+        envelope = Envelope(kind="heartbeat", source=self.agent.name, payload=heartbeat(self))
+        await self.transport.publish(self.subjects.heartbeat(self.agent.name), envelope.encode())
 
     def _broken(self, task_name: str) -> None:
         self.instruments.loop_broken(self.agent.name, task_name)
@@ -411,13 +422,9 @@ class AgentRuntime:
 
     async def _heartbeats(self) -> None:
         interval = self.settings.agent.heartbeat_interval
-        subject = self.subjects.heartbeat(self.agent.name)
         while True:
             try:
-                envelope = Envelope(
-                    kind="heartbeat", source=self.agent.name, payload=heartbeat(self)
-                )
-                await self.transport.publish(subject, envelope.encode())
+                await self._send_heartbeat()
             except Exception as exc:  # a missed heartbeat must not end the loop
                 logger.warning("agent %r could not send a heartbeat: %s", self.agent.name, exc)
             await asyncio.sleep(interval)

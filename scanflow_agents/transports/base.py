@@ -241,8 +241,14 @@ class Transport(abc.ABC):
         """Send a request and wait for the first reply."""
 
     @abc.abstractmethod
-    async def gather(self, subject: str, data: bytes, timeout: float) -> list[bytes]:
-        """Send a request to every subscriber and collect replies for ``timeout`` seconds."""
+    async def gather(
+        self, subject: str, data: bytes, timeout: float, *, expect: int | None = None
+    ) -> list[bytes]:
+        """Send a request to every subscriber and collect replies for ``timeout`` seconds.
+
+        With ``expect`` (how many responders the caller knows of), return as
+        soon as that many replies arrived; ``timeout`` still bounds the wait.
+        """
 
     @abc.abstractmethod
     async def subscribe(

@@ -203,19 +203,25 @@ class MemoryTransport(Transport):
         finally:
             await sub.unsubscribe()
 
-    async def gather(self, subject: str, data: bytes, timeout: float) -> list[bytes]:
+    async def gather(
+        self, subject: str, data: bytes, timeout: float, *, expect: int | None = None
+    ) -> list[bytes]:
         self._check()
         inbox = self.broker.new_inbox()
         replies: list[bytes] = []
+        answered = asyncio.Event()
 
         async def on_reply(message: Message) -> None:
             replies.append(message.data)
+            if expect is not None and len(replies) >= expect:
+                answered.set()
 
         sub = _MemorySubscription(self.broker, inbox, on_reply, None)
         self.broker.subscriptions.append(sub)
         try:
             self.broker.route(subject, data, inbox)
-            await asyncio.sleep(timeout)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(answered.wait(), timeout)
         finally:
             await sub.unsubscribe()
         return replies

@@ -300,17 +300,23 @@ class NatsTransport(Transport):
             raise TransportError(f"request on {subject!r} failed: {exc!r}") from exc
         return reply.data
 
-    async def gather(self, subject: str, data: bytes, timeout: float) -> list[bytes]:
+    async def gather(
+        self, subject: str, data: bytes, timeout: float, *, expect: int | None = None
+    ) -> list[bytes]:
         inbox = self.nc.new_inbox()
         replies: list[bytes] = []
+        answered = asyncio.Event()
 
         async def on_reply(msg: Msg) -> None:
             replies.append(msg.data)
+            if expect is not None and len(replies) >= expect:
+                answered.set()
 
         sub = await self.nc.subscribe(inbox, cb=on_reply)
         try:
             await self.nc.publish(subject, data, reply=inbox)
-            await asyncio.sleep(timeout)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(answered.wait(), timeout)
         finally:
             await sub.unsubscribe()
         return replies

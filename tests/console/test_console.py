@@ -5,31 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from scanflow_agents.runtime.console.agent_screen import AgentScreen
-from scanflow_agents.runtime.console.app import ConsoleApp
 from scanflow_agents.runtime.console.approvals_screen import ApprovalsScreen
 from scanflow_agents.runtime.console.chain_screen import ChainScreen
 from scanflow_agents.runtime.console.help_screen import HelpScreen
 from scanflow_agents.runtime.console.main_screen import MainScreen
 from scanflow_agents.runtime.console.widgets import AgentsTable, CommandPrompt, EventsTable
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable
 
 from scanflow_agents.testing import AgentHarness, eventually
 
-from .conftest import console_settings
+from .driving import console_app as _app
+from .driving import open_agent_view
+from .driving import text_of as _text
+from .driving import type_line as _type
 from .operated import Gate
-
-
-def _app(
-    harness: AgentHarness, nats_url: str, tmp_path: Path, *, read_only: bool = False
-) -> ConsoleApp:
-    settings = console_settings(nats_url, harness.namespace)
-    return ConsoleApp(
-        settings, history_path=tmp_path / "history", caller="tester", read_only=read_only
-    )
-
-
-def _text(app: ConsoleApp, selector: str) -> str:
-    return str(app.screen.query_one(selector, Static).render())
 
 
 async def test_agents_appear_and_one_is_described(
@@ -50,12 +39,6 @@ async def test_agents_appear_and_one_is_described(
         assert "the wanted number of replicas" in _text(app, "#params")
         await pilot.press("escape")
         assert isinstance(app.screen, MainScreen)
-
-
-async def _type(pilot: object, line: str) -> None:
-    await pilot.press("colon")  # type: ignore[attr-defined]
-    await pilot.press(*line)  # type: ignore[attr-defined]
-    await pilot.press("enter")  # type: ignore[attr-defined]
 
 
 async def test_call_checked_before_sending_then_sent(
@@ -108,11 +91,7 @@ async def test_pause_and_resume_a_sensor(
     runtime = agents.runtime("scaler")
     app = _app(agents, nats_url, tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
-        await _type(pilot, "describe scaler")
-        await pilot.pause()
-        assert isinstance(app.screen, AgentScreen)
-        sensors = app.screen.query_one("#sensors", DataTable)
-        await eventually(lambda: sensors.row_count == 1, timeout=10)
+        sensors = await open_agent_view(pilot, app, "scaler", "#sensors")
         await pilot.press("p")
         await eventually(lambda: runtime.controller.sensor_paused("load"), timeout=10)
         skipped = runtime.reactor.sensor_states["load"].skipped
@@ -195,16 +174,3 @@ async def test_a_redraw_while_the_app_exits_is_skipped(
         # As while the app shuts down: the main screen is still there, its panes are not.
         await app.screen.query_one("#status").remove()
         app._tick()  # the 0.5 s redraw timer's callback: nothing to draw, and no error
-
-
-async def test_a_silent_agent_is_marked_stale(
-    agents: AgentHarness, nats_url: str, tmp_path: Path
-) -> None:
-    app = _app(agents, nats_url, tmp_path)
-    async with app.run_test(size=(80, 24)):
-        table = app.screen.query_one(AgentsTable)
-        await eventually(lambda: table.row_count == 2, timeout=15)
-        await agents.runtime("gate").stop()  # no more heartbeats from it
-        await eventually(lambda: str(table.get_row_at(0)[2]) == "stale", timeout=15)
-        assert "1 silent" in _text(app, "#status")
-        assert str(table.get_row_at(1)[2]) == "running leader"  # its only replica leads

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from scanflow_agents import BadInput, NotFound, Rejected, Unavailable
@@ -67,3 +69,20 @@ async def test_approvals_are_held_listed_and_rejected(bus: str | None) -> None:
         assert record["payload"]["reason"] == "not this week"
         assert record["correlation_id"] == waiting["correlation_id"]
         assert Gate.deployed == []  # rejected: never carried out
+
+
+async def test_control_ops_return_once_every_known_replica_answered(bus: str | None) -> None:
+    Gate.deployed = []
+    async with AgentHarness(Gate(), nats_url=bus) as h:
+        controls = Controls(h.client, wait=3.0)  # the wait is a bound, not a delay
+        await controls.run_sensor("gate", "candidate")
+        started = time.monotonic()
+        (waiting,) = await controls.approvals()  # discovery (1.5 s here), then the listing
+        assert controls.replicas == {"gate": 1}
+        assert time.monotonic() - started < 1.5 + 1.0
+        started = time.monotonic()
+        await controls.approve("gate", waiting["id"], reason="its one replica answered")
+        assert time.monotonic() - started < 1.0  # not 3 s
+        started = time.monotonic()
+        assert len(await controls.pause("gate")) == 1
+        assert time.monotonic() - started < 1.0

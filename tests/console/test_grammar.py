@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from scanflow_agents.runtime.arguments import check_params
 from scanflow_agents.runtime.console.commands import (
     CommandError,
     TypedHistory,
-    check_params,
     complete,
     parse,
 )
 from scanflow_agents.runtime.feeds import EventFilter
+
+from scanflow_agents.errors import BadInput
 
 SCHEMA = {
     "properties": {
@@ -38,6 +40,9 @@ def test_parse_keeps_words_and_json_parameters() -> None:
     assert command.params == {"replicas": 3, "service": "web", "flags": [1, 2]}
     with pytest.raises(CommandError, match="unknown command 'scael'"):
         parse("scael scaler")
+    with pytest.raises(BadInput, match="'5' is not key=value") as caught:
+        parse("call scaler scale 5")  # not a word skipped in silence
+    assert caught.value.field == "5"
 
 
 @pytest.mark.parametrize(
@@ -54,7 +59,7 @@ def test_parse_keeps_words_and_json_parameters() -> None:
 def test_arguments_are_checked_and_the_field_named(
     params: dict[str, object], field: str, message: str
 ) -> None:
-    with pytest.raises(CommandError, match=message) as caught:
+    with pytest.raises(BadInput, match=message) as caught:
         check_params(SCHEMA, params)
     assert caught.value.field == field
 

@@ -42,14 +42,16 @@ async def test_nats_stopped_and_started_again_while_the_console_runs(tmp_path: P
 
                 await asyncio.to_thread(server.stop)
                 await eventually(lambda: "NATS unreachable" in _banner(app), timeout=15)
-                await pilot.pause()
+                await pilot.press("colon", *"pause scaler", "enter")
+                output = app.screen.query_one("#output", Static)
+                await eventually(lambda: output.has_class("error"), timeout=10)
 
                 await asyncio.to_thread(server.start)
                 await eventually(lambda: _banner(app) == "", timeout=30)
+                assert not output.has_class("error")  # that error is over: gone with the banner
                 # The agent is heard again, and calls go through.
                 await eventually(lambda: "stale" not in str(table.get_row_at(0)[2]), timeout=15)
                 await pilot.press("colon", *"call scaler scale replicas=2", "enter")
-                output = app.screen.query_one("#output", Static)
                 await eventually(lambda: '"replicas": 2' in str(output.render()), timeout=20)
     finally:
         await asyncio.to_thread(server.stop)

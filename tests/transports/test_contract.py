@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -146,6 +147,10 @@ async def test_gather_collects_every_reply(connect: Connect) -> None:
         await server.subscribe(f"{p}.roll", answer)
         await server.flush()
     assert sorted(await client.gather(f"{p}.roll", b"", timeout=0.3)) == [b"a", b"b", b"c"]
+    started = time.monotonic()
+    answers = await client.gather(f"{p}.roll", b"", timeout=5, expect=3)
+    assert sorted(answers) == [b"a", b"b", b"c"]
+    assert time.monotonic() - started < 1  # not the 5 s: the three known ones answered
 
 
 async def test_durable_events_are_replayed_in_order(connect: Connect) -> None:

@@ -1,0 +1,114 @@
+"""Layout: columns fill the terminal, the footer keeps its essential keys, states in colour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.style import Style
+from scanflow_agents.runtime.console.app import ConsoleApp
+from scanflow_agents.runtime.console.widgets import AgentsTable, EventsTable
+from scanflow_agents.runtime.inspecting import describe_text
+from textual.widgets import DataTable
+from textual.widgets._footer import FooterKey
+
+from scanflow_agents.controls import Controls
+from scanflow_agents.testing import AgentHarness, eventually
+
+from .driving import console_app, listed_agents, open_agent_view, type_line
+
+
+def _used(table: DataTable[object]) -> int:
+    return sum(column.width + 2 * table.cell_padding for column in table.columns.values())
+
+
+async def test_columns_fill_a_wide_terminal_and_names_are_not_cut(
+    agents: AgentHarness, nats_url: str, tmp_path: Path
+) -> None:
+    app = console_app(agents, nats_url, tmp_path)
+    async with app.run_test(size=(160, 45)) as pilot:
+        table = await listed_agents(app, 2)
+        events = app.screen.query_one(EventsTable)
+        assert _used(table) >= 150
+        assert _used(events) >= 150
+        await type_line(pilot, "run-sensor gate candidate")
+        await type_line(pilot, "filter kind=decision")
+        # The filter applies at the next redraw (twice a second).
+        await eventually(lambda: _kinds(events) == {"decision"}, timeout=10)
+        row = [str(cell) for cell in events.get_row_at(0)]
+        assert row[3] == "deploy_candidate"  # was cut to "deploy_candid…"
+        assert row[4].startswith("deploy-awaiting-approval: models:/digits/7 is new (approval ")
+        assert row[4].endswith(")")  # the whole reason, approval id included
+        await pilot.resize_terminal(80, 24)
+        # Back to narrow: nothing wider than the screen.
+        await eventually(lambda: _used(events) <= 80, timeout=5)
+
+
+def _kinds(events: EventsTable) -> set[str]:
+    return {str(events.get_row_at(row)[1]) for row in range(events.row_count)}
+
+
+def _footer_keys(app: ConsoleApp) -> dict[str, int]:
+    return {key.key_display: key.region.right for key in app.screen.query(FooterKey)}
+
+
+async def test_the_footer_keeps_help_command_and_quit_at_80_columns(
+    agents: AgentHarness, nats_url: str, tmp_path: Path
+) -> None:
+    app = console_app(agents, nats_url, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await listed_agents(app, 2)
+        for view in ("main", "agent"):
+            keys = _footer_keys(app)
+            for key in ("?", ":", "q"):
+                assert key in keys, f"{view}: {key} missing from the footer"
+                assert keys[key] <= 80, f"{view}: {key} cut off the footer"
+            await open_agent_view(pilot, app, "scaler", "#actuators")
+
+
+def _cell_colours(table: AgentsTable, row: int, word: str) -> list[Style]:
+    line = table.render_line(row + 1)  # below the header
+    return [segment.style for segment in line if word in segment.text and segment.style]
+
+
+@pytest.mark.parametrize(
+    ("line", "word", "colour"),
+    [
+        ("pause scaler", "paused", "yellow"),
+        ("dry-run scaler on", "dry-run", "magenta"),
+    ],
+)
+async def test_states_have_colours_also_on_the_selected_row(
+    agents: AgentHarness, nats_url: str, tmp_path: Path, line: str, word: str, colour: str
+) -> None:
+    app = console_app(agents, nats_url, tmp_path)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = await listed_agents(app, 2)
+        await type_line(pilot, line)
+        await eventually(lambda: word in str(table.get_row_at(1)[2]), timeout=10)
+        table.move_cursor(row=1)  # the selected row: its own colours still show
+        await pilot.pause()
+        styles = _cell_colours(table, 1, word)
+        assert styles
+        assert styles[0].color is not None
+        assert styles[0].color.name == colour
+        leader = _cell_colours(table, 0, "leader")
+        assert leader
+        assert leader[0].color is not None
+        assert leader[0].color.name == "green"
+    await Controls(agents.client).resume("scaler")
+
+
+async def test_the_agent_view_shows_json_values_and_an_actuators_limits(
+    agents: AgentHarness, nats_url: str, tmp_path: Path
+) -> None:
+    app = console_app(agents, nats_url, tmp_path)
+    async with app.run_test(size=(120, 30)) as pilot:
+        sensors = await open_agent_view(pilot, app, "scaler", "#sensors")
+        await eventually(lambda: str(sensors.get_row_at(0)[4]) != "-", timeout=10)
+        assert str(sensors.get_row_at(0)[4]) == '{"rps": 42.0}'  # not {'rps': 42.0}
+        actuators = app.screen.query_one("#actuators", DataTable)
+        assert str(actuators.get_row_at(1)[2]) == "cooldown 0.1s, rate 100/60s"
+        assert str(actuators.get_row_at(0)[2]) == "-"
+    described = await agents.client.describe("scaler")
+    assert "  limits: cooldown 0.1s, rate 100/60s" in describe_text(described)
