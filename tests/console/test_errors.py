@@ -9,7 +9,7 @@ from scanflow_agents.runtime.console.main_screen import MainScreen
 
 from scanflow_agents.testing import AgentHarness, eventually
 
-from .driving import console_app, open_agent_view, text_of, type_line
+from .driving import console_app, listed_agents, open_agent_view, text_of, type_line
 
 
 @pytest.mark.parametrize(
@@ -28,6 +28,7 @@ async def test_a_bad_line_is_one_error_and_opens_nothing(
 ) -> None:
     app = console_app(agents, nats_url, tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
+        await listed_agents(app, 2)  # connected: a line typed earlier may race the link
         await type_line(pilot, line)
         await eventually(lambda: shown in text_of(app, "#output"), timeout=10)
         assert text_of(app, "#output").count(f"{line.split()[0]}:") == 1  # named once

@@ -8,7 +8,6 @@ Quitting (``q``, ``:quit``) is left out: it is the one way out by design.
 from __future__ import annotations
 
 import string
-import time
 from pathlib import Path
 
 import pytest
@@ -85,9 +84,9 @@ async def test_random_keys_and_lines_never_end_the_console(
             app.pop_screen()
         await pilot.pause()
         await pilot.press("colon", *"filter kind=zzz", "enter")
-        started = time.monotonic()
-        await eventually(lambda: "kind=zzz" in text_of(app, "#events-title"), timeout=5)
-        assert time.monotonic() - started < 5
+        # Responsive, not fast: the bound only tells a hung console from a busy
+        # machine (four test workers on two cores).
+        await eventually(lambda: "kind=zzz" in text_of(app, "#events-title"), timeout=30)
     assert (
         not (tmp_path / "errors.log").exists()
         or "Traceback" not in (tmp_path / "errors.log").read_text()
