@@ -30,7 +30,7 @@ async def test_a_bad_line_is_one_error_and_opens_nothing(
     async with app.run_test(size=(80, 24)) as pilot:
         await listed_agents(app, 2)  # connected: a line typed earlier may race the link
         await type_line(pilot, line)
-        await eventually(lambda: shown in text_of(app, "#output"), timeout=10)
+        await eventually(lambda: shown in text_of(app, "#output"), timeout=30)
         assert text_of(app, "#output").count(f"{line.split()[0]}:") == 1  # named once
         assert isinstance(app.screen, MainScreen)
         assert len(app.screen_stack) == 2  # no empty view piled up for escape to walk back
@@ -48,7 +48,7 @@ async def test_a_failing_key_is_shown_and_logged_and_the_console_stays(
     async with app.run_test(size=(80, 24)) as pilot:
         app.action_help = broken  # type: ignore[method-assign]
         await pilot.press("question_mark")
-        await eventually(lambda: "help is broken" in text_of(app, "#output"), timeout=5)
+        await eventually(lambda: "help is broken" in text_of(app, "#output"), timeout=30)
         assert str(tmp_path / "errors.log") in text_of(app, "#output")
         await type_line(pilot, "filter kind=decision")  # still answers
         assert "kind=decision" in text_of(app, "#events-title")
@@ -85,7 +85,7 @@ async def test_a_console_that_must_stop_exits_non_zero_with_the_traceback_in_the
     async def session() -> None:
         async with app.run_test(size=(80, 24)) as pilot:
             # Connected first: a connection cut off half-made would leak into later tests.
-            await eventually(lambda: app.link.connected, timeout=10)
+            await eventually(lambda: app.link.connected, timeout=30)
             app.call_later(fatal)  # outside any key or command: nothing guards it
             await pilot.pause()
 
@@ -124,7 +124,7 @@ async def test_a_view_whose_background_reload_fails_stays_open_and_says_so(
         view = app.screen
         view._fill = broken  # type: ignore[attr-defined]
         await pilot.press("ctrl+r")  # the reload worker fails
-        await eventually(lambda: "a background task failed" in text_of(app, "#output"), timeout=5)
+        await eventually(lambda: "a background task failed" in text_of(app, "#output"), timeout=30)
         assert app.screen is view
         assert app.is_running
     assert "a description this view cannot read" in (tmp_path / "errors.log").read_text()
