@@ -223,14 +223,14 @@ def mlflow_server() -> Iterator[MlflowServer]:
     """The session's MLflow server, on the configured backend and artifact store."""
     backend = os.environ.get("SCANFLOW_TEST_MLFLOW_BACKEND") or None
     artifacts = os.environ.get("SCANFLOW_TEST_MLFLOW_ARTIFACTS") or None
-    with MlflowServer(backend, artifacts) as server:
+    with MlflowServer(backend, artifacts, startup_timeout=180) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def second_mlflow_server() -> Iterator[MlflowServer]:
     """Another MLflow server with its own sqlite store, for isolation tests."""
-    with MlflowServer() as server:
+    with MlflowServer(startup_timeout=180) as server:
         yield server
 
 
@@ -265,7 +265,8 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         [sys.executable, str(SUPPORT / "digits_models.py"), uri],
         capture_output=True,
         text=True,
-        timeout=50,
+        # A bound for a hang: at a run's start every worker starts its servers at once.
+        timeout=240,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]

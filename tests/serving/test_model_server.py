@@ -167,7 +167,7 @@ def _mlflow_metrics(tracking_uri: str, experiment: str) -> dict[str, Any]:
         [sys.executable, "-c", script, tracking_uri, experiment],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=120,
         check=True,
     )
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
