@@ -165,7 +165,14 @@ class Link:
             self.on_change("agents")
 
     def _heard(self, heartbeat: dict[str, Any]) -> None:
-        self.replicas[(heartbeat["agent"], heartbeat["instance"])] = Replica(heartbeat)
+        key = (heartbeat["agent"], heartbeat["instance"])
+        known = self.replicas.get(key)
+        # An instance that said `stopped` never runs again (a restarted agent has a
+        # new instance): a discovery answer sent before its stop but read after its
+        # last heartbeat must not bring it back (seen on a busy machine: `stale`).
+        if known is not None and known.heartbeat.get("state") == "stopped":
+            return
+        self.replicas[key] = Replica(heartbeat)
 
     async def _on_event(self, message: Message) -> None:
         assert self.client is not None
