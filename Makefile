@@ -35,9 +35,9 @@ $(VENV)/.demo-installed: pyproject.toml $(VENV)/bin/uv
 # without the tests that start servers and agent processes (marked slow, e2e).
 # Four workers on two cores: most tests wait on servers and processes (the
 # figures are in docs/guides/testing.md). The end-to-end loops are CPU-bound:
-# three at a time.
+# two at a time (with three, one loop's calm phase once found no CPU to scale in).
 WORKERS ?= 4
-E2E_WORKERS ?= 3
+E2E_WORKERS ?= 2
 PYTEST := $(PY) -m pytest --dist worksteal --durations=15
 
 test: test-suite test-e2e
