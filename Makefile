@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test test-quick test-suite test-e2e lint docs bench demo quickstart clean
+.PHONY: install test test-quick test-suite test-e2e lint docs bench demo quickstart image-lock clean
 
 # uv installs what pip would, from the same index, in seconds instead of a minute
 # and a half; pip checks the result. Bytecode is compiled at install, as pip does:
@@ -65,6 +65,14 @@ docs: install
 
 quickstart: install
 	$(VENV)/bin/scanflow run examples/quickstart.py --embedded-nats
+
+# The image's dependencies, pinned with hashes for every platform (the image
+# installs them before the code, in a layer of their own). Run after a change to
+# pyproject's dependencies; tests/helm/test_image.py says when it is due.
+IMAGE_EXTRAS := serving kubernetes drift pod fast
+image-lock: install
+	$(VENV)/bin/uv pip compile pyproject.toml $(IMAGE_EXTRAS:%=--extra %) --universal \
+		--python-version 3.11 --generate-hashes --no-header -q -o requirements-image.txt
 
 bench: install
 	$(PY) bench/core.py
