@@ -58,6 +58,16 @@ class NatsSettings(BaseModel):
     stream_max_age: float = Field(
         7 * 24 * 3600.0, gt=0, description="Seconds an event is kept in the stream."
     )
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description=(
+            "Servers that keep a copy of every stream and key-value bucket (events, leases, "
+            "call store, approvals, planner runs). 1: losing that server loses them; "
+            "3 on a three-server JetStream cluster survives the loss of one."
+        ),
+    )
 
     @model_validator(mode="after")
     def _key_needs_certificate(self) -> NatsSettings:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from scanflow_agents.knowledge import MlflowServer
+from scanflow_agents.testing import NatsCluster
 
 # ---------------------------------------------------------------------------
 # A run leaves no process behind. Every server a fixture starts is tied to its
@@ -194,9 +195,18 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
         return (yield)
 
 
-@pytest.fixture(params=["memory", "nats"])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Each test that takes ``bus`` runs once per bus: in memory and on one real
+    # nats-server, and on a three-server cluster where its module's BUSES says so.
+    if "bus" in metafunc.fixturenames:
+        buses = getattr(metafunc.module, "BUSES", ("memory", "nats"))
+        metafunc.parametrize("bus", buses, indirect=True)
+
+
+@pytest.fixture
 def bus(request: pytest.FixtureRequest) -> str | None:
-    """``None`` for the in-memory bus, or the URL of the session's real nats-server.
+    """``None`` for the in-memory bus, or the URL of the session's real nats-server
+    (``cluster``: the URLs of the session's three-server cluster).
 
     A test marked ``fake_clock`` runs its memory-bus case on a fake event-loop
     clock (looptime): a sleep past a cooldown takes no time. Its NATS case keeps
@@ -207,8 +217,26 @@ def bus(request: pytest.FixtureRequest) -> str | None:
         if request.node.get_closest_marker("fake_clock"):
             request.node.stash[FAKE_CLOCK] = True
         return None
+    if request.param == "cluster":  # the transport contract runs on one once
+        cluster: NatsCluster = request.getfixturevalue("nats_cluster")
+        return cluster.url
     url: str = request.getfixturevalue("nats_url")
     return url
+
+
+@pytest.fixture(scope="session")
+def nats_cluster() -> Iterator[NatsCluster]:
+    """The session's three-server JetStream cluster: for tests that kill none of it.
+
+    A failover test starts its own (``async with NatsCluster()``): a killed
+    member would change the ground under every later test.
+    """
+    cluster = NatsCluster()
+    try:
+        asyncio.run(cluster.start())
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 # A real MLflow server per test session, on the backend chosen by the environment:

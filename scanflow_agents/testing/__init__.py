@@ -1,8 +1,17 @@
-"""Testing agents: a harness (in memory or on real NATS) and a real nats-server launcher."""
+"""Testing agents: a harness (in memory or on real NATS), real nats-server launchers
+(one server, or a three-server JetStream cluster)."""
 
 from scanflow_agents._kit.sockets import free_port
 from scanflow_agents._kit.tethers import die_with_parent
 from scanflow_agents.testing.harness import AgentHarness, eventually
+from scanflow_agents.transports.clusters import NatsCluster
 from scanflow_agents.transports.servers import NatsServer
 
-__all__ = ["AgentHarness", "NatsServer", "die_with_parent", "eventually", "free_port"]
+__all__ = [
+    "AgentHarness",
+    "NatsCluster",
+    "NatsServer",
+    "die_with_parent",
+    "eventually",
+    "free_port",
+]

@@ -168,10 +168,6 @@ class KeyValue(abc.ABC):
     async def delete(self, key: str, *, revision: int | None = None) -> None:
         """Remove a key; with ``revision``, only if that is its latest, else :class:`KvConflict`."""
 
-    @abc.abstractmethod
-    async def keys(self) -> list[str]:
-        """The keys that currently hold a value."""
-
 
 MessageHandler = Callable[[Message], Awaitable[None]]
 

@@ -25,6 +25,12 @@ from scanflow_agents.transports.base import (
     TransportError,
     check_kv_names,
 )
+from scanflow_agents.transports.provisioning import (
+    ensure_bucket_replicas,
+    led,
+    reachable,
+    replica_error,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -246,14 +252,6 @@ class JetStreamKeyValue(KeyValue):
         except _ERRORS as exc:
             raise self._failed("delete", key, exc) from exc
 
-    async def keys(self) -> list[str]:
-        try:
-            return list(await self._kv.keys())
-        except nats.js.errors.NoKeysError:
-            return []
-        except _ERRORS as exc:
-            raise self._failed("list", "*", exc) from exc
-
     def _moved(self, key: str, revision: int | None) -> KvConflict:
         return KvConflict(f"key {key!r} of bucket {self.bucket!r} is no longer at {revision}")
 
@@ -262,17 +260,26 @@ class JetStreamKeyValue(KeyValue):
         return TransportError(f"cannot {what} key {key!r} of bucket {self.bucket!r}: {reason}")
 
 
-async def open_bucket(js: JetStreamContext, bucket: str, ttl: float | None) -> JetStreamKeyValue:
-    """The bucket, created if missing (file storage); its ``ttl`` changed if another is given."""
+async def open_bucket(
+    js: JetStreamContext, bucket: str, ttl: float | None, *, replicas: int = 1
+) -> JetStreamKeyValue:
+    """The bucket, created if missing (file storage, ``replicas`` copies).
+
+    An existing bucket gets the wanted replica count, and ``ttl`` if another is given.
+    """
     check_kv_names(bucket)
     try:
         try:
             kv = await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
             kv = await js.create_key_value(
-                bucket=bucket, history=1, ttl=ttl, storage=api.StorageType.FILE
+                bucket=bucket, history=1, ttl=ttl, storage=api.StorageType.FILE, replicas=replicas
             )
+            await led(js, f"KV_{bucket}")
+            await reachable(js, f"$KV.{bucket}.probe")
             return JetStreamKeyValue(kv, bucket, ttl)
+        await ensure_bucket_replicas(js, bucket, replicas)
+        await reachable(js, f"$KV.{bucket}.probe")
         current = (await kv.status()).ttl or None
         if ttl is not None and current != ttl:
             info = await js.stream_info(f"KV_{bucket}")
@@ -283,7 +290,5 @@ async def open_bucket(js: JetStreamContext, bucket: str, ttl: float | None) -> J
             await js.update_stream(config)
             current = ttl
     except _ERRORS as exc:
-        raise TransportError(
-            f"cannot open key-value bucket {bucket!r}: {exc or type(exc).__name__}"
-        ) from exc
+        raise replica_error(f"key-value bucket {bucket!r}", replicas, exc) from exc
     return JetStreamKeyValue(kv, bucket, current)

@@ -306,10 +306,6 @@ class MemoryKeyValue(KeyValue):
         bucket.revision += 1  # a delete is a write too, as in JetStream
         bucket.values.pop(key, None)
 
-    async def keys(self) -> list[str]:
-        bucket = self._ready(None)
-        return [key for key in list(bucket.values) if bucket.current(key) is not None]
-
     def _expect(self, bucket: MemoryBucket, key: str, revision: int) -> None:
         current = bucket.current(key)
         latest = current.revision if current is not None else None

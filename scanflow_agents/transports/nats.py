@@ -48,8 +48,13 @@ from scanflow_agents.transports.jetstream import (
     JetStreamKeyValue,
     open_bucket,
 )
+from scanflow_agents.transports.provisioning import ensure_stream
 
 logger = logging.getLogger(__name__)
+
+# Seconds a request to a cluster may wait for a new subscription to reach the
+# server it went to before "no responders" is the answer.
+INTEREST_GRACE = 0.5
 
 
 def _ack_error(data: bytes) -> BaseException | None:
@@ -94,11 +99,14 @@ class NatsTransport(Transport):
     JetStream stream that stores events (created or updated on connect).
     """
 
-    def __init__(self, nc: Client, *, stream: str, stream_subjects: list[str]) -> None:
+    def __init__(
+        self, nc: Client, *, stream: str, stream_subjects: list[str], replicas: int = 1
+    ) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.stream = stream
         self.stream_subjects = stream_subjects
+        self.replicas = replicas  # of every stream and bucket this transport creates
         self._ack_prefix: str | None = None
         self._ack_counter = itertools.count()
         self._pending_acks: dict[str, asyncio.Future[bytes]] = {}
@@ -170,10 +178,18 @@ class NatsTransport(Transport):
             ) from exc
         established.append(True)
         nc.options["max_reconnect_attempts"] = -1
-        transport = cls(nc, stream=stream, stream_subjects=stream_subjects)
+        transport = cls(
+            nc, stream=stream, stream_subjects=stream_subjects, replicas=settings.replicas
+        )
         transport._closing = closing
         restored.append(transport)
-        await transport._ensure_stream(settings.stream_max_age)
+        try:
+            await transport._ensure_stream(settings.stream_max_age)
+        except BaseException:
+            # A start-up error (a replica count the servers cannot hold) leaves
+            # no connection behind.
+            await transport.abort()
+            raise
         return transport
 
     async def _ensure_stream(self, max_age: float) -> None:
@@ -182,12 +198,9 @@ class NatsTransport(Transport):
             subjects=self.stream_subjects,
             max_age=max_age,
             storage=api.StorageType.FILE,
+            num_replicas=self.replicas,
         )
-        try:
-            await self.js.add_stream(config)
-        except nats.js.errors.BadRequestError:
-            # The stream exists with another configuration: bring it up to date.
-            await self.js.update_stream(config)
+        await ensure_stream(self.js, config)
 
     @property
     def connected(self) -> bool:
@@ -288,17 +301,29 @@ class NatsTransport(Transport):
         return self._ack_prefix
 
     async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
-        try:
-            reply = await self.nc.request(subject, data, timeout=timeout)
-        except nats.errors.NoRespondersError:
-            raise NoResponders(f"no responders on {subject!r}") from None
-        except nats.errors.TimeoutError:
-            raise RequestTimeout(f"no reply on {subject!r} within {timeout:g}s") from None
-        except nats.errors.MaxPayloadError as exc:
-            raise Refused(f"request on {subject!r} is over the max payload: {exc}") from None
-        except nats.errors.Error as exc:  # closed, reconnecting, ...
-            raise TransportError(f"request on {subject!r} failed: {exc!r}") from exc
-        return reply.data
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # In a cluster a subscription reaches the other servers a few milliseconds
+        # after its own: "no responders" is final only after that grace (one
+        # server knows at once). Asking again is safe: nobody got the request.
+        grace = loop.time() + min(INTEREST_GRACE, timeout) if len(self.nc.servers) > 1 else 0.0
+        while True:
+            try:
+                reply = await self.nc.request(
+                    subject, data, timeout=max(deadline - loop.time(), 0.001)
+                )
+            except nats.errors.NoRespondersError:
+                if loop.time() >= grace:
+                    raise NoResponders(f"no responders on {subject!r}") from None
+                await asyncio.sleep(0.02)
+                continue
+            except nats.errors.TimeoutError:
+                raise RequestTimeout(f"no reply on {subject!r} within {timeout:g}s") from None
+            except nats.errors.MaxPayloadError as exc:
+                raise Refused(f"request on {subject!r} is over the max payload: {exc}") from None
+            except nats.errors.Error as exc:  # closed, reconnecting, ...
+                raise TransportError(f"request on {subject!r} failed: {exc!r}") from exc
+            return reply.data
 
     async def gather(
         self, subject: str, data: bytes, timeout: float, *, expect: int | None = None
@@ -431,7 +456,9 @@ class NatsTransport(Transport):
     async def key_value(self, bucket: str, *, ttl: float | None = None) -> KeyValue:
         cached = self._buckets.get(bucket)
         if cached is None or (ttl is not None and cached.ttl != ttl):
-            cached = self._buckets[bucket] = await open_bucket(self.js, bucket, ttl)
+            cached = self._buckets[bucket] = await open_bucket(
+                self.js, bucket, ttl, replicas=self.replicas
+            )
         return cached
 
     async def flush(self, timeout: float = 10.0) -> None:

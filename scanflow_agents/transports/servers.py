@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from scanflow_agents._kit.sockets import free_port
 from scanflow_agents._kit.tethers import die_with_parent
@@ -55,6 +56,8 @@ class NatsServer:
         config: a nats-server configuration file (authorization, TLS, accounts);
             the port, JetStream and its folder given here still apply.
         scheme: of :attr:`url`: ``tls`` for a server that requires TLS.
+        args: more nats-server options (a cluster member's name and routes:
+            see :class:`~scanflow_agents.transports.clusters.NatsCluster`).
     """
 
     def __init__(
@@ -65,15 +68,18 @@ class NatsServer:
         startup_timeout: float = 10,
         config: str | None = None,
         scheme: str = "nats",
+        args: tuple[str, ...] = (),
     ) -> None:
         self.port = port or free_port()
         self._own_port = port is None
         self.config = config
         self.scheme = scheme
+        self.args = args
         self._own_dir = store_dir is None
         self.store_dir = store_dir or tempfile.mkdtemp(prefix="scanflow-nats-")
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None  # the log of the running server
 
     @property
     def url(self) -> str:
@@ -93,6 +99,14 @@ class NatsServer:
                 self.port = free_port()
         return self._start()
 
+    def log(self) -> str:
+        """What the server wrote to its log (stderr) since its last start."""
+        if self._log is None:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
     def _start(self) -> NatsServer:
         # Someone else listening there would answer our readiness probe before our
         # server failed to bind: the caller would talk to the wrong server.
@@ -101,6 +115,10 @@ class NatsServer:
                 f"port {self.port} is taken: something already listens on 127.0.0.1:{self.port} "
                 "(choose another port, or point the agents at that server)"
             )
+        if self._log is not None:
+            self._log.close()
+        # Open for the life of the server (closed by stop()), not one block.
+        self._log = tempfile.TemporaryFile(prefix="scanflow-nats-log-")  # noqa: SIM115
         self.process = subprocess.Popen(
             [
                 find_nats_server(),
@@ -112,9 +130,12 @@ class NatsServer:
                 "-sd",
                 self.store_dir,
                 *(["-c", self.config] if self.config else []),
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            # A file, not a pipe nobody reads: a busy server (a cluster electing
+            # leaders for many streams) fills a pipe's 64 KiB and then blocks.
+            stderr=self._log,
             # Its own session: a Ctrl-C meant for us must not kill the server
             # before our agents have drained their connections to it; so without
             # die_with_parent a parent killed with SIGKILL would leave it running.
@@ -124,7 +145,7 @@ class NatsServer:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                error = self.process.stderr.read().decode() if self.process.stderr else ""
+                error = self.log()
                 self.process = None
                 if "address already in use" in error:
                     raise PortTaken(error)
@@ -133,6 +154,8 @@ class NatsServer:
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", self.port), 0.2),
             ):
+                # A restart keeps the port: clients (and cluster peers) know it.
+                self._own_port = False
                 return self
             time.sleep(0.02)
         self.stop()
@@ -141,18 +164,29 @@ class NatsServer:
         )
 
     def stop(self) -> None:
+        self._end(kill=False)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._own_dir:
+            shutil.rmtree(self.store_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """End the server with SIGKILL, as a crash would; its folder stays for a restart."""
+        self._end(kill=True)
+
+    def _end(self, *, kill: bool) -> None:
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
-            process.terminate()
+            if kill:
+                process.kill()
+            else:
+                process.terminate()
             try:
                 process.wait(5)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        if process is not None and process.stderr:
-            process.stderr.close()
-        if self._own_dir:
-            shutil.rmtree(self.store_dir, ignore_errors=True)
 
     def __enter__(self) -> NatsServer:
         return self.start()

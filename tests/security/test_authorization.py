@@ -49,7 +49,6 @@ class Improver(Agent, name="improver"):
         return "planned"
 
 
-@pytest.mark.parametrize("bus", ["memory", "nats"], indirect=True)
 async def test_the_receiving_agent_refuses_callers_not_listed_and_records_it(
     bus: str | None,
 ) -> None:

@@ -1,0 +1,102 @@
+"""Every stream and bucket keeps ``settings.nats.replicas`` copies, or start-up says why not."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import nats
+import pytest
+from nats.js import api
+
+from scanflow_agents.settings import NatsSettings, Settings
+from scanflow_agents.testing import NatsCluster
+from scanflow_agents.transports import TransportError
+from scanflow_agents.transports.nats import NatsTransport
+
+
+def names() -> tuple[str, list[str]]:
+    ns = uuid.uuid4().hex[:8]
+    return f"R{ns}", [f"r{ns}.events.>"]
+
+
+async def replicas_of(url: str, stream: str) -> int:
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().stream_info(stream)
+    finally:
+        await nc.close()
+    return info.config.num_replicas or 1
+
+
+def test_the_replica_count_is_one_setting_with_an_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SCANFLOW_NATS__REPLICAS", "3")
+    assert Settings.load().nats.replicas == 3
+    assert Settings.load(nats={"replicas": 1}).nats.replicas == 1
+    with pytest.raises(ValueError, match="replicas"):
+        Settings.load(nats={"replicas": 0})
+
+
+async def test_replicas_on_one_server_are_a_clear_start_up_error(nats_url: str) -> None:
+    stream, subjects = names()
+    with pytest.raises(TransportError) as caught:
+        await NatsTransport.connect(
+            NatsSettings(url=nats_url, replicas=3), stream=stream, stream_subjects=subjects
+        )
+    message = str(caught.value)
+    assert "not part of a JetStream cluster" in message
+    assert "SCANFLOW_NATS__REPLICAS=1" in message
+
+
+async def test_the_stream_and_every_bucket_keep_a_copy_on_each_server(
+    nats_cluster: NatsCluster,
+) -> None:
+    stream, subjects = names()
+    transport = await NatsTransport.connect(
+        NatsSettings(url=nats_cluster.url, replicas=3), stream=stream, stream_subjects=subjects
+    )
+    try:
+        bucket = f"leases{stream.lower()}"
+        await transport.key_value(bucket, ttl=30)
+        assert await replicas_of(nats_cluster.urls[0], stream) == 3
+        assert await replicas_of(nats_cluster.urls[0], f"KV_{bucket}") == 3
+    finally:
+        await transport.close()
+
+
+async def test_a_stream_and_bucket_made_with_one_copy_get_three_at_start(
+    nats_cluster: NatsCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream, subjects = names()
+    bucket = f"calls{stream.lower()}"
+    nc = await nats.connect(nats_cluster.urls[0])
+    js = nc.jetstream()
+    await js.add_stream(api.StreamConfig(name=stream, subjects=subjects, num_replicas=1))
+    await js.create_key_value(bucket=bucket, replicas=1)
+    await nc.close()
+
+    caplog.set_level(logging.WARNING)
+    transport = await NatsTransport.connect(
+        NatsSettings(url=nats_cluster.url, replicas=3), stream=stream, stream_subjects=subjects
+    )
+    try:
+        await transport.key_value(bucket)
+        assert await replicas_of(nats_cluster.urls[0], stream) == 3
+        assert await replicas_of(nats_cluster.urls[0], f"KV_{bucket}") == 3
+    finally:
+        await transport.close()
+    said = caplog.text
+    assert f"stream '{stream}' has 1 replica(s); changing it to 3" in said
+    assert f"bucket '{bucket}' has 1 replica(s); changing it to 3" in said
+
+
+async def test_more_replicas_than_servers_is_a_clear_start_up_error(
+    nats_cluster: NatsCluster,
+) -> None:
+    stream, subjects = names()
+    with pytest.raises(TransportError, match="fewer JetStream servers"):
+        await NatsTransport.connect(
+            NatsSettings(url=nats_cluster.url, replicas=5), stream=stream, stream_subjects=subjects
+        )
