@@ -26,7 +26,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 
@@ -36,7 +36,7 @@ from scanflow_agents._core.consuming import decode
 from scanflow_agents._core.executing import Outcome, execute
 from scanflow_agents._core.guards import CallStore, Claim, Replies, Throttle, call_key
 from scanflow_agents._core.instruments import NO_INSTRUMENTS, Instruments, Respond
-from scanflow_agents._core.ports import Refusal, never_refuse
+from scanflow_agents._core.ports import AgentSpec, Refusal, never_refuse
 from scanflow_agents._core.recording import NotStored, Recorder, jsonable
 from scanflow_agents._kit import clocks
 from scanflow_agents.actuators import ActuatorSpec
@@ -45,9 +45,6 @@ from scanflow_agents.messages import Envelope, ErrorInfo, Reply, utcnow
 from scanflow_agents.redaction import shown_params
 from scanflow_agents.settings import AgentSettings
 from scanflow_agents.transports.base import Message
-
-if TYPE_CHECKING:
-    from scanflow_agents.agents import Agent
 
 logger = logging.getLogger("scanflow_agents.dispatching")
 
@@ -91,7 +88,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        agent: Agent,
+        agent: AgentSpec,
         settings: AgentSettings,
         *,
         recorder: Recorder,

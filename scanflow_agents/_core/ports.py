@@ -3,17 +3,43 @@
 Each part (the Reactor, the Dispatcher, the Scheduler, Knowledge) is built
 with the few functions it uses, so it can be built and tested alone: a test
 passes a list's ``append`` where the runtime passes the recorder.
+
+The core knows an agent only as an :class:`AgentSpec`: its name and the specs
+its class collected. The ``Agent`` class (``scanflow_agents.agents``) sits on
+top of the core and satisfies it; nothing in the core imports it back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from scanflow_agents.actuators import ActuatorSpec
     from scanflow_agents.knowledge import Poll
     from scanflow_agents.messages import Envelope
+    from scanflow_agents.rules import RuleSpec
     from scanflow_agents.sensors import SensorSpec
+
+
+class AgentSpec(Protocol):
+    """What the core reads of an agent: its name and its handlers' specs, by id.
+
+    The handlers are called with the agent object itself as their ``self``;
+    the core reads nothing else of it.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def sensors(self) -> Mapping[str, SensorSpec]: ...
+
+    @property
+    def rules(self) -> Mapping[str, RuleSpec]: ...
+
+    @property
+    def actuators(self) -> Mapping[str, ActuatorSpec]: ...
 
 
 class Record(Protocol):

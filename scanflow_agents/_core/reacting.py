@@ -12,22 +12,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from scanflow_agents import chains
 from scanflow_agents._core.executing import execute
 from scanflow_agents._core.instruments import NO_INSTRUMENTS, Instruments
 from scanflow_agents._core.knowing import is_empty
-from scanflow_agents._core.ports import Call, Cursors, Record, Refusal, never_refuse
+from scanflow_agents._core.ports import AgentSpec, Call, Cursors, Record, Refusal, never_refuse
 from scanflow_agents._core.recording import jsonable
 from scanflow_agents.errors import CallError, Rejected
 from scanflow_agents.messages import Decision, Event, Observation, new_id, utcnow
 from scanflow_agents.rules import RuleSpec
 from scanflow_agents.sensors import SensorSpec
 from scanflow_agents.settings import HandlerSettings
-
-if TYPE_CHECKING:
-    from scanflow_agents.agents import Agent
 
 logger = logging.getLogger("scanflow_agents.reacting")
 
@@ -83,7 +80,7 @@ class Reactor:
 
     def __init__(
         self,
-        agent: Agent,
+        agent: AgentSpec,
         *,
         handlers: HandlerSettings,
         record: Record,

@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
@@ -33,17 +33,17 @@ from scanflow_agents._core.guards import CallStore
 from scanflow_agents._core.instruments import NO_INSTRUMENTS, Instruments
 from scanflow_agents._core.knowing import Knowledge
 from scanflow_agents._core.leading import Leadership
+from scanflow_agents._core.ports import AgentSpec
 from scanflow_agents._core.reacting import Reactor
 from scanflow_agents._core.recording import Recorder, Sink, jsonable
 from scanflow_agents._core.scheduling import Scheduler
 from scanflow_agents._kit.tasks import Tasks
 from scanflow_agents.errors import CallError
 from scanflow_agents.messages import Envelope, Event, Observation, Reply
+from scanflow_agents.settings import Settings
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.transports.base import Message, Subscription, Transport
-
-if TYPE_CHECKING:
-    from scanflow_agents.agents import Agent
+from scanflow_agents.triggers import validate_topic
 
 logger = logging.getLogger("scanflow_agents.running")
 
@@ -51,12 +51,32 @@ logger = logging.getLogger("scanflow_agents.running")
 AgentState = Literal["created", "starting", "running", "paused", "stopping", "stopped"]
 
 
+class Hosted(AgentSpec, Protocol):
+    """What the runtime uses of the agent it runs, beyond its specs: settings and hooks.
+
+    ``scanflow_agents.Agent`` is one; the runtime binds itself to the agent at
+    start (so that ``self.call`` and ``self.approvals`` work in handlers) and
+    unbinds at stop.
+    """
+
+    @property
+    def settings(self) -> Settings: ...
+
+    async def on_start(self) -> None: ...
+
+    async def on_stop(self) -> None: ...
+
+    def attach_runtime(self, runtime: AgentRuntime) -> None: ...
+
+    def detach_runtime(self, runtime: AgentRuntime) -> None: ...
+
+
 class AgentRuntime:
     """One running agent on one transport."""
 
     def __init__(
         self,
-        agent: Agent,
+        agent: Hosted,
         transport: Transport,
         *,
         schedule: bool = True,
@@ -384,8 +404,6 @@ class AgentRuntime:
 
     async def emit(self, topic: str, payload: Any) -> Envelope:
         """Queue an event on ``topic`` for the stream, in the current chain."""
-        from scanflow_agents.triggers import validate_topic
-
         validate_topic(topic)
         if "*" in topic or ">" in topic:
             raise ValueError(f"cannot emit on a wildcard topic {topic!r}")
