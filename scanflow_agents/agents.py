@@ -164,7 +164,7 @@ class Agent:
     @property
     def knowledge(self) -> KnowledgeClient:
         """The MLflow client of ``settings.mlflow`` (created on first use, closed at stop)."""
-        return self.runtime.knowledge.client()
+        return self.runtime.knowledge_client()
 
     @property
     def approvals(self) -> Approvals:
@@ -234,7 +234,7 @@ class Agent:
         letters, digits, ``-`` and ``_``, and a NATS account shares them: put
         the namespace in the name (``f"{self.name}-{self.settings.namespace}"``).
         """
-        return await self.runtime.transport.key_value(bucket, ttl=ttl)
+        return await self.runtime.key_value(bucket, ttl=ttl)
 
 
 class Peer:

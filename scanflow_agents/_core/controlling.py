@@ -21,11 +21,15 @@ as the event ``control.<agent>.<op>`` (caller, params, reason, outcome); an
 approval is recorded in the chain of the decision that asked for it.
 
 Decisions waiting for a human are a core facility: an agent holds them with
-``self.approvals.hold(...)`` and the ops above list, approve and
-reject them. Who may send which op is decided by the actuators' allow-list
+``self.approvals.hold(...)`` and the ops above list, approve and reject them. Who may
+send which op is decided by the actuators' allow-list
 (``settings.agent.allow``, see ``allowing.py``) under the name
 ``control.<op>``, and then by :attr:`Controller.authorize` if set: given the
 op and the request envelope, it returns why the op is refused, or ``None``.
+
+The Controller is the only writer of the agent's
+:class:`~scanflow_agents._core.switches.ControlState` (pause, sensor pauses,
+dry-run); it is built with the few ports it uses, not with the runtime.
 """
 
 from __future__ import annotations
@@ -37,16 +41,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 from scanflow_agents import chains
 from scanflow_agents._core import allowing
+from scanflow_agents._core.ports import AgentSpec, Record, RunSensor, Spawn
+from scanflow_agents._core.switches import ControlState
 from scanflow_agents.errors import BadInput, CallError, ErrorCode, NotFound
 from scanflow_agents.messages import Envelope, ErrorInfo, Reply, new_id, utcnow
-from scanflow_agents.transports.base import Message, Subscription
-
-if TYPE_CHECKING:
-    from scanflow_agents._core.running import AgentRuntime
+from scanflow_agents.settings import AgentSettings
+from scanflow_agents.transports.base import Message
 
 logger = logging.getLogger("scanflow_agents.controlling")
 
@@ -55,6 +59,7 @@ OPS = ("run-sensor", *BROADCAST_OPS)
 
 Decide = Callable[[str], Awaitable[Any]]
 Authorize = Callable[[str, Envelope], str | None]
+Verdict = Literal["approve", "reject"]
 
 
 @dataclass
@@ -93,11 +98,26 @@ class Approval:
 
 
 class Approvals:
-    """The approvals one agent replica holds, by id."""
+    """The approvals one agent replica holds, by id.
 
-    def __init__(self, runtime: AgentRuntime) -> None:
-        self.runtime = runtime
+    Args:
+        agent: the agent's name, in listings and logs.
+        record: records the outcome of a decision carried out.
+        spawn: starts the task that carries a decision out, tracked so that
+            a stopping agent waits for it.
+    """
+
+    def __init__(self, agent: str, *, record: Record, spawn: Spawn) -> None:
+        self.agent = agent
+        self.record = record
+        self.spawn = spawn
         self.pending: dict[str, Approval] = {}
+
+    def __contains__(self, approval_id: object) -> bool:
+        return approval_id in self.pending
+
+    def __len__(self) -> int:
+        return len(self.pending)
 
     def hold(
         self,
@@ -156,61 +176,92 @@ class Approvals:
 
     def listing(self) -> list[dict[str, Any]]:
         now = time.monotonic()
-        return [a.listing(self.runtime.agent.name, now) for a in self.pending.values()]
+        return [a.listing(self.agent, now) for a in self.pending.values()]
+
+    def carry_out(self, verdict: Verdict, approval: Approval, reason: str, cause: Envelope) -> None:
+        """Run the approval's handler for ``verdict`` in a tracked task, if it has one."""
+        handler = approval.on_approve if verdict == "approve" else approval.on_reject
+        if handler is not None:
+            self.spawn(
+                self._carry_out(verdict, approval, handler, reason, cause),
+                f"{verdict}:{approval.id}",
+            )
+
+    async def _carry_out(
+        self, verdict: Verdict, approval: Approval, handler: Decide, reason: str, cause: Envelope
+    ) -> None:
+        # Runs in the approval's chain, so what the plan does reads back with it.
+        with chains.within(approval.correlation_id, cause.id):
+            try:
+                outcome = {"ok": True, "result": await handler(reason)}
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.exception("%s of %s on agent %r failed", verdict, approval.kind, self.agent)
+                outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            await self.record(
+                "control",
+                f"{verdict}-done",
+                {"approval": approval.id, "kind": approval.kind, **outcome},
+                correlation_id=approval.correlation_id,
+                causation_id=cause.id,
+            )
 
 
 class Controller:
-    """Answers the control messages of one agent replica."""
+    """Answers the control messages of one agent replica.
 
-    def __init__(self, runtime: AgentRuntime) -> None:
-        self.runtime = runtime
-        self.approvals = Approvals(runtime)
+    Args:
+        agent: the agent (its name, and its sensors' ids to check).
+        instance: this replica's id, in every answer and record.
+        settings: the agent settings whose allow-list decides who may send an op.
+        controls: the operator's switches, which only this class changes.
+        approvals: the decisions waiting for a person.
+        run_sensor: runs a sensor now (``run-sensor``).
+        record: records each change as a ``control`` event.
+        spawn: starts a tracked task (a stopping agent waits for it).
+    """
+
+    def __init__(
+        self,
+        agent: AgentSpec,
+        *,
+        instance: str,
+        settings: AgentSettings,
+        controls: ControlState,
+        approvals: Approvals,
+        run_sensor: RunSensor,
+        record: Record,
+        spawn: Spawn,
+    ) -> None:
+        self.agent = agent
+        self.instance = instance
+        self.settings = settings
+        self.controls = controls
+        self.approvals = approvals
+        self.run_sensor = run_sensor
+        self.record = record
+        self.spawn = spawn
         self.authorize: Authorize | None = None
-
-    @property
-    def paused_sensors(self) -> dict[str, str]:
-        """Sensors an operator paused, with why (the reactor skips them)."""
-        return self.runtime.reactor.paused_sensors
-
-    @property
-    def dry_run(self) -> bool:
-        return bool(self.runtime.dispatcher.settings.dry_run)
-
-    def sensor_paused(self, sensor_id: str) -> bool:
-        return sensor_id in self.paused_sensors
 
     def summary(self) -> dict[str, Any]:
         """What heartbeats say about control: dry-run, paused sensors, approvals waiting."""
+        now = self.controls.snapshot()
         return {
-            "dry_run": self.dry_run,
-            "paused_sensors": sorted(self.paused_sensors),
-            "approvals": len(self.approvals.pending),
+            "dry_run": now.dry_run.on,
+            "paused_sensors": now.paused_sensors,
+            "approvals": len(self.approvals),
         }
 
-    async def subscribe(self) -> list[Subscription]:
-        """Listen for control messages: run-sensor in the queue group, the rest on every replica."""
-        runtime, name = self.runtime, self.runtime.agent.name
-        subjects, subscribe = runtime.subjects, runtime.transport.subscribe
-        return [
-            await subscribe(
-                subjects.control(name, "run-sensor"),
-                self._on_message,
-                queue=subjects.queue(name),
-            ),
-            *[
-                await subscribe(subjects.control(name, op), self._on_message)
-                for op in BROADCAST_OPS
-            ],
-        ]
-
-    async def _on_message(self, message: Message) -> None:
+    async def on_message(self, message: Message) -> None:
+        """The callback of the control subscriptions (``subjects.control(agent, op)``)."""
         # Like calls, each control message runs in its own tracked task: a sensor
         # run or an approved plan may take long, and stop() must wait for it.
         op = message.subject.rsplit(".", 1)[-1]
-        self.runtime.tasks.spawn(self._serve(op, message), name=f"control:{op}")
+        self.spawn(self._serve(op, message), f"control:{op}")
 
     async def _serve(self, op: str, message: Message) -> None:
-        agent = self.runtime.agent.name
+        agent = self.agent.name
         try:
             request = Envelope.decode(message.data)
             params = request.payload if isinstance(request.payload, dict) else {}
@@ -219,8 +270,7 @@ class Controller:
             return
         # The actuators' allow-list decides for control ops too, under the name
         # `control.<op>` (e.g. `agent.allow: {"control.approve": ["operator:alice"]}`).
-        allow = self.runtime.settings.agent.allow
-        refusal = allowing.refusal(allow, agent, f"control.{op}", request.source)
+        refusal = allowing.refusal(self.settings.allow, agent, f"control.{op}", request.source)
         if refusal is None and self.authorize is not None:
             refusal = self.authorize(op, request)
         if refusal is not None:
@@ -229,7 +279,7 @@ class Controller:
             return
         try:
             result = await self._handle(op, params, request)
-            reply = Reply(ok=True, result={"instance": self.runtime.instance, **result})
+            reply = Reply(ok=True, result={"instance": self.instance, **result})
         except CallError as exc:
             reply = _failure(exc.code, exc.message, field=exc.field)
         except Exception as exc:
@@ -239,10 +289,10 @@ class Controller:
 
     async def _respond(self, message: Message, request: Envelope | None, reply: Reply) -> None:
         if reply.error is not None:
-            reply.error.details = {"instance": self.runtime.instance}
+            reply.error.details = {"instance": self.instance}
         envelope = Envelope(
             kind="reply",
-            source=self.runtime.agent.name,
+            source=self.agent.name,
             payload=reply.model_dump(exclude_none=True),
             correlation_id=request.correlation_id if request else new_id(),
             causation_id=request.id if request else None,
@@ -255,7 +305,10 @@ class Controller:
         if op == "approvals":
             return {"approvals": self.approvals.listing()}
         if op in ("approve", "reject"):
-            return await self._decide(op, _text(params, "id"), _text(params, "reason"), request)
+            verdict: Verdict = "approve" if op == "approve" else "reject"
+            return await self._decide(
+                verdict, _text(params, "id"), _text(params, "reason"), request
+            )
         if op == "pause":
             return await self._pause(params, request)
         if op == "resume":
@@ -266,12 +319,10 @@ class Controller:
 
     async def _run_sensor(self, sensor: str) -> dict[str, Any]:
         self._known_sensor(sensor)
-        refusal = self.runtime.refusal()
-        if refusal is None and self.sensor_paused(sensor):
-            refusal = f"sensor '{sensor}' is paused: {self.paused_sensors[sensor]}"
+        refusal = self.controls.sensor_refusal(sensor)
         if refusal is not None:
             return {"sensor": sensor, "ran": False, "skipped": refusal}
-        observation = await self.runtime.run_sensor(sensor)
+        observation = await self.run_sensor(sensor)
         return {
             "sensor": sensor,
             "ran": True,
@@ -284,9 +335,9 @@ class Controller:
         sensor = params.get("sensor")
         if sensor:
             self._known_sensor(str(sensor))
-            self.paused_sensors[str(sensor)] = reason
+            self.controls.pause_sensor(str(sensor), reason, by=request.source)
         else:
-            self.runtime.pause(reason)
+            self.controls.pause_agent(reason, by=request.source)
         await self._record("pause", {"sensor": sensor, "reason": reason}, request)
         return {"paused": sensor or "agent", "reason": reason}
 
@@ -294,9 +345,9 @@ class Controller:
         sensor = params.get("sensor")
         if sensor:
             self._known_sensor(str(sensor))
-            self.paused_sensors.pop(str(sensor), None)
+            self.controls.resume_sensor(str(sensor), by=request.source)
         else:
-            self.runtime.resume()
+            self.controls.resume_agent(by=request.source)
         await self._record("resume", {"sensor": sensor}, request)
         return {"resumed": sensor or "agent"}
 
@@ -304,53 +355,31 @@ class Controller:
         on = params.get("on")
         if not isinstance(on, bool):
             raise BadInput("dry-run needs 'on' as true or false", field="on")
-        # The dispatcher decides dry runs from the agent settings it was given.
-        dispatcher = self.runtime.dispatcher
-        dispatcher.settings = dispatcher.settings.model_copy(update={"dry_run": on})
+        self.controls.set_dry_run(on, by=request.source)
         await self._record("dry-run", {"on": on}, request)
         return {"dry_run": on}
 
     async def _decide(
-        self, op: str, approval_id: str, reason: str, request: Envelope
+        self, verdict: Verdict, approval_id: str, reason: str, request: Envelope
     ) -> dict[str, Any]:
-        if approval_id not in self.approvals.pending:
+        if approval_id not in self.approvals:
             # Another replica may hold it: the caller merges the answers of all.
-            raise NotFound(f"no approval {approval_id!r} waits on instance {self.runtime.instance}")
+            raise NotFound(f"no approval {approval_id!r} waits on instance {self.instance}")
+        # Taken before the first await: the timer (or a second operator) finds
+        # it gone, so it is decided once.
         approval = self.approvals.take(approval_id)
         payload: dict[str, Any] = {
             "approval": approval.id,
             "kind": approval.kind,
             "summary": approval.summary,
             "reason": reason,
-            "approved": op == "approve",
+            "approved": verdict == "approve",
         }
-        event = await self._record(op, payload, request, correlation_id=approval.correlation_id)
-        handler = approval.on_approve if op == "approve" else approval.on_reject
-        if handler is not None:
-            self.runtime.tasks.spawn(
-                self._carry_out(op, approval, handler, reason, event), name=f"{op}:{approval.id}"
-            )
+        event = await self._record(
+            verdict, payload, request, correlation_id=approval.correlation_id
+        )
+        self.approvals.carry_out(verdict, approval, reason, event)
         return {**payload, "correlation_id": approval.correlation_id}
-
-    async def _carry_out(
-        self, op: str, approval: Approval, handler: Decide, reason: str, cause: Envelope
-    ) -> None:
-        # Runs in the approval's chain, so what the plan does reads back with it.
-        with chains.within(approval.correlation_id, cause.id):
-            try:
-                outcome = {"ok": True, "result": await handler(reason)}
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.exception("%s of %s on agent %r failed", op, approval.id, approval.kind)
-                outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            await self.runtime.recorder.record(
-                "control",
-                f"{op}-done",
-                {"approval": approval.id, "kind": approval.kind, **outcome},
-                correlation_id=approval.correlation_id,
-                causation_id=cause.id,
-            )
 
     async def _record(
         self,
@@ -360,20 +389,20 @@ class Controller:
         *,
         correlation_id: str | None = None,
     ) -> Envelope:
-        logger.info("agent %r: %s by %s: %s", self.runtime.agent.name, op, request.source, payload)
-        return await self.runtime.recorder.record(
+        logger.info("agent %r: %s by %s: %s", self.agent.name, op, request.source, payload)
+        return await self.record(
             "control",
             op,
-            {**payload, "caller": request.source, "instance": self.runtime.instance},
+            {**payload, "caller": request.source, "instance": self.instance},
             correlation_id=correlation_id or request.correlation_id,
             causation_id=request.id,
         )
 
     def _known_sensor(self, sensor: str) -> None:
-        if sensor not in self.runtime.agent.sensors:
-            known = ", ".join(sorted(self.runtime.agent.sensors)) or "none"
+        if sensor not in self.agent.sensors:
+            known = ", ".join(sorted(self.agent.sensors)) or "none"
             raise NotFound(
-                f"agent '{self.runtime.agent.name}' has no sensor '{sensor}' (sensors: {known})",
+                f"agent '{self.agent.name}' has no sensor '{sensor}' (sensors: {known})",
             )
 
 
