@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from scanflow_agents import chains
-from scanflow_agents._core.controlling import Approvals
+from scanflow_agents._core.approvals import Approvals
 from scanflow_agents._core.instruments import NO_INSTRUMENTS, Instruments
 from scanflow_agents._core.running import AgentRuntime
 from scanflow_agents.actuators import ActuatorSpec

@@ -21,7 +21,8 @@ as the event ``control.<agent>.<op>`` (caller, params, reason, outcome); an
 approval is recorded in the chain of the decision that asked for it.
 
 Decisions waiting for a human are a core facility: an agent holds them with
-``self.approvals.hold(...)`` and the ops above list, approve and reject them. Who may
+``self.approvals.hold(...)`` (``approvals.py``, which also applies their
+timeout policy) and the ops above list, approve and reject them. Who may
 send which op is decided by the actuators' allow-list
 (``settings.agent.allow``, see ``allowing.py``) under the name
 ``control.<op>``, and then by :attr:`Controller.authorize` if set: given the
@@ -34,21 +35,16 @@ dry-run); it is built with the few ports it uses, not with the runtime.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import secrets
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any
 
-from scanflow_agents import chains
 from scanflow_agents._core import allowing
+from scanflow_agents._core.approvals import Approvals, Verdict
 from scanflow_agents._core.ports import AgentSpec, Record, RunSensor, Spawn
 from scanflow_agents._core.switches import ControlState
 from scanflow_agents.errors import BadInput, CallError, ErrorCode, NotFound
-from scanflow_agents.messages import Envelope, ErrorInfo, Reply, new_id, utcnow
+from scanflow_agents.messages import Envelope, ErrorInfo, Reply, new_id
 from scanflow_agents.settings import AgentSettings
 from scanflow_agents.transports.base import Message
 
@@ -57,155 +53,7 @@ logger = logging.getLogger("scanflow_agents.controlling")
 BROADCAST_OPS = ("pause", "resume", "dry-run", "approvals", "approve", "reject")
 OPS = ("run-sensor", *BROADCAST_OPS)
 
-Decide = Callable[[str], Awaitable[Any]]
 Authorize = Callable[[str, Envelope], str | None]
-Verdict = Literal["approve", "reject"]
-
-
-@dataclass
-class Approval:
-    """A decision waiting for a person.
-
-    ``on_approve`` and ``on_reject`` are called with the person's reason; what
-    ``on_approve`` returns is recorded as the approval's outcome.
-    """
-
-    id: str
-    kind: str
-    summary: str
-    on_approve: Decide = field(repr=False)
-    on_reject: Decide | None = field(default=None, repr=False)
-    details: dict[str, Any] = field(default_factory=dict)
-    correlation_id: str = field(default_factory=new_id)
-    timeout: float | None = None
-    created: datetime = field(default_factory=utcnow)
-    created_monotonic: float = field(default_factory=time.monotonic)
-
-    def listing(self, agent: str, now: float) -> dict[str, Any]:
-        waited = now - self.created_monotonic
-        expires = None if self.timeout is None else round(max(0.0, self.timeout - waited), 1)
-        return {
-            "id": self.id,
-            "agent": agent,
-            "kind": self.kind,
-            "summary": self.summary,
-            "details": self.details,
-            "correlation_id": self.correlation_id,
-            "created": self.created.isoformat(),
-            "waiting_s": round(waited, 1),
-            "expires_in_s": expires,
-        }
-
-
-class Approvals:
-    """The approvals one agent replica holds, by id.
-
-    Args:
-        agent: the agent's name, in listings and logs.
-        record: records the outcome of a decision carried out.
-        spawn: starts the task that carries a decision out, tracked so that
-            a stopping agent waits for it.
-    """
-
-    def __init__(self, agent: str, *, record: Record, spawn: Spawn) -> None:
-        self.agent = agent
-        self.record = record
-        self.spawn = spawn
-        self.pending: dict[str, Approval] = {}
-
-    def __contains__(self, approval_id: object) -> bool:
-        return approval_id in self.pending
-
-    def __len__(self) -> int:
-        return len(self.pending)
-
-    def hold(
-        self,
-        kind: str,
-        summary: str,
-        on_approve: Decide,
-        *,
-        on_reject: Decide | None = None,
-        details: dict[str, Any] | None = None,
-        approval_id: str | None = None,
-        timeout: float | None = None,
-    ) -> Approval:
-        """Hold a decision for a person; it belongs to the chain being handled now.
-
-        Args:
-            kind: what is waiting (``retrain``, ``promote``...), shown to people.
-            summary: one line saying what approving would do, and why.
-            on_approve: carries the decision out; called with the reason.
-            on_reject: undoes any reservation; called with the reason.
-            details: evidence shown with the approval.
-            approval_id: the id people type (default: 8 random hex digits).
-            timeout: seconds after which :meth:`expired` hands the approval back.
-        """
-        correlation, _ = chains.current()
-        approval = Approval(
-            id=approval_id or secrets.token_hex(4),  # short: people type it
-            kind=kind,
-            summary=summary,
-            on_approve=on_approve,
-            on_reject=on_reject,
-            details=dict(details or {}),
-            correlation_id=correlation,
-            timeout=timeout,
-        )
-        self.pending[approval.id] = approval
-        return approval
-
-    def take(self, approval_id: str) -> Approval:
-        approval = self.pending.pop(approval_id, None)
-        if approval is None:
-            waiting = ", ".join(self.pending) or "none"
-            raise NotFound(f"no approval {approval_id!r} is waiting (waiting: {waiting})")
-        return approval
-
-    def expired(self) -> list[Approval]:
-        """Remove and return the approvals whose timeout has passed (the agent decides)."""
-        now = time.monotonic()
-        gone = [
-            a
-            for a in self.pending.values()
-            if a.timeout is not None and now - a.created_monotonic >= a.timeout
-        ]
-        for approval in gone:
-            del self.pending[approval.id]
-        return gone
-
-    def listing(self) -> list[dict[str, Any]]:
-        now = time.monotonic()
-        return [a.listing(self.agent, now) for a in self.pending.values()]
-
-    def carry_out(self, verdict: Verdict, approval: Approval, reason: str, cause: Envelope) -> None:
-        """Run the approval's handler for ``verdict`` in a tracked task, if it has one."""
-        handler = approval.on_approve if verdict == "approve" else approval.on_reject
-        if handler is not None:
-            self.spawn(
-                self._carry_out(verdict, approval, handler, reason, cause),
-                f"{verdict}:{approval.id}",
-            )
-
-    async def _carry_out(
-        self, verdict: Verdict, approval: Approval, handler: Decide, reason: str, cause: Envelope
-    ) -> None:
-        # Runs in the approval's chain, so what the plan does reads back with it.
-        with chains.within(approval.correlation_id, cause.id):
-            try:
-                outcome = {"ok": True, "result": await handler(reason)}
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.exception("%s of %s on agent %r failed", verdict, approval.kind, self.agent)
-                outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            await self.record(
-                "control",
-                f"{verdict}-done",
-                {"approval": approval.id, "kind": approval.kind, **outcome},
-                correlation_id=approval.correlation_id,
-                causation_id=cause.id,
-            )
 
 
 class Controller:

@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from pydantic import ValidationError
 
 from scanflow_agents import chains
+from scanflow_agents._core.approvals import Approvals
 from scanflow_agents._core.calling import call_envelope, remote_call, result_of
 from scanflow_agents._core.consuming import EventConsumers
-from scanflow_agents._core.controlling import BROADCAST_OPS, Approvals, Controller
+from scanflow_agents._core.controlling import BROADCAST_OPS, Controller
 from scanflow_agents._core.describing import describe, heartbeat
 from scanflow_agents._core.dispatching import Dispatcher
 from scanflow_agents._core.guards import CallStore
@@ -48,6 +49,7 @@ from scanflow_agents._core.recording import Recorder, Sink, jsonable
 from scanflow_agents._core.scheduling import Scheduler
 from scanflow_agents._core.switches import ControlSnapshot, ControlState
 from scanflow_agents._kit.tasks import Tasks
+from scanflow_agents._kit.tasks import stop as stop_task
 from scanflow_agents.errors import CallError
 from scanflow_agents.messages import Envelope, Event, Observation, Reply
 from scanflow_agents.settings import Settings
@@ -207,6 +209,7 @@ class AgentRuntime:
         self._hooks_started = False
         self._heartbeat: asyncio.Task[Any] | None = None
         self._recording: asyncio.Task[Any] | None = None
+        self._expiring: asyncio.Task[Any] | None = None
 
     @property
     def state(self) -> AgentState:
@@ -247,6 +250,9 @@ class AgentRuntime:
             self._hooks_started = True
             # Before the first sensor run, which may read MLflow or record to it.
             await self.knowledge.start()
+            # Before anything can hold an approval (handlers run once subscribed):
+            # the timer applies the timeout policies from the first hold on.
+            self._expiring = self.tasks.spawn(self.approvals.run(), name="approvals", endless=True)
             # Calls and events can arrive from here on: everything they use is up.
             await self._subscribe()
             if self.scheduler is not None:
@@ -317,6 +323,11 @@ class AgentRuntime:
             # No new sensor runs; runs under way are tracked tasks, waited for below.
             if self.scheduler is not None:
                 self.scheduler.stop()
+            # No approval expires from here on: a plan its timeout approved now
+            # would start after the wait below began and be cancelled half-way.
+            # It stays held, and goes with the process as every approval does
+            # (they are kept in memory).
+            await stop_task(self._expiring, timeout)
             # Finish the event in hand, then give the lease up so that another
             # replica takes over now rather than after the lease expires.
             await self.leadership.stop()
