@@ -191,6 +191,8 @@ class Approvals:
             try:
                 outcome = {"ok": True, "result": await handler(reason)}
             except asyncio.CancelledError:
+                # Only a stop that waited its deadline cancels a plan: it ends
+                # unrecorded, as every handler cancelled then does.
                 raise
             except Exception as exc:
                 logger.exception("%s of %s on agent %r failed", verdict, approval.kind, self.agent)
@@ -221,6 +223,8 @@ class Approvals:
                     )
             deadlines = [d for a in self._pending.values() if (d := a.deadline()) is not None]
             delay = max(0.0, min(deadlines) - clocks.now()) if deadlines else None
+            # One sleep until the next deadline (or a new hold), on the loop's
+            # clock like the deadlines: no polling, and a fake clock jumps to it.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), delay)
 
