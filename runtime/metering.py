@@ -148,9 +148,9 @@ class _AgentState(Collector):
             labels=["agent"],
         )
         for agent in self.agents:
-            runtime = _runtime_of(agent)
-            backlog.add_metric([agent.name], len(runtime.recorder.backlog) if runtime else 0)
-            ready.add_metric([agent.name], 1 if runtime is not None and runtime.ready else 0)
+            health = agent.runtime.health() if agent.is_running else None
+            backlog.add_metric([agent.name], health.backlog if health else 0)
+            ready.add_metric([agent.name], 1 if health is not None and health.ready else 0)
         yield backlog
         yield ready
         yield GaugeMetricFamily(
@@ -174,10 +174,3 @@ _NATS_COUNTS = (
     ("out_bytes", "scanflow_nats_sent_bytes", "Payload bytes sent to NATS."),
     ("reconnects", "scanflow_nats_reconnects", "Reconnections to NATS."),
 )
-
-
-def _runtime_of(agent: Agent) -> Any:
-    try:
-        return agent.runtime
-    except RuntimeError:  # not running (yet, or any more)
-        return None

@@ -129,10 +129,9 @@ class Probes:
 
 def _state(agent: Agent) -> str:
     """``ready``, or the runtime's state (``starting``, ``stopping``...) when it is not."""
-    try:
-        runtime = agent.runtime
-    except RuntimeError:
+    if not agent.is_running:
         return "not started"
-    if runtime.ready:
+    health = agent.runtime.health()
+    if health.ready:
         return "ready"
-    return "not ready (a loop died)" if runtime.state == "running" else str(runtime.state)
+    return "not ready (a loop died)" if health.state == "running" else health.state

@@ -15,6 +15,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from scanflow_agents import chains
+from scanflow_agents._core.approvals import Approvals
+from scanflow_agents._core.instruments import NO_INSTRUMENTS, Instruments
+from scanflow_agents._core.running import AgentRuntime
 from scanflow_agents.actuators import ActuatorSpec
 from scanflow_agents.errors import DefinitionError
 from scanflow_agents.handlers import HandlerFn, HandlerSpec, spec_of
@@ -23,9 +26,8 @@ from scanflow_agents.sensors import SensorSpec
 from scanflow_agents.settings import Settings
 
 if TYPE_CHECKING:
-    from scanflow_agents._core.controlling import Approvals
-    from scanflow_agents._core.instruments import Instruments
-    from scanflow_agents._core.running import AgentRuntime
+    # For types only: the MLflow client's module loads MLflow, which an agent
+    # that never reads MLflow does not need.
     from scanflow_agents.knowledge import KnowledgeClient
     from scanflow_agents.transports.base import KeyValue, Transport
 
@@ -131,9 +133,6 @@ class Agent:
             instruments: what measures the agent's work (the pod entrypoint's metrics);
                 default: nothing.
         """
-        from scanflow_agents._core.instruments import NO_INSTRUMENTS
-        from scanflow_agents._core.running import AgentRuntime
-
         return AgentRuntime(
             self, transport, schedule=schedule, instruments=instruments or NO_INSTRUMENTS
         )
@@ -165,7 +164,7 @@ class Agent:
     @property
     def knowledge(self) -> KnowledgeClient:
         """The MLflow client of ``settings.mlflow`` (created on first use, closed at stop)."""
-        return self.runtime.knowledge.client()
+        return self.runtime.knowledge_client()
 
     @property
     def approvals(self) -> Approvals:
@@ -235,7 +234,7 @@ class Agent:
         letters, digits, ``-`` and ``_``, and a NATS account shares them: put
         the namespace in the name (``f"{self.name}-{self.settings.namespace}"``).
         """
-        return await self.runtime.transport.key_value(bucket, ttl=ttl)
+        return await self.runtime.key_value(bucket, ttl=ttl)
 
 
 class Peer:

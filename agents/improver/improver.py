@@ -6,8 +6,9 @@
 - SLO findings → a replica target computed from demand (see ``scaling``);
 - a promoted version that underperforms → roll back to the previous one;
 - plan kinds listed in ``approval`` wait for a person, held in the agent's
-  approvals: ``scanflow approvals`` and the console list and decide them, as
-  do the improver's own ``approve``/``reject``.
+  approvals (the core's): ``scanflow approvals``, ``approve``, ``reject`` and
+  the console list and decide them, and the core applies ``on_timeout`` to
+  a plan nobody decides within ``approval_timeout``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from scanflow_agents import (
     NotFound,
     Observation,
     actuator,
-    chains,
     rule,
     sensor,
 )
@@ -472,9 +472,10 @@ class Improver(Agent):
     ) -> None:  # fmt: skip
         """Hold a plan in the agent's approvals, where every way of deciding it meets.
 
-        The improver's ``approve``/``reject`` and the operators' control messages
-        (``scanflow approve``, the console) take the plan from there and call the
-        same functions, so a plan is carried out or dropped once, whoever decides.
+        Operators decide it with control messages (``scanflow approve``, the
+        console), and the core applies ``on_timeout`` once ``approval_timeout``
+        has passed; either way the plan is carried out or dropped once, and
+        the decision is recorded in the chain of the decision that held it.
         """
 
         async def approved(why: str) -> Any:
@@ -489,76 +490,18 @@ class Improver(Agent):
             details={**evidence, "workflow": workflow},
             approval_id=plan_id,
             timeout=self.config.approval_timeout,
+            on_timeout=self.config.on_timeout,
         )  # fmt: skip
-
-    def _waiting(self, plan: str) -> None:
-        """Refuse a plan id that nothing holds (decided already, timed out, or mistyped)."""
-        if plan not in self.approvals.pending:
-            waiting = ", ".join(self.approvals.pending) or "none"
-            raise NotFound(f"no plan {plan!r} waits for approval (waiting: {waiting})")
-
-    @actuator(timeout=1200)
-    async def approve(self, plan: str, reason: str = "") -> dict[str, Any]:
-        """Approve a waiting plan and carry it out now.
-
-        Args:
-            plan: The plan id (see ``plans``).
-            reason: Why, for the audit trail.
-        """
-        self._waiting(plan)
-        held = self.approvals.take(plan)
-        outcome = await held.on_approve(reason)
-        return {
-            "plan": plan,
-            "kind": held.kind,
-            "approved": True,
-            "reason": reason,
-            "outcome": outcome,
-        }
-
-    @actuator()
-    async def reject(self, plan: str, reason: str) -> dict[str, Any]:
-        """Reject a waiting plan.
-
-        Args:
-            plan: The plan id (see ``plans``).
-            reason: Why, for the audit trail.
-        """
-        self._waiting(plan)
-        held = self.approvals.take(plan)
-        if held.on_reject is not None:
-            await held.on_reject(reason)
-        return {"plan": plan, "kind": held.kind, "approved": False, "reason": reason}
 
     @actuator()
     async def plans(self) -> list[dict[str, Any]]:
-        """The plans waiting for approval."""
+        """The plans waiting for approval (decide them with ``scanflow approve`` / ``reject``)."""
         return [_listed(item) for item in self.approvals.listing()]
 
     @actuator()
     async def retraining(self) -> dict[str, dict[str, Any]]:
         """The workflows with a retraining in progress: state, deadline, findings noted."""
         return self.retrainings.describe()
-
-    @sensor(every=1.0, publish=False)
-    async def approval_timeouts(self) -> None:
-        """Apply the timeout policy to plans nobody approved in time."""
-        for held in self.approvals.expired():
-            why = f"nobody decided within {self.config.approval_timeout:g} s"
-            policy = self.config.on_timeout
-            logger.warning("plan %s (%s) %sd by timeout", held.id, held.summary, policy)
-            # In the chain of the decision that held the plan, as an operator's
-            # decision would be: the audit trail says who decided (nobody) and
-            # what the plan did then reads back with it.
-            with chains.within(held.correlation_id):
-                await self.emit(
-                    f"approval.timeout.{held.kind}",
-                    {"plan": held.id, "summary": held.summary, "policy": policy, "reason": why},
-                )
-                if policy == "approve":
-                    await held.on_approve(why)
-                elif held.on_reject is not None:
-                    await held.on_reject(why)
 
 
 def _listed(approval: dict[str, Any]) -> dict[str, Any]:

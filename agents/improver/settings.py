@@ -117,8 +117,12 @@ class ImproverSettings(BaseModel):
         default_factory=list, description="Plan kinds that wait for a human's approve/reject."
     )
     approval_timeout: float = Field(600.0, gt=0, description="Seconds a plan waits for approval.")
-    on_timeout: Literal["reject", "approve"] = Field(
-        "reject", description="What happens to a plan nobody approved in time."
+    on_timeout: Literal["reject", "approve", "hold"] = Field(
+        "reject",
+        description=(
+            "What happens to a plan nobody decided within approval_timeout: rejected, "
+            "approved, or held for a person (the expiry is recorded either way)."
+        ),
     )
     scaling: Scaling = Field(default_factory=Scaling)
 

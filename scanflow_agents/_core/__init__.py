@@ -26,7 +26,10 @@ The straight path of one observation, in the order the functions run:
 7. ``Recorder.enqueue`` queues the ``action`` event, caused by the call; the
    reply is sent once the stream has stored it.
 
-The parts (Reactor, Dispatcher, Scheduler, Knowledge) are given only the
-functions they use (``ports``); ``running`` wires them together and owns the
-lifecycle.
+The parts (Reactor, Dispatcher, Controller, Scheduler, Knowledge) are given
+only the functions they use (``ports``), and know the agent only as an
+``AgentSpec``; ``running`` wires them together and owns the lifecycle. The
+operator's switches are one ``switches.ControlState`` that only the
+Controller changes; decisions waiting for a person, and their expiry, are
+``approvals.Approvals``.
 """

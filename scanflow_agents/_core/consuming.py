@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from scanflow_agents._core.ports import AgentSpec
 from scanflow_agents._kit.tasks import guarded
 from scanflow_agents.messages import SCHEMA_VERSION, Envelope, Event, utcnow
 from scanflow_agents.transports.base import StoredMessage, Subscription
@@ -38,7 +39,6 @@ from scanflow_agents.triggers import OnEvent
 
 if TYPE_CHECKING:
     from scanflow_agents._core.reacting import Reactor
-    from scanflow_agents.agents import Agent
     from scanflow_agents.settings import AgentSettings
     from scanflow_agents.subjects import Subjects
     from scanflow_agents.transports.base import Transport
@@ -61,7 +61,7 @@ def durable_name(agent: str, pattern: str) -> str:
     return f"{slug}-{digest}"
 
 
-def topics(agent: Agent) -> list[str]:
+def topics(agent: AgentSpec) -> list[str]:
     """The topic patterns the agent's event sensors and rules listen to, without repeats."""
     found = [s.trigger.topic for s in agent.sensors.values() if isinstance(s.trigger, OnEvent)]
     found += [t for r in agent.rules.values() for t in r.topics]
@@ -99,7 +99,7 @@ class EventConsumers:
 
     def __init__(
         self,
-        agent: Agent,
+        agent: AgentSpec,
         reactor: Reactor,
         transport: Transport,
         subjects: Subjects,

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 
@@ -36,7 +36,14 @@ from scanflow_agents._core.consuming import decode
 from scanflow_agents._core.executing import Outcome, execute
 from scanflow_agents._core.guards import CallStore, Claim, Replies, Throttle, call_key
 from scanflow_agents._core.instruments import NO_INSTRUMENTS, Instruments, Respond
-from scanflow_agents._core.ports import Refusal, never_refuse
+from scanflow_agents._core.ports import (
+    AgentSpec,
+    DryRun,
+    Refusal,
+    Spawn,
+    never_dry,
+    never_refuse,
+)
 from scanflow_agents._core.recording import NotStored, Recorder, jsonable
 from scanflow_agents._kit import clocks
 from scanflow_agents.actuators import ActuatorSpec
@@ -46,13 +53,8 @@ from scanflow_agents.redaction import shown_params
 from scanflow_agents.settings import AgentSettings
 from scanflow_agents.transports.base import Message
 
-if TYPE_CHECKING:
-    from scanflow_agents.agents import Agent
-
 logger = logging.getLogger("scanflow_agents.dispatching")
 
-Spawn = Callable[[Coroutine[Any, Any, Any], str], Any]
-"""Starts a call's task, tracked by its owner: ``spawn(coroutine, name)``."""
 Alive = Callable[[str], Awaitable[bool]]
 """Whether the replica of this agent with that instance id still runs."""
 
@@ -80,18 +82,22 @@ class Dispatcher:
 
     Args:
         agent: the agent whose actuators run (passed to them as ``self``).
-        settings: limits, dry-run, idempotency and handler defaults.
+        settings: limits, idempotency and handler defaults. Its ``dry_run`` is
+            not read here: the agent's ``ControlState`` starts from it, and
+            ``dry_run`` below reads that.
         recorder: stores the action records (the reply waits for them).
         store: the shared idempotency store of keyed calls.
         spawn: starts a call's task, tracked by the runtime.
         alive: whether a replica (by instance id) of this agent still runs.
         refusal: why the agent refuses calls now (paused), or ``None``.
+        dry_run: whether the agent is in dry-run now. Both are read from the
+            agent's ``ControlState``; the dispatcher never changes them.
         instruments: told of every call and its reply (the pod's metrics).
     """
 
     def __init__(
         self,
-        agent: Agent,
+        agent: AgentSpec,
         settings: AgentSettings,
         *,
         recorder: Recorder,
@@ -99,6 +105,7 @@ class Dispatcher:
         spawn: Spawn,
         alive: Alive,
         refusal: Refusal = never_refuse,
+        dry_run: DryRun = never_dry,
         instruments: Instruments = NO_INSTRUMENTS,
     ) -> None:
         self.agent = agent
@@ -108,6 +115,7 @@ class Dispatcher:
         self.spawn = spawn
         self.alive = alive
         self.refusal = refusal
+        self.dry_run = dry_run
         self.instruments = instruments
         self.replies = Replies(
             max_bytes=settings.idempotency_bytes, window=settings.idempotency_window
@@ -342,7 +350,7 @@ class Dispatcher:
         actuator_id = spec.id
         shown = shown_params(params)  # what records and echoes show: secrets masked
         # A read-only actuator changes nothing, so dry-run answers it for real.
-        dry_run = (bool(body.get("dry_run")) or self.settings.dry_run) and not spec.read_only
+        dry_run = (bool(body.get("dry_run")) or self.dry_run()) and not spec.read_only
         if key is not None:
             answer = await self._claim(spec, key, call, name)
             if answer is not None:

@@ -12,22 +12,26 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from scanflow_agents import chains
 from scanflow_agents._core.executing import execute
 from scanflow_agents._core.instruments import NO_INSTRUMENTS, Instruments
 from scanflow_agents._core.knowing import is_empty
-from scanflow_agents._core.ports import Call, Cursors, Record, Refusal, never_refuse
+from scanflow_agents._core.ports import (
+    AgentSpec,
+    Call,
+    Cursors,
+    Record,
+    SensorRefusal,
+    never_refuse,
+)
 from scanflow_agents._core.recording import jsonable
 from scanflow_agents.errors import CallError, Rejected
 from scanflow_agents.messages import Decision, Event, Observation, new_id, utcnow
 from scanflow_agents.rules import RuleSpec
 from scanflow_agents.sensors import SensorSpec
 from scanflow_agents.settings import HandlerSettings
-
-if TYPE_CHECKING:
-    from scanflow_agents.agents import Agent
 
 logger = logging.getLogger("scanflow_agents.reacting")
 
@@ -76,19 +80,20 @@ class Reactor:
         handlers: the default timeout, retries and backoff of handlers.
         record: keeps observations and decisions (the runtime's recorder).
         call: makes a decision's calls (the runtime's call path).
-        refusal: why the agent does not run sensors now (paused), or ``None``.
+        refusal: why a sensor (by id) does not run now, or ``None``: the agent
+            or the sensor is paused (read from the agent's ``ControlState``).
         cursors: positions of sensors that read MLflow; needed only if one does.
         instruments: told of every sensor run and decision (the pod's metrics).
     """
 
     def __init__(
         self,
-        agent: Agent,
+        agent: AgentSpec,
         *,
         handlers: HandlerSettings,
         record: Record,
         call: Call,
-        refusal: Refusal = never_refuse,
+        refusal: SensorRefusal = never_refuse,
         cursors: Cursors | None = None,
         instruments: Instruments = NO_INSTRUMENTS,
     ) -> None:
@@ -101,7 +106,6 @@ class Reactor:
         self.cursors = cursors
         self.sensor_states = {sid: SensorState() for sid in agent.sensors}
         self.rule_states = {rid: RuleState() for rid in agent.rules}
-        self.paused_sensors: dict[str, str] = {}  # by an operator (controlling.py), with why
 
     def _cursors(self, spec: SensorSpec) -> Cursors:
         if self.cursors is None:
@@ -112,7 +116,7 @@ class Reactor:
         """Run a sensor once; publish and react to what it observed. Never raises."""
         spec = self.agent.sensors[sensor_id]
         state = self.sensor_states[sensor_id]
-        if self.refusal() is not None or sensor_id in self.paused_sensors:
+        if self.refusal(sensor_id) is not None:
             state.skipped += 1
             return None
         # A timed run starts a new story; an event sensor continues the event's.

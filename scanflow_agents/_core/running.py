@@ -8,6 +8,14 @@ runs the time sensors and reads the event stream for rules and event sensors
 which is idempotent) hands the lease over, stops the sensors, drains
 subscriptions so accepted calls are answered, waits a bounded time for
 in-flight handlers and cancels what remains.
+
+The runtime owns the lifecycle and wires the parts; the state each part
+keeps is its own. The operator's switches (pause, sensor pauses, dry-run)
+are one :class:`~scanflow_agents._core.switches.ControlState`, changed only
+by the :class:`~scanflow_agents._core.controlling.Controller` and read by the
+Reactor and the Dispatcher through ports. Other modules use the runtime
+through its public methods only (``tests/test_architecture.py`` lists them):
+they do not reach through it to its parts.
 """
 
 from __future__ import annotations
@@ -18,37 +26,82 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import ValidationError
 
 from scanflow_agents import chains
+from scanflow_agents._core.approvals import Approvals
 from scanflow_agents._core.calling import call_envelope, remote_call, result_of
 from scanflow_agents._core.consuming import EventConsumers
-from scanflow_agents._core.controlling import Controller
+from scanflow_agents._core.controlling import BROADCAST_OPS, Controller
 from scanflow_agents._core.describing import describe, heartbeat
 from scanflow_agents._core.dispatching import Dispatcher
 from scanflow_agents._core.guards import CallStore
 from scanflow_agents._core.instruments import NO_INSTRUMENTS, Instruments
 from scanflow_agents._core.knowing import Knowledge
 from scanflow_agents._core.leading import Leadership
+from scanflow_agents._core.ports import AgentSpec
 from scanflow_agents._core.reacting import Reactor
 from scanflow_agents._core.recording import Recorder, Sink, jsonable
 from scanflow_agents._core.scheduling import Scheduler
+from scanflow_agents._core.switches import ControlSnapshot, ControlState
 from scanflow_agents._kit.tasks import Tasks
+from scanflow_agents._kit.tasks import stop as stop_task
 from scanflow_agents.errors import CallError
 from scanflow_agents.messages import Envelope, Event, Observation, Reply
+from scanflow_agents.settings import Settings
 from scanflow_agents.subjects import Subjects
-from scanflow_agents.transports.base import Message, Subscription, Transport
+from scanflow_agents.transports.base import KeyValue, Message, Subscription, Transport
+from scanflow_agents.triggers import validate_topic
 
 if TYPE_CHECKING:
-    from scanflow_agents.agents import Agent
+    # For types only: the MLflow client's module loads MLflow, which the core
+    # does not import until an agent uses it.
+    from scanflow_agents.knowledge import KnowledgeClient
 
 logger = logging.getLogger("scanflow_agents.running")
 
 # What heartbeats and descriptions say in `state`; `stopped` is the last one sent.
 AgentState = Literal["created", "starting", "running", "paused", "stopping", "stopped"]
+Phase = Literal["created", "starting", "running", "stopping", "stopped"]
+
+
+class Hosted(AgentSpec, Protocol):
+    """What the runtime uses of the agent it runs, beyond its specs: settings and hooks.
+
+    ``scanflow_agents.Agent`` is one; the runtime binds itself to the agent at
+    start (so that ``self.call`` and ``self.approvals`` work in handlers) and
+    unbinds at stop.
+    """
+
+    @property
+    def settings(self) -> Settings: ...
+
+    async def on_start(self) -> None: ...
+
+    async def on_stop(self) -> None: ...
+
+    def attach_runtime(self, runtime: AgentRuntime) -> None: ...
+
+    def detach_runtime(self, runtime: AgentRuntime) -> None: ...
+
+
+@dataclass(frozen=True)
+class Health:
+    """What probes and metrics read of a runtime, at one moment.
+
+    Attributes:
+        state: the lifecycle state (``paused`` while an operator paused it).
+        ready: started, subscribed, and none of its loops died.
+        backlog: events recorded and not yet stored in the stream.
+    """
+
+    state: AgentState
+    ready: bool
+    backlog: int
 
 
 class AgentRuntime:
@@ -56,7 +109,7 @@ class AgentRuntime:
 
     def __init__(
         self,
-        agent: Agent,
+        agent: Hosted,
         transport: Transport,
         *,
         schedule: bool = True,
@@ -71,11 +124,12 @@ class AgentRuntime:
         # Random per runtime: replicas (also several in one process) must differ,
         # since the lease names its holder by instance.
         self.instance = os.urandom(6).hex()
-        self.state: AgentState = "created"
+        self._phase: Phase = "created"
         self.ready = False
-        self.paused_reason: str | None = None
         self.started_at = time.monotonic()
         self.tasks = Tasks(agent.name, on_broken=self._broken)
+        # The operator's switches: changed by the controller only, read by the parts.
+        self.control_state = ControlState(agent.name, dry_run=self.settings.agent.dry_run)
         # The parts, each given only what it uses (see scanflow_agents._core's docstring
         # for the path an observation takes through them).
         self.recorder = Recorder(
@@ -100,7 +154,8 @@ class AgentRuntime:
             ),
             spawn=lambda coro, name: self.tasks.spawn(coro, name=name),
             alive=self._alive,
-            refusal=self.refusal,
+            refusal=self.control_state.refusal,
+            dry_run=self.control_state.dry_run,
             instruments=instruments,
         )
         self.reactor = Reactor(
@@ -108,7 +163,7 @@ class AgentRuntime:
             handlers=self.settings.agent.handlers,
             record=self.recorder.record,
             call=self.call,
-            refusal=self.refusal,
+            refusal=self.control_state.sensor_refusal,
             cursors=self.knowledge,
             instruments=instruments,
         )
@@ -134,13 +189,34 @@ class AgentRuntime:
             if schedule
             else None
         )
-        self.controller = Controller(self)  # operators' control messages, approvals
-        self.approvals = self.controller.approvals
+        self.approvals = Approvals(
+            agent.name,
+            record=self.recorder.record,
+            spawn=lambda coro, name: self.tasks.spawn(coro, name=name),
+        )
+        self.controller = Controller(  # operators' control messages
+            agent,
+            instance=self.instance,
+            settings=self.settings.agent,
+            controls=self.control_state,
+            approvals=self.approvals,
+            run_sensor=self.run_sensor,
+            record=self.recorder.record,
+            spawn=lambda coro, name: self.tasks.spawn(coro, name=name),
+        )
         self._subscriptions: list[Subscription] = []
         self._stopped = asyncio.Event()
         self._hooks_started = False
         self._heartbeat: asyncio.Task[Any] | None = None
         self._recording: asyncio.Task[Any] | None = None
+        self._expiring: asyncio.Task[Any] | None = None
+
+    @property
+    def state(self) -> AgentState:
+        """The lifecycle state; ``paused`` while running and paused by an operator."""
+        if self._phase == "running" and self.control_state.paused:
+            return "paused"
+        return self._phase
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -163,7 +239,7 @@ class AgentRuntime:
             RuntimeError: the agent already runs in another runtime.
         """
         self.agent.attach_runtime(self)
-        self.state = "starting"
+        self._phase = "starting"
         self.started_at = time.monotonic()
         # The order is from the inside out: each step may use the ones before it.
         try:
@@ -174,6 +250,9 @@ class AgentRuntime:
             self._hooks_started = True
             # Before the first sensor run, which may read MLflow or record to it.
             await self.knowledge.start()
+            # Before anything can hold an approval (handlers run once subscribed):
+            # the timer applies the timeout policies from the first hold on.
+            self._expiring = self.tasks.spawn(self.approvals.run(), name="approvals", endless=True)
             # Calls and events can arrive from here on: everything they use is up.
             await self._subscribe()
             if self.scheduler is not None:
@@ -187,7 +266,7 @@ class AgentRuntime:
             # Also on cancellation: stop() is bounded and leaves nothing running.
             await self.stop()
             raise
-        self.state = "running"
+        self._phase = "running"
         self.ready = True
         # Heartbeats start once ready, so the first one already says so.
         self._heartbeat = self.tasks.spawn(self._heartbeats(), name="heartbeat", endless=True)
@@ -209,22 +288,31 @@ class AgentRuntime:
             await subscribe(subjects.describe(name), self._on_describe, queue=queue)
         )
         self._subscriptions.append(await subscribe(subjects.discover, self._on_discover))
-        self._subscriptions += await self.controller.subscribe()
+        # run-sensor goes to one replica (queue group); the other ops to every one.
+        self._subscriptions.append(
+            await subscribe(
+                subjects.control(name, "run-sensor"), self.controller.on_message, queue=queue
+            )
+        )
+        for op in BROADCAST_OPS:
+            self._subscriptions.append(
+                await subscribe(subjects.control(name, op), self.controller.on_message)
+            )
 
     async def _on_leadership(self, leading: bool) -> None:
         # Only the leader reads the stream: the next one resumes from the
         # consumers' acknowledged position, so no event is missed or repeated.
-        if leading and self.state not in ("stopping", "stopped"):
+        if leading and self._phase not in ("stopping", "stopped"):
             await self.consumers.start()
         else:
             await self.consumers.stop(self.settings.agent.shutdown_timeout)
 
     async def stop(self) -> None:
         """Stop sensors, drain subscriptions, finish or cancel in-flight work. Idempotent."""
-        if self.state in ("stopping", "stopped"):
+        if self._phase in ("stopping", "stopped"):
             await self._stopped.wait()
             return
-        self.state = "stopping"
+        self._phase = "stopping"
         self.ready = False
         timeout = self.settings.agent.shutdown_timeout
         # The reverse of start(): first stop taking new work, then let the work
@@ -235,6 +323,11 @@ class AgentRuntime:
             # No new sensor runs; runs under way are tracked tasks, waited for below.
             if self.scheduler is not None:
                 self.scheduler.stop()
+            # No approval expires from here on: a plan its timeout approved now
+            # would start after the wait below began and be cancelled half-way.
+            # It stays held, and goes with the process as every approval does
+            # (they are kept in memory).
+            await stop_task(self._expiring, timeout)
             # Finish the event in hand, then give the lease up so that another
             # replica takes over now rather than after the lease expires.
             await self.leadership.stop()
@@ -270,7 +363,7 @@ class AgentRuntime:
             # MLflow last among the parts: the flush above may still have fed its sink.
             await self.knowledge.close()
         finally:
-            self.state = "stopped"
+            self._phase = "stopped"
             # A last heartbeat says so: watchers show `stopped` at once, and keep
             # `stale` (silence) for a replica that died without a word.
             with contextlib.suppress(Exception):
@@ -297,27 +390,40 @@ class AgentRuntime:
 
     def _broken(self, task_name: str) -> None:
         self.instruments.loop_broken(self.agent.name, task_name)
-        if self.state == "running":
+        # Also when paused: a dead loop does not come back on resume.
+        if self._phase == "running":
             self.ready = False
             logger.error("agent %r is not ready: its %s task died", self.agent.name, task_name)
 
-    def pause(self, reason: str = "paused by an operator") -> None:
-        """Stop running sensors and reject actuator calls until :meth:`resume`."""
-        self.paused_reason = reason
-        self.state = "paused"
+    # -- what others read ----------------------------------------------------------------
 
-    def resume(self) -> None:
-        self.paused_reason = None
-        if self.state == "paused":
-            self.state = "running"
+    def controls(self) -> ControlSnapshot:
+        """The operator's switches now (pause, sensor pauses, dry-run), as a frozen copy."""
+        return self.control_state.snapshot()
 
-    def refusal(self) -> str | None:
-        """Why the agent refuses work now (paused), or ``None``."""
-        return (
-            f"agent '{self.agent.name}' is paused: {self.paused_reason}"
-            if self.paused_reason
-            else None
-        )
+    def health(self) -> Health:
+        """State, readiness and record backlog now (what probes and metrics read)."""
+        return Health(self.state, self.ready, len(self.recorder.backlog))
+
+    async def settle(self, timeout: float = 5.0) -> None:
+        """Wait until the work in flight is done and its records are stored (bounded).
+
+        Calls, control messages and sensor runs under way finish first, then
+        the records they made are flushed to the stream: a test (or a script)
+        reads them back afterwards. The agent keeps running.
+        """
+        # A round trip to the server: what it had for this agent by now has arrived.
+        await self.transport.flush()
+        await self.tasks.wait(timeout)
+        await self.recorder.flush(timeout)
+
+    def knowledge_client(self) -> KnowledgeClient:
+        """The MLflow client of ``settings.mlflow`` (created on first use, closed at stop)."""
+        return self.knowledge.client()
+
+    async def key_value(self, bucket: str, *, ttl: float | None = None) -> KeyValue:
+        """A key-value bucket on the agent's connection (see ``Agent.key_value``)."""
+        return await self.transport.key_value(bucket, ttl=ttl)
 
     # -- sensors -------------------------------------------------------------------------
 
@@ -339,7 +445,7 @@ class AgentRuntime:
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
-            if self.state not in ("stopping", "stopped"):
+            if self._phase not in ("stopping", "stopped"):
                 raise
             # The scheduler's shutdown cancels the job that awaits the run; the
             # run is stop()'s to wait for. Ending the job normally keeps that
@@ -384,8 +490,6 @@ class AgentRuntime:
 
     async def emit(self, topic: str, payload: Any) -> Envelope:
         """Queue an event on ``topic`` for the stream, in the current chain."""
-        from scanflow_agents.triggers import validate_topic
-
         validate_topic(topic)
         if "*" in topic or ">" in topic:
             raise ValueError(f"cannot emit on a wildcard topic {topic!r}")

@@ -179,12 +179,16 @@ class AgentHarness:
                 self._changed.clear()
                 await self._changed.wait()
 
-    async def settle(self) -> None:
-        """Let in-flight messages and handlers finish (flush every connection)."""
+    async def settle(self, timeout: float = 5.0) -> None:
+        """Wait until the agents' work in flight is done and its records are stored.
+
+        Calls, control messages and sensor runs under way finish, and the
+        records they made reach the stream (each wait bounded by ``timeout``);
+        then the harness's own connection is flushed, so what the agents
+        published has arrived in :attr:`events`.
+        """
         for agent in self.agents.values():
-            await agent.runtime.transport.flush()
-            await agent.runtime.tasks.wait(5.0)
-            await agent.runtime.recorder.flush(5.0)
+            await agent.runtime.settle(timeout)
         await self.client.transport.flush()
         await asyncio.sleep(0.01)
 

@@ -280,6 +280,7 @@ async def test_plans_can_wait_for_approval(mlflow_server: MlflowServer) -> None:
     async with KnowledgeClient(settings.mlflow) as client:
         planner = Planner(client, experiment, [(0.9, 0.5)])
         async with AgentHarness(Improver(), Tracker(), planner, settings=settings) as h:
+            controls = Controls(h.client, wait=0.5)
             await h.emit("finding.drift.serve", DRIFT, source="checker")
             await h.emit("finding.slo.serve", slo(True, 100, 1), source="checker")
             await eventually(lambda: len(h.records("decision", "improver")) == 2)
@@ -288,13 +289,16 @@ async def test_plans_can_wait_for_approval(mlflow_server: MlflowServer) -> None:
             assert planner.calls == []  # nothing done without approval
             scale_plan = next(p["id"] for p in waiting if p["kind"] == "scale")
             retrain_plan = next(p["id"] for p in waiting if p["kind"] == "retrain")
-            rejected = await h.call("improver", "reject", plan=scale_plan, reason="maintenance")
+            rejected = await controls.reject("improver", scale_plan, reason="maintenance")
             assert rejected["approved"] is False
-            await h.call("improver", "approve", plan=retrain_plan, reason="looks right")
-            assert planner.called("run")
+            await controls.approve("improver", retrain_plan, reason="looks right")
+            await eventually(lambda: bool(planner.called("run")))
             assert planner.called("scale") == []
-            with pytest.raises(Exception, match="no plan"):
-                await h.call("improver", "approve", plan=scale_plan)
+            with pytest.raises(NotFound, match="no approval"):
+                await controls.approve("improver", scale_plan, reason="too late")
+            # The improver decides nothing itself: approving and rejecting are the core's.
+            assert not {"approve", "reject"} & set(Improver.actuators)
+            assert "approval_timeouts" not in Improver.sensors
 
 
 async def test_held_plans_are_listed_and_decided_by_operators(
@@ -335,27 +339,28 @@ async def test_held_plans_are_listed_and_decided_by_operators(
             assert again["id"] != retrain["id"]
             assert planner.calls == []
 
-            # Approved by an operator: carried out, as the improver's `approve` would.
+            # Approved by an operator: carried out.
             approved = await controls.approve("improver", again["id"], reason="looks right")
             assert approved["approved"] is True
             await controls.approve("improver", scale["id"], reason="traffic is real")
             await eventually(lambda: bool(planner.called("run") and planner.called("scale")))
             assert planner.called("scale") == [{"workflow": "serve", "replicas": 3}]
             assert await controls.approvals() == []
-            with pytest.raises(NotFound, match="no plan"):
-                await h.call("improver", "approve", plan=scale["id"])
+            with pytest.raises(NotFound, match="no approval"):
+                await controls.approve("improver", scale["id"], reason="twice")
             await h.settle()
             await eventually(lambda: len(h.records("control", "improver", "approve-done")) == 2)
             assert all(r["payload"]["ok"] for r in h.records("control", "improver", "approve-done"))
 
 
-@pytest.mark.parametrize("on_timeout", ["reject", "approve"])
+@pytest.mark.parametrize("on_timeout", ["reject", "approve", "hold"])
 async def test_a_plan_nobody_decides_follows_the_timeout_policy(
     mlflow_server: MlflowServer, on_timeout: str
 ) -> None:
+    """The core's approvals apply the policy: no sensor of the improver polls for it."""
     experiment = f"digits-{uuid.uuid4().hex[:6]}"
     settings = improver_settings(
-        mlflow_server, experiment, approval=["retrain"], approval_timeout=0.3,
+        mlflow_server, experiment, approval=["retrain"], approval_timeout=1.0,
         on_timeout=on_timeout,
     )  # fmt: skip
     async with KnowledgeClient(settings.mlflow) as client:
@@ -365,22 +370,30 @@ async def test_a_plan_nobody_decides_follows_the_timeout_policy(
             assert isinstance(improver, Improver)
             await h.emit("finding.drift.serve", DRIFT, source="checker")
             await eventually(lambda: bool(h.records("decision", "improver")))
-            await h.run_sensor("improver", "approval_timeouts")
             assert len(await h.call("improver", "plans")) == 1  # not expired yet
-            await asyncio.sleep(0.35)
-            await h.run_sensor("improver", "approval_timeouts")
-            assert await h.call("improver", "plans") == []
-            # The audit trail says nobody decided, in the chain of the decision that held it.
+            await eventually(lambda: bool(h.records("control", "improver", "expired")))
             await h.settle()
+            # The audit trail says nobody decided, in the chain of the decision that held it.
             held = h.records("decision", "improver")[0]
-            timed_out = [e for e in h.events if e.get("name") == "approval.timeout.retrain"]
-            assert [e["payload"]["policy"] for e in timed_out] == [on_timeout]
-            assert timed_out[0]["correlation_id"] == held["correlation_id"]
+            (expired,) = h.records("control", "improver", "expired")
+            assert expired["payload"]["policy"] == on_timeout
+            assert expired["payload"]["reason"] == "nobody decided within 1 s"
+            assert expired["correlation_id"] == held["correlation_id"]
+            waiting = await h.call("improver", "plans")
             if on_timeout == "approve":
-                assert planner.called("run")
-            else:
+                await eventually(lambda: bool(planner.called("run")))
+                assert waiting == []
+            elif on_timeout == "reject":
                 assert planner.called("run") == []
                 assert improver.retrainings.state("serve") is None
+                assert waiting == []
+            else:  # held: still waiting for a person, who may still decide it
+                assert [plan["expires_in_s"] for plan in waiting] == [0.0]
+                assert planner.called("run") == []
+                await Controls(h.client, wait=0.5).approve(
+                    "improver", waiting[0]["id"], reason="late, but checked"
+                )
+                await eventually(lambda: bool(planner.called("run")))
 
 
 async def test_slo_findings_scale_out_then_in(mlflow_server: MlflowServer) -> None:

@@ -93,7 +93,7 @@ async def test_pause_and_resume_a_sensor(
     async with app.run_test(size=(80, 24)) as pilot:
         sensors = await open_agent_view(pilot, app, "scaler", "#sensors")
         await pilot.press("p")
-        await eventually(lambda: runtime.controller.sensor_paused("load"), timeout=10)
+        await eventually(lambda: "load" in runtime.controls().paused_sensors, timeout=10)
         skipped = runtime.reactor.sensor_states["load"].skipped
         await eventually(
             lambda: runtime.reactor.sensor_states["load"].skipped > skipped, timeout=10
@@ -102,7 +102,7 @@ async def test_pause_and_resume_a_sensor(
 
         await pilot.press("p")
         await eventually(lambda: "resumed scaler.load" in _text(app, "#output"), timeout=10)
-        assert not runtime.controller.sensor_paused("load")
+        assert "load" not in runtime.controls().paused_sensors
         runs = runtime.reactor.sensor_states["load"].runs
         await eventually(lambda: runtime.reactor.sensor_states["load"].runs > runs, timeout=10)
     paused = [r for r in agents.records("control", "scaler") if r["name"] == "pause"]
@@ -149,7 +149,7 @@ async def test_read_only_console_refuses_to_act(
         await _type(pilot, "pause scaler")
         assert "refused, the console is read-only" in _text(app, "#output")
         assert "READ-ONLY" in _text(app, "#status")
-    assert not agents.runtime("scaler").paused_reason
+    assert not agents.runtime("scaler").controls().paused.on
 
 
 async def test_typed_commands_are_kept_across_sessions(

@@ -9,35 +9,35 @@ import pytest
 from scanflow_agents import BadInput, NotFound, Rejected, Unavailable
 from scanflow_agents.controls import Controls
 from scanflow_agents.messages import Envelope
+from scanflow_agents.settings import Settings
 from scanflow_agents.testing import AgentHarness, eventually
 
 from .operated import Gate, Scaler
 
 
 async def test_control_ops_can_be_refused_and_check_their_input(bus: str | None) -> None:
-    async with AgentHarness(Scaler(), Gate(), nats_url=bus) as h:
+    # The actuators' allow-list decides for control ops as well: `control.<op>`.
+    settings = Settings.defaults()
+    settings.agent.allow = {"gate.control.pause": ["operator:alice"]}
+    async with AgentHarness(Scaler(), Gate(), nats_url=bus, settings=settings) as h:
         controls = Controls(h.client, wait=0.5)
 
         def only_admins(op: str, request: Envelope) -> str | None:
             return None if request.source == "admin" else f"{request.source} may not {op}"
 
         h.runtime("scaler").controller.authorize = only_admins
-        # The actuators' allow-list decides for control ops as well: `control.<op>`.
-        gate = h.runtime("gate")
-        allow = {"gate.control.pause": ["operator:alice"]}
-        gate.settings = gate.settings.model_copy(
-            update={"agent": gate.settings.agent.model_copy(update={"allow": allow})}
-        )
         with pytest.raises(Rejected, match="caller 'harness' is not allowed"):
             await controls.pause("gate")
         assert await controls.approvals("gate") == []  # ops not listed stay open
         with pytest.raises(Rejected, match="pause on agent 'scaler' refused: harness may not"):
             await controls.pause("scaler")
-        assert not h.runtime("scaler").paused_reason
+        assert not h.runtime("scaler").controls().paused.on
         h.client.name = "admin"
         await controls.pause("scaler")
-        assert h.runtime("scaler").paused_reason == "paused by admin"
+        paused = h.runtime("scaler").controls().paused
+        assert (paused.on, paused.reason, paused.by) == (True, "paused by admin", "admin")
         await controls.resume("scaler")
+        assert not h.runtime("scaler").controls().paused.on
 
         with pytest.raises(BadInput) as bad:
             await controls.dry_run("scaler", "yes")  # type: ignore[arg-type]

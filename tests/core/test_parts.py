@@ -113,7 +113,11 @@ class Hot(Agent):
 
 def reactor(agent: Agent, calls: Calls, records: Records, paused: str | None = None) -> Reactor:
     return Reactor(
-        agent, handlers=HandlerSettings(), record=records, call=calls, refusal=lambda: paused
+        agent,
+        handlers=HandlerSettings(),
+        record=records,
+        call=calls,
+        refusal=lambda sensor: paused,
     )
 
 

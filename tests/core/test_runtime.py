@@ -27,6 +27,7 @@ from scanflow_agents import (
     rule,
     sensor,
 )
+from scanflow_agents.controls import Controls
 from scanflow_agents.messages import Envelope, Reply, new_id
 from scanflow_agents.settings import Settings
 from scanflow_agents.testing import AgentHarness, eventually
@@ -416,13 +417,16 @@ async def test_graceful_stop_answers_in_flight_calls(bus: str | None) -> None:
 async def test_pause_skips_sensors_and_rejects_calls(bus: str | None) -> None:
     watcher, planner = Watcher(), Planner()
     async with AgentHarness(watcher, planner, nats_url=bus) as h:
-        planner.runtime.pause("maintenance window")
-        watcher.runtime.pause()
+        controls = Controls(h.client, wait=2.0, replicas={"planner": 1, "watcher": 1})
+        await controls.pause("planner", reason="maintenance window")
+        await controls.pause("watcher")
         with pytest.raises(Rejected, match="paused: maintenance window"):
             await h.call("planner", "scale", replicas=1)
         assert await h.run_sensor("watcher", "load") is None
-        planner.runtime.resume()
+        assert (await h.client.describe("planner"))["state"] == "paused"
+        await controls.resume("planner")
         assert await h.call("planner", "scale", replicas=1)
+        assert (await h.client.describe("planner"))["state"] == "running"
 
 
 class Lifecycle(Agent):
