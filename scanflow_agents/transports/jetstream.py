@@ -26,9 +26,9 @@ from scanflow_agents.transports.base import (
     check_kv_names,
 )
 from scanflow_agents.transports.provisioning import (
+    answered,
     ensure_bucket_replicas,
     led,
-    reachable,
     replica_error,
 )
 
@@ -202,9 +202,10 @@ class ConsumerSubscription(Subscription):
 class JetStreamKeyValue(KeyValue):
     """A JetStream key-value bucket (one value per key kept)."""
 
-    def __init__(self, kv: NatsBucket, bucket: str, ttl: float | None) -> None:
+    def __init__(self, kv: NatsBucket, bucket: str, ttl: float | None, grace: float = 0.0) -> None:
         super().__init__(bucket, ttl)
         self._kv = kv
+        self.grace = grace  # seconds a write waits for the bucket to be known (a cluster)
 
     async def get(self, key: str) -> KvEntry | None:
         check_kv_names(self.bucket, key)
@@ -219,14 +220,14 @@ class JetStreamKeyValue(KeyValue):
     async def put(self, key: str, value: bytes) -> int:
         check_kv_names(self.bucket, key)
         try:
-            return int(await self._kv.put(key, value))
+            return int(await answered(lambda: self._kv.put(key, value), self.grace))
         except _ERRORS as exc:
             raise self._failed("write", key, exc) from exc
 
     async def create(self, key: str, value: bytes) -> int:
         check_kv_names(self.bucket, key)
         try:
-            return int(await self._kv.create(key, value))
+            return int(await answered(lambda: self._kv.create(key, value), self.grace))
         except nats.js.errors.KeyWrongLastSequenceError:
             raise KvConflict(f"key {key!r} of bucket {self.bucket!r} exists") from None
         except _ERRORS as exc:
@@ -235,7 +236,9 @@ class JetStreamKeyValue(KeyValue):
     async def update(self, key: str, value: bytes, revision: int) -> int:
         check_kv_names(self.bucket, key)
         try:
-            return int(await self._kv.update(key, value, last=revision))
+            return int(
+                await answered(lambda: self._kv.update(key, value, last=revision), self.grace)
+            )
         except nats.js.errors.KeyWrongLastSequenceError:
             raise self._moved(key, revision) from None
         except _ERRORS as exc:
@@ -244,7 +247,7 @@ class JetStreamKeyValue(KeyValue):
     async def delete(self, key: str, *, revision: int | None = None) -> None:
         check_kv_names(self.bucket, key)
         try:
-            await self._kv.delete(key, last=revision)
+            await answered(lambda: self._kv.delete(key, last=revision), self.grace)
         except nats.js.errors.APIError as exc:
             if exc.err_code in _WRONG_LAST_SEQUENCE:
                 raise self._moved(key, revision) from None
@@ -261,7 +264,7 @@ class JetStreamKeyValue(KeyValue):
 
 
 async def open_bucket(
-    js: JetStreamContext, bucket: str, ttl: float | None, *, replicas: int = 1
+    js: JetStreamContext, bucket: str, ttl: float | None, *, replicas: int = 1, grace: float = 0.0
 ) -> JetStreamKeyValue:
     """The bucket, created if missing (file storage, ``replicas`` copies).
 
@@ -276,10 +279,8 @@ async def open_bucket(
                 bucket=bucket, history=1, ttl=ttl, storage=api.StorageType.FILE, replicas=replicas
             )
             await led(js, f"KV_{bucket}")
-            await reachable(js, f"$KV.{bucket}.probe")
-            return JetStreamKeyValue(kv, bucket, ttl)
+            return JetStreamKeyValue(kv, bucket, ttl, grace)
         await ensure_bucket_replicas(js, bucket, replicas)
-        await reachable(js, f"$KV.{bucket}.probe")
         current = (await kv.status()).ttl or None
         if ttl is not None and current != ttl:
             info = await js.stream_info(f"KV_{bucket}")
@@ -291,4 +292,4 @@ async def open_bucket(
             current = ttl
     except _ERRORS as exc:
         raise replica_error(f"key-value bucket {bucket!r}", replicas, exc) from exc
-    return JetStreamKeyValue(kv, bucket, current)
+    return JetStreamKeyValue(kv, bucket, current, grace)

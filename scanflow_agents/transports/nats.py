@@ -48,13 +48,9 @@ from scanflow_agents.transports.jetstream import (
     JetStreamKeyValue,
     open_bucket,
 )
-from scanflow_agents.transports.provisioning import ensure_stream
+from scanflow_agents.transports.provisioning import INTEREST_GRACE, answered, ensure_stream
 
 logger = logging.getLogger(__name__)
-
-# Seconds a request to a cluster may wait for a new subscription to reach the
-# server it went to before "no responders" is the answer.
-INTEREST_GRACE = 0.5
 
 
 def _ack_error(data: bytes) -> BaseException | None:
@@ -203,6 +199,11 @@ class NatsTransport(Transport):
         await ensure_stream(self.js, config)
 
     @property
+    def grace(self) -> float:
+        """Seconds a write or request waits for interest to spread (a cluster; not one server)."""
+        return INTEREST_GRACE if len(self.nc.servers) > 1 else 0.0
+
+    @property
     def connected(self) -> bool:
         return bool(self.nc.is_connected)
 
@@ -217,7 +218,12 @@ class NatsTransport(Transport):
         self, subject: str, data: bytes, *, msg_id: str | None = None
     ) -> None:
         try:
-            await self.js.publish(subject, data, stream=self.stream, headers=_id_header(msg_id))
+            await answered(
+                lambda: self.js.publish(
+                    subject, data, stream=self.stream, headers=_id_header(msg_id)
+                ),
+                self.grace,
+            )
         except nats.errors.TimeoutError as exc:
             raise TransportError(f"JetStream did not acknowledge {subject!r} in time") from exc
         except (nats.errors.MaxPayloadError, nats.js.errors.APIError) as exc:
@@ -306,7 +312,7 @@ class NatsTransport(Transport):
         # In a cluster a subscription reaches the other servers a few milliseconds
         # after its own: "no responders" is final only after that grace (one
         # server knows at once). Asking again is safe: nobody got the request.
-        grace = loop.time() + min(INTEREST_GRACE, timeout) if len(self.nc.servers) > 1 else 0.0
+        grace = loop.time() + min(self.grace, timeout)
         while True:
             try:
                 reply = await self.nc.request(
@@ -457,7 +463,7 @@ class NatsTransport(Transport):
         cached = self._buckets.get(bucket)
         if cached is None or (ttl is not None and cached.ttl != ttl):
             cached = self._buckets[bucket] = await open_bucket(
-                self.js, bucket, ttl, replicas=self.replicas
+                self.js, bucket, ttl, replicas=self.replicas, grace=self.grace
             )
         return cached
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -22,6 +24,7 @@ from nats.js import JetStreamContext, api
 from scanflow_agents.transports.base import TransportError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # JetStream's error codes for a replica count the servers cannot hold.
 _NOT_CLUSTERED = 10074  # "replicas > 1 not supported in non-clustered mode"
@@ -29,8 +32,9 @@ _TOO_FEW_PEERS = (10005, 10023)  # "no suitable peers for placement", "insuffici
 # Seconds a new replicated stream may take to elect its leader before it is used anyway
 # (its first writes then fail as they would without the wait, and are retried).
 LEADER_WAIT = 10.0
-_WRONG_STREAM = 10060  # "expected stream does not match": the probe's answer
-_PROBE = "-no-such-stream-"
+# Seconds a write may wait for its stream's subjects to be known at this
+# connection's server (a cluster spreads them in milliseconds).
+INTEREST_GRACE = 0.5
 _ERRORS = (nats.errors.Error, nats.js.errors.Error, OSError)
 
 
@@ -75,10 +79,7 @@ async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> api.S
                     replicas,
                 )
             await js.update_stream(config)
-        info = await led(js, str(config.name))
-        for subject in config.subjects or ():
-            await reachable(js, subject.replace(">", "probe").replace("*", "probe"))
-        return info
+        return await led(js, str(config.name))
     except _ERRORS as exc:
         raise replica_error(what, replicas, exc) from exc
 
@@ -104,29 +105,22 @@ async def led(js: JetStreamContext, stream: str, timeout: float = LEADER_WAIT) -
         await asyncio.sleep(0.05)
 
 
-async def reachable(js: JetStreamContext, subject: str, timeout: float = LEADER_WAIT) -> None:
-    """Return once a publish on ``subject`` reaches its stream from this connection's server.
+async def answered(write: Callable[[], Awaitable[T]], grace: float = INTEREST_GRACE) -> T:
+    """``write()``, asked again while its stream's subjects are not yet known here.
 
     A stream takes its subjects at the server that leads it; the other servers
-    of a cluster learn that interest a moment later, and until then a write
-    sent through them finds "no responders". The probe names another stream
-    as the one it expects, so the stream answers it with a refusal and stores
-    nothing.
+    of a cluster learn that interest a moment later (and again after a leader
+    change), and a write sent through them meanwhile finds "no responders".
+    Asking again is safe: no stream received it.
     """
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + grace
     while True:
         try:
-            await js.publish(subject, b"", headers={"Nats-Expected-Stream": _PROBE}, timeout=1)
-        except nats.js.errors.APIError as exc:
-            if exc.err_code == _WRONG_STREAM:
-                return
-            raise
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            return await write()
+        except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.02)
-        else:  # pragma: no cover - a stream stores nothing that expects another
-            return
 
 
 async def ensure_bucket_replicas(js: JetStreamContext, bucket: str, replicas: int) -> None:
