@@ -10,11 +10,14 @@ is them comma-separated, which ``settings.nats.url`` accepts).
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import nats
 import nats.errors
@@ -47,11 +50,13 @@ class NatsCluster:
         self.folder = tempfile.mkdtemp(prefix="scanflow-nats-cluster-")
         routes = [free_port() for _ in range(size)]
         self.servers: dict[str, NatsServer] = {}
+        self.monitors: dict[str, int] = {}  # each member's monitoring port (/jsz)
         for index, route in enumerate(routes):
             server_name = f"n{index + 1}"
             store = Path(self.folder, server_name)
             store.mkdir()
             others = ",".join(f"nats://127.0.0.1:{port}" for port in routes if port != route)
+            self.monitors[server_name] = free_port()
             self.servers[server_name] = NatsServer(
                 store_dir=str(store),
                 startup_timeout=startup_timeout,
@@ -60,6 +65,7 @@ class NatsCluster:
                     f"--cluster_name={name}",
                     f"--cluster=nats://127.0.0.1:{route}",
                     f"--routes={others}",
+                    f"--http_port={self.monitors[server_name]}",
                 ),
             )
 
@@ -127,6 +133,21 @@ class NatsCluster:
             raise RuntimeError(f"stream {stream!r} has no leader now")
         return info.cluster.leader
 
+    async def meta_leader(self) -> str:
+        """The name of the member leading the JetStream meta group (where streams are placed)."""
+        for name, server in self.servers.items():
+            if server.process is None:
+                continue
+            url = f"http://127.0.0.1:{self.monitors[name]}/jsz"
+            try:
+                jsz = await asyncio.to_thread(_json_of, url)
+            except OSError:
+                continue
+            leader = (jsz.get("meta_cluster") or {}).get("leader")
+            if leader:
+                return str(leader)
+        raise RuntimeError(f"the NATS cluster {self.name!r} has no meta leader now")
+
     def logs(self, lines: int = 15) -> str:
         """The last ``lines`` of each member's log, for an error that needs them."""
         return "\n".join(
@@ -161,3 +182,9 @@ class NatsCluster:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _json_of(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        found: dict[str, Any] = json.load(response)
+    return found

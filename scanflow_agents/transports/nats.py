@@ -375,6 +375,17 @@ class NatsTransport(Transport):
         newest: bool = False,
         since: datetime | None = None,
     ) -> list[tuple[str, bytes]]:
+        try:
+            return await self._history(subject, limit=limit, newest=newest, since=since)
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            # E.g. a timeout while a cluster elects a new leader: a clear error, not nats-py's.
+            raise TransportError(
+                f"cannot read stream {self.stream!r} ({subject}): {exc!r}; try again"
+            ) from exc
+
+    async def _history(
+        self, subject: str, *, limit: int, newest: bool, since: datetime | None
+    ) -> list[tuple[str, bytes]]:
         info = await self.js.stream_info(self.stream, subjects_filter=subject)
         if not info.state.subjects or limit <= 0:
             return []

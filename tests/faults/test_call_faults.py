@@ -8,6 +8,7 @@ processes, including one killed with SIGKILL mid-action.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -23,7 +24,8 @@ import pytest
 
 from scanflow_agents import CallTimeout, Envelope, InDoubt, Settings
 from scanflow_agents.clients import Client, connect_transport
-from scanflow_agents.testing import die_with_parent, eventually
+from scanflow_agents.testing import NatsCluster, die_with_parent, eventually
+from scanflow_agents.transports import TransportError
 from scanflow_agents.transports.servers import NatsServer
 
 pytestmark = [pytest.mark.nats, pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -35,15 +37,20 @@ WORKERS = str(Path(__file__).with_name("workers.py"))
 class Workers:
     """Worker processes of one namespace, and the file their executions are marked in."""
 
-    def __init__(self, nats_url: str, folder: Path) -> None:
+    def __init__(self, nats_url: str, folder: Path, *, replicas: int = 1) -> None:
         self.nats_url = nats_url
+        self.replicas = replicas  # of the streams and buckets the workers make
         self.namespace = f"faults-{uuid.uuid4().hex[:8]}"
         self.marks = folder / "marks.txt"
         self.marks.touch()
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self, **settings: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "FAULTS_MARKS": str(self.marks)}
+        env = {
+            **os.environ,
+            "FAULTS_MARKS": str(self.marks),
+            "SCANFLOW_NATS__REPLICAS": str(self.replicas),
+        }
         env.update({f"SCANFLOW_AGENT__{key.upper()}": value for key, value in settings.items()})
         command = [sys.executable, "-m", "scanflow_agents.runtime", "--nats", self.nats_url]
         process = subprocess.Popen(
@@ -231,3 +238,102 @@ async def test_calls_made_while_nats_restarts_reach_the_agent(tmp_path: Path) ->
     finally:
         group.stop_all()
         server.stop()
+
+
+async def test_losing_the_stream_leader_under_load_loses_no_record_and_doubles_no_action(
+    tmp_path: Path,
+) -> None:
+    """A three-server cluster, replicas 3, 16 callers calling all along: the server leading
+    the agent's stream is killed with SIGKILL; restarted; then the meta leader is killed."""
+    async with NatsCluster() as cluster:
+        group = Workers(cluster.url, tmp_path, replicas=3)
+        settings = Settings.model_validate(
+            {"namespace": group.namespace, "nats": {"url": cluster.url, "replicas": 3}}
+        )
+        try:
+            group.start()
+            transport = await connect_transport(settings, name="caller")
+            client = Client(transport, namespace=group.namespace)
+            try:
+                await replicas(client, 1)
+                outcomes = await _calls_across_a_kill(client, cluster, settings.stream_name)
+                failed = [at for at, ok in outcomes if not ok]
+                answered = [at for at, ok in outcomes if ok]
+                # The failure window: the longest time no call was answered.
+                window = max(later - sooner for sooner, later in itertools.pairwise(answered))
+                print(f"calls: {len(outcomes)}, failed: {len(failed)}, window: {window:.2f} s")
+                # Calls were answered all along (a call in flight at a kill may
+                # time out), and the agent serves on without a restart.
+                assert window < 10, f"no call answered for {window:.1f} s"
+                calls = (client.call("worker", "work", seconds=0, timeout=20) for _ in range(20))
+                assert len(await asyncio.gather(*calls)) == 20
+                # Every execution's record is stored (those queued during an
+                # election once the new leader takes them): 0 lost.
+                stored, executed = await _records_when_all_stored(client, group, timeout=30)
+                assert stored == len(executed), f"{stored} records for {len(executed)} actions"
+                # Nothing ran twice: every call id executed at most once.
+                assert len({cid for _, cid in executed}) == len(executed)
+                assert len(executed) >= sum(ok for _, ok in outcomes) + 20
+            finally:
+                await transport.close()
+        finally:
+            group.stop_all()
+
+
+async def _calls_across_a_kill(
+    client: Client, cluster: NatsCluster, stream: str
+) -> list[tuple[float, bool]]:
+    """16 callers through three faults: ``(time, answered)`` of each call.
+
+    3 s of calls; the stream's leader killed; 5 s; it restarts; the meta
+    leader killed; 5 s. A majority (two of three) runs at every moment.
+    """
+    outcomes: list[tuple[float, bool]] = []
+    errors: list[str] = []
+    stop = asyncio.Event()
+    began = time.monotonic()
+
+    async def caller() -> None:
+        while not stop.is_set():
+            try:
+                await client.call("worker", "work", seconds=0, timeout=5)
+                outcomes.append((time.monotonic(), True))
+            except Exception as exc:  # any failure counts toward the window
+                outcomes.append((time.monotonic(), False))
+                errors.append(repr(exc)[:160])
+                await asyncio.sleep(0.05)
+
+    callers = [asyncio.create_task(caller()) for _ in range(16)]
+    await asyncio.sleep(3)
+    first = await cluster.leader(stream)
+    cluster.kill(first)
+    print(f"{time.monotonic() - began:.2f} killed stream leader {first}")
+    await asyncio.sleep(5)
+    await cluster.restart(first)
+    await cluster.ready()
+    meta = await cluster.meta_leader()
+    cluster.kill(meta)
+    print(f"{time.monotonic() - began:.2f} killed meta leader {meta}")
+    await asyncio.sleep(5)
+    stop.set()
+    await asyncio.gather(*callers)
+    print("\n".join(sorted(set(errors))))
+    return sorted(outcomes)
+
+
+async def _records_when_all_stored(
+    client: Client, group: Workers, *, timeout: float
+) -> tuple[int, list[tuple[int, str]]]:
+    """The action records stored and the executions, once they match (or time is up)."""
+    deadline = time.monotonic() + timeout
+    stored = 0
+    while True:
+        executed = group.executions()
+        try:
+            records = await client.history(agent="worker", kinds=["action"], limit=100_000)
+            stored = len(records)
+        except TransportError:
+            pass  # a read needs the meta group, which may still be electing its leader
+        if stored == len(executed) or time.monotonic() > deadline:
+            return stored, executed
+        await asyncio.sleep(0.5)
