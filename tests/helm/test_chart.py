@@ -212,6 +212,18 @@ def test_the_settings_file_is_what_the_agents_read(
             assert klass.name == name
 
 
+def test_the_replica_count_reaches_every_agent(render: Render, tmp_path: Path) -> None:
+    # The chart's nats.replicas is the agents' settings.nats.replicas: the streams
+    # and buckets they make keep that many copies on a NATS cluster.
+    documents = render(
+        None, "--set", "nats.url=nats://n1:4222\\,nats://n2:4222", "--set", "nats.replicas=3"
+    )
+    (config_map,) = [c for c in _kind(documents, "ConfigMap") if "settings.yaml" in c["data"]]
+    path = tmp_path / "settings.yaml"
+    path.write_text(config_map["data"]["settings.yaml"])
+    assert Settings.load(str(path)).nats.replicas == 3
+
+
 def test_pods_roll_when_settings_change(render: Render) -> None:
     def checksums(*options: str) -> dict[str, str]:
         return {
@@ -261,6 +273,7 @@ def test_a_user_agents_image_and_config(render: Render) -> None:
         ("agents.tracker.replicas=0", "replicas"),
         ("agents.Bad_Name.enabled=true", "Bad_Name"),
         ("nats.url=http://nats:4222", "url"),
+        ("nats.replicas=0", "replicas"),
         ("nats.password=hunter2", "password"),
         ("settings.nats.password=hunter2", "settings"),
         ("securityContext.readOnlyRootFilesystem=false", "readOnlyRootFilesystem"),

@@ -103,7 +103,7 @@ credentials Secret, and the application file if there is one.
 {{- if .Values.mlflow.registryUri -}}
 {{- $_ := set $mlflow "registry_uri" .Values.mlflow.registryUri -}}
 {{- end -}}
-{{- $ours := dict "namespace" .Values.namespace "nats" (dict "url" .Values.nats.url) "mlflow" $mlflow "http" (dict "port" (int .Values.httpPort)) "agent" (dict "shutdown_timeout" .Values.shutdownTimeout) "agents" $agents -}}
+{{- $ours := dict "namespace" .Values.namespace "nats" (dict "url" .Values.nats.url "replicas" (int (.Values.nats.replicas | default 1))) "mlflow" $mlflow "http" (dict "port" (int .Values.httpPort)) "agent" (dict "shutdown_timeout" .Values.shutdownTimeout) "agents" $agents -}}
 {{- toYaml (mergeOverwrite (deepCopy .Values.settings) $ours) -}}
 {{- end -}}
 
