@@ -146,6 +146,12 @@ class AgentSettings(BaseModel):
         "reply (lower latency; the record is still confirmed and resent until stored, but a "
         "caller is not told if the stream refuses it).",
     )
+    unrecorded: Literal["refuse", "act"] = Field(
+        "refuse",
+        description="What a call gets while the stream cannot store records (NATS down, no "
+        "stream leader): 'refuse' answers 'unavailable' and acts on nothing it cannot record; "
+        "'act' acts anyway and its reply says the record is not stored yet (it stays queued).",
+    )
     shutdown_timeout: float = Field(10.0, gt=0, description="Seconds a graceful stop may take.")
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
         "auto",

@@ -355,6 +355,19 @@ class Dispatcher:
             answer = await self._claim(spec, key, call, name)
             if answer is not None:
                 return answer, None
+        unstored = self.recorder.unstored
+        if unstored is not None and self.settings.unrecorded == "refuse" and not spec.read_only:
+            # Nothing is done that the audit trail could not show: the caller
+            # may try again once the stream stores (NATS back, a leader elected).
+            if key is not None:
+                await self.store.release(key)
+            reply = failure(
+                ErrorCode.UNAVAILABLE,
+                f"{name} acts on nothing it cannot record, and the stream cannot store "
+                f"records now ({unstored}); try again when it does "
+                "(settings.agent.unrecorded='act' would act anyway)",
+            )
+            return reply, None
         throttle = self.throttles[actuator_id]
         # Cooldowns and rates run on the loop's clock (see _kit/clocks.py).
         clock = clocks.now

@@ -159,6 +159,9 @@ class Recorder:
         self.refused = 0
         self.index_dropped = 0
         self.sending = 0  # events taken from the backlog, waiting for their acknowledgement
+        # Why the stream cannot store events now (from the last attempt), or None:
+        # what settings.agent.unrecorded='refuse' refuses new calls on.
+        self.unstored: str | None = None
         self.retry_interval = 1.0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -339,11 +342,14 @@ class Recorder:
                         item.stored = None
                         retry.append(item)
                 self.sending = 0
+                if not retry:
+                    self.unstored = None
                 if not self.full:
                     self._room.set()
                 if retry and len(retry) < len(batch) and all(i.index_copy for i in retry):
                     retry = self._index_refused(retry)
                 if retry:
+                    self.unstored = _describe(next(e for e in errors if e))
                     # Back at the head, in order; their ids make the resend safe.
                     self.backlog.extendleft(reversed(retry))
                     logger.warning(

@@ -357,6 +357,43 @@ async def test_a_reply_says_when_its_record_is_not_stored_yet(
         assert len(worker.runtime.recorder.backlog) >= 1
 
 
+@pytest.mark.parametrize("unrecorded", ["refuse", "act"])
+async def test_while_the_stream_cannot_store_an_agent_refuses_to_act_unless_told_to(
+    nats_url: str, unrecorded: str
+) -> None:
+    defaults = Settings.defaults()
+    agent = defaults.agent.model_copy(
+        update={"record_timeout": 1.0, "shutdown_timeout": 1.0, "unrecorded": unrecorded}
+    )
+    worker = Worker()
+    async with AgentHarness(
+        worker, nats_url=nats_url, settings=defaults.model_copy(update={"agent": agent})
+    ) as h:
+        recorder = worker.runtime.recorder
+        recorder.retry_interval = 0.2
+        transport = h.client.transport
+        assert isinstance(transport, NatsTransport)
+        await transport.js.delete_stream(transport.stream)
+        # The first call finds out: it acts, and its reply says its record is queued.
+        assert await h.call("worker", "echo", text="first", timeout=10) == "first"
+        assert recorder.unstored is not None
+        if unrecorded == "refuse":
+            with pytest.raises(Unavailable, match="acts on nothing it cannot record"):
+                await h.call("worker", "echo", text="second", timeout=10)
+            assert worker.runs == [("echo", "first")]
+        else:
+            assert await h.call("worker", "echo", text="second", timeout=10) == "second"
+            assert worker.runs == [("echo", "first"), ("echo", "second")]
+        # The stream back: the queued records are stored, and calls act again.
+        await transport._ensure_stream(3600)
+        await eventually(lambda: recorder.unstored is None, timeout=30)
+        assert await h.call("worker", "echo", text="third", timeout=10) == "third"
+        await eventually(lambda: not recorder.backlog and not recorder.sending, timeout=30)
+        records = await h.client.history(agent="worker", kinds=["action"])
+        texts = [r["payload"]["params"]["text"] for r in records]
+        assert texts == [text for _, text in worker.runs]  # every action recorded, once
+
+
 async def test_reply_after_sent_answers_without_waiting_and_stores_the_record_later(
     nats_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
