@@ -89,6 +89,16 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
         rows.append((f"5. one process, {count} agent(s)", "", "", "", "", rss))
     per_agent = f"{memory['per_agent_rss_mib']:.3f} MiB"
     rows.append(("5. each further agent", "", "", "", "", per_agent))
+    for replicas in (1, 3):
+        r = results["cluster"][f"replicas_{replicas}"]
+        cpu = f"{r['callee_cpu_us_per_call']:.0f} / {r['caller_cpu_us_per_call']:.0f}"
+        label = (
+            f"6. agent call on a 3-server cluster, {replicas} cop{'y' if replicas == 1 else 'ies'}"
+        )
+        records = f"records {r['records_stored']:,} / calls {r['calls_made']:,}"
+        rows.append(
+            (label, _ms(r["p50_ms"]), _ms(r["p99_ms"]), f"{r['calls_per_s']:,.0f}", cpu, records)
+        )
     return rows
 
 

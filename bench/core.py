@@ -10,7 +10,9 @@ One run, on loopback, against one nats-server (JetStream) started here:
    (``settings.agent.reply_after = "sent"``);
 4. event -> rule -> remote actuator: an event published to the namespace's stream,
    a rule in one agent process calling an actuator in another;
-5. memory of an idle agent process, and of one process running 1, 10 and 50 agents.
+5. memory of an idle agent process, and of one process running 1, 10 and 50 agents;
+6. section 3's stored-mode call on a three-server JetStream cluster, the stream
+   kept on 1 server and on all 3 (``settings.nats.replicas``).
 
 Sections 1-3 measure p50/p99 of sequential calls and calls/s with 64 in flight;
 the callers all run in this process, the callees each in their own process.
@@ -48,6 +50,7 @@ from scanflow_agents.clients import Client, connect_transport
 from scanflow_agents.messages import new_id
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.transports.base import Message, Transport
+from scanflow_agents.transports.clusters import NatsCluster
 from scanflow_agents.transports.nats import NatsTransport
 from scanflow_agents.transports.servers import NatsServer, find_nats_server
 
@@ -131,9 +134,13 @@ async def bench_http(plan: Plan, children: Children) -> dict[str, Any]:
 
 
 async def bench_agents(
-    transport: NatsTransport, plan: Plan, callee: int, name: str = "scaler"
+    transport: NatsTransport,
+    plan: Plan,
+    callee: int,
+    name: str = "scaler",
+    namespace: str = NAMESPACE,
 ) -> dict[str, Any]:
-    client = Client(transport, namespace=NAMESPACE, name="bench")
+    client = Client(transport, namespace=namespace, name="bench")
     made = 0
 
     async def call() -> object:
@@ -147,7 +154,7 @@ async def bench_agents(
     # them there, after the run (and after the callee had time to confirm what
     # it sent), not in the agent's own counters.
     await asyncio.sleep(1.0)
-    stored = await stored_records(transport, Subjects(NAMESPACE).event(f"action.{name}.scale"))
+    stored = await stored_records(transport, Subjects(namespace).event(f"action.{name}.scale"))
     result["calls_made"] = made
     result["records_stored"] = stored
     result["records_per_call"] = round(stored / made, 4)
@@ -349,25 +356,58 @@ async def run_agent_sections(url: str, plan: Plan, children: Children) -> dict[s
         )
         children.start("watcher", scanflow(url, NAMESPACE, "run", f"{AGENTS_FILE}:Watcher"))
         await client.wait_for_agents(["scaler", SENT, "watcher"], timeout=60)
-        progress("3/5 agent actuator calls (reply after the record is stored, then sent)")
+        progress("3/6 agent actuator calls (reply after the record is stored, then sent)")
         results["agents"] = await bench_agents(transport, plan, scaler.pid)
         results["agents_sent"] = await bench_agents(transport, plan, sent.pid, SENT)
-        progress("4/5 event -> rule -> remote actuator")
+        progress("4/6 event -> rule -> remote actuator")
         results["event_to_actuator"] = await bench_events(transport, plan)
         children.stop_all()
-        progress("5/5 memory")
+        progress("5/6 memory")
         results["memory"] = await bench_memory(url, plan, children, client)
     finally:
         await transport.close()
     return results
 
 
+async def bench_cluster(plan: Plan, children: Children) -> dict[str, Any]:
+    """Section 6: agent calls on a three-server cluster, the stream with 1 and with 3 copies.
+
+    Each in a namespace of its own (a namespace's stream has one replica count).
+    """
+    results: dict[str, Any] = {}
+    async with NatsCluster() as cluster:
+        for replicas in (1, 3):
+            namespace = f"{NAMESPACE}-r{replicas}"
+            settings = Settings.model_validate(
+                {"namespace": namespace, "nats": {"url": cluster.url, "replicas": replicas}}
+            )
+            transport = await connect_transport(settings, name="bench")
+            assert isinstance(transport, NatsTransport)
+            try:
+                scaler = children.start(
+                    f"scaler-r{replicas}",
+                    scanflow(cluster.url, namespace, "run", f"{AGENTS_FILE}:Scaler"),
+                    env={"SCANFLOW_NATS__REPLICAS": str(replicas)},
+                )
+                client = Client(transport, namespace=namespace, name="bench")
+                await client.wait_for_agents(["scaler"], timeout=60)
+                results[f"replicas_{replicas}"] = await bench_agents(
+                    transport, plan, scaler.pid, namespace=namespace
+                )
+                children.stop(scaler)
+            finally:
+                await transport.close()
+    return results
+
+
 async def run_all(url: str, plan: Plan, children: Children) -> dict[str, Any]:
-    progress("1/5 raw NATS request/reply")
+    progress("1/6 raw NATS request/reply")
     results: dict[str, Any] = {"raw_nats": await bench_raw_nats(url, plan, children)}
-    progress("2/5 HTTP: aiohttp -> FastAPI on uvicorn")
+    progress("2/6 HTTP: aiohttp -> FastAPI on uvicorn")
     results["http"] = await bench_http(plan, children)
     results.update(await run_agent_sections(url, plan, children))
+    progress("6/6 agent calls on a three-server cluster, 1 and 3 replicas")
+    results["cluster"] = await bench_cluster(plan, children)
     http, raw = results["http"], results["raw_nats"]
     for agents in (results["agents"], results["agents_sent"]):
         agents["p50_vs_raw_nats"] = round(agents["p50_ms"] / raw["p50_ms"], 3)

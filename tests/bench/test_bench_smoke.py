@@ -63,6 +63,16 @@ def test_every_agent_call_has_its_record_in_the_stream(
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_the_cluster_line_stores_every_record_with_one_and_three_copies(
+    results: dict[str, Any], replicas: int
+) -> None:
+    agents = results["cluster"][f"replicas_{replicas}"]
+    assert agents["records_stored"] == agents["calls_made"] > 0
+    assert agents["p50_ms"] > 0
+
+
+@pytest.mark.timeout(180)
 def test_event_chain_reaches_the_remote_actuator(results: dict[str, Any]) -> None:
     reaction = results["event_to_actuator"]
     assert reaction["lost"] < reaction["events"]
