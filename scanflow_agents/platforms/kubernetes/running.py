@@ -1,10 +1,9 @@
 """Batch runs on a cluster: Jobs in dependency order, or one Argo Workflow.
 
-With Jobs, this process is the scheduler: a step's Job is created once every
-step it depends on has succeeded; steps that do not depend on each other run
-at the same time. When a step fails nothing new starts: running steps finish,
-waiting ones are marked ``skipped``, and the run names the first failing step.
-With Argo, the Workflow controller schedules and this process only reads the
+With Jobs, this process is the scheduler: a step's Job is created when
+:mod:`~scanflow_agents.platforms.scheduling` says the step is ready (all it
+depends on succeeded, and no step failed), and the run names the first
+failing step. With Argo, the Workflow controller schedules and this process only reads the
 Workflow's status.
 
 Either way the state is read by polling (one list or get per tick, every
@@ -49,6 +48,7 @@ from scanflow_agents.platforms.kubernetes.jobs import (
 from scanflow_agents.platforms.kubernetes.pods import PendingWatch
 from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
 from scanflow_agents.platforms.results import NodeRun, RunStatus
+from scanflow_agents.platforms.scheduling import ready
 from scanflow_agents.workflows import Workflow
 
 logger = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ class BatchRun:
             for name in [n for n, r in nodes.items() if r.state == "running"]:
                 self._fail(name, f"the run's deadline ({self.settings.run_timeout:.0f} s) passed")
                 await self.client.delete(JOBS, self.namespace, job_name(self.status.run_id, name))
-        for name in self._ready():
+        for name in ready(self.workflow, self.status):
             await self._start(name)
         await self._changed()
         return not any(r.state == "running" for r in nodes.values())
@@ -240,22 +240,6 @@ class BatchRun:
                 self._fail(
                     name, f"{what} of the same name exists and is not this step's Job", logs=False
                 )
-
-    def _ready(self) -> list[str]:
-        if self.status.failed_node is not None:
-            return []
-        nodes = self.status.nodes
-        return [
-            name
-            for name in self.workflow.topological_order()
-            if name in nodes
-            and nodes[name].state == "pending"
-            and all(
-                nodes[d].state == "succeeded"
-                for d in self.workflow.dependencies(name)
-                if d in nodes
-            )
-        ]
 
     # -- Argo ---------------------------------------------------------------
 
