@@ -6,9 +6,9 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
+from scanflow_agents.platforms.base import PlatformBase, check_deployable, check_parameters
 from scanflow_agents.platforms.kubernetes import naming
 from scanflow_agents.platforms.kubernetes.building import (
     ImageBuildResult,
@@ -56,13 +56,13 @@ from scanflow_agents.platforms.results import (
     RunStatus,
     WorkflowStatus,
 )
-from scanflow_agents.platforms.runs import RunCallback, RunRecord, RunRegistry, RunStore
+from scanflow_agents.platforms.runs import RunCallback, RunRecord, RunStore
 from scanflow_agents.workflows import Application, Workflow
 
 logger = logging.getLogger(__name__)
 
 
-class KubernetesPlatform:
+class KubernetesPlatform(PlatformBase):
     """Workflows on a Kubernetes cluster, one namespace per team.
 
     Service nodes become a Deployment and a Service each; batch runs become
@@ -90,6 +90,9 @@ class KubernetesPlatform:
         store: Where run records are kept (default: in memory).
     """
 
+    name = "kubernetes"
+    outlives = True  # runs are the cluster's
+
     def __init__(
         self,
         settings: KubernetesPlatformSettings | None = None,
@@ -99,8 +102,8 @@ class KubernetesPlatform:
         store: RunStore | None = None,
     ) -> None:
         self.settings = settings or KubernetesPlatformSettings()
-        self.runs = RunRegistry(
-            "kubernetes", store=store, kept=self.settings.kept_runs, on_finished=on_run_finished
+        super().__init__(
+            kept_runs=self.settings.kept_runs, on_run_finished=on_run_finished, store=store
         )
         self._client = client
         self._own_client = client is None
@@ -109,26 +112,8 @@ class KubernetesPlatform:
         self._namespaces: set[str] = set()
         self._argo: bool | None = None
 
-    @property
-    def on_run_finished(self) -> RunCallback | None:
-        """Called with the final status of every run."""
-        return self.runs.on_finished
-
-    @on_run_finished.setter
-    def on_run_finished(self, callback: RunCallback | None) -> None:
-        self.runs.on_finished = callback
-
-    async def __aenter__(self) -> KubernetesPlatform:
-        return self
-
-    async def __aexit__(
-        self, *exc: type[BaseException] | BaseException | TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Stop following runs (they go on on the cluster) and close the connection; idempotent."""
-        await self.runs.close(outlives=True)
+    async def _release(self) -> None:
+        # Only a connection this platform opened: a client it was given is the giver's.
         if self._client is not None and self._own_client:
             await self._client.close()
             self._client = None
@@ -193,11 +178,7 @@ class KubernetesPlatform:
         changes nothing, a changed one is patched (a rolling update), and
         services of nodes no longer in the workflow are deleted.
         """
-        if workflow.kind != "online":
-            raise PlatformError(
-                "invalid",
-                f"workflow {workflow.name!r} is a batch workflow; run it instead of deploying it",
-            )
+        check_deployable(workflow)
         team = self._team(workflow.name, team)
         self._teams[workflow.name] = team
         await self._prepare(team)
@@ -285,13 +266,7 @@ class KubernetesPlatform:
             raise PlatformError(
                 "invalid", f"workflow {workflow.name!r} has no executor nodes to run"
             )
-        unknown = set(parameters or {}) - {n.name for n in workflow.executors}
-        if unknown:
-            raise PlatformError(
-                "invalid",
-                f"parameters for unknown executor(s) {sorted(unknown)} "
-                f"of workflow {workflow.name!r}",
-            )
+        check_parameters(workflow, parameters)
         images = {
             n.name: await asyncio.to_thread(node_image, self.settings, workflow, n)
             for n in workflow.executors
@@ -331,30 +306,12 @@ class KubernetesPlatform:
         )
         await self.runs.start(batch, record)
 
-    async def resume(self) -> list[str]:
-        """Follow again the runs an earlier instance left (a restarted planner).
-
-        Runs that ended unreported are reported; unfinished ones are followed
-        on the cluster from where their record says they were.
-        """
-        found = []
-        for record in await self.runs.unreported():
-            if record.status.done:
-                await self.runs.adopt(record)
-            else:
-                if record.team:
-                    self._teams.setdefault(record.status.workflow, record.team)
-                await self._follow(record, fresh=False)
-            found.append(record.status.run_id)
-        return found
-
-    async def wait(self, run_id: str, timeout: float | None = None) -> RunStatus:
-        """Wait for a run to end and return its final status (TimeoutError if it does not)."""
-        return await self.runs.wait(run_id, timeout)
-
-    async def run_status(self, run_id: str) -> RunStatus:
-        """A copy of the run's current status (from the run store for earlier instances')."""
-        return await self.runs.status(run_id)
+    async def _pick_up(self, record: RunRecord) -> None:
+        # An unfinished run goes on on the cluster (a restarted planner): it is
+        # followed from where its record says it was.
+        if record.team:
+            self._teams.setdefault(record.status.workflow, record.team)
+        await self._follow(record, fresh=False)
 
     # -- Actuators on services --------------------------------------------------
 

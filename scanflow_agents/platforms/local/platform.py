@@ -7,9 +7,9 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
+from scanflow_agents.platforms.base import PlatformBase, check_deployable, check_parameters
 from scanflow_agents.platforms.local.building import Environments
 from scanflow_agents.platforms.local.running import BatchRun
 from scanflow_agents.platforms.local.services import ReplicaSet
@@ -21,16 +21,15 @@ from scanflow_agents.platforms.results import (
     NodeEnvironment,
     Outcome,
     PlatformError,
-    RunStatus,
     WorkflowStatus,
 )
-from scanflow_agents.platforms.runs import RunCallback, RunRecord, RunRegistry, RunStore
+from scanflow_agents.platforms.runs import RunCallback, RunRecord, RunStore
 from scanflow_agents.workflows import Application, ExecutorNode, Workflow
 
 logger = logging.getLogger(__name__)
 
 
-class LocalPlatform:
+class LocalPlatform(PlatformBase):
     """Executors as subprocesses, services as replica processes on one port.
 
     Use it as an async context manager: leaving it stops every service and
@@ -53,6 +52,9 @@ class LocalPlatform:
         store: Where run records are kept (default: in memory).
     """
 
+    name = "local"
+    outlives = False  # runs are child processes
+
     def __init__(
         self,
         settings: LocalPlatformSettings | None = None,
@@ -61,35 +63,17 @@ class LocalPlatform:
         store: RunStore | None = None,
     ) -> None:
         self.settings = settings or LocalPlatformSettings()
+        super().__init__(
+            kept_runs=self.settings.kept_runs, on_run_finished=on_run_finished, store=store
+        )
         self.environments = Environments(
             self.settings.base_dir.resolve() / "envs", self.settings.python
         )
         self._services: dict[tuple[str, str], ReplicaSet] = {}
         self._deployed: dict[str, Workflow] = {}
-        self.runs = RunRegistry(
-            "local", store=store, kept=self.settings.kept_runs, on_finished=on_run_finished
-        )
 
-    @property
-    def on_run_finished(self) -> RunCallback | None:
-        """Called with the final status of every run."""
-        return self.runs.on_finished
-
-    @on_run_finished.setter
-    def on_run_finished(self, callback: RunCallback | None) -> None:
-        self.runs.on_finished = callback
-
-    async def __aenter__(self) -> LocalPlatform:
-        return self
-
-    async def __aexit__(
-        self, *exc: type[BaseException] | BaseException | TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Stop running runs (kept unreported for ``resume``) and every service; idempotent."""
-        await self.runs.close(outlives=False)
+    async def _release(self) -> None:
+        # Services are processes of this one: they stop with it.
         await asyncio.gather(*(s.close() for s in self._services.values()))
         self._services.clear()
         self._deployed.clear()
@@ -112,11 +96,7 @@ class LocalPlatform:
 
     async def deploy(self, workflow: Workflow, *, team: str | None = None) -> DeployResult:
         """Start the workflow's services, or bring them to the declared model and replicas."""
-        if workflow.kind != "online":
-            raise PlatformError(
-                "invalid",
-                f"workflow {workflow.name!r} is a batch workflow; run it instead of deploying it",
-            )
+        check_deployable(workflow)
         self._deployed[workflow.name] = workflow
         results = []
         for node in workflow.services:
@@ -159,13 +139,7 @@ class LocalPlatform:
         """Start a batch run in the background and return its id at once."""
         if run_id is not None and await self.runs.known(run_id):
             return run_id
-        unknown = set(parameters or {}) - {n.name for n in workflow.executors}
-        if unknown:
-            raise PlatformError(
-                "invalid",
-                f"parameters for unknown executor(s) "
-                f"{sorted(unknown)} of workflow {workflow.name!r}",
-            )
+        check_parameters(workflow, parameters)
         run_id = run_id or f"{workflow.name}-{uuid.uuid4().hex[:12]}"
         batch = BatchRun(workflow, run_id, self.settings, self.environments, parameters)
         record = RunRecord.of(
@@ -174,40 +148,24 @@ class LocalPlatform:
         await self.runs.start(batch, record)
         return run_id
 
-    async def wait(self, run_id: str, timeout: float | None = None) -> RunStatus:
-        """Wait for a run to end and return its final status (TimeoutError if it does not)."""
-        return await self.runs.wait(run_id, timeout)
-
-    async def run_status(self, run_id: str) -> RunStatus:
-        """A copy of the run's current status (from the run store for earlier instances')."""
-        return await self.runs.status(run_id)
-
-    async def resume(self) -> list[str]:
-        """Report the runs an earlier instance left unreported.
-
-        A run that had ended (stopped when that instance closed) is reported
-        as it ended; one still marked running was lost with its process (the
-        planner died) and is reported failed, saying so.
-        """
-        found = []
-        for record in await self.runs.unreported():
-            status = record.status
-            if not status.done:
-                status.state, status.message = (
-                    "failed",
-                    (
-                        f"run {status.run_id} lost: the platform that ran it stopped without "
-                        "closing (its steps were child processes)"
-                    ),
-                )
-                for node in status.nodes.values():
-                    if node.state == "running":
-                        node.state, node.reason = "failed", "lost with the platform's process"
-                status.finish()
-                status.finished_at = status.finished_at or time.time()
-            await self.runs.adopt(record)
-            found.append(status.run_id)
-        return found
+    async def _pick_up(self, record: RunRecord) -> None:
+        # A run an earlier instance left unfinished (ended ones it closed are
+        # reported as they ended) was lost with its process, the planner that
+        # died: it is reported failed, saying so.
+        status = record.status
+        status.state, status.message = (
+            "failed",
+            (
+                f"run {status.run_id} lost: the platform that ran it stopped without "
+                "closing (its steps were child processes)"
+            ),
+        )
+        for node in status.nodes.values():
+            if node.state == "running":
+                node.state, node.reason = "failed", "lost with the platform's process"
+        status.finish()
+        status.finished_at = status.finished_at or time.time()
+        await self.runs.adopt(record)
 
     async def scale(
         self, workflow: str, node: str, replicas: int, *, team: str | None = None
