@@ -38,6 +38,7 @@ from scanflow_agents.platforms.kubernetes.deploying import (
     overall,
     owned,
 )
+from scanflow_agents.platforms.kubernetes.jobs import RunContext
 from scanflow_agents.platforms.kubernetes.manifests import (
     service,
     service_deployment,
@@ -291,15 +292,18 @@ class KubernetesPlatform(PlatformBase):
     async def _follow(self, record: RunRecord, *, fresh: bool) -> None:
         run_id = record.status.run_id
         details = record.details
+        context = RunContext(
+            settings=self.settings,
+            team=record.team or self.settings.team,
+            workflow=record.load_workflow(),
+            run_id=run_id,
+            images=details["images"],
+            parameters=record.parameters,
+            application=record.application,
+        )
         batch = BatchRun(
             await self._api(),
-            self.settings,
-            record.team or self.settings.team,
-            record.load_workflow(),
-            run_id,
-            details["images"],
-            record.parameters,
-            application=record.application,
+            context,
             argo=bool(details.get("argo")),
             status=None if fresh else record.status,
             on_change=lambda: self.runs.checkpoint(run_id),

@@ -26,8 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from scanflow_agents.platforms.kubernetes import naming
 from scanflow_agents.platforms.kubernetes.client import (
@@ -40,16 +39,15 @@ from scanflow_agents.platforms.kubernetes.client import (
 )
 from scanflow_agents.platforms.kubernetes.jobs import (
     ARGO_PHASES,
+    RunContext,
     argo_workflow,
     job,
     job_name,
     job_state,
 )
 from scanflow_agents.platforms.kubernetes.pods import PendingWatch
-from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
 from scanflow_agents.platforms.results import NodeRun, RunStatus
 from scanflow_agents.platforms.scheduling import ready
-from scanflow_agents.workflows import Workflow
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +57,8 @@ class BatchRun:
 
     Args:
         client: The API access.
-        settings: Platform settings (namespace, poll interval, images...).
-        team: Whose namespace the run goes to.
-        workflow: The workflow; its executors are the steps.
-        run_id: The run's id (also in every object's labels).
-        images: The image of every executor.
-        parameters: Per step, parameters overriding the declared ones.
-        application: The application label, when known.
+        context: What the run's objects are built from (settings, team,
+            workflow, run id, images, parameters, application).
         argo: One Argo Workflow instead of Jobs.
         status: Where to start from (a run followed again); new if None.
         on_change: Awaited after a step changed state (the registry stores it).
@@ -74,36 +67,29 @@ class BatchRun:
     def __init__(
         self,
         client: KubeClient,
-        settings: KubernetesPlatformSettings,
-        team: str,
-        workflow: Workflow,
-        run_id: str,
-        images: Mapping[str, str],
-        parameters: Mapping[str, Mapping[str, Any]],
+        context: RunContext,
         *,
-        application: str | None = None,
         argo: bool = False,
         status: RunStatus | None = None,
         on_change: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
-        self.settings = settings
-        self.team = team
-        self.namespace = settings.namespace(team)
-        self.workflow = workflow
-        self.images = dict(images)
-        self.parameters = parameters
-        self.application = application
+        self.context = context
+        self.settings, self.workflow = context.settings, context.workflow
+        self.namespace = context.namespace
         self.argo = argo
         self.on_change = on_change
         self.status = status or RunStatus(
-            run_id=run_id,
-            workflow=workflow.name,
-            nodes={n.name: NodeRun(node=n.name) for n in workflow.executors},
+            run_id=context.run_id,
+            workflow=self.workflow.name,
+            nodes={n.name: NodeRun(node=n.name) for n in self.workflow.executors},
             run_dir=f"{'workflows' if argo else 'jobs'}.{self.namespace}",
         )
         self.pending = PendingWatch(
-            client, self.namespace, naming.label_value(run_id), settings.pending_timeout
+            client,
+            self.namespace,
+            naming.label_value(context.run_id),
+            self.settings.pending_timeout,
         )
         self._seen = self._states()
 
@@ -208,16 +194,7 @@ class BatchRun:
 
     async def _start(self, name: str) -> None:
         node = next(n for n in self.workflow.executors if n.name == name)
-        body = job(
-            self.settings,
-            self.team,
-            self.workflow,
-            node,
-            self.status.run_id,
-            self.images[name],
-            self.parameters.get(name, {}),
-            self.application,
-        )
+        body = job(self.context, node)
         record = self.status.nodes[name]
         record.state, record.started_at = "running", time.time()
         try:
@@ -244,15 +221,7 @@ class BatchRun:
     # -- Argo ---------------------------------------------------------------
 
     async def _argo(self) -> None:
-        body = argo_workflow(
-            self.settings,
-            self.team,
-            self.workflow,
-            self.status.run_id,
-            self.images,
-            self.parameters,
-            self.application,
-        )
+        body = argo_workflow(self.context)
         name = body["metadata"]["name"]
         created = time.monotonic()
         try:
