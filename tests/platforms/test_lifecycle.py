@@ -1,4 +1,4 @@
-"""The life cycle every platform inherits: close, resume, and the checks of deploy and run.
+"""What every platform shares: close, resume, the checks of deploy and run, one outcome for many.
 
 The contract tests run it through both real platforms; these pin down the
 shared part alone, with a platform whose runs are futures.
@@ -12,7 +12,7 @@ import pytest
 
 from scanflow_agents.platforms import MemoryRunStore, PlatformError, RunRecord, RunStatus
 from scanflow_agents.platforms.base import PlatformBase, check_deployable, check_parameters
-from scanflow_agents.platforms.results import NodeRun
+from scanflow_agents.platforms.results import NodeRun, overall
 from scanflow_agents.workflows import ExecutorNode, ServiceNode, Workflow
 
 BATCH = Workflow(name="retrain", nodes=(ExecutorNode(name="fit", entry_point="fit.py"),))
@@ -109,3 +109,11 @@ def test_a_batch_workflow_is_not_deployed_and_parameters_name_executors() -> Non
         PlatformError, match=r"unknown executor\(s\) \['nope'\] of workflow 'retrain'"
     ):
         check_parameters(BATCH, {"fit": {}, "nope": {}})
+
+
+def test_many_outcomes_read_as_one() -> None:
+    assert overall([]) == "unchanged"
+    assert overall(["unchanged", "unchanged"]) == "unchanged"
+    assert overall(["created", "created"]) == "created"
+    assert overall(["created", "unchanged"]) == "updated"
+    assert overall(["deleted"]) == "updated"

@@ -19,7 +19,13 @@ from scanflow_agents.platforms.kubernetes.building import agent_context, needs_a
 from scanflow_agents.platforms.kubernetes.client import DEPLOYMENTS, KubeClient, Obj, Resource
 from scanflow_agents.platforms.kubernetes.manifests import agent_deployment
 from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
-from scanflow_agents.platforms.results import ActionResult, DeployResult, Outcome, PlatformError
+from scanflow_agents.platforms.results import (
+    ActionResult,
+    DeployResult,
+    Outcome,
+    PlatformError,
+    action_result,
+)
 from scanflow_agents.workflows import Application
 
 
@@ -129,20 +135,6 @@ async def ensure(
     return "updated", changes
 
 
-def action_result(
-    action: str, workflow: str, node: str | None, outcome: Outcome, message: str, **details: Any
-) -> ActionResult:
-    """An :class:`ActionResult` from positional parts and keyword details."""
-    return ActionResult(
-        action=action,
-        workflow=workflow,
-        node=node,
-        outcome=outcome,
-        message=message,
-        details=details,
-    )
-
-
 async def deploy_agents(
     client: KubeClient, settings: KubernetesPlatformSettings, application: Application
 ) -> list[ActionResult]:
@@ -190,15 +182,6 @@ async def deploy_agents(
                 )
             )
     return results
-
-
-def overall(outcomes: list[Outcome]) -> Outcome:
-    """One outcome for many: all the same, or 'updated'."""
-    if not outcomes or set(outcomes) == {"unchanged"}:
-        return "unchanged"
-    if set(outcomes) == {"created"}:
-        return "created"
-    return "updated"
 
 
 def _whose(object_labels: dict[str, str]) -> str:

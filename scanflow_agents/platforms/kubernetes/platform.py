@@ -32,10 +32,8 @@ from scanflow_agents.platforms.kubernetes.client import (
 )
 from scanflow_agents.platforms.kubernetes.deploying import (
     ApplicationDeployResult,
-    action_result,
     deploy_agents,
     ensure,
-    overall,
     owned,
 )
 from scanflow_agents.platforms.kubernetes.jobs import RunContext
@@ -56,6 +54,8 @@ from scanflow_agents.platforms.results import (
     PlatformError,
     RunStatus,
     WorkflowStatus,
+    action_result,
+    overall,
 )
 from scanflow_agents.platforms.runs import RunCallback, RunRecord, RunStore
 from scanflow_agents.workflows import Application, Workflow

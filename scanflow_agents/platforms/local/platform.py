@@ -22,6 +22,8 @@ from scanflow_agents.platforms.results import (
     Outcome,
     PlatformError,
     WorkflowStatus,
+    action_result,
+    overall,
 )
 from scanflow_agents.platforms.runs import RunCallback, RunRecord, RunStore
 from scanflow_agents.workflows import Application, ExecutorNode, Workflow
@@ -107,9 +109,9 @@ class LocalPlatform(PlatformBase):
                 async with self._services[key].lock:
                     await self._services[key].scale(node.replicas)
                 results.append(
-                    self._result(
+                    action_result(
                         "deploy",
-                        key,
+                        *key,
                         "created",
                         f"started {node.replicas} replica(s) of {node.model_uri}",
                     )
@@ -120,13 +122,8 @@ class LocalPlatform(PlatformBase):
             scaled = await self.scale(workflow.name, node.name, node.replicas)
             if scaled.changed or not results:
                 results.append(scaled)
-        outcomes = {r.outcome for r in results}
-        overall: Outcome = (
-            "unchanged"
-            if outcomes == {"unchanged"}
-            else ("created" if outcomes == {"created"} else "updated")
-        )
-        return DeployResult(workflow=workflow.name, outcome=overall, services=results)
+        outcomes = [r.outcome for r in results]
+        return DeployResult(workflow=workflow.name, outcome=overall(outcomes), services=results)
 
     async def run(
         self,
@@ -177,17 +174,19 @@ class LocalPlatform(PlatformBase):
         async with service.lock:
             before = len(service.replicas)
             if before == replicas:
-                return self._result(
+                return action_result(
                     "scale",
-                    (workflow, node),
+                    workflow,
+                    node,
                     "unchanged",
                     f"already {replicas} replica(s)",
                     replicas=replicas,
                 )
             await service.scale(replicas)
-        return self._result(
+        return action_result(
             "scale",
-            (workflow, node),
+            workflow,
+            node,
             "updated",
             f"scaled from {before} to {replicas} replica(s)",
             before=before,
@@ -202,9 +201,10 @@ class LocalPlatform(PlatformBase):
         async with service.lock:
             previous = service.model_uri
             if previous == model_uri and all(r.model_uri == model_uri for r in service.replicas):
-                return self._result(
+                return action_result(
                     "redeploy",
-                    (workflow, node),
+                    workflow,
+                    node,
                     "unchanged",
                     f"already serving {model_uri}",
                     model_uri=model_uri,
@@ -217,9 +217,10 @@ class LocalPlatform(PlatformBase):
                 # A new replica never became ready: the replaced ones go back to
                 # the previous model, so the service serves one model again.
                 await service.redeploy(previous)
-                return self._result(
+                return action_result(
                     "redeploy",
-                    (workflow, node),
+                    workflow,
+                    node,
                     "failed",
                     f"rollout to {model_uri} failed ({exc}); rolled back to {previous}",
                     previous=previous,
@@ -227,9 +228,10 @@ class LocalPlatform(PlatformBase):
                     rolled_back=True,
                     reason=str(exc),
                 )
-        return self._result(
+        return action_result(
             "redeploy",
-            (workflow, node),
+            workflow,
+            node,
             "updated",
             f"rolled {replaced} replica(s) from {previous} to {model_uri}",
             previous=previous,
@@ -250,12 +252,13 @@ class LocalPlatform(PlatformBase):
         keys = [k for k in self._services if k[0] == workflow]
         runs = await self.runs.cancel(workflow)
         if not keys and not runs and workflow not in self._deployed:
-            return self._result("delete", (workflow, None), "absent", "nothing to delete")
+            return action_result("delete", workflow, None, "absent", "nothing to delete")
         await asyncio.gather(*(self._services.pop(k).close() for k in keys))
         self._deployed.pop(workflow, None)
-        return self._result(
+        return action_result(
             "delete",
-            (workflow, None),
+            workflow,
+            None,
             "deleted",
             f"stopped {len(keys)} service(s) and {len(runs)} run(s)",
         )
@@ -268,16 +271,3 @@ class LocalPlatform(PlatformBase):
                 "not_found",
                 f"no service {node!r} of workflow {workflow!r} is deployed on the local platform",
             ) from None
-
-    @staticmethod
-    def _result(
-        action: str, key: tuple[str, str | None], outcome: Any, message: str, **details: Any
-    ) -> ActionResult:
-        return ActionResult(
-            action=action,
-            workflow=key[0],
-            node=key[1],
-            outcome=outcome,
-            message=message,
-            details=details,
-        )
