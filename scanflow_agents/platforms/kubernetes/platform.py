@@ -20,28 +20,20 @@ from scanflow_agents.platforms.kubernetes.building import (
     node_image,
 )
 from scanflow_agents.platforms.kubernetes.client import (
-    ARGO_WORKFLOWS,
     DEPLOYMENTS,
-    JOBS,
     PODS,
-    SERVICES,
-    ApiError,
     KubeClient,
     Obj,
-    Resource,
 )
 from scanflow_agents.platforms.kubernetes.deploying import (
     ApplicationDeployResult,
+    delete_workflow,
     deploy_agents,
-    ensure,
+    deploy_services,
     owned,
 )
 from scanflow_agents.platforms.kubernetes.jobs import RunContext
-from scanflow_agents.platforms.kubernetes.manifests import (
-    service,
-    service_deployment,
-    service_name,
-)
+from scanflow_agents.platforms.kubernetes.manifests import service_labels, service_name
 from scanflow_agents.platforms.kubernetes.rollouts import roll
 from scanflow_agents.platforms.kubernetes.running import BatchRun
 from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
@@ -183,45 +175,9 @@ class KubernetesPlatform(PlatformBase):
         team = self._team(workflow.name, team)
         self._teams[workflow.name] = team
         await self._prepare(team)
-        client, namespace = await self._api(), self.settings.namespace(team)
-        results: list[ActionResult] = []
-        for node in workflow.services:
-            if node.image is None and needs_build(node):
-                node = node.model_copy(update={"image": node_image(self.settings, workflow, node)})
-            deployment = service_deployment(self.settings, team, workflow.name, node, application)
-            done, changes = await ensure(client, DEPLOYMENTS, deployment)
-            svc_done, _ = await ensure(
-                client, SERVICES, service(self.settings, team, workflow.name, node, application)
-            )
-            outcome: Outcome = (
-                done if done != "unchanged" else ("updated" if svc_done != "unchanged" else done)
-            )
-            where = f"{namespace}/{deployment['metadata']['name']}"
-            messages = {
-                "created": f"created Deployment and Service {where} "
-                f"with {node.replicas} replica(s) of {node.model_uri}",
-                "unchanged": f"already {node.replicas} replica(s) of {node.model_uri}",
-            }
-            patched = f"patched {where}: {', '.join(sorted(changes)) or 'service'}"
-            message = messages.get(outcome, patched)
-            results.append(
-                action_result("deploy", workflow.name, node.name, outcome, message, **changes)
-            )
-        keep = {node.name for node in workflow.services}
-        for stale in await client.find(DEPLOYMENTS, namespace, self._service_labels(workflow.name)):
-            node_name = stale["metadata"]["labels"].get(naming.NODE)
-            if node_name not in keep:
-                await client.delete(DEPLOYMENTS, namespace, stale["metadata"]["name"])
-                await client.delete(SERVICES, namespace, stale["metadata"]["name"])
-                results.append(
-                    action_result(
-                        "deploy",
-                        workflow.name,
-                        node_name,
-                        "deleted",
-                        "node no longer in the workflow",
-                    )
-                )
+        results = await deploy_services(
+            await self._api(), self.settings, team, workflow, application
+        )
         return DeployResult(
             workflow=workflow.name, outcome=overall([r.outcome for r in results]), services=results
         )
@@ -387,7 +343,7 @@ class KubernetesPlatform(PlatformBase):
         """Services (with each pod's readiness) and remembered runs of a workflow."""
         namespace = self.settings.namespace(self._team(workflow, team))
         client = await self._api()
-        wanted = self._service_labels(workflow)
+        wanted = service_labels(workflow)
         deployments = await client.find(DEPLOYMENTS, namespace, wanted)
         pods = await client.find(PODS, namespace, wanted) if deployments else []
         services = [service_status(namespace, d, pods) for d in deployments]
@@ -399,34 +355,12 @@ class KubernetesPlatform(PlatformBase):
     async def delete(self, workflow: str, *, team: str | None = None) -> ActionResult:
         """Delete the workflow's services and runs (only objects this platform made).
 
-        Runs are cancelled first (their ends are reported). Argo Workflows are
-        looked for only when Argo may be in use (``argo`` is not ``never``),
-        and a 403 on them (RBAC without Argo) is reported, not fatal: a
-        cluster with the CRD installed but Argo not granted has none of ours.
+        Runs are cancelled first (their ends are reported), then the objects
+        go (see :func:`~scanflow_agents.platforms.kubernetes.deploying.delete_workflow`).
         """
         namespace = self.settings.namespace(self._team(workflow, team))
         running = await self.runs.cancel(workflow)
-        client = await self._api()
-        wanted = {naming.MANAGED_BY: naming.MANAGER, naming.WORKFLOW: workflow}
-        deleted: dict[str, int] = {}
-        resources: list[Resource] = [JOBS, SERVICES, DEPLOYMENTS]
-        if self.settings.argo != "never":
-            resources.insert(0, ARGO_WORKFLOWS)
-        skipped: list[str] = []
-        for resource in resources:
-            try:
-                found = await client.find(resource, namespace, wanted)
-            except ApiError as exc:
-                if exc.status != 403 or resource is not ARGO_WORKFLOWS:
-                    raise
-                logger.warning("delete %s: Argo Workflows not listed: %s", workflow, exc)
-                skipped.append(f"{resource.plural} (forbidden)")
-                continue
-            for obj in found:
-                if await client.delete(resource, namespace, obj["metadata"]["name"]):
-                    deleted[resource.plural] = deleted.get(resource.plural, 0) + 1
-        if skipped:
-            logger.info("delete %s in %s: skipped %s", workflow, namespace, ", ".join(skipped))
+        deleted = await delete_workflow(await self._api(), self.settings, namespace, workflow)
         if not deleted and not running:
             return action_result(
                 "delete",
@@ -502,17 +436,9 @@ class KubernetesPlatform(PlatformBase):
     def _labels(self, team: str) -> dict[str, str]:
         return {naming.MANAGED_BY: naming.MANAGER, naming.TEAM: team}
 
-    @staticmethod
-    def _service_labels(workflow: str) -> dict[str, str]:
-        return {
-            naming.MANAGED_BY: naming.MANAGER,
-            naming.WORKFLOW: workflow,
-            naming.COMPONENT: "service",
-        }
-
     async def _service(self, workflow: str, node: str, team: str | None) -> tuple[str, Obj]:
         namespace = self.settings.namespace(self._team(workflow, team))
-        wanted = {**self._service_labels(workflow), naming.NODE: node}
+        wanted = {**service_labels(workflow), naming.NODE: node}
         current = await owned(
             await self._api(),
             DEPLOYMENTS,
