@@ -6,7 +6,7 @@ Write an agent by subclassing :class:`Agent` and declaring methods with
 
 from scanflow_agents import chains
 from scanflow_agents.actuators import ActuatorSpec, Rate, actuator
-from scanflow_agents.agents import Agent, Peer
+from scanflow_agents.agents import Agent
 from scanflow_agents.errors import (
     BadInput,
     BadMessage,
@@ -58,7 +58,6 @@ __all__ = [
     "NotFound",
     "Observation",
     "OnEvent",
-    "Peer",
     "PermanentError",
     "Rate",
     "Rejected",

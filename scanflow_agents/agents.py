@@ -211,10 +211,6 @@ class Agent:
         merged = {**(arguments or {}), **params}
         return await self.runtime.call(agent, actuator, merged, timeout=timeout, dry_run=dry_run)
 
-    def peer(self, agent: str) -> Peer:
-        """A proxy calling its actuators: ``await self.peer("planner").scale(replicas=3)``."""
-        return Peer(self, agent)
-
     async def emit(self, topic: str, payload: Any) -> None:
         """Publish an event on ``topic`` (stored in the stream), in the current chain."""
         await self.runtime.emit(topic, payload)
@@ -235,28 +231,6 @@ class Agent:
         the namespace in the name (``f"{self.name}-{self.settings.namespace}"``).
         """
         return await self.runtime.key_value(bucket, ttl=ttl)
-
-
-class Peer:
-    """Calls another agent's actuators as if they were methods."""
-
-    def __init__(self, agent: Agent, target: str) -> None:
-        self._agent = agent
-        self._target = target
-
-    def __getattr__(self, actuator: str) -> Any:
-        if actuator.startswith("_"):
-            raise AttributeError(actuator)
-
-        async def invoke(
-            *, timeout: float | None = None, dry_run: bool = False, **params: Any
-        ) -> Any:
-            return await self._agent.call(
-                self._target, actuator, timeout=timeout, dry_run=dry_run, **params
-            )
-
-        invoke.__name__ = actuator
-        return invoke
 
 
 def _as_spec(item: HandlerSpec | HandlerFn) -> HandlerSpec:

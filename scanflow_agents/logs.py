@@ -63,7 +63,6 @@ class RateLimitFilter(logging.Filter):
         # kind -> (when the last shown record passed, how many were held back since, wall time)
         self._kinds: dict[Hashable, tuple[float, int, float]] = {}
         self._lock = threading.Lock()
-        self.suppressed = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
         decided = getattr(record, "_scanflow_rate_limited", None)
@@ -80,7 +79,6 @@ class RateLimitFilter(logging.Filter):
             last = self._kinds.get(kind)
             if last is not None and now - last[0] < self.interval:
                 self._kinds[kind] = (last[0], last[1] + 1, last[2])
-                self.suppressed += 1
                 return False
             held = last[1] if last is not None else 0
             since = last[2] if last is not None else 0.0

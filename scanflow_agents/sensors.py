@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NoReturn, overload
 
-from scanflow_agents.errors import DefinitionError
+from scanflow_agents.errors import DefinitionError, NotFound
 from scanflow_agents.handlers import ErrorMode, HandlerFn, HandlerOptions, HandlerSpec, attach
 from scanflow_agents.sources import Runs
 from scanflow_agents.triggers import OnEvent, Trigger, make_trigger
@@ -40,6 +40,19 @@ class SensorSpec(HandlerSpec):
 
     def __str__(self) -> str:
         return f"sensor '{self.id}' ({self.trigger})"
+
+
+def sensor_of(agent: str, sensors: Mapping[str, SensorSpec], sensor_id: str) -> SensorSpec:
+    """The sensor ``sensor_id`` among an agent's ``sensors``.
+
+    Raises:
+        NotFound: the agent has no such sensor (the message names those it has).
+    """
+    try:
+        return sensors[sensor_id]
+    except KeyError:
+        known = ", ".join(sorted(sensors)) or "none"
+        raise NotFound(f"agent '{agent}' has no sensor '{sensor_id}' (sensors: {known})") from None
 
 
 @overload

@@ -43,8 +43,10 @@ from scanflow_agents._core import allowing
 from scanflow_agents._core.approvals import Approvals, Verdict
 from scanflow_agents._core.ports import AgentSpec, Record, RunSensor, Spawn
 from scanflow_agents._core.switches import ControlState
+from scanflow_agents._core.wire import failure as _failure
 from scanflow_agents.errors import BadInput, CallError, ErrorCode, NotFound
-from scanflow_agents.messages import Envelope, ErrorInfo, Reply, new_id
+from scanflow_agents.messages import Envelope, Reply, new_id
+from scanflow_agents.sensors import sensor_of
 from scanflow_agents.settings import AgentSettings
 from scanflow_agents.transports.base import Message
 
@@ -247,11 +249,7 @@ class Controller:
         )
 
     def _known_sensor(self, sensor: str) -> None:
-        if sensor not in self.agent.sensors:
-            known = ", ".join(sorted(self.agent.sensors)) or "none"
-            raise NotFound(
-                f"agent '{self.agent.name}' has no sensor '{sensor}' (sensors: {known})",
-            )
+        sensor_of(self.agent.name, self.agent.sensors, sensor)
 
 
 def _text(params: dict[str, Any], name: str) -> str:
@@ -259,7 +257,3 @@ def _text(params: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise BadInput(f"'{name}' is required (a non-empty text)", field=name)
     return value
-
-
-def _failure(code: str, message: str, *, field: str | None = None) -> Reply:
-    return Reply(ok=False, error=ErrorInfo(code=code, message=message, field=field))

@@ -45,10 +45,11 @@ from scanflow_agents._core.ports import (
     never_refuse,
 )
 from scanflow_agents._core.recording import NotStored, Recorder, jsonable
+from scanflow_agents._core.wire import failure
 from scanflow_agents._kit import clocks
 from scanflow_agents.actuators import ActuatorSpec
 from scanflow_agents.errors import CallError, ErrorCode
-from scanflow_agents.messages import Envelope, ErrorInfo, Reply, utcnow
+from scanflow_agents.messages import Envelope, Reply, utcnow
 from scanflow_agents.redaction import shown_params
 from scanflow_agents.settings import AgentSettings
 from scanflow_agents.transports.base import Message
@@ -62,14 +63,6 @@ Alive = Callable[[str], Awaitable[bool]]
 MAX_ERRORS = 10
 MAX_TEXT = 300
 POLL = 0.25  # seconds between looks at a call another replica is running
-
-
-def failure(
-    code: ErrorCode, message: str, *, field: str | None = None, details: Any = None
-) -> Reply:
-    return Reply(
-        ok=False, error=ErrorInfo(code=code, message=message, field=field, details=details)
-    )
 
 
 def clip(text: str, limit: int = MAX_TEXT) -> str:

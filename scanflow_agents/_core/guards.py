@@ -103,7 +103,6 @@ class Claim:
     state: str  # "started" or "done"
     instance: str = ""
     started: str = ""
-    started_mono: float = 0.0  # when this process first saw it (for the deadline)
     reply: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -161,7 +160,6 @@ class CallStore:
             state=value.get("state", "started"),
             instance=value.get("instance", ""),
             started=value.get("started", ""),
-            started_mono=time.monotonic(),
             reply=value.get("reply"),
             raw=value,
         )

@@ -75,7 +75,6 @@ class Leadership:
         self.poll_every = min(1.0, ttl / 3)
         self.holder: str | None = None  # the leader we last saw (ourselves included)
         self.since: datetime | None = None
-        self.terms = 0  # how many times this replica became the leader
         self._kv: KeyValue | None = None
         self._token: int | None = None
         self._revision = 0
@@ -183,7 +182,6 @@ class Leadership:
         self._token, self._revision = int(token or revision), revision
         self._valid_until = started + self.ttl - self.margin
         self.holder = self.instance
-        self.terms += 1
         logger.info(
             "replica %s leads agent %r (lease token %d)", self.instance, self.key, self._token
         )

@@ -52,6 +52,7 @@ from scanflow_agents._kit.tasks import Tasks
 from scanflow_agents._kit.tasks import stop as stop_task
 from scanflow_agents.errors import CallError
 from scanflow_agents.messages import Envelope, Event, Observation, Reply
+from scanflow_agents.sensors import sensor_of
 from scanflow_agents.settings import Settings
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.transports.base import KeyValue, Message, Subscription, Transport
@@ -429,11 +430,7 @@ class AgentRuntime:
 
     async def run_sensor(self, sensor_id: str, event: Event | None = None) -> Observation | None:
         """Run a sensor now (also what the scheduler calls); returns the observation, if any."""
-        if sensor_id not in self.agent.sensors:
-            known = ", ".join(sorted(self.agent.sensors)) or "none"
-            raise KeyError(
-                f"agent '{self.agent.name}' has no sensor '{sensor_id}' (sensors: {known})"
-            )
+        sensor_of(self.agent.name, self.agent.sensors, sensor_id)
         return await self.reactor.run_sensor(sensor_id, event)
 
     async def run_sensor_guarded(self, sensor_id: str) -> None:

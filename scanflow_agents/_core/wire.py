@@ -16,7 +16,8 @@ from typing import Any
 import orjson
 from pydantic_core import to_jsonable_python
 
-from scanflow_agents.messages import SCHEMA_VERSION, new_id
+from scanflow_agents.errors import ErrorCode
+from scanflow_agents.messages import SCHEMA_VERSION, ErrorInfo, Reply, new_id
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS  # {1: ...} is written {"1": ...}, as json and pydantic do
 _fallback = json.JSONEncoder(
@@ -55,6 +56,15 @@ def envelope(
     if payload is not None:
         value["payload"] = payload
     return value
+
+
+def failure(
+    code: ErrorCode, message: str, *, field: str | None = None, details: Any = None
+) -> Reply:
+    """The reply of a call or control op that failed (or was refused) with ``code``."""
+    return Reply(
+        ok=False, error=ErrorInfo(code=code, message=message, field=field, details=details)
+    )
 
 
 def dumps(value: Any) -> bytes:

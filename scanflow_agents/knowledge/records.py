@@ -7,7 +7,7 @@ the core to MLflow's classes.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 #: Tag naming the workflow a run belongs to (set by the workflow's nodes).
@@ -52,10 +52,6 @@ class RunRecord:
         """Whether the run reached a terminal status."""
         return self.status in TERMINAL_STATUSES
 
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-able dict."""
-        return asdict(self)
-
     @classmethod
     def from_run(cls, run: Any) -> RunRecord:
         """Copy an ``mlflow.entities.Run``."""
@@ -91,10 +87,6 @@ class MetricPoint:
     key: str
     value: float
 
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-able dict."""
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class ModelVersionRecord:
@@ -119,10 +111,6 @@ class ModelVersionRecord:
     aliases: tuple[str, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)
     creation_time: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-able dict."""
-        return asdict(self)
 
     @classmethod
     def from_version(cls, version: Any) -> ModelVersionRecord:

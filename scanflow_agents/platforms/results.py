@@ -8,6 +8,7 @@ why in ``message``.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -43,6 +44,30 @@ class ActionResult(BaseModel):
     def changed(self) -> bool:
         """Whether anything on the platform changed."""
         return self.outcome in ("created", "updated", "deleted")
+
+
+def action_result(
+    action: str, workflow: str, node: str | None, outcome: Outcome, message: str, **details: Any
+) -> ActionResult:
+    """An :class:`ActionResult` from positional parts and keyword details."""
+    return ActionResult(
+        action=action,
+        workflow=workflow,
+        node=node,
+        outcome=outcome,
+        message=message,
+        details=details,
+    )
+
+
+def overall(outcomes: Iterable[Outcome]) -> Outcome:
+    """One outcome for many: all the same (none: ``unchanged``), or ``updated``."""
+    found = set(outcomes)
+    if not found or found == {"unchanged"}:
+        return "unchanged"
+    if found == {"created"}:
+        return "created"
+    return "updated"
 
 
 class DeployResult(BaseModel):

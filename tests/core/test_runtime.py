@@ -251,6 +251,19 @@ async def test_unknown_actuator_and_missing_agent(bus: str | None) -> None:
             await h.call("ghost", "anything", timeout=2)
 
 
+async def test_an_unknown_sensor_is_the_same_error_run_locally_or_by_control(
+    bus: str | None,
+) -> None:
+    async with AgentHarness(Watcher(), nats_url=bus) as h:
+        with pytest.raises(NotFound) as local:
+            await h.run_sensor("watcher", "nope")
+        with pytest.raises(NotFound) as remote:
+            await Controls(h.client, wait=0.5).run_sensor("watcher", "nope")
+    expected = "agent 'watcher' has no sensor 'nope' (sensors: load)"
+    assert local.value.message == expected
+    assert remote.value.message == expected
+
+
 async def test_failing_handlers_never_kill_the_agent(bus: str | None) -> None:
     planner = Planner()
     async with AgentHarness(planner, nats_url=bus) as h:

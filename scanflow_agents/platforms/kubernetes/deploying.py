@@ -1,5 +1,9 @@
 """Bringing Deployments and Services to a rendered state, touching only our own.
 
+A workflow's services and an application's agents are deployed here
+(``deploy_services``, ``deploy_agents``); ``ensure`` brings one object to
+its rendered state.
+
 Creation is a POST; a change is one JSON patch whose first operation tests
 the ``managed-by`` label, so even an object replaced by someone else between
 our read and our write is not overwritten. The pod template is replaced as a
@@ -10,17 +14,45 @@ variable, a limit) is removed from the cluster too.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from scanflow_agents.platforms.kubernetes import naming
-from scanflow_agents.platforms.kubernetes.building import agent_context, needs_agent_build
-from scanflow_agents.platforms.kubernetes.client import DEPLOYMENTS, KubeClient, Obj, Resource
-from scanflow_agents.platforms.kubernetes.manifests import agent_deployment
+from scanflow_agents.platforms.kubernetes.building import (
+    agent_context,
+    needs_agent_build,
+    needs_build,
+    node_image,
+)
+from scanflow_agents.platforms.kubernetes.client import (
+    ARGO_WORKFLOWS,
+    DEPLOYMENTS,
+    JOBS,
+    SERVICES,
+    ApiError,
+    KubeClient,
+    Obj,
+    Resource,
+)
+from scanflow_agents.platforms.kubernetes.manifests import (
+    agent_deployment,
+    service,
+    service_deployment,
+    service_labels,
+)
 from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
-from scanflow_agents.platforms.results import ActionResult, DeployResult, Outcome, PlatformError
-from scanflow_agents.workflows import Application
+from scanflow_agents.platforms.results import (
+    ActionResult,
+    DeployResult,
+    Outcome,
+    PlatformError,
+    action_result,
+)
+from scanflow_agents.workflows import Application, Workflow
+
+logger = logging.getLogger(__name__)
 
 
 class ApplicationDeployResult(BaseModel):
@@ -129,18 +161,53 @@ async def ensure(
     return "updated", changes
 
 
-def action_result(
-    action: str, workflow: str, node: str | None, outcome: Outcome, message: str, **details: Any
-) -> ActionResult:
-    """An :class:`ActionResult` from positional parts and keyword details."""
-    return ActionResult(
-        action=action,
-        workflow=workflow,
-        node=node,
-        outcome=outcome,
-        message=message,
-        details=details,
-    )
+async def deploy_services(
+    client: KubeClient,
+    settings: KubernetesPlatformSettings,
+    team: str,
+    workflow: Workflow,
+    application: str | None = None,
+) -> list[ActionResult]:
+    """A Deployment and a Service per service node; services no longer declared are deleted.
+
+    A node that needs an image of its own runs the one a build made for it.
+    """
+    namespace = settings.namespace(team)
+    results: list[ActionResult] = []
+    for node in workflow.services:
+        if node.image is None and needs_build(node):
+            node = node.model_copy(update={"image": node_image(settings, workflow, node)})
+        deployment = service_deployment(settings, team, workflow.name, node, application)
+        done, changes = await ensure(client, DEPLOYMENTS, deployment)
+        svc_done, _ = await ensure(
+            client, SERVICES, service(settings, team, workflow.name, node, application)
+        )
+        outcome: Outcome = (
+            done if done != "unchanged" else ("updated" if svc_done != "unchanged" else done)
+        )
+        where = f"{namespace}/{deployment['metadata']['name']}"
+        messages = {
+            "created": f"created Deployment and Service {where} "
+            f"with {node.replicas} replica(s) of {node.model_uri}",
+            "unchanged": f"already {node.replicas} replica(s) of {node.model_uri}",
+        }
+        patched = f"patched {where}: {', '.join(sorted(changes)) or 'service'}"
+        message = messages.get(outcome, patched)
+        results.append(
+            action_result("deploy", workflow.name, node.name, outcome, message, **changes)
+        )
+    keep = {node.name for node in workflow.services}
+    for stale in await client.find(DEPLOYMENTS, namespace, service_labels(workflow.name)):
+        node_name = stale["metadata"]["labels"].get(naming.NODE)
+        if node_name not in keep:
+            await client.delete(DEPLOYMENTS, namespace, stale["metadata"]["name"])
+            await client.delete(SERVICES, namespace, stale["metadata"]["name"])
+            results.append(
+                action_result(
+                    "deploy", workflow.name, node_name, "deleted", "node no longer in the workflow"
+                )
+            )
+    return results
 
 
 async def deploy_agents(
@@ -192,13 +259,39 @@ async def deploy_agents(
     return results
 
 
-def overall(outcomes: list[Outcome]) -> Outcome:
-    """One outcome for many: all the same, or 'updated'."""
-    if not outcomes or set(outcomes) == {"unchanged"}:
-        return "unchanged"
-    if set(outcomes) == {"created"}:
-        return "created"
-    return "updated"
+async def delete_workflow(
+    client: KubeClient, settings: KubernetesPlatformSettings, namespace: str, workflow: str
+) -> dict[str, int]:
+    """Delete every object of ``workflow`` this platform made in ``namespace``.
+
+    Argo Workflows are looked for only when Argo may be in use (``argo`` is
+    not ``never``), and a 403 on them (RBAC without Argo) is logged, not
+    fatal: a cluster with the CRD installed but Argo not granted has none of ours.
+
+    Returns:
+        How many objects went, by resource (``{"jobs": 3}``).
+    """
+    wanted = {naming.MANAGED_BY: naming.MANAGER, naming.WORKFLOW: workflow}
+    deleted: dict[str, int] = {}
+    resources: list[Resource] = [JOBS, SERVICES, DEPLOYMENTS]
+    if settings.argo != "never":
+        resources.insert(0, ARGO_WORKFLOWS)
+    skipped: list[str] = []
+    for resource in resources:
+        try:
+            found = await client.find(resource, namespace, wanted)
+        except ApiError as exc:
+            if exc.status != 403 or resource is not ARGO_WORKFLOWS:
+                raise
+            logger.warning("delete %s: Argo Workflows not listed: %s", workflow, exc)
+            skipped.append(f"{resource.plural} (forbidden)")
+            continue
+        for obj in found:
+            if await client.delete(resource, namespace, obj["metadata"]["name"]):
+                deleted[resource.plural] = deleted.get(resource.plural, 0) + 1
+    if skipped:
+        logger.info("delete %s in %s: skipped %s", workflow, namespace, ", ".join(skipped))
+    return deleted
 
 
 def _whose(object_labels: dict[str, str]) -> str:

@@ -1,13 +1,14 @@
 """Objects for batch runs: a Job per executor, or one Argo Workflow with a DAG.
 
-Pure functions; the image of each executor is decided by the caller (see
-:mod:`scanflow_agents.platforms.kubernetes.building`).
+Pure functions of a :class:`RunContext`; the image of each executor is
+decided by the caller (see :mod:`scanflow_agents.platforms.kubernetes.building`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -31,6 +32,45 @@ RUN_DIR = PurePosixPath("/scanflow/run")  # SCANFLOW_RUN_DIR in every step's pod
 RUN_DIR_VOLUME = "run-dir"
 STEP_CONTAINER = "step"
 SYNC_MODULE = "scanflow_agents.platforms.rundirs"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunContext:
+    """What every object of one batch run is built from.
+
+    Args:
+        settings: Platform settings (namespace, images, deadlines...).
+        team: Whose namespace the run goes to.
+        workflow: The workflow; its executors are the steps.
+        run_id: The run's id (also in every object's labels).
+        images: The image of every executor.
+        parameters: Per step, parameters overriding the declared ones.
+        application: The application label, when known.
+    """
+
+    settings: KubernetesPlatformSettings
+    team: str
+    workflow: Workflow
+    run_id: str
+    images: Mapping[str, str]
+    parameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    application: str | None = None
+
+    @property
+    def namespace(self) -> str:
+        """The namespace of the run's objects."""
+        return self.settings.namespace(self.team)
+
+    def labels(self, component: str, node: str | None = None) -> dict[str, str]:
+        """The labels of one of the run's objects (of one step's, with ``node``)."""
+        return naming.labels(
+            self.team,
+            application=self.application,
+            workflow=self.workflow.name,
+            node=node,
+            component=component,
+            run=self.run_id,
+        )
 
 
 def job_name(run_id: str, node: str) -> str:
@@ -76,30 +116,24 @@ def synced(settings: KubernetesPlatformSettings, run_id: str, argv: list[str]) -
     return ["python", "-m", SYNC_MODULE, "--uri", location, "--dir", str(RUN_DIR), "--", *argv]
 
 
-def step_container(
-    settings: KubernetesPlatformSettings,
-    team: str,
-    workflow: Workflow,
-    node: ExecutorNode,
-    run_id: str,
-    image: str,
-    parameters: Mapping[str, Any],
-) -> Obj:
+def step_container(run: RunContext, node: ExecutorNode) -> Obj:
     """The container of one executor in a run."""
+    settings, run_id = run.settings, run.run_id
     values = {
-        **common_env(settings, team),
+        **common_env(settings, run.team),
         "SCANFLOW_RUN_ID": run_id,
-        "SCANFLOW_WORKFLOW": workflow.name,
+        "SCANFLOW_WORKFLOW": run.workflow.name,
         "SCANFLOW_NODE": node.name,
         "SCANFLOW_RUN_DIR": str(RUN_DIR),
         "SCANFLOW_RUN_ARTIFACTS": run_artifacts(settings, run_id),
         # Libraries write caches and config under HOME: the root filesystem is read-only.
         "HOME": "/tmp",
     }
+    parameters = {**node.parameters, **run.parameters.get(node.name, {})}
     container: Obj = {
         "name": STEP_CONTAINER,
-        "image": image,
-        "command": synced(settings, run_id, command(node, {**node.parameters, **parameters})),
+        "image": run.images[node.name],
+        "command": synced(settings, run_id, command(node, parameters)),
         "env": env_list(values) + env_list(dict(node.env)),
         "resources": resources(node.resources),
         "volumeMounts": [{"name": RUN_DIR_VOLUME, "mountPath": str(RUN_DIR)}],
@@ -113,27 +147,11 @@ def step_timeout(settings: KubernetesPlatformSettings, node: ExecutorNode) -> in
     return max(1, round(node.timeout if node.timeout is not None else settings.step_timeout))
 
 
-def job(
-    settings: KubernetesPlatformSettings,
-    team: str,
-    workflow: Workflow,
-    node: ExecutorNode,
-    run_id: str,
-    image: str,
-    parameters: Mapping[str, Any],
-    application: str | None = None,
-) -> Obj:
+def job(run: RunContext, node: ExecutorNode) -> Obj:
     """The Job of one executor in a run: one pod, never restarted in place."""
-    object_labels = naming.labels(
-        team,
-        application=application,
-        workflow=workflow.name,
-        node=node.name,
-        component="executor",
-        run=run_id,
-    )
-    container = step_container(settings, team, workflow, node, run_id, image, parameters)
-    pod = pod_spec(settings, container)
+    settings = run.settings
+    object_labels = run.labels("executor", node.name)
+    pod = pod_spec(settings, step_container(run, node))
     pod["volumes"].append({"name": RUN_DIR_VOLUME, "emptyDir": {}})
     spec: Obj = {
         "backoffLimit": settings.job_backoff_limit,
@@ -148,28 +166,19 @@ def job(
         "apiVersion": JOBS.api_version,
         "kind": JOBS.kind,
         "metadata": {
-            "name": job_name(run_id, node.name),
-            "namespace": settings.namespace(team),
+            "name": job_name(run.run_id, node.name),
+            "namespace": run.namespace,
             "labels": object_labels,
-            "annotations": {naming.RUN_ID: run_id},
+            "annotations": {naming.RUN_ID: run.run_id},
         },
         "spec": spec,
     }
 
 
-def argo_workflow(
-    settings: KubernetesPlatformSettings,
-    team: str,
-    workflow: Workflow,
-    run_id: str,
-    images: Mapping[str, str],
-    parameters: Mapping[str, Mapping[str, Any]],
-    application: str | None = None,
-) -> Obj:
+def argo_workflow(run: RunContext) -> Obj:
     """One Argo Workflow running the executors as a DAG (its edges as dependencies)."""
-    object_labels = naming.labels(
-        team, application=application, workflow=workflow.name, component="run", run=run_id
-    )
+    settings, workflow = run.settings, run.workflow
+    object_labels = run.labels("run")
     tasks: list[Obj] = []
     templates: list[Obj] = []
     names = {n.name for n in workflow.executors}
@@ -179,9 +188,7 @@ def argo_workflow(
         if deps:
             task["dependencies"] = deps
         tasks.append(task)
-        container = step_container(
-            settings, team, workflow, node, run_id, images[node.name], parameters.get(node.name, {})
-        )
+        container = step_container(run, node)
         container.pop("name")
         harden(settings, container)
         template: Obj = {
@@ -217,10 +224,10 @@ def argo_workflow(
         "apiVersion": ARGO_WORKFLOWS.api_version,
         "kind": ARGO_WORKFLOWS.kind,
         "metadata": {
-            "name": argo_name(run_id),
-            "namespace": settings.namespace(team),
+            "name": argo_name(run.run_id),
+            "namespace": run.namespace,
             "labels": object_labels,
-            "annotations": {naming.RUN_ID: run_id},
+            "annotations": {naming.RUN_ID: run.run_id},
         },
         "spec": spec,
     }

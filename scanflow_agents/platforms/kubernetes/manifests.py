@@ -28,6 +28,15 @@ def service_name(workflow: str, node: str) -> str:
     return naming.object_name(workflow, node)
 
 
+def service_labels(workflow: str) -> dict[str, str]:
+    """The labels every service of ``workflow`` carries (to find them all)."""
+    return {
+        naming.MANAGED_BY: naming.MANAGER,
+        naming.WORKFLOW: workflow,
+        naming.COMPONENT: "service",
+    }
+
+
 def agent_name(application: str, agent: str) -> str:
     """The name of an agent's Deployment."""
     return naming.object_name(application, "agent", agent)

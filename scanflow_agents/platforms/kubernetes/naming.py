@@ -94,11 +94,6 @@ def identity(object_labels: Mapping[str, str]) -> dict[str, str]:
     return {key: object_labels[key] for key in keys if key in object_labels}
 
 
-def is_managed(obj: Mapping[str, Any]) -> bool:
-    """Whether this platform made ``obj``."""
-    return bool(_labels_of(obj).get(MANAGED_BY) == MANAGER)
-
-
 def matches(obj: Mapping[str, Any], wanted: Mapping[str, str]) -> bool:
     """Whether ``obj`` carries every label of ``wanted`` with the same value."""
     have = _labels_of(obj)

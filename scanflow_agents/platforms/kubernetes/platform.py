@@ -6,9 +6,9 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
+from scanflow_agents.platforms.base import PlatformBase, check_deployable, check_parameters
 from scanflow_agents.platforms.kubernetes import naming
 from scanflow_agents.platforms.kubernetes.building import (
     ImageBuildResult,
@@ -20,29 +20,20 @@ from scanflow_agents.platforms.kubernetes.building import (
     node_image,
 )
 from scanflow_agents.platforms.kubernetes.client import (
-    ARGO_WORKFLOWS,
     DEPLOYMENTS,
-    JOBS,
     PODS,
-    SERVICES,
-    ApiError,
     KubeClient,
     Obj,
-    Resource,
 )
 from scanflow_agents.platforms.kubernetes.deploying import (
     ApplicationDeployResult,
-    action_result,
+    delete_workflow,
     deploy_agents,
-    ensure,
-    overall,
+    deploy_services,
     owned,
 )
-from scanflow_agents.platforms.kubernetes.manifests import (
-    service,
-    service_deployment,
-    service_name,
-)
+from scanflow_agents.platforms.kubernetes.jobs import RunContext
+from scanflow_agents.platforms.kubernetes.manifests import service_labels, service_name
 from scanflow_agents.platforms.kubernetes.rollouts import roll
 from scanflow_agents.platforms.kubernetes.running import BatchRun
 from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
@@ -55,14 +46,16 @@ from scanflow_agents.platforms.results import (
     PlatformError,
     RunStatus,
     WorkflowStatus,
+    action_result,
+    overall,
 )
-from scanflow_agents.platforms.runs import RunCallback, RunRecord, RunRegistry, RunStore
+from scanflow_agents.platforms.runs import RunCallback, RunRecord, RunStore
 from scanflow_agents.workflows import Application, Workflow
 
 logger = logging.getLogger(__name__)
 
 
-class KubernetesPlatform:
+class KubernetesPlatform(PlatformBase):
     """Workflows on a Kubernetes cluster, one namespace per team.
 
     Service nodes become a Deployment and a Service each; batch runs become
@@ -90,6 +83,9 @@ class KubernetesPlatform:
         store: Where run records are kept (default: in memory).
     """
 
+    name = "kubernetes"
+    outlives = True  # runs are the cluster's
+
     def __init__(
         self,
         settings: KubernetesPlatformSettings | None = None,
@@ -99,8 +95,8 @@ class KubernetesPlatform:
         store: RunStore | None = None,
     ) -> None:
         self.settings = settings or KubernetesPlatformSettings()
-        self.runs = RunRegistry(
-            "kubernetes", store=store, kept=self.settings.kept_runs, on_finished=on_run_finished
+        super().__init__(
+            kept_runs=self.settings.kept_runs, on_run_finished=on_run_finished, store=store
         )
         self._client = client
         self._own_client = client is None
@@ -109,26 +105,8 @@ class KubernetesPlatform:
         self._namespaces: set[str] = set()
         self._argo: bool | None = None
 
-    @property
-    def on_run_finished(self) -> RunCallback | None:
-        """Called with the final status of every run."""
-        return self.runs.on_finished
-
-    @on_run_finished.setter
-    def on_run_finished(self, callback: RunCallback | None) -> None:
-        self.runs.on_finished = callback
-
-    async def __aenter__(self) -> KubernetesPlatform:
-        return self
-
-    async def __aexit__(
-        self, *exc: type[BaseException] | BaseException | TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Stop following runs (they go on on the cluster) and close the connection; idempotent."""
-        await self.runs.close(outlives=True)
+    async def _release(self) -> None:
+        # Only a connection this platform opened: a client it was given is the giver's.
         if self._client is not None and self._own_client:
             await self._client.close()
             self._client = None
@@ -193,53 +171,13 @@ class KubernetesPlatform:
         changes nothing, a changed one is patched (a rolling update), and
         services of nodes no longer in the workflow are deleted.
         """
-        if workflow.kind != "online":
-            raise PlatformError(
-                "invalid",
-                f"workflow {workflow.name!r} is a batch workflow; run it instead of deploying it",
-            )
+        check_deployable(workflow)
         team = self._team(workflow.name, team)
         self._teams[workflow.name] = team
         await self._prepare(team)
-        client, namespace = await self._api(), self.settings.namespace(team)
-        results: list[ActionResult] = []
-        for node in workflow.services:
-            if node.image is None and needs_build(node):
-                node = node.model_copy(update={"image": node_image(self.settings, workflow, node)})
-            deployment = service_deployment(self.settings, team, workflow.name, node, application)
-            done, changes = await ensure(client, DEPLOYMENTS, deployment)
-            svc_done, _ = await ensure(
-                client, SERVICES, service(self.settings, team, workflow.name, node, application)
-            )
-            outcome: Outcome = (
-                done if done != "unchanged" else ("updated" if svc_done != "unchanged" else done)
-            )
-            where = f"{namespace}/{deployment['metadata']['name']}"
-            messages = {
-                "created": f"created Deployment and Service {where} "
-                f"with {node.replicas} replica(s) of {node.model_uri}",
-                "unchanged": f"already {node.replicas} replica(s) of {node.model_uri}",
-            }
-            patched = f"patched {where}: {', '.join(sorted(changes)) or 'service'}"
-            message = messages.get(outcome, patched)
-            results.append(
-                action_result("deploy", workflow.name, node.name, outcome, message, **changes)
-            )
-        keep = {node.name for node in workflow.services}
-        for stale in await client.find(DEPLOYMENTS, namespace, self._service_labels(workflow.name)):
-            node_name = stale["metadata"]["labels"].get(naming.NODE)
-            if node_name not in keep:
-                await client.delete(DEPLOYMENTS, namespace, stale["metadata"]["name"])
-                await client.delete(SERVICES, namespace, stale["metadata"]["name"])
-                results.append(
-                    action_result(
-                        "deploy",
-                        workflow.name,
-                        node_name,
-                        "deleted",
-                        "node no longer in the workflow",
-                    )
-                )
+        results = await deploy_services(
+            await self._api(), self.settings, team, workflow, application
+        )
         return DeployResult(
             workflow=workflow.name, outcome=overall([r.outcome for r in results]), services=results
         )
@@ -285,13 +223,7 @@ class KubernetesPlatform:
             raise PlatformError(
                 "invalid", f"workflow {workflow.name!r} has no executor nodes to run"
             )
-        unknown = set(parameters or {}) - {n.name for n in workflow.executors}
-        if unknown:
-            raise PlatformError(
-                "invalid",
-                f"parameters for unknown executor(s) {sorted(unknown)} "
-                f"of workflow {workflow.name!r}",
-            )
+        check_parameters(workflow, parameters)
         images = {
             n.name: await asyncio.to_thread(node_image, self.settings, workflow, n)
             for n in workflow.executors
@@ -316,45 +248,30 @@ class KubernetesPlatform:
     async def _follow(self, record: RunRecord, *, fresh: bool) -> None:
         run_id = record.status.run_id
         details = record.details
+        context = RunContext(
+            settings=self.settings,
+            team=record.team or self.settings.team,
+            workflow=record.load_workflow(),
+            run_id=run_id,
+            images=details["images"],
+            parameters=record.parameters,
+            application=record.application,
+        )
         batch = BatchRun(
             await self._api(),
-            self.settings,
-            record.team or self.settings.team,
-            record.load_workflow(),
-            run_id,
-            details["images"],
-            record.parameters,
-            application=record.application,
+            context,
             argo=bool(details.get("argo")),
             status=None if fresh else record.status,
             on_change=lambda: self.runs.checkpoint(run_id),
         )
         await self.runs.start(batch, record)
 
-    async def resume(self) -> list[str]:
-        """Follow again the runs an earlier instance left (a restarted planner).
-
-        Runs that ended unreported are reported; unfinished ones are followed
-        on the cluster from where their record says they were.
-        """
-        found = []
-        for record in await self.runs.unreported():
-            if record.status.done:
-                await self.runs.adopt(record)
-            else:
-                if record.team:
-                    self._teams.setdefault(record.status.workflow, record.team)
-                await self._follow(record, fresh=False)
-            found.append(record.status.run_id)
-        return found
-
-    async def wait(self, run_id: str, timeout: float | None = None) -> RunStatus:
-        """Wait for a run to end and return its final status (TimeoutError if it does not)."""
-        return await self.runs.wait(run_id, timeout)
-
-    async def run_status(self, run_id: str) -> RunStatus:
-        """A copy of the run's current status (from the run store for earlier instances')."""
-        return await self.runs.status(run_id)
+    async def _pick_up(self, record: RunRecord) -> None:
+        # An unfinished run goes on on the cluster (a restarted planner): it is
+        # followed from where its record says it was.
+        if record.team:
+            self._teams.setdefault(record.status.workflow, record.team)
+        await self._follow(record, fresh=False)
 
     # -- Actuators on services --------------------------------------------------
 
@@ -426,7 +343,7 @@ class KubernetesPlatform:
         """Services (with each pod's readiness) and remembered runs of a workflow."""
         namespace = self.settings.namespace(self._team(workflow, team))
         client = await self._api()
-        wanted = self._service_labels(workflow)
+        wanted = service_labels(workflow)
         deployments = await client.find(DEPLOYMENTS, namespace, wanted)
         pods = await client.find(PODS, namespace, wanted) if deployments else []
         services = [service_status(namespace, d, pods) for d in deployments]
@@ -438,34 +355,12 @@ class KubernetesPlatform:
     async def delete(self, workflow: str, *, team: str | None = None) -> ActionResult:
         """Delete the workflow's services and runs (only objects this platform made).
 
-        Runs are cancelled first (their ends are reported). Argo Workflows are
-        looked for only when Argo may be in use (``argo`` is not ``never``),
-        and a 403 on them (RBAC without Argo) is reported, not fatal: a
-        cluster with the CRD installed but Argo not granted has none of ours.
+        Runs are cancelled first (their ends are reported), then the objects
+        go (see :func:`~scanflow_agents.platforms.kubernetes.deploying.delete_workflow`).
         """
         namespace = self.settings.namespace(self._team(workflow, team))
         running = await self.runs.cancel(workflow)
-        client = await self._api()
-        wanted = {naming.MANAGED_BY: naming.MANAGER, naming.WORKFLOW: workflow}
-        deleted: dict[str, int] = {}
-        resources: list[Resource] = [JOBS, SERVICES, DEPLOYMENTS]
-        if self.settings.argo != "never":
-            resources.insert(0, ARGO_WORKFLOWS)
-        skipped: list[str] = []
-        for resource in resources:
-            try:
-                found = await client.find(resource, namespace, wanted)
-            except ApiError as exc:
-                if exc.status != 403 or resource is not ARGO_WORKFLOWS:
-                    raise
-                logger.warning("delete %s: Argo Workflows not listed: %s", workflow, exc)
-                skipped.append(f"{resource.plural} (forbidden)")
-                continue
-            for obj in found:
-                if await client.delete(resource, namespace, obj["metadata"]["name"]):
-                    deleted[resource.plural] = deleted.get(resource.plural, 0) + 1
-        if skipped:
-            logger.info("delete %s in %s: skipped %s", workflow, namespace, ", ".join(skipped))
+        deleted = await delete_workflow(await self._api(), self.settings, namespace, workflow)
         if not deleted and not running:
             return action_result(
                 "delete",
@@ -541,17 +436,9 @@ class KubernetesPlatform:
     def _labels(self, team: str) -> dict[str, str]:
         return {naming.MANAGED_BY: naming.MANAGER, naming.TEAM: team}
 
-    @staticmethod
-    def _service_labels(workflow: str) -> dict[str, str]:
-        return {
-            naming.MANAGED_BY: naming.MANAGER,
-            naming.WORKFLOW: workflow,
-            naming.COMPONENT: "service",
-        }
-
     async def _service(self, workflow: str, node: str, team: str | None) -> tuple[str, Obj]:
         namespace = self.settings.namespace(self._team(workflow, team))
-        wanted = {**self._service_labels(workflow), naming.NODE: node}
+        wanted = {**service_labels(workflow), naming.NODE: node}
         current = await owned(
             await self._api(),
             DEPLOYMENTS,

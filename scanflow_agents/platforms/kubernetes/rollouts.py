@@ -18,10 +18,10 @@ from typing import Literal
 
 from scanflow_agents.platforms.kubernetes import naming
 from scanflow_agents.platforms.kubernetes.client import DEPLOYMENTS, KubeClient, Obj
-from scanflow_agents.platforms.kubernetes.deploying import action_result, ownership_test, pointer
+from scanflow_agents.platforms.kubernetes.deploying import ownership_test, pointer
 from scanflow_agents.platforms.kubernetes.manifests import service_deployment
 from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
-from scanflow_agents.platforms.results import ActionResult, PlatformError
+from scanflow_agents.platforms.results import ActionResult, PlatformError, action_result
 from scanflow_agents.workflows import ServiceNode
 
 RolloutState = Literal["complete", "progressing", "failed"]

@@ -1,10 +1,9 @@
 """Batch runs on a cluster: Jobs in dependency order, or one Argo Workflow.
 
-With Jobs, this process is the scheduler: a step's Job is created once every
-step it depends on has succeeded; steps that do not depend on each other run
-at the same time. When a step fails nothing new starts: running steps finish,
-waiting ones are marked ``skipped``, and the run names the first failing step.
-With Argo, the Workflow controller schedules and this process only reads the
+With Jobs, this process is the scheduler: a step's Job is created when
+:mod:`~scanflow_agents.platforms.scheduling` says the step is ready (all it
+depends on succeeded, and no step failed), and the run names the first
+failing step. With Argo, the Workflow controller schedules and this process only reads the
 Workflow's status.
 
 Either way the state is read by polling (one list or get per tick, every
@@ -27,8 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from scanflow_agents.platforms.kubernetes import naming
 from scanflow_agents.platforms.kubernetes.client import (
@@ -41,15 +39,15 @@ from scanflow_agents.platforms.kubernetes.client import (
 )
 from scanflow_agents.platforms.kubernetes.jobs import (
     ARGO_PHASES,
+    RunContext,
     argo_workflow,
     job,
     job_name,
     job_state,
 )
 from scanflow_agents.platforms.kubernetes.pods import PendingWatch
-from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
 from scanflow_agents.platforms.results import NodeRun, RunStatus
-from scanflow_agents.workflows import Workflow
+from scanflow_agents.platforms.scheduling import ready
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +57,8 @@ class BatchRun:
 
     Args:
         client: The API access.
-        settings: Platform settings (namespace, poll interval, images...).
-        team: Whose namespace the run goes to.
-        workflow: The workflow; its executors are the steps.
-        run_id: The run's id (also in every object's labels).
-        images: The image of every executor.
-        parameters: Per step, parameters overriding the declared ones.
-        application: The application label, when known.
+        context: What the run's objects are built from (settings, team,
+            workflow, run id, images, parameters, application).
         argo: One Argo Workflow instead of Jobs.
         status: Where to start from (a run followed again); new if None.
         on_change: Awaited after a step changed state (the registry stores it).
@@ -74,36 +67,29 @@ class BatchRun:
     def __init__(
         self,
         client: KubeClient,
-        settings: KubernetesPlatformSettings,
-        team: str,
-        workflow: Workflow,
-        run_id: str,
-        images: Mapping[str, str],
-        parameters: Mapping[str, Mapping[str, Any]],
+        context: RunContext,
         *,
-        application: str | None = None,
         argo: bool = False,
         status: RunStatus | None = None,
         on_change: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
-        self.settings = settings
-        self.team = team
-        self.namespace = settings.namespace(team)
-        self.workflow = workflow
-        self.images = dict(images)
-        self.parameters = parameters
-        self.application = application
+        self.context = context
+        self.settings, self.workflow = context.settings, context.workflow
+        self.namespace = context.namespace
         self.argo = argo
         self.on_change = on_change
         self.status = status or RunStatus(
-            run_id=run_id,
-            workflow=workflow.name,
-            nodes={n.name: NodeRun(node=n.name) for n in workflow.executors},
+            run_id=context.run_id,
+            workflow=self.workflow.name,
+            nodes={n.name: NodeRun(node=n.name) for n in self.workflow.executors},
             run_dir=f"{'workflows' if argo else 'jobs'}.{self.namespace}",
         )
         self.pending = PendingWatch(
-            client, self.namespace, naming.label_value(run_id), settings.pending_timeout
+            client,
+            self.namespace,
+            naming.label_value(context.run_id),
+            self.settings.pending_timeout,
         )
         self._seen = self._states()
 
@@ -177,7 +163,7 @@ class BatchRun:
             for name in [n for n, r in nodes.items() if r.state == "running"]:
                 self._fail(name, f"the run's deadline ({self.settings.run_timeout:.0f} s) passed")
                 await self.client.delete(JOBS, self.namespace, job_name(self.status.run_id, name))
-        for name in self._ready():
+        for name in ready(self.workflow, self.status):
             await self._start(name)
         await self._changed()
         return not any(r.state == "running" for r in nodes.values())
@@ -208,16 +194,7 @@ class BatchRun:
 
     async def _start(self, name: str) -> None:
         node = next(n for n in self.workflow.executors if n.name == name)
-        body = job(
-            self.settings,
-            self.team,
-            self.workflow,
-            node,
-            self.status.run_id,
-            self.images[name],
-            self.parameters.get(name, {}),
-            self.application,
-        )
+        body = job(self.context, node)
         record = self.status.nodes[name]
         record.state, record.started_at = "running", time.time()
         try:
@@ -241,34 +218,10 @@ class BatchRun:
                     name, f"{what} of the same name exists and is not this step's Job", logs=False
                 )
 
-    def _ready(self) -> list[str]:
-        if self.status.failed_node is not None:
-            return []
-        nodes = self.status.nodes
-        return [
-            name
-            for name in self.workflow.topological_order()
-            if name in nodes
-            and nodes[name].state == "pending"
-            and all(
-                nodes[d].state == "succeeded"
-                for d in self.workflow.dependencies(name)
-                if d in nodes
-            )
-        ]
-
     # -- Argo ---------------------------------------------------------------
 
     async def _argo(self) -> None:
-        body = argo_workflow(
-            self.settings,
-            self.team,
-            self.workflow,
-            self.status.run_id,
-            self.images,
-            self.parameters,
-            self.application,
-        )
+        body = argo_workflow(self.context)
         name = body["metadata"]["name"]
         created = time.monotonic()
         try:

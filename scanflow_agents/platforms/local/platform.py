@@ -7,9 +7,9 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
+from scanflow_agents.platforms.base import PlatformBase, check_deployable, check_parameters
 from scanflow_agents.platforms.local.building import Environments
 from scanflow_agents.platforms.local.running import BatchRun
 from scanflow_agents.platforms.local.services import ReplicaSet
@@ -21,16 +21,17 @@ from scanflow_agents.platforms.results import (
     NodeEnvironment,
     Outcome,
     PlatformError,
-    RunStatus,
     WorkflowStatus,
+    action_result,
+    overall,
 )
-from scanflow_agents.platforms.runs import RunCallback, RunRecord, RunRegistry, RunStore
+from scanflow_agents.platforms.runs import RunCallback, RunRecord, RunStore
 from scanflow_agents.workflows import Application, ExecutorNode, Workflow
 
 logger = logging.getLogger(__name__)
 
 
-class LocalPlatform:
+class LocalPlatform(PlatformBase):
     """Executors as subprocesses, services as replica processes on one port.
 
     Use it as an async context manager: leaving it stops every service and
@@ -53,6 +54,9 @@ class LocalPlatform:
         store: Where run records are kept (default: in memory).
     """
 
+    name = "local"
+    outlives = False  # runs are child processes
+
     def __init__(
         self,
         settings: LocalPlatformSettings | None = None,
@@ -61,35 +65,17 @@ class LocalPlatform:
         store: RunStore | None = None,
     ) -> None:
         self.settings = settings or LocalPlatformSettings()
+        super().__init__(
+            kept_runs=self.settings.kept_runs, on_run_finished=on_run_finished, store=store
+        )
         self.environments = Environments(
             self.settings.base_dir.resolve() / "envs", self.settings.python
         )
         self._services: dict[tuple[str, str], ReplicaSet] = {}
         self._deployed: dict[str, Workflow] = {}
-        self.runs = RunRegistry(
-            "local", store=store, kept=self.settings.kept_runs, on_finished=on_run_finished
-        )
 
-    @property
-    def on_run_finished(self) -> RunCallback | None:
-        """Called with the final status of every run."""
-        return self.runs.on_finished
-
-    @on_run_finished.setter
-    def on_run_finished(self, callback: RunCallback | None) -> None:
-        self.runs.on_finished = callback
-
-    async def __aenter__(self) -> LocalPlatform:
-        return self
-
-    async def __aexit__(
-        self, *exc: type[BaseException] | BaseException | TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Stop running runs (kept unreported for ``resume``) and every service; idempotent."""
-        await self.runs.close(outlives=False)
+    async def _release(self) -> None:
+        # Services are processes of this one: they stop with it.
         await asyncio.gather(*(s.close() for s in self._services.values()))
         self._services.clear()
         self._deployed.clear()
@@ -112,11 +98,7 @@ class LocalPlatform:
 
     async def deploy(self, workflow: Workflow, *, team: str | None = None) -> DeployResult:
         """Start the workflow's services, or bring them to the declared model and replicas."""
-        if workflow.kind != "online":
-            raise PlatformError(
-                "invalid",
-                f"workflow {workflow.name!r} is a batch workflow; run it instead of deploying it",
-            )
+        check_deployable(workflow)
         self._deployed[workflow.name] = workflow
         results = []
         for node in workflow.services:
@@ -127,9 +109,9 @@ class LocalPlatform:
                 async with self._services[key].lock:
                     await self._services[key].scale(node.replicas)
                 results.append(
-                    self._result(
+                    action_result(
                         "deploy",
-                        key,
+                        *key,
                         "created",
                         f"started {node.replicas} replica(s) of {node.model_uri}",
                     )
@@ -140,13 +122,8 @@ class LocalPlatform:
             scaled = await self.scale(workflow.name, node.name, node.replicas)
             if scaled.changed or not results:
                 results.append(scaled)
-        outcomes = {r.outcome for r in results}
-        overall: Outcome = (
-            "unchanged"
-            if outcomes == {"unchanged"}
-            else ("created" if outcomes == {"created"} else "updated")
-        )
-        return DeployResult(workflow=workflow.name, outcome=overall, services=results)
+        outcomes = [r.outcome for r in results]
+        return DeployResult(workflow=workflow.name, outcome=overall(outcomes), services=results)
 
     async def run(
         self,
@@ -159,13 +136,7 @@ class LocalPlatform:
         """Start a batch run in the background and return its id at once."""
         if run_id is not None and await self.runs.known(run_id):
             return run_id
-        unknown = set(parameters or {}) - {n.name for n in workflow.executors}
-        if unknown:
-            raise PlatformError(
-                "invalid",
-                f"parameters for unknown executor(s) "
-                f"{sorted(unknown)} of workflow {workflow.name!r}",
-            )
+        check_parameters(workflow, parameters)
         run_id = run_id or f"{workflow.name}-{uuid.uuid4().hex[:12]}"
         batch = BatchRun(workflow, run_id, self.settings, self.environments, parameters)
         record = RunRecord.of(
@@ -174,40 +145,24 @@ class LocalPlatform:
         await self.runs.start(batch, record)
         return run_id
 
-    async def wait(self, run_id: str, timeout: float | None = None) -> RunStatus:
-        """Wait for a run to end and return its final status (TimeoutError if it does not)."""
-        return await self.runs.wait(run_id, timeout)
-
-    async def run_status(self, run_id: str) -> RunStatus:
-        """A copy of the run's current status (from the run store for earlier instances')."""
-        return await self.runs.status(run_id)
-
-    async def resume(self) -> list[str]:
-        """Report the runs an earlier instance left unreported.
-
-        A run that had ended (stopped when that instance closed) is reported
-        as it ended; one still marked running was lost with its process (the
-        planner died) and is reported failed, saying so.
-        """
-        found = []
-        for record in await self.runs.unreported():
-            status = record.status
-            if not status.done:
-                status.state, status.message = (
-                    "failed",
-                    (
-                        f"run {status.run_id} lost: the platform that ran it stopped without "
-                        "closing (its steps were child processes)"
-                    ),
-                )
-                for node in status.nodes.values():
-                    if node.state == "running":
-                        node.state, node.reason = "failed", "lost with the platform's process"
-                status.finish()
-                status.finished_at = status.finished_at or time.time()
-            await self.runs.adopt(record)
-            found.append(status.run_id)
-        return found
+    async def _pick_up(self, record: RunRecord) -> None:
+        # A run an earlier instance left unfinished (ended ones it closed are
+        # reported as they ended) was lost with its process, the planner that
+        # died: it is reported failed, saying so.
+        status = record.status
+        status.state, status.message = (
+            "failed",
+            (
+                f"run {status.run_id} lost: the platform that ran it stopped without "
+                "closing (its steps were child processes)"
+            ),
+        )
+        for node in status.nodes.values():
+            if node.state == "running":
+                node.state, node.reason = "failed", "lost with the platform's process"
+        status.finish()
+        status.finished_at = status.finished_at or time.time()
+        await self.runs.adopt(record)
 
     async def scale(
         self, workflow: str, node: str, replicas: int, *, team: str | None = None
@@ -219,17 +174,19 @@ class LocalPlatform:
         async with service.lock:
             before = len(service.replicas)
             if before == replicas:
-                return self._result(
+                return action_result(
                     "scale",
-                    (workflow, node),
+                    workflow,
+                    node,
                     "unchanged",
                     f"already {replicas} replica(s)",
                     replicas=replicas,
                 )
             await service.scale(replicas)
-        return self._result(
+        return action_result(
             "scale",
-            (workflow, node),
+            workflow,
+            node,
             "updated",
             f"scaled from {before} to {replicas} replica(s)",
             before=before,
@@ -244,9 +201,10 @@ class LocalPlatform:
         async with service.lock:
             previous = service.model_uri
             if previous == model_uri and all(r.model_uri == model_uri for r in service.replicas):
-                return self._result(
+                return action_result(
                     "redeploy",
-                    (workflow, node),
+                    workflow,
+                    node,
                     "unchanged",
                     f"already serving {model_uri}",
                     model_uri=model_uri,
@@ -259,9 +217,10 @@ class LocalPlatform:
                 # A new replica never became ready: the replaced ones go back to
                 # the previous model, so the service serves one model again.
                 await service.redeploy(previous)
-                return self._result(
+                return action_result(
                     "redeploy",
-                    (workflow, node),
+                    workflow,
+                    node,
                     "failed",
                     f"rollout to {model_uri} failed ({exc}); rolled back to {previous}",
                     previous=previous,
@@ -269,9 +228,10 @@ class LocalPlatform:
                     rolled_back=True,
                     reason=str(exc),
                 )
-        return self._result(
+        return action_result(
             "redeploy",
-            (workflow, node),
+            workflow,
+            node,
             "updated",
             f"rolled {replaced} replica(s) from {previous} to {model_uri}",
             previous=previous,
@@ -292,12 +252,13 @@ class LocalPlatform:
         keys = [k for k in self._services if k[0] == workflow]
         runs = await self.runs.cancel(workflow)
         if not keys and not runs and workflow not in self._deployed:
-            return self._result("delete", (workflow, None), "absent", "nothing to delete")
+            return action_result("delete", workflow, None, "absent", "nothing to delete")
         await asyncio.gather(*(self._services.pop(k).close() for k in keys))
         self._deployed.pop(workflow, None)
-        return self._result(
+        return action_result(
             "delete",
-            (workflow, None),
+            workflow,
+            None,
             "deleted",
             f"stopped {len(keys)} service(s) and {len(runs)} run(s)",
         )
@@ -310,16 +271,3 @@ class LocalPlatform:
                 "not_found",
                 f"no service {node!r} of workflow {workflow!r} is deployed on the local platform",
             ) from None
-
-    @staticmethod
-    def _result(
-        action: str, key: tuple[str, str | None], outcome: Any, message: str, **details: Any
-    ) -> ActionResult:
-        return ActionResult(
-            action=action,
-            workflow=key[0],
-            node=key[1],
-            outcome=outcome,
-            message=message,
-            details=details,
-        )

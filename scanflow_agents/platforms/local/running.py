@@ -1,9 +1,8 @@
 """Batch runs on this machine: executors as processes, in dependency order.
 
-A node starts when everything it depends on has succeeded; nodes that do not
-depend on each other run at the same time. When a node fails (exit code not 0,
-or its timeout), nothing new starts: nodes already running finish, nodes still
-waiting are marked ``skipped``, and the run reports the first failing node.
+Nodes start as :mod:`~scanflow_agents.platforms.scheduling` says: once all
+they depend on succeeded, and nothing new after a node failed (exit code not
+0, or its timeout). The run reports the first failing node.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from scanflow_agents.platforms.local.building import Environments
 from scanflow_agents.platforms.local.processes import spawn, terminate
 from scanflow_agents.platforms.local.settings import LocalPlatformSettings
 from scanflow_agents.platforms.results import NodeRun, RunStatus
+from scanflow_agents.platforms.scheduling import ready
 from scanflow_agents.workflows import ExecutorNode, Workflow
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class BatchRun:
         running: dict[asyncio.Task[None], str] = {}
         try:
             while True:
-                for name in self._ready(set(running.values())):
+                for name in ready(self.workflow, status, running.values()):
                     task = guarded(self._node(name), name=f"{status.run_id}/{name}", logger=logger)
                     running[task] = name
                 if not running:
@@ -92,23 +92,6 @@ class BatchRun:
         finally:
             self._finish()
         return status
-
-    def _ready(self, started: set[str]) -> list[str]:
-        if self.status.failed_node is not None:
-            return []
-        nodes = self.status.nodes
-        return [
-            name
-            for name in self.workflow.topological_order()
-            if name in nodes
-            and nodes[name].state == "pending"
-            and name not in started
-            and all(
-                nodes[d].state == "succeeded"
-                for d in self.workflow.dependencies(name)
-                if d in nodes
-            )
-        ]
 
     async def _node(self, name: str) -> None:
         node = self.workflow.node(name)

@@ -20,13 +20,19 @@ import yaml
 
 from scanflow_agents.platforms.kubernetes import KubernetesPlatformSettings
 from scanflow_agents.platforms.kubernetes.building import BuildContext, builder_objects
-from scanflow_agents.platforms.kubernetes.jobs import argo_workflow, job
+from scanflow_agents.platforms.kubernetes.jobs import RunContext, argo_workflow, job
 from scanflow_agents.platforms.kubernetes.manifests import (
     agent_deployment,
     service,
     service_deployment,
 )
-from scanflow_agents.workflows import AgentSpec, ExecutorNode, ServiceNode, load_application
+from scanflow_agents.workflows import (
+    AgentSpec,
+    ExecutorNode,
+    ServiceNode,
+    Workflow,
+    load_application,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
@@ -40,6 +46,17 @@ SETTINGS = KubernetesPlatformSettings(
 )
 
 
+def _run(workflow: Workflow, images: dict[str, str]) -> RunContext:
+    return RunContext(
+        settings=SETTINGS,
+        team="vision",
+        workflow=workflow,
+        run_id="r1",
+        images=images,
+        application="digits",
+    )
+
+
 def _objects() -> list[dict[str, Any]]:
     application = load_application(ROOT / "examples" / "digits" / "application.yaml")
     found: list[dict[str, Any]] = []
@@ -50,7 +67,7 @@ def _objects() -> list[dict[str, Any]]:
                 found.append(service(SETTINGS, "vision", workflow.name, node, "digits"))
             else:
                 assert isinstance(node, ExecutorNode)
-                found.append(job(SETTINGS, "vision", workflow, node, "r1", "img:1", {}, "digits"))
+                found.append(job(_run(workflow, {node.name: "img:1"}), node))
     for name in ("tracker", "checker", "improver", "planner"):
         found.append(
             agent_deployment(SETTINGS, "vision", "digits", AgentSpec(name=name, agent=name))
@@ -73,7 +90,7 @@ def _argo_pods() -> list[dict[str, Any]]:
     application = load_application(ROOT / "examples" / "digits" / "application.yaml")
     train = application.workflow("train")
     images = {n.name: "img:1" for n in train.executors}
-    body = argo_workflow(SETTINGS, "vision", train, "r1", images, {}, "digits")
+    body = argo_workflow(_run(train, images))
     spec = body["spec"]
     pods = []
     for template in spec["templates"][1:]:
@@ -197,3 +214,35 @@ def test_the_rendered_port_is_the_one_set() -> None:
     (container,) = _pods(rendered)["containers"]
     assert container["command"][-2:] == ["--http-port", "9100"]
     assert container["ports"][0]["containerPort"] == 9100
+
+
+def test_the_jobs_and_the_argo_workflow_of_one_run_agree() -> None:
+    # Both are built from one RunContext: the same namespace, run labels, images
+    # and parameters, whichever way the run goes.
+    train = load_application(ROOT / "examples" / "digits" / "application.yaml").workflow("train")
+    images = {n.name: f"img/{n.name}:1" for n in train.executors}
+    first = train.executors[0]
+    run = RunContext(
+        settings=SETTINGS,
+        team="vision",
+        workflow=train,
+        run_id="r1",
+        images=images,
+        parameters={first.name: {"epochs": 3}},
+        application="digits",
+    )
+    argo = argo_workflow(run)
+    steps = {t["name"]: t for t in argo["spec"]["templates"][1:]}
+    assert argo["metadata"]["namespace"] == run.namespace == SETTINGS.namespace("vision")
+    for node in train.executors:
+        body = job(run, node)
+        assert body["metadata"]["namespace"] == run.namespace
+        assert body["metadata"]["labels"] == {**argo["metadata"]["labels"], **{
+            "scanflow.io/node": node.name, "app.kubernetes.io/component": "executor"
+        }}  # fmt: skip
+        (container,) = body["spec"]["template"]["spec"]["containers"]
+        step = steps[node.name]["container"]
+        assert container["image"] == step["image"] == images[node.name]
+        assert container["command"] == step["command"]
+    (container,) = job(run, first)["spec"]["template"]["spec"]["containers"]
+    assert container["command"][-2:] == ["--epochs", "3"]
