@@ -59,6 +59,8 @@ async def test_the_footer_keeps_help_command_and_quit_at_80_columns(
     async with app.run_test(size=(80, 24)) as pilot:
         await listed_agents(app, 2)
         for view in ("main", "agent"):
+            # The footer is drawn after the screen's first refresh (late on a busy machine).
+            await eventually(lambda: {"?", ":", "q"} <= set(_footer_keys(app)), timeout=30)
             keys = _footer_keys(app)
             for key in ("?", ":", "q"):
                 assert key in keys, f"{view}: {key} missing from the footer"

@@ -242,9 +242,11 @@ async def test_back_to_back_requests_on_one_connection_take_milliseconds(
                 await asyncio.sleep(0.1)
     for port in (config.port, config.admin_port):
         times = await asyncio.to_thread(_round_trips, port or 0, 40)
-        median = sorted(times)[len(times) // 2]
-        # Generous for a loaded machine; the Nagle floor puts the median at 40 ms or more.
-        assert median < 10.0, f"port {port}: median {median:.1f} ms over {times}"
+        quartile = sorted(times)[len(times) // 4]
+        # The Nagle floor holds every answer after the first few at 40 ms or more;
+        # without it a quarter stay well under 20 ms even on a loaded machine (a
+        # busy run's median was 18 ms, its lower quartile 8).
+        assert quartile < 20.0, f"port {port}: lower quartile {quartile:.1f} ms over {times}"
 
 
 async def test_a_standby_replica_joins_the_shared_port_when_activated(
