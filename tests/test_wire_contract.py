@@ -1,14 +1,42 @@
-"""The status messages on the wire are models, with the version rule of ``STATUS_VERSION``."""
+"""The status messages on the wire are models: what agents send validates into them.
+
+Two parts:
+
+- the version rule of :data:`~scanflow_agents.messages.STATUS_VERSION`, on the
+  models alone;
+- what a running agent sends (its heartbeats, its answers to discovery and
+  ``describe``, its approval listing) validates into the models *strictly*
+  (nothing missing, nothing the contract does not name) and dumps back to the
+  same JSON, on the in-memory bus and on a real nats-server.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from scanflow_agents import BadMessage, IncompatibleVersion
-from scanflow_agents.messages import STATUS_VERSION, Description, Heartbeat
+from scanflow_agents import (
+    Agent,
+    BadMessage,
+    Decision,
+    IncompatibleVersion,
+    Observation,
+    actuator,
+    rule,
+    sensor,
+)
+from scanflow_agents.messages import (
+    STATUS_VERSION,
+    ApprovalListing,
+    Description,
+    Envelope,
+    Heartbeat,
+    Reply,
+)
+from scanflow_agents.testing import AgentHarness, eventually
+from scanflow_agents.transports import Message
 
 # -- the version rule -------------------------------------------------------------------
 
@@ -84,3 +112,88 @@ def test_a_malformed_message_is_one_line_naming_the_agent_and_the_problem(
 def test_a_misspelt_field_fails_where_the_message_is_built() -> None:
     with pytest.raises(ValidationError, match="redy"):
         Heartbeat.model_validate({**BEAT, "redy": True})
+
+
+# -- what a running agent sends ---------------------------------------------------------
+
+
+class Gate(Agent):
+    """A sensor, a rule that holds its decision for a person, an actuator with parameters."""
+
+    @sensor(every=3600.0)
+    async def candidate(self) -> dict[str, str]:
+        """A model version to deploy."""
+        return {"model": "models:/digits/7"}
+
+    @rule("candidate")
+    async def hold(self, observation: Observation) -> Decision:
+        async def deploy(reason: str) -> None:
+            return None
+
+        self.approvals.hold("deploy", "deploy models:/digits/7", deploy, timeout=60)
+        return Decision(action="hold", reason="a person decides")
+
+    @actuator(cooldown=1.0, rate="5/m")
+    async def scale(self, replicas: int, service: str = "digits") -> int:
+        """Scale a service.
+
+        Args:
+            replicas: how many.
+            service: which one.
+        """
+        return replicas
+
+
+def _strict(model: type[BaseModel], payload: Any) -> BaseModel:
+    """``payload`` as ``model``, refusing any field the contract does not name."""
+    read = model.model_validate(payload)  # the models forbid extras unless told otherwise
+    assert read.model_dump(mode="json") == payload  # and it is all that was sent
+    return read
+
+
+async def _ask(h: AgentHarness, subject: str, payload: Any = None) -> Any:
+    envelope = Envelope(kind="call", source="test", payload=payload)
+    data = await h.client.transport.request(subject, envelope.encode(), 5.0)
+    reply = Reply.model_validate(Envelope.decode(data).payload)
+    assert reply.ok, reply.error
+    return reply.result
+
+
+async def test_what_an_agent_sends_is_the_contract_exactly(bus: str | None) -> None:
+    async with AgentHarness(Gate(), nats_url=bus, schedule=True) as h:
+        beats: list[Any] = []
+
+        async def keep(message: Message) -> None:
+            beats.append(Envelope.decode(message.data).payload)
+
+        await h.client.transport.subscribe(h.subjects.heartbeat("gate"), keep)
+        await h.run_sensor("gate", "candidate")
+        await h.settle()
+        await eventually(lambda: bool(beats), timeout=10)
+
+        beat = _strict(Heartbeat, beats[-1])
+        assert isinstance(beat, Heartbeat)
+        envelope = Envelope(kind="describe", source="test")
+        (answer,) = await h.client.transport.gather(h.subjects.discover, envelope.encode(), 0.3)
+        _strict(Heartbeat, Reply.model_validate(Envelope.decode(answer).payload).result)
+
+        described = _strict(Description, await _ask(h, h.subjects.describe("gate")))
+        assert isinstance(described, Description)
+        (candidate,) = described.sensors
+        assert candidate.last is not None
+        assert candidate.last.value == {"model": "models:/digits/7"}
+        assert described.rules[0].last_decision == Decision(
+            action="hold", reason="a person decides"
+        )
+        scale = described.actuator("scale")
+        assert scale is not None
+        assert [p.name for p in scale.parameters()] == ["replicas", "service"]
+        assert (scale.cooldown, scale.rate) == (1.0, "5/60s")
+
+        listing = _strict(ApprovalListing, await _ask(h, h.subjects.control("gate", "approvals")))
+        assert isinstance(listing, ApprovalListing)
+        (waiting,) = listing.approvals
+        assert (waiting.agent, waiting.kind) == ("gate", "deploy")
+        assert waiting.expires_in_s is not None
+        assert 0 < waiting.expires_in_s <= 60
+        assert listing.instance == described.instance == beat.instance

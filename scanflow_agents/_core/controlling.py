@@ -42,7 +42,15 @@ from typing import TYPE_CHECKING, Any
 from scanflow_agents import chains
 from scanflow_agents._core import allowing
 from scanflow_agents.errors import BadInput, CallError, ErrorCode, NotFound
-from scanflow_agents.messages import Envelope, ErrorInfo, Reply, new_id, utcnow
+from scanflow_agents.messages import (
+    ApprovalListing,
+    Envelope,
+    ErrorInfo,
+    PendingApproval,
+    Reply,
+    new_id,
+    utcnow,
+)
 from scanflow_agents.transports.base import Message, Subscription
 
 if TYPE_CHECKING:
@@ -76,20 +84,20 @@ class Approval:
     created: datetime = field(default_factory=utcnow)
     created_monotonic: float = field(default_factory=time.monotonic)
 
-    def listing(self, agent: str, now: float) -> dict[str, Any]:
+    def listing(self, agent: str, now: float) -> PendingApproval:
         waited = now - self.created_monotonic
         expires = None if self.timeout is None else round(max(0.0, self.timeout - waited), 1)
-        return {
-            "id": self.id,
-            "agent": agent,
-            "kind": self.kind,
-            "summary": self.summary,
-            "details": self.details,
-            "correlation_id": self.correlation_id,
-            "created": self.created.isoformat(),
-            "waiting_s": round(waited, 1),
-            "expires_in_s": expires,
-        }
+        return PendingApproval(
+            id=self.id,
+            agent=agent,
+            kind=self.kind,
+            summary=self.summary,
+            details=self.details,
+            correlation_id=self.correlation_id,
+            created=self.created,
+            waiting_s=round(waited, 1),
+            expires_in_s=expires,
+        )
 
 
 class Approvals:
@@ -154,9 +162,12 @@ class Approvals:
             del self.pending[approval.id]
         return gone
 
-    def listing(self) -> list[dict[str, Any]]:
+    def listing(self) -> ApprovalListing:
         now = time.monotonic()
-        return [a.listing(self.runtime.agent.name, now) for a in self.pending.values()]
+        return ApprovalListing(
+            instance=self.runtime.instance,
+            approvals=tuple(a.listing(self.runtime.agent.name, now) for a in self.pending.values()),
+        )
 
 
 class Controller:
@@ -253,7 +264,7 @@ class Controller:
         if op == "run-sensor":
             return await self._run_sensor(_text(params, "sensor"))
         if op == "approvals":
-            return {"approvals": self.approvals.listing()}
+            return self.approvals.listing().model_dump(mode="json")
         if op in ("approve", "reject"):
             return await self._decide(op, _text(params, "id"), _text(params, "reason"), request)
         if op == "pause":

@@ -38,7 +38,7 @@ from scanflow_agents._core.recording import Recorder, Sink, jsonable
 from scanflow_agents._core.scheduling import Scheduler
 from scanflow_agents._kit.tasks import Tasks
 from scanflow_agents.errors import CallError
-from scanflow_agents.messages import Envelope, Event, Observation, Reply
+from scanflow_agents.messages import Envelope, Event, Heartbeat, Observation, Reply
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.transports.base import Message, Subscription, Transport
 
@@ -285,14 +285,17 @@ class AgentRuntime:
             return True
         envelope = Envelope(kind="describe", source=self.agent.name)
         for data in await self.transport.gather(self.subjects.discover, envelope.encode(), 0.25):
-            with contextlib.suppress(ValueError, ValidationError):
-                found = Reply.model_validate(Envelope.decode(data).payload).result
-                if found.get("agent") == self.agent.name and found.get("instance") == instance:
+            with contextlib.suppress(ValueError, ValidationError, CallError):
+                answer = Envelope.decode(data)
+                result = Reply.model_validate(answer.payload).result
+                found = Heartbeat.read(result, agent=answer.source)
+                if found.agent == self.agent.name and found.instance == instance:
                     return True
         return False
 
     async def _send_heartbeat(self) -> None:
-        envelope = Envelope(kind="heartbeat", source=self.agent.name, payload=heartbeat(self))
+        beat = heartbeat(self).model_dump(mode="json")
+        envelope = Envelope(kind="heartbeat", source=self.agent.name, payload=beat)
         await self.transport.publish(self.subjects.heartbeat(self.agent.name), envelope.encode())
 
     def _broken(self, task_name: str) -> None:
@@ -405,18 +408,16 @@ class AgentRuntime:
     # -- wire handlers -------------------------------------------------------------------
 
     async def _on_describe(self, message: Message) -> None:
+        answer = Reply(ok=True, result=describe(self).model_dump(mode="json"))
         reply = Envelope(
-            kind="reply",
-            source=self.agent.name,
-            payload=Reply(ok=True, result=describe(self)).model_dump(exclude_none=True),
+            kind="reply", source=self.agent.name, payload=answer.model_dump(exclude_none=True)
         )
         await message.respond(reply.encode())
 
     async def _on_discover(self, message: Message) -> None:
+        answer = Reply(ok=True, result=heartbeat(self).model_dump(mode="json"))
         reply = Envelope(
-            kind="reply",
-            source=self.agent.name,
-            payload=Reply(ok=True, result=heartbeat(self)).model_dump(exclude_none=True),
+            kind="reply", source=self.agent.name, payload=answer.model_dump(exclude_none=True)
         )
         await message.respond(reply.encode())
 
