@@ -1,17 +1,22 @@
-"""The status messages on the wire are models: what agents send validates into them.
+"""The status messages on the wire are models: what agents send validates, readers use attributes.
 
-Two parts:
+Three parts:
 
 - the version rule of :data:`~scanflow_agents.messages.STATUS_VERSION`, on the
   models alone;
 - what a running agent sends (its heartbeats, its answers to discovery and
   ``describe``, its approval listing) validates into the models *strictly*
   (nothing missing, nothing the contract does not name) and dumps back to the
-  same JSON, on the in-memory bus and on a real nats-server.
+  same JSON, on the in-memory bus and on a real nats-server;
+- nothing under ``runtime/`` reads a field of these messages by string key.
 """
 
 from __future__ import annotations
 
+import ast
+import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,14 +34,22 @@ from scanflow_agents import (
 )
 from scanflow_agents.messages import (
     STATUS_VERSION,
+    ActuatorStatus,
     ApprovalListing,
+    ConsumerStatus,
     Description,
     Envelope,
     Heartbeat,
+    LastRun,
+    PendingApproval,
     Reply,
+    RuleStatus,
+    SensorStatus,
 )
 from scanflow_agents.testing import AgentHarness, eventually
 from scanflow_agents.transports import Message
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # -- the version rule -------------------------------------------------------------------
 
@@ -197,3 +210,108 @@ async def test_what_an_agent_sends_is_the_contract_exactly(bus: str | None) -> N
         assert waiting.expires_in_s is not None
         assert 0 < waiting.expires_in_s <= 60
         assert listing.instance == described.instance == beat.instance
+
+
+# -- nobody under runtime/ reads these messages by string key -----------------------------
+
+MODELS: tuple[type[BaseModel], ...] = (
+    Heartbeat,
+    Description,
+    SensorStatus,
+    LastRun,
+    RuleStatus,
+    ActuatorStatus,
+    ConsumerStatus,
+    ApprovalListing,
+    PendingApproval,
+)
+# Field names that other data read under runtime/ is keyed by too: event records (id,
+# time, kind, agent, correlation_id), their payloads (value, ok, error, details, params,
+# dry_run), control-op results (instance, summary, skipped), the command line's options
+# (namespace), the demo's service status (state), the console's set of changed panes
+# (events). A read of one of these counts only on a value whose name says it is a
+# status message (SUSPECT).
+SHARED = {
+    "id", "time", "kind", "agent", "correlation_id", "value", "ok", "error", "details",
+    "params", "dry_run", "instance", "summary", "skipped", "namespace", "state", "events",
+}  # fmt: skip
+SUSPECT = re.compile(
+    r"heartbeat|beat\b|describ|approval|listing|replica|spec\b|sensor|rule|actuator|last\b"
+)
+
+
+def status_fields() -> set[str]:
+    names = set()
+    for model in MODELS:
+        for name, field in model.model_fields.items():
+            names.add(field.alias or name)
+    return names
+
+
+def string_key_reads(path: Path) -> Iterator[tuple[int, str, str]]:
+    """``x["k"]``, ``x.get("k")`` and ``"k" in x``: (line, key, the source of ``x``)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.ctx, ast.Load)
+            and isinstance(node.slice, ast.Constant)
+        ):
+            key, value = node.slice.value, node.value
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            key, value = node.args[0].value, node.func.value
+        elif (
+            isinstance(node, ast.Compare)
+            and isinstance(node.left, ast.Constant)
+            and isinstance(node.ops[0], ast.In | ast.NotIn)
+        ):
+            key, value = node.left.value, node.comparators[0]
+        else:
+            continue
+        if isinstance(key, str):
+            yield node.lineno, key, ast.unparse(value)
+
+
+def status_reads(root: Path) -> list[str]:
+    """Where ``root`` reads a status message's field by string key (a heuristic, see below).
+
+    A read counts when its key is a field of the status models that nothing else
+    under runtime/ is keyed by, or a field they share (``SHARED``) read on a value
+    whose name says what it is (``SUSPECT``). What escapes it: a shared field read
+    on a value named otherwise (``r["agent"]``). mypy is the other half of the
+    guard: the client, the link and the controls hand out models, which have no
+    string keys to read.
+    """
+    fields = status_fields()
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for line, key, value in string_key_reads(path):
+            if key in fields and (key not in SHARED or SUSPECT.search(value)):
+                found.append(f"{path.relative_to(root)}:{line}: {value}[{key!r}]")
+    return found
+
+
+def test_the_heuristic_finds_the_reads_it_is_meant_to(tmp_path: Path) -> None:
+    (tmp_path / "probe.py").write_text(
+        'described["sensors"]\n'
+        'heartbeat.get("state")\n'
+        '"agent" in beat\n'
+        'spec["id"]\n'
+        'record["time"]\n'  # an event record: not a status message
+        'payload.get("value")\n'
+    )
+    assert status_reads(tmp_path) == [
+        "probe.py:1: described['sensors']",
+        "probe.py:2: heartbeat['state']",
+        "probe.py:3: beat['agent']",
+        "probe.py:4: spec['id']",
+    ]
+
+
+def test_runtime_reads_no_status_field_by_string_key() -> None:
+    assert status_reads(ROOT / "runtime") == []
