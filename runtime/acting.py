@@ -14,11 +14,14 @@ import sys
 import time
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from scanflow_agents.runtime.arguments import checked, parse_arguments
 from scanflow_agents.runtime.commanding import echo_json, json_option, run_async, settings_of
+
+if TYPE_CHECKING:
+    from scanflow_agents.clients import Client
 
 T = TypeVar("T")
 
@@ -68,15 +71,15 @@ async def _report(finished: asyncio.Event, label: str, after: float) -> None:
         click.echo("\r\033[K", nl=False, err=True)
 
 
-async def reply_timeout(client: Any, agent: str, actuator: str) -> float:
+async def reply_timeout(client: Client, agent: str, actuator: str) -> float:
     """How long to wait for a reply: the actuator's published timeout plus a margin."""
     try:
         described = await client.describe(agent)
     except Exception:
         return 30.0  # the call itself will say what is wrong
-    for spec in described.get("actuators", []):
-        if spec["id"] == actuator and spec.get("timeout"):
-            return float(spec["timeout"]) + MARGIN
+    spec = described.actuator(actuator)
+    if spec is not None and spec.timeout:
+        return spec.timeout + MARGIN
     return 30.0
 
 
@@ -117,7 +120,7 @@ def call(
         arguments = parse_arguments(params, raw_params)
         async with Client.connect(settings_of(ctx)) as client:
             spec = checked(await client.describe(agent), actuator, arguments)
-            wait = timeout or float(spec.get("timeout") or 30) + MARGIN
+            wait = timeout or (spec.timeout or 30) + MARGIN
             work = client.call(agent, actuator, arguments, timeout=wait, dry_run=dry_run)
             return await with_progress(work, f"{agent}.{actuator}")
 

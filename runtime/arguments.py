@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from scanflow_agents.errors import BadInput, NotFound
+from scanflow_agents.messages import ActuatorStatus, Description
 
 
 def parse_arguments(words: Iterable[str], params: str | None = None) -> dict[str, Any]:
@@ -111,14 +112,13 @@ def _bounds(prop: dict[str, Any], value: float) -> str | None:
     return None
 
 
-def checked(described: dict[str, Any], actuator: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    """The actuator's spec from an agent's description, once the arguments fit its schema."""
-    actuators = described.get("actuators", [])
-    spec: dict[str, Any] | None = next((a for a in actuators if a["id"] == actuator), None)
+def checked(described: Description, actuator: str, arguments: dict[str, Any]) -> ActuatorStatus:
+    """The actuator from an agent's description, once the arguments fit its schema."""
+    spec = described.actuator(actuator)
     if spec is None:
-        known = ", ".join(a["id"] for a in actuators) or "none"
+        known = ", ".join(a.id for a in described.actuators) or "none"
         raise NotFound(
-            f"agent '{described.get('agent')}' has no actuator '{actuator}' (actuators: {known})"
+            f"agent '{described.agent}' has no actuator '{actuator}' (actuators: {known})"
         )
-    check_params(spec.get("params", {}), arguments)
+    check_params(spec.params, arguments)
     return spec

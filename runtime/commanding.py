@@ -13,8 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import click
+from pydantic_core import to_jsonable_python
 
-from scanflow_agents import CallError, Settings, redaction
+from scanflow_agents import BadMessage, CallError, Settings, redaction
 from scanflow_agents._kit import loops
 from scanflow_agents.transports import TransportError
 
@@ -66,13 +67,21 @@ def run_async(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 def echo_json(value: Any, *, indent: int | None = 2) -> None:
-    click.echo(json.dumps(redaction.mask(value), indent=indent, default=str))
+    # Models (heartbeats, descriptions, approvals) are written as they travel on the wire.
+    data = to_jsonable_python(value, by_alias=True, fallback=str)
+    click.echo(json.dumps(redaction.mask(data), indent=indent))
 
 
-Column = tuple[str, Callable[[dict[str, Any]], Any]]
+def echo_unreadable(error: BadMessage) -> None:
+    """One line on stderr: whose answer is skipped, and why (the others are shown)."""
+    click.echo(redaction.redact(f"skipped: {error.code}: {error.message}"), err=True)
 
 
-def table(rows: Iterable[dict[str, Any]], columns: Sequence[Column], *, cut: int = 48) -> str:
+R = TypeVar("R")
+Column = tuple[str, Callable[[R], Any]]
+
+
+def table(rows: Iterable[R], columns: Sequence[Column[R]], *, cut: int = 48) -> str:
     """A plain text table: one header line, columns padded, no cell longer than ``cut``."""
     cells = [[shorten(_cell(fn(row)), cut) for _, fn in columns] for row in rows]
     headers = [header for header, _ in columns]
@@ -100,11 +109,11 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def ago(iso_time: str | None, now: datetime | None = None) -> str:
-    """``12s``, ``5m``, ``3h`` since an ISO time (``-`` if none)."""
-    if not iso_time:
+def ago(moment: datetime | str | None, now: datetime | None = None) -> str:
+    """``12s``, ``5m``, ``3h`` since a time or an ISO time (``-`` if none)."""
+    if not moment:
         return "-"
-    seconds = ((now or datetime.now(UTC)) - datetime.fromisoformat(iso_time)).total_seconds()
+    seconds = ((now or datetime.now(UTC)) - _time(moment)).total_seconds()
     return duration(max(seconds, 0.0))
 
 
@@ -118,9 +127,13 @@ def duration(seconds: float) -> str:
     return f"{seconds / 86400:.0f}d"
 
 
-def clock(iso_time: str) -> str:
-    """The time of day of an ISO time, in UTC (``HH:MM:SS``)."""
-    return datetime.fromisoformat(iso_time).astimezone(UTC).strftime("%H:%M:%S")
+def clock(moment: datetime | str) -> str:
+    """The time of day of a time or an ISO time, in UTC (``HH:MM:SS``)."""
+    return _time(moment).astimezone(UTC).strftime("%H:%M:%S")
+
+
+def _time(moment: datetime | str) -> datetime:
+    return moment if isinstance(moment, datetime) else datetime.fromisoformat(moment)
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -161,7 +174,7 @@ def summary(record: dict[str, Any]) -> str:
     return _cell(payload)
 
 
-EVENT_COLUMNS: list[Column] = [
+EVENT_COLUMNS: list[Column[dict[str, Any]]] = [
     ("TIME", lambda r: clock(r["time"])),
     ("KIND", lambda r: r["kind"]),
     ("AGENT", lambda r: r["agent"]),

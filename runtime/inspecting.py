@@ -9,9 +9,11 @@ from typing import Any
 import click
 from scanflow_agents.runtime.commanding import (
     EVENT_COLUMNS,
+    Column,
     ago,
     duration,
     echo_json,
+    echo_unreadable,
     event_line,
     json_option,
     parse_since,
@@ -21,26 +23,34 @@ from scanflow_agents.runtime.commanding import (
 )
 
 from scanflow_agents import redaction
+from scanflow_agents.messages import (
+    ActuatorStatus,
+    Description,
+    Heartbeat,
+    LastRun,
+    Parameter,
+    RuleStatus,
+    SensorStatus,
+)
 
-AGENT_COLUMNS = [
-    ("AGENT", lambda r: r["agent"]),
-    ("INSTANCE", lambda r: r["instance"]),
-    ("STATE", lambda r: agent_state(r)),
-    ("READY", lambda r: r.get("ready")),
-    ("LEADER", lambda r: r.get("leader")),  # the replica that runs the sensors and rules
-    ("UP", lambda r: duration(float(r.get("uptime", 0)))),
-    ("APPROVALS", lambda r: r.get("approvals", 0)),
+AGENT_COLUMNS: list[Column[Heartbeat]] = [
+    ("AGENT", lambda beat: beat.agent),
+    ("INSTANCE", lambda beat: beat.instance),
+    ("STATE", lambda beat: agent_state(beat)),
+    ("READY", lambda beat: beat.ready),
+    ("LEADER", lambda beat: beat.leader),  # the replica that runs the sensors and rules
+    ("UP", lambda beat: duration(beat.uptime)),
+    ("APPROVALS", lambda beat: beat.approvals),
 ]
 
 
-def agent_state(heartbeat: dict[str, Any]) -> str:
+def agent_state(heartbeat: Heartbeat) -> str:
     """The state people read: running, paused, dry-run, with paused sensors named."""
-    state = str(heartbeat.get("state", "?"))
-    if heartbeat.get("dry_run"):
+    state = heartbeat.state
+    if heartbeat.dry_run:
         state += ",dry-run"
-    paused = heartbeat.get("paused_sensors") or []
-    if paused:
-        state += f" (paused: {','.join(paused)})"
+    if heartbeat.paused_sensors:
+        state += f" (paused: {','.join(heartbeat.paused_sensors)})"
     return state
 
 
@@ -52,9 +62,9 @@ def agents(ctx: click.Context, wait: float, as_json: bool) -> None:
     """List the running agents of the namespace (one line per replica)."""
     from scanflow_agents.clients import Client
 
-    async def go() -> list[dict[str, Any]]:
+    async def go() -> list[Heartbeat]:
         async with Client.connect(settings_of(ctx)) as client:
-            return await client.discover(wait=wait)
+            return await client.discover(wait=wait, unreadable=echo_unreadable)
 
     found = run_async(go)
     if as_json:
@@ -73,7 +83,7 @@ def describe(ctx: click.Context, agent: str, as_json: bool) -> None:
     """Show an agent's sensors, rules and actuators (with parameter schemas)."""
     from scanflow_agents.clients import Client
 
-    async def go() -> dict[str, Any]:
+    async def go() -> Description:
         async with Client.connect(settings_of(ctx)) as client:
             return await client.describe(agent)
 
@@ -84,97 +94,66 @@ def describe(ctx: click.Context, agent: str, as_json: bool) -> None:
     click.echo(describe_text(described))
 
 
-def describe_text(described: dict[str, Any]) -> str:
+SENSOR_COLUMNS: list[Column[SensorStatus]] = [
+    ("SENSOR", lambda sensor: sensor.id),
+    ("TRIGGER", lambda sensor: sensor.trigger),
+    ("RUNS", lambda sensor: sensor.runs),
+    ("LAST", lambda sensor: ago(sensor.last.time if sensor.last else None)),
+    ("VALUE", lambda sensor: last_value(sensor.last)),
+]
+RULE_COLUMNS: list[Column[RuleStatus]] = [
+    ("RULE", lambda rule: rule.id),
+    ("WATCHES", lambda rule: ",".join(rule.sensors + rule.topics) or "all sensors"),
+    ("DECISIONS", lambda rule: rule.decisions),
+    ("LAST DECISION", lambda rule: rule.last_decision.action if rule.last_decision else None),
+]
+PARAMETER_COLUMNS: list[Column[Parameter]] = [
+    ("  PARAM", lambda param: "  " + param.name),
+    ("TYPE", lambda param: param.type),
+    ("REQUIRED", lambda param: param.required),
+    ("DESCRIPTION", lambda param: param.description),
+]
+
+
+def describe_text(described: Description) -> str:
     """An agent's description as sections of tables."""
     head = (
-        f"{described['agent']}  ({described['class']})  instance {described['instance']}, "
-        f"{agent_state(described)}, up {duration(float(described.get('uptime', 0)))}"
-    )
-    sensors = table(
-        described["sensors"],
-        [
-            ("SENSOR", lambda s: s["id"]),
-            ("TRIGGER", lambda s: s["trigger"]),
-            ("RUNS", lambda s: s["runs"]),
-            ("LAST", lambda s: ago((s.get("last") or {}).get("time"))),
-            ("VALUE", lambda s: _last(s)),
-        ],
-    )
-    rules = table(
-        described["rules"],
-        [
-            ("RULE", lambda r: r["id"]),
-            ("WATCHES", lambda r: ",".join(r["sensors"] + r["topics"]) or "all sensors"),
-            ("DECISIONS", lambda r: r["decisions"]),
-            ("LAST DECISION", lambda r: (r.get("last_decision") or {}).get("action")),
-        ],
+        f"{described.agent}  ({described.agent_class})  instance {described.instance}, "
+        f"{agent_state(described)}, up {duration(described.uptime)}"
     )
     parts = [
         head,
         "",
-        sensors if described["sensors"] else "sensors: none",
+        table(described.sensors, SENSOR_COLUMNS) if described.sensors else "sensors: none",
         "",
-        rules if described["rules"] else "rules: none",
+        table(described.rules, RULE_COLUMNS) if described.rules else "rules: none",
         "",
     ]
-    for spec in described["actuators"]:
-        parts.append(f"actuator {spec['id']}: {spec.get('description') or ''}".rstrip())
+    for spec in described.actuators:
+        parts.append(f"actuator {spec.id}: {spec.description}".rstrip())
         if limits(spec) != "-":
             parts.append(f"  limits: {limits(spec)}")
-        params = parameters(spec["params"])
+        params = spec.parameters()
         if params:
-            parts.append(
-                table(
-                    params,
-                    [
-                        ("  PARAM", lambda p: "  " + p["name"]),
-                        ("TYPE", lambda p: p["type"]),
-                        ("REQUIRED", lambda p: p["required"]),
-                        ("DESCRIPTION", lambda p: p["description"]),
-                    ],
-                    cut=60,
-                )
-            )
+            parts.append(table(params, PARAMETER_COLUMNS, cut=60))
     return "\n".join(parts)
 
 
-def limits(spec: dict[str, Any]) -> str:
+def limits(spec: ActuatorStatus) -> str:
     """An actuator's guards in a few words: ``cooldown 30s, rate 5/60s`` (``-`` if none)."""
     bits = []
-    if spec.get("cooldown"):
-        bits.append(f"cooldown {float(spec['cooldown']):g}s")
-    if spec.get("rate"):
-        bits.append(f"rate {spec['rate']}")
+    if spec.cooldown:
+        bits.append(f"cooldown {spec.cooldown:g}s")
+    if spec.rate:
+        bits.append(f"rate {spec.rate}")
     return ", ".join(bits) or "-"
 
 
-def _last(sensor: dict[str, Any]) -> Any:
-    last = sensor.get("last") or {}
-    return last.get("value") if last.get("ok", True) else f"error: {last.get('error')}"
-
-
-def parameters(schema: dict[str, Any]) -> list[dict[str, Any]]:
-    """The parameters of an actuator's JSON schema: name, type, required, description."""
-    required = set(schema.get("required", []))
-    return [
-        {
-            "name": name,
-            "type": type_name(prop),
-            "required": name in required,
-            "description": prop.get("description", ""),
-            "default": prop.get("default"),
-        }
-        for name, prop in schema.get("properties", {}).items()
-    ]
-
-
-def type_name(prop: dict[str, Any]) -> str:
-    """A short type of a JSON schema property: ``integer``, ``string|null``, ``array``..."""
-    if "type" in prop:
-        return str(prop["type"])
-    options = prop.get("anyOf") or prop.get("oneOf") or []
-    names = [str(o.get("type", o.get("$ref", "?").rsplit("/", 1)[-1])) for o in options]
-    return "|".join(names) or "any"
+def last_value(last: LastRun | None) -> Any:
+    """What a sensor's last run returned, or its error (``None`` if it has not run)."""
+    if last is None:
+        return None
+    return last.value if last.ok else f"error: {last.error}"
 
 
 @click.command()

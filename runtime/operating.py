@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import getpass
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from scanflow_agents.runtime.acting import with_progress
 from scanflow_agents.runtime.commanding import (
+    Column,
     echo_json,
+    echo_unreadable,
     json_option,
     run_async,
     settings_of,
     shorten,
     table,
 )
+
+if TYPE_CHECKING:
+    from scanflow_agents.controls import Controls
+    from scanflow_agents.messages import PendingApproval
 
 
 def operator_name() -> str:
@@ -112,12 +118,12 @@ def dry_run(ctx: click.Context, agent: str, mode: str, as_json: bool) -> None:
     _replicas(results, as_json, f"dry-run {mode} for {agent}")
 
 
-APPROVAL_COLUMNS = [
-    ("ID", lambda a: a["id"]),
-    ("AGENT", lambda a: a["agent"]),
-    ("KIND", lambda a: a["kind"]),
-    ("WAITING", lambda a: f"{a['waiting_s']:.0f}s"),
-    ("SUMMARY", lambda a: shorten(a["summary"], 60)),
+APPROVAL_COLUMNS: list[Column[PendingApproval]] = [
+    ("ID", lambda approval: approval.id),
+    ("AGENT", lambda approval: approval.agent),
+    ("KIND", lambda approval: approval.kind),
+    ("WAITING", lambda approval: f"{approval.waiting_s:.0f}s"),
+    ("SUMMARY", lambda approval: shorten(approval.summary, 60)),
 ]
 
 
@@ -127,7 +133,7 @@ APPROVAL_COLUMNS = [
 @click.pass_context
 def approvals(ctx: click.Context, agent: str | None, as_json: bool) -> None:
     """Decisions waiting for a person to approve or reject them."""
-    found = _control(ctx, lambda c: c.approvals(agent))
+    found = _control(ctx, lambda c: c.approvals(agent, unreadable=echo_unreadable))
     if as_json:
         echo_json(found)
     elif not found:
@@ -164,12 +170,12 @@ def _decide(op: str) -> click.Command:
     return decide
 
 
-async def _holder(controls: Any, approval_id: str) -> str:
+async def _holder(controls: Controls, approval_id: str) -> str:
     from scanflow_agents.errors import NotFound
 
-    for approval in await controls.approvals():
-        if approval["id"] == approval_id:
-            return str(approval["agent"])
+    for approval in await controls.approvals(unreadable=echo_unreadable):
+        if approval.id == approval_id:
+            return approval.agent
     raise NotFound(f"no approval {approval_id!r} waits on any running agent")
 
 

@@ -16,6 +16,7 @@ from scanflow_agents.errors import (
     DefinitionError,
     ErrorCode,
     HandlerFailed,
+    IncompatibleVersion,
     InDoubt,
     NotFound,
     PermanentError,
@@ -25,7 +26,17 @@ from scanflow_agents.errors import (
     Unavailable,
 )
 from scanflow_agents.handlers import ErrorMode, HandlerOptions
-from scanflow_agents.messages import Call, Decision, Envelope, Event, Observation
+from scanflow_agents.messages import (
+    ApprovalListing,
+    Call,
+    Decision,
+    Description,
+    Envelope,
+    Event,
+    Heartbeat,
+    Observation,
+    PendingApproval,
+)
 from scanflow_agents.rules import RuleSpec, rule
 from scanflow_agents.sensors import SensorSpec, sensor
 from scanflow_agents.settings import Settings
@@ -37,6 +48,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActuatorSpec",
     "Agent",
+    "ApprovalListing",
     "At",
     "BadInput",
     "BadMessage",
@@ -47,17 +59,21 @@ __all__ = [
     "Cron",
     "Decision",
     "DefinitionError",
+    "Description",
     "Envelope",
     "ErrorCode",
     "ErrorMode",
     "Event",
     "HandlerFailed",
     "HandlerOptions",
+    "Heartbeat",
     "InDoubt",
+    "IncompatibleVersion",
     "Interval",
     "NotFound",
     "Observation",
     "OnEvent",
+    "PendingApproval",
     "PermanentError",
     "Rate",
     "Rejected",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -13,11 +14,16 @@ from pydantic import ValidationError
 from scanflow_agents._core.calling import call_envelope, remote_call
 from scanflow_agents._core.indexing import chain_token
 from scanflow_agents._core.recording import event_record
-from scanflow_agents.errors import CallTimeout, Unavailable
-from scanflow_agents.messages import Envelope, Reply
+from scanflow_agents.errors import BadMessage, CallTimeout, Unavailable
+from scanflow_agents.messages import Description, Envelope, Heartbeat, Reply
 from scanflow_agents.settings import Settings
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.transports.base import NoResponders, RequestTimeout, Transport
+
+logger = logging.getLogger("scanflow_agents.clients")
+
+Unreadable = Callable[[BadMessage], None]
+"""Told of each answer that is skipped because it cannot be read (it names the agent)."""
 
 RECORD_KINDS = ("observation", "decision", "action", "control")
 """The record kinds ``history`` returns by default; ask for ``started`` to see the start
@@ -100,24 +106,45 @@ class Client:
         )
         return await remote_call(self.transport, self.subjects, envelope, timeout)
 
-    async def describe(self, agent: str, *, timeout: float = 5.0) -> dict[str, Any]:
-        """The description of a running agent (sensors, rules, actuators with schemas)."""
+    async def describe(self, agent: str, *, timeout: float = 5.0) -> Description:
+        """The description of a running agent (sensors, rules, actuators with schemas).
+
+        Raises:
+            Unavailable: no replica of the agent runs.
+            CallTimeout: none answered within ``timeout`` seconds.
+            BadMessage: the answer is not a description this version reads
+                (:class:`~scanflow_agents.errors.IncompatibleVersion` if it is of
+                another major version).
+        """
         envelope = Envelope(kind="describe", source=self.name, target=agent)
         data = await self._request(self.subjects.describe(agent), envelope, agent, timeout)
-        result: dict[str, Any] = Reply.model_validate(Envelope.decode(data).payload).result
-        return result
+        result = Reply.model_validate(Envelope.decode(data).payload).result
+        return Description.read(result, agent=agent)
 
-    async def discover(self, *, wait: float = 0.3) -> list[dict[str, Any]]:
-        """Every running agent replica of the namespace, as its latest heartbeat."""
+    async def discover(
+        self, *, wait: float = 0.3, unreadable: Unreadable | None = None
+    ) -> list[Heartbeat]:
+        """Every running agent replica of the namespace, as its latest heartbeat.
+
+        Args:
+            wait: seconds to collect answers.
+            unreadable: told of each answer skipped because it is not a heartbeat
+                this version reads (default: logged as a warning).
+        """
         envelope = Envelope(kind="describe", source=self.name)
         replies = await self.transport.gather(self.subjects.discover, envelope.encode(), wait)
         found = []
         for data in replies:
             try:
-                found.append(Reply.model_validate(Envelope.decode(data).payload).result)
+                answer = Envelope.decode(data)
+                result = Reply.model_validate(answer.payload).result
             except ValidationError:
                 continue  # a foreign or broken responder must not hide the others
-        return sorted(found, key=lambda item: (item["agent"], item["instance"]))
+            try:
+                found.append(Heartbeat.read(result, agent=answer.source))
+            except BadMessage as exc:
+                (unreadable or warn_unreadable)(exc)
+        return sorted(found, key=lambda beat: (beat.agent, beat.instance))
 
     async def history(
         self,
@@ -187,9 +214,14 @@ class Client:
         wanted = set(names)
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            alive = {item["agent"] for item in await self.discover(wait=0.1)}
+            alive = {beat.agent for beat in await self.discover(wait=0.1)}
             if wanted <= alive:
                 return
             if asyncio.get_running_loop().time() > deadline:
                 missing = ", ".join(sorted(wanted - alive))
                 raise TimeoutError(f"agents not running after {timeout:g} s: {missing}")
+
+
+def warn_unreadable(error: BadMessage) -> None:
+    """The default :data:`Unreadable`: a warning in the log."""
+    logger.warning("skipped an answer: %s", error)

@@ -9,7 +9,7 @@ the answers of all replicas gathered until every known replica has answered
         controls = Controls(client)
         await controls.pause("checker", sensor="drift", reason="noisy")
         for approval in await controls.approvals():
-            await controls.approve(approval["agent"], approval["id"], reason="looks right")
+            await controls.approve(approval.agent, approval.id, reason="looks right")
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from scanflow_agents.clients import Client
-from scanflow_agents.errors import CallError, CallTimeout, NotFound, Unavailable
-from scanflow_agents.messages import Envelope, Reply
+from scanflow_agents.clients import Client, Unreadable, warn_unreadable
+from scanflow_agents.errors import BadMessage, CallError, CallTimeout, NotFound, Unavailable
+from scanflow_agents.messages import ApprovalListing, Envelope, PendingApproval, Reply
 from scanflow_agents.transports.base import NoResponders, RequestTimeout
 
 
@@ -76,20 +76,35 @@ class Controls:
         """Switch an agent's dry-run mode (actuators validate and record, but do not act)."""
         return await self._all(agent, "dry-run", {"on": on})
 
-    async def approvals(self, agent: str | None = None) -> list[dict[str, Any]]:
-        """Decisions waiting for a person: of one agent, or of every running agent."""
-        if agent is not None:
-            answers = await self._all(agent, "approvals", {})
-            return [item for answer in answers for item in answer["approvals"]]
-        if not self.replicas:
-            await self.discover()
-        found = await asyncio.gather(*(self._listing(name) for name in sorted(self.replicas)))
-        return [item for listing in found for item in listing]
+    async def approvals(
+        self, agent: str | None = None, *, unreadable: Unreadable | None = None
+    ) -> list[PendingApproval]:
+        """Decisions waiting for a person: of one agent, or of every running agent.
 
-    async def discover(self) -> dict[str, int]:
+        Args:
+            agent: only this agent's (default: every agent discovery finds).
+            unreadable: told of each replica's listing skipped because this
+                version cannot read it (default: logged as a warning).
+        """
+        if agent is None:
+            if not self.replicas:
+                await self.discover(unreadable=unreadable)
+            found = await asyncio.gather(
+                *(self._listing(name, unreadable) for name in sorted(self.replicas))
+            )
+            return [item for listing in found for item in listing]
+        waiting: list[PendingApproval] = []
+        for answer in await self._all(agent, "approvals", {}):
+            try:
+                waiting.extend(ApprovalListing.read(answer, agent=agent).approvals)
+            except BadMessage as exc:
+                (unreadable or warn_unreadable)(exc)
+        return waiting
+
+    async def discover(self, *, unreadable: Unreadable | None = None) -> dict[str, int]:
         """Count the running replicas of every agent (``wait / 2`` seconds of discovery)."""
-        found = await self.client.discover(wait=self.wait / 2)
-        self.replicas = dict(Counter(str(item["agent"]) for item in found))
+        found = await self.client.discover(wait=self.wait / 2, unreadable=unreadable)
+        self.replicas = dict(Counter(beat.agent for beat in found))
         return self.replicas
 
     async def approve(self, agent: str, approval_id: str, *, reason: str) -> dict[str, Any]:
@@ -100,9 +115,9 @@ class Controls:
         """Reject a waiting decision; the reason is recorded in the audit trail."""
         return await self._decide(agent, "reject", approval_id, reason)
 
-    async def _listing(self, agent: str) -> list[dict[str, Any]]:
+    async def _listing(self, agent: str, unreadable: Unreadable | None) -> list[PendingApproval]:
         try:
-            return await self.approvals(agent)
+            return await self.approvals(agent, unreadable=unreadable)
         except Unavailable:
             return []  # stopped between discovery and the question
 

@@ -105,6 +105,14 @@ class BadMessage(CallError):
     code = ErrorCode.BAD_MESSAGE
 
 
+class IncompatibleVersion(BadMessage):
+    """A status message of a major version this process does not read.
+
+    The message names the agent, both versions and which side to upgrade;
+    ``details`` holds ``theirs`` and ``ours``.
+    """
+
+
 class NotFound(CallError):
     code = ErrorCode.NOT_FOUND
 

@@ -76,13 +76,17 @@ def redact(text: str) -> str:
 
 
 def mask(value: Any) -> Any:
-    """A copy of ``value`` safe to show: secrets masked, strings redacted, containers walked."""
+    """A copy of ``value`` safe to show: secrets masked, strings redacted, containers walked.
+
+    A pydantic model comes back as a model of its type, validated again.
+    """
     if isinstance(value, SecretStr | SecretBytes):
         return MASK
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, BaseModel):
-        return mask(value.model_dump(mode="json"))
+        # The same model comes back (readers use its attributes), its text masked.
+        return type(value).model_validate(mask(value.model_dump(mode="json")))
     if isinstance(value, Mapping):
         return {key: mask(item) for key, item in value.items()}
     if isinstance(value, list | tuple):

@@ -34,7 +34,7 @@ from scanflow_agents import (
     rule,
     sensor,
 )
-from scanflow_agents.messages import new_id
+from scanflow_agents.messages import PendingApproval, new_id
 from scanflow_agents.training import MODEL_VERSION_TAG, RUN_ID_TAG
 
 logger = logging.getLogger(__name__)
@@ -496,7 +496,7 @@ class Improver(Agent):
     @actuator()
     async def plans(self) -> list[dict[str, Any]]:
         """The plans waiting for approval (decide them with ``scanflow approve`` / ``reject``)."""
-        return [_listed(item) for item in self.approvals.listing()]
+        return [_listed(item) for item in self.approvals.listing().approvals]
 
     @actuator()
     async def retraining(self) -> dict[str, dict[str, Any]]:
@@ -504,17 +504,17 @@ class Improver(Agent):
         return self.retrainings.describe()
 
 
-def _listed(approval: dict[str, Any]) -> dict[str, Any]:
+def _listed(approval: PendingApproval) -> dict[str, Any]:
     """A held plan as ``plans`` has always shown it: the workflow apart from the evidence."""
-    evidence = dict(approval["details"])
+    evidence = dict(approval.details)
     return {
-        "id": approval["id"],
-        "kind": approval["kind"],
+        "id": approval.id,
+        "kind": approval.kind,
         "workflow": evidence.pop("workflow", None),
-        "summary": approval["summary"],
+        "summary": approval.summary,
         "evidence": evidence,
-        "waiting_s": approval["waiting_s"],
-        "expires_in_s": approval["expires_in_s"],
+        "waiting_s": approval.waiting_s,
+        "expires_in_s": approval.expires_in_s,
     }
 
 

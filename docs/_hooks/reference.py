@@ -115,6 +115,23 @@ def _render(name: str) -> str:
                 ("`http`", HttpSettings, "http."),
             )
         )
+    if name == "status":
+        from scanflow_agents import messages as m
+
+        return "\n".join(
+            _section(title, model, prefix, besides=besides)
+            for title, model, prefix, besides in (
+                ("Heartbeat", m.Heartbeat, "", None),
+                ("Description: a heartbeat's fields, and", m.Description, "", m.Heartbeat),
+                ("`sensors[]`", m.SensorStatus, "sensors[].", None),
+                ("`sensors[].last`", m.LastRun, "last.", None),
+                ("`rules[]`", m.RuleStatus, "rules[].", None),
+                ("`actuators[]`", m.ActuatorStatus, "actuators[].", None),
+                ("`consumers.<pattern>`", m.ConsumerStatus, "consumers.<pattern>.", None),
+                ("Approval listing", m.ApprovalListing, "", None),
+                ("`approvals[]`", m.PendingApproval, "approvals[].", None),
+            )
+        )
     if name == "builtin-settings":
         from scanflow_agents.builtin import reference
 
@@ -159,7 +176,9 @@ def _agent_readme(agent: str) -> str:
     )
 
 
-def _section(title: str, model: type[BaseModel], prefix: str) -> str:
+def _section(
+    title: str, model: type[BaseModel], prefix: str, *, besides: type[BaseModel] | None = None
+) -> str:
     doc = " ".join((model.__doc__ or "").split("\n\n")[0].split())
     rows = [
         f"### {title}",
@@ -170,10 +189,10 @@ def _section(title: str, model: type[BaseModel], prefix: str) -> str:
         "|---|---|---|---|",
     ]
     for name, field in model.model_fields.items():
-        if field.exclude:
+        if field.exclude or (besides is not None and name in besides.model_fields):
             continue
         rows.append(
-            f"| `{prefix}{name}` | {_type(field.annotation)} | {_default(field)} | "
+            f"| `{prefix}{field.alias or name}` | {_type(field.annotation)} | {_default(field)} | "
             f"{_cell(_meaning(model, name, field))} |"
         )
     return "\n".join(rows) + "\n"

@@ -9,7 +9,7 @@ from scanflow_agents.runtime.commanding import ago, clock, duration, shorten
 from scanflow_agents.runtime.console.help_screen import HELP, PROMPT, QUIT
 from scanflow_agents.runtime.console.tables import PlainTable
 from scanflow_agents.runtime.console.widgets import CommandPrompt
-from scanflow_agents.runtime.inspecting import limits, parameters
+from scanflow_agents.runtime.inspecting import limits
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from scanflow_agents import redaction
+from scanflow_agents.messages import ActuatorStatus, Description
 
 if TYPE_CHECKING:
     from scanflow_agents.runtime.console.app import ConsoleApp
@@ -40,7 +41,7 @@ class AgentScreen(Screen[None]):
     def __init__(self, agent: str) -> None:
         super().__init__()
         self.agent = agent
-        self.described: dict[str, Any] = {}
+        self.described: Description | None = None
 
     @property
     def console(self) -> ConsoleApp:
@@ -85,66 +86,68 @@ class AgentScreen(Screen[None]):
         """Read the description and the latest decisions (a worker: never blocks keys)."""
         try:
             client = self.console.link.require()
-            self.described = redaction.mask(await client.describe(self.agent))
-            self.console.suggester.descriptions[self.agent] = self.described
+            described: Description = redaction.mask(await client.describe(self.agent))
+            self.described = described
+            self.console.suggester.descriptions[self.agent] = described
             decisions = await client.history(
                 agent=self.agent, kinds=["decision"], limit=8, newest=True
             )
         except Exception as exc:
             self.console.say(f"describe {self.agent}: {exc}", error=True)
             return
-        self._fill(self.described, decisions)
+        self._fill(described, decisions)
 
-    def _fill(self, described: dict[str, Any], decisions: list[dict[str, Any]]) -> None:
+    def _fill(self, described: Description, decisions: list[dict[str, Any]]) -> None:
         cursors = {t.id: t.cursor_row for t in self.query(DataTable)}
         self._fill_tables(described, decisions)
         for table in self.query(DataTable):
             if table.row_count:
                 table.move_cursor(row=min(cursors.get(table.id, 0), table.row_count - 1))
 
-    def _fill_tables(self, described: dict[str, Any], decisions: list[dict[str, Any]]) -> None:
-        paused = set(described.get("paused_sensors", []))
+    def _fill_tables(self, described: Description, decisions: list[dict[str, Any]]) -> None:
         status = (
-            f"agent {self.agent}  ·  {described['state']}"
-            f"{'  ·  dry-run' if described.get('dry_run') else ''}"
-            f"  ·  instance {described['instance']}  ·  up {duration(described['uptime'])}"
+            f"agent {self.agent}  ·  {described.state}"
+            f"{'  ·  dry-run' if described.dry_run else ''}"
+            f"  ·  instance {described.instance}  ·  up {duration(described.uptime)}"
         )
         self.query_one("#status", Static).update(status)
         sensors = self.query_one("#sensors", DataTable)
         sensors.clear()
-        for sensor in described["sensors"]:
-            last = sensor.get("last") or {}
+        for sensor in described.sensors:
+            last = sensor.last
             # JSON, as everywhere else values are shown (not Python's repr)
-            value = json.dumps(last["value"], default=str) if last.get("value") is not None else "-"
-            if not last.get("ok", True):
-                value = f"error: {last.get('error')}"
+            value = "-"
+            if last is not None and not last.ok:
+                value = f"error: {last.error}"
+            elif last is not None and last.value is not None:
+                value = json.dumps(last.value, default=str)
+            paused = " (paused)" if sensor.id in described.paused_sensors else ""
             sensors.add_row(
-                sensor["id"] + (" (paused)" if sensor["id"] in paused else ""),
-                shorten(sensor["trigger"], 18),
-                clock(sensor["next_run"]) if sensor.get("next_run") else "-",
-                ago(last.get("time")),
+                sensor.id + paused,
+                shorten(sensor.trigger, 18),
+                clock(sensor.next_run) if sensor.next_run else "-",
+                ago(last.time if last else None),
                 shorten(value, 40),
-                key=sensor["id"],
+                key=sensor.id,
             )
         rules = self.query_one("#rules", DataTable)
         rules.clear()
-        for rule in described["rules"]:
+        for rule in described.rules:
             rules.add_row(
-                rule["id"],
-                shorten(",".join(rule["sensors"] + rule["topics"]) or "all sensors", 24),
-                str(rule["decisions"]),
-                (rule.get("last_decision") or {}).get("action") or "-",
+                rule.id,
+                shorten(",".join(rule.sensors + rule.topics) or "all sensors", 24),
+                str(rule.decisions),
+                (rule.last_decision.action if rule.last_decision else "") or "-",
             )
         actuators = self.query_one("#actuators", DataTable)
         actuators.clear()
-        for spec in described["actuators"]:
+        for spec in described.actuators:
             params = ", ".join(
-                f"{p['name']}:{p['type']}{'' if p['required'] else '?'}"
-                for p in parameters(spec["params"])
+                f"{p.name}:{p.type}{'' if p.required else '?'}" for p in spec.parameters()
             )
             actuators.add_row(
-                spec["id"], shorten(params, 36), limits(spec),
-                shorten(spec.get("description") or "", 40), key=spec["id"],
+                spec.id, shorten(params, 36), limits(spec), shorten(spec.description, 40),
+                key=spec.id,
             )  # fmt: skip
         self._show_params()
         table = self.query_one("#decisions", DataTable)
@@ -166,12 +169,10 @@ class AgentScreen(Screen[None]):
         spec = self._selected_actuator()
         text = ""
         if spec is not None:
-            lines = [f"{spec['id']}: {spec.get('description') or ''}  (limits: {limits(spec)})"]
-            for param in parameters(spec["params"]):
-                need = (
-                    "required" if param["required"] else f"default {json.dumps(param['default'])}"
-                )
-                lines.append(f"  {param['name']} ({param['type']}, {need}) {param['description']}")
+            lines = [f"{spec.id}: {spec.description}  (limits: {limits(spec)})"]
+            for param in spec.parameters():
+                need = "required" if param.required else f"default {json.dumps(param.default)}"
+                lines.append(f"  {param.name} ({param.type}, {need}) {param.description}")
             text = "\n".join(lines)
         self.query_one("#params", Static).update(text)
 
@@ -182,9 +183,11 @@ class AgentScreen(Screen[None]):
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         return None if key is None else str(key)
 
-    def _selected_actuator(self) -> dict[str, Any] | None:
+    def _selected_actuator(self) -> ActuatorStatus | None:
         actuator = self._selected("actuators")
-        return next((a for a in self.described.get("actuators", []) if a["id"] == actuator), None)
+        if self.described is None or actuator is None:
+            return None
+        return self.described.actuator(actuator)
 
     def action_run_sensor(self) -> None:
         if sensor := self._selected("sensors"):
@@ -192,7 +195,7 @@ class AgentScreen(Screen[None]):
 
     def action_pause_sensor(self) -> None:
         if sensor := self._selected("sensors"):
-            paused = sensor in self.described.get("paused_sensors", [])
+            paused = self.described is not None and sensor in self.described.paused_sensors
             verb = "resume" if paused else "pause"
             self.console.run_line(f"{verb} {self.agent} {sensor}", then=self.action_reload)
 

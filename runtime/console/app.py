@@ -115,7 +115,7 @@ class ConsoleApp(App[None]):
         try:
             self.suggester.descriptions[agent] = await self.link.require().describe(agent)
         except Exception as exc:
-            self.suggester.descriptions.setdefault(agent, {})
+            self.suggester.descriptions.setdefault(agent, None)  # its name still completes
             self.log.warning(f"describe {agent} for completion failed: {exc}")
 
     async def on_unmount(self) -> None:
@@ -145,6 +145,9 @@ class ConsoleApp(App[None]):
             main.show_banner(self._banner())
             if self.link.connected:
                 main.clear_error()  # what failed while NATS was away may work now
+        problem = self.link.latest_problem()
+        if "unreadable" in self._dirty and problem is not None:
+            self.say(problem, error=True)  # once per new problem; the agent stays listed
         main.show_status(self._status())
         main.show_agents(self.link.agents())
         if "events" in self._dirty or self._rebuild_events:
@@ -372,7 +375,7 @@ class ConsoleApp(App[None]):
             approval_id = need(command, "ID", "REASON")[0]
             reason = " ".join(words[1:])
             holder = next(
-                (a["agent"] for a in await controls.approvals() if a["id"] == approval_id), None
+                (a.agent for a in await controls.approvals() if a.id == approval_id), None
             )
             if holder is None:
                 raise CommandError(f"no approval {approval_id!r} is waiting", field="id")
@@ -396,7 +399,7 @@ class ConsoleApp(App[None]):
         described = self.suggester.descriptions.get(agent) or await client.describe(agent)
         self.suggester.descriptions[agent] = described
         spec = checked(described, actuator, params)  # before sending: the field is named
-        timeout = float(spec.get("timeout") or 30) + 10
+        timeout = (spec.timeout or 30) + 10
         self.say(f"calling {agent}.{actuator}…")
         result = await client.call(
             agent, actuator, params, timeout=timeout, dry_run=self.dry_run_calls

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scanflow_agents.runtime.console.help_screen import HELP, QUIT
 from scanflow_agents.runtime.console.widgets import ApprovalsTable
@@ -15,6 +15,9 @@ from textual.widgets import Footer, Input, Static
 
 if TYPE_CHECKING:
     from scanflow_agents.runtime.console.app import ConsoleApp
+
+    from scanflow_agents.errors import BadMessage
+    from scanflow_agents.messages import PendingApproval
 
 
 class ReasonScreen(ModalScreen[str | None]):
@@ -61,7 +64,7 @@ class ApprovalsScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.approvals: list[dict[str, Any]] = []
+        self.approvals: list[PendingApproval] = []
         self._failed = False
 
     @property
@@ -86,13 +89,20 @@ class ApprovalsScreen(Screen[None]):
 
     @work(exclusive=True, group="approvals")
     async def action_reload(self) -> None:
+        # An agent whose listing cannot be read is named; the others' are listed.
+        unreadable: list[BadMessage] = []
         try:
-            self.approvals = await self.console.link.controls.approvals()
+            self.approvals = await self.console.link.controls.approvals(
+                unreadable=unreadable.append
+            )
         except Exception as exc:
             self.show_output(f"cannot list approvals: {exc}", error=True)
             self._failed = True
             return
-        if self._failed:  # the error above is over: do not leave it on screen
+        if unreadable:
+            self.show_output(f"skipped: {unreadable[0].message}", error=True)
+            self._failed = True
+        elif self._failed:  # the error above is over: do not leave it on screen
             self._failed = False
             self.show_output("")
         self.query_one(ApprovalsTable).show(self.approvals)

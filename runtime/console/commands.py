@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scanflow_agents.runtime.arguments import parse_arguments
+
+from scanflow_agents.messages import Description
 
 VERBS: dict[str, str] = {
     "call": "call AGENT ACTUATOR key=value ...   call an actuator (checked first)",
@@ -76,11 +79,11 @@ def need(command: Command, *names: str, optional: int = 0) -> tuple[str, ...]:
     return words
 
 
-def complete(line: str, agents: dict[str, dict[str, Any]]) -> str | None:
+def complete(line: str, agents: Mapping[str, Description | None]) -> str | None:
     """The line completed by one more whole word: a verb, agent, actuator, sensor or parameter.
 
-    ``agents`` maps agent names to their descriptions (those not described
-    yet map to ``{}``). Returns ``None`` when nothing fits.
+    ``agents`` maps the agent names known to their descriptions (``None``: not
+    described yet, completed as a name only). Returns ``None`` when nothing fits.
     """
     fits = candidates(line, agents)
     if not fits:
@@ -90,11 +93,12 @@ def complete(line: str, agents: dict[str, dict[str, Any]]) -> str | None:
     return " ".join([*done, fits[0]]) + ending
 
 
-def candidates(line: str, agents: dict[str, dict[str, Any]]) -> list[str]:
+def candidates(line: str, agents: Mapping[str, Description | None]) -> list[str]:
     """Every word that can complete the last one of ``line``, in order."""
     words = line.split(" ")
     partial = words[-1]
     done = words[:-1]
+    described = agents.get(done[1]) if len(done) >= 2 else None
     choices: list[str]
     if not done:
         choices = list(VERBS)
@@ -102,16 +106,16 @@ def candidates(line: str, agents: dict[str, dict[str, Any]]) -> list[str]:
                                          "dry-run"):  # fmt: skip
         choices = sorted(agents)
     elif len(done) == 2 and done[0] == "call":
-        choices = [a["id"] for a in agents.get(done[1], {}).get("actuators", [])]
+        choices = [a.id for a in described.actuators] if described else []
     elif len(done) == 2 and done[0] in ("pause", "resume", "run-sensor"):
-        choices = [s["id"] for s in agents.get(done[1], {}).get("sensors", [])]
+        choices = [s.id for s in described.sensors] if described else []
     elif len(done) == 2 and done[0] == "dry-run":
         choices = ["on", "off"]
     elif len(done) >= 3 and done[0] == "call":
-        actuators = agents.get(done[1], {}).get("actuators", [])
-        spec: dict[str, Any] = next((a for a in actuators if a["id"] == done[2]), {})
+        spec = described.actuator(done[2]) if described else None
         given = {w.split("=", 1)[0] for w in done[3:]}
-        choices = [f"{p}=" for p in spec.get("params", {}).get("properties", {}) if p not in given]
+        names = [p.name for p in spec.parameters()] if spec else []
+        choices = [f"{name}=" for name in names if name not in given]
     else:
         return []
     return [choice for choice in choices if choice.startswith(partial) and choice != partial]

@@ -4,6 +4,12 @@ No Textual here: a :class:`Link` connects (and keeps trying while NATS is
 unreachable), keeps the latest heartbeat of every agent replica and a
 bounded tail of events, and calls ``on_change`` when either changes. The
 console's workers drive it; tests can too.
+
+Heartbeats are read into :class:`~scanflow_agents.messages.Heartbeat` as they
+arrive. One that cannot be read (malformed, or of another major version) is
+kept as a one-line problem under its agent's name (until the agent has been
+silent as long as a forgotten replica), and an agent heard only that way is
+listed as ``unreadable``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from scanflow_agents.runtime.feeds import record_of
 from scanflow_agents import Settings
 from scanflow_agents.clients import Client, connect_transport
 from scanflow_agents.controls import Controls
-from scanflow_agents.messages import Envelope
+from scanflow_agents.errors import BadMessage
+from scanflow_agents.messages import Envelope, Heartbeat
 from scanflow_agents.transports.base import Message, TransportError
 
 logger = logging.getLogger("scanflow_agents.console")
@@ -33,7 +40,15 @@ TAIL = 1000  # events kept for the events pane
 class Replica:
     """The latest word from one agent replica."""
 
-    heartbeat: dict[str, Any]
+    heartbeat: Heartbeat
+    heard: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Unreadable:
+    """The latest answer of an agent that could not be read, as one line."""
+
+    problem: str
     heard: float = field(default_factory=time.monotonic)
 
 
@@ -73,6 +88,7 @@ class Link:
         self.on_change = on_change or (lambda what: None)
         self.client: Client | None = None
         self.replicas: dict[tuple[str, str], Replica] = {}
+        self.unreadable: dict[str, Unreadable] = {}  # by agent
         self.events: deque[dict[str, Any]] = deque(maxlen=TAIL)
         self.error: str | None = None
         self.down_since: float | None = None
@@ -140,7 +156,7 @@ class Link:
     async def refresh(self, wait: float = 0.3) -> None:
         """Ask every replica for its heartbeat now (discovery), besides the periodic ones."""
         client = self.require()
-        for heartbeat in await client.discover(wait=wait):
+        for heartbeat in await client.discover(wait=wait, unreadable=self._unreadable):
             self._heard(heartbeat)
         self.on_change("agents")
 
@@ -157,22 +173,40 @@ class Link:
 
     async def _on_heartbeat(self, message: Message) -> None:
         try:
-            heartbeat = Envelope.decode(message.data).payload
+            envelope = Envelope.decode(message.data)
         except ValueError:
+            return  # not an envelope: there is no agent to name
+        try:
+            heartbeat = Heartbeat.read(envelope.payload, agent=envelope.source)
+        except BadMessage as exc:
+            self._unreadable(exc)
             return
-        if isinstance(heartbeat, dict) and "agent" in heartbeat and "instance" in heartbeat:
-            self._heard(heartbeat)
-            self.on_change("agents")
+        self._heard(heartbeat)
+        self.on_change("agents")
 
-    def _heard(self, heartbeat: dict[str, Any]) -> None:
-        key = (heartbeat["agent"], heartbeat["instance"])
+    def _heard(self, heartbeat: Heartbeat) -> None:
+        key = (heartbeat.agent, heartbeat.instance)
         known = self.replicas.get(key)
         # An instance that said `stopped` never runs again (a restarted agent has a
         # new instance): a discovery answer sent before its stop but read after its
         # last heartbeat must not bring it back (seen on a busy machine: `stale`).
-        if known is not None and known.heartbeat.get("state") == "stopped":
+        if known is not None and known.heartbeat.state == "stopped":
             return
         self.replicas[key] = Replica(heartbeat)
+
+    def _unreadable(self, error: BadMessage) -> None:
+        # Told once per new problem: the same one again every heartbeat is not news.
+        agent = error.agent or "?"
+        known = self.unreadable.get(agent)
+        self.unreadable[agent] = Unreadable(error.message)
+        if known is None or known.problem != error.message:
+            self.on_change("unreadable")
+
+    def latest_problem(self) -> str | None:
+        """The newest unreadable answer, in one line (``None`` if every agent reads fine)."""
+        if not self.unreadable:
+            return None
+        return max(self.unreadable.values(), key=lambda u: u.heard).problem
 
     async def _on_event(self, message: Message) -> None:
         assert self.client is not None
@@ -187,36 +221,43 @@ class Link:
         by_agent: dict[str, list[Replica]] = {}
         for (agent, _), replica in self.replicas.items():
             by_agent.setdefault(agent, []).append(replica)
-        rows = []
-        for agent, replicas in sorted(by_agent.items()):
+        rows = [
+            # Known only by what could not be read: listed, so it is not taken for absent.
+            AgentRow(agent, 0, "unreadable", now - unread.heard, 0.0, 0, stale=False)
+            for agent, unread in self.unreadable.items()
+            if agent not in by_agent
+        ]
+        for agent, replicas in by_agent.items():
             # A replica whose last heartbeat said `stopped` left on purpose: it
             # neither counts as running nor makes the agent look dead.
             fresh = [
                 r
                 for r in replicas
-                if now - r.heard <= self.stale_after and r.heartbeat.get("state") != "stopped"
+                if now - r.heard <= self.stale_after and r.heartbeat.state != "stopped"
             ]
             latest = max(fresh or replicas, key=lambda r: r.heard)
             beat = latest.heartbeat
-            stopped = not fresh and all(r.heartbeat.get("state") == "stopped" for r in replicas)
+            stopped = not fresh and all(r.heartbeat.state == "stopped" for r in replicas)
             rows.append(
                 AgentRow(
                     name=agent,
                     replicas=len(fresh),
                     state=state_of(beat) if fresh else "stopped" if stopped else "stale",
                     last_heard=now - latest.heard,
-                    uptime=float(beat.get("uptime", 0)) + (now - latest.heard),
-                    approvals=sum(int(r.heartbeat.get("approvals", 0)) for r in fresh),
+                    uptime=beat.uptime + (now - latest.heard),
+                    approvals=sum(r.heartbeat.approvals for r in fresh),
                     stale=not fresh and not stopped,
                 )
             )
-        return rows
+        return sorted(rows, key=lambda row: row.name)
 
     def forget_stale(self, older_than: float = 600.0) -> None:
         """Drop replicas silent for long (a restarted agent has a new instance)."""
         now = time.monotonic()
         for key in [k for k, r in self.replicas.items() if now - r.heard > older_than]:
             del self.replicas[key]
+        for agent in [a for a, u in self.unreadable.items() if now - u.heard > older_than]:
+            del self.unreadable[agent]
 
     async def close(self) -> None:
         self._closed = True
@@ -224,15 +265,15 @@ class Link:
             await self.client.transport.close()
 
 
-def state_of(heartbeat: dict[str, Any]) -> str:
+def state_of(heartbeat: Heartbeat) -> str:
     """running, paused, dry-run, not ready...: what one word can say about a replica."""
-    state = str(heartbeat.get("state", "?"))
-    if state == "running" and not heartbeat.get("ready", True):
+    state = heartbeat.state
+    if state == "running" and not heartbeat.ready:
         state = "not ready"
-    if heartbeat.get("dry_run"):
+    if heartbeat.dry_run:
         state += " dry-run"
-    if heartbeat.get("leader"):
+    if heartbeat.leader:
         state += " leader"
-    if heartbeat.get("paused_sensors"):
+    if heartbeat.paused_sensors:
         state += " ~paused"
     return state

@@ -107,6 +107,7 @@ def fitted(fits: tuple[Fit, ...], width: int, padding: int) -> dict[str, int]:
 # How each word of an agent's state looks; a silent (stale) agent is the loudest.
 STATE_STYLES = {
     "stale": "bold red",
+    "unreadable": "bold red",
     "stopped": "dim",
     "stopping": "dim",
     "paused": "bold yellow",

@@ -21,11 +21,13 @@ from textual.widgets import Input
 if TYPE_CHECKING:
     from scanflow_agents.runtime.console.link import AgentRow
 
+    from scanflow_agents.messages import Description, PendingApproval
+
 
 class CommandSuggester(Suggester):
     """Suggests the next word: verbs, agents, actuators, sensors, parameter names."""
 
-    def __init__(self, descriptions: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, descriptions: dict[str, Description | None]) -> None:
         super().__init__(use_cache=False, case_sensitive=True)
         self.descriptions = descriptions  # agent name → description (shared, kept fresh)
 
@@ -191,22 +193,22 @@ class ApprovalsTable(FitTable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.approvals: list[dict[str, Any]] = []
+        self.approvals: list[PendingApproval] = []
 
-    def show(self, approvals: list[dict[str, Any]]) -> None:
+    def show(self, approvals: list[PendingApproval]) -> None:
         selected = self.selected()
         self.approvals = approvals
         self.clear()
         for approval in approvals:
             self.add_row(
-                approval["id"],
-                self.cut("agent", approval["agent"]),
-                self.cut("kind", approval["kind"]),
-                f"{approval['waiting_s']:.0f}s",
-                self.cut("summary", approval["summary"]),
-                key=approval["id"],
+                approval.id,
+                self.cut("agent", approval.agent),
+                self.cut("kind", approval.kind),
+                f"{approval.waiting_s:.0f}s",
+                self.cut("summary", approval.summary),
+                key=approval.id,
             )
-        self.reselect([approval["id"] for approval in approvals], selected)
+        self.reselect([approval.id for approval in approvals], selected)
 
     def redraw(self) -> None:
         self.show(self.approvals)

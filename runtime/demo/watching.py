@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from scanflow_agents.clients import Client
-from scanflow_agents.messages import Envelope
+from scanflow_agents.errors import BadMessage
+from scanflow_agents.messages import Envelope, Heartbeat
 from scanflow_agents.transports import Message, Subscription
 
 
@@ -52,7 +53,7 @@ class EventLog:
     def __init__(self, client: Client) -> None:
         self.client = client
         self.events: list[Seen] = []
-        self.heartbeats: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.heartbeats: dict[str, tuple[float, Heartbeat]] = {}
         self._subscriptions: list[Subscription] = []
 
     async def __aenter__(self) -> EventLog:
@@ -80,10 +81,10 @@ class EventLog:
     async def _on_heartbeat(self, message: Message) -> None:
         try:
             envelope = Envelope.decode(message.data)
-        except (ValidationError, ValueError):
-            return
-        if isinstance(envelope.payload, dict):
-            self.heartbeats[envelope.source] = (time.time(), envelope.payload)
+            beat = Heartbeat.read(envelope.payload, agent=envelope.source)
+        except (ValidationError, ValueError, BadMessage):
+            return  # the demo's own agents keep the contract; anything else is not shown
+        self.heartbeats[beat.agent] = (time.time(), beat)
 
     # -- what the scenario waits for -----------------------------------------------------
 

@@ -37,7 +37,13 @@ from scanflow_agents import chains
 from scanflow_agents._core.ports import Record, Spawn
 from scanflow_agents._kit import clocks
 from scanflow_agents.errors import NotFound
-from scanflow_agents.messages import Envelope, new_id, utcnow
+from scanflow_agents.messages import (
+    ApprovalListing,
+    Envelope,
+    PendingApproval,
+    new_id,
+    utcnow,
+)
 
 logger = logging.getLogger("scanflow_agents.approvals")
 
@@ -68,20 +74,20 @@ class Approval:
     created: datetime = field(default_factory=utcnow)
     created_monotonic: float = field(default_factory=clocks.now)
 
-    def listing(self, agent: str, now: float) -> dict[str, Any]:
+    def listing(self, agent: str, now: float) -> PendingApproval:
         waited = now - self.created_monotonic
         expires = None if self.timeout is None else round(max(0.0, self.timeout - waited), 1)
-        return {
-            "id": self.id,
-            "agent": agent,
-            "kind": self.kind,
-            "summary": self.summary,
-            "details": self.details,
-            "correlation_id": self.correlation_id,
-            "created": self.created.isoformat(),
-            "waiting_s": round(waited, 1),
-            "expires_in_s": expires,
-        }
+        return PendingApproval(
+            id=self.id,
+            agent=agent,
+            kind=self.kind,
+            summary=self.summary,
+            details=self.details,
+            correlation_id=self.correlation_id,
+            created=self.created,
+            waiting_s=round(waited, 1),
+            expires_in_s=expires,
+        )
 
     def deadline(self) -> float | None:
         """When its timeout policy applies, on the loop's clock; ``None``: never (again)."""
@@ -100,8 +106,9 @@ class Approvals:
             a stopping agent waits for it.
     """
 
-    def __init__(self, agent: str, *, record: Record, spawn: Spawn) -> None:
+    def __init__(self, agent: str, *, record: Record, spawn: Spawn, instance: str = "") -> None:
         self.agent = agent
+        self.instance = instance  # the replica, in every listing
         self.record = record
         self.spawn = spawn
         self._pending: dict[str, Approval] = {}
@@ -166,9 +173,12 @@ class Approvals:
             raise NotFound(f"no approval {approval_id!r} is waiting (waiting: {waiting})")
         return approval
 
-    def listing(self) -> list[dict[str, Any]]:
+    def listing(self) -> ApprovalListing:
         now = clocks.now()
-        return [a.listing(self.agent, now) for a in self._pending.values()]
+        return ApprovalListing(
+            instance=self.instance,
+            approvals=tuple(a.listing(self.agent, now) for a in self._pending.values()),
+        )
 
     def carry_out(self, verdict: Verdict, approval: Approval, reason: str, cause: Envelope) -> None:
         """Run the approval's handler for ``verdict`` in a tracked task, if it has one.

@@ -153,7 +153,7 @@ class Controller:
         if op == "run-sensor":
             return await self._run_sensor(_text(params, "sensor"))
         if op == "approvals":
-            return {"approvals": self.approvals.listing()}
+            return self.approvals.listing().model_dump(mode="json")
         if op in ("approve", "reject"):
             verdict: Verdict = "approve" if op == "approve" else "reject"
             return await self._decide(

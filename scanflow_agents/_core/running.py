@@ -51,7 +51,7 @@ from scanflow_agents._core.switches import ControlSnapshot, ControlState
 from scanflow_agents._kit.tasks import Tasks
 from scanflow_agents._kit.tasks import stop as stop_task
 from scanflow_agents.errors import CallError
-from scanflow_agents.messages import Envelope, Event, Observation, Reply
+from scanflow_agents.messages import Envelope, Event, Heartbeat, Observation, Reply
 from scanflow_agents.sensors import sensor_of
 from scanflow_agents.settings import Settings
 from scanflow_agents.subjects import Subjects
@@ -192,6 +192,7 @@ class AgentRuntime:
         )
         self.approvals = Approvals(
             agent.name,
+            instance=self.instance,
             record=self.recorder.record,
             spawn=lambda coro, name: self.tasks.spawn(coro, name=name),
         )
@@ -379,14 +380,17 @@ class AgentRuntime:
             return True
         envelope = Envelope(kind="describe", source=self.agent.name)
         for data in await self.transport.gather(self.subjects.discover, envelope.encode(), 0.25):
-            with contextlib.suppress(ValueError, ValidationError):
-                found = Reply.model_validate(Envelope.decode(data).payload).result
-                if found.get("agent") == self.agent.name and found.get("instance") == instance:
+            with contextlib.suppress(ValueError, ValidationError, CallError):
+                answer = Envelope.decode(data)
+                result = Reply.model_validate(answer.payload).result
+                found = Heartbeat.read(result, agent=answer.source)
+                if found.agent == self.agent.name and found.instance == instance:
                     return True
         return False
 
     async def _send_heartbeat(self) -> None:
-        envelope = Envelope(kind="heartbeat", source=self.agent.name, payload=heartbeat(self))
+        beat = heartbeat(self).model_dump(mode="json")
+        envelope = Envelope(kind="heartbeat", source=self.agent.name, payload=beat)
         await self.transport.publish(self.subjects.heartbeat(self.agent.name), envelope.encode())
 
     def _broken(self, task_name: str) -> None:
@@ -506,18 +510,16 @@ class AgentRuntime:
     # -- wire handlers -------------------------------------------------------------------
 
     async def _on_describe(self, message: Message) -> None:
+        answer = Reply(ok=True, result=describe(self).model_dump(mode="json"))
         reply = Envelope(
-            kind="reply",
-            source=self.agent.name,
-            payload=Reply(ok=True, result=describe(self)).model_dump(exclude_none=True),
+            kind="reply", source=self.agent.name, payload=answer.model_dump(exclude_none=True)
         )
         await message.respond(reply.encode())
 
     async def _on_discover(self, message: Message) -> None:
+        answer = Reply(ok=True, result=heartbeat(self).model_dump(mode="json"))
         reply = Envelope(
-            kind="reply",
-            source=self.agent.name,
-            payload=Reply(ok=True, result=heartbeat(self)).model_dump(exclude_none=True),
+            kind="reply", source=self.agent.name, payload=answer.model_dump(exclude_none=True)
         )
         await message.respond(reply.encode())
 

@@ -318,36 +318,37 @@ async def test_held_plans_are_listed_and_decided_by_operators(
             await h.emit("finding.drift.serve", DRIFT, source="checker")
             await h.emit("finding.slo.serve", slo(True, 100, 1), source="checker")
             await eventually(lambda: len(h.records("decision", "improver")) == 2)
-            held = {approval["kind"]: approval for approval in await controls.approvals()}
+            held = {approval.kind: approval for approval in await controls.approvals()}
             assert sorted(held) == ["retrain", "scale"]
             retrain, scale = held["retrain"], held["scale"]
-            assert retrain["agent"] == "improver"
-            assert retrain["details"]["workflow"] == "serve"
-            assert 0 < retrain["expires_in_s"] <= 600  # the default approval_timeout
+            assert retrain.agent == "improver"
+            assert retrain.details["workflow"] == "serve"
+            assert retrain.expires_in_s is not None
+            assert 0 < retrain.expires_in_s <= 600  # the default approval_timeout
             decision = h.records("decision", "improver", "retrain_on_drift")[0]
-            assert decision["payload"]["evidence"]["plan"] == retrain["id"]
-            assert retrain["correlation_id"] == decision["correlation_id"]
+            assert decision["payload"]["evidence"]["plan"] == retrain.id
+            assert retrain.correlation_id == decision["correlation_id"]
             plans = await h.call("improver", "plans")  # the improver's own view: the same plans
-            assert sorted(p["id"] for p in plans) == sorted([retrain["id"], scale["id"]])
+            assert sorted(p["id"] for p in plans) == sorted([retrain.id, scale.id])
 
             # Rejected by an operator: the reservation goes, so the next finding plans anew.
-            await controls.reject("improver", retrain["id"], reason="not this week")
+            await controls.reject("improver", retrain.id, reason="not this week")
             await eventually(lambda: improver.retrainings.state("serve") is None)
             await h.emit("finding.drift.serve", DRIFT, source="checker")
             await eventually(lambda: len(h.records("decision", "improver")) == 3)
-            (again,) = [a for a in await controls.approvals() if a["kind"] == "retrain"]
-            assert again["id"] != retrain["id"]
+            (again,) = [a for a in await controls.approvals() if a.kind == "retrain"]
+            assert again.id != retrain.id
             assert planner.calls == []
 
             # Approved by an operator: carried out.
-            approved = await controls.approve("improver", again["id"], reason="looks right")
+            approved = await controls.approve("improver", again.id, reason="looks right")
             assert approved["approved"] is True
-            await controls.approve("improver", scale["id"], reason="traffic is real")
+            await controls.approve("improver", scale.id, reason="traffic is real")
             await eventually(lambda: bool(planner.called("run") and planner.called("scale")))
             assert planner.called("scale") == [{"workflow": "serve", "replicas": 3}]
             assert await controls.approvals() == []
             with pytest.raises(NotFound, match="no approval"):
-                await controls.approve("improver", scale["id"], reason="twice")
+                await controls.approve("improver", scale.id, reason="twice")
             await h.settle()
             await eventually(lambda: len(h.records("control", "improver", "approve-done")) == 2)
             assert all(r["payload"]["ok"] for r in h.records("control", "improver", "approve-done"))

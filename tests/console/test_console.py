@@ -124,20 +124,20 @@ async def test_approve_a_pending_decision_and_find_it_in_the_audit_trail(
         table = app.screen.query_one(DataTable)
         await eventually(lambda: table.row_count == 1, timeout=10)
         approval = app.screen.approvals[0]
-        assert approval["summary"] == "deploy models:/digits/7"
+        assert approval.summary == "deploy models:/digits/7"
         await pilot.press("y")
         await pilot.pause()
         await pilot.press(*"checked the offline metrics", "enter")
         await eventually(lambda: Gate.deployed == ["models:/digits/7"], timeout=10)
         await eventually(lambda: table.row_count == 0, timeout=10)
 
-    chain = await agents.client.history(correlation_id=approval["correlation_id"])
+    chain = await agents.client.history(correlation_id=approval.correlation_id)
     kinds = [(r["kind"], r["name"]) for r in chain]
     assert ("decision", "deploy_candidate") in kinds
     approved = next(r for r in chain if (r["kind"], r["name"]) == ("control", "approve"))
     assert approved["payload"]["reason"] == "checked the offline metrics"
     assert approved["payload"]["caller"] == "tester"
-    done = await agents.client.history(correlation_id=approval["correlation_id"])
+    done = await agents.client.history(correlation_id=approval.correlation_id)
     assert any(r["name"] == "approve-done" and r["payload"]["ok"] for r in done)
 
 

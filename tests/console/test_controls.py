@@ -54,20 +54,20 @@ async def test_approvals_are_held_listed_and_rejected(bus: str | None) -> None:
         controls = Controls(h.client, wait=0.5)
         observation = await controls.run_sensor("gate", "candidate")
         (waiting,) = await controls.approvals()
-        assert waiting["correlation_id"] == observation["correlation_id"]
+        assert waiting.correlation_id == observation["correlation_id"]
         with pytest.raises(NotFound, match="no approval 'nope' waits on agent 'gate'"):
             await controls.approve("gate", "nope", reason="typo")
         with pytest.raises(BadInput) as no_reason:
-            await controls.reject("gate", waiting["id"], reason=" ")
+            await controls.reject("gate", waiting.id, reason=" ")
         assert no_reason.value.field == "reason"
-        rejected = await controls.reject("gate", waiting["id"], reason="not this week")
+        rejected = await controls.reject("gate", waiting.id, reason="not this week")
         assert rejected["approved"] is False
         assert await controls.approvals() == []
         await h.settle()
         await eventually(lambda: bool(h.records("control", "gate", "reject")))
         (record,) = h.records("control", "gate", "reject")
         assert record["payload"]["reason"] == "not this week"
-        assert record["correlation_id"] == waiting["correlation_id"]
+        assert record["correlation_id"] == waiting.correlation_id
         assert Gate.deployed == []  # rejected: never carried out
 
 
@@ -81,7 +81,7 @@ async def test_control_ops_return_once_every_known_replica_answered(bus: str | N
         assert controls.replicas == {"gate": 1}
         assert time.monotonic() - started < 1.5 + 1.0
         started = time.monotonic()
-        await controls.approve("gate", waiting["id"], reason="its one replica answered")
+        await controls.approve("gate", waiting.id, reason="its one replica answered")
         assert time.monotonic() - started < 1.0  # not 3 s
         started = time.monotonic()
         assert len(await controls.pause("gate")) == 1

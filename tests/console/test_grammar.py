@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from scanflow_agents.runtime.arguments import check_params
@@ -15,6 +17,7 @@ from scanflow_agents.runtime.console.commands import (
 from scanflow_agents.runtime.feeds import EventFilter
 
 from scanflow_agents.errors import BadInput
+from scanflow_agents.messages import ActuatorStatus, Description, SensorStatus
 
 SCHEMA = {
     "properties": {
@@ -24,13 +27,45 @@ SCHEMA = {
     },
     "required": ["replicas"],
 }
-AGENTS = {
-    "scaler": {
-        "actuators": [{"id": "scale", "params": SCHEMA}, {"id": "stop", "params": {}}],
-        "sensors": [{"id": "load"}],
-    },
-    "gate": {},
-}
+
+
+def described(actuators: dict[str, dict[str, Any]], sensors: list[str]) -> Description:
+    """A description with these actuators (by parameter schema) and sensors, and no more."""
+    return Description(
+        agent="scaler",
+        agent_class="tests.Scaler",
+        namespace="default",
+        instance="5ca1e5",
+        state="running",
+        ready=True,
+        time=datetime.now(UTC),
+        uptime=1.0,
+        events={},
+        backlog=0,
+        leader=True,
+        dry_run=False,
+        approvals=0,
+        sensors=tuple(
+            SensorStatus(id=s, description="", trigger="every 1s", runs=0, failures=0, skipped=0)
+            for s in sensors
+        ),
+        rules=(),
+        actuators=tuple(
+            ActuatorStatus(
+                id=a,
+                description="",
+                params=schema,
+                cooldown=0.0,
+                idempotent=False,
+                read_only=False,
+                executions=0,
+            )
+            for a, schema in actuators.items()
+        ),
+    )
+
+
+AGENTS = {"scaler": described({"scale": SCHEMA, "stop": {}}, ["load"]), "gate": None}
 
 
 def test_parse_keeps_words_and_json_parameters() -> None:

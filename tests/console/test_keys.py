@@ -56,8 +56,8 @@ async def test_a_rejected_approval_is_reported_in_the_past_tense(
     waiting = await Controls(agents.client).approvals()
     app = console_app(agents, nats_url, tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
-        await type_line(pilot, f"reject {waiting[0]['id']} not this week")
-        shown = f"rejected {waiting[0]['id']} (deploy)"
+        await type_line(pilot, f"reject {waiting[0].id} not this week")
+        shown = f"rejected {waiting[0].id} (deploy)"
         await eventually(lambda: shown in text_of(app, "#output"), timeout=10)
 
 

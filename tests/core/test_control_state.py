@@ -80,7 +80,7 @@ async def test_the_controller_switches_and_the_parts_obey(bus: str | None) -> No
         assert result == {"dry_run": True, "actuator": "scale", "params": {"replicas": 3}}
         assert watch.acted == [2]
         heartbeat = (await h.client.discover())[0]
-        assert (heartbeat["dry_run"], heartbeat["paused_sensors"]) == (True, ["load"])
+        assert (heartbeat.dry_run, list(heartbeat.paused_sensors)) == (True, ["load"])
         now = runtime.controls()
         assert (now.dry_run.on, now.dry_run.by) == (True, "harness")
         assert (now.sensors["load"].reason, now.sensors["load"].by) == ("noisy", "harness")
@@ -153,7 +153,7 @@ async def test_the_core_applies_each_holds_timeout_policy_on_the_loop_clock(
         ]
         # `hold` keeps waiting for a person, overdue; nothing else expires it again.
         (overdue,) = await Controls(h.client, wait=0.5).approvals("holder")
-        assert (overdue["id"], overdue["expires_in_s"]) == ("hold", 0.0)
+        assert (overdue.id, overdue.expires_in_s) == ("hold", 0.0)
         await h.settle()
         expired = {r["payload"]["approval"]: r for r in h.records("control", "holder", "expired")}
         assert sorted(expired) == ["approve", "hold", "reject"]

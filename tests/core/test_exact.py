@@ -84,7 +84,9 @@ async def test_annotated_constraints_are_validated_and_published(bus: str | None
         assert await h.call("limited", "scale", workers=8) == 8
         assert agent.executed == [8]
         described = await h.client.describe("limited")
-        schema = next(a for a in described["actuators"] if a["id"] == "scale")["params"]
+        scale = described.actuator("scale")
+        assert scale is not None
+        schema = scale.params
         workers = schema["properties"]["workers"]
         assert (workers["minimum"], workers["maximum"]) == (0, 8)
         assert workers["description"] == "between 0 and 8"
@@ -141,7 +143,9 @@ async def test_read_only_actuator_runs_under_dry_run_and_is_not_recorded(
         await h.settle()
         assert [c["params"] for c in h.calls("limited")] == [{"workers": 2}]
         described = await h.client.describe("limited")
-        assert next(a for a in described["actuators"] if a["id"] == "status")["read_only"]
+        status = described.actuator("status")
+        assert status is not None
+        assert status.read_only
 
 
 async def test_reads_are_recorded_as_reads_when_the_setting_asks() -> None:

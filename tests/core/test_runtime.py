@@ -28,7 +28,7 @@ from scanflow_agents import (
     sensor,
 )
 from scanflow_agents.controls import Controls
-from scanflow_agents.messages import Envelope, Reply, new_id
+from scanflow_agents.messages import Envelope, Heartbeat, Reply, new_id
 from scanflow_agents.settings import Settings
 from scanflow_agents.testing import AgentHarness, eventually
 from scanflow_agents.transports import KeyValue, Message
@@ -343,11 +343,12 @@ async def test_time_triggers_fire(bus: str | None) -> None:
             timeout=3,
         )
         description = await h.client.describe(agent.name)
-        sensors = {s["id"]: s for s in description["sensors"]}
-        assert sensors["fast"]["runs"] >= 3
-        assert sensors["fast"]["next_run"] is not None
-        assert sensors["once"]["last"]["value"] == "done"
-        assert sensors["predictions"]["trigger"] == "on 'serving.*.predictions'"
+        sensors = {s.id: s for s in description.sensors}
+        assert sensors["fast"].runs >= 3
+        assert sensors["fast"].next_run is not None
+        assert sensors["once"].last is not None
+        assert sensors["once"].last.value == "done"
+        assert sensors["predictions"].trigger == "on 'serving.*.predictions'"
     assert agent.fired["once"] == 1
 
 
@@ -372,33 +373,35 @@ async def test_failing_sensor_is_reported_in_description(bus: str | None) -> Non
     async with AgentHarness(agent, nats_url=bus) as h:
         assert await h.run_sensor(agent.name, "fails") is None
         description = await h.client.describe(agent.name)
-        fails = next(s for s in description["sensors"] if s["id"] == "fails")
-        assert fails["failures"] == 1
-        assert "MLflow unreachable" in fails["last"]["error"]
-        assert description["state"] == "running"
+        fails = next(s for s in description.sensors if s.id == "fails")
+        assert fails.failures == 1
+        assert fails.last is not None
+        assert "MLflow unreachable" in str(fails.last.error)
+        assert description.state == "running"
 
 
 async def test_describe_discover_and_heartbeats(bus: str | None) -> None:
     settings = Settings.defaults()
     settings.agent.heartbeat_interval = 0.05
     async with AgentHarness(Watcher(), Planner(), nats_url=bus, settings=settings) as h:
-        beats: list[dict[str, Any]] = []
+        beats: list[Heartbeat] = []
 
         async def keep(message: Message) -> None:
-            beats.append(Envelope.decode(message.data).payload)
+            envelope = Envelope.decode(message.data)
+            beats.append(Heartbeat.read(envelope.payload, agent=envelope.source))
 
         await h.client.transport.subscribe(h.subjects.heartbeat("*"), keep)
         description = await h.client.describe("planner")
-        actuators = {a["id"]: a for a in description["actuators"]}
-        assert actuators["scale"]["params"]["required"] == ["replicas"]
-        assert actuators["redeploy"]["cooldown"] == 0.3
-        assert actuators["retrain"]["rate"] == "2/60s"
+        actuators = {a.id: a for a in description.actuators}
+        assert actuators["scale"].params["required"] == ["replicas"]
+        assert actuators["redeploy"].cooldown == 0.3
+        assert actuators["retrain"].rate == "2/60s"
         described_watcher = await h.client.describe("watcher")
-        assert described_watcher["rules"][0]["sensors"] == ["load"]
+        assert described_watcher.rules[0].sensors == ("load",)
         found = await h.client.discover()
-        assert sorted(item["agent"] for item in found) == ["planner", "watcher"]
-        await eventually(lambda: {b["agent"] for b in beats} == {"planner", "watcher"})
-        assert all(b["ready"] for b in beats)
+        assert sorted(beat.agent for beat in found) == ["planner", "watcher"]
+        await eventually(lambda: {b.agent for b in beats} == {"planner", "watcher"})
+        assert all(b.ready for b in beats)
 
 
 async def test_replicas_share_calls_through_a_queue_group(bus: str | None) -> None:
@@ -436,10 +439,10 @@ async def test_pause_skips_sensors_and_rejects_calls(bus: str | None) -> None:
         with pytest.raises(Rejected, match="paused: maintenance window"):
             await h.call("planner", "scale", replicas=1)
         assert await h.run_sensor("watcher", "load") is None
-        assert (await h.client.describe("planner"))["state"] == "paused"
+        assert (await h.client.describe("planner")).state == "paused"
         await controls.resume("planner")
         assert await h.call("planner", "scale", replicas=1)
-        assert (await h.client.describe("planner"))["state"] == "running"
+        assert (await h.client.describe("planner")).state == "running"
 
 
 class Lifecycle(Agent):
@@ -495,7 +498,7 @@ async def test_failing_start_hook_leaves_nothing_running(bus: str | None) -> Non
 async def test_a_dead_background_loop_makes_the_agent_not_ready(bus: str | None) -> None:
     async with AgentHarness(Planner(), nats_url=bus) as h:
         runtime = h.runtime("planner")
-        assert (await h.client.describe("planner"))["ready"] is True
+        assert (await h.client.describe("planner")).ready is True
 
         async def loop_that_dies() -> None:
             raise ConnectionResetError("lost the stream")
@@ -503,7 +506,7 @@ async def test_a_dead_background_loop_makes_the_agent_not_ready(bus: str | None)
         runtime.tasks.spawn(loop_that_dies(), name="probe", endless=True)
         await eventually(lambda: not runtime.ready)
         description = await h.client.describe("planner")
-        assert (description["state"], description["ready"]) == ("running", False)
+        assert (description.state, description.ready) == ("running", False)
         assert await h.call("planner", "scale", replicas=1)  # still serving, but says so
 
 

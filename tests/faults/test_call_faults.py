@@ -101,7 +101,7 @@ async def replicas(client: Client, count: int, *, timeout: float = 30) -> list[s
     """Wait until ``count`` worker replicas answer discovery; their instance ids."""
     deadline = time.monotonic() + timeout
     while True:
-        found = [a["instance"] for a in await client.discover(wait=0.2) if a["agent"] == "worker"]
+        found = [b.instance for b in await client.discover(wait=0.2) if b.agent == "worker"]
         if len(found) == count:
             return found
         assert time.monotonic() < deadline, f"{len(found)} worker(s) running, not {count}"

@@ -32,7 +32,7 @@ async def _running(faults: Faults, agent: str, replicas: int = 1, timeout: float
 
         async def count() -> int:
             beats = await client.discover(wait=0.2)
-            return sum(1 for beat in beats if beat["agent"] == agent and beat["ready"])
+            return sum(1 for beat in beats if beat.agent == agent and beat.ready)
 
         deadline = time.monotonic() + timeout
         while await count() < replicas:

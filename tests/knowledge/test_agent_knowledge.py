@@ -128,9 +128,10 @@ async def test_mlflow_down_and_back(make_mlflow_server: Any, nats_url: str) -> N
             await asyncio.to_thread(server.stop)
             assert await h.run_sensor("watch", "trainings") is None
             described = await h.client.describe("watch")
-            sensor_state = described["sensors"][0]
-            assert sensor_state["failures"] == 1
-            assert f"MLflow unreachable at {server.url}" in sensor_state["last"]["error"]
+            sensor_state = described.sensors[0]
+            assert sensor_state.failures == 1
+            assert sensor_state.last is not None
+            assert f"MLflow unreachable at {server.url}" in str(sensor_state.last.error)
             assert watch.runtime.ready  # still serving
             await asyncio.to_thread(server.start)
             observation = await h.run_sensor("watch", "trainings")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from scanflow_agents.messages import Description
 from scanflow_agents.testing import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,14 +75,14 @@ def test_run_call_describe_and_stop(
     assert "bad_input" in bad.stderr
     assert "(field: replicas)" in bad.stderr
 
-    described = json.loads(scanflow(*base, "describe", "scaler", "--json").stdout)
-    assert described["leader"] is True  # the only replica holds the lease
+    # What --json prints is the wire contract, whole: it validates with nothing left over.
+    printed = scanflow(*base, "describe", "scaler", "--json").stdout
+    described = Description.model_validate_json(printed)
+    assert described.leader is True  # the only replica holds the lease
     assert "LEADER" in scanflow(*base, "agents", "--wait", "0.2").stdout.splitlines()[0]
     assert "yes" in scanflow(*base, "agents", "--wait", "0.2").stdout.splitlines()[1].split()[3:]
-    scale = described["actuators"][0]
-    assert (
-        scale["params"]["properties"]["replicas"]["description"] == "the wanted number of replicas."
-    )
+    (scale,) = described.actuators
+    assert scale.params["properties"]["replicas"]["description"] == "the wanted number of replicas."
 
     records = [
         json.loads(line)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from scanflow_agents.messages import Heartbeat, PendingApproval
 from scanflow_agents.testing import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +63,7 @@ def test_agents_and_describe_print_tables(running: object, base: tuple[str, ...]
     ]  # fmt: skip
     assert [line.split()[0] for line in listing[1:]] == ["gate", "scaler"]
     found = json.loads(scanflow(*base, "agents", "--json").stdout)
-    assert {item["agent"] for item in found} == {"gate", "scaler"}
+    assert {Heartbeat.model_validate(item).agent for item in found} == {"gate", "scaler"}
 
     described = scanflow(*base, "describe", "scaler").stdout
     assert "load" in described
@@ -111,23 +112,24 @@ def test_a_long_call_shows_progress_and_outlasts_the_default_timeout(
 def test_approve_from_the_command_line(running: object, base: tuple[str, ...]) -> None:
     assert scanflow(*base, "approvals").stdout.strip() == "nothing waits for approval"
     scanflow(*base, "run-sensor", "gate", "candidate")
-    waiting = json.loads(scanflow(*base, "approvals", "--json").stdout)
-    assert [a["summary"] for a in waiting] == ["deploy models:/digits/7"]
+    printed = json.loads(scanflow(*base, "approvals", "--json").stdout)
+    waiting = [PendingApproval.model_validate(item) for item in printed]
+    assert [a.summary for a in waiting] == ["deploy models:/digits/7"]
     approval = waiting[0]
 
-    no_reason = scanflow(*base, "approve", approval["id"], check=False)
+    no_reason = scanflow(*base, "approve", approval.id, check=False)
     assert no_reason.returncode == 2
     assert "--reason" in no_reason.stderr
     wrong = scanflow(*base, "reject", "nosuchid", "--reason", "no", check=False)
     assert "no approval 'nosuchid' waits on any running agent" in wrong.stderr
 
-    done = scanflow(*base, "approve", approval["id"], "--reason", "metrics look right").stdout
-    assert done.startswith(f"approved {approval['id']} (deploy)")
+    done = scanflow(*base, "approve", approval.id, "--reason", "metrics look right").stdout
+    assert done.startswith(f"approved {approval.id} (deploy)")
 
     chain = [
         json.loads(line)
         for line in scanflow(
-            *base, "history", "--correlation", approval["correlation_id"], "--json"
+            *base, "history", "--correlation", approval.correlation_id, "--json"
         ).stdout.splitlines()
     ]
     what = {(r["kind"], r["name"]): r for r in chain}
