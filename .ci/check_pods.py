@@ -10,15 +10,28 @@ against a private nats-server and MLflow server. Then:
   no new privileges, the memory limit), and only /tmp is writable;
 - the chart's ``helm test`` pod, played the same way, finds every agent;
 - ``planner.status`` answers for the application's workflow;
+- the model server's Deployment that the planner makes for the application
+  (its command, environment, credentials, mounts and security context, as
+  ``platforms/kubernetes/manifests.py`` builds it from the settings the chart
+  gives the planner) runs from the same image, loads the registered model from
+  MLflow, answers predictions, and its serving report reaches the agents'
+  telemetry stream through a NATS that requires a user and password;
 - SIGTERM (``podman stop`` with the pod's grace period) drains each agent and
-  it exits 0 in time.
+  the model server, and each exits 0 in time.
+
+NATS runs with authorization on: the agents, the helm test pod and the model
+server take the user and password from the Secret the chart names
+(``scanflow-nats``), as they would on a cluster.
 
 It prints the time from container start to ready and the memory of each idle
-agent container. Two changes are made to the rendered objects, both for podman
-4.3 and neither to what the pods run: container ``ports`` are dropped (podman
-refuses port mappings on the host network; each agent has its own port), and
-each Deployment's emptyDir gets a name of its own (podman maps an emptyDir to a
-named volume, which pods with the same volume name would share).
+container, and what the model server's first report carried. Four changes
+are made to the rendered objects, all for podman 4.3 and none to what the pods
+run: container ``ports`` are dropped (podman refuses port mappings on the host
+network; each pod has its own port), each Deployment's emptyDir gets a name of
+its own (podman maps an emptyDir to a named volume, which pods with the same
+volume name would share), an environment variable taken from a Secret or from
+the pod's name gets its value (podman has no Secrets of the cluster to read),
+and ``$(VAR)`` in a command or its arguments is expanded as the kubelet does.
 
 Not proven here: scheduling, RBAC enforcement, Services and network policies,
 probes run by a real kubelet, rolling updates.
@@ -31,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -42,16 +56,32 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from scanflow_agents.builtin.planner.settings import PlannerSettings
 
 from scanflow_agents import Settings
 from scanflow_agents.clients import Client
 from scanflow_agents.knowledge import MlflowServer
+from scanflow_agents.platforms.kubernetes import KubernetesPlatformSettings
+from scanflow_agents.platforms.kubernetes.manifests import (
+    SERVING_CONTAINER,
+    service_deployment,
+    service_name,
+)
+from scanflow_agents.serving.config import ServingConfig
+from scanflow_agents.serving.reporting import subject as report_subject
+from scanflow_agents.transports.connecting import open_connection
 from scanflow_agents.transports.servers import NatsServer
+from scanflow_agents.workflows.nodes import ServiceNode
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "scanflow-agents"
 AGENTS = ("checker", "improver", "planner", "tracker")
 READY_WITHIN = 180.0
+# The Secret application-values.yaml names for NATS, and what a cluster would hold in it.
+NATS_SECRET = "scanflow-nats"
+# The application of application-values.yaml: its online workflow's node and model.
+TEAM, WORKFLOW, NODE, MODEL_URI = "vision", "serve", "model", "models:/digits@production"
+DIGITS = ROOT / "tests" / "support" / "digits_models.py"
 
 
 def podman(*args: str, check: bool = True, timeout: float = 120) -> str:
@@ -77,7 +107,11 @@ def get(port: int, path: str) -> tuple[int, str]:
         return 0, str(exc)
 
 
-def render(helm: str, release: str, image: str, nats: str, mlflow: str) -> list[dict[str, Any]]:
+def render(
+    helm: str, release: str, image: str, nats: str, mlflow: str, *, on_cluster: bool = False
+) -> list[dict[str, Any]]:
+    """The chart's objects; ``on_cluster`` keeps the planner on the Kubernetes platform
+    (for the settings it would build model servers with), else it runs steps locally."""
     repository, _, tag = image.rpartition(":")
     ports = {agent: free_port() for agent in AGENTS}
     options = {
@@ -86,14 +120,14 @@ def render(helm: str, release: str, image: str, nats: str, mlflow: str) -> list[
         "image.pullPolicy": "Never",
         "nats.url": nats,
         "mlflow.trackingUri": mlflow,
-        # No Secrets exist here; the chart's tests check how they are referenced.
-        "nats.existingSecret.name": "",
+        # NATS's Secret is kept (its values are given to the pods, see for_podman);
+        # MLflow runs here without authentication and no object store is used.
         "mlflow.existingSecret.name": "",
         "envFromSecret": "",
         # No API server either: the planner runs workflows as local processes.
-        "agents.planner.config.platform": "local",
-        "agents.planner.kubernetesApi": "false",
-        "serviceAccount.create": "false",
+        "agents.planner.config.platform": "kubernetes" if on_cluster else "local",
+        "agents.planner.kubernetesApi": str(on_cluster).lower(),
+        "serviceAccount.create": str(on_cluster).lower(),
         "shutdownTimeout": "10",
         **{f"agents.{agent}.httpPort": str(port) for agent, port in ports.items()},
     }
@@ -107,8 +141,10 @@ def render(helm: str, release: str, image: str, nats: str, mlflow: str) -> list[
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
-def for_podman(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The two podman 4.3 adjustments described in the module docstring."""
+def for_podman(
+    docs: list[dict[str, Any]], secrets: dict[str, dict[str, str]]
+) -> list[dict[str, Any]]:
+    """The three podman 4.3 adjustments described in the module docstring."""
     played = []
     for doc in docs:
         doc = json.loads(json.dumps(doc))
@@ -124,8 +160,46 @@ def for_podman(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 container.pop("ports", None)
                 for mount in container.get("volumeMounts", []):
                     mount["name"] = renamed.get(mount["name"], mount["name"])
+                for variable in container.get("env", []):
+                    ref = variable.get("valueFrom", {}).get("secretKeyRef")
+                    if ref is not None:
+                        variable.pop("valueFrom")
+                        variable["value"] = secret_value(secrets, own, ref)
+                    field = variable.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+                    if field == "metadata.name":
+                        variable.pop("valueFrom")
+                        variable["value"] = pod_name(doc)
+                expand_references(container)
         played.append(doc)
     return played
+
+
+def pod_name(doc: dict[str, Any]) -> str:
+    """The name podman gives the (first) pod of a Deployment, or a Pod's own."""
+    name = doc["metadata"]["name"]
+    return f"{name}-pod-0" if doc["kind"] == "Deployment" else name
+
+
+def expand_references(container: dict[str, Any]) -> None:
+    """``$(VAR)`` in command and args becomes the variable's value, as the kubelet does."""
+    values = {v["name"]: v["value"] for v in container.get("env", []) if "value" in v}
+    for key in ("command", "args"):
+        words = container.get(key)
+        if words:
+            container[key] = [
+                re.sub(r"\$\((\w+)\)", lambda m: values.get(m[1], m[0]), w) for w in words
+            ]
+
+
+def secret_value(secrets: dict[str, dict[str, str]], pod: str, ref: dict[str, str]) -> str:
+    """What a kubelet would read; a reference to a missing Secret fails as the pod would."""
+    try:
+        return secrets[ref["name"]][ref["key"]]
+    except KeyError:
+        raise SystemExit(
+            f"{pod} takes key {ref['key']!r} of Secret {ref['name']!r}, which the cluster "
+            "would not hold (CreateContainerConfigError)"
+        ) from None
 
 
 def probe_port(container: dict[str, Any], probe: dict[str, Any]) -> int:
@@ -155,10 +229,9 @@ def rss_mib(name: str) -> float:
     raise ValueError(f"no VmRSS for {name} (pid {pid})")
 
 
-async def call_planner(nats: str, namespace: str) -> Any:
-    settings = Settings.load(namespace=namespace, nats={"url": nats})
+async def call_planner(settings: Settings) -> Any:
     async with Client.connect(settings) as client:
-        return await client.call("planner", "status", workflow="serve", timeout=60)
+        return await client.call("planner", "status", workflow=WORKFLOW, timeout=60)
 
 
 def container_of(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -238,6 +311,124 @@ def check_sigterm(deployments: dict[str, Any], names: dict[str, str]) -> dict[st
     return took
 
 
+def model_server_deployment(settings_yaml: str, image: str, port: int) -> dict[str, Any]:
+    """The Deployment the planner makes for the application's model, from the chart's settings.
+
+    The planner container runs here on the local platform (there is no API
+    server); the settings are those the chart renders for a planner on the
+    Kubernetes platform, so the pod is what the planner would make on a cluster.
+    """
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
+        file.write(settings_yaml)
+        file.flush()
+        settings = Settings.load(file.name)
+    options = PlannerSettings.from_settings(settings)
+    platform = KubernetesPlatformSettings.from_settings(settings, **options.kubernetes)
+    platform = platform.model_copy(update={"serving_image": image, "serving_port": port})
+    node = ServiceNode(name=NODE, model_uri=MODEL_URI, replicas=1)
+    deployment: dict[str, Any] = service_deployment(platform, TEAM, WORKFLOW, node, "digits")
+    return deployment
+
+
+def register_digits(mlflow_url: str) -> list[list[float]]:
+    """Register the digits models (alias production) as a user would; returns test rows."""
+    done = subprocess.run(
+        [sys.executable, str(DIGITS), mlflow_url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"registering the digits models failed:\n{done.stderr[-3000:]}")
+    rows: list[list[float]] = json.loads(done.stdout.strip().splitlines()[-1])["rows"]
+    return rows
+
+
+async def first_report(settings: Settings, port: int, rows: list[list[float]]) -> dict[str, Any]:
+    """Predict, then wait for the replica's report on NATS and in the telemetry stream."""
+    nc = await open_connection(settings.nats, name="check-pods")
+    try:
+        config = ServingConfig(
+            model_uri=MODEL_URI, namespace=settings.namespace, workflow=WORKFLOW, node=NODE
+        )
+        subject = report_subject(config)
+        reports = await nc.subscribe(subject)
+        for _ in range(5):
+            status, body = await asyncio.to_thread(post, port, "/predict", {"instances": rows})
+            assert status == 200, f"prediction failed: {status} {body}"
+        began = time.monotonic()
+        while True:
+            # Reports come every report_interval (10 s); the first may precede our requests.
+            message = await reports.next_msg(timeout=60)
+            report = json.loads(message.data)["payload"]
+            if report.get("requests", 0) > 0:
+                break
+        waited = round(time.monotonic() - began, 2)
+        # The replica is named after its pod, as the kubelet expands $(POD_NAME).
+        assert report["replica"] == f"{service_name(WORKFLOW, NODE)}-pod-0", report["replica"]
+        info = await nc.jetstream().stream_info(
+            settings.telemetry_stream_name, subjects_filter=subject
+        )
+        stored = int(info.state.messages)
+        assert stored > 0, f"the telemetry stream holds no report on {subject}"
+    finally:
+        await nc.close()
+    return {
+        "subject": subject,
+        "replica": report["replica"],
+        "requests": report["requests"],
+        "rows": report["rows"],
+        "bytes": len(message.data),
+        "seconds_after_predictions": waited,
+        "stored_in_telemetry_stream": stored,
+    }
+
+
+def post(port: int, path: str, body: Any) -> tuple[int, str]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def run_model_server(
+    deployment: dict[str, Any], folder: str, secrets: dict[str, dict[str, str]]
+) -> tuple[str, Path]:
+    """Play the model server's Deployment; its container's name and the played file."""
+    file = Path(folder) / "model-server.yaml"
+    file.write_text(yaml.safe_dump_all(for_podman([deployment], secrets)))
+    podman("kube", "play", "--network", "host", str(file), timeout=300)
+    return f"{deployment['metadata']['name']}-pod-0-{SERVING_CONTAINER}", file
+
+
+def wait_serving(name: str, port: int) -> float:
+    """Seconds from the model server's start to its first healthy answer (model loaded)."""
+    deadline = time.monotonic() + READY_WITHIN
+    while time.monotonic() < deadline:
+        if get(port, "/health")[0] == 200:
+            return round(time.time() - started_at(name), 2)
+        time.sleep(0.2)
+    print(logs(name), file=sys.stderr)
+    raise SystemExit(f"the model server was not healthy within {READY_WITHIN:.0f} s")
+
+
+def stop_model_server(name: str, deployment: dict[str, Any]) -> float:
+    grace = deployment["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+    began = time.monotonic()
+    podman("stop", "--time", str(grace), name, timeout=grace + 30)
+    took = round(time.monotonic() - began, 2)
+    code = podman("inspect", name, "--format", "{{.State.ExitCode}}").strip()
+    assert code == "0", f"the model server exited {code} on SIGTERM:\n{logs(name)[-3000:]}"
+    return took
+
+
 def clean_up(release: str, files: list[Path]) -> None:
     for file in files:
         if file.exists():
@@ -256,15 +447,35 @@ def main() -> int:
     release = f"ci-{uuid.uuid4().hex[:6]}"
     report: dict[str, Any] = {"release": release}
 
+    credentials = {"user": "scanflow", "password": uuid.uuid4().hex}
+    secrets = {NATS_SECRET: credentials}
     with (
         tempfile.TemporaryDirectory(prefix="scanflow-pods-") as folder,
-        NatsServer() as nats_server,
+        NatsServer(config=nats_config(folder, credentials)) as nats_server,
         MlflowServer() as mlflow_server,
     ):
         docs = render(options.helm, release, options.image, nats_server.url, mlflow_server.url)
         config_maps = [d for d in docs if d["kind"] == "ConfigMap"]
-        settings = next(c for c in config_maps if "settings.yaml" in c["data"])
-        namespace = yaml.safe_load(settings["data"]["settings.yaml"])["namespace"]
+        settings_yaml = next(c for c in config_maps if "settings.yaml" in c["data"])
+        settings_yaml = settings_yaml["data"]["settings.yaml"]
+        namespace = yaml.safe_load(settings_yaml)["namespace"]
+        client_settings = Settings.load(
+            namespace=namespace, nats={"url": nats_server.url, **credentials}
+        )
+        rows = register_digits(mlflow_server.url)
+        # The model server as the planner on a cluster would make it.
+        on_cluster = render(
+            options.helm, release, options.image, nats_server.url, mlflow_server.url,
+            on_cluster=True,
+        )  # fmt: skip
+        planner_settings = next(
+            d["data"]["settings.yaml"]
+            for d in on_cluster
+            if d["kind"] == "ConfigMap" and "settings.yaml" in d["data"]
+        )
+        serving_port = free_port()
+        server = model_server_deployment(planner_settings, options.image, serving_port)
+        server_file = Path(folder) / "model-server.yaml"
         deployments = {
             d["metadata"]["labels"]["scanflow.io/agent"]: d
             for d in docs
@@ -273,9 +484,9 @@ def main() -> int:
         assert sorted(deployments) == sorted(AGENTS), sorted(deployments)
         test_pod = next(d for d in docs if d["kind"] == "Pod")
         agents_file, test_file = Path(folder) / "agents.yaml", Path(folder) / "test.yaml"
-        played = for_podman([*config_maps, *deployments.values()])
+        played = for_podman([*config_maps, *deployments.values()], secrets)
         agents_file.write_text(yaml.safe_dump_all(played))
-        test_file.write_text(yaml.safe_dump_all(for_podman([*config_maps, test_pod])))
+        test_file.write_text(yaml.safe_dump_all(for_podman([*config_maps, test_pod], secrets)))
         names = {agent: f"{release}-scanflow-agents-{agent}-pod-0-agent" for agent in AGENTS}
         try:
             podman("kube", "play", "--network", "host", str(agents_file), timeout=300)
@@ -283,15 +494,30 @@ def main() -> int:
             check_alive_and_measured(deployments)
             check_security(deployments, names)
             report["helm_test_output"] = run_helm_test(test_file, release)
-            report["planner_status"] = asyncio.run(call_planner(nats_server.url, namespace))
-            assert report["planner_status"]["workflow"] == "serve", report["planner_status"]
+            report["planner_status"] = asyncio.run(call_planner(client_settings))
+            assert report["planner_status"]["workflow"] == WORKFLOW, report["planner_status"]
             time.sleep(3)  # idle: nothing to do but heartbeats and sensor polls
             report["idle_rss_mib"] = {agent: rss_mib(name) for agent, name in names.items()}
+            serving, server_file = run_model_server(server, folder, secrets)
+            report["model_server"] = {
+                "seconds_from_start_to_healthy": wait_serving(serving, serving_port),
+                "first_report": asyncio.run(first_report(client_settings, serving_port, rows)),
+                "rss_mib": rss_mib(serving),
+                "seconds_to_exit_on_sigterm": stop_model_server(serving, server),
+            }
             report["seconds_to_exit_on_sigterm"] = check_sigterm(deployments, names)
         finally:
-            clean_up(release, [test_file, agents_file])
+            clean_up(release, [test_file, agents_file, server_file])
     print(json.dumps(report, indent=2, default=str))
     return 0
+
+
+def nats_config(folder: str, credentials: dict[str, str]) -> str:
+    """A nats-server configuration that requires the user and password."""
+    path = Path(folder) / "nats.conf"
+    user, password = credentials["user"], credentials["password"]
+    path.write_text(f'authorization {{\n  user: "{user}"\n  password: "{password}"\n}}\n')
+    return str(path)
 
 
 def _bytes(quantity: str) -> int:

@@ -161,6 +161,4 @@ def python(*args: str) -> list[str]:
 
 def scanflow(nats_url: str, namespace: str, *args: str) -> list[str]:
     """The ``scanflow`` command (as ``python -m``) against the benchmark's NATS."""
-    return python(
-        "-m", "scanflow_agents.runtime", "--nats", nats_url, "-n", namespace, *args
-    )  # fmt: skip
+    return python("-m", "scanflow_agents.runtime", "--nats", nats_url, "-n", namespace, *args)

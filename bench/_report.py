@@ -104,8 +104,10 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
 
 def _render(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-             for row in [header, *rows]]  # fmt: skip
+    lines = [
+        " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    ]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
 

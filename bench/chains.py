@@ -77,9 +77,14 @@ async def fill(
         await recorders[2].record("action", "retrain", PAYLOAD, correlation_id=chain)
         recorders[3].publish(
             subjects.event("run.train.succeeded"),
-            Envelope(kind="event", source="planner", target="run.train.succeeded",
-                     correlation_id=chain, payload=PAYLOAD),
-        )  # fmt: skip
+            Envelope(
+                kind="event",
+                source="planner",
+                target="run.train.succeeded",
+                correlation_id=chain,
+                payload=PAYLOAD,
+            ),
+        )
         # Back-pressure as a real agent never needs it: this loop produces far
         # faster than any sensor, and the recorders' queues are bounded.
         while any(len(r.backlog) > 2000 for r in recorders):  # noqa: ASYNC110 (polls a deque)
@@ -93,7 +98,7 @@ async def fill(
 
 
 async def stream_bytes(transport: NatsTransport) -> tuple[int, int]:
-    info = await transport.js.stream_info(transport.stream)
+    info = await transport.js.stream_info(transport.streams[0].name)
     return int(info.state.bytes), int(info.state.messages)
 
 
@@ -177,10 +182,22 @@ async def measure(records: int, baseline: int) -> dict[str, Any]:
             started = time.perf_counter()
             done = await asyncio.to_thread(
                 subprocess.run,
-                [sys.executable, "-m", "scanflow_agents.runtime", "--nats", server.url,
-                 "-n", "bench", "history", "--correlation", chain],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "scanflow_agents.runtime",
+                    "--nats",
+                    server.url,
+                    "-n",
+                    "bench",
+                    "history",
+                    "--correlation",
+                    chain,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             walls.append((time.perf_counter() - started) * 1000)
             assert done.stdout.count(chain) == 4, done.stdout
         results["history_command_ms"] = round(statistics.median(walls))

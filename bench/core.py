@@ -41,7 +41,16 @@ from typing import Any
 import psutil
 from _agents import HEAVY_MODULES, TICK_TOPIC
 from _measure import measure, summary
-from _procs import AGENTS_FILE, PEERS, Children, free_port, python, scanflow, sigterm_exits
+from _procs import (
+    AGENTS_FILE,
+    PEERS,
+    Child,
+    Children,
+    free_port,
+    python,
+    scanflow,
+    sigterm_exits,
+)
 from _report import goals, table
 
 from scanflow_agents import Envelope, Settings
@@ -76,10 +85,10 @@ class Plan:
     settle: float  # seconds an idle process runs before its memory is read
 
 
-FULL = Plan(calls=2000, warmup=200, burst=10_000, inflight=64, events=1000, event_gap=0.01,
-            settle=3.0)  # fmt: skip
-QUICK = Plan(calls=300, warmup=50, burst=1000, inflight=64, events=200, event_gap=0.005,
-             settle=1.0)  # fmt: skip
+FULL = Plan(
+    calls=2000, warmup=200, burst=10_000, inflight=64, events=1000, event_gap=0.01, settle=3.0
+)
+QUICK = Plan(calls=300, warmup=50, burst=1000, inflight=64, events=200, event_gap=0.005, settle=1.0)
 
 
 # -- 1. raw NATS ------------------------------------------------------------------------
@@ -188,7 +197,7 @@ async def measured(call: Any, plan: Plan, callee: int) -> dict[str, Any]:
 
 async def stored_records(transport: NatsTransport, subject: str) -> int:
     """How many messages the event stream holds on ``subject``."""
-    info = await transport.js.stream_info(transport.stream, subjects_filter=subject)
+    info = await transport.js.stream_info(transport.streams[0].name, subjects_filter=subject)
     return int((info.state.subjects or {}).get(subject, 0))
 
 
@@ -235,9 +244,12 @@ async def publish_paced(transport: Transport, observer: ActionObserver, count: i
         await asyncio.sleep(max(0.0, start + i * gap - time.monotonic()))
         cid = new_id()
         data = Envelope(
-            kind="event", source="bench", target=TICK_TOPIC, correlation_id=cid,
+            kind="event",
+            source="bench",
+            target=TICK_TOPIC,
+            correlation_id=cid,
             payload={"n": i % 5 + 1},
-        ).encode()  # fmt: skip
+        ).encode()
         observer.sent[cid] = time.monotonic()
         await transport.publish_durable(subject, data)
 
@@ -282,7 +294,7 @@ async def settled_memory(
     """RSS of an agent process once all its agents answer and it has idled a while."""
     with tempfile.NamedTemporaryFile(prefix="bench-modules-", suffix=".txt") as modules:
         child = children.start(label, argv, env={**(env or {}), MODULES_ENV: modules.name})
-        await client.wait_for_agents(names, timeout=60)
+        await agents_up(client, names, [child])
         await asyncio.sleep(plan.settle)
         info = psutil.Process(child.pid).memory_full_info()
         code = children.stop(child)
@@ -313,14 +325,16 @@ async def bench_memory(url: str, plan: Plan, children: Children, client: Client)
     argv = scanflow(url, NAMESPACE, "--log-level", "WARNING", "run", f"{AGENTS_FILE}:Idle")
     idle = await settled_memory(children, client, "idle", argv, ["idle"], plan)
     with tempfile.TemporaryDirectory(prefix="bench-shadow-") as folder:
-        core_only = await settled_memory(children, client, "idle-core", argv, ["idle"], plan,
-                                         env=without_aiohttp(folder))  # fmt: skip
+        core_only = await settled_memory(
+            children, client, "idle-core", argv, ["idle"], plan, env=without_aiohttp(folder)
+        )
     hosts = {}
     for count in HOST_SIZES:
         names = [f"idle-{i}" for i in range(count)]
         argv = python(PEERS, "host", url, NAMESPACE, str(count))
-        hosts[str(count)] = await settled_memory(children, client, f"host{count}", argv, names,
-                                                 plan)  # fmt: skip
+        hosts[str(count)] = await settled_memory(
+            children, client, f"host{count}", argv, names, plan
+        )
     first, last = hosts[str(HOST_SIZES[0])], hosts[str(HOST_SIZES[-1])]
     per_agent = (last["rss_mib"] - first["rss_mib"]) / (HOST_SIZES[-1] - HOST_SIZES[0])
     return {
@@ -354,8 +368,10 @@ async def run_agent_sections(url: str, plan: Plan, children: Children) -> dict[s
             scanflow(url, NAMESPACE, "run", f"{AGENTS_FILE}:Scaler", "--name", SENT),
             env={"SCANFLOW_AGENT__REPLY_AFTER": "sent"},
         )
-        children.start("watcher", scanflow(url, NAMESPACE, "run", f"{AGENTS_FILE}:Watcher"))
-        await client.wait_for_agents(["scaler", SENT, "watcher"], timeout=60)
+        watcher = children.start(
+            "watcher", scanflow(url, NAMESPACE, "run", f"{AGENTS_FILE}:Watcher")
+        )
+        await agents_up(client, ["scaler", SENT, "watcher"], [scaler, sent, watcher])
         progress("3/6 agent actuator calls (reply after the record is stored, then sent)")
         results["agents"] = await bench_agents(transport, plan, scaler.pid)
         results["agents_sent"] = await bench_agents(transport, plan, sent.pid, SENT)
@@ -367,6 +383,26 @@ async def run_agent_sections(url: str, plan: Plan, children: Children) -> dict[s
     finally:
         await transport.close()
     return results
+
+
+async def agents_up(client: Client, names: list[str], processes: list[Child]) -> None:
+    """Wait until the agents ``names`` answer; fail at once, with its stderr, if a process died.
+
+    Bounded at 180 s: on a three-server cluster an agent's start creates each
+    stream and bucket as a replicated group, and on a loaded 2-core machine
+    that once took more than a minute.
+    """
+    deadline = time.monotonic() + 180
+    while True:
+        for process in processes:
+            process.check_alive()
+        try:
+            await client.wait_for_agents(names, timeout=5)
+            return
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                tails = "\n".join(f"{p.label}: {p.stderr_tail(800)}" for p in processes)
+                raise TimeoutError(f"agents {names} not running after 180 s:\n{tails}") from None
 
 
 async def bench_cluster(plan: Plan, children: Children) -> dict[str, Any]:
@@ -390,7 +426,7 @@ async def bench_cluster(plan: Plan, children: Children) -> dict[str, Any]:
                     env={"SCANFLOW_NATS__REPLICAS": str(replicas)},
                 )
                 client = Client(transport, namespace=namespace, name="bench")
-                await client.wait_for_agents(["scaler"], timeout=60)
+                await agents_up(client, ["scaler"], [scaler])
                 results[f"replicas_{replicas}"] = await bench_agents(
                     transport, plan, scaler.pid, namespace=namespace
                 )

@@ -89,9 +89,11 @@ def false_alarms(stream: Stream, make: Factory, runs: int, size: int) -> dict[st
         spent += time.perf_counter() - started
     samples = runs * size
     return {
-        "alarms": alarms, "samples": samples, "per_100k": alarms * 100_000 / samples,
+        "alarms": alarms,
+        "samples": samples,
+        "per_100k": alarms * 100_000 / samples,
         "update_us": spent / samples * 1e6,
-    }  # fmt: skip
+    }
 
 
 def delays(stream: Stream, make: Factory, shift: float, runs: int) -> dict[str, Any]:
@@ -110,9 +112,11 @@ def delays(stream: Stream, make: Factory, shift: float, runs: int) -> dict[str, 
         found.append(delay)
     detected = [d for d in found if d < MAX_DELAY]
     return {
-        "median": statistics.median(found), "runs": runs,
-        "missed": runs - len(detected), "alarms_before_shift": early,
-    }  # fmt: skip
+        "median": statistics.median(found),
+        "runs": runs,
+        "missed": runs - len(detected),
+        "alarms_before_shift": early,
+    }
 
 
 def check_cost(repeats: int, scipy_repeats: int) -> dict[str, Any]:
@@ -137,8 +141,12 @@ def check_cost(repeats: int, scipy_repeats: int) -> dict[str, Any]:
         theirs.append((time.perf_counter() - started) * 1e3)
     asymp = [stats.ks_2samp(reference_data[:, j], window[:, j], method="asymp") for j in range(100)]
     return {
-        "features": 100, "reference_rows": 10_000, "window_rows": 1_000, "shifted": 5,
-        "ours_ms": statistics.median(ours), "reference_build_ms": build_ms,
+        "features": 100,
+        "reference_rows": 10_000,
+        "window_rows": 1_000,
+        "shifted": 5,
+        "ours_ms": statistics.median(ours),
+        "reference_build_ms": build_ms,
         "scipy_default_ms": statistics.median(theirs),
         "speedup": statistics.median(theirs) / statistics.median(ours),
         "moved": list(report.moved),
@@ -148,7 +156,7 @@ def check_cost(repeats: int, scipy_repeats: int) -> dict[str, Any]:
         "max_pvalue_diff_vs_scipy_asymp": max(
             abs(r.pvalue - f.p_value) for r, f in zip(asymp, report.features, strict=True)
         ),
-    }  # fmt: skip
+    }
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -245,11 +253,14 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     results = run(args.quick)
     results["environment"] = {
-        "quick": args.quick, "python": platform.python_version(),
-        "numpy": np.__version__, "scipy": scipy.__version__,
-        "machine": platform.machine(), "cpus": os.cpu_count(),
+        "quick": args.quick,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
         "seconds": round(time.monotonic() - started, 1),
-    }  # fmt: skip
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))

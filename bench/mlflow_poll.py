@@ -70,18 +70,35 @@ def fill_history(backend_uri: str, experiment_id: str, count: int, start_ms: int
     rows: list[object] = []
     for i in range(count):
         run_id, stamp = uuid.uuid4().hex, start_ms + i * 60_000
-        rows.append(SqlRun(
-            run_uuid=run_id, name=f"run-{stamp}", source_type="LOCAL", source_name="",
-            entry_point_name="", user_id="bench", status="FINISHED", start_time=stamp,
-            end_time=stamp + 1000, source_version="", lifecycle_stage="active",
-            artifact_uri=f"mlflow-artifacts:/{experiment_id}/{run_id}/artifacts",
-            experiment_id=int(experiment_id),
-        ))  # fmt: skip
+        rows.append(
+            SqlRun(
+                run_uuid=run_id,
+                name=f"run-{stamp}",
+                source_type="LOCAL",
+                source_name="",
+                entry_point_name="",
+                user_id="bench",
+                status="FINISHED",
+                start_time=stamp,
+                end_time=stamp + 1000,
+                source_version="",
+                lifecycle_stage="active",
+                artifact_uri=f"mlflow-artifacts:/{experiment_id}/{run_id}/artifacts",
+                experiment_id=int(experiment_id),
+            )
+        )
         rows.extend(SqlTag(key=k, value=v, run_uuid=run_id) for k, v in TAGS.items())
         for model in (SqlMetric, SqlLatestMetric):
-            rows.append(model(
-                key="accuracy", value=0.9, timestamp=stamp, step=0, is_nan=False, run_uuid=run_id
-            ))  # fmt: skip
+            rows.append(
+                model(
+                    key="accuracy",
+                    value=0.9,
+                    timestamp=stamp,
+                    step=0,
+                    is_nan=False,
+                    run_uuid=run_id,
+                )
+            )
     with store.ManagedSessionMaker() as session:
         session.add_all(rows)
     store.engine.dispose()
@@ -113,9 +130,12 @@ async def measure(sizes: list[int], backend: str | None) -> None:
         for size in sizes:
             began = time.monotonic()
             await asyncio.to_thread(
-                fill_history, server.backend_store_uri, experiment_id, size - created,
+                fill_history,
+                server.backend_store_uri,
+                experiment_id,
+                size - created,
                 history_start + created * 60_000,
-            )  # fmt: skip
+            )
             created = size
             await reader.poll()  # catch up: the reader has been running all along
             fill = time.monotonic() - began

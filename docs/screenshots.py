@@ -37,7 +37,7 @@ def _module(path: Path) -> ModuleType:
 
 async def main() -> None:
     quickstart = _module(ROOT / "examples" / "quickstart.py")
-    operated = _module(ROOT / "tests" / "console" / "operated.py")
+    gate = _module(ROOT / "examples" / "approval_gate.py")
     async with NatsServer() as server:
         base = Settings.defaults()
         settings = base.model_copy(
@@ -47,7 +47,7 @@ async def main() -> None:
                 "agent": base.agent.model_copy(update={"heartbeat_interval": 1.0}),
             }
         )
-        agents = [quickstart.LoadWatch(), quickstart.Scaler(), operated.Gate()]
+        agents = [quickstart.LoadWatch(), quickstart.Scaler(), gate.Gate()]
         async with AgentHarness(
             *agents, nats_url=server.url, namespace="demo", schedule=True, settings=settings
         ):

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from collections.abc import Sequence
 
 import click
 from scanflow_agents.runtime.commanding import run_coroutine, settings_of
+from scanflow_agents.runtime.loading import BUILTIN_AGENTS, LoadError, load_agent_classes
 
 from scanflow_agents import DefinitionError, logs
 
@@ -42,25 +44,35 @@ def main(
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-@main.command()
-@click.argument("references", nargs=-1, required=True)
-@click.option(
+embedded_nats_option = click.option(
     "--embedded-nats",
     is_flag=True,
     help="Start a private nats-server (JetStream) for these agents.",
 )
-@click.option(
+http_port_option = click.option(
     "--http-port",
     type=click.IntRange(0, 65535),
     default=None,
     help="Serve /livez, /readyz and /metrics on this port (default from settings: none).",
 )
+
+
+@main.command()
+@click.argument("references", nargs=-1, required=True)
+@embedded_nats_option
+@http_port_option
 @click.option(
     "--name",
     "agent_name",
     metavar="NAME",
     help="Run the (one) agent under this name instead of its class's; it reads its "
     "configuration from settings.agents[NAME].",
+)
+@click.option(
+    "--shadow",
+    is_flag=True,
+    help="Run as a shadow beside the live agents (settings.agent.shadow): every call a "
+    "dry run, decisions marked, emits kept apart. Named <name>-shadow unless --name says.",
 )
 @click.pass_context
 def run(
@@ -69,6 +81,7 @@ def run(
     embedded_nats: bool,
     http_port: int | None,
     agent_name: str | None,
+    shadow: bool,
 ) -> None:
     """Run agents until Ctrl-C or SIGTERM.
 
@@ -76,10 +89,46 @@ def run(
     (every Agent subclass defined in the file). All agents share one NATS
     connection. On SIGTERM the process turns unready, drains and exits 0.
     """
-    from scanflow_agents.runtime.loading import LoadError, load_agent_classes
+    _serve(ctx, references, embedded_nats, http_port, agent_name, shadow=shadow)
+
+
+@main.command()
+@click.argument("names", nargs=-1, type=click.Choice(list(BUILTIN_AGENTS)), metavar="[AGENT]...")
+@embedded_nats_option
+@http_port_option
+@click.pass_context
+def up(
+    ctx: click.Context, names: tuple[str, ...], embedded_nats: bool, http_port: int | None
+) -> None:
+    """Run the built-in agents together until Ctrl-C or SIGTERM.
+
+    The four agents of the loop (tracker, checker, improver, planner), or only
+    the AGENTs named, in one process on one NATS connection: `scanflow run`
+    with their references. Each reads its section of the settings
+    (`agents.<name>`): what it supervises, and the applications the planner
+    registers at start. NATS and MLflow are the ones the settings name.
+    """
+    chosen = [name for name in BUILTIN_AGENTS if not names or name in names]
+    _serve(ctx, [BUILTIN_AGENTS[name] for name in chosen], embedded_nats, http_port, None)
+
+
+def _serve(
+    ctx: click.Context,
+    references: Sequence[str],
+    embedded_nats: bool,
+    http_port: int | None,
+    agent_name: str | None,
+    *,
+    shadow: bool = False,
+) -> None:
+    """Load the agents ``references`` name and serve them until told to stop."""
     from scanflow_agents.runtime.serving import serve
 
     settings = settings_of(ctx)
+    if shadow:
+        settings = settings.model_copy(
+            update={"agent": settings.agent.model_copy(update={"shadow": True})}
+        )
     if http_port is not None:
         settings = settings.model_copy(
             update={"http": settings.http.model_copy(update={"port": http_port})}
@@ -107,8 +156,28 @@ def run(
         raise click.UsageError(
             f"--name needs exactly one agent; the references name {len(classes)}"
         )
+    if settings.agent.shadow:
+        # Under the live agent's name a shadow would share its durable consumers
+        # (each event handled by one of the two) and its lease.
+        if agent_name is not None and agent_name in {klass.name for klass in classes}:
+            raise click.BadParameter(
+                f"a shadow needs a name of its own, not the live agent's {agent_name!r} "
+                f"(leave --name out for {agent_name}-shadow)",
+                param_hint="--name",
+            )
+        names: list[str | None] = [agent_name or f"{klass.name}-shadow" for klass in classes]
+        if agent_name is not None and settings.agent.shadow_of is None:
+            # Named freely, it still follows the agent its class runs as.
+            (klass,) = classes
+            settings = settings.model_copy(
+                update={"agent": settings.agent.model_copy(update={"shadow_of": klass.name})}
+            )
+    else:
+        names = [agent_name] * len(classes)
     try:
-        agents = [klass(name=agent_name, settings=settings) for klass in classes]
+        agents = [
+            klass(name=name, settings=settings) for klass, name in zip(classes, names, strict=True)
+        ]
     except DefinitionError as exc:
         raise click.BadParameter(str(exc), param_hint="--name") from exc
 
@@ -165,15 +234,29 @@ _register_demo()
 def _register_commands() -> None:
     # The commands that talk to running agents live in their own modules; the
     # console's module imports Textual only when `scanflow console` runs.
-    from scanflow_agents.runtime import acting, inspecting, operating
+    from scanflow_agents.runtime import acting, checking, inspecting, operating
     from scanflow_agents.runtime.console.command import console
 
     for command in (
-        inspecting.agents, inspecting.describe, acting.call, inspecting.history,
-        inspecting.events, acting.apply, operating.approvals, operating.approve,
-        operating.reject, operating.pause, operating.resume, operating.run_sensor,
-        operating.dry_run, console,
-    ):  # fmt: skip
+        inspecting.agents,
+        inspecting.describe,
+        acting.call,
+        inspecting.history,
+        inspecting.events,
+        inspecting.shadow_diff,
+        acting.apply,
+        operating.approvals,
+        operating.approve,
+        operating.reject,
+        operating.pause,
+        operating.resume,
+        operating.run_sensor,
+        operating.dry_run,
+        operating.freeze,
+        operating.unfreeze,
+        console,
+        checking.check,
+    ):
         main.add_command(command)
 
 

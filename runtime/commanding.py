@@ -168,6 +168,9 @@ def summary(record: dict[str, Any]) -> str:
         outcome = "ok" if payload.get("ok") else (payload.get("error") or {}).get("code", "failed")
         dry = " (dry-run)" if payload.get("dry_run") else ""
         return f"{outcome}{dry} {_cell(payload.get('params'))}"
+    if kind == "failed":  # a decision's call, as its caller saw it fail
+        error = payload.get("error") or {}
+        return f"{payload.get('agent')}.{payload.get('actuator')}: {error.get('code')}"
     if kind == "control":
         bits = [f"{k}={_cell(v)}" for k, v in payload.items() if k not in ("instance", "details")]
         return " ".join(bits)

@@ -1,4 +1,5 @@
-"""One-shot commands that look: ``agents``, ``describe``, ``history`` and ``events``."""
+"""One-shot commands that look: ``agents``, ``describe``, ``history``, ``events``,
+``shadow-diff``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from scanflow_agents.runtime.commanding import (
     EVENT_COLUMNS,
     Column,
     ago,
+    clock,
     duration,
     echo_json,
     echo_unreadable,
@@ -47,8 +49,14 @@ AGENT_COLUMNS: list[Column[Heartbeat]] = [
 def agent_state(heartbeat: Heartbeat) -> str:
     """The state people read: running, paused, dry-run, with paused sensors named."""
     state = heartbeat.state
-    if heartbeat.dry_run:
+    if heartbeat.shadow_of:
+        state += f",shadow:{heartbeat.shadow_of}"  # always in dry-run: not said twice
+    elif heartbeat.dry_run:
         state += ",dry-run"
+    if heartbeat.frozen:
+        state += ",frozen"  # the namespace's actuators refuse to act
+    if heartbeat.unstored:
+        state += ",unrecorded"  # the stream cannot store its records now
     if heartbeat.paused_sensors:
         state += f" (paused: {','.join(heartbeat.paused_sensors)})"
     return state
@@ -59,12 +67,16 @@ def agent_state(heartbeat: Heartbeat) -> str:
 @json_option
 @click.pass_context
 def agents(ctx: click.Context, wait: float, as_json: bool) -> None:
-    """List the running agents of the namespace (one line per replica)."""
+    """List the agents of the namespace, one line per replica.
+
+    Running replicas answer; a replica that is gone shows its last state:
+    `stopped` after a clean stop, `stale` if it died without a word.
+    """
     from scanflow_agents.clients import Client
 
     async def go() -> list[Heartbeat]:
         async with Client.connect(settings_of(ctx)) as client:
-            return await client.discover(wait=wait, unreadable=echo_unreadable)
+            return await client.roster(wait=wait, unreadable=echo_unreadable)
 
     found = run_async(go)
     if as_json:
@@ -211,6 +223,85 @@ def events(
     if follow:
         with contextlib.suppress(KeyboardInterrupt):
             run_async(lambda: _follow(ctx, agent, kinds, correlation, as_json))
+
+
+@click.command("shadow-diff")
+@click.argument("agent")
+@click.option(
+    "--shadow", "shadow", metavar="NAME", help="The shadow's name [default: AGENT-shadow]."
+)
+@click.option("--since", help="Only decisions since a time: 30s, 10m, 2h, 1d, or an ISO time.")
+@click.option("--all", "show_all", is_flag=True, help="Also the causes both decided the same on.")
+@click.option(
+    "--limit", default=10_000, show_default=True, help="Newest decisions read of each agent."
+)
+@json_option
+@click.pass_context
+def shadow_diff(
+    ctx: click.Context,
+    agent: str,
+    shadow: str | None,
+    since: str | None,
+    show_all: bool,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Where a shadow decided otherwise than its live AGENT, cause by cause.
+
+    A shadow (`scanflow run --shadow`) decides on the live agent's events and
+    observations, so each decision pairs with the live one on the same cause:
+    changed, only live, only shadow (--all: same too). The last line counts each.
+    """
+    from scanflow_agents.clients import Client
+    from scanflow_agents.diffs import diff_decisions
+
+    shadow = shadow or f"{agent}-shadow"
+    moment = parse_since(since) if since else None
+
+    async def go() -> list[list[dict[str, Any]]]:
+        async with Client.connect(settings_of(ctx)) as client:
+            return [
+                await client.history(
+                    agent=name, kinds=("decision",), limit=limit, newest=True, since=moment
+                )
+                for name in (agent, shadow)
+            ]
+
+    live, trial = run_async(go)
+    if not trial:
+        click.echo(
+            f"no decision of {shadow!r} is recorded{f' since {since}' if since else ''}: "
+            f"is it running (scanflow run --shadow, named {shadow!r})?",
+            err=True,
+        )
+    diff = diff_decisions(live, trial)
+    rows = diff.rows if show_all else diff.disagreements
+    counts = diff.counts()
+    if as_json:
+        echo_json(
+            {
+                "agent": agent,
+                "shadow": shadow,
+                "counts": counts,
+                "rows": [row.as_json() for row in rows],
+            },
+            indent=None,
+        )
+        return
+    columns: list[Column[Any]] = [
+        ("TIME", lambda row: clock(row.time)),
+        ("STATUS", lambda row: row.status.replace("_", " ")),
+        ("RULE", lambda row: row.rule),
+        ("CAUSE", lambda row: row.cause),
+        ("LIVE", lambda row: row.live.what() if row.live else "-"),
+        ("SHADOW", lambda row: row.shadow.what() if row.shadow else "-"),
+    ]
+    if rows:
+        click.echo(table(rows, columns))
+    click.echo(
+        f"{len(diff.rows)} cause(s) decided on: {counts['same']} same, {counts['changed']} "
+        f"changed, {counts['only_live']} only live, {counts['only_shadow']} only shadow"
+    )
 
 
 def _read(

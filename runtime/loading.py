@@ -11,6 +11,14 @@ from types import ModuleType
 
 from scanflow_agents import Agent
 
+#: The built-in agents by name, in the loop's order: monitor, analyse, plan, execute.
+BUILTIN_AGENTS = {
+    "tracker": "scanflow_agents.builtin.tracker:Tracker",
+    "checker": "scanflow_agents.builtin.checker:Checker",
+    "improver": "scanflow_agents.builtin.improver:Improver",
+    "planner": "scanflow_agents.builtin.planner:Planner",
+}
+
 
 class LoadError(Exception):
     """An agent reference cannot be resolved; the message says what to fix."""

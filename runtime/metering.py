@@ -147,12 +147,20 @@ class _AgentState(Collector):
             "1 when the agent serves (started, subscribed).",
             labels=["agent"],
         )
+        unstored = GaugeMetricFamily(
+            "scanflow_recorder_unstored",
+            "1 while the stream cannot store the agent's records (its actions refused, or "
+            "unrecorded with settings.agent.unrecorded=act).",
+            labels=["agent"],
+        )
         for agent in self.agents:
             health = agent.runtime.health() if agent.is_running else None
             backlog.add_metric([agent.name], health.backlog if health else 0)
             ready.add_metric([agent.name], 1 if health is not None and health.ready else 0)
+            unstored.add_metric([agent.name], 1 if health and health.unstored else 0)
         yield backlog
         yield ready
+        yield unstored
         yield GaugeMetricFamily(
             "scanflow_nats_connected",
             "1 while the connection to NATS is up.",

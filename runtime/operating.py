@@ -1,4 +1,5 @@
-"""One-shot control commands: ``pause``, ``resume``, ``run-sensor``, ``dry-run``, approvals.
+"""One-shot control commands: ``pause``, ``resume``, ``run-sensor``, ``dry-run``, ``freeze``,
+approvals.
 
 Each sends a control message (see ``scanflow_agents.controls``); what changes
 something is recorded in the audit trail with the caller and the reason.
@@ -116,6 +117,38 @@ def dry_run(ctx: click.Context, agent: str, mode: str, as_json: bool) -> None:
     """Switch AGENT's dry-run mode: its actuators validate and record but do not act."""
     results = _control(ctx, lambda c: c.dry_run(agent, mode == "on"))
     _replicas(results, as_json, f"dry-run {mode} for {agent}")
+
+
+@click.command()
+@click.option("--reason", required=True, help="Why (recorded, and shown in every refusal).")
+@json_option
+@click.pass_context
+def freeze(ctx: click.Context, reason: str, as_json: bool) -> None:
+    """Freeze every actuator of the namespace: every agent refuses to act until unfrozen.
+
+    Reads and dry runs still answer; sensors and rules go on. Replicas that
+    start later start frozen.
+    """
+    results = _control(ctx, lambda c: c.freeze(True, reason=reason))
+    _frozen(results, as_json, "froze")
+
+
+@click.command()
+@json_option
+@click.pass_context
+def unfreeze(ctx: click.Context, as_json: bool) -> None:
+    """Lift a freeze: the namespace's actuators act again."""
+    results = _control(ctx, lambda c: c.freeze(False))
+    _frozen(results, as_json, "unfroze")
+
+
+def _frozen(results: list[dict[str, Any]], as_json: bool, what: str) -> None:
+    if as_json:
+        echo_json(results)
+        return
+    agents = sorted({str(r["agent"]) for r in results})
+    running = f"{len(results)} running replica(s) of {', '.join(agents)}" if agents else "no agent"
+    click.echo(f"{what} the namespace's actuators ({running} answered)")
 
 
 APPROVAL_COLUMNS: list[Column[PendingApproval]] = [

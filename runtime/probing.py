@@ -134,4 +134,7 @@ def _state(agent: Agent) -> str:
     health = agent.runtime.health()
     if health.ready:
         return "ready"
-    return "not ready (a loop died)" if health.state == "running" else health.state
+    if health.state != "running":
+        return health.state
+    waiting = agent.unready()
+    return f"not ready: {'; '.join(waiting)}" if waiting else "not ready (a loop died)"

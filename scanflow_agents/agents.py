@@ -185,6 +185,16 @@ class Agent:
             )
         return self._runtime
 
+    def unready(self) -> list[str]:
+        """What this agent waits for before it can serve, beyond its runtime (empty: nothing).
+
+        An agent that needs something outside itself to act (the planner: its
+        namespaces and permissions on a cluster) overrides this; while it names
+        anything, probes and metrics count the agent not ready and ``/readyz``
+        says why, in these words.
+        """
+        return []
+
     # -- talking to others ---------------------------------------------------------------
 
     async def call(

@@ -3,7 +3,8 @@
 What the console and the one-shot commands send (the agent side is the core's
 ``_core/controlling.py``). Ops that every replica must apply are broadcast and
 the answers of all replicas gathered until every known replica has answered
-(or ``wait`` seconds passed); ``run-sensor`` goes to one replica.
+(or ``wait`` seconds passed); replicas not known yet are counted by discovery
+first. ``run-sensor`` goes to one replica.
 
     async with Client.connect(settings) as client:
         controls = Controls(client)
@@ -21,9 +22,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from scanflow_agents.clients import Client, Unreadable, warn_unreadable
+from scanflow_agents.clients import Client, Unreadable, reply_result, warn_unreadable
 from scanflow_agents.errors import BadMessage, CallError, CallTimeout, NotFound, Unavailable
-from scanflow_agents.messages import ApprovalListing, Envelope, PendingApproval, Reply
+from scanflow_agents.messages import (
+    ApprovalListing,
+    Envelope,
+    Freeze,
+    PendingApproval,
+    Reply,
+    utcnow,
+)
 from scanflow_agents.transports.base import NoResponders, RequestTimeout
 
 
@@ -57,7 +65,7 @@ class Controls:
             raise CallTimeout(
                 f"agent '{agent}' did not finish sensor '{sensor}' within {timeout:g} s"
             ) from None
-        return _result(data)
+        return dict(reply_result(data))
 
     async def pause(
         self, agent: str, sensor: str | None = None, *, reason: str | None = None
@@ -75,6 +83,31 @@ class Controls:
     async def dry_run(self, agent: str, on: bool) -> list[dict[str, Any]]:
         """Switch an agent's dry-run mode (actuators validate and record, but do not act)."""
         return await self._all(agent, "dry-run", {"on": on})
+
+    async def freeze(self, on: bool = True, *, reason: str | None = None) -> list[dict[str, Any]]:
+        """Freeze (``on``) or thaw every actuator of the namespace: every agent, every replica.
+
+        The switch is kept in the namespace's switches bucket first, so a
+        replica that starts later starts frozen, then sent to the running ones.
+        Returns the answers of the replicas that answered (none if none runs).
+        """
+        freeze = Freeze(on=on, by=self.client.name, at=utcnow(), reason=reason)
+        subjects, transport = self.client.subjects, self.client.transport
+        kept = freeze.model_dump_json().encode()
+        await transport.kv_put(subjects.switches_bucket, "freeze", kept)
+        envelope = Envelope(
+            kind="call",
+            source=self.client.name,
+            target="namespace.freeze",
+            payload=freeze.model_dump(mode="json"),
+        )
+        if not self.replicas:
+            await self.discover()  # every replica answers: return once all did
+        expect = sum(self.replicas.values()) or None
+        raw = await transport.gather(
+            subjects.namespace_control("freeze"), envelope.encode(), self.wait, expect=expect
+        )
+        return _results(_replies(raw))
 
     async def approvals(
         self, agent: str | None = None, *, unreadable: Unreadable | None = None
@@ -102,8 +135,17 @@ class Controls:
         return waiting
 
     async def discover(self, *, unreadable: Unreadable | None = None) -> dict[str, int]:
-        """Count the running replicas of every agent (``wait / 2`` seconds of discovery)."""
-        found = await self.client.discover(wait=self.wait / 2, unreadable=unreadable)
+        """Count the running replicas of every agent.
+
+        Returns as soon as every replica that the kept last states say runs has
+        answered; ``wait / 2`` seconds at most (one that died without a word
+        is waited for that long).
+        """
+        kept = await self.client.last_states(unreadable=unreadable)
+        running = sum(1 for beat in kept if beat.state != "stopped")
+        found = await self.client.discover(
+            wait=self.wait / 2, expect=running or None, unreadable=unreadable
+        )
         self.replicas = dict(Counter(beat.agent for beat in found))
         return self.replicas
 
@@ -135,26 +177,18 @@ class Controls:
         raise CallError.from_code(error.code, error.message, field=error.field)
 
     async def _all(self, agent: str, op: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        results = []
-        for reply in await self._gather(agent, op, params):
-            if reply.error is not None:
-                error = reply.error
-                raise CallError.from_code(error.code, error.message, field=error.field)
-            results.append(dict(reply.result))
-        return sorted(results, key=lambda result: str(result.get("instance")))
+        return _results(await self._gather(agent, op, params))
 
     async def _gather(self, agent: str, op: str, params: dict[str, Any]) -> list[Reply]:
+        if agent not in self.replicas:
+            # Known replicas let the op return once all answered, not after `wait`.
+            await self.discover()
         envelope = self._envelope(agent, op, params)
         subject = self.client.subjects.control(agent, op)
         raw = await self.client.transport.gather(
             subject, envelope.encode(), self.wait, expect=self.replicas.get(agent)
         )
-        replies = []
-        for data in raw:
-            try:
-                replies.append(Reply.model_validate(Envelope.decode(data).payload))
-            except ValidationError:
-                continue  # a foreign responder must not hide the agent's answers
+        replies = _replies(raw)
         if not replies:
             raise self._absent(agent)
         return replies
@@ -169,9 +203,22 @@ class Controls:
         return Unavailable(f"no agent '{agent}' is running in namespace '{namespace}'")
 
 
-def _result(data: bytes) -> dict[str, Any]:
-    reply = Reply.model_validate(Envelope.decode(data).payload)
-    if reply.error is not None:
-        error = reply.error
-        raise CallError.from_code(error.code, error.message, field=error.field)
-    return dict(reply.result)
+def _replies(raw: list[bytes]) -> list[Reply]:
+    replies = []
+    for data in raw:
+        try:
+            replies.append(Reply.model_validate(Envelope.decode(data).payload))
+        except ValidationError:
+            continue  # a foreign responder must not hide the agent's answers
+    return replies
+
+
+def _results(replies: list[Reply]) -> list[dict[str, Any]]:
+    """Each replica's result, by instance; the first error raised."""
+    results = []
+    for reply in replies:
+        if reply.error is not None:
+            error = reply.error
+            raise CallError.from_code(error.code, error.message, field=error.field)
+        results.append(dict(reply.result))
+    return sorted(results, key=lambda result: str(result.get("instance")))

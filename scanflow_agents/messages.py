@@ -263,10 +263,21 @@ class Heartbeat(StatusMessage):
     uptime: float = Field(description="Seconds since the replica started.")
     events: dict[str, int] = Field(description="Records sent since the start, by kind.")
     backlog: int = Field(description="Records waiting to be stored in the stream.")
+    unstored: str | None = Field(
+        None,
+        description="Why records cannot be stored now (the stream unreachable or electing a "
+        "leader): its actuators refuse meanwhile, or act unrecorded (settings.agent.unrecorded).",
+    )
     leader: bool = Field(description="Whether this replica holds the lease (runs sensors, rules).")
     leader_instance: str | None = Field(None, description="The replica that leads, if known.")
     lease_token: int | None = Field(None, description="The fencing token, while leading.")
     dry_run: bool = Field(description="Whether its actuators validate and record, but do not act.")
+    frozen: bool = Field(False, description="Whether the namespace's actuators are frozen.")
+    shadow_of: str | None = Field(
+        None,
+        description="The live agent this replica shadows (settings.agent.shadow): it decides "
+        "on that agent's inputs and acts on nothing. Absent for a live agent.",
+    )
     paused_sensors: tuple[str, ...] = Field((), description="Sensors an operator paused.")
     approvals: int = Field(description="Decisions this replica holds for a person.")
 
@@ -413,3 +424,48 @@ class ApprovalListing(StatusMessage):
 
     instance: str = Field(description="The replica that answered.")
     approvals: tuple[PendingApproval, ...] = Field(description="What it holds (below).")
+
+
+class KeptApproval(StatusMessage):
+    """An approval as the namespace's approvals bucket keeps it, under ``<agent>.<id>``.
+
+    Written by the replica that holds it, so that a restarted replica of the
+    agent (or another one) lists and decides it once that holder is gone.
+    ``approve`` and ``reject`` are the actuator calls that carry a decision
+    out when it was held with calls; held with code (a function), it can be
+    rejected after its holder is gone, not carried out.
+    """
+
+    what: ClassVar[str] = "kept approval"
+
+    id: str = Field(description="What people type to approve or reject it.")
+    agent: str = Field(description="The agent it belongs to.")
+    kind: str = Field(description="What waits: `deploy`, `retrain`, `scale`...")
+    summary: str = Field(description="One line: what approving does, and why.")
+    details: dict[str, Any] = Field(default_factory=dict, description="The evidence.")
+    correlation_id: str = Field(description="The chain of the decision that asked for it.")
+    created: datetime = Field(description="When it was held.")
+    timeout: float | None = Field(None, description="Seconds after which its policy applies.")
+    on_timeout: str = Field("reject", description="`reject`, `approve` or `hold`.")
+    overdue: bool = Field(False, description="Its timeout passed and its policy is to hold it.")
+    holder: str | None = Field(
+        None, description="The replica that holds it; none once that replica stopped cleanly."
+    )
+    approve: Call | None = Field(None, description="The call that carries an approval out.")
+    reject: Call | None = Field(None, description="The call that undoes its reservation.")
+
+
+class Freeze(StatusMessage):
+    """The namespace's freeze: while on, every actuator of every agent refuses to act.
+
+    An operator's ``scanflow freeze`` keeps it in the namespace's switches
+    bucket (so that a replica starting later starts frozen) and sends it to
+    every running agent on ``scanflow.<ns>.control.freeze``.
+    """
+
+    what: ClassVar[str] = "freeze"
+
+    on: bool = Field(description="Whether actions are refused.")
+    by: str = Field(description="Who set it (the operator's client name).")
+    at: datetime = Field(description="When it was set.")
+    reason: str | None = Field(None, description="Why, as the operator said.")

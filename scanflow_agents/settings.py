@@ -18,6 +18,25 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class TelemetrySettings(BaseModel):
+    """The telemetry stream: what model servers report, kept short and bounded.
+
+    Apart from the audit trail on purpose: when reports from a fleet of
+    replicas fill it, the oldest are dropped and audit records go on being
+    stored (the audit stream has no size limit unless ``nats.stream_max_bytes``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_age: float = Field(3600.0, gt=0, description="Seconds a report is kept.")
+    max_bytes: int = Field(
+        2**30, gt=0, description="Bytes kept at most; beyond it the oldest reports are dropped."
+    )
+    replicas: int | None = Field(
+        None, ge=1, le=5, description="Servers keeping a copy; empty means nats.replicas."
+    )
+
+
 class NatsSettings(BaseModel):
     """How agents reach each other."""
 
@@ -53,10 +72,25 @@ class NatsSettings(BaseModel):
     )
     stream: str = Field(
         "",
-        description="JetStream stream for events; empty means SCANFLOW_<NAMESPACE>.",
+        description=(
+            "JetStream stream for the audit trail (observations, decisions, actions, chains); "
+            "empty means SCANFLOW_<NAMESPACE>. Telemetry goes to <stream>_TELEMETRY."
+        ),
     )
     stream_max_age: float = Field(
-        7 * 24 * 3600.0, gt=0, description="Seconds an event is kept in the stream."
+        7 * 24 * 3600.0, gt=0, description="Seconds an audit record is kept in the stream."
+    )
+    stream_max_bytes: int | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Bytes of audit records kept at most, the oldest dropped beyond it; empty: no "
+            "limit (the records go when they are stream_max_age old)."
+        ),
+    )
+    telemetry: TelemetrySettings = Field(
+        default_factory=TelemetrySettings,
+        description="The telemetry stream (model-server reports).",
     )
     replicas: int = Field(
         1,
@@ -115,6 +149,22 @@ class AgentSettings(BaseModel):
     heartbeat_interval: float = Field(5.0, gt=0, description="Seconds between heartbeats.")
     call_timeout: float = Field(10.0, gt=0, description="Default seconds to wait for a reply.")
     dry_run: bool = Field(False, description="Record what actuators would do without acting.")
+    shadow: bool = Field(
+        False,
+        description="Run as a shadow of a changed policy, beside the live agent under its own "
+        "name (`scanflow run --name <agent>-shadow`): it sees the same events, every call it "
+        "makes is a dry run (the callee validates, guards and records it without acting), "
+        "its decisions are recorded with 'shadow': true, and what it emits goes under "
+        "'shadow.<name>.' so that no live rule acts on it. It cannot leave dry-run. Its "
+        "timed sensors do not run: its rules on them follow the live agent's recorded "
+        "observations.",
+    )
+    shadow_of: str | None = Field(
+        None,
+        description="The live agent a shadow follows (whose observations its rules get); "
+        "empty: the shadow's name without its '-shadow' ending (`scanflow run --shadow "
+        "--name X` sets it to the agent class's name).",
+    )
     record_reads: bool = Field(
         False, description="Record calls of read-only actuators too (as actions marked read_only)."
     )
@@ -152,6 +202,16 @@ class AgentSettings(BaseModel):
         "stream leader): 'refuse' answers 'unavailable' and acts on nothing it cannot record; "
         "'act' acts anyway and its reply says the record is not stored yet (it stays queued).",
     )
+    action_budget: int | None = Field(
+        None,
+        gt=0,
+        description="Actions at most per action_budget_period across every agent of the "
+        "namespace (counted in a shared key-value bucket); beyond it calls are refused until "
+        "the next window. Set the same in every agent. Empty: no budget.",
+    )
+    action_budget_period: float = Field(
+        3600.0, gt=0, description="Seconds of one window of the action budget."
+    )
     shutdown_timeout: float = Field(10.0, gt=0, description="Seconds a graceful stop may take.")
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
         "auto",
@@ -180,7 +240,17 @@ class AgentSettings(BaseModel):
         ge=1,
         description=(
             "Seconds a leader's lease lasts without renewal: another replica takes over "
-            "within about this long after the leader dies."
+            "within about this long after the leader dies (the longest lease_ttl of the "
+            "namespace's agents, which share one lease bucket)."
+        ),
+    )
+    last_state_ttl: float = Field(
+        3600.0,
+        gt=0,
+        description=(
+            "Seconds the namespace keeps a replica's last state after it is gone: how long "
+            "`scanflow agents` and the console show it as stopped (a clean stop) or stale "
+            "(it died without a word)."
         ),
     )
     handlers: HandlerSettings = Field(default_factory=HandlerSettings)
@@ -258,8 +328,13 @@ class Settings(BaseSettings):
 
     @property
     def stream_name(self) -> str:
-        """The JetStream stream that holds this namespace's events."""
+        """The JetStream stream that holds this namespace's audit trail."""
         return self.nats.stream or f"SCANFLOW_{self.namespace.upper().replace('-', '_')}"
+
+    @property
+    def telemetry_stream_name(self) -> str:
+        """The JetStream stream that holds this namespace's telemetry."""
+        return f"{self.stream_name}_TELEMETRY"
 
     @classmethod
     def defaults(cls) -> Settings:

@@ -139,6 +139,8 @@ SERVER_FIXTURES = {"mlflow_server", "second_mlflow_server", "digits", "knowledge
 PROCESS_MODULES = {
     "tests/bench/test_bench_smoke.py",
     "tests/bench/test_chains_smoke.py",
+    "tests/bench/test_fleet_smoke.py",
+    "tests/bench/test_serving_smoke.py",
     "tests/console/test_console.py",
     "tests/knowledge/test_agent_knowledge.py",
     "tests/knowledge/test_recorders.py",

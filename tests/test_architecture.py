@@ -56,7 +56,12 @@ DEMO = ("scanflow_agents.runtime.demo",)  # the settings tree is read by every l
 OUTER = ("scanflow_agents.runtime", "scanflow_agents.builtin", "scanflow_agents.testing")
 # Which adapter may use which: the rest stand alone (a transport knows no MLflow).
 ADAPTER_USES = {
-    "scanflow_agents.serving": ("scanflow_agents.knowledge",),  # models from the registry
+    # Models from the registry; NATS connections made by the agents' own code
+    # (authentication, TLS), so model servers connect wherever agents can.
+    "scanflow_agents.serving": (
+        "scanflow_agents.knowledge",
+        "scanflow_agents.transports.connecting",
+    ),
     "scanflow_agents.platforms": ("scanflow_agents.serving", "scanflow_agents.workflows"),
 }
 # Private packages and who besides themselves may import them.

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(180)
 def test_the_site_builds_strictly(tmp_path: Path) -> None:
     site = tmp_path / "site"
     result = subprocess.run(

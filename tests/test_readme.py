@@ -53,9 +53,12 @@ def test_the_pages_have_snippets() -> None:
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=str)
-def test_every_snippet_defines_valid_agents(source: Path) -> None:
+def test_every_snippet_defines_valid_agents(source: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Definitions are checked when classes are created: a wrong trigger or a bad
     # signature in an example would raise here. Tests are run below, not here.
+    # An example imports its neighbours (`import quickstart`), as `scanflow run
+    # examples/x.py` lets it: the file's folder is on the path.
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
     for block in _blocks(source):
         if "async def test_" not in block:
             _run(block, source)

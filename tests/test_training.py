@@ -46,9 +46,13 @@ def _register(uri: str, run_dir: Path, name: str) -> dict[str, Any]:
         run_id="train-7", workflow="train", node="fit", run_dir=run_dir, tracking_uri=uri
     )
     written = training.register_candidate(
-        run.info.run_id, 3, recent_accuracy=0.91, production_recent_accuracy=0.7,
-        record={"registered_model": "wine"}, step=step,
-    )  # fmt: skip
+        run.info.run_id,
+        3,
+        recent_accuracy=0.91,
+        production_recent_accuracy=0.7,
+        record={"registered_model": "wine"},
+        step=step,
+    )
     stored = client.get_run(run.info.run_id).data
     return {"written": written, "tags": stored.tags, "metrics": stored.metrics}
 

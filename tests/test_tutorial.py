@@ -1,7 +1,7 @@
 """The tutorial "Your own model, end to end", run as its page says.
 
 The files of ``examples/churn/`` (the ones the page shows) in a fresh folder;
-the four built-in agents started with the page's ``scanflow run`` command;
+the four built-in agents started with the page's ``scanflow up`` command;
 then the page's commands: apply with the builds, train, wait, promote,
 deploy, status. Traffic with labels, then rows moved on three features: the
 loop has to close by itself (drift found, retrained, the candidate held for
@@ -31,12 +31,6 @@ from scanflow_agents.testing import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANFLOW = [sys.executable, "-m", "scanflow_agents.runtime"]
-AGENTS = [
-    "scanflow_agents.builtin.tracker:Tracker",
-    "scanflow_agents.builtin.checker:Checker",
-    "scanflow_agents.builtin.improver:Improver",
-    "scanflow_agents.builtin.planner:Planner",
-]
 SHIFT = (2.5, -2.0, 0.0, 0.0, 1.5, 0.0)  # the moved features: 0, 1 and 4
 
 
@@ -132,7 +126,7 @@ class Traffic(threading.Thread):
 def test_the_tutorial_closes_the_loop_around_a_model_of_your_own(folder: Path) -> None:
     log = (folder / "agents.log").open("w")
     agents = subprocess.Popen(
-        [*SCANFLOW, "--settings", "churn/settings.yaml", "run", *AGENTS],
+        [*SCANFLOW, "--settings", "churn/settings.yaml", "up"],
         cwd=folder,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -176,10 +170,11 @@ def test_the_tutorial_closes_the_loop_around_a_model_of_your_own(folder: Path) -
 
         def rolled_out() -> bool:
             return any(
-                record["agent"] == "planner" and record["name"] == "redeploy"
+                record["agent"] == "planner"
+                and record["name"] == "redeploy"
                 and record["payload"].get("ok")
                 for record in history(folder, "action")
-            )  # fmt: skip
+            )
 
         eventually(rolled_out, 120, "the new version rolled out")
         promoted = [

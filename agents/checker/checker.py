@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
-from scanflow_agents.builtin.checker.monitors import Monitor, Monitors
+from scanflow_agents.builtin.checker.monitors import Monitor, Monitors, Spread
 from scanflow_agents.builtin.checker.references import (
     Baseline,
     NoReference,
@@ -59,6 +59,7 @@ class Checker(Agent):
         self.options = CheckerSettings()
         self.baselines: dict[str, Baseline] = {}
         self.monitors = Monitors(self.options.adwin_delta)
+        self.spread = Spread()
 
     async def on_start(self) -> None:
         """Validate the settings; start with no references and no history."""
@@ -68,6 +69,7 @@ class Checker(Agent):
             raise ValueError(f"checker: bad settings in settings.agents.checker: {exc}") from None
         self.baselines = {}
         self.monitors = Monitors(self.options.adwin_delta)
+        self.spread = Spread()
         logger.info(
             "checker: references from %s, alpha %g (%s), %d drifted window(s) make a finding",
             self.options.reference,
@@ -122,6 +124,50 @@ class Checker(Agent):
                 f"{findings[0]['windows_in_row']} windows in a row: {moved}"
             ),
             evidence={"findings": findings},
+        )
+
+    # -- replicas apart from their siblings ------------------------------------------------
+
+    @rule(on=SERVING)
+    async def replicas(self, event: Event) -> Decision | None:
+        """Replicas served other inputs than the rest of the fleet, windows in a row.
+
+        The tracker lists each window's most deviant replicas (per-feature
+        z-scores of a replica's mean against the fleet's); a replica counts as
+        apart when at least ``min_features`` features pass the critical z of
+        ``alpha``, corrected for every feature of every replica of the window
+        (Bonferroni). ``consecutive`` such windows make one
+        ``finding.replicas.<workflow>`` naming the replicas, and no other for
+        them until they are back with the others.
+        """
+        window = _window(event)
+        if window is None or "replica_deviations" not in window:
+            return None
+        workflow, node = window["workflow"], window["node"]
+        options = self.options
+        apart = self.spread.window(window, alpha=options.alpha, min_features=options.min_features)
+        found = self.spread.episodes((workflow, node), apart, self.options.consecutive)
+        if not found:
+            return None
+        finding = {
+            "workflow": workflow,
+            "node": node,
+            "replicas": sorted(found),
+            "of_replicas": window.get("replicas"),
+            "features": {replica: apart[replica] for replica in sorted(found)},
+            "windows_in_row": self.options.consecutive,
+            "window": window.get("window"),
+        }
+        await self.emit(f"finding.replicas.{workflow}", finding)
+        names = ", ".join(sorted(found)[:5])
+        return Decision(
+            action="replicas-apart",
+            reason=(
+                f"{len(found)} of {window.get('replicas')} replicas of {workflow}/{node} were "
+                f"served other inputs than the rest in {self.options.consecutive} windows in a "
+                f"row: {names}"
+            ),
+            evidence=finding,
         )
 
     async def _baseline(self, uri: str, columns: list[str]) -> Baseline | None:
@@ -203,19 +249,21 @@ class Checker(Agent):
             change = await asyncio.to_thread(monitor.errors, matched, correct)
             if change is None:
                 continue
-            findings.append({
-                "workflow": workflow,
-                "node": node,
-                "model_uri": uri,
-                "detector": "adwin",
-                "error_rate_before": change["before"],
-                "error_rate_now": change["now"],
-                "error_rate_estimate": change["estimate"],
-                "samples": monitor.adwin.width,
-                "labels_seen": monitor.labels,
-                "window": window.get("window"),
-                "evidence": monitor.adwin.state(),
-            })  # fmt: skip
+            findings.append(
+                {
+                    "workflow": workflow,
+                    "node": node,
+                    "model_uri": uri,
+                    "detector": "adwin",
+                    "error_rate_before": change["before"],
+                    "error_rate_now": change["now"],
+                    "error_rate_estimate": change["estimate"],
+                    "samples": monitor.adwin.width,
+                    "labels_seen": monitor.labels,
+                    "window": window.get("window"),
+                    "evidence": monitor.adwin.state(),
+                }
+            )
         if not findings:
             return None
         for finding in findings:
@@ -278,10 +326,11 @@ class Checker(Agent):
         }
         return Decision(
             action="slo-breach",
-            reason=f"{workflow}/{node}: " + "; ".join(figures[b] for b in breaches)
+            reason=f"{workflow}/{node}: "
+            + "; ".join(figures[b] for b in breaches)
             + f" at {float(window.get('rps') or 0):.1f} rps on {window.get('replicas')} replica(s)",
             evidence=finding,
-        )  # fmt: skip
+        )
 
 
 def _felt_p95(window: dict[str, Any]) -> float | None:

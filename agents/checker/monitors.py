@@ -9,6 +9,7 @@ stream (its own error rate).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -102,3 +103,46 @@ class Monitors:
         }
         self.by_node[(workflow, node)] = current
         return current
+
+
+class Spread:
+    """Replicas apart from their siblings, per workflow node, and their streaks."""
+
+    def __init__(self) -> None:
+        self.streaks: dict[tuple[str, str], dict[str, int]] = {}
+        self.reported: dict[tuple[str, str], set[str]] = {}
+
+    @staticmethod
+    def window(
+        window: dict[str, Any], *, alpha: float, min_features: int
+    ) -> dict[str, dict[str, float]]:
+        """The replicas of a window apart from the rest: their features past the critical z."""
+        judged = window.get("replica_deviations") or {}
+        tests = max(int(judged.get("replicas") or 0) * int(judged.get("features") or 0), 1)
+        critical = NormalDist().inv_cdf(1 - alpha / (2 * tests))
+        apart = {}
+        for listed in judged.get("listed") or []:
+            features = {
+                name: z for name, z in (listed.get("z") or {}).items() if abs(z) >= critical
+            }
+            if len(features) >= min_features:
+                apart[str(listed["replica"])] = features
+        return apart
+
+    def episodes(
+        self, key: tuple[str, str], apart: dict[str, dict[str, float]], consecutive: int
+    ) -> set[str]:
+        """Count the window; the replicas whose streak just reached ``consecutive``."""
+        streaks = self.streaks.setdefault(key, {})
+        reported = self.reported.setdefault(key, set())
+        for replica in list(streaks):
+            if replica not in apart:  # back with the others: a new episode may come
+                del streaks[replica]
+                reported.discard(replica)
+        found = set()
+        for replica in apart:
+            streaks[replica] = streaks.get(replica, 0) + 1
+            if streaks[replica] >= consecutive and replica not in reported:
+                reported.add(replica)
+                found.add(replica)
+        return found

@@ -144,9 +144,10 @@ def _download(tracking_uri: str, run_id: str, artifact: str) -> np.ndarray:
     with tempfile.TemporaryDirectory(prefix="scanflow-reference-") as folder:
         try:
             path = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"runs:/{run_id}/{artifact}", tracking_uri=tracking_uri,
+                artifact_uri=f"runs:/{run_id}/{artifact}",
+                tracking_uri=tracking_uri,
                 dst_path=folder,
-            )  # fmt: skip
+            )
             with np.load(Path(path)) as archive:
                 return np.asarray(archive["x"], dtype=np.float64)
         except (MlflowException, OSError, KeyError, ValueError) as exc:

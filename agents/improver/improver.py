@@ -90,9 +90,13 @@ class Improver(Agent):
                 f"(managed: {', '.join(managed) or 'none'}); add it under "
                 "settings.agents.improver.workflows"
             ),
-            evidence={"finding": event.topic, "finding_id": event.id, "workflow": workflow,
-                      "managed": managed},
-        )  # fmt: skip
+            evidence={
+                "finding": event.topic,
+                "finding_id": event.id,
+                "workflow": workflow,
+                "managed": managed,
+            },
+        )
 
     # -- drift → retraining --------------------------------------------------------------
 
@@ -127,9 +131,13 @@ class Improver(Agent):
         # Train on what came after the change, not on a mix with the old distribution.
         since = (finding.get("window") or {}).get("start")
         gathering = self.retrainings.gather(
-            workflow, finding=event.id, kind=kind, since=since, evidence=evidence,
+            workflow,
+            finding=event.id,
+            kind=kind,
+            since=since,
+            evidence=evidence,
             wait=self.config.max_data_wait,
-        )  # fmt: skip
+        )
         have = await self._labelled(workflow, supervised, since)
         if since is not None and (have is None or have < self.config.min_dataset_rows):
             counted = "an unknown number of" if have is None else str(have)
@@ -208,10 +216,14 @@ class Improver(Agent):
     async def overdue(self) -> list[dict[str, Any]] | None:
         """Retraining runs past their deadline (``retrain_timeout``): forgotten, workflow idle."""
         out = [
-            {"workflow": workflow, "run_id": state.run_id, "noted": state.noted,
-             "running_s": round(self.retrainings.clock() - state.started, 1)}
+            {
+                "workflow": workflow,
+                "run_id": state.run_id,
+                "noted": state.noted,
+                "running_s": round(self.retrainings.clock() - state.started, 1),
+            }
             for workflow, state in self.retrainings.timed_out()
-        ]  # fmt: skip
+        ]
         return out or None
 
     @rule("overdue")
@@ -254,10 +266,11 @@ class Improver(Agent):
             }
             run_id = str(
                 await self.call(
-                    "planner", "run",
+                    "planner",
+                    "run",
                     {"workflow": supervised.train_workflow, "parameters": parameters},
                 )
-            )  # fmt: skip
+            )
         except Exception:
             self.retrainings.drop(workflow)
             raise
@@ -321,9 +334,11 @@ class Improver(Agent):
         if experiment is None:
             return None
         runs, _ = await client.search_runs(
-            [experiment], f"tags.`{RUN_ID_TAG}` = '{run_id}'", max_results=10,
+            [experiment],
+            f"tags.`{RUN_ID_TAG}` = '{run_id}'",
+            max_results=10,
             operation=f"finding the training run of {run_id}",
-        )  # fmt: skip
+        )
         for run in runs:
             version = run.data.tags.get(MODEL_VERSION_TAG)
             if version:
@@ -346,10 +361,11 @@ class Improver(Agent):
         )
         model_uri = f"models:/{supervised.model}/{candidate['version']}"
         redeployed = await self.call(
-            "planner", "redeploy",
+            "planner",
+            "redeploy",
             {"workflow": workflow, "node": supervised.node, "model_uri": model_uri},
             timeout=900,
-        )  # fmt: skip
+        )
         previous = promoted.get("previous")
         self.watching[workflow] = Probation(
             model_uri=model_uri,
@@ -383,8 +399,12 @@ class Improver(Agent):
             floor = float(watch.previous_accuracy)
         else:
             floor = float(watch.expected or 0) - self.config.rollback_margin
-        evidence = {**watch.evidence(), "accuracy": seen, "windows": len(watch.accuracies),
-                    "floor": floor}  # fmt: skip
+        evidence = {
+            **watch.evidence(),
+            "accuracy": seen,
+            "windows": len(watch.accuracies),
+            "floor": floor,
+        }
         if seen >= floor or not watch.previous:
             return Decision(
                 action="confirm-promotion",
@@ -402,10 +422,11 @@ class Improver(Agent):
             await self.call("planner", "promote", {"model": supervised.model, "version": previous})
             uri = f"models:/{supervised.model}/{previous}"
             redeployed: dict[str, Any] = await self.call(
-                "planner", "redeploy",
+                "planner",
+                "redeploy",
                 {"workflow": workflow, "node": supervised.node, "model_uri": uri},
                 timeout=900,
-            )  # fmt: skip
+            )
             return redeployed
 
         return await self._plan("rollback", workflow, reason, evidence, execute)
@@ -431,10 +452,11 @@ class Improver(Agent):
 
         async def execute() -> Any:
             result = await self.call(
-                "planner", "scale",
+                "planner",
+                "scale",
                 {"workflow": workflow, "node": node, "replicas": plan.target},
                 timeout=300,
-            )  # fmt: skip
+            )
             scaler.changed_at = time.time()  # windows from now on see the new replicas
             return result
 
@@ -443,9 +465,15 @@ class Improver(Agent):
     # -- plans and approvals -------------------------------------------------------------
 
     async def _plan(
-        self, kind: PlanKind, workflow: str, reason: str, evidence: dict[str, Any],
-        execute: Callable[[], Awaitable[Any]], *, action: str | None = None,
-    ) -> Decision:  # fmt: skip
+        self,
+        kind: PlanKind,
+        workflow: str,
+        reason: str,
+        evidence: dict[str, Any],
+        execute: Callable[[], Awaitable[Any]],
+        *,
+        action: str | None = None,
+    ) -> Decision:
         """Carry a plan out now, or hold it for approval; the decision records which."""
         action = action or kind
         if kind in self.config.approval:
@@ -467,9 +495,14 @@ class Improver(Agent):
         return Decision(action=action, reason=reason, evidence={**evidence, "outcome": outcome})
 
     def _hold(
-        self, plan_id: str, kind: PlanKind, workflow: str, reason: str, evidence: dict[str, Any],
+        self,
+        plan_id: str,
+        kind: PlanKind,
+        workflow: str,
+        reason: str,
+        evidence: dict[str, Any],
         execute: Callable[[], Awaitable[Any]],
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Hold a plan in the agent's approvals, where every way of deciding it meets.
 
         Operators decide it with control messages (``scanflow approve``, the
@@ -485,13 +518,15 @@ class Improver(Agent):
             self.retrainings.drop(workflow)  # the workflow may retrain on the next finding
 
         self.approvals.hold(
-            kind, reason, approved,
+            kind,
+            reason,
+            approved,
             on_reject=rejected if kind == "retrain" else None,
             details={**evidence, "workflow": workflow},
             approval_id=plan_id,
             timeout=self.config.approval_timeout,
             on_timeout=self.config.on_timeout,
-        )  # fmt: skip
+        )
 
     @actuator()
     async def plans(self) -> list[dict[str, Any]]:

@@ -1,6 +1,8 @@
 """The planner: the "execute" of MAPE-K. It builds, deploys, runs, scales and redeploys.
 
-It senses nothing and decides nothing on its own: other agents (the improver,
+Its one sensor checks what its platform needs (a cluster's namespaces and
+permissions: the preflight); until nothing is missing the planner is not
+ready, and says what is missing. It decides nothing on its own: other agents (the improver,
 an operator at the console) decide, and call its actuators. What it adds is
 the application catalog (which workflows exist, where their scripts are), the
 mapping of platform failures onto the wire's error codes, and the events that
@@ -26,7 +28,15 @@ from scanflow_agents.builtin.planner.platforms import make_platform
 from scanflow_agents.builtin.planner.runstore import KeyValueRunStore
 from scanflow_agents.builtin.planner.settings import PlannerSettings
 
-from scanflow_agents import Agent, BadInput, NotFound, PermanentError, actuator, chains
+from scanflow_agents import (
+    Agent,
+    BadInput,
+    NotFound,
+    PermanentError,
+    actuator,
+    chains,
+    sensor,
+)
 from scanflow_agents.knowledge import (
     ApplicationStore,
     KnowledgeClient,
@@ -57,6 +67,10 @@ NonEmpty = Annotated[str, Field(min_length=1)]
 AliasName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]*$", max_length=255)]
 
 
+#: Seconds between preflight checks while the platform lacks something.
+PREFLIGHT_INTERVAL = 30.0
+
+
 class Planner(Agent):
     """Executes plans on a platform: build, deploy, run, scale, redeploy, promote.
 
@@ -78,6 +92,8 @@ class Planner(Agent):
         self._chains_kv: KeyValue | None = None  # the chains of runs started here
         # Applications from the settings' files, which stored versions never replace.
         self._from_files: set[str] = set()
+        # What the platform lacks (the preflight's last answer): not ready while any.
+        self._missing: list[str] = []
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -101,6 +117,7 @@ class Planner(Agent):
         self._store = KeyValueRunStore(await self.key_value(_bucket(RUNS, self.settings.namespace)))
         self._chains_kv = await self.key_value(_bucket(CHAINS, self.settings.namespace))
         self._platform = make_platform(self.settings, self.options, self._run_finished, self._store)
+        await self._preflight()
         resumed = await self._platform.resume()
         if resumed:
             logger.info("planner: following %d run(s) again: %s", len(resumed), resumed)
@@ -120,6 +137,30 @@ class Planner(Agent):
         if knowledge is not None:
             await knowledge.aclose()
         self._chains.clear()
+
+    # -- preflight -----------------------------------------------------------------------
+
+    def unready(self) -> list[str]:
+        """What the platform lacks: the planner serves no plans it would fail to execute."""
+        return [f"{self.options.platform} platform: {missing}" for missing in self._missing]
+
+    @sensor(every=PREFLIGHT_INTERVAL, publish=False)
+    async def preflight(self) -> dict[str, list[str]]:
+        """Check again, while anything is missing, what the platform needs (a cluster's
+        namespaces, permissions, Argo's account): what an operator fixed is seen."""
+        if self._missing:
+            await self._preflight()
+        return {"missing": list(self._missing)}
+
+    async def _preflight(self) -> None:
+        before, self._missing = self._missing, await self.platform.preflight()
+        if self._missing and self._missing != before:
+            for missing in self._missing:
+                logger.warning(
+                    "planner: not ready: %s platform: %s", self.options.platform, missing
+                )
+        elif before and not self._missing:
+            logger.info("planner: the %s platform has all it needs", self.options.platform)
 
     @property
     def platform(self) -> Platform:

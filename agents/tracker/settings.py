@@ -38,6 +38,11 @@ class TrackerSettings(BaseModel):
     training_poll_seconds: float = Field(
         15.0, gt=0, description="Seconds between two reads of new training runs."
     )
+    serving_experiment: str = Field(
+        "scanflow-serving",
+        description="MLflow experiment where each closed serving window is logged (a run per "
+        "workflow node, a step per window, at most a dozen metrics); empty: not logged.",
+    )
     datasets_experiment: str = Field(
         "scanflow-datasets",
         min_length=1,

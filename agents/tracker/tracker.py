@@ -1,9 +1,10 @@
 """The tracker: the "monitor" of MAPE-K. It turns what workflows emit into observations.
 
-- ``serving`` (event sensor on ``serving.>``): each model-server replica's
+- ``serving`` (event sensor on ``telemetry.serving.>``): each model-server replica's
   report, added up per workflow node in time windows (see :mod:`.windows`); a
   closed window becomes ``observation.tracker.serving``, which the checker
-  analyses. The labelled rows of the reports are kept for retraining.
+  analyses, and a step of the node's MLflow run (see :mod:`.aggregates`). The
+  labelled rows of the reports are kept for retraining.
 - ``trainings`` (reads MLflow): training runs that finished since the last
   poll, once each, as ``observation.tracker.trainings``.
 - ``dataset`` (actuator): the recent labelled rows of a workflow node written
@@ -20,6 +21,7 @@ from types import MappingProxyType
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationError
+from scanflow_agents.builtin.tracker.aggregates import ServingLog
 from scanflow_agents.builtin.tracker.datasets import RecentRows, upload
 from scanflow_agents.builtin.tracker.settings import TrackerSettings
 from scanflow_agents.builtin.tracker.windows import Windows
@@ -55,6 +57,7 @@ class Tracker(Agent):
             raise ValueError(f"tracker: bad settings in settings.agents.tracker: {exc}") from None
         self.options = options
         self.windows = Windows(options.window_seconds, options.sample_rows)
+        self.serving_log: ServingLog | None = None
         self.recent = RecentRows(options.recent_rows)
         # What the trainings sensor reads and how often come from the settings, which
         # exist only once the agent is made: its spec is replaced on the instance.
@@ -71,6 +74,8 @@ class Tracker(Agent):
     async def on_start(self) -> None:
         """Validate the settings (they may have been replaced since the agent was made)."""
         self._configure()
+        if self.options.serving_experiment:
+            self.serving_log = ServingLog(self.knowledge, self.options.serving_experiment)
         logger.info(
             "tracker: %g s windows, training runs of %s",
             self.options.window_seconds,
@@ -79,7 +84,7 @@ class Tracker(Agent):
 
     # -- serving -------------------------------------------------------------------------
 
-    @sensor(on="serving.>")
+    @sensor(on="telemetry.serving.>")
     async def serving(self, event: Event) -> dict[str, Any] | None:
         """One replica's serving report; the observation of a window when it closes.
 
@@ -98,7 +103,14 @@ class Tracker(Agent):
         at = window.get("end")
         at = float(at) if isinstance(at, int | float) else event.time.timestamp()
         self.recent.add(report)
-        return self.windows.add(report, at)
+        closed = self.windows.add(report, at)
+        if closed is not None and self.serving_log is not None:
+            await self.serving_log.log(closed)  # the window's figures, not every replica's
+        return closed
+
+    async def on_stop(self) -> None:
+        if self.serving_log is not None:
+            await self.serving_log.close()
 
     @actuator()
     async def labelled(self, workflow: str, node: str = "model", since: float | None = None) -> int:

@@ -25,17 +25,27 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from scanflow_agents.builtin.tracker.deviations import ReplicaMoments
+
 _PERCENTILES = ("p50", "p95", "p99")
 
 
 @dataclass
 class Window:
-    """One open window of one workflow node."""
+    """One open window of one workflow node.
+
+    Its input rows are a reservoir of at most ``capacity`` rows, uniform over
+    every row the replicas' samples brought: a window's memory does not grow
+    with the number of replicas reporting into it (a thousand replicas bring
+    a quarter of a million rows a window).
+    """
 
     workflow: str
     node: str
     start: float
     seconds: float
+    capacity: int = 2_000
+    rng: random.Random = field(default_factory=random.Random)
     reports: int = 0
     replicas: dict[str, str] = field(default_factory=dict)  # replica -> last model URI
     model_uris: list[str] = field(default_factory=list)
@@ -51,6 +61,8 @@ class Window:
     columns: list[str] = field(default_factory=list)
     rows: list[list[float]] = field(default_factory=list)
     row_models: list[int] = field(default_factory=list)  # index into model_uris, per row
+    rows_seen: int = 0  # rows offered to the reservoir
+    moments: ReplicaMoments = field(default_factory=ReplicaMoments)  # per replica and feature
     probe_ms: float | None = None
     objectives: dict[str, Any] = field(default_factory=dict)
 
@@ -67,7 +79,9 @@ class Window:
             self.model_uris.append(uri)
         model = self.model_uris.index(uri)
         self.reports += 1
-        self.replicas[str(report.get("replica") or "?")] = uri
+        replica = str(report.get("replica") or "?")
+        self.replicas[replica] = uri
+        self.moments.add(replica, report.get("features"))
         requests = int(report.get("requests") or 0)
         self.requests += requests
         self.errors += int(report.get("errors") or 0)
@@ -96,17 +110,26 @@ class Window:
         if rows:
             if not self.columns:
                 self.columns = list(sample.get("columns") or [])
-            self.rows.extend(rows)
-            self.row_models.extend([model] * len(rows))
+            self._keep(rows, model)
 
-    def observation(self, sample_rows: int, rng: random.Random) -> dict[str, Any]:
+    def _keep(self, rows: list[list[float]], model: int) -> None:
+        # Reservoir sampling: once full, the n-th row seen replaces a kept one
+        # with probability capacity / n, so every row is kept with the same
+        # chance, whichever replica reported first (truncating would favour it).
+        for row in rows:
+            self.rows_seen += 1
+            if len(self.rows) < self.capacity:
+                self.rows.append(row)
+                self.row_models.append(model)
+                continue
+            slot = self.rng.randrange(self.rows_seen)
+            if slot < self.capacity:
+                self.rows[slot] = row
+                self.row_models[slot] = model
+
+    def observation(self) -> dict[str, Any]:
         """The closed window as the value of ``observation.tracker.serving``."""
         rows, row_models = self.rows, self.row_models
-        if len(rows) > sample_rows:
-            # A uniform subsample: truncating would favour the replicas that reported first.
-            keep = sorted(rng.sample(range(len(rows)), sample_rows))
-            rows = [rows[i] for i in keep]
-            row_models = [row_models[i] for i in keep]
         latency = {
             name: (total / weight if weight else None)
             for name, (total, weight) in self.latency.items()
@@ -134,6 +157,8 @@ class Window:
             "accuracy": self.correct / self.matched if self.matched else None,
             "by_model": {uri: dict(counts) for uri, counts in self.by_model.items()},
             "sample": {"columns": self.columns, "rows": rows, "model_index": row_models},
+            # The replicas whose inputs differ most from the others' (see .deviations).
+            "replica_deviations": self.moments.deviations(),
         }
 
 
@@ -163,10 +188,12 @@ class Windows:
         window = self.open.get(key)
         closed = None
         if window is not None and at >= window.end:
-            closed = window.observation(self.sample_rows, self._rng)
+            closed = window.observation()
             window = None
         if window is None:
             start = math.floor(at / self.seconds) * self.seconds
-            window = self.open[key] = Window(workflow, node, start, self.seconds)
+            window = self.open[key] = Window(
+                workflow, node, start, self.seconds, capacity=self.sample_rows, rng=self._rng
+            )
         window.add(report)
         return closed

@@ -44,10 +44,16 @@ def generate() -> tuple[Any, Any]:
     from sklearn.datasets import make_classification
 
     x, y = make_classification(
-        n_samples=8000, n_features=len(COLUMNS), n_informative=5, n_redundant=1,
-        n_classes=len(GRADES), n_clusters_per_class=2, class_sep=1.2, flip_y=0.01,
+        n_samples=8000,
+        n_features=len(COLUMNS),
+        n_informative=5,
+        n_redundant=1,
+        n_classes=len(GRADES),
+        n_clusters_per_class=2,
+        class_sep=1.2,
+        flip_y=0.01,
         random_state=0,
-    )  # fmt: skip
+    )
     return np.round(x, 4), np.asarray(GRADES)[y]
 
 

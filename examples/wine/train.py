@@ -137,20 +137,24 @@ def main(argv: list[str] | None = None) -> None:
             mlflow.log_artifact(str(path))
         example = frame(data["x_test"][:2])
         info = mlflow.sklearn.log_model(
-            model, name="model", input_example=example,
+            model,
+            name="model",
+            input_example=example,
             signature=infer_signature(example, model.predict(example)),
-            registered_model_name=args.registered_model, pip_requirements=["scikit-learn"],
+            registered_model_name=args.registered_model,
+            pip_requirements=["scikit-learn"],
             # MLflow's safe serialisation asks which types to trust when loading: the
             # forest's trees, which this step made itself.
             skops_trusted_types=["sklearn.tree._tree.Tree"],
-        )  # fmt: skip
+        )
     result = training.register_candidate(
-        run.info.run_id, str(info.registered_model_version),
+        run.info.run_id,
+        str(info.registered_model_version),
         recent_accuracy=scores.get("recent_accuracy"),
         production_recent_accuracy=scores.get("production_recent_accuracy"),
         record={"registered_model": args.registered_model, "accuracy": round(test_accuracy, 4)},
         step=step,
-    )  # fmt: skip
+    )
     print(result)
 
 

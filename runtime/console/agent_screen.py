@@ -146,9 +146,12 @@ class AgentScreen(Screen[None]):
                 f"{p.name}:{p.type}{'' if p.required else '?'}" for p in spec.parameters()
             )
             actuators.add_row(
-                spec.id, shorten(params, 36), limits(spec), shorten(spec.description, 40),
+                spec.id,
+                shorten(params, 36),
+                limits(spec),
+                shorten(spec.description, 40),
                 key=spec.id,
-            )  # fmt: skip
+            )
         self._show_params()
         table = self.query_one("#decisions", DataTable)
         table.clear()

@@ -1,6 +1,8 @@
 """The console application: screens, keys, and the commands typed at its prompt.
 
-All NATS I/O runs in workers (``@work``) on the app's event loop, so the
+Local commands (help, filter, the approvals view) run here; the ones that
+talk to agents run in ``executing.py``. All NATS I/O runs in workers
+(``@work``) on the app's event loop, so the
 screen never waits for the network; a lost connection shows a banner while
 the client reconnects by itself, and a failing command is a line of output,
 never a traceback.
@@ -8,15 +10,12 @@ never a traceback.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
-from scanflow_agents.runtime.arguments import checked
-from scanflow_agents.runtime.commanding import shorten
 from scanflow_agents.runtime.console.agent_screen import AgentScreen
 from scanflow_agents.runtime.console.approvals_screen import ApprovalsScreen
 from scanflow_agents.runtime.console.chain_screen import ChainScreen
@@ -25,9 +24,9 @@ from scanflow_agents.runtime.console.commands import (
     Command,
     CommandError,
     TypedHistory,
-    need,
     parse,
 )
+from scanflow_agents.runtime.console.executing import Executor, error_text
 from scanflow_agents.runtime.console.failures import ErrorLog
 from scanflow_agents.runtime.console.help_screen import HelpScreen
 from scanflow_agents.runtime.console.link import Link
@@ -76,9 +75,19 @@ class ConsoleApp(App[None]):
         self.errors = ErrorLog(error_log)
         self.suggester = CommandSuggester({})
         self.link = Link(settings, name=caller, on_change=self._changed)
+        self.executor = Executor(
+            self.link,
+            self.suggester,
+            say=self.say,
+            open_agent=self.open_agent,
+            open_chain=self.open_chain,
+            refresh=self._refresh,
+            dry_run=lambda: self.dry_run_calls,
+        )
         self._dirty: set[str] = {"agents", "events", "connection"}
         self._rebuild_events = False
         self._last_refresh = 0.0
+        self._outage_error = False  # the error shown came from a call made while disconnected
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -143,8 +152,11 @@ class ConsoleApp(App[None]):
     def _redraw(self, main: MainScreen) -> None:
         if "connection" in self._dirty or self.link.down_since is not None:
             main.show_banner(self._banner())
-            if self.link.connected:
-                main.clear_error()  # what failed while NATS was away may work now
+            if self.link.connected and self._outage_error:
+                # What failed while NATS was away may work now; any other error
+                # (a bad line, a failing key) stays until the next output.
+                main.clear_error()
+                self._outage_error = False
         problem = self.link.latest_problem()
         if "unreadable" in self._dirty and problem is not None:
             self.say(problem, error=True)  # once per new problem; the agent stays listed
@@ -263,6 +275,7 @@ class ConsoleApp(App[None]):
         if not self.is_running or not self.screen_stack:
             return  # a command that ends while the console closes has no one to tell
         text = redaction.redact(text)  # replies and errors may quote what agents hold
+        self._outage_error = False  # this output replaces any earlier one
         show = getattr(self.screen, "show_output", None)
         if show is not None:
             show(text, error=error)
@@ -321,101 +334,13 @@ class ConsoleApp(App[None]):
     async def remote(self, command: Command, then: Callable[[], Any] | None = None) -> None:
         """A command that talks to agents; its outcome (or error) goes to the output line."""
         try:
-            text = await self._remote(command)
+            text = await self.executor.run(command)
         except Exception as exc:
             self.say(error_text(command.verb, exc), error=True)
+            self._outage_error = not self.link.connected
             return
         if text:
             self.say(text)
         self._dirty.add("agents")
         if then is not None:
             then()
-
-    async def _remote(self, command: Command) -> str | None:
-        words = command.words
-        if command.verb == "describe":
-            # Asked first, so a name nobody answers to is an error, not an empty view.
-            agent = need(command, "AGENT")[0]
-            self.suggester.descriptions[agent] = await self.link.require().describe(agent)
-            self.open_agent(agent)
-            return None
-        if command.verb == "chain":
-            correlation_id = need(command, "CORRELATION_ID")[0]
-            await self._check_chain(correlation_id)
-            self.open_chain(correlation_id)
-            return None
-        if command.verb == "call":
-            agent, actuator = need(command, "AGENT", "ACTUATOR")[:2]
-            return await self._call(agent, actuator, command.params)
-        controls = self.link.controls
-        if command.verb in ("pause", "resume"):
-            agent = need(command, "AGENT", "SENSOR", optional=1)[0]
-            sensor = words[1] if len(words) > 1 else None
-            if command.verb == "pause":
-                done = await controls.pause(agent, sensor, reason=f"paused by {self.link.name}")
-            else:
-                done = await controls.resume(agent, sensor)
-            what = f"{agent}.{sensor}" if sensor else agent
-            await self._refresh()
-            return f"{command.verb}d {what} on {len(done)} replica(s)"
-        if command.verb == "run-sensor":
-            agent, sensor = need(command, "AGENT", "SENSOR")[:2]
-            result = await controls.run_sensor(agent, sensor)
-            if not result["ran"]:
-                return f"{agent}.{sensor} skipped: {result['skipped']}"
-            return f"{agent}.{sensor} observed {_short(result['observation'])}"
-        if command.verb == "dry-run":
-            agent, mode = need(command, "AGENT", "on|off")[:2]
-            if mode not in ("on", "off"):
-                raise CommandError("dry-run takes on or off", field="mode")
-            done = await controls.dry_run(agent, mode == "on")
-            await self._refresh()
-            return f"dry-run {mode} for {agent} on {len(done)} replica(s)"
-        if command.verb in ("approve", "reject"):
-            approval_id = need(command, "ID", "REASON")[0]
-            reason = " ".join(words[1:])
-            holder = next(
-                (a.agent for a in await controls.approvals() if a.id == approval_id), None
-            )
-            if holder is None:
-                raise CommandError(f"no approval {approval_id!r} is waiting", field="id")
-            decide = controls.approve if command.verb == "approve" else controls.reject
-            decided = await decide(holder, approval_id, reason=reason)
-            past = "approved" if command.verb == "approve" else "rejected"
-            return f"{past} {approval_id} ({decided['kind']}); recorded with its chain"
-        raise CommandError(f"{command.verb} is not a remote command")
-
-    async def _check_chain(self, correlation_id: str) -> None:
-        client = self.link.require()
-        if not await client.history(correlation_id=correlation_id, kinds=None, limit=1):
-            raise CommandError(
-                f"no event is recorded in chain {correlation_id!r}; select an event "
-                "and press enter, or copy its CHAIN from `scanflow history`",
-                field="correlation_id",
-            )
-
-    async def _call(self, agent: str, actuator: str, params: dict[str, Any]) -> str:
-        client = self.link.require()
-        described = self.suggester.descriptions.get(agent) or await client.describe(agent)
-        self.suggester.descriptions[agent] = described
-        spec = checked(described, actuator, params)  # before sending: the field is named
-        timeout = (spec.timeout or 30) + 10
-        self.say(f"calling {agent}.{actuator}…")
-        result = await client.call(
-            agent, actuator, params, timeout=timeout, dry_run=self.dry_run_calls
-        )
-        dry = " (dry run)" if self.dry_run_calls else ""
-        return f"{agent}.{actuator}{dry} → {_short(result)}"
-
-
-def error_text(verb: str | None, error: Exception) -> str:
-    """One line for a failed command: its verb once, the error's code and field if any."""
-    code = getattr(error, "code", None)
-    field = getattr(error, "field", None)
-    text = f"{code}: {error}" if code else str(error)
-    text = f"{verb}: {text}" if verb else text
-    return f"{text} (field: {field})" if field else text
-
-
-def _short(value: Any) -> str:
-    return shorten(json.dumps(value, default=str), 300)

@@ -26,6 +26,8 @@ VERBS: dict[str, str] = {
     "resume": "resume AGENT [SENSOR]              resume it",
     "run-sensor": "run-sensor AGENT SENSOR            run a sensor now",
     "dry-run": "dry-run AGENT on|off               switch an agent's dry-run mode",
+    "freeze": "freeze REASON...                   every actuator of the namespace refuses",
+    "unfreeze": "unfreeze                           lift the freeze",
     "approvals": "approvals                          decisions waiting for a person",
     "approve": "approve ID REASON...               approve one, with a reason",
     "reject": "reject ID REASON...                reject one, with a reason",
@@ -34,7 +36,17 @@ VERBS: dict[str, str] = {
     "help": "help                               keys and commands",
     "quit": "quit                               leave the console",
 }
-ACTING = {"call", "pause", "resume", "run-sensor", "dry-run", "approve", "reject"}
+ACTING = {
+    "call",
+    "pause",
+    "resume",
+    "run-sensor",
+    "dry-run",
+    "freeze",
+    "unfreeze",
+    "approve",
+    "reject",
+}
 
 
 class CommandError(ValueError):
@@ -102,8 +114,14 @@ def candidates(line: str, agents: Mapping[str, Description | None]) -> list[str]
     choices: list[str]
     if not done:
         choices = list(VERBS)
-    elif len(done) == 1 and done[0] in ("call", "describe", "pause", "resume", "run-sensor",
-                                         "dry-run"):  # fmt: skip
+    elif len(done) == 1 and done[0] in (
+        "call",
+        "describe",
+        "pause",
+        "resume",
+        "run-sensor",
+        "dry-run",
+    ):
         choices = sorted(agents)
     elif len(done) == 2 and done[0] == "call":
         choices = [a.id for a in described.actuators] if described else []

@@ -28,7 +28,7 @@ from scanflow_agents import Settings
 from scanflow_agents.clients import Client, connect_transport
 from scanflow_agents.controls import Controls
 from scanflow_agents.errors import BadMessage
-from scanflow_agents.messages import Envelope, Heartbeat
+from scanflow_agents.messages import Envelope, Heartbeat, utcnow
 from scanflow_agents.transports.base import Message, TransportError
 
 logger = logging.getLogger("scanflow_agents.console")
@@ -154,10 +154,18 @@ class Link:
             self._down(f"lost the connection to NATS at {self.url}")
 
     async def refresh(self, wait: float = 0.3) -> None:
-        """Ask every replica for its heartbeat now (discovery), besides the periodic ones."""
+        """Ask every replica for its heartbeat now (discovery), and read the kept last states."""
         client = self.require()
         for heartbeat in await client.discover(wait=wait, unreadable=self._unreadable):
             self._heard(heartbeat)
+        # Replicas gone before this console started (or while it was away) are
+        # known only by the last state they kept: `stopped`, or silent (stale).
+        now, moment = time.monotonic(), utcnow()
+        for kept in await client.last_states(unreadable=self._unreadable):
+            key = (kept.agent, kept.instance)
+            if key not in self.replicas:
+                age = max(0.0, (moment - kept.time).total_seconds())
+                self.replicas[key] = Replica(kept, heard=now - age)
         self.on_change("agents")
 
     async def backfill(self, limit: int = 200) -> None:
@@ -272,6 +280,10 @@ def state_of(heartbeat: Heartbeat) -> str:
         state = "not ready"
     if heartbeat.dry_run:
         state += " dry-run"
+    if heartbeat.frozen:
+        state += " frozen"  # the namespace's actuators refuse to act
+    if heartbeat.unstored:
+        state += " unrecorded"  # its records cannot be stored now
     if heartbeat.leader:
         state += " leader"
     if heartbeat.paused_sensors:

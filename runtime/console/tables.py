@@ -113,6 +113,8 @@ STATE_STYLES = {
     "paused": "bold yellow",
     "~paused": "yellow",
     "dry-run": "bold magenta",
+    "unrecorded": "bold red",
+    "frozen": "bold cyan",
     "leader": "green",
     "not": "bold red",
     "ready": "bold red",

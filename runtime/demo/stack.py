@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from scanflow_agents.runtime.demo.examples import EXAMPLES, Example
-from scanflow_agents.runtime.loading import LoadError, load_agent_classes
+from scanflow_agents.runtime.loading import BUILTIN_AGENTS, LoadError, load_agent_classes
 
 from scanflow_agents import Agent, Settings
 from scanflow_agents.clients import Client, connect_transport
@@ -29,12 +29,7 @@ logger = logging.getLogger("scanflow_agents.runtime.demo")
 
 NAMESPACE = "demo"
 #: The MAPE-K loop, in its order: monitor, analyse, plan, execute.
-AGENTS = (
-    "scanflow_agents.builtin.tracker:Tracker",
-    "scanflow_agents.builtin.checker:Checker",
-    "scanflow_agents.builtin.improver:Improver",
-    "scanflow_agents.builtin.planner:Planner",
-)
+AGENTS = tuple(BUILTIN_AGENTS.values())
 #: The default example application: ``examples/digits`` in a checkout, shipped in the
 #: wheel as this package's ``digits`` (see pyproject.toml and ``examples.py``).
 EXAMPLE = EXAMPLES["digits"].folder

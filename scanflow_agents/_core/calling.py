@@ -45,6 +45,8 @@ logger = logging.getLogger("scanflow_agents.calling")
 # Seconds after our connection was restored during which "no responders" means
 # "agents still resubscribing", not "no such agent".
 RECONNECT_GRACE = 10.0
+# `busy` ends as soon as one call in flight ends: the first retry comes after
+# milliseconds, the backoff doubles from there.
 FIRST_BACKOFF = 0.005
 MAX_ID = 128  # the envelope's limit on ids
 MAX_BACKOFF = 0.5
@@ -102,6 +104,8 @@ async def remote_call(
     target, _, actuator = envelope["target"].partition(".")
     subject = subjects.act(target, actuator)
     data = wire.dumps(envelope)
+    # Refused before sending, with both sizes: the caller learns what to shrink
+    # rather than meeting a transport error.
     if len(data) > transport.max_payload:
         raise _origin(
             TooLarge(
@@ -119,7 +123,10 @@ async def remote_call(
         try:
             reply = await _request(transport, subject, data, max(remaining, 0.001), target)
             result = result_of(reply)
-        except Busy as exc:
+        except (Busy, Unavailable) as exc:
+            # The callee said so before acting: full, or unable to record or claim
+            # the call now (its stream or call store electing a leader). Asking
+            # again within the timeout is safe, and a failover is seconds.
             if remaining <= backoff:
                 raise _origin(exc, target, actuator) from None
         except NoResponders:
@@ -133,6 +140,8 @@ async def remote_call(
                     actuator,
                 ) from None
         except RequestTimeout:
+            # Not retried: the callee may have run the call, and sending it again
+            # could act twice.
             raise _origin(
                 CallTimeout(
                     f"agent '{target}' did not answer the call to '{actuator}' within {timeout:g} s"

@@ -16,6 +16,12 @@ that a restarted agent (or the next leader) resumes where the last one left:
   (and counted as expired). They stay in the stream for the audit trail.
 
 Only the leader among an agent's replicas consumes (see :mod:`.leading`).
+
+A shadow agent (``settings.agent.shadow``) runs no timed sensor of its own:
+its rules on those sensors follow the live agent's recorded observations
+(``observation.<live agent>.<sensor>``) through consumers of the same kind,
+so both decide on the very same observations, and a decision of each names
+the same one as its cause.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from pydantic import ValidationError
 
 from scanflow_agents._core.ports import AgentSpec
 from scanflow_agents._kit.tasks import guarded
-from scanflow_agents.messages import SCHEMA_VERSION, Envelope, Event, utcnow
+from scanflow_agents.messages import SCHEMA_VERSION, Envelope, Event, Observation, utcnow
+from scanflow_agents.sensors import SensorSpec
 from scanflow_agents.transports.base import StoredMessage, Subscription
 from scanflow_agents.triggers import OnEvent
 
@@ -57,6 +64,8 @@ def durable_name(agent: str, pattern: str) -> str:
     """
     spelled = pattern.replace("*", "any").replace(">", "all")
     slug = re.sub(r"[^A-Za-z0-9_-]", "_", f"{agent}-{spelled}")[:48]
+    # The slug is cut to a bounded length; the digest of the exact pair keeps two
+    # cut slugs apart.
     digest = hashlib.sha256(f"{agent}\0{pattern}".encode()).hexdigest()[:10]
     return f"{slug}-{digest}"
 
@@ -66,6 +75,20 @@ def topics(agent: AgentSpec) -> list[str]:
     found = [s.trigger.topic for s in agent.sensors.values() if isinstance(s.trigger, OnEvent)]
     found += [t for r in agent.rules.values() for t in r.topics]
     return list(dict.fromkeys(found))
+
+
+def followed(agent: AgentSpec, live: str) -> dict[str, SensorSpec]:
+    """The live agent's observation topics a shadow follows, with the sensor each stands for.
+
+    Its timed and MLflow-reading sensors that a rule watches: an event sensor
+    runs on the shadow itself, on the same events as the live one.
+    """
+    return {
+        f"observation.{live}.{spec.id}": spec
+        for spec in agent.sensors.values()
+        if not isinstance(spec.trigger, OnEvent)
+        and any(rule.watches_sensor(spec.id) for rule in agent.rules.values())
+    }
 
 
 @dataclass
@@ -95,6 +118,8 @@ class EventConsumers:
         transport: where the stream is.
         subjects: the namespace's subjects.
         settings: the agent settings (maximum age, acknowledgement wait).
+        follow: for a shadow, the live agent whose recorded observations feed
+            the rules on its timed sensors (see the module's docstring).
     """
 
     def __init__(
@@ -104,16 +129,23 @@ class EventConsumers:
         transport: Transport,
         subjects: Subjects,
         settings: AgentSettings,
+        *,
+        follow: str | None = None,
     ) -> None:
         self.agent = agent
         self.reactor = reactor
         self.transport = transport
         self.subjects = subjects
         self.settings = settings
-        self.patterns = topics(agent)
+        self.follow = follow
+        self.followed = followed(agent, follow) if follow is not None else {}
+        self.patterns = list(dict.fromkeys([*topics(agent), *self.followed]))
         self.states = {pattern: ConsumerState() for pattern in self.patterns}
         self._seen: dict[str, OrderedDict[str, None]] = {p: OrderedDict() for p in self.patterns}
         self._subscriptions: list[Subscription] = []
+        # Leadership can be lost while start() still binds consumers; without the
+        # lock, stop() would find a partial list, and start() would go on binding
+        # consumers nobody stops.
         self._lock = asyncio.Lock()  # start and stop never interleave
 
     @property
@@ -150,6 +182,8 @@ class EventConsumers:
         so an actuator that already ran answers without running again.
         """
         async with self._lock:
+            # Taken out before the first await: a start() waiting for the lock then
+            # binds afresh rather than finding consumers that are going away.
             subs, self._subscriptions = self._subscriptions, []
             if not subs:
                 return
@@ -164,6 +198,8 @@ class EventConsumers:
                     self.agent.name,
                     timeout,
                 )
+                # Aborting cancels the handler in hand; its event was not acknowledged, so the
+                # next reader gets it again.
                 await asyncio.gather(*(sub.abort() for sub in subs), return_exceptions=True)
                 await asyncio.wait(pending, timeout=timeout)
 
@@ -181,6 +217,7 @@ class EventConsumers:
             if isinstance(s.trigger, OnEvent) and s.trigger.topic == pattern
         ]
         rules = [r for r in agent.rules.values() if pattern in r.topics]
+        observed = self.followed.get(pattern)  # a shadow's view of a live sensor
         state, seen = self.states[pattern], self._seen[pattern]
         max_age = timedelta(seconds=self.settings.events_max_age)
 
@@ -190,6 +227,8 @@ class EventConsumers:
             try:
                 envelope = decode(message.data, "event")
             except ValueError as exc:
+                # Acknowledged and skipped: delivered again it would fail again, and
+                # hold back every event behind it.
                 state.malformed += 1
                 logger.warning(
                     "agent %r skipped a malformed event on %s: %s", agent.name, message.subject, exc
@@ -205,6 +244,8 @@ class EventConsumers:
                     message.deliveries,
                 )
                 return
+            # Acting on a stale event (an old finding) could undo newer work: skipped and
+            # acknowledged; it stays in the stream for the audit trail.
             if utcnow() - message.time > max_age:
                 state.expired += 1
                 return
@@ -216,11 +257,33 @@ class EventConsumers:
                 time=envelope.time,
                 correlation_id=envelope.correlation_id,
             )
+            if observed is not None:
+                if not isinstance(envelope.payload, dict) or "value" not in envelope.payload:
+                    state.malformed += 1
+                    logger.warning(
+                        "agent %r skipped an observation without a value on %s",
+                        agent.name,
+                        message.subject,
+                    )
+                    return
+                # The live observation itself: its id and chain, so the shadow's
+                # decision names the same cause as the live agent's.
+                observation = Observation(
+                    id=envelope.id,
+                    agent=envelope.source,
+                    sensor=observed.id,
+                    value=envelope.payload["value"],
+                    time=envelope.time,
+                    correlation_id=envelope.correlation_id,
+                )
+                await reactor.react(observation, observed)
             for sensor in sensors:
                 await reactor.run_sensor(sensor.id, event)
             for rule in rules:
                 await reactor.run_rule(rule, event, event.correlation_id, event.id)
             state.handled += 1
+            # Remembered only once handled: an event whose handling was cancelled half-way
+            # must run when it comes back.
             seen[envelope.id] = None
             if len(seen) > SEEN:
                 seen.popitem(last=False)
@@ -236,6 +299,8 @@ def decode(data: bytes, kind: str) -> Envelope:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "message"
         raise ValueError(f"not a valid envelope ({where}: {first['msg']})") from None
+    # Refused rather than guessed at: another schema version may mean something
+    # else by the same fields.
     if envelope.v != SCHEMA_VERSION:
         raise ValueError(
             f"schema version {envelope.v} is not supported (this agent speaks {SCHEMA_VERSION})"

@@ -12,7 +12,13 @@ op               params                                      answered by
 ``approvals``                                                every replica
 ``approve``      ``id``, ``reason``                          every replica (the holder acts)
 ``reject``       ``id``, ``reason``                          every replica (the holder acts)
+``freeze``       a :class:`~scanflow_agents.messages.Freeze`  every replica of every agent
 ===============  ==========================================  ==========================
+
+``freeze`` is sent once to the whole namespace (``scanflow.<ns>.control.freeze``)
+and kept in its switches bucket by the operator's side, which a replica reads
+at start (:meth:`Controller.restore`): one switch stops every action of the
+namespace, for the day a policy misbehaves across a fleet.
 
 Replies are the usual :class:`~scanflow_agents.messages.Reply`, with the
 replica's instance in the result, so a caller that gathers the answers of
@@ -35,6 +41,7 @@ dry-run); it is built with the few ports it uses, not with the runtime.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -42,10 +49,10 @@ from typing import Any
 from scanflow_agents._core import allowing
 from scanflow_agents._core.approvals import Approvals, Verdict
 from scanflow_agents._core.ports import AgentSpec, Record, RunSensor, Spawn
-from scanflow_agents._core.switches import ControlState
+from scanflow_agents._core.switches import ControlState, Switch
 from scanflow_agents._core.wire import failure as _failure
-from scanflow_agents.errors import BadInput, CallError, ErrorCode, NotFound
-from scanflow_agents.messages import Envelope, Reply, new_id
+from scanflow_agents.errors import BadInput, CallError, ErrorCode, NotFound, Rejected
+from scanflow_agents.messages import Envelope, Freeze, Reply, new_id
 from scanflow_agents.sensors import sensor_of
 from scanflow_agents.settings import AgentSettings
 from scanflow_agents.transports.base import Message
@@ -53,7 +60,8 @@ from scanflow_agents.transports.base import Message
 logger = logging.getLogger("scanflow_agents.controlling")
 
 BROADCAST_OPS = ("pause", "resume", "dry-run", "approvals", "approve", "reject")
-OPS = ("run-sensor", *BROADCAST_OPS)
+NAMESPACE_OPS = ("freeze",)
+OPS = ("run-sensor", *BROADCAST_OPS, *NAMESPACE_OPS)
 
 Authorize = Callable[[str, Envelope], str | None]
 
@@ -95,10 +103,11 @@ class Controller:
         self.authorize: Authorize | None = None
 
     def summary(self) -> dict[str, Any]:
-        """What heartbeats say about control: dry-run, paused sensors, approvals waiting."""
+        """What heartbeats say about control: dry-run, freeze, paused sensors, approvals."""
         now = self.controls.snapshot()
         return {
             "dry_run": now.dry_run.on,
+            "frozen": now.frozen.on,
             "paused_sensors": now.paused_sensors,
             "approvals": len(self.approvals),
         }
@@ -121,6 +130,8 @@ class Controller:
         # The actuators' allow-list decides for control ops too, under the name
         # `control.<op>` (e.g. `agent.allow: {"control.approve": ["operator:alice"]}`).
         refusal = allowing.refusal(self.settings.allow, agent, f"control.{op}", request.source)
+        # The settings' allow-list first, then the hook: the hook can only refuse
+        # more, never let in a caller the settings keep out.
         if refusal is None and self.authorize is not None:
             refusal = self.authorize(op, request)
         if refusal is not None:
@@ -138,6 +149,7 @@ class Controller:
         await self._respond(message, request, reply)
 
     async def _respond(self, message: Message, request: Envelope | None, reply: Reply) -> None:
+        # Every replica answers a broadcast op: the instance says which one refused.
         if reply.error is not None:
             reply.error.details = {"instance": self.instance}
         envelope = Envelope(
@@ -152,6 +164,10 @@ class Controller:
     async def _handle(self, op: str, params: dict[str, Any], request: Envelope) -> dict[str, Any]:
         if op == "run-sensor":
             return await self._run_sensor(_text(params, "sensor"))
+        if op in ("approvals", "approve", "reject"):
+            # What a replica that stopped cleanly left is listed and decided
+            # by whichever replica is asked first (one adopts each).
+            await self.approvals.adopt()
         if op == "approvals":
             return self.approvals.listing().model_dump(mode="json")
         if op in ("approve", "reject"):
@@ -165,10 +181,14 @@ class Controller:
             return await self._resume(params, request)
         if op == "dry-run":
             return await self._dry_run(params, request)
+        if op == "freeze":
+            return await self._freeze(params, request)
         raise NotFound(f"unknown control op {op!r} (ops: {', '.join(OPS)})")
 
     async def _run_sensor(self, sensor: str) -> dict[str, Any]:
         self._known_sensor(sensor)
+        # A paused sensor is not run by hand either: the pause is an operator's word,
+        # and another operator's run-sensor must not bypass it unseen.
         refusal = self.controls.sensor_refusal(sensor)
         if refusal is not None:
             return {"sensor": sensor, "ran": False, "skipped": refusal}
@@ -188,6 +208,8 @@ class Controller:
             self.controls.pause_sensor(str(sensor), reason, by=request.source)
         else:
             self.controls.pause_agent(reason, by=request.source)
+        # Switched first, recorded after: the record may wait for room in a full
+        # backlog, and a pause is most wanted when an agent floods the stream.
         await self._record("pause", {"sensor": sensor, "reason": reason}, request)
         return {"paused": sensor or "agent", "reason": reason}
 
@@ -205,9 +227,43 @@ class Controller:
         on = params.get("on")
         if not isinstance(on, bool):
             raise BadInput("dry-run needs 'on' as true or false", field="on")
+        refusal = self.controls.dry_run_refusal(on)
+        if refusal is not None:
+            raise Rejected(refusal)
         self.controls.set_dry_run(on, by=request.source)
         await self._record("dry-run", {"on": on}, request)
         return {"dry_run": on}
+
+    def restore(self, data: bytes | None) -> None:
+        """Start frozen if the namespace's switches bucket says so (``data``: its record)."""
+        if data is None:
+            return
+        try:
+            freeze = Freeze.read(json.loads(data), agent="the switches bucket")
+        except (ValueError, CallError) as exc:
+            # Refusing to start would take the agent away when it is needed;
+            # starting unfrozen is what the operator sees (heartbeats say it).
+            logger.error(
+                "agent %r cannot read the namespace's freeze (%s); not frozen", self.agent.name, exc
+            )
+            return
+        self.controls.set_freeze(Switch(freeze.on, freeze.by, freeze.at, freeze.reason))
+        if freeze.on:
+            logger.warning(
+                "agent %r starts frozen (by %s: %s): its actions are refused until unfrozen",
+                self.agent.name,
+                freeze.by,
+                freeze.reason,
+            )
+
+    async def _freeze(self, params: dict[str, Any], request: Envelope) -> dict[str, Any]:
+        try:
+            freeze = Freeze.read(params, agent=request.source)
+        except CallError as exc:
+            raise BadInput(f"freeze: {exc.message}") from exc
+        self.controls.set_freeze(Switch(freeze.on, freeze.by, freeze.at, freeze.reason))
+        await self._record("freeze", {"on": freeze.on, "reason": freeze.reason}, request)
+        return {"agent": self.agent.name, "frozen": freeze.on}
 
     async def _decide(
         self, verdict: Verdict, approval_id: str, reason: str, request: Envelope
@@ -217,7 +273,8 @@ class Controller:
             raise NotFound(f"no approval {approval_id!r} waits on instance {self.instance}")
         # Taken before the first await: the timer (or a second operator) finds
         # it gone, so it is decided once.
-        approval = self.approvals.take(approval_id)
+        approval = self.approvals.take(approval_id, verdict)
+        await self.approvals.forget(approval)
         payload: dict[str, Any] = {
             "approval": approval.id,
             "kind": approval.kind,
@@ -228,6 +285,8 @@ class Controller:
         event = await self._record(
             verdict, payload, request, correlation_id=approval.correlation_id
         )
+        # Carried out after the verdict is recorded: the verdict's event is the cause
+        # of what the plan does, so the chain reads back in that order.
         self.approvals.carry_out(verdict, approval, reason, event)
         return {**payload, "correlation_id": approval.correlation_id}
 
@@ -254,6 +313,8 @@ class Controller:
 
 def _text(params: dict[str, Any], name: str) -> str:
     value = params.get(name)
+    # Blank counts as missing: a reason made of spaces says nothing in the audit
+    # trail, and an id of spaces names nothing.
     if not isinstance(value, str) or not value.strip():
         raise BadInput(f"'{name}' is required (a non-empty text)", field=name)
     return value

@@ -68,10 +68,12 @@ def heartbeat(runtime: Described) -> Heartbeat:
         uptime=round(time.monotonic() - runtime.started_at, 3),
         events=dict(runtime.recorder.counts),
         backlog=len(runtime.recorder.backlog),
+        unstored=runtime.recorder.unstored,
         # Whether this replica runs the sensors and rules (holds the lease), the
         # leader's instance, and the lease's fencing token while leading.
         **runtime.leadership.summary(),
         **runtime.controller.summary(),  # dry-run, paused sensors, approvals waiting
+        shadow_of=runtime.consumers.follow,
     )
 
 
@@ -107,6 +109,8 @@ def describe(runtime: Described) -> Description:
             description=spec.description,
             params=spec.schema(),
             cooldown=spec.cooldown,
+            # The timeout that applies, not only the declared one: callers such as the
+            # CLI wait that long (and a margin) for the reply.
             timeout=spec.options.timeout or runtime.settings.agent.handlers.timeout,
             rate=str(spec.rate) if spec.rate else None,
             idempotent=spec.idempotent,
@@ -116,6 +120,8 @@ def describe(runtime: Described) -> Description:
         for aid, spec in agent.actuators.items()
     ]
     described = Description(
+        # A description is a heartbeat and more: one source for the fields both carry,
+        # so the two never disagree.
         **dict(heartbeat(runtime)),
         sensors=tuple(sensors),
         rules=tuple(rules),

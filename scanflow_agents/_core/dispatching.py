@@ -32,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 
 from scanflow_agents import chains
 from scanflow_agents._core import allowing, wire
+from scanflow_agents._core.budgets import ActionBudget, BudgetUnavailable
 from scanflow_agents._core.consuming import decode
 from scanflow_agents._core.executing import Outcome, execute
 from scanflow_agents._core.guards import CallStore, Claim, Replies, Throttle, call_key
@@ -52,7 +53,7 @@ from scanflow_agents.errors import CallError, ErrorCode
 from scanflow_agents.messages import Envelope, Reply, utcnow
 from scanflow_agents.redaction import shown_params
 from scanflow_agents.settings import AgentSettings
-from scanflow_agents.transports.base import Message
+from scanflow_agents.transports.base import Message, TransportError
 
 logger = logging.getLogger("scanflow_agents.dispatching")
 
@@ -82,7 +83,10 @@ class Dispatcher:
         store: the shared idempotency store of keyed calls.
         spawn: starts a call's task, tracked by the runtime.
         alive: whether a replica (by instance id) of this agent still runs.
+        budget: the namespace's action budget, if one is set (every action claims from it).
         refusal: why the agent refuses calls now (paused), or ``None``.
+        frozen: why the namespace refuses actions now (frozen), or ``None``;
+            read-only actuators still answer.
         dry_run: whether the agent is in dry-run now. Both are read from the
             agent's ``ControlState``; the dispatcher never changes them.
         instruments: told of every call and its reply (the pod's metrics).
@@ -97,7 +101,9 @@ class Dispatcher:
         store: CallStore,
         spawn: Spawn,
         alive: Alive,
+        budget: ActionBudget | None = None,
         refusal: Refusal = never_refuse,
+        frozen: Refusal = never_refuse,
         dry_run: DryRun = never_dry,
         instruments: Instruments = NO_INSTRUMENTS,
     ) -> None:
@@ -107,7 +113,9 @@ class Dispatcher:
         self.store = store
         self.spawn = spawn
         self.alive = alive
+        self.budget = budget
         self.refusal = refusal
+        self.frozen = frozen
         self.dry_run = dry_run
         self.instruments = instruments
         self.replies = Replies(
@@ -128,6 +136,8 @@ class Dispatcher:
         beyond the in-flight limit (or with the record backlog full) is
         answered ``busy`` before anything runs; the caller retries with backoff.
         """
+        # The subject names the actuator (scanflow.<ns>.<agent>.act.<actuator>); the
+        # envelope does not, so a call runs what its subject was routed to.
         actuator = message.subject.rsplit(".", 1)[-1]
         answered = self.instruments.call_answered(self.agent.name, actuator, _sent)
         try:
@@ -143,11 +153,17 @@ class Dispatcher:
             await answered(reply)
             await message.respond(self._encode(reply, None))
             return
+        # Screening needs no state: done in the callback, a flood of bad calls takes
+        # no task and no in-flight slot.
         screened = self._screen(actuator, call)
         if isinstance(screened, Reply):
             await answered(screened)
             await message.respond(self._encode(screened, call))
             return
+        # Refused before any task exists: a task per refused call would be the very
+        # load the limit sheds. With the record backlog full, a call that acted would
+        # leave a record with no room to wait in: refused too, so the audit trail stays
+        # whole, and the caller's backoff gives the stream time.
         if self.inflight >= self.settings.max_inflight or self.recorder.full:
             self.busy += 1
             why = (
@@ -161,6 +177,8 @@ class Dispatcher:
             await answered(reply)
             await message.respond(self._encode(reply, call))
             return
+        # Counted here, not in the task: the next message, read before this task
+        # starts, must already see the slot taken.
         self.inflight += 1
         self.spawn(self._serve_message(screened, call, message, answered), f"call:{actuator}")
 
@@ -177,6 +195,8 @@ class Dispatcher:
             )
             data = self._encode(reply, call)
         finally:
+            # A call that failed must give its slot back too, or the agent would end
+            # up answering every call `busy`.
             self.inflight -= 1
         assert data is not None
         await answered(reply)
@@ -184,6 +204,7 @@ class Dispatcher:
 
     def _encode(self, reply: Reply, call: Envelope | None) -> bytes:
         payload = reply.model_dump(exclude_none=True)
+        # An unreadable call has no id to answer to: the reply starts a chain of its own.
         if call is None:
             return wire.dumps(wire.envelope("reply", self.agent.name, payload))
         return wire.dumps(
@@ -246,21 +267,30 @@ class Dispatcher:
     ) -> tuple[Reply, bytes | None]:
         spec, body = valid.spec, valid.body
         actuator_id = spec.id
+        # Only a keyed call is deduplicated, and never its dry run: a dry run keyed
+        # like the real call would be replayed as the real call's answer.
         key = (
             call_key(actuator_id, call.id)
             if body.get("keyed") and not body.get("dry_run")
             else None
         )
+        # The replica's own runs first: a duplicate delivered here waits on the run in
+        # progress without a round trip to the shared store.
         earlier = await self._earlier(key) if key else None
         if earlier is not None:
             logger.info(
                 "call %s to %s of agent %r is a redelivery; answering from its first reply",
-                call.id, spec, self.agent.name,
-            )  # fmt: skip
+                call.id,
+                spec,
+                self.agent.name,
+            )
             return earlier, self._encode(earlier, call) if wire else None
         if key:
             self.replies.begin(key)
         reply: Reply | None = None
+        # `finish` in `finally`: a run that failed or was cancelled must still wake the
+        # duplicates waiting on it (they then try for themselves); only a success is
+        # kept for them to replay.
         try:
             reply, record = await self._attempt(valid, call, key)
         finally:
@@ -299,6 +329,8 @@ class Dispatcher:
             found = self.replies.lookup(key)
             if found is None or isinstance(found, Reply):
                 return found
+            # Shielded: awaiting the shared future directly, a duplicate that is
+            # cancelled (its agent stopping) would cancel it for every other waiter.
             reply = await asyncio.shield(found)
             if reply is not None:
                 return reply
@@ -344,10 +376,25 @@ class Dispatcher:
         shown = shown_params(params)  # what records and echoes show: secrets masked
         # A read-only actuator changes nothing, so dry-run answers it for real.
         dry_run = (bool(body.get("dry_run")) or self.dry_run()) and not spec.read_only
+        # The claim comes before every other check: a duplicate of a call that ran is
+        # answered from the store even when the agent would now refuse the call.
         if key is not None:
-            answer = await self._claim(spec, key, call, name)
+            try:
+                answer = await self._claim(spec, key, call, name)
+            except TransportError as exc:
+                # The shared call store is unreachable (NATS away, its bucket
+                # electing a leader): acting unclaimed could run the call twice.
+                reply = failure(
+                    ErrorCode.UNAVAILABLE,
+                    f"{name} cannot claim call {call.id} in the shared call store now "
+                    f"({exc}); try again",
+                )
+                return reply, None
             if answer is not None:
                 return answer, None
+        # Checked after the claim: a duplicate of a finished call is answered from the
+        # store as before; a new call is refused, and lets go of its claim so that it
+        # can be sent again.
         unstored = self.recorder.unstored
         if unstored is not None and self.settings.unrecorded == "refuse" and not spec.read_only:
             # Nothing is done that the audit trail could not show: the caller
@@ -366,9 +413,13 @@ class Dispatcher:
         clock = clocks.now
         refusal = (
             self.refusal()
+            or (None if spec.read_only or dry_run else self.frozen())  # reads, trials pass
             or allowing.refusal(self.settings.allow, self.agent.name, actuator_id, call.source)
             or throttle.refusal(clock())
         )
+        # A refusal is recorded as an action that did not run (operators see who was
+        # turned away and why), and lets go of the key: the same call id may be sent
+        # again once the cause is gone.
         if refusal is not None:
             if key is not None:
                 await self.store.release(key)
@@ -380,9 +431,17 @@ class Dispatcher:
                 ok=True, result={"dry_run": True, "actuator": actuator_id, "params": shown}
             )
             return reply, _action(shown, call, reply, 0.0, True)
+        if not spec.read_only and (spent := await self._spend(name)) is not None:
+            if key is not None:
+                await self.store.release(key)
+            return spent, _action(shown, call, spent, 0.0, dry_run)
         arguments = params.__dict__  # the validated fields (the model forbids extras)
+        # The rate counts starts, so a failing actuator is limited too; the cooldown
+        # counts from the last success, so a failure may be retried at once.
         throttle.started(clock())
         self.executions[actuator_id] = self.executions.get(actuator_id, 0) + 1
+        # Calls and records the handler makes join this call's chain: the audit trail
+        # reads the whole story back with `history --correlation`.
         with chains.within(call.correlation_id, call.id):
             outcome = await execute(
                 spec,
@@ -397,6 +456,22 @@ class Dispatcher:
             await self._settle(key, call, reply)
         return reply, _action(shown, call, reply, outcome.duration, False)
 
+    async def _spend(self, name: _Name) -> Reply | None:
+        """Take one action from the namespace's budget; the refusal, if it is spent.
+
+        Last of the guards, so that a call refused for another reason (paused,
+        cooling down, not allowed) or only dry-run takes nothing from it.
+        """
+        if self.budget is None:
+            return None
+        try:
+            spent = await self.budget.claim()
+        except BudgetUnavailable as exc:
+            return failure(ErrorCode.UNAVAILABLE, f"{name} cannot act now: {exc}; try again")
+        if spent is None:
+            return None
+        return failure(ErrorCode.REJECTED, f"{name} refused the call: {spent}")
+
     async def _settle(self, key: str, call: Envelope, reply: Reply) -> None:
         """Keep a success in the shared store; forget anything else, so it may be retried."""
         try:
@@ -407,8 +482,10 @@ class Dispatcher:
         except Exception as exc:  # the reply still goes out; a retry may then be in doubt
             logger.warning(
                 "agent %r could not keep the outcome of call %s in the shared store: %s",
-                self.agent.name, call.id, exc,
-            )  # fmt: skip
+                self.agent.name,
+                call.id,
+                exc,
+            )
 
     async def _claim(
         self, spec: ActuatorSpec, key: str, call: Envelope, name: _Name
@@ -428,8 +505,10 @@ class Dispatcher:
                 logger.warning(
                     "%s: call %s was started by instance %s and did not finish; running it "
                     "again (the actuator is declared idempotent)",
-                    name, call.id, claim.instance,
-                )  # fmt: skip
+                    name,
+                    call.id,
+                    claim.instance,
+                )
                 await self.store.take_over(key, call.id)
                 break
             if not await self._may_still_finish(spec, claim):
@@ -445,6 +524,9 @@ class Dispatcher:
             claim = await self.store.read(key)
             if claim is None:  # the other run failed and let go: ours to try
                 claim = await self.store.claim(key, call.id)
+        # Recorded once the claim is ours: with the `action` record written after the
+        # run, a `started` without its `action` is a run whose process stopped mid-way,
+        # what an `in_doubt` answer sends people to look for.
         self.recorder.enqueue(
             "started",
             spec.id,
@@ -459,8 +541,13 @@ class Dispatcher:
         try:
             started = datetime.fromisoformat(claim.started)
             elapsed = (utcnow() - started).total_seconds()
+        # A start time that cannot be read proves nothing: taken as long past, so
+        # the call is answered in doubt rather than waited for forever.
         except ValueError:
             elapsed = float("inf")
+        # Time first: past the longest run its retries allow, the other replica's
+        # executor has given up on the call even if the replica lives, and no message
+        # needs to ask it.
         if elapsed > _longest_run(spec, self.settings):
             return False
         return await self.alive(claim.instance)
@@ -503,6 +590,8 @@ def _longest_run(spec: ActuatorSpec, settings: AgentSettings) -> float:
     retries = spec.options.retries if spec.options.retries is not None else handlers.retries
     backoff = spec.options.backoff if spec.options.backoff is not None else handlers.backoff
     waits = sum(min(backoff * 2**i, handlers.max_backoff) for i in range(retries))
+    # A run ends with its record stored, hence record_timeout; the second covers
+    # the store writes around it and two replicas' clocks that differ a little.
     return float(timeout * (retries + 1) + waits + settings.record_timeout + 1.0)
 
 

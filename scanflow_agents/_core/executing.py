@@ -90,6 +90,8 @@ async def execute(
                 return Outcome(True, None, attempts=attempt, duration=time.monotonic() - started)
             if spec.options.errors == "temporary":
                 retry_in = -1.0
+        # `attempt > retries`: the first attempt is not a retry, so `retries=2`
+        # means three attempts in all.
         if retry_in is None or attempt > retries:
             # Errors raised on purpose need no traceback; unexpected ones do.
             expected = isinstance(error, (TemporaryError, PermanentError, CallError))

@@ -36,6 +36,8 @@ _KEY_TOKEN = re.compile(r"^[A-Za-z0-9_=-]{1,64}$")
 
 def call_key(actuator: str, call_id: str) -> str:
     """The key of a call in its agent's store: readable when the id allows it, else hashed."""
+    # A key-value key allows few characters, and a dot would add a level to the
+    # subject the key lives under: any other id is hashed to a fixed, safe length.
     token = call_id if _KEY_TOKEN.match(call_id) else hashlib.sha256(call_id.encode()).hexdigest()
     return f"{actuator}.{token}"
 
@@ -60,6 +62,8 @@ class Replies:
 
     def lookup(self, key: str) -> Reply | asyncio.Future[Reply | None] | None:
         """The reply of a finished call, the run of one in progress, or ``None``."""
+        # Expired lazily, on the way in: no timer task for a map that is read on
+        # every keyed call anyway.
         self._expire()
         entry = self._done.get(key)
         if entry is not None:
@@ -68,6 +72,8 @@ class Replies:
 
     def begin(self, key: str) -> None:
         """Register a run that starts now; duplicates wait for :meth:`finish`."""
+        # A future, not a flag: duplicates await the first run's reply instead of
+        # polling for it.
         self._running[key] = asyncio.get_running_loop().create_future()
 
     def finish(self, key: str, reply: Reply | None, size: int = 0) -> None:
@@ -76,12 +82,17 @@ class Replies:
         ``None`` (a failure, a refusal) keeps nothing: a waiting duplicate runs itself.
         """
         future = self._running.pop(key, None)
+        # Done already only if cancelled, by a waiter that awaited it without a
+        # shield: setting a result then would raise in the run that finished.
         if future is not None and not future.done():
             future.set_result(reply)
+        # A reply larger than the whole budget would evict every other reply and
+        # still not fit; its duplicates run through the shared store instead.
         if reply is None or size > self.max_bytes:
             return
         self._done[key] = (time.monotonic(), reply, size)
         self.bytes += size
+        # Insertion order is age order: the oldest replies go first.
         while self.bytes > self.max_bytes:
             _, (_, _, dropped) = self._done.popitem(last=False)
             self.bytes -= dropped
@@ -90,6 +101,7 @@ class Replies:
         horizon = time.monotonic() - self.window
         while self._done:
             key, (kept, _, size) = next(iter(self._done.items()))
+            # The first fresh entry ends the scan: everything after it is younger.
             if kept >= horizon:
                 break
             del self._done[key]
@@ -138,13 +150,11 @@ class CallStore:
     async def claim(self, key: str, call_id: str) -> Claim | None:
         """Write ``started`` for this run; ``None`` if it is ours, else what the store holds."""
         await self._ready()
-        record = {
-            "state": "started",
-            "agent": self.agent,
-            "call_id": call_id,
-            "instance": self.instance,
-            "started": utcnow().isoformat(),
-        }
+        record = self._started(call_id)
+        # Create fails if the key exists: of two replicas given the same call, exactly
+        # one wins. `started` is written before the run, so a process that dies in it
+        # leaves a trace the next delivery finds, rather than a free key that would run
+        # the call twice.
         if await self.transport.kv_create(self.bucket, self._key(key), _dumps(record)):
             return None
         return await self.read(key)
@@ -166,19 +176,17 @@ class CallStore:
 
     async def take_over(self, key: str, call_id: str) -> None:
         """Claim a key another run left ``started`` (an ``idempotent=True`` actuator re-runs)."""
-        await self.transport.kv_put(
-            self.bucket,
-            self._key(key),
-            _dumps(
-                {
-                    "state": "started",
-                    "agent": self.agent,
-                    "call_id": call_id,
-                    "instance": self.instance,
-                    "started": utcnow().isoformat(),
-                }
-            ),
-        )
+        await self.transport.kv_put(self.bucket, self._key(key), _dumps(self._started(call_id)))
+
+    def _started(self, call_id: str) -> dict[str, Any]:
+        """The ``started`` value of a run of ``call_id`` by this replica, from now."""
+        return {
+            "state": "started",
+            "agent": self.agent,
+            "call_id": call_id,
+            "instance": self.instance,
+            "started": utcnow().isoformat(),
+        }
 
     async def done(self, key: str, call_id: str, reply: Reply, limit: int) -> None:
         """Write ``done`` with the reply (a digest instead when the reply cannot fit)."""
@@ -189,6 +197,9 @@ class CallStore:
             "instance": self.instance,
             "reply": reply.model_dump(exclude_none=True),
         }
+        # A value over the server's max payload would be refused and the key left
+        # `started`: a later duplicate would then wait, or be answered in doubt, for a
+        # call that succeeded. Keeping the size instead says it finished.
         data = _dumps(value)
         if len(data) > limit:
             value["reply"] = None
@@ -216,6 +227,8 @@ class Throttle:
     def refusal(self, now: float) -> str | None:
         """Why a call now must be rejected, or ``None`` if it may run."""
         if self.spec.cooldown and self.last_success is not None:
+            # From the last success, not the last start: an actuator that failed may be
+            # called again at once; one that acted must let its effect show first.
             remaining = self.last_success + self.spec.cooldown - now
             if remaining > 0:
                 return (
@@ -223,6 +236,8 @@ class Throttle:
                     f"(cooldown {self.spec.cooldown:g} s after the last success)"
                 )
         if self.spec.rate is not None:
+            # A sliding window over the starts of the last period, not fixed buckets: no
+            # burst of twice the rate across a bucket's edge.
             while self.starts and self.starts[0] <= now - self.spec.rate.period:
                 self.starts.popleft()
             if len(self.starts) >= self.spec.rate.calls:

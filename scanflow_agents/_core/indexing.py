@@ -28,6 +28,8 @@ def chain_token(correlation_id: str) -> str:
     """
     if _TOKEN.fullmatch(correlation_id):
         return correlation_id
+    # 40 hex digits: well within a subject token's length, and too many for two
+    # chains to share one by chance.
     return "h" + hashlib.sha256(correlation_id.encode()).hexdigest()[:40]
 
 
@@ -36,4 +38,6 @@ def chain_entry(
 ) -> tuple[str, bytes, str]:
     """The ``(subject, data, msg_id)`` of the chain copy of one event."""
     topic = subjects.topic_of(subject)
+    # An id of its own: with the event's id, the stream's duplicate window would
+    # take the copy for a resend of the event and drop it.
     return subjects.chain(chain_token(correlation_id), topic), data, f"{event_id}.chain"

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("scanflow_agents.knowing")
 
-RECORD_KINDS = ("observation", "decision", "action")
+RECORD_KINDS = ("observation", "decision", "action", "failed")
 
 
 class Knowledge:
@@ -96,6 +96,8 @@ class Knowledge:
         try:
             newest = await recorder.history(agent, limit=1)
         except KnowledgeUnavailable as exc:
+            # MLflow down at start must not keep the agent from starting: the stream
+            # holds the audit trail, and the next start catches up.
             logger.warning("agent %r cannot catch up its MLflow audit trail now: %s", agent, exc)
             return
         since = datetime.fromisoformat(newest[-1]["time"]) if newest else None
@@ -106,6 +108,8 @@ class Knowledge:
             if kind not in RECORD_KINDS:
                 continue
             envelope = Envelope.decode(data)
+            # At the newest time too, not only after it: two events may share a time,
+            # and the one copied twice is dropped by its id.
             if since is None or envelope.time >= since:
                 recorder.record(event_record(envelope, kind, envelope.target or ""))
                 copied += 1
@@ -114,6 +118,7 @@ class Knowledge:
 
     async def close(self) -> None:
         if self.recorder is not None:
+            # Out of the sinks first: nothing more is handed to a recorder that closes.
             self.sinks.remove(self.recorder)
             await self.recorder.aclose()
             self.recorder = None
@@ -142,6 +147,8 @@ class Knowledge:
     async def commit(self, spec: SensorSpec) -> None:
         """Keep the reader's position: in memory, and durably in the key-value store."""
         state = self._readers[spec.id].state()
+        # In memory first: this process's next poll starts here even if the write
+        # below fails; a restart then reads one poll again, and never skips one.
         self._committed[spec.id] = state
         await self.transport.kv_put(self.bucket, self._key(spec.id), json.dumps(state).encode())
 
@@ -165,6 +172,8 @@ class Knowledge:
             lookback=source.lookback,
             since=since,
         )
+        # The saved cursor wins over `from_now`: a restarted agent resumes where it
+        # was rather than skipping what came while it was down.
         saved = await self.transport.kv_get(self.bucket, self._key(spec.id))
         if saved is not None:
             reader.restore(json.loads(saved))

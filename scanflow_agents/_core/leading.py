@@ -4,7 +4,11 @@ Replicas of one agent share its calls (a queue group), but its sensors and
 rules run on one replica only, the leader, so that a time sensor fires once
 per tick and a rule sees each event once. The leader holds a lease: the key
 ``<agent>`` in the namespace's bucket ``scanflow-leases-<namespace>``, whose
-entries expire ``lease_ttl`` seconds after their last write.
+entries expire ``lease_ttl`` seconds after their last write. The bucket is
+shared by the namespace's agents, so its age limit is the longest ``lease_ttl``
+any of them declared (limits are raised, never cut): a lease never vanishes
+before its holder steps down, and a dead leader of an agent with a shorter
+``lease_ttl`` is replaced only after that longest one.
 
 - The holder renews the lease every third of the TTL with an update checked
   against the revision it last wrote; a failed check means someone else holds
@@ -71,6 +75,8 @@ class Leadership:
         self.on_change = on_change
         # Step down this long before the store could let the key expire.
         self.margin = min(1.0, ttl / 5)
+        # Three renewals per TTL: one lost renewal does not cost the lease. Followers
+        # look at most every second, so a released lease is taken within about a second.
         self.renew_every = ttl / 3
         self.poll_every = min(1.0, ttl / 3)
         self.holder: str | None = None  # the leader we last saw (ourselves included)
@@ -109,6 +115,8 @@ class Leadership:
         token = self.token
         if token is None:
             return False
+        # Unreachable counts as no: an action that needs the lease is better skipped
+        # than run by two replicas.
         try:
             entry = await (await self._bucket()).get(self.key)
         except TransportError:
@@ -145,6 +153,8 @@ class Leadership:
         self._stopped = True
         if self._token is None:
             return
+        # The delete is checked against our last revision: a lease another replica
+        # has taken meanwhile is not deleted.
         revision = self._revision
         await self._lose("this replica is stopping", level=logging.INFO)
         try:
@@ -166,6 +176,8 @@ class Leadership:
                 started, token = clocks.now(), _parse(entry.value).get("token")
                 revision = await kv.update(self.key, entry.value, entry.revision)
             else:
+                # The clock is read before the request: the store counts the TTL from its
+                # write, after we asked, so validity counted from here errs on the safe side.
                 started, self.since = clocks.now(), utcnow()
                 token = await kv.create(self.key, self._value(None))
                 # Write the token into the lease, so fences can read it.
@@ -197,11 +209,18 @@ class Leadership:
         started = clocks.now()
         try:
             kv = await self._bucket()
+            # Given only until the lease runs out on our clock: a renewal that succeeds
+            # later must not extend a term this replica has already ended.
             self._revision = await asyncio.wait_for(
                 kv.update(self.key, self._value(self._token), self._revision),
                 timeout=max(self._valid_until - started, 0.01),
             )
         except KvConflict:
+            # A renewal that timed out here may still have been written (a slow
+            # server, a stream electing its leader): the lease then holds our own
+            # later revision, which is no reason to step down.
+            if await self._still_ours(kv):
+                return True
             await self._lose("another replica holds the lease")
             return True
         except (TransportError, TimeoutError) as exc:
@@ -210,12 +229,28 @@ class Leadership:
         self._valid_until = started + self.ttl - self.margin
         return True
 
+    async def _still_ours(self, kv: KeyValue) -> bool:
+        """Whether the lease holds this replica's term (adopting its revision if so)."""
+        try:
+            entry = await kv.get(self.key)
+        except TransportError:
+            return False  # cannot tell: step down, the safe side
+        if entry is None:
+            return False
+        held = _parse(entry.value)
+        if held.get("holder") != self.instance or held.get("token") != self._token:
+            return False
+        self._revision = entry.revision  # validity is not extended: the next renewal does
+        return True
+
     async def _lose(self, reason: str, *, level: int = logging.WARNING) -> None:
         if self._token is None:
             return
         logger.log(
             level, "replica %s no longer leads agent %r: %s", self.instance, self.key, reason
         )
+        # Cleared before on_change runs: while the consumers stop, is_leader is
+        # already false, so no timed sensor starts on a replica that no longer leads.
         self._token = None
         self.holder = None
         await self._notify(False)
@@ -223,6 +258,8 @@ class Leadership:
     async def _notify(self, leading: bool) -> None:
         if self.on_change is None:
             return
+        # Logged, not raised: the lease loop must go on, or this replica would hold a
+        # lease that nobody renews or gives back.
         try:
             await self.on_change(leading)
         except Exception:

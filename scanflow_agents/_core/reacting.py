@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from scanflow_agents import chains
+from scanflow_agents import chains, redaction
 from scanflow_agents._core.executing import execute
 from scanflow_agents._core.instruments import NO_INSTRUMENTS, Instruments
 from scanflow_agents._core.knowing import is_empty
@@ -27,7 +27,8 @@ from scanflow_agents._core.ports import (
     never_refuse,
 )
 from scanflow_agents._core.recording import jsonable
-from scanflow_agents.errors import CallError, Rejected
+from scanflow_agents.errors import CallError, CallTimeout, Rejected
+from scanflow_agents.messages import Call as PlannedCall
 from scanflow_agents.messages import Decision, Event, Observation, new_id, utcnow
 from scanflow_agents.rules import RuleSpec
 from scanflow_agents.sensors import SensorSpec
@@ -84,6 +85,9 @@ class Reactor:
             or the sensor is paused (read from the agent's ``ControlState``).
         cursors: positions of sensors that read MLflow; needed only if one does.
         instruments: told of every sensor run and decision (the pod's metrics).
+        shadow: the agent is a shadow (``settings.agent.shadow``): its decision
+            records say ``"shadow": true`` (its calls are dry runs: see the
+            runtime's call path).
     """
 
     def __init__(
@@ -96,8 +100,10 @@ class Reactor:
         refusal: SensorRefusal = never_refuse,
         cursors: Cursors | None = None,
         instruments: Instruments = NO_INSTRUMENTS,
+        shadow: bool = False,
     ) -> None:
         self.agent = agent
+        self.shadow = shadow
         self.handlers = handlers
         self.instruments = instruments
         self.record = record
@@ -116,6 +122,8 @@ class Reactor:
         """Run a sensor once; publish and react to what it observed. Never raises."""
         spec = self.agent.sensors[sensor_id]
         state = self.sensor_states[sensor_id]
+        # Checked as the run starts, not when it was scheduled: a pause takes effect
+        # from the next run, and a run already under way finishes.
         if self.refusal(sensor_id) is not None:
             state.skipped += 1
             return None
@@ -137,12 +145,15 @@ class Reactor:
         self.instruments.sensor_ran(self.agent.name, sensor_id, outcome)
         state.last_time = utcnow()
         state.last_ok = outcome.ok
+        # A failed run commits no cursor: the next run reads the same rows again.
         if not outcome.ok:
             state.failures += 1
             state.last_error = outcome.error_text
             return None
         state.last_error = None
         if outcome.result is None:
+            # The sensor saw the rows and found nothing to report: they are consumed all
+            # the same, or every later run would read them again.
             if spec.reads is not None:
                 await self._cursors(spec).commit(spec)
             return None  # nothing new to report
@@ -225,28 +236,25 @@ class Reactor:
         # and the calls carry its id as their cause. Its id comes from the rule
         # and the message, like its calls' ids: a message handled again (see
         # planned_id) records the same decision once.
+        shadow = {"shadow": True} if self.shadow else {}
         envelope = await self.record(
             "decision",
             spec.id,
-            {**state.last_decision, "trigger": _trigger_of(message)},
+            {**state.last_decision, "trigger": _trigger_of(message), **shadow},
             correlation_id=correlation,
             causation_id=cause,
             event_id=planned_id(self.agent.name, spec.id, cause, "decision"),
         )
         # One after another, in the order the rule listed them: a later call may
         # depend on an earlier one (promote, then redeploy). A failed call is
-        # logged and the next one is still made; the rule chose them all.
+        # logged and recorded, and the next one is still made; the rule chose
+        # them all.
         with chains.within(correlation, envelope.id):
             for index, planned in enumerate(decision.calls):
                 started = time.monotonic()
+                call_id = planned_id(self.agent.name, spec.id, cause, str(index))
                 try:
-                    await self.call(
-                        planned.agent,
-                        planned.actuator,
-                        planned.params,
-                        timeout=planned.timeout,
-                        call_id=planned_id(self.agent.name, spec.id, cause, str(index)),
-                    )
+                    await self._carry_out(planned, call_id)
                 except CallError as exc:
                     # A guard saying no (cooldown, rate) is the system working, not an error.
                     level = logging.INFO if isinstance(exc, Rejected) else logging.ERROR
@@ -261,7 +269,70 @@ class Reactor:
                         time.monotonic() - started,
                         exc,
                     )
+                    if not isinstance(exc, Rejected):  # the callee recorded its refusal
+                        await self._record_failure(
+                            spec.id, planned, call_id, exc, correlation, envelope.id, cause, index
+                        )
         return decision
+
+    async def _record_failure(
+        self,
+        rule: str,
+        planned: PlannedCall,
+        call_id: str | None,
+        error: CallError,
+        correlation: str,
+        decision_id: str,
+        cause: str | None,
+        index: int,
+    ) -> None:
+        """Keep a decision's failed call in its chain, as the caller saw it.
+
+        A call that got no answer, found no agent or was refused as malformed
+        may have left no record at the callee: without this one, the chain
+        would show the decision and then nothing.
+        """
+        await self.record(
+            "failed",
+            rule,
+            {
+                "agent": planned.agent or self.agent.name,
+                "actuator": planned.actuator,
+                "params": redaction.mask(planned.params),
+                "call_id": call_id,
+                "error": {"code": error.code.value, "message": error.message},
+            },
+            correlation_id=correlation,
+            causation_id=decision_id,
+            event_id=planned_id(self.agent.name, rule, cause, f"{index}.failed"),
+        )
+
+    async def _carry_out(self, planned: PlannedCall, call_id: str | None) -> None:
+        """Make one planned call; a keyed one that got no answer is asked once more.
+
+        No answer does not say whether the callee acted: the request may have
+        been lost (a NATS server or a stream leader changing under it) or the
+        reply. With the same id, asking again is safe: the callee's guard answers
+        a call it ran from its store, a duplicate of one still running waits for
+        it, and one claimed by a replica that died is ``in_doubt``; it never runs
+        twice. A call without an id is not asked again.
+        """
+        for attempt in (1, 2):
+            try:
+                await self.call(
+                    planned.agent,
+                    planned.actuator,
+                    planned.params,
+                    timeout=planned.timeout,
+                    call_id=call_id,
+                )
+                return
+            except CallTimeout as exc:
+                if call_id is None or attempt == 2:
+                    raise
+                logger.warning(
+                    "agent %r: %s; asking once more with the same call id", self.agent.name, exc
+                )
 
 
 def planned_id(agent: str, rule: str, cause: str | None, part: str) -> str | None:
@@ -275,10 +346,22 @@ def planned_id(agent: str, rule: str, cause: str | None, part: str) -> str | Non
     """
     if cause is None:
         return None
+    # NUL between the parts: no two different tuples join into the same text.
     return hashlib.sha256(f"{agent}\0{rule}\0{cause}\0{part}".encode()).hexdigest()[:32]
 
 
 def _trigger_of(message: Observation | Event) -> dict[str, Any]:
+    # Its time too: two agents deciding on the same cause (a shadow and the
+    # live agent) are compared in the order their causes happened.
     if isinstance(message, Observation):
-        return {"observation": message.id, "sensor": message.sensor}
-    return {"event": message.id, "topic": message.topic, "source": message.source}
+        return {
+            "observation": message.id,
+            "sensor": message.sensor,
+            "time": message.time.isoformat(),
+        }
+    return {
+        "event": message.id,
+        "topic": message.topic,
+        "source": message.source,
+        "time": message.time.isoformat(),
+    }

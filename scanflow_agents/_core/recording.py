@@ -257,6 +257,8 @@ class Recorder:
                 "payload": value["payload"],
             }
             for sink in self.sinks:
+                # A sink is a copy on the side (MLflow, a test's list): its failure must
+                # neither lose the event for the stream nor fail the handler that records it.
                 try:
                     sink.record(record)
                 except Exception:
@@ -265,6 +267,8 @@ class Recorder:
 
     async def room(self) -> None:
         """Wait until the backlog is below its limit."""
+        # A loop, not one wait: the waiters wake together, and the first of them may
+        # fill the backlog again before the others run.
         while self.full:
             self._room.clear()
             await self._room.wait()
@@ -279,6 +283,8 @@ class Recorder:
     ) -> asyncio.Future[None] | None:
         """Append one encoded event to the backlog, shrunk first if it cannot fit."""
         budget = self.transport.max_payload - HEADROOM - len(subject)
+        # Shrunk rather than refused: the stream would refuse the whole event, and an
+        # audit trail with a digest in place of a huge value beats one with a gap.
         if len(data) > budget:
             original = len(data)
             fields = original - len(_dumps(value.get("payload")))  # the envelope's own size
@@ -291,8 +297,12 @@ class Recorder:
             logger.warning(
                 "agent %r: event %s on %s is %d bytes, over the max payload (%d); "
                 "stored with its largest values replaced by digests",
-                self.agent, value["id"], subject, original, self.transport.max_payload,
-            )  # fmt: skip
+                self.agent,
+                value["id"],
+                subject,
+                original,
+                self.transport.max_payload,
+            )
         future = asyncio.get_running_loop().create_future() if track else None
         # The chain index (see indexing.py): a copy under the chain's subject, in
         # the same pipelined batch, so `history --correlation` needs no scan.
@@ -305,6 +315,8 @@ class Recorder:
                 self.subjects, subject, data, value["correlation_id"], value["id"]
             )
             self.backlog.append(_Pending(copy_subject, copy, copy_id, None, index_copy=True))
+        # The event after its copy: whoever waits for the event is released by its
+        # acknowledgement, which then covers the copy as well.
         self.backlog.append(_Pending(subject, data, value["id"], future, until=until))
         self._idle.clear()
         self._wake.set()
@@ -316,9 +328,12 @@ class Recorder:
             await self._wake.wait()
             self._wake.clear()
             while self.backlog:
+                # In batches: one round trip has the stream acknowledge up to BATCH events.
                 batch = [self.backlog.popleft() for _ in range(min(BATCH, len(self.backlog)))]
                 self.sending = len(batch)
                 try:
+                    # Bounded: a server that never acknowledges must not hold the recorder
+                    # forever; the batch is then sent again.
                     async with asyncio.timeout(self.timeout):
                         errors = await self.transport.publish_durable_batch(
                             [
@@ -344,6 +359,8 @@ class Recorder:
                 self.sending = 0
                 if not retry:
                     self.unstored = None
+                # Room as soon as a batch is out of the backlog, not once it is stored:
+                # writers wait only while the backlog itself is full.
                 if not self.full:
                     self._room.set()
                 if retry and len(retry) < len(batch) and all(i.index_copy for i in retry):
@@ -354,10 +371,15 @@ class Recorder:
                     self.backlog.extendleft(reversed(retry))
                     logger.warning(
                         "agent %r could not store %d event(s) in the stream: %s; retrying in %g s",
-                        self.agent, len(retry), _describe(next(e for e in errors if e)),
+                        self.agent,
+                        len(retry),
+                        _describe(next(e for e in errors if e)),
                         self.retry_interval,
-                    )  # fmt: skip
+                    )
+                    # A pause before sending again: a stream without a leader or a closed
+                    # connection fails at once, and a tight loop would only spin and log.
                     await asyncio.sleep(self.retry_interval)
+            # Idle only with the backlog empty: flush(), and with it stop(), waits for this.
             self._room.set()
             self._idle.set()
 
@@ -371,8 +393,10 @@ class Recorder:
             logger.warning(
                 "agent %r: the stream does not store the chain index (%s); %d index "
                 "copies dropped so far, the events themselves are stored",
-                self.agent, copies[0].subject, self.index_dropped,
-            )  # fmt: skip
+                self.agent,
+                copies[0].subject,
+                self.index_dropped,
+            )
         return []
 
     def _refused(self, item: _Pending, error: BaseException) -> None:
@@ -381,8 +405,12 @@ class Recorder:
         self.refused += 1
         logger.error(
             "agent %r dropped event %s on %s (%d bytes): the stream refused it: %s",
-            self.agent, item.msg_id, item.subject, len(item.data), error,
-        )  # fmt: skip
+            self.agent,
+            item.msg_id,
+            item.subject,
+            len(item.data),
+            error,
+        )
         _settle(item.stored, error)
 
     async def flush(self, timeout: float = 10.0) -> bool:

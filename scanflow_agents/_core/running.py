@@ -33,14 +33,17 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from pydantic import ValidationError
 
 from scanflow_agents import chains
+from scanflow_agents._core.announcing import Announcer
 from scanflow_agents._core.approvals import Approvals
+from scanflow_agents._core.budgets import ActionBudget
 from scanflow_agents._core.calling import call_envelope, remote_call, result_of
 from scanflow_agents._core.consuming import EventConsumers
-from scanflow_agents._core.controlling import BROADCAST_OPS, Controller
+from scanflow_agents._core.controlling import BROADCAST_OPS, NAMESPACE_OPS, Controller
 from scanflow_agents._core.describing import describe, heartbeat
 from scanflow_agents._core.dispatching import Dispatcher
 from scanflow_agents._core.guards import CallStore
 from scanflow_agents._core.instruments import NO_INSTRUMENTS, Instruments
+from scanflow_agents._core.keeping import ApprovalKeeper
 from scanflow_agents._core.knowing import Knowledge
 from scanflow_agents._core.leading import Leadership
 from scanflow_agents._core.ports import AgentSpec
@@ -55,7 +58,13 @@ from scanflow_agents.messages import Envelope, Event, Heartbeat, Observation, Re
 from scanflow_agents.sensors import sensor_of
 from scanflow_agents.settings import Settings
 from scanflow_agents.subjects import Subjects
-from scanflow_agents.transports.base import KeyValue, Message, Subscription, Transport
+from scanflow_agents.transports.base import (
+    KeyValue,
+    Message,
+    Subscription,
+    Transport,
+    TransportError,
+)
 from scanflow_agents.triggers import validate_topic
 
 if TYPE_CHECKING:
@@ -89,6 +98,8 @@ class Hosted(AgentSpec, Protocol):
 
     def detach_runtime(self, runtime: AgentRuntime) -> None: ...
 
+    def unready(self) -> list[str]: ...
+
 
 @dataclass(frozen=True)
 class Health:
@@ -96,13 +107,17 @@ class Health:
 
     Attributes:
         state: the lifecycle state (``paused`` while an operator paused it).
-        ready: started, subscribed, and none of its loops died.
+        ready: started, subscribed, none of its loops died, and the agent itself
+            names nothing it waits for (``Agent.unready``).
         backlog: events recorded and not yet stored in the stream.
+        unstored: why records cannot be stored now (the stream is unreachable
+            or electing a leader); ``None`` while they are.
     """
 
     state: AgentState
     ready: bool
     backlog: int
+    unstored: str | None = None
 
 
 class AgentRuntime:
@@ -130,7 +145,9 @@ class AgentRuntime:
         self.started_at = time.monotonic()
         self.tasks = Tasks(agent.name, on_broken=self._broken)
         # The operator's switches: changed by the controller only, read by the parts.
-        self.control_state = ControlState(agent.name, dry_run=self.settings.agent.dry_run)
+        self.control_state = ControlState(
+            agent.name, dry_run=self.settings.agent.dry_run, shadow=self.settings.agent.shadow
+        )
         # The parts, each given only what it uses (see scanflow_agents._core's docstring
         # for the path an observation takes through them).
         self.recorder = Recorder(
@@ -155,7 +172,9 @@ class AgentRuntime:
             ),
             spawn=lambda coro, name: self.tasks.spawn(coro, name=name),
             alive=self._alive,
+            budget=self._budget(transport),
             refusal=self.control_state.refusal,
+            frozen=self.control_state.freeze_refusal,
             dry_run=self.control_state.dry_run,
             instruments=instruments,
         )
@@ -165,6 +184,7 @@ class AgentRuntime:
             record=self.recorder.record,
             call=self.call,
             refusal=self.control_state.sensor_refusal,
+            shadow=self.settings.agent.shadow,
             cursors=self.knowledge,
             instruments=instruments,
         )
@@ -177,8 +197,23 @@ class AgentRuntime:
             ttl=self.settings.agent.lease_ttl,
             on_change=self._on_leadership,
         )
+        # A shadow observes nothing itself: its rules follow the live agent's
+        # recorded observations (see _core/consuming.py), so both decide on the
+        # same ones.
+        shadow = self.settings.agent.shadow
+        followed = self.settings.agent.shadow_of or agent.name.removesuffix("-shadow")
+        if shadow and followed == agent.name:
+            raise ValueError(
+                f"shadow agent {agent.name!r} would follow itself: name it "
+                f"'<live agent>-shadow', or set settings.agent.shadow_of to the live agent"
+            )
         self.consumers = EventConsumers(
-            agent, self.reactor, transport, self.subjects, self.settings.agent
+            agent,
+            self.reactor,
+            transport,
+            self.subjects,
+            self.settings.agent,
+            follow=followed if shadow else None,
         )
         self.scheduler: Scheduler | None = (
             Scheduler(
@@ -187,7 +222,7 @@ class AgentRuntime:
                 self.run_sensor_guarded,
                 leading=lambda: self.leadership.is_leader,
             )
-            if schedule
+            if schedule and not shadow
             else None
         )
         self.approvals = Approvals(
@@ -195,6 +230,13 @@ class AgentRuntime:
             instance=self.instance,
             record=self.recorder.record,
             spawn=lambda coro, name: self.tasks.spawn(coro, name=name),
+            # Kept in the bucket, so a restarted or another replica takes them over.
+            keeper=ApprovalKeeper(
+                transport, self.subjects.approvals_bucket, agent=agent.name, instance=self.instance
+            ),
+            call=self.call,
+            alive=self._alive,
+            adopt_every=self.settings.agent.lease_ttl,
         )
         self.controller = Controller(  # operators' control messages
             agent,
@@ -205,6 +247,14 @@ class AgentRuntime:
             run_sensor=self.run_sensor,
             record=self.recorder.record,
             spawn=lambda coro, name: self.tasks.spawn(coro, name=name),
+        )
+        self.announcer = Announcer(  # heartbeats, and the last state kept for later readers
+            agent.name,
+            transport,
+            self.subjects,
+            beat=lambda: heartbeat(self),
+            interval=self.settings.agent.heartbeat_interval,
+            keep=self.settings.agent.last_state_ttl,
         )
         self._subscriptions: list[Subscription] = []
         self._stopped = asyncio.Event()
@@ -240,6 +290,9 @@ class AgentRuntime:
         Raises:
             RuntimeError: the agent already runs in another runtime.
         """
+        # Attached first: on_start and every handler reach the runtime through the
+        # agent (self.call, self.approvals), and an agent already running elsewhere
+        # is refused here, before anything has started.
         self.agent.attach_runtime(self)
         self._phase = "starting"
         self.started_at = time.monotonic()
@@ -255,6 +308,8 @@ class AgentRuntime:
             # Before anything can hold an approval (handlers run once subscribed):
             # the timer applies the timeout policies from the first hold on.
             self._expiring = self.tasks.spawn(self.approvals.run(), name="approvals", endless=True)
+            # A namespace frozen before this replica started: frozen before any call.
+            self.controller.restore(await self._switch("freeze"))
             # Calls and events can arrive from here on: everything they use is up.
             await self._subscribe()
             if self.scheduler is not None:
@@ -270,8 +325,13 @@ class AgentRuntime:
             raise
         self._phase = "running"
         self.ready = True
-        # Heartbeats start once ready, so the first one already says so.
-        self._heartbeat = self.tasks.spawn(self._heartbeats(), name="heartbeat", endless=True)
+        # Heartbeats start once ready, so the first one already says so. The first is
+        # sent, and the last state kept, before start returns: a command asked right
+        # after counts this replica among the running ones and waits for its answer.
+        await self.announcer.try_announce(timeout=2.0)
+        self._heartbeat = self.tasks.spawn(
+            self.announcer.run(first=False), name="heartbeat", endless=True
+        )
         logger.info(
             "agent %r started (instance %s, namespace %r)",
             self.agent.name,
@@ -281,6 +341,8 @@ class AgentRuntime:
 
     async def _subscribe(self) -> None:
         name, subjects = self.agent.name, self.subjects
+        # Calls and describe go to one replica of the queue group: a call runs once,
+        # wherever. Discovery goes to every replica, since listings count them.
         queue = subjects.queue(name)
         subscribe = self.transport.subscribe
         self._subscriptions.append(
@@ -300,6 +362,10 @@ class AgentRuntime:
             self._subscriptions.append(
                 await subscribe(subjects.control(name, op), self.controller.on_message)
             )
+        for op in NAMESPACE_OPS:
+            self._subscriptions.append(
+                await subscribe(subjects.namespace_control(op), self.controller.on_message)
+            )
 
     async def _on_leadership(self, leading: bool) -> None:
         # Only the leader reads the stream: the next one resumes from the
@@ -311,6 +377,8 @@ class AgentRuntime:
 
     async def stop(self) -> None:
         """Stop sensors, drain subscriptions, finish or cancel in-flight work. Idempotent."""
+        # A second stop (a signal during shutdown, __aexit__ after stop()) waits
+        # for the first instead of running the steps again on half-stopped parts.
         if self._phase in ("stopping", "stopped"):
             await self._stopped.wait()
             return
@@ -327,15 +395,19 @@ class AgentRuntime:
                 self.scheduler.stop()
             # No approval expires from here on: a plan its timeout approved now
             # would start after the wait below began and be cancelled half-way.
-            # It stays held, and goes with the process as every approval does
-            # (they are kept in memory).
+            # What this replica holds is released in the bucket, for another
+            # replica (or this agent restarted) to take over.
             await stop_task(self._expiring, timeout)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.approvals.release(), timeout)
             # Finish the event in hand, then give the lease up so that another
             # replica takes over now rather than after the lease expires.
             await self.leadership.stop()
             await self.consumers.stop(timeout)
             # Unsubscribing drains: calls already delivered are still handled
             # (and answered), new ones go to another replica or get no responder.
+            # One by one, each bounded and its failure ignored: a subscription that
+            # cannot drain (the connection lost) must not keep the others from draining.
             for sub in self._subscriptions:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(sub.unsubscribe(), timeout)
@@ -354,6 +426,8 @@ class AgentRuntime:
             if self._hooks_started:
                 self._hooks_started = False
                 try:
+                    # Bounded like every step: an on_stop that hangs must not keep the process
+                    # from exiting.
                     await asyncio.wait_for(self.agent.on_stop(), timeout)
                 except Exception:
                     logger.exception("on_stop of agent %r failed", self.agent.name)
@@ -366,20 +440,55 @@ class AgentRuntime:
             await self.knowledge.close()
         finally:
             self._phase = "stopped"
-            # A last heartbeat says so: watchers show `stopped` at once, and keep
-            # `stale` (silence) for a replica that died without a word.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._send_heartbeat(), min(timeout, 2.0))
+            # A last heartbeat says so, and is kept: watchers show `stopped` at
+            # once, a command started later too, and `stale` (silence) is kept
+            # for a replica that died without a word.
+            try:
+                # At most two seconds: over a dead connection this would otherwise
+                # cost a whole shutdown timeout once more.
+                await asyncio.wait_for(self.announcer.announce(), min(timeout, 2.0))
+            except Exception as exc:
+                logger.warning("agent %r could not say it stopped: %s", self.agent.name, exc)
             self.agent.detach_runtime(self)
             self._stopped.set()
             logger.info("agent %r stopped", self.agent.name)
+
+    async def _switch(self, key: str) -> bytes | None:
+        """A namespace switch as its bucket holds it (``None``: never set, or unreadable)."""
+        try:
+            return await self.transport.kv_get(self.subjects.switches_bucket, key)
+        except TransportError as exc:
+            logger.warning(
+                "agent %r cannot read the namespace's switch %r (%s); a freeze set while it "
+                "was down applies once an operator sends it again",
+                self.agent.name,
+                key,
+                exc,
+            )
+            return None
+
+    def _budget(self, transport: Transport) -> ActionBudget | None:
+        """The namespace's action budget, when the settings set one."""
+        agent = self.settings.agent
+        if agent.action_budget is None:
+            return None
+        return ActionBudget(
+            transport,
+            self.subjects.budget_bucket,
+            limit=agent.action_budget,
+            period=agent.action_budget_period,
+        )
 
     async def _alive(self, instance: str) -> bool:
         """Whether a replica of this agent (by instance id) answers discovery now."""
         if instance == self.instance:
             return True
         envelope = Envelope(kind="describe", source=self.agent.name)
+        # A quarter second to answer: a replica taken for gone by mistake costs an
+        # `in_doubt` answer to one caller, never a second run of the call.
         for data in await self.transport.gather(self.subjects.discover, envelope.encode(), 0.25):
+            # An answer that cannot be read is skipped, not raised: the only question is
+            # whether one of them comes from that replica.
             with contextlib.suppress(ValueError, ValidationError, CallError):
                 answer = Envelope.decode(data)
                 result = Reply.model_validate(answer.payload).result
@@ -387,11 +496,6 @@ class AgentRuntime:
                 if found.agent == self.agent.name and found.instance == instance:
                     return True
         return False
-
-    async def _send_heartbeat(self) -> None:
-        beat = heartbeat(self).model_dump(mode="json")
-        envelope = Envelope(kind="heartbeat", source=self.agent.name, payload=beat)
-        await self.transport.publish(self.subjects.heartbeat(self.agent.name), envelope.encode())
 
     def _broken(self, task_name: str) -> None:
         self.instruments.loop_broken(self.agent.name, task_name)
@@ -408,7 +512,10 @@ class AgentRuntime:
 
     def health(self) -> Health:
         """State, readiness and record backlog now (what probes and metrics read)."""
-        return Health(self.state, self.ready, len(self.recorder.backlog))
+        recorder = self.recorder
+        # Not ready while one of the agent's own checks fails (the planner's preflight).
+        ready = self.ready and not self.agent.unready()
+        return Health(self.state, ready, len(recorder.backlog), recorder.unstored)
 
     async def settle(self, timeout: float = 5.0) -> None:
         """Wait until the work in flight is done and its records are stored (bounded).
@@ -434,6 +541,8 @@ class AgentRuntime:
 
     async def run_sensor(self, sensor_id: str, event: Event | None = None) -> Observation | None:
         """Run a sensor now (also what the scheduler calls); returns the observation, if any."""
+        # Checked here, before the reactor: a wrong id typed by a person is answered
+        # with the sensors there are, not a KeyError.
         sensor_of(self.agent.name, self.agent.sensors, sensor_id)
         return await self.reactor.run_sensor(sensor_id, event)
 
@@ -465,8 +574,13 @@ class AgentRuntime:
         dry_run: bool = False,
         call_id: str | None = None,
     ) -> Any:
-        """Call an actuator in the current chain; raise the reply's :class:`CallError`."""
+        """Call an actuator in the current chain; raise the reply's :class:`CallError`.
+
+        A shadow agent's every call is a dry run: the callee validates, guards
+        and records it, and acts on nothing.
+        """
         target = agent or self.agent.name
+        dry_run = dry_run or self.control_state.shadow
         correlation, cause = chains.current()
         envelope = call_envelope(
             self.agent.name,
@@ -490,8 +604,16 @@ class AgentRuntime:
             raise
 
     async def emit(self, topic: str, payload: Any) -> Envelope:
-        """Queue an event on ``topic`` for the stream, in the current chain."""
+        """Queue an event on ``topic`` for the stream, in the current chain.
+
+        A shadow agent's events go under ``shadow.<name>.<topic>``: a live rule
+        watching ``topic`` must not act on what a policy under trial found.
+        """
         validate_topic(topic)
+        if self.control_state.shadow:
+            topic = f"shadow.{self.agent.name}.{topic}"
+        # NATS cannot publish on a wildcard subject: refused here, naming the topic,
+        # rather than by the connection later.
         if "*" in topic or ">" in topic:
             raise ValueError(f"cannot emit on a wildcard topic {topic!r}")
         correlation, cause = chains.current()
@@ -503,6 +625,8 @@ class AgentRuntime:
             causation_id=cause,
             payload=jsonable(payload),
         )
+        # An agent emitting faster than the stream stores is slowed down here, rather
+        # than its events dropped.
         await self.recorder.room()
         self.recorder.publish(self.subjects.event(topic), envelope)
         return envelope
@@ -522,12 +646,3 @@ class AgentRuntime:
             kind="reply", source=self.agent.name, payload=answer.model_dump(exclude_none=True)
         )
         await message.respond(reply.encode())
-
-    async def _heartbeats(self) -> None:
-        interval = self.settings.agent.heartbeat_interval
-        while True:
-            try:
-                await self._send_heartbeat()
-            except Exception as exc:  # a missed heartbeat must not end the loop
-                logger.warning("agent %r could not send a heartbeat: %s", self.agent.name, exc)
-            await asyncio.sleep(interval)

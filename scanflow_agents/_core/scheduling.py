@@ -41,6 +41,8 @@ class Scheduler:
         *,
         leading: Callable[[], bool] = lambda: True,
     ) -> None:
+        # Imported when a scheduler is built, not with the core: clients and the CLI
+        # import the core and never schedule anything.
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         self.agent = agent
@@ -48,6 +50,7 @@ class Scheduler:
         self.run = run
         self.leading = leading
         self.passed = 0  # ticks let pass because another replica leads
+        # UTC: a cron expression means the same on every pod, whatever its zone.
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self.started = False
 
@@ -65,6 +68,8 @@ class Scheduler:
                 name=f"{self.agent}:{spec.id}",
                 max_instances=1,
                 coalesce=True,
+                # No grace limit: a run made late by a busy loop still happens (coalesced
+                # with any others missed) rather than being dropped as missed.
                 misfire_grace_time=None,
             )
         self._scheduler.start()

@@ -1,13 +1,16 @@
-"""The operator's switches of one agent replica: agent pause, sensor pauses, dry-run.
+"""The operator's switches of one agent replica: agent pause, sensor pauses, dry-run, freeze.
 
 :class:`ControlState` holds all three, each with who set it, when and why. It
 has one writer and several readers:
 
 - the :class:`~scanflow_agents._core.controlling.Controller` changes it, and
-  only on an operator's control message (``pause``, ``resume``, ``dry-run``);
+  only on an operator's control message (``pause``, ``resume``, ``dry-run``,
+  and ``freeze``, sent to every agent of the namespace and kept for the
+  replicas that start later);
 - the Reactor reads :meth:`ControlState.sensor_refusal` before every sensor
-  run, the Dispatcher :meth:`ControlState.refusal` and
-  :meth:`ControlState.dry_run` on every call: function ports (``ports.py``),
+  run, the Dispatcher :meth:`ControlState.refusal`,
+  :meth:`ControlState.freeze_refusal` and :meth:`ControlState.dry_run` on
+  every call: function ports (``ports.py``),
   so neither can change what it reads;
 - heartbeats and descriptions read :meth:`ControlState.snapshot`, a frozen copy.
 
@@ -31,6 +34,8 @@ SETTINGS = "settings"
 """Who set a switch that no operator has changed since start: the settings tree."""
 
 
+# Frozen, and replaced on every change: a snapshot taken earlier keeps what
+# it saw.
 @dataclass(frozen=True)
 class Switch:
     """One switch: on or off, who set it (a control message's caller), when, and why."""
@@ -49,11 +54,13 @@ class ControlSnapshot:
         paused: the agent's pause (sensors skip, calls are refused while on).
         sensors: the sensors an operator paused or resumed, by id.
         dry_run: actuators validate, guard and record without acting while on.
+        frozen: every actuator of the namespace refuses to act while on.
     """
 
     paused: Switch
     sensors: Mapping[str, Switch]
     dry_run: Switch
+    frozen: Switch
 
     @property
     def paused_sensors(self) -> list[str]:
@@ -67,14 +74,19 @@ class ControlState:
     Args:
         agent: the agent's name, in refusals.
         dry_run: dry-run at start (``settings.agent.dry_run``).
+        shadow: the agent is a shadow (``settings.agent.shadow``): dry-run from
+            start to end, which no operator switches off.
     """
 
-    def __init__(self, agent: str, *, dry_run: bool = False) -> None:
+    def __init__(self, agent: str, *, dry_run: bool = False, shadow: bool = False) -> None:
         started = utcnow()
         self._agent = agent
+        self.shadow = shadow
         self._agent_pause = Switch(False, SETTINGS, started)
         self._sensor_pauses: dict[str, Switch] = {}
-        self._dry_run_switch = Switch(dry_run, SETTINGS, started)
+        reason = "a shadow agent (settings.agent.shadow) acts on nothing" if shadow else None
+        self._dry_run_switch = Switch(dry_run or shadow, SETTINGS, started, reason)
+        self._freeze_switch = Switch(False, SETTINGS, started)
 
     # -- read (the ports of the Reactor and the Dispatcher) -------------------------------
 
@@ -90,22 +102,48 @@ class ControlState:
 
     def sensor_refusal(self, sensor: str) -> str | None:
         """Why sensor ``sensor`` does not run now (the agent or the sensor is paused)."""
+        # The agent's pause first: it is the one to lift before any sensor's.
         refusal = self.refusal()
         if refusal is not None:
             return refusal
         pause = self._sensor_pauses.get(sensor)
         return f"sensor '{sensor}' is paused: {pause.reason}" if pause and pause.on else None
 
+    def freeze_refusal(self) -> str | None:
+        """Why actions are refused now (the namespace is frozen), or ``None``.
+
+        Reads still answer: an operator needs them most while frozen.
+        """
+        freeze = self._freeze_switch
+        if not freeze.on:
+            return None
+        return (
+            f"the namespace's actuators are frozen by {freeze.by}: {freeze.reason} "
+            "(`scanflow unfreeze` lifts it)"
+        )
+
     def dry_run(self) -> bool:
         """Whether actuators only validate, guard and record now."""
         return self._dry_run_switch.on
+
+    def dry_run_refusal(self, on: bool) -> str | None:
+        """Why dry-run cannot be switched to ``on`` now (a shadow stays in it), or ``None``."""
+        if self.shadow and not on:
+            return (
+                f"agent '{self._agent}' is a shadow (settings.agent.shadow) and stays in "
+                "dry-run; stop it, or run it without --shadow under a live name"
+            )
+        return None
 
     def snapshot(self) -> ControlSnapshot:
         """The switches now, as a frozen copy (for heartbeats and descriptions)."""
         return ControlSnapshot(
             paused=self._agent_pause,
+            # A copy behind a read-only view: later pauses do not show through, and a
+            # reader cannot write to it.
             sensors=MappingProxyType(dict(self._sensor_pauses)),
             dry_run=self._dry_run_switch,
+            frozen=self._freeze_switch,
         )
 
     # -- write (the Controller only) ------------------------------------------------------
@@ -122,7 +160,12 @@ class ControlState:
         self._sensor_pauses[sensor] = Switch(True, by, utcnow(), reason)
 
     def resume_sensor(self, sensor: str, *, by: str) -> None:
+        # Kept as off rather than removed: descriptions still say who resumed it.
         self._sensor_pauses[sensor] = Switch(False, by, utcnow())
+
+    def set_freeze(self, switch: Switch) -> None:
+        """Freeze or thaw every actuator (as the namespace's switch says, who set it and when)."""
+        self._freeze_switch = switch
 
     def set_dry_run(self, on: bool, *, by: str) -> None:
         """Switch dry-run for every actuator call from now on (calls under way keep theirs)."""

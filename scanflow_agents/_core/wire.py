@@ -27,6 +27,8 @@ _fallback = json.JSONEncoder(
 
 def now_text() -> str:
     """The current UTC time as the envelope's ``time`` field writes it."""
+    # `Z` as pydantic writes UTC: an envelope built here and one encoded by the
+    # model carry the same text, and readers parse one form.
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -41,6 +43,8 @@ def envelope(
     id: str | None = None,
 ) -> dict[str, Any]:
     """An envelope as a plain mapping, with the fields (and order) of :class:`Envelope`."""
+    # Built in the model's field order, optional fields left out as the model's
+    # `exclude_none` does: the bytes are those Envelope.encode would write.
     value: dict[str, Any] = {
         "v": SCHEMA_VERSION,
         "id": id or new_id(),

@@ -37,7 +37,7 @@ from scanflow_agents.knowledge.segments import decode_segment, encode_segments
 
 logger = logging.getLogger(__name__)
 
-KINDS = frozenset({"observation", "decision", "action"})
+KINDS = frozenset({"observation", "decision", "action", "failed"})
 _REQUIRED = ("id", "kind", "agent", "name", "time")
 
 
@@ -99,7 +99,7 @@ class MlflowRecorder:
         """Queue one event for writing; returns at once. Call it from the event loop's thread.
 
         Args:
-            event: Keys ``id``, ``kind`` (observation, decision or action),
+            event: Keys ``id``, ``kind`` (observation, decision, action, failed),
                 ``agent``, ``name``, ``correlation_id``, ``time`` (ISO 8601),
                 ``payload`` and, where they apply, ``outcome``, ``error``,
                 ``duration``. Values must be JSON-able.

@@ -135,6 +135,10 @@ class Platform(Protocol):
         """
         ...
 
+    async def preflight(self) -> list[str]:
+        """What the platform lacks to act, each with the command that fixes it; empty: nothing."""
+        ...
+
     async def close(self) -> None:
         """Stop following runs and release connections; safe to call twice."""
         ...
@@ -223,6 +227,10 @@ class PlatformBase:
                 await self._pick_up(record)
             found.append(record.status.run_id)
         return found
+
+    async def preflight(self) -> list[str]:
+        """What the platform lacks to act; a platform with nothing outside it lacks nothing."""
+        return []
 
     async def _release(self) -> None:
         """Let go of what the platform holds besides its runs (on ``close``)."""

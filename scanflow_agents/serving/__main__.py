@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
+from scanflow_agents._kit import loops
 from scanflow_agents.serving.config import ServingConfig
 from scanflow_agents.serving.server import serve
 
@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format=f"%(asctime)s %(levelname)s [{config.replica}] %(name)s: %(message)s",
     )
-    asyncio.run(serve(config))
+    # uvloop where installed, as `scanflow run`: the loop's own work (parsing, waking
+    # the handler, writing the answer) is much of a small model's request.
+    loops.run(lambda: serve(config))
     return 0
 
 

@@ -27,8 +27,19 @@ class ServingConfig(BaseModel):
         description="Load the model before listening: replicas sharing a port must not "
         "get traffic before they can answer. False serves /health (503) while loading.",
     )
-    tracking_uri: str | None = None
-    registry_uri: str | None = None
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking server the model loads from (a models:/ URI is looked "
+        "up in its registry). Reports go to MLflow only with --report-tracking-uri.",
+    )
+    registry_uri: str | None = Field(
+        default=None, description="MLflow model registry, if not the tracking server."
+    )
+    report_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking server that keeps each serving report as metrics of a "
+        "run of this replica; none: reports go to NATS only.",
+    )
     nats_url: str | None = None
     namespace: str = "default"
     workflow: str = "default"
@@ -50,6 +61,13 @@ class ServingConfig(BaseModel):
         default=None,
         gt=0,
         description="The service's latency objective (p95, ms), reported for the checker.",
+    )
+    inline_rows: int = Field(
+        default=4,
+        ge=0,
+        description="Requests of at most this many rows are predicted on the event loop, "
+        "larger ones in a thread: for a small model the hand-off costs more than the "
+        "prediction. 0: always in a thread (a slow model, even for one row).",
     )
     standby: bool = Field(
         default=False,

@@ -8,10 +8,7 @@ from typing import Any
 import numpy as np
 
 from scanflow_agents.knowledge.registries import ModelRef
-
-
-class BadInput(ValueError):
-    """The request body cannot be turned into model input (HTTP 400)."""
+from scanflow_agents.serving.inputs import Batch, parse
 
 
 @dataclass
@@ -26,49 +23,13 @@ class LoadedModel:
     #: the replica really serves, whatever the alias says later. None for other URIs.
     version_uri: str | None = None
 
-    def prepare(self, body: Any) -> tuple[Any, dict[str, np.ndarray]]:
-        """Turn a request body into model input and numeric feature columns.
-
-        Accepted bodies: ``{"rows": [{"name": value, ...}, ...]}`` or a numeric
-        matrix as ``{"instances": [[...], ...]}`` (``"inputs"`` is a synonym).
-
-        Returns:
-            The model input and, for input summaries, the numeric columns by name.
+    def parse(self, body: Any) -> Batch:
+        """Turn a decoded request body into model input (see :mod:`.inputs` for the forms).
 
         Raises:
-            BadInput: With the reason, if the body has neither shape.
+            BadInput: Naming the accepted forms, or what is wrong with the one given.
         """
-        import pandas as pd
-
-        if not isinstance(body, dict):
-            raise BadInput("expected a JSON object with 'rows' or 'instances'")
-        if "rows" in body:
-            rows = body["rows"]
-            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-                raise BadInput("'rows' must be a list of objects")
-            frame = pd.DataFrame(rows)
-            numeric = frame.select_dtypes("number")
-            columns = {str(c): numeric[c].to_numpy(dtype=float) for c in numeric.columns}
-            return frame, columns
-        matrix = body.get("instances", body.get("inputs"))
-        if matrix is None:
-            raise BadInput("expected a JSON object with 'rows' or 'instances'")
-        try:
-            array = np.asarray(matrix, dtype=float)
-        except (TypeError, ValueError) as exc:
-            raise BadInput(f"'instances' is not a numeric matrix: {exc}") from None
-        if array.ndim == 1:
-            array = array.reshape(1, -1)
-        if array.ndim != 2:
-            raise BadInput(f"'instances' must be a matrix, got {array.ndim} dimensions")
-        names = self.input_names
-        if names and len(names) != array.shape[1]:
-            raise BadInput(f"expected {len(names)} features per row, got {array.shape[1]}")
-        names = names or [f"x{i}" for i in range(array.shape[1])]
-        columns = {name: array[:, i] for i, name in enumerate(names)}
-        # Column-based signatures want a frame with their names; tensor ones an array.
-        model_input = pd.DataFrame(array, columns=names) if self.input_names else array
-        return model_input, columns
+        return parse(body, self.input_names)
 
     def predict(self, model_input: Any) -> list[Any]:
         """Predict and return JSON-ready values, one per row."""

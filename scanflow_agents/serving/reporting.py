@@ -3,7 +3,7 @@
 Every ``report_interval`` seconds the replica takes its window of counters
 (requests, latency percentiles, errors, input and prediction summaries,
 labelled accuracy, the probe's round trip, the service's objectives) and sends
-it as one JSON event on ``scanflow.<namespace>.events.serving.<workflow>.<node>``
+it as one JSON event on ``scanflow.<namespace>.telemetry.serving.<workflow>.<node>``
 and as metrics of an MLflow run tagged ``scanflow.workflow``/``scanflow.node``/
 ``scanflow.replica``.
 Each replica reports on its own; the tracker adds them up.
@@ -12,7 +12,6 @@ Each replica reports on its own; the tracker adds them up.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -21,10 +20,14 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+import orjson
+
 from scanflow_agents._kit.tasks import guarded, stop
+from scanflow_agents.redaction import redact
 from scanflow_agents.serving.config import ServingConfig
 from scanflow_agents.serving.probing import probe
 from scanflow_agents.serving.stats import ServingStats
+from scanflow_agents.settings import NatsSettings, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +50,21 @@ def envelope(kind: str, source: str, payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def nats_settings(config: ServingConfig) -> NatsSettings:
+    """How a model server connects to NATS: the settings tree's ``nats`` section, read
+    from the environment as an agent reads it (user, password, token, nkeys, creds, TLS
+    files: ``SCANFLOW_NATS__*``), to the server's own ``--nats-url``.
+
+    The process has no settings file: the platform gives its pods these variables,
+    the same the agents get, so a NATS with authentication on takes their reports.
+    """
+    return Settings.load().nats.model_copy(update={"url": config.nats_url})
+
+
 def subject(config: ServingConfig) -> str:
     """The NATS subject a replica's serving reports go to."""
-    return f"scanflow.{config.namespace}.events.serving.{config.workflow}.{config.node}"
+    # Telemetry, not audit: the namespace's telemetry stream keeps it (scanflow_agents.subjects).
+    return f"scanflow.{config.namespace}.telemetry.serving.{config.workflow}.{config.node}"
 
 
 class Reporter:
@@ -78,25 +93,44 @@ class Reporter:
 
     async def __aenter__(self) -> Reporter:
         if self.config.nats_url:
-            import nats
-
-            # Reports are best effort: a missing NATS must not stop serving.
-            try:
-                self._nats = await nats.connect(
-                    self.config.nats_url, connect_timeout=5, max_reconnect_attempts=-1
-                )
-            except Exception as exc:
-                logger.warning(
-                    "model server %s: no NATS at %s (%s); reports go to MLflow only",
-                    self.config.replica,
-                    self.config.nats_url,
-                    exc,
-                )
-        if self.config.tracking_uri:
+            self._nats = await self._connect()
+        if self.config.report_tracking_uri:
             self._mlflow = _MlflowLog(self.config)
         name = f"serving reports of {self.config.workflow}/{self.config.node}/{self.config.replica}"
         self._task = guarded(self._loop(), name=name, logger=logger)
         return self
+
+    async def _connect(self) -> Any:
+        """A NATS connection made as an agent's is, or ``None`` (reports go to MLflow only)."""
+        from scanflow_agents.transports.connecting import (
+            ConnectFailed,
+            ConnectSetupError,
+            open_connection,
+        )
+
+        name = f"serving {self.config.workflow}/{self.config.node}/{self.config.replica}"
+        # Reports are best effort: bad connection settings, or a missing or refusing
+        # NATS, must not stop serving.
+        try:
+            settings = nats_settings(self.config)
+        except ValueError as exc:  # pydantic's ValidationError and UnknownSetting are ones
+            logger.warning(
+                "model server %s: bad NATS settings in the environment (%s); reports go to "
+                "MLflow only",
+                self.config.replica,
+                redact(str(exc)),
+            )
+            return None
+        try:
+            return await open_connection(settings, name=name)
+        except (ConnectSetupError, ConnectFailed) as exc:
+            logger.warning(
+                "model server %s: no NATS at %s (%s); reports go to MLflow only",
+                self.config.replica,
+                redact(settings.url),
+                exc,
+            )
+            return None
 
     async def __aexit__(
         self, *exc: type[BaseException] | BaseException | TracebackType | None
@@ -153,7 +187,9 @@ class Reporter:
                 payload,
             )
             try:
-                await self._nats.publish(subject(self.config), json.dumps(message).encode())
+                # orjson: a report carries its input sample (256 rows of every feature),
+                # and the standard encoder held the event loop ~16 ms for it.
+                await self._nats.publish(subject(self.config), orjson.dumps(message))
             except Exception as exc:
                 logger.warning(
                     "model server %s: report %d not published: %s",
@@ -202,7 +238,7 @@ class _MlflowLog:
         config = self.config
         # An explicit client: no process-wide "active run" that other code
         # in the process could log into by accident.
-        self._client = MlflowClient(config.tracking_uri, config.registry_uri)
+        self._client = MlflowClient(config.report_tracking_uri)
         experiment = self._client.get_experiment_by_name(config.experiment)
         experiment_id = (
             experiment.experiment_id

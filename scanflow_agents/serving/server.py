@@ -15,10 +15,13 @@ needed and not used.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
+import signal
 import socket
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -85,16 +88,17 @@ async def serve(config: ServingConfig) -> None:
     admin port only; ``POST /activate`` there opens the shared port, and from
     then on it serves (and reports) like any other replica.
     """
-    from scanflow_agents.serving.app import ServerState, create_app
+    from scanflow_agents.serving.app import ServerState, create_app, install
     from scanflow_agents.serving.models import load_model
 
     if config.standby and config.admin_port is None:
         raise ValueError("a standby replica needs an admin port (--admin-port)")
     state = ServerState(config, active=not config.standby)
     if config.load_before_listen or config.standby:
-        state.model = await asyncio.to_thread(
+        model = await asyncio.to_thread(
             load_model, config.model_uri, config.tracking_uri, config.registry_uri
         )
+        install(state, model)
     sockets = []
     if not config.standby:
         sockets.append(listen(config.host, config.port, reuse_port=config.reuse_port))
@@ -158,15 +162,33 @@ class DrainingServer(uvicorn.Server):
 
         def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
             protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
-                config=config, server_state=self.server_state,
-                app_state=self.lifespan.state, _loop=_loop,
-            )  # fmt: skip
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+                _loop=_loop,
+            )
             return protocol
 
         server = await loop.create_server(create_protocol, sock=sock, backlog=config.backlog)
         self.servers.append(server)
         if shared:
             self.shared = sock
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's signal handling, without raising a SIGTERM again once stopped.
+
+        uvicorn re-raises the signals it caught after its graceful stop, so the
+        process ends killed by SIGTERM (status -15), which a supervisor reads as
+        a crash. A replica that stopped because it was asked to exits 0; SIGINT is
+        still raised again, as for any program stopped with Ctrl-C.
+        """
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                captured = self._captured_signals
+                captured[:] = [sig for sig in captured if sig != signal.SIGTERM]
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.shared is not None and not kernel_migrates_requests():

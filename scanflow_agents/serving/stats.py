@@ -30,6 +30,10 @@ _KEPT_INPUTS = 5_000
 # need values, not only means) and labelled rows (for retraining and evaluation).
 SAMPLE_ROWS = 256
 LABELLED_ROWS = 512
+# Input rows gathered before their summaries are updated in one vectorised pass
+# (and at each report): per request, numpy's fixed cost per call would be paid
+# once per feature and row.
+BATCH_ROWS = 256
 # Distinct predicted values reported one by one; more means a regression.
 _MAX_CLASSES = 50
 
@@ -50,6 +54,11 @@ class _Window:
         self.sample: list[list[float]] = []  # a uniform reservoir sample of input rows
         self.labelled: list[tuple[list[float], Any, Any]] = []  # (row, label, prediction)
         self.seen_rows = 0
+        # Input rows not yet folded into ``features`` and ``sample``, all with the
+        # columns ``pending_columns``.
+        self.pending: list[np.ndarray] = []
+        self.pending_rows = 0
+        self.pending_columns: list[str] = []
 
 
 class ServingStats:
@@ -67,7 +76,9 @@ class ServingStats:
         self.window = _Window()
         self.columns: list[str] = []
         self._kept: OrderedDict[str, Any] = OrderedDict()
-        self._inputs: OrderedDict[str, list[float]] = OrderedDict()
+        # A row is kept as its request's matrix and its index there: a list of
+        # floats is built only for the few rows a label arrives for.
+        self._inputs: OrderedDict[str, tuple[np.ndarray, int]] = OrderedDict()
         self._random = np.random.default_rng()
 
     def record_request(self, endpoint: str, status: int, seconds: float) -> None:
@@ -86,27 +97,23 @@ class ServingStats:
             self.window.errors += 1
 
     def record_predictions(
-        self, ids: list[str], features: dict[str, np.ndarray], predictions: list[Any]
+        self, ids: list[str], columns: list[str], rows: np.ndarray, predictions: list[Any]
     ) -> None:
         """Remember predictions for labels and add their inputs to the window.
 
+        The inputs are only queued here: their summaries are computed for many
+        rows at once (see :data:`BATCH_ROWS`), since one request's row costs a
+        numpy reduction per feature otherwise, more than a small model's predict.
+
         Args:
             ids: One prediction id per row.
-            features: Numeric input columns by feature name.
+            columns: The names of the numeric input features, one per column of ``rows``.
+            rows: The numeric inputs, one row per prediction (shape rows x columns).
             predictions: One JSON-ready prediction per row.
         """
         window = self.window
         self.predictions_total += len(ids)
         window.rows += len(ids)
-        for name, column in features.items():
-            if column.size == 0:
-                continue
-            acc = window.features.setdefault(name, [0.0, 0.0, 0.0, math.inf, -math.inf])
-            acc[0] += column.size
-            acc[1] += float(column.sum())
-            acc[2] += float(np.square(column).sum())
-            acc[3] = min(acc[3], float(column.min()))
-            acc[4] = max(acc[4], float(column.max()))
         for pid, value in zip(ids, predictions, strict=True):
             self._kept[pid] = value
             if isinstance(value, float) and not value.is_integer():
@@ -117,25 +124,54 @@ class ServingStats:
                 window.classes[str(value)] += 1
         while len(self._kept) > _KEPT_PREDICTIONS:
             self._kept.popitem(last=False)
-        if features:
-            self.columns = list(features)
-            rows = np.column_stack([np.asarray(c, dtype=float) for c in features.values()])
-            self._sample_rows(ids, rows.tolist())
-
-    def _sample_rows(self, ids: list[str], rows: list[list[float]]) -> None:
-        window = self.window
-        for pid, row in zip(ids, rows, strict=True):
-            window.seen_rows += 1
-            # Reservoir sampling (Algorithm R): every row of the window is equally likely.
-            if len(window.sample) < SAMPLE_ROWS:
-                window.sample.append(row)
-            else:
-                slot = int(self._random.integers(window.seen_rows))
-                if slot < SAMPLE_ROWS:
-                    window.sample[slot] = row
-            self._inputs[pid] = row
+        if not columns or not len(rows):
+            return
+        if columns != window.pending_columns:
+            self._fold()
+            window.pending_columns = columns
+        self.columns = columns
+        window.pending.append(rows)
+        window.pending_rows += len(rows)
+        for index, pid in enumerate(ids):
+            self._inputs[pid] = (rows, index)
         while len(self._inputs) > _KEPT_INPUTS:
             self._inputs.popitem(last=False)
+        if window.pending_rows >= BATCH_ROWS:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Add the queued rows to the window's feature summaries and input sample."""
+        window = self.window
+        if not window.pending:
+            return
+        matrix = np.concatenate(window.pending) if len(window.pending) > 1 else window.pending[0]
+        window.pending, window.pending_rows = [], 0
+        count = float(len(matrix))
+        sums, squares = matrix.sum(axis=0), np.square(matrix).sum(axis=0)
+        lows, highs = matrix.min(axis=0), matrix.max(axis=0)
+        for i, name in enumerate(window.pending_columns):
+            acc = window.features.setdefault(name, [0.0, 0.0, 0.0, math.inf, -math.inf])
+            acc[0] += count
+            acc[1] += float(sums[i])
+            acc[2] += float(squares[i])
+            acc[3] = min(acc[3], float(lows[i]))
+            acc[4] = max(acc[4], float(highs[i]))
+        self._sample(matrix)
+
+    def _sample(self, matrix: np.ndarray) -> None:
+        # Reservoir sampling (Algorithm R) over the batch in arrival order, with all
+        # its random draws at once: every row of the window is equally likely.
+        window = self.window
+        free = max(0, min(SAMPLE_ROWS - len(window.sample), len(matrix)))
+        window.sample.extend(matrix[:free].tolist())
+        seen = window.seen_rows + free
+        rest = len(matrix) - free
+        if rest:
+            # Row j of the rest is the (seen + j + 1)-th of the window: a slot in [0, that).
+            slots = self._random.integers(0, np.arange(seen + 1, seen + rest + 1))
+            for j in np.flatnonzero(slots < SAMPLE_ROWS):
+                window.sample[slots[j]] = matrix[free + j].tolist()
+        window.seen_rows = seen + rest
 
     def record_labels(self, labels: list[tuple[str, Any]]) -> tuple[int, list[str]]:
         """Join ground truth to earlier predictions by prediction id.
@@ -155,13 +191,15 @@ class ServingStats:
             prediction = self._kept.pop(pid)
             if _same(prediction, label):
                 self.window.correct += 1
-            row = self._inputs.pop(pid, None)
-            if row is not None and len(self.window.labelled) < LABELLED_ROWS:
-                self.window.labelled.append((row, label, prediction))
+            kept = self._inputs.pop(pid, None)
+            if kept is not None and len(self.window.labelled) < LABELLED_ROWS:
+                rows, index = kept
+                self.window.labelled.append((rows[index].tolist(), label, prediction))
         return len(labels) - len(unknown), unknown
 
     def take_window(self) -> dict[str, Any]:
         """Summarise the current window as a report payload and start a new one."""
+        self._fold()
         window, self.window = self.window, _Window()
         now = time.time()
         lat = np.asarray(window.latencies) * 1000.0

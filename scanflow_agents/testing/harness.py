@@ -84,7 +84,8 @@ class AgentHarness:
                 # Runs after every agent stopped and before this connection closes.
                 self._stack.push_async_callback(self._delete_streams, client_transport)
             self.client = Client(client_transport, namespace=self.namespace, name="harness")
-            await client_transport.subscribe(self.subjects.all_events, self._on_event)
+            for events in (self.subjects.all_events, self.subjects.all_telemetry):
+                await client_transport.subscribe(events, self._on_event)
             for agent in self.agents.values():
                 agent.settings = self.settings
                 runtime = agent.running(await self.connect(agent.name), schedule=self.schedule)
@@ -103,12 +104,17 @@ class AgentHarness:
         await self._stack.aclose()
 
     async def _delete_streams(self, transport: NatsTransport) -> None:
-        """Delete the namespace's event stream and key-value buckets from the shared server."""
+        """Delete the namespace's event streams and key-value buckets from the shared server."""
         try:
             names = [info.config.name for info in await transport.js.streams_info()]
+            ours = {spec.name for spec in transport.streams}
+            # Bucket names spell the namespace with '_' for '-' (see Subjects), or as it is.
+            spellings = (self.namespace, self.namespace.replace("-", "_"))
             for name in names:
-                if name == transport.stream or (
-                    name is not None and name.startswith("KV_") and self.namespace in name
+                if name in ours or (
+                    name is not None
+                    and name.startswith("KV_")
+                    and any(spelling in name for spelling in spellings)
                 ):
                     await transport.js.delete_stream(name)
         except Exception as exc:  # cleaning up must not hide the test's own outcome

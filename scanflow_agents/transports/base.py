@@ -20,8 +20,8 @@ Semantics both must have:
   (the handler raised, or the process died) is delivered again; a consumer
   that comes back resumes after the last acknowledged event;
 - a key-value bucket (:meth:`Transport.key_value`) gives revision-checked
-  writes (two writers racing on one revision: exactly one wins) and drops
-  entries ``ttl`` seconds after their last write;
+  writes (two writers racing on one revision: exactly one wins), lists its
+  current entries, and drops entries ``ttl`` seconds after their last write;
 - ``close`` drains (pending messages are handled) and may be called twice;
   ``abort`` drops the connection like a killed process would.
 """
@@ -168,6 +168,14 @@ class KeyValue(abc.ABC):
     async def delete(self, key: str, *, revision: int | None = None) -> None:
         """Remove a key; with ``revision``, only if that is its latest, else :class:`KvConflict`."""
 
+    @abc.abstractmethod
+    async def entries(self, under: str | None = None) -> list[KvEntry]:
+        """Every current entry, or those whose key starts with ``under`` and a dot; by key.
+
+        For small buckets read whole (the replicas of a namespace, the approvals
+        an agent holds): it reads every matching entry in one pass.
+        """
+
 
 MessageHandler = Callable[[Message], Awaitable[None]]
 
@@ -299,7 +307,21 @@ class Transport(abc.ABC):
         """A key-value bucket, created if missing; entries expire ``ttl`` seconds after a write.
 
         ``ttl=None`` keeps entries for ever on creation and leaves an existing
-        bucket as it is; a number changes an existing bucket to that ``ttl``.
+        bucket as it is. A number is a floor, never a cut: an existing bucket with
+        a shorter age limit (or none yet, made by a reader that came first) gets
+        ``ttl``; one with a longer limit keeps it. Agents of one namespace share
+        buckets (leases, budgets) with their own settings, and one agent's short
+        ``ttl`` must not expire the entries another relies on: a lease gone before
+        its holder steps down would let two replicas lead.
+        """
+
+    @abc.abstractmethod
+    async def existing_key_value(self, bucket: str) -> KeyValue | None:
+        """The bucket if it exists, else ``None``; never creates one.
+
+        For readers: a command pointed at a mistyped namespace must not leave a
+        bucket behind, and a user allowed to read a bucket may not be allowed to
+        make one.
         """
 
     async def kv_get(self, bucket: str, key: str) -> bytes | None:

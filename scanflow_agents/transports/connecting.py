@@ -12,12 +12,16 @@ nats-py's final "no servers available", and never prints URL credentials.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import ssl
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import nats.errors
+from nats.aio.client import Client
 
 from scanflow_agents.redaction import redact
 from scanflow_agents.settings import NatsSettings
@@ -25,6 +29,66 @@ from scanflow_agents.settings import NatsSettings
 
 class ConnectSetupError(ValueError):
     """The settings name a file that cannot be used (missing, unreadable, not a key)."""
+
+
+class ConnectFailed(ConnectionError):
+    """No server took the first connection; the message is the most telling reason."""
+
+
+async def open_connection(
+    settings: NatsSettings,
+    *,
+    name: str,
+    error_cb: Callable[[Exception], Awaitable[None]] | None = None,
+    **callbacks: Any,
+) -> Client:
+    """A NATS connection as every process of the project opens one (agents, consoles,
+    model servers): the servers, authentication and TLS of ``settings``.
+
+    The first connection fails fast, so a wrong URL or refused credentials are
+    a clear error at once; once connected, the client reconnects for ever.
+
+    Args:
+        settings: The ``nats`` section of the settings tree.
+        name: The connection's name (what ``nats-server`` shows for it).
+        error_cb: Also told of every error nats-py reports.
+        callbacks: More nats-py callbacks (``disconnected_cb``, ``reconnected_cb``).
+
+    Raises:
+        ConnectSetupError: A named file (creds, seed, CA...) cannot be used.
+        ConnectFailed: No server took the connection; the message names the server's
+            reason where it gave one, never URL credentials.
+    """
+    attempts = ConnectErrors()
+
+    async def on_error(exc: Exception) -> None:
+        attempts.add(exc)
+        if error_cb is not None:
+            await error_cb(exc)
+
+    options: dict[str, Any] = {
+        "servers": servers(settings),
+        "name": name,
+        "connect_timeout": settings.connect_timeout,
+        "max_reconnect_attempts": 2,
+        "reconnect_time_wait": 0.5,
+        "allow_reconnect": True,
+        "error_cb": on_error,
+        **callbacks,
+        **auth_options(settings),
+    }
+    client = Client()
+    # nats-py can hang after some failed TLS handshakes (an untrusted server
+    # certificate): bound the whole first connection, every attempt included.
+    deadline = settings.connect_timeout * 3 * len(options["servers"]) + 2
+    try:
+        await asyncio.wait_for(client.connect(**options), deadline)
+    except (OSError, nats.errors.Error, TimeoutError) as exc:
+        with contextlib.suppress(Exception):
+            await client.close()
+        raise ConnectFailed(attempts.reason(exc)) from exc
+    client.options["max_reconnect_attempts"] = -1
+    return client
 
 
 def servers(settings: NatsSettings) -> list[str]:

@@ -41,6 +41,7 @@ FETCH_WAIT = 1.0
 RETRY_DELAY = 1.0  # before a failed event is handed out again
 # JetStream's error codes for "the subject's last sequence is not the expected one".
 _WRONG_LAST_SEQUENCE = (10071, 10164)
+_IN_USE = 10058  # "stream name already in use with a different configuration"
 _ERRORS = (nats.errors.Error, nats.js.errors.Error, OSError)
 
 
@@ -202,8 +203,16 @@ class ConsumerSubscription(Subscription):
 class JetStreamKeyValue(KeyValue):
     """A JetStream key-value bucket (one value per key kept)."""
 
-    def __init__(self, kv: NatsBucket, bucket: str, ttl: float | None, grace: float = 0.0) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        kv: NatsBucket,
+        bucket: str,
+        ttl: float | None,
+        grace: float = 0.0,
+    ) -> None:
         super().__init__(bucket, ttl)
+        self._js = js
         self._kv = kv
         self.grace = grace  # seconds a write waits for the bucket to be known (a cluster)
 
@@ -255,6 +264,25 @@ class JetStreamKeyValue(KeyValue):
         except _ERRORS as exc:
             raise self._failed("delete", key, exc) from exc
 
+    async def entries(self, under: str | None = None) -> list[KvEntry]:
+        if under is not None:
+            check_kv_names(self.bucket, under)
+        prefix = f"$KV.{self.bucket}."
+        try:
+            # The stream's subjects are the keys (a deleted key keeps its marker,
+            # which reads as absent); then the values, read together. nats-py's
+            # key watcher was seen to report "caught up" before its first entry
+            # on a cluster, and to list nothing.
+            info = await self._js.stream_info(
+                f"KV_{self.bucket}",
+                subjects_filter=prefix + (">" if under is None else f"{under}.>"),
+            )
+            keys = sorted(subject.removeprefix(prefix) for subject in info.state.subjects or {})
+            found = await asyncio.gather(*(self.get(key) for key in keys))
+        except _ERRORS as exc:
+            raise self._failed("list", under or ">", exc) from exc
+        return [entry for entry in found if entry is not None]
+
     def _moved(self, key: str, revision: int | None) -> KvConflict:
         return KvConflict(f"key {key!r} of bucket {self.bucket!r} is no longer at {revision}")
 
@@ -263,26 +291,52 @@ class JetStreamKeyValue(KeyValue):
         return TransportError(f"cannot {what} key {key!r} of bucket {self.bucket!r}: {reason}")
 
 
+async def find_bucket(
+    js: JetStreamContext, bucket: str, *, grace: float = 0.0
+) -> JetStreamKeyValue | None:
+    """The bucket if it exists (as it is: replicas and ttl unchanged), else ``None``."""
+    check_kv_names(bucket)
+    try:
+        kv = await js.key_value(bucket)
+        ttl = (await kv.status()).ttl or None
+    except nats.js.errors.BucketNotFoundError:
+        return None
+    except _ERRORS as exc:
+        reason = str(exc) or type(exc).__name__
+        raise TransportError(f"cannot open key-value bucket {bucket!r}: {reason}") from exc
+    return JetStreamKeyValue(js, kv, bucket, ttl, grace)
+
+
 async def open_bucket(
     js: JetStreamContext, bucket: str, ttl: float | None, *, replicas: int = 1, grace: float = 0.0
 ) -> JetStreamKeyValue:
     """The bucket, created if missing (file storage, ``replicas`` copies).
 
-    An existing bucket gets the wanted replica count, and ``ttl`` if another is given.
+    An existing bucket gets the wanted replica count, and ``ttl`` if its own age
+    limit is shorter or unset (limits are raised, never cut: see ``Transport.key_value``).
     """
     check_kv_names(bucket)
     try:
         try:
             kv = await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
-            kv = await js.create_key_value(
-                bucket=bucket, history=1, ttl=ttl, storage=api.StorageType.FILE, replicas=replicas
-            )
-            await led(js, f"KV_{bucket}")
-            return JetStreamKeyValue(kv, bucket, ttl, grace)
+            try:
+                kv = await js.create_key_value(
+                    bucket=bucket, history=1, ttl=ttl, storage=api.StorageType.FILE,
+                    replicas=replicas,
+                )  # fmt: skip
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code != _IN_USE:
+                    raise
+                # Another client made it a moment ago, with its own ttl: use
+                # that one, brought to ours below.
+                kv = await js.key_value(bucket)
+            else:
+                await led(js, f"KV_{bucket}")
+                return JetStreamKeyValue(js, kv, bucket, ttl, grace)
         await ensure_bucket_replicas(js, bucket, replicas)
         current = (await kv.status()).ttl or None
-        if ttl is not None and current != ttl:
+        if ttl is not None and (current is None or current < ttl):
             info = await js.stream_info(f"KV_{bucket}")
             config = info.config
             config.max_age = ttl
@@ -292,4 +346,4 @@ async def open_bucket(
             current = ttl
     except _ERRORS as exc:
         raise replica_error(f"key-value bucket {bucket!r}", replicas, exc) from exc
-    return JetStreamKeyValue(kv, bucket, current, grace)
+    return JetStreamKeyValue(js, kv, bucket, current, grace)

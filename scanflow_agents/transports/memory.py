@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import logging
 import random
+from collections.abc import Sequence
 from datetime import datetime
 
 from scanflow_agents._kit.tasks import guarded
@@ -36,27 +37,50 @@ from scanflow_agents.transports.memstore import (
     MemoryKeyValue,
     MemoryStream,
 )
+from scanflow_agents.transports.streams import StreamSpec, reads, stream_for
 
 logger = logging.getLogger(__name__)
 
+# Every namespace's streams, by purpose (see :mod:`.streams`); an agent on the
+# real server gets its own namespace's, named from its settings.
+DEFAULT_STREAMS = (
+    StreamSpec("SCANFLOW", ("scanflow.*.events.>", "scanflow.*.chains.>")),
+    StreamSpec("SCANFLOW_TELEMETRY", ("scanflow.*.telemetry.>",)),
+)
+
 
 class MemoryBroker:
-    """The shared state of an in-memory bus: subscriptions, the event stream, the KV buckets."""
+    """The shared state of an in-memory bus: subscriptions, the event streams, the KV buckets.
 
-    def __init__(
-        self, *, stream_subjects: tuple[str, ...] = ("scanflow.*.events.>", "scanflow.*.chains.>")
-    ) -> None:
-        self.stream_subjects = stream_subjects
+    Args:
+        streams: the streams that store events (by default every namespace's
+            audit and telemetry streams, without a size limit).
+    """
+
+    def __init__(self, *, streams: Sequence[StreamSpec] = DEFAULT_STREAMS) -> None:
+        self.streams = {spec.name: (spec, MemoryStream(spec.max_bytes)) for spec in streams}
         self.subscriptions: list[_MemorySubscription] = []
-        self.events = MemoryStream()
         self.buckets: dict[str, MemoryBucket] = {}
         self.max_payload = DEFAULT_MAX_PAYLOAD
         self._inboxes = itertools.count()
 
     @property
     def stream(self) -> list[tuple[str, bytes]]:
-        """The stored events as ``(subject, data)``, oldest first."""
-        return [(event.subject, event.data) for event in self.events.events]
+        """The stored events of every stream as ``(subject, data)``, oldest first in each."""
+        return [
+            (event.subject, event.data)
+            for _, stream in self.streams.values()
+            for event in stream.events
+        ]
+
+    def stream_of(self, subject: str) -> MemoryStream:
+        """The stream that stores ``subject`` (a subject or a filter).
+
+        Raises:
+            TransportError: no stream stores it.
+        """
+        spec = stream_for([spec for spec, _ in self.streams.values()], subject)
+        return self.streams[spec.name][1]
 
     def connect(self) -> MemoryTransport:
         return MemoryTransport(self)
@@ -162,24 +186,20 @@ class MemoryTransport(Transport):
 
     async def publish(self, subject: str, data: bytes) -> None:
         self._check(data)
-        if self._stored(subject):
+        with contextlib.suppress(TransportError):
             # As JetStream does: a stream stores every message on its subjects,
             # also one sent without waiting for the acknowledgement.
-            self.broker.events.store(subject, data, None)
+            self.broker.stream_of(subject).store(subject, data, None)
         self.broker.route(subject, data, None)
-
-    def _stored(self, subject: str) -> bool:
-        return any(subject_matches(pattern, subject) for pattern in self.broker.stream_subjects)
 
     async def publish_durable(
         self, subject: str, data: bytes, *, msg_id: str | None = None
     ) -> None:
         self._check(data)
-        if not self._stored(subject):
-            raise TransportError(f"no event stream stores subject {subject!r}")
-        if msg_id is not None and msg_id in self.broker.events.stored_ids:
+        stream = self.broker.stream_of(subject)
+        if msg_id is not None and msg_id in stream.stored_ids:
             return  # a retry of a stored event: kept once, as JetStream does
-        self.broker.events.store(subject, data, msg_id)
+        stream.store(subject, data, msg_id)
         self.broker.route(subject, data, None)
 
     async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
@@ -243,10 +263,12 @@ class MemoryTransport(Transport):
         newest: bool = False,
         since: datetime | None = None,
     ) -> list[tuple[str, bytes]]:
+        specs = [spec for spec, _ in self.broker.streams.values()]
         matching = [
             (event.subject, event.data)
-            for event in self.broker.events.events
-            if subject_matches(subject, event.subject) and (since is None or event.time >= since)
+            for spec, within in reads(specs, subject)  # a wide filter: each stream in turn
+            for event in self.broker.streams[spec.name][1].events
+            if subject_matches(within, event.subject) and (since is None or event.time >= since)
         ]
         return matching[-limit:] if newest else matching[:limit]
 
@@ -261,7 +283,8 @@ class MemoryTransport(Transport):
         inactive: float | None = None,
     ) -> Subscription:
         self._check()
-        consumer = self.broker.events.consumer(durable, subject, max_age, ack_wait, inactive)
+        stream = self.broker.stream_of(subject)
+        consumer = stream.consumer(durable, subject, max_age, ack_wait, inactive)
         sub = MemoryConsumerSubscription(consumer, handler)
         self._subs.append(sub)
         return sub
@@ -272,9 +295,15 @@ class MemoryTransport(Transport):
         state = self.broker.buckets.get(bucket)
         if state is None:
             state = self.broker.buckets[bucket] = MemoryBucket(bucket, ttl)
-        elif ttl is not None:
-            state.ttl = ttl
+        elif ttl is not None and (state.ttl is None or state.ttl < ttl):
+            state.ttl = ttl  # raised, never cut (see Transport.key_value)
         return MemoryKeyValue(state, self._check)
+
+    async def existing_key_value(self, bucket: str) -> KeyValue | None:
+        self._check()
+        check_kv_names(bucket)
+        state = self.broker.buckets.get(bucket)
+        return None if state is None else MemoryKeyValue(state, self._check)
 
     async def flush(self) -> None:
         # Let consumer tasks run what is already queued.

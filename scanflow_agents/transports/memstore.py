@@ -55,25 +55,40 @@ class _Signal:
 
 
 class MemoryStream:
-    """Stored events and the durable consumers reading them."""
+    """Stored events and the durable consumers reading them.
 
-    def __init__(self) -> None:
+    Args:
+        max_bytes: bytes of event data kept at most; beyond it the oldest
+            events are dropped, as a JetStream stream with a size limit and
+            the "discard old" policy does. ``None``: no limit.
+    """
+
+    def __init__(self, max_bytes: int | None = None) -> None:
         self.events: list[StoredEvent] = []
         self.stored_ids: set[str] = set()
         self.consumers: dict[str, MemoryConsumer] = {}
         self.signal = _Signal()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._last_sequence = 0
 
     def store(self, subject: str, data: bytes, msg_id: str | None) -> None:
         if msg_id is not None:
             if msg_id in self.stored_ids:
                 return  # a retry of a stored event: kept once, as JetStream does
             self.stored_ids.add(msg_id)
-        self.events.append(StoredEvent(len(self.events) + 1, subject, data, datetime.now(UTC)))
+        self._last_sequence += 1
+        self.events.append(StoredEvent(self._last_sequence, subject, data, datetime.now(UTC)))
+        self.bytes += len(data)
+        while self.max_bytes is not None and self.bytes > self.max_bytes and self.events:
+            self.bytes -= len(self.events.pop(0).data)
         self.signal.fire()
 
     def first_after(self, sequence: int, subject: str) -> StoredEvent | None:
         """The first event at ``sequence`` or later whose subject matches ``subject``."""
-        for event in self.events[max(sequence - 1, 0) :]:
+        # Sequences are contiguous from the oldest event kept (older ones may be dropped).
+        first = self.events[0].sequence if self.events else self._last_sequence + 1
+        for event in self.events[max(sequence - first, 0) :]:
             if subject_matches(subject, event.subject):
                 return event
         return None
@@ -101,7 +116,7 @@ class MemoryStream:
         if max_age is not None:
             start_time = datetime.now(UTC) - timedelta(seconds=max_age)
             later = [e.sequence for e in self.events if e.time >= start_time]
-            start = later[0] if later else len(self.events) + 1
+            start = later[0] if later else self._last_sequence + 1
         created = MemoryConsumer(self, durable, subject, start, ack_wait, inactive)
         self.consumers[durable] = created
         return created
@@ -305,6 +320,17 @@ class MemoryKeyValue(KeyValue):
             self._expect(bucket, key, revision)
         bucket.revision += 1  # a delete is a write too, as in JetStream
         bucket.values.pop(key, None)
+
+    async def entries(self, under: str | None = None) -> list[KvEntry]:
+        bucket = self._ready(None)
+        if under is not None:
+            check_kv_names(self.bucket, under)
+        found = []
+        for key in sorted(bucket.values):
+            current = bucket.current(key)
+            if current is not None and (under is None or key.startswith(f"{under}.")):
+                found.append(KvEntry(key, current.value, current.revision))
+        return found
 
     def _expect(self, bucket: MemoryBucket, key: str, revision: int) -> None:
         current = bucket.current(key)

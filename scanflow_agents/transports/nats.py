@@ -37,18 +37,19 @@ from scanflow_agents.transports.base import (
     TransportError,
 )
 from scanflow_agents.transports.connecting import (
-    ConnectErrors,
+    ConnectFailed,
     ConnectSetupError,
-    auth_options,
     describe_error,
-    servers,
+    open_connection,
 )
 from scanflow_agents.transports.jetstream import (
     ConsumerSubscription,
     JetStreamKeyValue,
+    find_bucket,
     open_bucket,
 )
 from scanflow_agents.transports.provisioning import INTEREST_GRACE, answered, ensure_stream
+from scanflow_agents.transports.streams import StreamSpec, reads, stream_for
 
 logger = logging.getLogger(__name__)
 
@@ -89,20 +90,18 @@ class _NatsSubscription(Subscription):
 
 
 class NatsTransport(Transport):
-    """A transport over one NATS connection, with JetStream for the event stream.
+    """A transport over one NATS connection, with JetStream for the event streams.
 
-    Build it with :meth:`connect`; ``stream`` and ``stream_subjects`` name the
-    JetStream stream that stores events (created or updated on connect).
+    Build it with :meth:`connect`; ``streams`` are the JetStream streams that
+    store events (created or updated on connect), each a purpose of its own
+    (:mod:`.streams`): a subject is stored by, and read from, the one that covers it.
     """
 
-    def __init__(
-        self, nc: Client, *, stream: str, stream_subjects: list[str], replicas: int = 1
-    ) -> None:
+    def __init__(self, nc: Client, *, streams: Sequence[StreamSpec], replicas: int = 1) -> None:
         self.nc = nc
         self.js = nc.jetstream()
-        self.stream = stream
-        self.stream_subjects = stream_subjects
-        self.replicas = replicas  # of every stream and bucket this transport creates
+        self.streams = tuple(streams)
+        self.replicas = replicas  # of every bucket, and of every stream that sets none
         self._ack_prefix: str | None = None
         self._ack_counter = itertools.count()
         self._pending_acks: dict[str, asyncio.Future[bytes]] = {}
@@ -116,18 +115,15 @@ class NatsTransport(Transport):
         cls,
         settings: NatsSettings,
         *,
-        stream: str,
-        stream_subjects: list[str],
+        streams: Sequence[StreamSpec],
         name: str = "scanflow",
     ) -> NatsTransport:
-        """Connect, and make sure the event stream exists with the wanted subjects."""
+        """Connect, and make sure each of ``streams`` exists as it says."""
 
         closing: list[bool] = []  # set by close(): a drain's disconnect is no news
-        attempts = ConnectErrors()
         established: list[bool] = []
 
         async def on_error(exc: Exception) -> None:
-            attempts.add(exc)
             logger.warning("NATS connection %s: %s", name, redact(describe_error(exc)))
 
         async def on_disconnect() -> None:
@@ -142,45 +138,25 @@ class NatsTransport(Transport):
             for transport in restored:
                 transport.last_reconnect = time.monotonic()
 
-        where = redact(settings.url)
         try:
-            options: dict[str, Any] = {
-                "servers": servers(settings),
-                "name": name,
-                "connect_timeout": settings.connect_timeout,
-                # A first connection fails fast (a wrong URL is a clear error at
-                # once); once connected, an agent outlives any NATS restart.
-                "max_reconnect_attempts": 2,
-                "reconnect_time_wait": 0.5,
-                "allow_reconnect": True,
-                "error_cb": on_error,
-                "disconnected_cb": on_disconnect,
-                "reconnected_cb": on_reconnect,
-                **auth_options(settings),
-            }
-        except ConnectSetupError as exc:
-            raise TransportError(f"cannot connect to NATS at {where}: {exc}") from exc
-        nc = Client()
-        # nats-py can hang after some failed TLS handshakes (an untrusted server
-        # certificate): bound the whole first connection, every attempt included.
-        deadline = settings.connect_timeout * 3 * len(options["servers"]) + 2
-        try:
-            await asyncio.wait_for(nc.connect(**options), deadline)
-        except (OSError, nats.errors.Error, TimeoutError) as exc:
-            with contextlib.suppress(Exception):
-                await nc.close()
+            nc = await open_connection(
+                settings,
+                name=name,
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+            )
+        except (ConnectSetupError, ConnectFailed) as exc:
             raise TransportError(
-                f"cannot connect to NATS at {where}: {attempts.reason(exc)}"
+                f"cannot connect to NATS at {redact(settings.url)}: {exc}"
             ) from exc
         established.append(True)
-        nc.options["max_reconnect_attempts"] = -1
-        transport = cls(
-            nc, stream=stream, stream_subjects=stream_subjects, replicas=settings.replicas
-        )
+        transport = cls(nc, streams=streams, replicas=settings.replicas)
         transport._closing = closing
         restored.append(transport)
         try:
-            await transport._ensure_stream(settings.stream_max_age)
+            for spec in transport.streams:
+                await transport._ensure_stream(spec)
         except BaseException:
             # A start-up error (a replica count the servers cannot hold) leaves
             # no connection behind.
@@ -188,15 +164,23 @@ class NatsTransport(Transport):
             raise
         return transport
 
-    async def _ensure_stream(self, max_age: float) -> None:
+    async def _ensure_stream(self, spec: StreamSpec) -> None:
         config = api.StreamConfig(
-            name=self.stream,
-            subjects=self.stream_subjects,
-            max_age=max_age,
+            name=spec.name,
+            subjects=list(spec.subjects),
+            max_age=spec.max_age,
+            max_bytes=spec.max_bytes,
+            # Limits drop the oldest messages, never refuse a new one: the audit
+            # stream sets no size (only age), so nothing new is discarded there.
+            discard=api.DiscardPolicy.OLD,
             storage=api.StorageType.FILE,
-            num_replicas=self.replicas,
+            num_replicas=spec.replicas or self.replicas,
         )
         await ensure_stream(self.js, config)
+
+    def stream_for(self, subject: str) -> str:
+        """The name of the stream that stores ``subject`` (a subject or a filter)."""
+        return stream_for(self.streams, subject).name
 
     @property
     def grace(self) -> float:
@@ -217,21 +201,20 @@ class NatsTransport(Transport):
     async def publish_durable(
         self, subject: str, data: bytes, *, msg_id: str | None = None
     ) -> None:
+        stream = self.stream_for(subject)
         try:
             await answered(
-                lambda: self.js.publish(
-                    subject, data, stream=self.stream, headers=_id_header(msg_id)
-                ),
+                lambda: self.js.publish(subject, data, stream=stream, headers=_id_header(msg_id)),
                 self.grace,
             )
         except nats.errors.TimeoutError as exc:
             raise TransportError(f"JetStream did not acknowledge {subject!r} in time") from exc
         except (nats.errors.MaxPayloadError, nats.js.errors.APIError) as exc:
-            raise Refused(f"stream {self.stream!r} refused {subject!r}: {exc!r}") from exc
+            raise Refused(f"stream {stream!r} refused {subject!r}: {exc!r}") from exc
         except (nats.errors.Error, nats.js.errors.Error) as exc:
             # No stream for the subject, or the connection is down or closed.
             raise TransportError(
-                f"stream {self.stream!r} did not store {subject!r}: {exc or type(exc).__name__}"
+                f"stream {stream!r} did not store {subject!r}: {exc or type(exc).__name__}"
             ) from exc
 
     async def publish_durable_batch(
@@ -262,7 +245,7 @@ class NatsTransport(Transport):
                     kind = (
                         Refused if isinstance(exc, nats.errors.MaxPayloadError) else TransportError
                     )
-                    errors.append(kind(f"stream {self.stream!r} did not take {subject!r}: {exc!r}"))
+                    errors.append(kind(f"the event stream did not take {subject!r}: {exc!r}"))
                     continue
                 if future is not None:
                     self._pending_acks[token] = future
@@ -376,30 +359,35 @@ class NatsTransport(Transport):
         since: datetime | None = None,
     ) -> list[tuple[str, bytes]]:
         try:
-            return await self._history(subject, limit=limit, newest=newest, since=since)
+            found: list[tuple[str, bytes]] = []
+            # A filter wider than one stream reads each stream under it, in turn.
+            for spec, within in reads(self.streams, subject):
+                found += await self._history(
+                    spec.name, within, limit=limit, newest=newest, since=since
+                )
+            return found[-limit:] if newest else found[:limit]
         except (nats.errors.Error, nats.js.errors.Error) as exc:
             # E.g. a timeout while a cluster elects a new leader: a clear error, not nats-py's.
-            raise TransportError(
-                f"cannot read stream {self.stream!r} ({subject}): {exc!r}; try again"
-            ) from exc
+            reason = f"cannot read {subject!r} from JetStream: {exc!r}; try again"
+            raise TransportError(reason) from exc
 
     async def _history(
-        self, subject: str, *, limit: int, newest: bool, since: datetime | None
+        self, stream: str, subject: str, *, limit: int, newest: bool, since: datetime | None
     ) -> list[tuple[str, bytes]]:
-        info = await self.js.stream_info(self.stream, subjects_filter=subject)
+        info = await self.js.stream_info(stream, subjects_filter=subject)
         if not info.state.subjects or limit <= 0:
             return []
         config: dict[str, Any] = {"deliver_policy": api.DeliverPolicy.ALL}
         if since is not None:
             config = {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": since}
-        if newest and await self._pending(subject, config) > limit:
+        if newest and await self._pending(stream, subject, config) > limit:
             # Only the last `limit` matching events: start at the latest sequence
             # from which at least that many remain (the server counts them).
-            start = await self._start_of_last(subject, limit, info.state)
+            start = await self._start_of_last(stream, subject, limit, info.state)
             config = {"deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": start}
         sub = await self.js.subscribe(
             subject,
-            stream=self.stream,
+            stream=stream,
             ordered_consumer=True,
             config=api.ConsumerConfig(**config),
         )
@@ -417,10 +405,10 @@ class NatsTransport(Transport):
             await sub.unsubscribe()
         return events
 
-    async def _pending(self, subject: str, config: dict[str, Any]) -> int:
+    async def _pending(self, stream: str, subject: str, config: dict[str, Any]) -> int:
         """How many stored events match ``subject`` from where ``config`` starts."""
         consumer = await self.js.add_consumer(
-            self.stream,
+            stream,
             api.ConsumerConfig(
                 filter_subject=subject,
                 ack_policy=api.AckPolicy.NONE,
@@ -430,10 +418,12 @@ class NatsTransport(Transport):
             ),
         )
         with contextlib.suppress(nats.js.errors.NotFoundError):
-            await self.js.delete_consumer(self.stream, consumer.name)
+            await self.js.delete_consumer(stream, consumer.name)
         return consumer.num_pending or 0
 
-    async def _start_of_last(self, subject: str, count: int, state: api.StreamState) -> int:
+    async def _start_of_last(
+        self, stream: str, subject: str, count: int, state: api.StreamState
+    ) -> int:
         # Binary search over sequences: pending(seq) only shrinks as seq grows,
         # so about log2(stream size) probes find where the last `count` begin.
         low, high = state.first_seq, state.last_seq
@@ -443,7 +433,7 @@ class NatsTransport(Transport):
                 "deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE,
                 "opt_start_seq": middle,
             }
-            if await self._pending(subject, config) >= count:
+            if await self._pending(stream, subject, config) >= count:
                 low = middle
             else:
                 high = middle - 1
@@ -460,7 +450,8 @@ class NatsTransport(Transport):
         inactive: float | None = None,
     ) -> Subscription:
         config = {"max_age": max_age, "ack_wait": ack_wait, "inactive": inactive}
-        sub = ConsumerSubscription(self.js, self.stream, subject, durable, handler, config)
+        stream = self.stream_for(subject)
+        sub = ConsumerSubscription(self.js, stream, subject, durable, handler, config)
         try:
             await sub.bind()
         except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
@@ -472,11 +463,17 @@ class NatsTransport(Transport):
 
     async def key_value(self, bucket: str, *, ttl: float | None = None) -> KeyValue:
         cached = self._buckets.get(bucket)
-        if cached is None or (ttl is not None and cached.ttl != ttl):
+        if cached is None or (ttl is not None and (cached.ttl is None or cached.ttl < ttl)):
             cached = self._buckets[bucket] = await open_bucket(
                 self.js, bucket, ttl, replicas=self.replicas, grace=self.grace
             )
         return cached
+
+    async def existing_key_value(self, bucket: str) -> KeyValue | None:
+        cached = self._buckets.get(bucket)
+        if cached is not None:
+            return cached
+        return await find_bucket(self.js, bucket, grace=self.grace)
 
     async def flush(self, timeout: float = 10.0) -> None:
         # nats-py writes its PING straight to the socket, ahead of commands still

@@ -215,8 +215,10 @@ async def test_the_services_own_objective_is_enforced_as_clients_feel_it() -> No
         assert [f["breached"] for f in slo] == [False, True, False]
         assert [f["objective_ms"] for f in slo] == [30.0] * 3
         assert (slo[1]["latency_p95_ms"], slo[1]["server_p95_ms"], slo[1]["probe_ms"]) == (
-            35.0, 20.0, 15.0,
-        )  # fmt: skip
+            35.0,
+            20.0,
+            15.0,
+        )
     overriding = settings_with({"slo": {"serve": {"latency_p95_ms": 100}}})
     async with AgentHarness(Checker(), settings=overriding) as h:
         await Feed(h).window(p95=20.0, probe=15.0, objectives=own)
@@ -261,20 +263,27 @@ async def test_the_reference_is_the_served_model_versions_training_sample(
 
 async def test_the_tracker_windows_reach_the_checker() -> None:
     settings = settings_with({"reference": "windows", "reference_windows": 1, "min_rows": 10})
-    settings.agents["tracker"] = {"window_seconds": 5}
+    settings.agents["tracker"] = {"window_seconds": 5, "serving_experiment": ""}  # no MLflow
     async with AgentHarness(Tracker(), Checker(), settings=settings) as h:
         rng = np.random.default_rng(4)
         for i, data in enumerate((DIGITS, DIGITS, ROTATED, ROTATED, DIGITS)):
             for replica, p95 in (("a", 20.0), ("b", 400.0)):
                 report = {
-                    "workflow": "serve", "node": "model", "replica": replica,
-                    "model_uri": "models:/digits/1", "window": {"end": 1001.0 + 5 * i},
-                    "requests": 50, "errors": 0, "latency_ms": {"p95": p95},
+                    "workflow": "serve",
+                    "node": "model",
+                    "replica": replica,
+                    "model_uri": "models:/digits/1",
+                    "window": {"end": 1001.0 + 5 * i},
+                    "requests": 50,
+                    "errors": 0,
+                    "latency_ms": {"p95": p95},
                     "labels": {"matched": 0, "correct": 0},
-                    "sample": {"columns": COLUMNS,
-                               "rows": data[rng.integers(0, len(data), 100)].tolist()},
-                }  # fmt: skip
-                await h.emit("serving.serve.model", report, source=replica)
+                    "sample": {
+                        "columns": COLUMNS,
+                        "rows": data[rng.integers(0, len(data), 100)].tolist(),
+                    },
+                }
+                await h.emit("telemetry.serving.serve.model", report, source=replica)
         # Four windows closed (the fifth is open): the first is the reference.
         await h.wait_for(lambda _: len(topics(h, "finding.slo.serve")) == 4)
         slo = topics(h, "finding.slo.serve")

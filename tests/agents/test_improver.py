@@ -71,9 +71,13 @@ def test_findings_measured_before_the_last_change_are_ignored() -> None:
 def test_a_transient_breach_does_not_pin_the_replicas() -> None:
     """One breach at a load one replica handles (a cold replica): out, then back in."""
     settings = Scaling(
-        capacity_rps=150, headroom=0.2, scale_in_windows=3, scale_in_cooldown=20,
-        recover_windows=3, max_replicas=4,
-    )  # fmt: skip
+        capacity_rps=150,
+        headroom=0.2,
+        scale_in_windows=3,
+        scale_in_cooldown=20,
+        recover_windows=3,
+        max_replicas=4,
+    )
     scaler = Autoscaler(settings)
     plan = scaler.plan(slo(True, 90, 1), now=0)  # 90 rps "should" fit one replica of 150
     assert plan is not None
@@ -94,9 +98,14 @@ def test_a_transient_breach_does_not_pin_the_replicas() -> None:
 def test_a_real_limit_is_learnt_and_flapping_slows_down() -> None:
     """Replicas that really hold 60 rps: each scale-out makes the next rise wait longer."""
     settings = Scaling(
-        capacity_rps=150, headroom=0.2, scale_in_windows=2, scale_in_cooldown=0,
-        scale_out_cooldown=0, recover_windows=2, max_replicas=4,
-    )  # fmt: skip
+        capacity_rps=150,
+        headroom=0.2,
+        scale_in_windows=2,
+        scale_in_cooldown=0,
+        scale_out_cooldown=0,
+        recover_windows=2,
+        max_replicas=4,
+    )
     scaler = Autoscaler(settings)
     replicas, scale_ins = 1, []
     for t in range(0, 2000, 4):
@@ -239,9 +248,11 @@ async def test_drift_retrains_then_promotes_a_better_candidate_and_rolls_back_if
             # On probation: the new version serves worse than the one it replaced did
             # on the same recent data (0.40) -> roll back.
             window = {
-                "workflow": "serve", "model_uris": ["models:/digits/2"], "accuracy": 0.3,
+                "workflow": "serve",
+                "model_uris": ["models:/digits/2"],
+                "accuracy": 0.3,
                 "labels": {"matched": 50, "correct": 25},
-            }  # fmt: skip
+            }
             for _ in range(3):
                 await h.emit("observation.tracker.serving", {"value": window}, source="tracker")
             await eventually(lambda: len(planner.called("redeploy")) == 2, timeout=20)
@@ -361,9 +372,8 @@ async def test_a_plan_nobody_decides_follows_the_timeout_policy(
     """The core's approvals apply the policy: no sensor of the improver polls for it."""
     experiment = f"digits-{uuid.uuid4().hex[:6]}"
     settings = improver_settings(
-        mlflow_server, experiment, approval=["retrain"], approval_timeout=1.0,
-        on_timeout=on_timeout,
-    )  # fmt: skip
+        mlflow_server, experiment, approval=["retrain"], approval_timeout=1.0, on_timeout=on_timeout
+    )
     async with KnowledgeClient(settings.mlflow) as client:
         planner = Planner(client, experiment, [(0.9, 0.5)])
         async with AgentHarness(Improver(), Tracker(), planner, settings=settings) as h:

@@ -1,12 +1,17 @@
 """The planner end to end: every step through its actuators, over real NATS and MLflow.
 
-One planner serves the whole module (a module-scoped harness), and the tests
-are the steps of one story, in order: apply the digits example application,
-build, train (a real scikit-learn model, registered in a real MLflow server),
-promote, deploy a real model server and predict over HTTP, scale 1 → 3 → 1,
-retrain, redeploy under a continuous client loop, refuse bad input, delete.
-Each test relies on the ones before it; leaving the module stops the planner,
-which stops every process the platform started, failed test or not.
+Apply the digits example application, build, train (a real scikit-learn model,
+registered in a real MLflow server), promote, deploy a real model server and
+predict over HTTP, scale 1 → 3 → 1, retrain, redeploy under a continuous
+client loop, refuse bad input, delete.
+
+Each test starts a planner of its own, with a registered model name of its own,
+and takes the steps before its own itself: any one runs alone, in any order.
+Training is the slow step (about 18 s on a busy machine), so the model is
+trained once for the module, and a test that needs a first version registers
+that model's files as version 1 of its own model; only the tests of training
+itself train. Leaving a test stops its planner, which stops every process the
+platform started, failed test or not.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -41,24 +47,75 @@ from scanflow_agents.knowledge import (
 from scanflow_agents.settings import MlflowSettings
 from scanflow_agents.testing import AgentHarness
 
-pytestmark = [pytest.mark.nats, pytest.mark.asyncio(loop_scope="module")]
+# Room for a test's own training run on top of the module's shared one.
+pytestmark = [
+    pytest.mark.nats,
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.timeout(240),
+]
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits"
 
 
+@dataclass(frozen=True)
+class Trained:
+    """The module's one training of the example: its model files and some test rows."""
+
+    source: str
+    run_id: str | None
+    rows: list[list[float]]
+    labels: list[int]
+
+
 @dataclass
 class Story:
-    """What the steps share: the harness, names, and what earlier steps found."""
+    """One test's planner, model name and application, and the steps a test may need."""
 
     h: AgentHarness
     mlflow: KnowledgeClient
     model: str
     application: dict[str, Any]
-    found: dict[str, Any] = field(default_factory=dict)
 
     async def call(self, actuator: str, /, **params: Any) -> Any:
         params.setdefault("timeout", 60.0)
         return await self.h.call("planner", actuator, **params)
+
+    async def apply(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call(
+            "apply", application=self.application, base_dir=str(EXAMPLE)
+        )
+        return result
+
+    async def train(self, **params: Any) -> dict[str, Any]:
+        """Run the training workflow to its end; its status."""
+        run_id = await self.call("run", workflow="train", **params)
+        finished: dict[str, Any] = await self.call("wait", run_id=run_id, seconds=90, timeout=95)
+        assert finished["state"] == "succeeded", finished["message"]
+        return finished
+
+    async def register(self, trained: Trained) -> None:
+        """The module's trained model as version 1 of this test's model."""
+        from mlflow import MlflowClient
+
+        def create() -> None:
+            # MLflow 3 registers a logged model (``models:/m-<id>``) only with its id.
+            MlflowClient(self.mlflow.tracking_uri).create_model_version(
+                self.model,
+                trained.source,
+                run_id=trained.run_id,
+                model_id=trained.source.removeprefix("models:/"),
+            )
+
+        await ModelRegistry(self.mlflow).ensure_model(self.model)
+        await asyncio.to_thread(create)
+
+    async def serve(self, trained: Trained) -> dict[str, Any]:
+        """Applied, version 1 in production and deployed: the service's status."""
+        await self.apply()
+        await self.register(trained)
+        await self.call("promote", model=self.model, version="1")
+        await self.call("deploy", workflow="serve")
+        return await self.service()
 
     async def service(self) -> dict[str, Any]:
         status = await self.call("status", workflow="serve")
@@ -67,11 +124,9 @@ class Story:
         return service
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def story(
-    nats_url: str, mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Story]:
-    # A model name of our own: the MLflow server is shared by the whole session.
+@asynccontextmanager
+async def _story(nats_url: str, mlflow_url: str, base: Path) -> AsyncIterator[Story]:
+    # A model name of its own: the MLflow server is shared by the whole session.
     model = f"digits-{uuid.uuid4().hex[:8]}"
     application = yaml.safe_load((EXAMPLE / "application.yaml").read_text())
     train = next(w for w in application["workflows"] if w["name"] == "train")
@@ -79,20 +134,39 @@ async def story(
     step["parameters"].update({"registered-model": model, "experiment": model})
     serve = next(w for w in application["workflows"] if w["name"] == "serve")
     serve["nodes"][0]["model_uri"] = f"models:/{model}@production"
-    base = tmp_path_factory.mktemp("planner")
     settings = Settings.defaults().model_copy(
         update={
-            "mlflow": MlflowSettings(tracking_uri=mlflow_server.url),
+            "mlflow": MlflowSettings(tracking_uri=mlflow_url),
             "agents": {
                 "planner": {"local": {"base_dir": str(base / "local"), "report_interval": 60}}
             },
         }
     )
     async with (
-        KnowledgeClient(MlflowSettings(tracking_uri=mlflow_server.url)) as mlflow,
+        KnowledgeClient(MlflowSettings(tracking_uri=mlflow_url)) as mlflow,
         AgentHarness(Planner(), nats_url=nats_url, settings=settings) as h,
     ):
         yield Story(h=h, mlflow=mlflow, model=model, application=application)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def trained(
+    nats_url: str, mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
+) -> Trained:
+    base = tmp_path_factory.mktemp("trained")
+    async with _story(nats_url, mlflow_server.url, base) as story:
+        await story.apply()
+        finished = await story.train()
+        [version] = await ModelRegistry(story.mlflow).versions(story.model)
+        with np.load(Path(finished["run_dir"]) / "digits.npz") as data:
+            rows, labels = data["x_test"][:40].tolist(), data["y_test"][:40].tolist()
+    return Trained(source=version.source, run_id=version.run_id, rows=rows, labels=labels)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def story(nats_url: str, mlflow_server: MlflowServer, tmp_path: Path) -> AsyncIterator[Story]:
+    async with _story(nats_url, mlflow_server.url, tmp_path) as story:
+        yield story
 
 
 def _port(url: str) -> int:
@@ -116,8 +190,8 @@ def _ended(story: Story, run_id: str) -> list[dict[str, Any]]:
 
 
 async def test_apply_registers_the_example_and_stores_it_in_mlflow(story: Story) -> None:
-    result = await story.call("apply", application=story.application, base_dir=str(EXAMPLE))
-    again = await story.call("apply", application=story.application, base_dir=str(EXAMPLE))
+    result = await story.apply()
+    again = await story.apply()
 
     assert result == again
     assert (result["application"], result["team"], result["stored"]) == ("digits", "vision", True)
@@ -132,6 +206,8 @@ async def test_apply_registers_the_example_and_stores_it_in_mlflow(story: Story)
 
 
 async def test_build_prepares_every_node(story: Story) -> None:
+    await story.apply()
+
     train = await story.call("build", workflow="train")
     serve = await story.call("build", workflow="serve")
 
@@ -142,15 +218,14 @@ async def test_build_prepares_every_node(story: Story) -> None:
 
 
 async def test_run_trains_registers_and_reports_the_end_in_the_calls_chain(story: Story) -> None:
+    await story.apply()
     call_id = uuid.uuid4().hex
-    started = time.monotonic()
 
     run_id = await story.call("run", workflow="train", call_id=call_id, correlation_id="plan-1")
     redelivered = await story.call(
         "run", workflow="train", call_id=call_id, correlation_id="plan-1"
     )
-    await story.h.wait_for(lambda _: bool(_ended(story, run_id)), timeout=45)
-    story.found["train_seconds"] = round(time.monotonic() - started, 1)
+    await story.h.wait_for(lambda _: bool(_ended(story, run_id)), timeout=90)
 
     assert run_id == redelivered == f"train-{call_id}"  # one run for a call delivered twice
     [event] = _ended(story, run_id)
@@ -169,12 +244,13 @@ async def test_run_trains_registers_and_reports_the_end_in_the_calls_chain(story
     assert [r["run_id"] for r in (await story.call("status", workflow="train"))["runs"]] == [run_id]
     versions = await ModelRegistry(story.mlflow).versions(story.model)
     assert [v.version for v in versions] == ["1"]
-    with np.load(Path(status["run_dir"]) / "digits.npz") as data:
-        story.found["rows"] = data["x_test"][:40].tolist()
-        story.found["labels"] = data["y_test"][:40].tolist()
 
 
-async def test_promote_sets_the_alias_and_answers_the_previous_version(story: Story) -> None:
+async def test_promote_sets_the_alias_and_answers_the_previous_version(
+    story: Story, trained: Trained
+) -> None:
+    await story.register(trained)
+
     first = await story.call("promote", model=story.model, version="1")
     again = await story.call("promote", model=story.model, version=1)
 
@@ -185,7 +261,13 @@ async def test_promote_sets_the_alias_and_answers_the_previous_version(story: St
     assert production.version == "1"
 
 
-async def test_deploy_serves_predictions_over_http(story: Story, http: ModuleType) -> None:
+async def test_deploy_serves_predictions_over_http(
+    story: Story, trained: Trained, http: ModuleType
+) -> None:
+    await story.apply()
+    await story.register(trained)
+    await story.call("promote", model=story.model, version="1")
+
     deployed = await story.call("deploy", workflow="serve")
     again = await story.call("deploy", workflow="serve")
     service = await story.service()
@@ -195,15 +277,17 @@ async def test_deploy_serves_predictions_over_http(story: Story, http: ModuleTyp
     assert service["model_uri"] == f"models:/{story.model}@production"
     assert (service["desired_replicas"], service["ready_replicas"]) == (1, 1)
     code, body = await asyncio.to_thread(
-        http.request, _port(service["url"]), "POST", "/predict", {"instances": story.found["rows"]}
+        http.request, _port(service["url"]), "POST", "/predict", {"instances": trained.rows}
     )
     assert code == 200, body
     predicted = [p["prediction"] for p in body["predictions"]]
-    right = sum(int(p) == label for p, label in zip(predicted, story.found["labels"], strict=True))
+    right = sum(int(p) == label for p, label in zip(predicted, trained.labels, strict=True))
     assert right / len(predicted) > 0.85
 
 
-async def test_scale_one_three_one(story: Story, http: ModuleType) -> None:
+async def test_scale_one_three_one(story: Story, trained: Trained, http: ModuleType) -> None:
+    await story.serve(trained)
+
     up = await story.call("scale", workflow="serve", node="model", replicas=3)
     at_three = await story.service()
     down = await story.call("scale", workflow="serve", node="model", replicas=1)
@@ -225,15 +309,18 @@ async def test_scale_one_three_one(story: Story, http: ModuleType) -> None:
 
 
 async def test_retrain_then_redeploy_under_load_fails_no_request(
-    story: Story, http: ModuleType
+    story: Story, trained: Trained, http: ModuleType
 ) -> None:
+    await story.serve(trained)
+    figures: dict[str, Any] = {}
+
     run_id = await story.call(
         "run",
         workflow="train",
         parameters={"train": {"C": 0.05, "max-iter": 100}},
         call_id="../retrain",  # a caller's own call id never becomes a path: it is hashed
     )
-    finished = await story.call("wait", run_id=run_id, seconds=45, timeout=50)
+    finished = await story.call("wait", run_id=run_id, seconds=90, timeout=95)
     assert finished["state"] == "succeeded", finished["message"]
     assert re.fullmatch(r"train-[0-9a-f]{32}", run_id)
     assert Path(finished["run_dir"]).parent.name == "runs"
@@ -243,7 +330,7 @@ async def test_retrain_then_redeploy_under_load_fails_no_request(
     evaluation = json.loads((Path(finished["run_dir"]) / "evaluation.json").read_text())
     # Fewer iterations and stronger regularisation, judged against production (version 1).
     assert (evaluation["candidate"], evaluation["production"]) == ("2", "1")
-    story.found["accuracy_v1_v2"] = (
+    figures["accuracy_v1_v2"] = (
         evaluation["production_accuracy"],
         evaluation["candidate_accuracy"],
     )
@@ -270,7 +357,7 @@ async def test_retrain_then_redeploy_under_load_fails_no_request(
         redeployed = await story.call(
             "redeploy", workflow="serve", node="model", model_uri=f"models:/{story.model}/2"
         )
-        story.found["redeploy_seconds"] = round(time.monotonic() - started, 1)
+        figures["redeploy_seconds"] = round(time.monotonic() - started, 1)
         await asyncio.sleep(0.3)
     finally:
         stop.set()
@@ -278,9 +365,8 @@ async def test_retrain_then_redeploy_under_load_fails_no_request(
     service = await story.service()
 
     failed = [o for o in outcomes if o[1] != 200]
-    story.found["redeploy_requests"] = len(outcomes)
-    story.found["redeploy_failures"] = len(failed)
-    figures = {k: v for k, v in story.found.items() if k not in ("rows", "labels")}
+    figures["redeploy_requests"] = len(outcomes)
+    figures["redeploy_failures"] = len(failed)
     print(f"\nplanner e2e figures: {figures}")
     assert promoted["previous"] == "1"  # promote answers what to roll back to
     assert redeployed["outcome"] == "updated"
@@ -294,7 +380,10 @@ async def test_retrain_then_redeploy_under_load_fails_no_request(
     assert len({o[2] for o in outcomes}) == 2  # old replica, then new
 
 
-async def test_bad_input_is_refused_with_its_code_and_field(story: Story) -> None:
+async def test_bad_input_is_refused_with_its_code_and_field(story: Story, trained: Trained) -> None:
+    await story.apply()
+    await story.register(trained)
+
     with pytest.raises(NotFound, match="no workflow 'nope'"):
         await story.call("run", workflow="nope")
     with pytest.raises(NotFound, match="no workflow 'nope'"):
@@ -336,8 +425,8 @@ async def test_bad_input_is_refused_with_its_code_and_field(story: Story) -> Non
         await story.call("status", workflow="serve-broken")
 
 
-async def test_delete_stops_the_service(story: Story, http: ModuleType) -> None:
-    service = await story.service()
+async def test_delete_stops_the_service(story: Story, trained: Trained, http: ModuleType) -> None:
+    service = await story.serve(trained)
 
     deleted = await story.call("delete", workflow="serve")
     again = await story.call("delete", workflow="serve")

@@ -21,6 +21,7 @@ from scanflow_agents.platforms import RunRecord, RunStatus
 from scanflow_agents.testing import AgentHarness
 from scanflow_agents.transports import MemoryBroker, MemoryTransport
 from scanflow_agents.transports.nats import NatsTransport
+from scanflow_agents.transports.streams import StreamSpec
 from scanflow_agents.workflows import load_workflow
 
 SLEEPY = """
@@ -84,8 +85,7 @@ async def kv(bus: str | None) -> Any:
     ns = uuid.uuid4().hex[:8]
     transport = await NatsTransport.connect(
         Settings.defaults().nats.model_copy(update={"url": bus}),
-        stream=f"R{ns}",
-        stream_subjects=[f"r{ns}.events.>"],
+        streams=[StreamSpec(f"R{ns}", (f"r{ns}.events.>",))],
     )
     yield transport
     await transport.close()

@@ -48,8 +48,9 @@ async def test_another_planner_finds_what_one_applied(
     # A team of our own: the MLflow server is shared by the whole session.
     settings = _settings(mlflow_server, tmp_path, f"team-{uuid.uuid4().hex[:8]}")
     async with AgentHarness(Planner(), settings=settings) as first:
-        await first.call("planner", "apply", application=_application("digits"),
-                         base_dir=str(EXAMPLE))  # fmt: skip
+        await first.call(
+            "planner", "apply", application=_application("digits"), base_dir=str(EXAMPLE)
+        )
 
     second = Planner()
     async with AgentHarness(second, settings=settings) as h:

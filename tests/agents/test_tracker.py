@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from scanflow_agents.builtin.tracker import Tracker, TrackerSettings
+from scanflow_agents.builtin.tracker.windows import Windows
 
 from scanflow_agents import NotFound, Settings
 from scanflow_agents.knowledge import MlflowServer
@@ -18,6 +19,9 @@ from scanflow_agents.settings import MlflowSettings
 from scanflow_agents.testing import AgentHarness
 
 SERVING = "observation.tracker.serving"
+# Where model servers report (telemetry topics), for two workflows.
+REPORTS = "telemetry.serving.serve.model"
+OTHER_REPORTS = "telemetry.serving.other.model"
 
 
 def report(
@@ -60,6 +64,8 @@ def windows(h: AgentHarness) -> list[dict[str, Any]]:
 
 
 def settings_with(tracker: dict[str, Any], mlflow: MlflowServer | None = None) -> Settings:
+    if mlflow is None:
+        tracker = {"serving_experiment": "", **tracker}  # no MLflow to log windows to
     update: dict[str, Any] = {"agents": {"tracker": tracker}}
     if mlflow is not None:
         update["mlflow"] = MlflowSettings(tracking_uri=mlflow.url)
@@ -70,14 +76,18 @@ async def test_a_window_adds_replicas_up_and_closes_at_the_first_later_report() 
     settings = settings_with({"window_seconds": 5})
     async with AgentHarness(Tracker(settings=settings), settings=settings) as h:
         # Window [1000, 1005): two replicas, three reports; one replica is slower.
-        await h.emit("serving.serve.model", report("a", 1001.0, requests=30, p95=10.0,
-                     matched=10, correct=9), source="a")  # fmt: skip
-        await h.emit("serving.serve.model", report("b", 1002.0, requests=10, errors=1, p95=50.0,
-                     matched=10, correct=5), source="b")  # fmt: skip
-        await h.emit("serving.serve.model", report("a", 1004.9, requests=20, p95=10.0), source="a")
+        await h.emit(
+            REPORTS, report("a", 1001.0, requests=30, p95=10.0, matched=10, correct=9), source="a"
+        )
+        await h.emit(
+            REPORTS,
+            report("b", 1002.0, requests=10, errors=1, p95=50.0, matched=10, correct=5),
+            source="b",
+        )
+        await h.emit(REPORTS, report("a", 1004.9, requests=20, p95=10.0), source="a")
         await h.settle()
         assert windows(h) == []  # still open: no report past its end yet
-        await h.emit("serving.serve.model", report("b", 1005.1, requests=7), source="b")
+        await h.emit(REPORTS, report("b", 1005.1, requests=7), source="b")
         await h.wait_for(lambda _: len(windows(h)) == 1)
 
         [w] = windows(h)
@@ -97,7 +107,7 @@ async def test_a_window_adds_replicas_up_and_closes_at_the_first_later_report() 
         assert w["sample"]["columns"] == ["a", "b"]
 
         # The closing report opened the next window; a report far later closes it alone.
-        await h.emit("serving.serve.model", report("a", 1031.0), source="a")
+        await h.emit(REPORTS, report("a", 1031.0), source="a")
         await h.wait_for(lambda _: len(windows(h)) == 2)
         second = windows(h)[1]
         assert second["window"]["start"] == 1005.0
@@ -112,8 +122,8 @@ async def test_a_model_is_told_by_the_version_its_replicas_loaded() -> None:
         old = report("a", 1001.0, model_uri=alias) | {"model_version_uri": "models:/digits/1"}
         new = report("b", 1002.0, model_uri=alias) | {"model_version_uri": "models:/digits/2"}
         for replica in (old, new):
-            await h.emit("serving.serve.model", replica, source=replica["replica"])
-        await h.emit("serving.serve.model", report("a", 1006.0), source="a")
+            await h.emit(REPORTS, replica, source=replica["replica"])
+        await h.emit(REPORTS, report("a", 1006.0), source="a")
         await h.wait_for(lambda _: len(windows(h)) == 1)
 
     assert windows(h)[0]["model_uris"] == ["models:/digits/1", "models:/digits/2"]
@@ -124,9 +134,9 @@ async def test_windows_are_kept_per_workflow_and_samples_are_bounded() -> None:
     async with AgentHarness(Tracker(settings=settings), settings=settings) as h:
         rows = [[float(i), 0.0] for i in range(80)]
         for replica in ("a", "b", "c"):
-            await h.emit("serving.serve.model", report(replica, 10.5, rows=rows), source=replica)
-        await h.emit("serving.other.model", report("x", 10.5, workflow="other"), source="x")
-        await h.emit("serving.serve.model", report("a", 12.5, rows=[]), source="a")
+            await h.emit(REPORTS, report(replica, 10.5, rows=rows), source=replica)
+        await h.emit(OTHER_REPORTS, report("x", 10.5, workflow="other"), source="x")
+        await h.emit(REPORTS, report("a", 12.5, rows=[]), source="a")
         await h.wait_for(lambda _: len(windows(h)) == 1)
         await h.settle()
 
@@ -134,6 +144,21 @@ async def test_windows_are_kept_per_workflow_and_samples_are_bounded() -> None:
         assert w["workflow"] == "serve"
         assert len(w["sample"]["rows"]) == 100  # 240 rows subsampled to sample_rows
         assert w["sample"]["model_index"] == [0] * 100
+
+
+def test_a_fleet_reporting_into_one_window_keeps_a_bounded_uniform_sample() -> None:
+    """1,000 replicas of 256 rows each: the window keeps its sample size, and every
+    replica's rows the same chance (the first to report are not favoured)."""
+    windows = Windows(seconds=10, sample_rows=2_000, seed=7)
+    for number in range(1_000):
+        rows = [[float(number), 0.0]] * 256
+        windows.add(report(f"r{number}", 1005.0, rows=rows), at=1005.0)
+    (window,) = windows.open.values()
+    assert (len(window.rows), window.rows_seen) == (2_000, 256_000)
+    closed = windows.add(report("late", 1011.0), at=1011.0)
+    assert closed is not None
+    first_half = sum(1 for row in closed["sample"]["rows"] if row[0] < 500)
+    assert 900 <= first_half <= 1_100  # half the rows came from the first 500 replicas
 
 
 async def test_the_dataset_actuator_writes_recent_labelled_rows_to_mlflow(
@@ -147,9 +172,11 @@ async def test_the_dataset_actuator_writes_recent_labelled_rows_to_mlflow(
         for i in range(4):  # 4 x 20 labelled rows; only the newest 50 are kept
             x = [[float(i), float(j)] for j in range(20)]
             model = "models:/digits/1" if i < 2 else "models:/digits/2"
-            await h.emit("serving.serve.model",
-                         report("a", 100.0 + i, labelled=(x, [j % 10 for j in range(20)]),
-                                model_uri=model), source="a")  # fmt: skip
+            await h.emit(
+                REPORTS,
+                report("a", 100.0 + i, labelled=(x, [j % 10 for j in range(20)]), model_uri=model),
+                source="a",
+            )
         await h.settle()
 
         result = await h.call("tracker", "dataset", workflow="serve", node="model", limit=30)
@@ -168,6 +195,44 @@ async def test_the_dataset_actuator_writes_recent_labelled_rows_to_mlflow(
         assert since["model_uris"] == ["models:/digits/2"]
         with pytest.raises(NotFound, match="predicted by 'models:/digits/9'"):
             await h.call("tracker", "dataset", workflow="serve", since_model="models:/digits/9")
+
+
+async def test_closed_windows_go_to_mlflow_as_a_dozen_metrics_whatever_the_replicas(
+    nats_url: str, mlflow_server: MlflowServer
+) -> None:
+    experiment = f"serving-{uuid.uuid4().hex[:8]}"
+    settings = settings_with({"window_seconds": 5, "serving_experiment": experiment}, mlflow_server)
+    async with AgentHarness(Tracker(settings=settings), nats_url=nats_url, settings=settings) as h:
+        for end in (1001.0, 1006.0, 1011.0):  # two windows close: [1000, 1005) and [1005, 1010)
+            for replica in range(40):
+                await h.emit(REPORTS, report(f"r{replica}", end, requests=10), source="r")
+        await h.wait_for(lambda _: len(windows(h)) == 2)
+        await h.settle()
+
+    runs = await asyncio.to_thread(_serving_runs, experiment, mlflow_server.url)
+    (run,) = runs
+    assert run.data.tags["scanflow.workflow"] == "serve"
+    assert 0 < len(run.data.metrics) <= 12  # not 40 replicas' worth of numbers
+    history = await asyncio.to_thread(_history, run.info.run_id, "requests", mlflow_server.url)
+    assert [(m.step, m.value) for m in history] == [(200, 400.0), (201, 400.0)]
+    replicas = await asyncio.to_thread(_history, run.info.run_id, "replicas", mlflow_server.url)
+    assert [m.value for m in replicas] == [40.0, 40.0]
+
+
+def _serving_runs(experiment: str, url: str) -> list[Any]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=url)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no experiment {experiment!r}"
+    return list(client.search_runs([found.experiment_id]))
+
+
+def _history(run_id: str, key: str, url: str) -> list[Any]:
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient(tracking_uri=url).get_metric_history(run_id, key)
+    return sorted(history, key=lambda m: m.step)
 
 
 async def test_the_trainings_sensor_reports_each_finished_run_once(
@@ -262,10 +327,15 @@ def test_recent_rows_since_a_time() -> None:
 
     recent = RecentRows(limit=100)
     for end, value in ((10.0, 0.0), (20.0, 1.0), (30.0, 2.0)):
-        recent.add({
-            "workflow": "serve", "node": "model", "model_uri": "m", "window": {"end": end},
-            "labelled": {"rows": [[value]], "labels": [int(value)], "predictions": [0]},
-        })  # fmt: skip
+        recent.add(
+            {
+                "workflow": "serve",
+                "node": "model",
+                "model_uri": "m",
+                "window": {"end": end},
+                "labelled": {"rows": [[value]], "labels": [int(value)], "predictions": [0]},
+            }
+        )
     assert [row.x for row in recent.select("serve", "model", 10, since=20.0)] == [[1.0], [2.0]]
     with pytest.raises(LookupError, match="since"):
         recent.select("serve", "model", 10, since=31.0)
@@ -276,11 +346,16 @@ def test_recent_rows_since_a_model_by_either_of_its_names() -> None:
 
     recent = RecentRows(limit=100)
     for end, version in ((10.0, "models:/digits/1"), (20.0, "models:/digits/2")):
-        recent.add({
-            "workflow": "serve", "node": "model", "model_uri": "models:/digits@production",
-            "model_version_uri": version, "window": {"end": end},
-            "labelled": {"rows": [[end]], "labels": [1], "predictions": [1]},
-        })  # fmt: skip
+        recent.add(
+            {
+                "workflow": "serve",
+                "node": "model",
+                "model_uri": "models:/digits@production",
+                "model_version_uri": version,
+                "window": {"end": end},
+                "labelled": {"rows": [[end]], "labels": [1], "predictions": [1]},
+            }
+        )
 
     rows = recent.select("serve", "model", 10, since_model="models:/digits/2")
     assert [(row.x, row.served) for row in rows] == [([20.0], "models:/digits/2")]

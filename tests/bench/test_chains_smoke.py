@@ -12,7 +12,7 @@ import pytest
 CHAINS = Path(__file__).resolve().parents[2] / "bench" / "chains.py"
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_chain_benchmark_runs(tmp_path: Path) -> None:
     out = tmp_path / "chains.json"
     run = subprocess.run(

@@ -1,13 +1,33 @@
 """Agents that people operate in the console and one-shot command tests.
 
-Loaded in the tests' own process and, by path, by ``scanflow run`` subprocesses.
+Loaded in the tests' own process and, by path, by ``scanflow run`` subprocesses
+(with ``examples/approval_gate.py`` beside it for the gate).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+from pathlib import Path
+from typing import Any
 
-from scanflow_agents import Agent, Decision, Observation, actuator, rule, sensor
+from scanflow_agents import Agent, actuator, sensor
+
+
+def _example(name: str) -> Any:
+    path = Path(__file__).resolve().parents[2] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"scanflow_example_{name}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# The gate is the users' example itself, so the console tests operate what the
+# guide shows. Loaded under a name of its own, it is not an agent defined here:
+# `scanflow run` of this file starts the scaler only.
+Gate: Any = _example("approval_gate").Gate
 
 
 class Scaler(Agent):
@@ -41,31 +61,3 @@ class Scaler(Agent):
         """
         await asyncio.sleep(seconds)
         return {"drained_after": seconds}
-
-
-class Gate(Agent):
-    """Holds every deployment it decides on until a person approves it."""
-
-    deployed: list[str] = []
-
-    @sensor(every=3600.0)
-    async def candidate(self) -> dict[str, str]:
-        """A new model version to deploy."""
-        return {"model": "models:/digits/7"}
-
-    @rule("candidate")
-    async def deploy_candidate(self, observation: Observation) -> Decision:
-        model = observation.value["model"]
-
-        async def deploy(reason: str) -> dict[str, str]:
-            self.deployed.append(model)
-            return {"deployed": model}
-
-        approval = self.approvals.hold(
-            "deploy", f"deploy {model}", deploy, details={"model": model}
-        )
-        return Decision(
-            action="deploy-awaiting-approval",
-            reason=f"{model} is new (approval {approval.id})",
-            evidence={"approval": approval.id},
-        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scanflow_agents.runtime.console.agent_screen import AgentScreen
-from scanflow_agents.runtime.console.approvals_screen import ApprovalsScreen
+from scanflow_agents.runtime.console.approvals_screen import ApprovalsScreen, ReasonScreen
 from scanflow_agents.runtime.console.chain_screen import ChainScreen
 from scanflow_agents.runtime.console.help_screen import HelpScreen
 from scanflow_agents.runtime.console.main_screen import MainScreen
@@ -69,10 +69,16 @@ async def test_tail_an_event_and_open_its_chain(
     async with app.run_test(size=(80, 24)) as pilot:
         events = app.screen.query_one(EventsTable)
         await _type(pilot, "filter agent=scaler kind=observation")
-        await eventually(lambda: events.row_count >= 1, timeout=15)
+        await eventually(lambda: events.row_count >= 2, timeout=15)
         await pilot.press("tab")
         assert app.screen.focused is events
+        # On the last row the cursor follows new events (the scaler observes
+        # every second); one row up it stays where the operator put it.
+        await pilot.press("up")
         record = events.selected()
+        shown = events.row_count
+        await eventually(lambda: events.row_count > shown, timeout=15)
+        assert events.selected() is record
         assert record is not None
         assert record["kind"] == "observation"
         assert record["agent"] == "scaler"
@@ -126,10 +132,12 @@ async def test_approve_a_pending_decision_and_find_it_in_the_audit_trail(
         approval = app.screen.approvals[0]
         assert approval.summary == "deploy models:/digits/7"
         await pilot.press("y")
-        await pilot.pause()
+        # Typed once the question is up, as a person would: keys sent before it
+        # opens go to the approvals view ('n' of "offline" would reject).
+        await eventually(lambda: isinstance(app.screen, ReasonScreen), timeout=30)
         await pilot.press(*"checked the offline metrics", "enter")
-        await eventually(lambda: Gate.deployed == ["models:/digits/7"], timeout=10)
-        await eventually(lambda: table.row_count == 0, timeout=10)
+        await eventually(lambda: Gate.deployed == ["models:/digits/7"], timeout=30)
+        await eventually(lambda: table.row_count == 0, timeout=30)
 
     chain = await agents.client.history(correlation_id=approval.correlation_id)
     kinds = [(r["kind"], r["name"]) for r in chain]

@@ -68,3 +68,22 @@ async def test_a_stopped_agent_says_so_at_once_and_only_a_silent_one_is_stale(
         await asyncio.sleep(app.link.stale_after + 1)
         assert str(table.get_row_at(0)[2]) == "stopped"
         assert "silent" not in text_of(app, "#status")
+
+
+@pytest.mark.parametrize(("end", "shown"), [(_stop, "stopped"), (_kill, "stale")])
+async def test_a_console_started_after_an_agent_left_tells_a_stop_from_a_silent_death(
+    agents: AgentHarness,
+    nats_url: str,
+    tmp_path: Path,
+    end: Callable[[AgentRuntime], Awaitable[None]],
+    shown: str,
+) -> None:
+    # This console heard no heartbeat of the gate: only the state it kept.
+    await agents.runtime("gate").announcer.announce()  # kept by now, whatever its timer did
+    await end(agents.runtime("gate"))
+    app = console_app(agents, nats_url, tmp_path)
+    async with app.run_test(size=(80, 24)):
+        table = await listed_agents(app, 2)
+        await eventually(lambda: str(table.get_row_at(0)[2]) == shown, timeout=30)
+        assert str(table.get_row_at(1)[2]) == "running leader"
+        assert ("1 silent" in text_of(app, "#status")) == (shown == "stale")

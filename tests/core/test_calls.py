@@ -28,8 +28,9 @@ from scanflow_agents import (
     Unavailable,
     actuator,
 )
+from scanflow_agents._core.calling import call_envelope
 from scanflow_agents._core.guards import Replies, call_key
-from scanflow_agents.messages import Reply, new_id, utcnow
+from scanflow_agents.messages import Envelope, Reply, new_id, utcnow
 from scanflow_agents.testing import AgentHarness, eventually
 from scanflow_agents.transports.nats import NatsTransport
 
@@ -250,8 +251,14 @@ async def test_calls_beyond_the_in_flight_limit_are_answered_busy(bus: str | Non
     async with AgentHarness(worker, nats_url=bus, settings=settings) as h:
         slow = [asyncio.create_task(h.call("worker", "slow", seconds=1.0)) for _ in range(2)]
         await eventually(lambda: worker.runtime.dispatcher.inflight == 2)
-        with pytest.raises(Busy, match="max_inflight 2"):
-            await h.call("worker", "echo", text="x", timeout=0.05)
+        # Sent once, without the client's retries: the agent answers busy at once
+        # (a short client timeout would race that answer on a loaded machine).
+        call = call_envelope("harness", "worker", "echo", {"text": "x"})
+        subject = h.subjects.act("worker", "echo")
+        answer = await h.client.transport.request(subject, json.dumps(call).encode(), timeout=10)
+        reply = Reply.model_validate(Envelope.decode(answer).payload)
+        assert reply.error is not None
+        assert (reply.error.code, "max_inflight 2" in reply.error.message) == (Busy.code, True)
         # Within a longer timeout the client retries until there is room.
         assert await h.call("worker", "echo", text="y", timeout=10) == "y"
         assert await asyncio.gather(*slow) == [1.0, 1.0]
@@ -349,7 +356,7 @@ async def test_a_reply_says_when_its_record_is_not_stored_yet(
         # caller is told that its record is not stored (it stays queued).
         transport = h.client.transport
         assert isinstance(transport, NatsTransport)
-        await transport.js.delete_stream(transport.stream)
+        await transport.js.delete_stream(transport.streams[0].name)
         with caplog.at_level(logging.WARNING, logger="scanflow_agents.calling"):
             assert await h.call("worker", "echo", text="queued", timeout=10) == "queued"
         (told,) = [r for r in caplog.records if "not stored yet" in r.getMessage()]
@@ -373,19 +380,25 @@ async def test_while_the_stream_cannot_store_an_agent_refuses_to_act_unless_told
         recorder.retry_interval = 0.2
         transport = h.client.transport
         assert isinstance(transport, NatsTransport)
-        await transport.js.delete_stream(transport.stream)
+        await transport.js.delete_stream(transport.streams[0].name)
         # The first call finds out: it acts, and its reply says its record is queued.
         assert await h.call("worker", "echo", text="first", timeout=10) == "first"
         assert recorder.unstored is not None
+        # Operators see it: in the heartbeat (console, `scanflow agents`) and the health
+        # that probes and metrics read.
+        (beat,) = [b for b in await h.client.discover(wait=0.3) if b.agent == "worker"]
+        assert beat.unstored == recorder.unstored
+        assert worker.runtime.health().unstored == recorder.unstored
         if unrecorded == "refuse":
+            # Asked again until the timeout (it may be a failover), then told why.
             with pytest.raises(Unavailable, match="acts on nothing it cannot record"):
-                await h.call("worker", "echo", text="second", timeout=10)
+                await h.call("worker", "echo", text="second", timeout=1)
             assert worker.runs == [("echo", "first")]
         else:
             assert await h.call("worker", "echo", text="second", timeout=10) == "second"
             assert worker.runs == [("echo", "first"), ("echo", "second")]
         # The stream back: the queued records are stored, and calls act again.
-        await transport._ensure_stream(3600)
+        await transport._ensure_stream(transport.streams[0])
         await eventually(lambda: recorder.unstored is None, timeout=30)
         assert await h.call("worker", "echo", text="third", timeout=10) == "third"
         await eventually(lambda: not recorder.backlog and not recorder.sending, timeout=30)
@@ -410,7 +423,7 @@ async def test_reply_after_sent_answers_without_waiting_and_stores_the_record_la
         worker.runtime.recorder.retry_interval = 0.2
         transport = h.client.transport
         assert isinstance(transport, NatsTransport)
-        await transport.js.delete_stream(transport.stream)
+        await transport.js.delete_stream(transport.streams[0].name)
         # No stream: with "stored" the reply would wait record_timeout (30 s) and
         # say `unrecorded`; with "sent" it goes out as soon as the record is written.
         started = time.monotonic()
@@ -419,8 +432,22 @@ async def test_reply_after_sent_answers_without_waiting_and_stores_the_record_la
         assert time.monotonic() - started < 15
         assert not [r for r in caplog.records if "not stored yet" in r.getMessage()]
         # The record was not lost: it stays queued and is stored once the stream is back.
-        await transport._ensure_stream(3600)
+        await transport._ensure_stream(transport.streams[0])
         recorder = worker.runtime.recorder
         await eventually(lambda: not recorder.backlog and not recorder.sending, timeout=60)
         records = await h.client.history(agent="worker", kinds=["action"])
         assert [r["payload"]["params"]["text"] for r in records] == ["early"]
+
+
+async def test_a_keyed_call_the_call_store_cannot_take_is_unavailable_not_run(
+    nats_url: str,
+) -> None:
+    worker = Worker()
+    async with AgentHarness(worker, nats_url=nats_url) as h:
+        assert await h.call("worker", "echo", text="kept", call_id="first") == "kept"
+        transport = h.client.transport
+        assert isinstance(transport, NatsTransport)
+        await transport.js.delete_stream(f"KV_{h.subjects.calls_bucket}")  # the store is gone
+        with pytest.raises(Unavailable, match="cannot claim call second in the shared call store"):
+            await h.call("worker", "echo", text="lost", call_id="second", timeout=1)
+        assert worker.runs == [("echo", "kept")]  # not run unclaimed: it could run twice

@@ -24,6 +24,7 @@ from scanflow_agents.subjects import Subjects
 from scanflow_agents.testing import eventually
 from scanflow_agents.transports import MemoryBroker, MemoryTransport, Transport
 from scanflow_agents.transports.nats import NatsTransport
+from scanflow_agents.transports.streams import StreamSpec
 
 
 class Counter(Agent):
@@ -75,8 +76,7 @@ class Bus:
         else:
             transport = await NatsTransport.connect(
                 self.settings.nats.model_copy(update={"url": self.url}),
-                stream=self.settings.stream_name,
-                stream_subjects=[self.subjects.all_events],
+                streams=[StreamSpec(self.settings.stream_name, (self.subjects.all_events,))],
             )
         self.transports.append(transport)
         return transport

@@ -126,9 +126,14 @@ class Holder(Agent):
                 self.done.append((policy, f"rejected: {why}"))
 
             self.approvals.hold(
-                "deploy", f"deploy {observation.value} ({policy})", approved,
-                on_reject=rejected, approval_id=policy, timeout=1.0, on_timeout=policy,
-            )  # fmt: skip
+                "deploy",
+                f"deploy {observation.value} ({policy})",
+                approved,
+                on_reject=rejected,
+                approval_id=policy,
+                timeout=1.0,
+                on_timeout=policy,
+            )
 
 
 @pytest.mark.fake_clock

@@ -18,6 +18,7 @@ from scanflow_agents.settings import NatsSettings
 from scanflow_agents.testing import eventually
 from scanflow_agents.transports import MemoryBroker, MemoryTransport, Transport
 from scanflow_agents.transports.nats import NatsTransport
+from scanflow_agents.transports.streams import StreamSpec
 
 Elect = Callable[..., Awaitable[Leadership]]
 # The lease loop of each replica, so that a test can kill one without a release.
@@ -31,14 +32,16 @@ async def elect(bus: str | None) -> AsyncIterator[Elect]:
     broker = MemoryBroker()
     started: list[tuple[Transport, Leadership, asyncio.Task[None]]] = []
 
-    async def replica(ttl: float = 1.5, changes: list[bool] | None = None) -> Leadership:
+    async def replica(
+        ttl: float = 1.5, changes: list[bool] | None = None, agent: str = "watcher"
+    ) -> Leadership:
         if bus is None:
             transport: Transport = MemoryTransport(broker)
         else:
             settings = NatsSettings(url=bus)
             stream, subjects = f"L{namespace[5:]}", [f"{namespace}.x"]
             transport = await NatsTransport.connect(
-                settings, stream=stream, stream_subjects=subjects
+                settings, streams=[StreamSpec(stream, tuple(subjects))]
             )
 
         async def on_change(leading: bool) -> None:
@@ -48,7 +51,7 @@ async def elect(bus: str | None) -> AsyncIterator[Elect]:
         leadership = Leadership(
             transport,
             namespace=namespace,
-            agent="watcher",
+            agent=agent,
             instance=uuid.uuid4().hex[:12],
             ttl=ttl,
             on_change=on_change,
@@ -126,6 +129,36 @@ async def test_a_leader_that_lost_its_lease_steps_down(elect: Elect) -> None:
     await eventually(lambda: changes == [True, False], timeout=5)
     assert not first.is_leader
     assert first.token is None
+
+
+async def test_a_renewal_written_but_not_answered_keeps_the_lease(elect: Elect) -> None:
+    """A renewal that timed out may still have been stored (a slow server, an
+    election): the next renewal then meets our own later revision, not a rival."""
+    changes: list[bool] = []
+    # A 3 s lease (renewed every second): a loaded machine's worker once stalled
+    # longer than a 1.5 s lease's renewal interval allows.
+    first = await elect(ttl=3.0, changes=changes)
+    kv = await first.transport.key_value(lease_bucket_of(first))
+    entry = await kv.get("watcher")
+    assert entry is not None
+    await kv.update("watcher", entry.value, entry.revision)  # the unanswered renewal
+    await asyncio.sleep(4.5)  # renewals go on past the TTL
+    assert changes == [True]
+    assert first.is_leader
+
+
+async def test_an_agent_with_a_shorter_lease_does_not_cut_anothers(elect: Elect) -> None:
+    """Agents of one namespace share the lease bucket, each with its own lease time:
+    one that renews every second must keep its lease after another agent declared
+    a lease of 0.6 s (the bucket's age limit is raised, never cut)."""
+    changes: list[bool] = []
+    slow = await elect(ttl=3.0, changes=changes)
+    quick = await elect(ttl=0.6, agent="quick")
+    assert quick.is_leader
+    await asyncio.sleep(3.5)  # three renewals of the slow lease, each after 0.6 s
+    assert changes == [True]
+    assert slow.is_leader
+    assert quick.is_leader
 
 
 def lease_bucket_of(leadership: Leadership) -> str:

@@ -30,6 +30,7 @@ from scanflow_agents.settings import AgentSettings, HandlerSettings, Settings
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.testing import eventually
 from scanflow_agents.transports.memory import MemoryBroker
+from scanflow_agents.transports.streams import StreamSpec
 
 
 class Records:
@@ -175,7 +176,7 @@ class Parts:
     """A dispatcher built alone: a recorder and a call store on an in-memory bus."""
 
     def __init__(self, agent: Agent, refusal: str | None = None) -> None:
-        transport = MemoryBroker(stream_subjects=("scanflow.t.events.>",)).connect()
+        transport = MemoryBroker(streams=[StreamSpec("T", ("scanflow.t.events.>",))]).connect()
         self.recorder = Recorder(agent.name, transport, Subjects("t"), [])
         store = CallStore(transport, "calls", agent=agent.name, instance="i1", window=60)
         self.tasks: list[asyncio.Task[Any]] = []

@@ -11,11 +11,12 @@ import pytest
 from scanflow_agents._core.recording import NotStored, Recorder
 from scanflow_agents.subjects import Subjects
 from scanflow_agents.transports.memory import MemoryBroker
+from scanflow_agents.transports.streams import StreamSpec
 
 
 @pytest.fixture
 async def running() -> AsyncIterator[tuple[MemoryBroker, Recorder]]:
-    broker = MemoryBroker(stream_subjects=("scanflow.t.events.>", "scanflow.t.chains.>"))
+    broker = MemoryBroker(streams=[StreamSpec("T", ("scanflow.t.events.>", "scanflow.t.chains.>"))])
     recorder = Recorder("a", broker.connect(), Subjects("t"), [], limit=3)
     recorder.retry_interval = 0.05
     task = asyncio.create_task(recorder.run())

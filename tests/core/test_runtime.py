@@ -145,6 +145,33 @@ async def test_redelivered_call_is_answered_from_the_first_result(bus: str | Non
         assert planner.executed.count(("scale", 2)) == 2
 
 
+class Impatient(Agent):
+    """A rule whose planned call gives the callee less time than the action takes."""
+
+    @rule(on="work.slow")
+    async def hurry(self, event: Event) -> Decision:
+        seconds = event.payload["seconds"]
+        call = Call(agent="planner", actuator="slow", params={"seconds": seconds}, timeout=0.5)
+        return Decision(action="wait", calls=[call])
+
+
+@pytest.mark.fake_clock
+async def test_a_planned_call_without_answer_is_asked_once_more_and_runs_once(
+    bus: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No answer does not say whether the callee acted; the rule's call is keyed,
+    so asking again is safe: here the second ask waits for the run still under way."""
+    planner = Planner()
+    async with AgentHarness(Impatient(), planner, nats_url=bus) as h:
+        with caplog.at_level(logging.INFO, logger="scanflow_agents"):
+            await h.emit("work.slow", {"seconds": 0.8})
+            await h.wait_for(lambda ev: any(e["kind"] == "action" for e in ev), timeout=10)
+            await h.settle()
+    assert planner.executed == [("slow", 0.8)]
+    assert "asking once more with the same call id" in caplog.text
+    assert "failed after" not in caplog.text
+
+
 class Waiter(Agent):
     """An actuator whose parameter names clash with the client's own keywords."""
 
@@ -241,6 +268,53 @@ async def test_bad_arguments_are_answered_with_the_field(
         assert "actuator 'scale' of agent 'planner'" in info.value.message
         assert planner.executed == []
         assert await h.call("planner", "scale", replicas=1)  # still serving
+
+
+class Orphan(Agent):
+    """Decides calls that fail: to an agent not running, and a refused one."""
+
+    @sensor(every=3600)
+    async def tick(self) -> dict[str, int]:
+        return {"n": 1}
+
+    @rule("tick")
+    async def act(self, observation: Observation) -> Decision:
+        return Decision(
+            action="act",
+            calls=[
+                Call(agent="ghost", actuator="scale", params={"replicas": 2}),
+                Call(agent="planner", actuator="retrain"),
+                Call(agent="planner", actuator="retrain"),
+                Call(agent="planner", actuator="retrain"),
+            ],
+        )
+
+
+async def test_a_decisions_failed_call_is_recorded_in_its_chain(bus: str | None) -> None:
+    # No agent 'ghost': nothing at a callee would show the call. The third
+    # retrain passes the planner's rate (2 a minute): its refusal is the
+    # planner's action record, not the caller's.
+    settings = Settings.defaults()
+    settings.agent.call_timeout = 2
+    async with AgentHarness(Orphan(), Planner(), nats_url=bus, settings=settings) as h:
+        observation = await h.run_sensor("orphan", "tick")
+        await h.settle()
+
+    assert observation is not None
+    (decision,) = h.records("decision", "orphan")
+    (failed,) = h.records("failed", "orphan")
+    assert failed["name"] == "act"
+    assert failed["correlation_id"] == observation.correlation_id
+    assert failed["causation_id"] == decision["id"]
+    payload = failed["payload"]
+    assert (payload["agent"], payload["actuator"], payload["error"]["code"]) == (
+        "ghost",
+        "scale",
+        "unavailable",
+    )
+    assert "no agent 'ghost'" in payload["error"]["message"]
+    assert payload["params"] == {"replicas": 2}
+    assert [c["ok"] for c in h.calls("planner", "retrain")] == [True, True, False]
 
 
 async def test_unknown_actuator_and_missing_agent(bus: str | None) -> None:
@@ -404,6 +478,53 @@ async def test_describe_discover_and_heartbeats(bus: str | None) -> None:
         assert all(b.ready for b in beats)
 
 
+async def test_describe_raises_the_error_an_agent_answers_with(bus: str | None) -> None:
+    # An agent that cannot describe itself answers ok=False: that error, not an
+    # empty or unreadable description, is what the caller gets.
+    async with AgentHarness(Planner(), nats_url=bus) as h:
+
+        async def refuse(message: Message) -> None:
+            answer = Reply(ok=False, error={"code": "unavailable", "message": "disk is gone"})
+            reply = Envelope(kind="reply", source="ghost", payload=answer.model_dump())
+            await message.respond(reply.encode())
+
+        await h.client.transport.subscribe(h.subjects.describe("ghost"), refuse)
+        with pytest.raises(Unavailable, match="disk is gone"):
+            await h.client.describe("ghost")
+
+
+async def test_control_ops_return_once_every_running_replica_answered(bus: str | None) -> None:
+    async with AgentHarness(nats_url=bus) as h:
+        first, second = Planner(settings=h.settings), Planner(settings=h.settings)
+        async with (
+            first.running(await h.connect("first"), schedule=False),
+            second.running(await h.connect("second"), schedule=False),
+        ):
+            # Each replica's last state is kept before its start returns.
+            kept = await h.client.last_states()
+            assert sorted(beat.state for beat in kept if beat.agent == "planner") == [
+                "running",
+                "running",
+            ]
+            # Nothing known beforehand, as in a new CLI process: the replicas are
+            # counted from their kept states, and nobody waits out `wait`.
+            controls = Controls(h.client, wait=600)
+            answered = await asyncio.wait_for(controls.pause("planner"), 30)
+            assert len({result["instance"] for result in answered}) == 2
+            assert controls.replicas == {"planner": 2}
+            await asyncio.wait_for(Controls(h.client, wait=600).resume("planner"), 30)
+
+
+async def test_reading_last_states_of_a_namespace_with_none_makes_no_bucket(
+    bus: str | None,
+) -> None:
+    # `scanflow agents -n typo` must not leave a bucket behind in the typo's name.
+    async with AgentHarness(nats_url=bus) as h:
+        assert await h.client.last_states() == []
+        bucket = h.client.subjects.agents_bucket
+        assert await h.client.transport.existing_key_value(bucket) is None
+
+
 async def test_replicas_share_calls_through_a_queue_group(bus: str | None) -> None:
     one = Planner()
     async with AgentHarness(one, nats_url=bus) as h:
@@ -565,4 +686,4 @@ async def test_agent_state_in_key_value_outlives_the_process(nats_url: str) -> N
         transport = h.client.transport
         assert isinstance(transport, NatsTransport)
         await transport.js.delete_key_value(f"keeper-{namespace}")
-        await transport.js.delete_stream(transport.stream)
+        await transport.js.delete_stream(transport.streams[0].name)

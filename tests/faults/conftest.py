@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from scanflow_agents.clients import connect_transport
 from scanflow_agents.messages import Envelope
 from scanflow_agents.settings import Settings
 from scanflow_agents.subjects import Subjects
-from scanflow_agents.testing import die_with_parent
+from scanflow_agents.testing import NatsCluster, die_with_parent
 from scanflow_agents.transports.base import Durable, Transport, TransportError
 from scanflow_agents.transports.nats import NatsTransport
 from scanflow_agents.transports.servers import NatsServer
@@ -82,25 +82,40 @@ class AgentProcess:
 
 
 class Faults:
-    """One test's world: a server, agent processes, the files they write, a publisher."""
+    """One test's world: a server, agent processes, the files they write, a publisher.
 
-    def __init__(self, folder: Path) -> None:
+    Args:
+        cluster: run on this three-server cluster (every stream and bucket
+            with three copies) instead of the test's own single server.
+    """
+
+    def __init__(self, folder: Path, *, cluster: NatsCluster | None = None) -> None:
         self.folder = folder
         self.server = Server(store_dir=str(folder / "jetstream"))
+        self.cluster = cluster
         self.namespace = f"faults-{uuid.uuid4().hex[:8]}"
         self.handled = folder / "handled.txt"
         self.actions = folder / "actions.txt"
         self.agents: list[AgentProcess] = []
 
     @property
+    def url(self) -> str:
+        return self.cluster.url if self.cluster is not None else self.server.url
+
+    @property
     def settings(self) -> Settings:
         base = Settings.defaults()
-        nats = base.nats.model_copy(update={"url": self.server.url})
+        replicas = 1 if self.cluster is None else len(self.cluster.urls)
+        nats = base.nats.model_copy(update={"url": self.url, "replicas": replicas})
         return base.model_copy(update={"namespace": self.namespace, "nats": nats})
 
     def start(self, name: str, **env: str) -> AgentProcess:
-        files = {"FAULT_HANDLED": str(self.handled), "FAULT_ACTIONS": str(self.actions)}
-        agent = AgentProcess(name, self.server.url, self.namespace, self.folder, files | env)
+        files = {
+            "FAULT_HANDLED": str(self.handled),
+            "FAULT_ACTIONS": str(self.actions),
+            "SCANFLOW_NATS__REPLICAS": str(self.settings.nats.replicas),
+        }
+        agent = AgentProcess(name, self.url, self.namespace, self.folder, files | env)
         self.agents.append(agent)
         return agent
 
@@ -118,7 +133,7 @@ class Faults:
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    infos = await transport.js.consumers_info(transport.stream)
+                    infos = await transport.js.consumers_info(transport.streams[0].name)
                     if infos and all(i.num_pending == 0 and i.num_ack_pending == 0 for i in infos):
                         return
                     await asyncio.sleep(0.05)
@@ -167,7 +182,8 @@ class Faults:
             agent.stop()
             if failed is not None and failed.failed:
                 sys.stderr.write(f"--- {agent.log.name}\n{agent.tail()}\n")
-        self.server.stop()
+        if self.cluster is None:
+            self.server.stop()
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -185,3 +201,14 @@ def faults(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Faults]:
         yield world
     finally:
         world.close(request)
+
+
+@pytest.fixture
+async def cluster_faults(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Faults]:
+    """The same world on a three-server cluster of its own (its servers to kill)."""
+    async with NatsCluster() as cluster:
+        world = Faults(tmp_path, cluster=cluster)
+        try:
+            yield world
+        finally:
+            world.close(request)

@@ -28,7 +28,7 @@ from scanflow_agents.testing import NatsCluster, die_with_parent, eventually
 from scanflow_agents.transports import TransportError
 from scanflow_agents.transports.servers import NatsServer
 
-pytestmark = [pytest.mark.nats, pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.nats, pytest.mark.e2e, pytest.mark.timeout(240)]
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = str(Path(__file__).with_name("workers.py"))
@@ -306,7 +306,9 @@ async def _calls_across_a_kill(
     async def caller() -> None:
         while not stop.is_set():
             try:
-                await client.call("worker", "work", seconds=0, timeout=5)
+                # Keyed: the shared call store (a replicated bucket) is written on
+                # every call, through the faults too.
+                await client.call("worker", "work", seconds=0, timeout=5, call_id=uuid.uuid4().hex)
                 outcomes.append((time.monotonic(), True))
             except Exception as exc:  # any failure counts toward the window
                 outcomes.append((time.monotonic(), False))

@@ -8,6 +8,7 @@ numbers. ``-s`` shows the measured figures.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -20,7 +21,7 @@ from scanflow_agents.testing import eventually
 if TYPE_CHECKING:
     from tests.faults.conftest import Faults
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 # Short lease and acknowledgement waits where the test is not about them,
 # so that a restart costs seconds, not the defaults' ten.
@@ -100,7 +101,7 @@ async def test_an_agent_killed_while_events_are_stored_misses_none_of_them(
     total = before + during
     took = await eventually(
         lambda: len({n for n, _, _ in faults.lines(faults.handled)}) >= total,
-        timeout=90,
+        timeout=150,
         what="the restarted rule handles every stored tick",
     )
     await faults.settled()
@@ -173,3 +174,70 @@ async def test_a_killed_leader_is_replaced_within_15_s_without_a_doubled_action(
     assert (missed, missed_actions, doubled) == (0, 0, 0)
     # The rule may see again the one event the dead leader held; its call, not.
     assert twice <= 1
+
+
+async def test_servers_killed_on_a_cluster_lose_double_and_share_nothing(
+    cluster_faults: Faults,
+) -> None:
+    """Three servers, every stream and bucket with three copies; two rule replicas
+    (one leads, by lease) calling an actor for each tick. Stored ticks go on while
+    the server leading the stream is killed with SIGKILL, restarted, then the meta
+    leader is killed: no tick missed by the rule, no action run twice, and the
+    lease never held by two replicas at once (their handling never interleaves).
+    """
+    faults = cluster_faults
+    cluster = faults.cluster
+    assert cluster is not None
+    faults.start("Actor")
+    await _running(faults, "actor")
+    for _ in range(2):
+        faults.start("Counter", FAULT_ACT="1", **QUICK)
+    await _running(faults, "counter", replicas=2)
+    total = 3000
+    publisher = await faults.connect()
+    try:
+        for n in range(total):
+            if n == 1000:
+                killed = await cluster.leader(faults.settings.stream_name)
+                cluster.kill(killed)
+            elif n == 1800:
+                await cluster.restart(killed)
+                await cluster.ready()
+            elif n == 2200:
+                cluster.kill(await cluster.meta_leader())
+            await faults.store(publisher, n)
+    finally:
+        await publisher.close()
+    try:
+        await eventually(
+            lambda: len({n for n, _, _ in faults.lines(faults.actions)}) >= total,
+            timeout=150,
+            what="every stored tick acted on",
+        )
+    except TimeoutError as exc:
+        # Which ticks: never handled (delivery) or handled and not acted on (the call).
+        handled_ticks = {n for n, _, _ in faults.lines(faults.handled)}
+        acted = {n for n, _, _ in faults.lines(faults.actions)}
+        unhandled = sorted(set(range(total)) - handled_ticks)
+        unacted = sorted(handled_ticks - acted)
+        raise AssertionError(
+            f"{exc}: {len(unhandled)} ticks never handled (first {unhandled[:20]}), "
+            f"{len(unacted)} handled and not acted on (first {unacted[:20]})"
+        ) from None
+    await faults.settled()
+    handled = faults.lines(faults.handled)
+    missed, twice = _tally(handled, total)
+    missed_actions, doubled = _tally(faults.lines(faults.actions), total)
+    # Leadership in time order: each change of handler is one hand-over; two
+    # leaders at once would interleave their lines and change hands at every few.
+    in_order = [pid for _, pid, _ in sorted(handled, key=lambda row: row[2])]
+    handovers = sum(1 for a, b in itertools.pairwise(in_order) if a != b)
+    print(
+        f"\ncluster, stream leader and meta leader killed: {total} ticks, {missed} missed, "
+        f"{twice} handled twice by the rule, {missed_actions} actions missed, {doubled} "
+        f"doubled, {handovers} lease hand-overs"
+    )
+    assert (missed, missed_actions, doubled) == (0, 0, 0)
+    assert handovers <= 4
+    # The rule may see again an event whose acknowledgement was lost in an election; its call, not.
+    assert twice <= 3

@@ -49,6 +49,16 @@ def test_every_object_is_valid_for_the_kubernetes_api(
         kubernetes_validate.validate(doc, version, strict=True)
 
 
+EXECUTOR_SUFFIX = "-argo-executor"
+
+
+def _planner_roles(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Roles the planner's account is bound to (not Argo's executor's)."""
+    return [
+        r for r in _kind(documents, "Role") if not r["metadata"]["name"].endswith(EXECUTOR_SUFFIX)
+    ]
+
+
 def _granted(role: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
     granted: dict[tuple[str, str], list[str]] = {}
     for rule in role["rules"]:
@@ -73,7 +83,7 @@ def test_rbac_is_namespaced_exact_and_without_wildcards(
     documents: list[dict[str, Any]], value_set: str
 ) -> None:
     kinds = {doc["kind"] for doc in documents}
-    assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Namespace"}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
     values_file = VALUE_SETS[value_set]
     values = yaml.safe_load(values_file.read_text()) if values_file else {}
     kubernetes: dict[str, Any] = {
@@ -92,9 +102,13 @@ def test_rbac_is_namespaced_exact_and_without_wildcards(
     }
     if kubernetes["registry"]:
         wanted[kubernetes["buildNamespace"]] = _wanted("builds")
-    roles = _kind(documents, "Role")
+    roles = _planner_roles(documents)
     assert {r["metadata"]["namespace"]: _granted(r) for r in roles} == wanted
-    bindings = {b["metadata"]["namespace"]: b for b in _kind(documents, "RoleBinding")}
+    bindings = {
+        b["metadata"]["namespace"]: b
+        for b in _kind(documents, "RoleBinding")
+        if not b["metadata"]["name"].endswith(EXECUTOR_SUFFIX)
+    }
     assert sorted(bindings) == sorted(wanted)
     for role in roles:
         binding = bindings[role["metadata"]["namespace"]]
@@ -106,6 +120,64 @@ def test_rbac_is_namespaced_exact_and_without_wildcards(
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "rel-scanflow-agents", "namespace": "agents"}
         ]
+
+
+def test_the_namespaces_the_planner_acts_in_are_created_and_kept(
+    documents: list[dict[str, Any]], render: Render
+) -> None:
+    # Helm applies Namespaces before the Roles in them; a Role in a missing
+    # namespace would stop the install.
+    created = {d["metadata"]["name"]: d["metadata"] for d in _kind(documents, "Namespace")}
+    for role in _planner_roles(documents):
+        meta = created[role["metadata"]["namespace"]]
+        assert meta["annotations"] == {"helm.sh/resource-policy": "keep"}
+        level = "privileged" if role["metadata"]["name"].endswith("-builds") else "restricted"
+        assert meta["labels"]["pod-security.kubernetes.io/enforce"] == level
+    assert len(created) == len(_planner_roles(documents))
+    none = render(VALUE_SETS["application"], "--set", "kubernetes.createNamespaces=false")
+    assert not _kind(none, "Namespace")
+
+
+def test_argo_steps_have_their_executor_account_in_every_team_namespace(
+    documents: list[dict[str, Any]], value_set: str
+) -> None:
+    (config_map,) = [c for c in _kind(documents, "ConfigMap") if "settings.yaml" in c["data"]]
+    planner = yaml.safe_load(config_map["data"]["settings.yaml"])["agents"].get("planner", {})
+    platform = planner.get("kubernetes", {})
+    argo = platform.get("argo", "never") != "never"
+    teams = {
+        r["metadata"]["namespace"]
+        for r in _planner_roles(documents)
+        if "-builds" not in r["metadata"]["name"]
+    }
+    executors = {
+        (r["metadata"]["namespace"], tuple(map(json.dumps, r["rules"])))
+        for r in _kind(documents, "Role")
+        if r["metadata"]["name"].endswith(EXECUTOR_SUFFIX)
+    }
+    rules = (
+        json.dumps(
+            {
+                "apiGroups": ["argoproj.io"],
+                "resources": ["workflowtaskresults"],
+                "verbs": ["create", "patch"],
+            }
+        ),
+    )
+    assert executors == ({(ns, rules) for ns in teams} if argo else set()), value_set
+    accounts = {
+        (a["metadata"]["namespace"], a["metadata"]["name"])
+        for a in _kind(documents, "ServiceAccount")
+        if a["metadata"]["namespace"] != "agents"
+    }
+    name = platform.get("argo_executor_service_account")
+    assert accounts == ({(ns, name) for ns in teams} if argo else set())
+    for binding in _kind(documents, "RoleBinding"):
+        if binding["metadata"]["name"].endswith(EXECUTOR_SUFFIX):
+            ns = binding["metadata"]["namespace"]
+            assert binding["subjects"] == [
+                {"kind": "ServiceAccount", "name": name, "namespace": ns}
+            ]
 
 
 def test_the_planner_is_told_where_to_build(render: Render) -> None:
@@ -128,6 +200,8 @@ def test_every_container_is_probed_limited_and_restricted(
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/livez")):
                 assert container[probe]["httpGet"] == {"path": path, "port": "http"}
+                # As the platform's own agent probes: not the kubelet's 1 s default.
+                assert container[probe]["timeoutSeconds"] == 5
             assert container["ports"] == [
                 {"name": "http", "containerPort": 8080, "protocol": "TCP"}
             ]
@@ -157,7 +231,14 @@ def test_secrets_are_referenced_never_inlined(documents: list[dict[str, Any]]) -
                     assert "value" not in item, f"{item['name']} is inlined"
                     assert "secretKeyRef" in item["valueFrom"]
     for config_map in _kind(documents, "ConfigMap"):
-        text = json.dumps(config_map["data"]).lower()
+        data = {key: yaml.safe_load(text) for key, text in config_map["data"].items()}
+        # The planner's pods get credentials as Secret references, never values.
+        platform = data.get("settings.yaml", {}).get("agents", {}).get("planner", {})
+        for item in platform.get("kubernetes", {}).pop("pod_env", []):
+            assert set(item) == {"name", "secret", "key"} or "value" in item, item
+            if "value" in item:
+                assert not any(w in item["name"] for w in ("PASSWORD", "TOKEN")), item
+        text = json.dumps(data).lower()
         assert "password" not in text
         assert "token" not in text
 
@@ -170,7 +251,9 @@ def test_only_agents_that_call_the_api_get_a_token(documents: list[dict[str, Any
         mounted = deployment["spec"]["template"]["spec"]["automountServiceAccountToken"]
         assert mounted is (agent == "planner"), agent
     for pod in _kind(documents, "Pod"):
-        assert pod["spec"]["automountServiceAccountToken"] is False
+        # Only the planner's preflight test asks the API server, as the planner.
+        preflight = pod["metadata"]["name"].endswith("-test-preflight")
+        assert pod["spec"]["automountServiceAccountToken"] is preflight
 
 
 def test_only_the_planner_recreates_and_replicated_agents_have_a_budget(
@@ -281,6 +364,12 @@ def test_a_user_agents_image_and_config(render: Render) -> None:
         ("natsAuthorization.enabled=true", "existingSecret"),
         ("agents.tracker.strategy=Blue", "strategy"),
         ("kubernetes.buildNamespace=Builds", "buildNamespace"),
+        ("securityContext.capabilities.add={NET_ADMIN}", "add"),
+        ("securityContext.capabilities.drop={NET_RAW}", "drop"),
+        ("podSecurityContext.seccompProfile.type=Unconfined", "seccompProfile"),
+        ("securityContext.seccompProfile.type=Unconfined", "seccompProfile"),
+        ("probes.liveness.timeoutSeconds=0", "timeoutSeconds"),
+        ("kubernetes.podSecurity=lax", "podSecurity"),
     ],
 )
 def test_the_schema_refuses_bad_values(helm: str, option: str, complaint: str) -> None:
@@ -288,6 +377,46 @@ def test_the_schema_refuses_bad_values(helm: str, option: str, complaint: str) -
     assert done.returncode != 0, f"{option} was accepted"
     assert "values don't meet the specifications of the schema" in done.stderr
     assert complaint in done.stderr, done.stderr
+
+
+def test_helm_test_runs_the_planners_preflight_as_the_planner(
+    documents: list[dict[str, Any]],
+) -> None:
+    (planner,) = [
+        d for d in _kind(documents, "Deployment") if d["metadata"]["name"].endswith("-planner")
+    ]
+    (pod,) = [p for p in _kind(documents, "Pod") if p["metadata"]["name"].endswith("-preflight")]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    spec = pod["spec"]
+    assert spec["serviceAccountName"] == planner["spec"]["template"]["spec"]["serviceAccountName"]
+    assert spec["containers"][0]["command"] == ["scanflow", "--settings", SETTINGS_FILE, "check"]
+
+
+def test_two_releases_sharing_a_team_namespace_keep_their_own_roles(render: Render) -> None:
+    # Same release name, two release namespaces (the later --namespace wins).
+    def names(*options: str) -> set[tuple[str, str, str]]:
+        return {
+            (d["kind"], d["metadata"]["namespace"], d["metadata"]["name"])
+            for d in render(VALUE_SETS["application"], *options)
+            if d["kind"] in ("Role", "RoleBinding")
+        }
+
+    first, second = names(), names("--namespace", "other")
+    assert first
+    assert len(second) == len(first)
+    assert not first & second
+
+
+def test_roles_are_never_granted_to_the_default_account(helm: str, render: Render) -> None:
+    done = run_helm(helm, "template", "rel", str(CHART), "--set", "serviceAccount.create=false")
+    assert done.returncode != 0
+    assert "serviceAccount.name: with serviceAccount.create=false, name the existing" in done.stderr
+    named = render(None, "--set", "serviceAccount.create=false", "--set", "serviceAccount.name=ml")
+    for binding in _kind(named, "RoleBinding"):
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "ml", "namespace": "agents"}
+        ]
+    assert not _kind(named, "ServiceAccount")
 
 
 def test_a_recreated_agent_cannot_have_replicas(helm: str) -> None:
@@ -311,6 +440,8 @@ def test_notes_name_the_enabled_agents_and_how_to_check_them(helm: str) -> None:
     assert "helm test rel" in notes
     assert "exec deploy/rel-scanflow-agents-fraud-watch" in notes
     assert "  - ml-fraud\n  - ml-vision\n" in notes
+    # What the planner's pods name in the team namespaces, which the chart cannot copy.
+    assert "Secrets: registry-pull, scanflow-nats-users" in notes
 
 
 def test_each_agent_its_own_nats_user_under_authorization(render: Render) -> None:
@@ -319,7 +450,11 @@ def test_each_agent_its_own_nats_user_under_authorization(render: Render) -> Non
         (d["metadata"]["labels"]["scanflow.io/agent"], d["spec"]["template"]["spec"])
         for d in _kind(documents, "Deployment")
     ]
-    users += [("console", pod["spec"]) for pod in _kind(documents, "Pod")]  # the test pod
+    users += [
+        ("console", pod["spec"])
+        for pod in _kind(documents, "Pod")
+        if pod["metadata"]["name"].endswith("-test")  # the bus test pod; not the preflight's
+    ]
     assert len(users) == 4
     for user, spec in users:
         (container,) = spec["containers"]

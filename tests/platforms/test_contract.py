@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import kmock
 import pytest
 
 from scanflow_agents.platforms import MemoryRunStore, Platform, RunStatus, RunStore
@@ -40,6 +39,7 @@ from .kubernetes.conftest import (
     DeploymentController,
     EmulatedController,
 )
+from .kubernetes.emulator import AdmittingEmulator
 
 # A step: --outcome ok (leave a file in the run folder, after checking the one its
 # upstream left), fail (exit 3) or sleep (until killed or its deadline).
@@ -76,7 +76,7 @@ async def bed(
     request: pytest.FixtureRequest,
     tmp_path: Path,
     digits: dict[str, Any],
-    kmock: kmock.KubernetesEmulator,
+    kmock: AdmittingEmulator,
 ) -> AsyncIterator[Bed]:
     """A platform bed: local processes, or the emulator with controllers played here."""
     (tmp_path / "step.py").write_text(STEP)
@@ -295,7 +295,7 @@ async def test_a_restarted_platform_finds_its_runs_and_reports_their_end(
 
 # On the local platform this starts five model-server processes (MLflow and
 # scikit-learn imported in each): about a minute on a slow 2-core machine.
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 async def test_deploy_scale_redeploy_and_delete_a_service(bed: Bed, platform: Platform) -> None:
     created = await platform.deploy(_online(bed))
     assert created.outcome == "created"
@@ -325,14 +325,14 @@ async def test_deploy_scale_redeploy_and_delete_a_service(bed: Bed, platform: Pl
 
 
 async def _until_ready(platform: Platform, count: int) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90
     while (await platform.status("serve")).services[0].ready_replicas != count:
         assert time.monotonic() < deadline, f"never {count} ready replica(s)"
         await asyncio.sleep(0.1)
 
 
 async def _until_running(platform: Platform, run_id: str, node: str) -> None:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while (await platform.run_status(run_id)).nodes[node].state != "running":
         assert time.monotonic() < deadline, f"{node} of {run_id} never started"
         await asyncio.sleep(0.05)

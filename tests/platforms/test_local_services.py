@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -113,8 +112,8 @@ async def test_scale_up_and_down_changes_processes(
 
 
 # Two replicas rolled one by one under three client loops: about 20 s alone,
-# 35 s on a loaded 2-core machine, 120 s beside the demo's tests on a slow day.
-@pytest.mark.timeout(240)
+# 35 s on a loaded 2-core machine, 110 s beside the demo's tests on a slow day.
+@pytest.mark.timeout(300)
 async def test_redeploy_under_load_fails_no_request(
     platform: LocalPlatform, digits: dict[str, Any], http: ModuleType
 ) -> None:
@@ -127,8 +126,9 @@ async def test_redeploy_under_load_fails_no_request(
 
     def load() -> None:
         # A bounded client loop: one request at a time, a new connection each.
-        deadline = time.monotonic() + 45
-        while not stop.is_set() and time.monotonic() < deadline:
+        # It runs for the whole rollout however slow the machine (the test's
+        # timeout bounds it), not for a fixed time that a slow day outlasts.
+        while not stop.is_set():
             try:
                 status, body = http.request(
                     port, "POST", "/predict", {"instances": digits["rows"][:1]}
@@ -146,9 +146,10 @@ async def test_redeploy_under_load_fails_no_request(
     # replica's listener while it closes (the case the drain exists for).
     clients = [asyncio.create_task(asyncio.to_thread(load)) for _ in range(3)]
     try:
-        await asyncio.sleep(0.5)
+        await eventually(lambda: served[digits["uris"]["v1"]] > 0, timeout=60)
         result = await platform.redeploy("serve", "model", digits["uris"]["v2"])
-        await asyncio.sleep(0.5)
+        # The load goes on until the new model has answered a few requests.
+        await eventually(lambda: served[digits["uris"]["v2"]] >= 3, timeout=60)
     finally:
         stop.set()
         await asyncio.gather(*clients)
@@ -181,14 +182,18 @@ async def test_delete_stops_everything_and_is_idempotent(
     assert (await platform.status("serve")).services == []
 
 
-@pytest.mark.timeout(120)
+# Five model-server starts (the first replica, three standbys, the redeployed
+# replica): 40 s alone, over 120 s beside the demo's tests on a slow day.
+@pytest.mark.timeout(300)
 async def test_a_standby_replica_makes_a_scale_out_take_no_process_start(
     tmp_path: Path, digits: dict[str, Any], http: ModuleType
 ) -> None:
     settings = LocalPlatformSettings(
-        base_dir=tmp_path / "platform", tracking_uri=digits["tracking_uri"],
-        report_interval=60, standby_replicas=1,
-    )  # fmt: skip
+        base_dir=tmp_path / "platform",
+        tracking_uri=digits["tracking_uri"],
+        report_interval=60,
+        standby_replicas=1,
+    )
     async with LocalPlatform(settings) as platform:
         await platform.deploy(_online(digits, replicas=1))
         service = platform._services[("serve", "model")]
@@ -197,14 +202,15 @@ async def test_a_standby_replica_makes_a_scale_out_take_no_process_start(
             await eventually(lambda: [r.model_uri for r in service.standby] == [uri], timeout=90)
 
         await standby_ready(digits["uris"]["v1"])
-        warm = service.standby[0].name
-        started = time.monotonic()
+        warm = service.standby[0]
+        serving = {r.process.pid for r in service.replicas}
         await platform.scale("serve", "model", 2)
-        took = time.monotonic() - started
         status = (await platform.status("serve")).services[0]
         assert (status.desired_replicas, status.ready_replicas) == (2, 2)
-        assert warm in {r.replica for r in status.replicas}
-        assert took < 5.0  # an HTTP call, not a process loading MLflow and a model
+        # The scale-out activated the warm process and started none: an HTTP
+        # call instead of a process loading MLflow and a model (how long it
+        # takes is measured by the demo, docs/explanation/benchmarks.md).
+        assert {r.pid for r in status.replicas} == serving | {warm.process.pid}
         port = int(status.url.rsplit(":", 1)[1])
         assert set(await _spread(http, port, digits["rows"], 60)) == {
             r.replica for r in status.replicas

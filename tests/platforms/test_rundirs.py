@@ -13,8 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from scanflow_agents.knowledge import MlflowServer
 
 WRITE = (
@@ -49,7 +47,6 @@ def test_steps_share_the_run_folder_through_a_location(tmp_path: Path) -> None:
     assert _step(uri, tmp_path / "pod-c", "import sys; sys.exit(7)") == 7  # the step's code
 
 
-@pytest.mark.timeout(120)
 def test_the_default_location_is_the_tracking_servers_artifact_store(
     tmp_path: Path, mlflow_server: MlflowServer
 ) -> None:

@@ -49,7 +49,7 @@ def quickstart(nats_url: str, namespace: str) -> Iterator[subprocess.Popen[str]]
         preexec_fn=die_with_parent,  # gone with its test process
     )
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             found = scanflow("--nats", nats_url, "-n", namespace, "agents", "--wait", "0.2").stdout
             if "scaler" in found:

@@ -42,8 +42,10 @@ def test_the_agents_are_told_the_examples_names() -> None:
     sections = agent_sections(options)
     supervised = sections["improver"]["workflows"]["score"]
     assert (supervised["model"], supervised["train_workflow"], supervised["node"]) == (
-        "wine-quality", "fit", "classifier",
-    )  # fmt: skip
+        "wine-quality",
+        "fit",
+        "classifier",
+    )
     assert sections["tracker"]["training_experiments"] == ["wine"]
     assert "slo" not in sections["checker"]  # the objective is the application's own
 

@@ -23,7 +23,7 @@ from scanflow_agents.runtime.probing import Probes
 
 from scanflow_agents import Agent, BadInput, Settings, actuator
 from scanflow_agents.clients import Client
-from scanflow_agents.testing import die_with_parent, free_port
+from scanflow_agents.testing import die_with_parent, eventually, free_port
 from scanflow_agents.transports.memory import MemoryBroker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,6 +69,14 @@ def _get(port: int, path: str) -> tuple[int, str]:
         return response.status, response.read().decode()
     finally:
         connection.close()
+
+
+def _has(metrics: str, name: str, labels: dict[str, str]) -> bool:
+    try:
+        _sample(metrics, name, **labels)
+    except AssertionError:
+        return False
+    return True
 
 
 def _wait_ready(port: int, process: subprocess.Popen[str], timeout: float = 30) -> None:
@@ -137,11 +145,22 @@ def test_probes_metrics_and_sigterm_order(agent_file: Path, nats_url: str) -> No
 
         thread = threading.Thread(target=lambda: asyncio.run(calls()))
         thread.start()
-        deadline = time.monotonic() + 15
+        # Each counter moves on its own (a decision is counted before the call it
+        # makes ends): wait until every one the test reads has moved.
+        ok = {"agent": "pod", "actuator": "note", "outcome": "ok"}
+        bad = {"agent": "pod", "actuator": "slow", "outcome": "bad_input"}
+        wanted = [
+            ("scanflow_rule_decisions_total", {"agent": "pod", "rule": "act"}),
+            ("scanflow_actuator_calls_total", ok),
+            ("scanflow_actuator_calls_total", bad),
+            ("scanflow_actuator_calls_in_flight", {"agent": "pod"}),
+        ]
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             metrics = _get(port, "/metrics")[1]
-            ticked = 'scanflow_rule_decisions_total{agent="pod",rule="act"}' in metrics
-            if ticked and 'scanflow_actuator_calls_in_flight{agent="pod"} 1.0' in metrics:
+            if all(_has(metrics, name, labels) for name, labels in wanted) and (
+                _sample(metrics, "scanflow_actuator_calls_in_flight", agent="pod") == 1
+            ):
                 break
             time.sleep(0.05)
         else:
@@ -150,9 +169,7 @@ def test_probes_metrics_and_sigterm_order(agent_file: Path, nats_url: str) -> No
         assert _sample(metrics, "scanflow_sensor_runs_total", agent="pod", sensor="tick") >= 1
         assert _sample(metrics, "scanflow_sensor_failures_total", agent="pod", sensor="tick") == 0
         assert _sample(metrics, "scanflow_rule_decisions_total", agent="pod", rule="act") >= 1
-        ok = {"agent": "pod", "actuator": "note", "outcome": "ok"}
         assert _sample(metrics, "scanflow_actuator_calls_total", **ok) >= 1
-        bad = {"agent": "pod", "actuator": "slow", "outcome": "bad_input"}
         assert _sample(metrics, "scanflow_actuator_calls_total", **bad) == 1
         timed = {"agent": "pod", "actuator": "note"}
         assert _sample(metrics, "scanflow_actuator_call_duration_seconds_count", **timed) >= 1
@@ -207,12 +224,42 @@ async def test_a_dead_loop_fails_liveness_and_readiness(http: ModuleType) -> Non
                 return None
 
             runtime.tasks.spawn(ends(), name="watchdog", endless=True)
-            await asyncio.sleep(0.05)
+            await eventually(lambda: not runtime.ready, timeout=10, what="the loop's end noticed")
             status, body = await asyncio.to_thread(http.request, probes.port, "GET", "/livez")
             assert (status, body) == (503, {"alive": False, "broken_loops": ["looper:watchdog"]})
             status, body = await asyncio.to_thread(http.request, probes.port, "GET", "/readyz")
             assert status == 503
             assert body["reasons"] == ["agent 'looper' is not ready (a loop died)"]
+    finally:
+        await probes.stop()
+        await transport.close()
+
+
+async def test_an_agent_that_waits_for_something_is_not_ready_and_says_what(
+    http: ModuleType,
+) -> None:
+    class Waiter(Agent):
+        missing = ["namespace scanflow-vision does not exist"]
+
+        def unready(self) -> list[str]:
+            return list(self.missing)
+
+    agent = Waiter()
+    transport = MemoryBroker().connect()
+    instruments = PrometheusInstruments()
+    probes = Probes([agent], instruments, host="127.0.0.1", port=0)
+    await probes.start()
+    try:
+        probes.watch(transport)
+        async with agent.running(transport, instruments=instruments):
+            status, body = await asyncio.to_thread(http.request, probes.port, "GET", "/readyz")
+            assert status == 503
+            assert body["reasons"] == [
+                "agent 'waiter' is not ready: namespace scanflow-vision does not exist"
+            ]
+            agent.missing = []
+            status, _ = await asyncio.to_thread(http.request, probes.port, "GET", "/readyz")
+            assert status == 200
     finally:
         await probes.stop()
         await transport.close()

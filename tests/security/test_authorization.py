@@ -22,10 +22,14 @@ from scanflow_agents.builtin.planner.planner import CHAINS, RUNS
 from scanflow_agents import Agent, CallTimeout, Rejected, Settings, actuator
 from scanflow_agents._core.leading import lease_bucket
 from scanflow_agents.clients import Client, connect_transport
+from scanflow_agents.serving.config import ServingConfig
+from scanflow_agents.serving.reporting import Reporter, subject
+from scanflow_agents.serving.stats import ServingStats
 from scanflow_agents.testing import AgentHarness
 from scanflow_agents.transports import Message, Transport, TransportError
+from scanflow_agents.transports.nats import NatsTransport
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(180)
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "security" / "nats-authorization.conf"
 USERS = ("tracker", "checker", "improver", "planner", "serving", "console")
@@ -223,6 +227,20 @@ async def test_each_agent_writes_only_its_own_lease_and_buckets(
         outcomes = await asyncio.gather(*attempts, return_exceptions=True)
         assert all(isinstance(o, TransportError) for o in outcomes), outcomes
 
+        # Each keeps its last state under its own keys, which people read;
+        # another agent's keys are refused, as for the approvals kept.
+        await planner.runtime.announcer.announce()
+        await tracker.runtime.announcer.announce()
+        async with Client.connect(settings_of(url, "console")) as people:
+            kept = {(b.agent, b.state) for b in await people.last_states()}
+        assert kept == {("planner", "running"), ("tracker", "running")}
+        forged = await asyncio.gather(
+            tracker_bus.kv_put("scanflow_default_agents", "planner.x", b"{}"),
+            tracker_bus.kv_put("scanflow_default_approvals", "planner.x", b"{}"),
+            return_exceptions=True,
+        )
+        assert all(isinstance(o, TransportError) for o in forged), forged
+
         # The planner still holds its lease, unchanged; its run record is intact.
         assert await planner.runtime.leadership.confirm()
         assert await tracker_bus.kv_get(leases, "planner") == held
@@ -236,3 +254,29 @@ async def test_each_agent_writes_only_its_own_lease_and_buckets(
             'publish to "$kv.scanflow-leases-default.planner"',
             'publish to "$kv.scanflow-cursors-default.planner.watch"',
         }, refused
+
+
+async def test_a_model_servers_reports_reach_the_telemetry_stream_as_the_serving_user(
+    authorized_nats: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The pods the planner makes connect as the serving user (the chart's
+    # natsAuthorization.servingUser): its reports must be stored where the tracker reads.
+    tracker = await connect_transport(settings_of(authorized_nats, "tracker"), name="tracker")
+    try:
+        monkeypatch.setenv("SCANFLOW_NATS__USER", "serving")
+        monkeypatch.setenv("SCANFLOW_NATS__PASSWORD", PASSWORDS["serving"])
+        config = ServingConfig(
+            model_uri="models:/digits/1", nats_url=authorized_nats, namespace="default",
+            workflow="serve", node="model", report_interval=3600, probe=False,
+        )  # fmt: skip
+        async with Reporter(config, ServingStats()) as reporter:
+            await reporter.report()
+        stream = Settings.load(namespace="default").telemetry_stream_name
+        assert isinstance(tracker, NatsTransport)
+        # Read back as the tracker reads: a consumer on the telemetry stream (a fetch waits).
+        reader = await tracker.js.pull_subscribe(subject(config), stream=stream)
+        (stored,) = await reader.fetch(1, timeout=10)
+        assert json.loads(stored.data)["payload"]["node"] == "model"
+        assert "Permissions Violation" not in caplog.text
+    finally:
+        await tracker.close()

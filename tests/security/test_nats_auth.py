@@ -7,17 +7,22 @@ round trip, or that a refused connection names the server's reason.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import nats
 import nkeys
 import pytest
 
 from scanflow_agents import Settings
 from scanflow_agents.clients import connect_transport
+from scanflow_agents.serving.config import ServingConfig
+from scanflow_agents.serving.reporting import Reporter, subject
+from scanflow_agents.serving.stats import ServingStats
 from scanflow_agents.transports import Message, TransportError
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(180)
 
 
 def settings(url: str, **nats: Any) -> Settings:
@@ -186,3 +191,46 @@ def test_the_servers_reason_outranks_a_reset_that_follows_it() -> None:
     reset = ConnectErrors()
     reset.add(ConnectionRefusedError(111, "Connection refused"))
     assert "ConnectionRefusedError" in reset.reason(nats.errors.NoServersError())
+
+
+async def test_a_model_server_reports_with_the_credentials_agents_connect_with(
+    serve_nats: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A model server pod gets the agents' SCANFLOW_NATS__* variables from the
+    # platform; its reports must reach a NATS that refuses anonymous clients.
+    server = serve_nats('authorization { user: "bob", password: "s3cret-pw" }')
+    config = ServingConfig(
+        model_uri="models:/digits/1", nats_url=server.url, workflow="serve", node="model",
+        report_interval=3600, probe=False,
+    )  # fmt: skip
+    reader = await nats.connect(server.url, user="bob", password="s3cret-pw")
+    try:
+        received = await reader.subscribe(subject(config))
+        monkeypatch.setenv("SCANFLOW_NATS__USER", "bob")
+        monkeypatch.setenv("SCANFLOW_NATS__PASSWORD", "s3cret-pw")
+        async with Reporter(config, ServingStats()) as reporter:
+            await reporter.report()
+            message = await received.next_msg(timeout=5)
+        assert json.loads(message.data)["payload"]["node"] == "model"
+        # A wrong password: serving goes on, and the log says why reports are not sent.
+        monkeypatch.setenv("SCANFLOW_NATS__PASSWORD", "wrong-pw")
+        async with Reporter(config, ServingStats()) as reporter:
+            await reporter.report()
+        assert "Authorization Violation" in caplog.text
+        assert "wrong-pw" not in caplog.text
+    finally:
+        await reader.close()
+
+
+async def test_a_model_server_with_bad_nats_settings_serves_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SCANFLOW_NATS__PASSWROD", "s3cret-pw")  # a misspelt setting
+    config = ServingConfig(
+        model_uri="models:/digits/1", nats_url="nats://127.0.0.1:1", report_interval=3600,
+        probe=False,
+    )  # fmt: skip
+    async with Reporter(config, ServingStats()) as reporter:
+        assert (await reporter.report())["sequence"] == 1
+    assert "bad NATS settings in the environment" in caplog.text
+    assert "nats.passwrod" in caplog.text

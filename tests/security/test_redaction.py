@@ -87,9 +87,14 @@ def test_rate_limit_counts_what_it_held_back() -> None:
 
     def warn(agent: str, detail: str) -> logging.LogRecord:
         return logging.LogRecord(
-            "scanflow_agents.running", logging.WARNING, __file__, 1,
-            "agent %r got a malformed call on %s: %s", (agent, "subj", detail), None,
-        )  # fmt: skip
+            "scanflow_agents.running",
+            logging.WARNING,
+            __file__,
+            1,
+            "agent %r got a malformed call on %s: %s",
+            (agent, "subj", detail),
+            None,
+        )
 
     shown = [r for i in range(1000) if limiter.filter(r := warn("a", str(i)))]
     assert len(shown) == 1

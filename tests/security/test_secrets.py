@@ -30,7 +30,7 @@ from scanflow_agents.redaction import MASK
 from scanflow_agents.settings import MlflowSettings
 from scanflow_agents.testing import die_with_parent, free_port
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)
 
 SECRETS = {
     "nats_url": "NatsUrlPw-7f3a",
@@ -131,9 +131,15 @@ async def test_no_secret_is_ever_shown(nats_url: str, tmp_path: Path) -> None:
         log_path = tmp_path / "agent.log"
         with log_path.open("w") as log:
             process = start(
-                "--log-level", "DEBUG", "--warn-every", "0", "run", str(agent_file),
-                env=env, log=log,
-            )  # fmt: skip
+                "--log-level",
+                "DEBUG",
+                "--warn-every",
+                "0",
+                "run",
+                str(agent_file),
+                env=env,
+                log=log,
+            )
             try:
                 # People and scripts connect without the agent's secrets: what they are
                 # shown is masked by what the agent sends, not by their own settings.
@@ -168,9 +174,11 @@ async def test_no_secret_is_ever_shown(nats_url: str, tmp_path: Path) -> None:
         texts["MLflow history"] = str(recorded)
         texts["MLflow files"] = mlflow_files(mlflow)
     done = cli(
-        "--nats", with_credentials(f"nats://127.0.0.1:{free_port()}", "u", SECRETS["cli_url"]),
-        "agents", env={},
-    )  # fmt: skip
+        "--nats",
+        with_credentials(f"nats://127.0.0.1:{free_port()}", "u", SECRETS["cli_url"]),
+        "agents",
+        env={},
+    )
     assert done.returncode == 1
     texts["CLI connection error"] = done.stderr
     assert f"nats://u:{MASK}@127.0.0.1" in done.stderr

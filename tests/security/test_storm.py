@@ -31,7 +31,7 @@ from scanflow_agents.clients import Client
 from scanflow_agents.messages import Envelope
 from scanflow_agents.testing import die_with_parent
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(240)
 
 AGENT = """
 from scanflow_agents import Agent, actuator
@@ -112,12 +112,23 @@ def start_agent(nats_url: str, namespace: str, file: Path, log: IO[str]) -> subp
     """``scanflow run`` of the agent file, warnings of one kind at most every 2 s."""
     return subprocess.Popen(
         [
-            sys.executable, "-m", "scanflow_agents.runtime", "--nats", nats_url,
-            "-n", namespace, "--warn-every", "2", "run", str(file),
+            sys.executable,
+            "-m",
+            "scanflow_agents.runtime",
+            "--nats",
+            nats_url,
+            "-n",
+            namespace,
+            "--warn-every",
+            "2",
+            "run",
+            str(file),
         ],
-        stdout=log, stderr=subprocess.STDOUT, text=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
         preexec_fn=die_with_parent,  # gone with its test process
-    )  # fmt: skip
+    )
 
 
 async def test_a_storm_of_malformed_calls(nats_url: str, tmp_path: Path) -> None:

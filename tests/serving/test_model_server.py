@@ -52,12 +52,17 @@ async def test_predictions_labels_metrics_and_reports(
     start_server: Any, digits: dict[str, Any], http: ModuleType, nats_url: str
 ) -> None:
     nc = await nats.connect(nats_url)
-    reports = await nc.subscribe("scanflow.test.events.serving.digits.model")
+    reports = await nc.subscribe("scanflow.test.telemetry.serving.digits.model")
     try:
         config = await _reporting_server(
-            start_server, digits, nats_url, "test",
-            model_uri=digits["uris"]["v2"], replica="model-1", experiment="serving-test",
-        )  # fmt: skip
+            start_server,
+            digits,
+            nats_url,
+            "test",
+            model_uri=digits["uris"]["v2"],
+            replica="model-1",
+            experiment="serving-test",
+        )
         status, body = await asyncio.to_thread(
             http.request, config.port, "POST", "/predict", {"instances": digits["rows"]}
         )
@@ -80,7 +85,9 @@ async def test_predictions_labels_metrics_and_reports(
             http.request, config.port, "POST", "/predict", {"x": 1}
         )
         assert status == 400
-        assert "instances" in bad["error"]
+        # The error names every accepted form, MLflow's scoring protocol first.
+        for form in ("dataframe_split", "dataframe_records", "instances", "inputs"):
+            assert form in bad["error"]
 
         # One report (of the window holding our requests) carries everything a tracker reads.
         report = await _report_with_requests(reports)
@@ -113,13 +120,17 @@ async def test_a_replica_deployed_through_an_alias_reports_the_version_it_serves
     start_server: Any, digits: dict[str, Any], http: ModuleType, nats_url: str
 ) -> None:
     nc = await nats.connect(nats_url)
-    reports = await nc.subscribe("scanflow.alias.events.serving.digits.model")
+    reports = await nc.subscribe("scanflow.alias.telemetry.serving.digits.model")
     try:
         # models:/digits@production, version 1
         config = await _reporting_server(
-            start_server, digits, nats_url, "alias",
-            model_uri=digits["uris"]["production"], replica="model-a",
-        )  # fmt: skip
+            start_server,
+            digits,
+            nats_url,
+            "alias",
+            model_uri=digits["uris"]["production"],
+            replica="model-a",
+        )
         status, body = await asyncio.to_thread(
             http.request, config.port, "POST", "/predict", {"instances": digits["rows"][:3]}
         )
@@ -137,9 +148,15 @@ async def _reporting_server(
 ) -> ServingConfig:
     """A replica of workflow digits, node model, reporting every 0.5 s to NATS and MLflow."""
     config: ServingConfig = await start_server(
-        tracking_uri=digits["tracking_uri"], nats_url=nats_url, namespace=namespace,
-        workflow="digits", node="model", report_interval=0.5, **options,
-    )  # fmt: skip
+        tracking_uri=digits["tracking_uri"],
+        report_tracking_uri=digits["tracking_uri"],
+        nats_url=nats_url,
+        namespace=namespace,
+        workflow="digits",
+        node="model",
+        report_interval=0.5,
+        **options,
+    )
     return config
 
 
@@ -197,6 +214,7 @@ async def test_health_is_503_until_the_model_loads(
             await asyncio.sleep(0.1)
     assert status == 503
     assert body["ready"] is False
+    assert body["heap_frozen_objects"] == 0  # nothing loaded, nothing frozen
     status, _ = await asyncio.to_thread(
         http.request, config.port, "POST", "/predict", {"instances": [[1]]}
     )
@@ -253,11 +271,15 @@ async def test_a_standby_replica_joins_the_shared_port_when_activated(
     start_server: Any, digits: dict[str, Any], http: ModuleType
 ) -> None:
     config = await start_server(
-        model_uri=digits["uris"]["v2"], tracking_uri=digits["tracking_uri"],
-        reuse_port=True, standby=True,
-    )  # fmt: skip
+        model_uri=digits["uris"]["v2"],
+        tracking_uri=digits["tracking_uri"],
+        reuse_port=True,
+        standby=True,
+    )
     status, health = await asyncio.to_thread(http.request, config.admin_port, "GET", "/health")
     assert (status, health["ready"], health["active"]) == (200, True, False)
+    # The heap as the model left it is out of the collector's way.
+    assert health["heap_frozen_objects"] > 10_000
     with pytest.raises(ConnectionRefusedError):  # outside the rotation: nobody on the port
         await asyncio.to_thread(http.request, config.port, "POST", "/predict", {"instances": [[0]]})
     status, body = await asyncio.to_thread(http.request, config.admin_port, "POST", "/activate")
@@ -269,3 +291,84 @@ async def test_a_standby_replica_joins_the_shared_port_when_activated(
     assert len(answer["predictions"]) == 2
     status, again = await asyncio.to_thread(http.request, config.admin_port, "POST", "/activate")
     assert (status, again["changed"]) == (200, False)
+
+
+@pytest.mark.parametrize("inline_rows", [0, 4], ids=["in-a-thread", "on-the-loop"])
+async def test_mlflow_scoring_protocol_bodies_get_the_same_predictions(
+    start_server: Any, digits: dict[str, Any], http: ModuleType, inline_rows: int
+) -> None:
+    """A client written for `mlflow models serve` works unchanged against this server.
+
+    Four rows are predicted on the event loop with ``inline_rows`` 4, in a thread with 0.
+    """
+    config = await start_server(
+        model_uri=digits["uris"]["v2"],
+        tracking_uri=digits["tracking_uri"],
+        inline_rows=inline_rows,
+    )
+    rows = digits["rows"][:4]
+    columns = [f"x{i}" for i in range(len(rows[0]))]
+    bodies = [
+        {"instances": rows},
+        {"inputs": rows},
+        {"dataframe_split": {"columns": columns, "data": rows}},
+        {"dataframe_records": [dict(zip(columns, row, strict=True)) for row in rows]},
+        {"rows": [dict(zip(columns, row, strict=True)) for row in rows]},
+    ]
+    answers = []
+    for body in bodies:
+        status, answer = await asyncio.to_thread(
+            http.request, config.port, "POST", "/predict", body
+        )
+        assert status == 200, (body.keys(), answer)
+        answers.append([p["prediction"] for p in answer["predictions"]])
+    assert all(answer == answers[0] for answer in answers), answers
+
+
+async def test_a_registry_model_is_served_without_reports_to_mlflow(
+    digits: dict[str, Any], http: ModuleType, tmp_path: Path
+) -> None:
+    """--tracking-uri finds the model; reports go to MLflow only with --report-tracking-uri.
+
+    And SIGTERM is a clean stop: the process exits 0 (uvicorn raised the signal
+    again after its graceful stop, so the replica looked killed).
+    """
+    config = ServingConfig(
+        model_uri=digits["uris"]["v2"],
+        tracking_uri=digits["tracking_uri"],
+        port=free_port(),
+        admin_port=free_port(),
+        report_interval=0.2,
+        experiment="never-reported",
+    )
+    argv = [sys.executable, "-m", "scanflow_agents.serving", *config.to_args()]
+    process = await spawn(argv, env=_env(), cwd=None, log_path=tmp_path / "server.log")
+    try:
+        await wait_healthy(process, "127.0.0.1", config.admin_port or 0, timeout=40)
+        status, _ = await asyncio.to_thread(
+            http.request, config.port, "POST", "/predict", {"instances": digits["rows"][:2]}
+        )
+        assert status == 200
+        await asyncio.sleep(0.5)  # a few report intervals
+    finally:
+        code = await terminate(process, grace=10)
+    assert code == 0, (tmp_path / "server.log").read_text()[-2000:]
+    # Its last report is sent on the way out: had one gone to MLflow, it would be there.
+    experiments = await asyncio.to_thread(_experiments, digits["tracking_uri"])
+    assert "never-reported" not in experiments
+
+
+def _experiments(tracking_uri: str) -> list[str]:
+    script = (
+        "import json, sys; from mlflow import MlflowClient\n"
+        "print(json.dumps([e.name for e in MlflowClient(sys.argv[1]).search_experiments()]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, tracking_uri],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    names: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return names

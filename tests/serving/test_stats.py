@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from scanflow_agents.serving import prometheus
 from scanflow_agents.serving.reporting import envelope, flatten
@@ -14,7 +15,7 @@ def test_window_summarises_inputs_predictions_and_labels() -> None:
     for seconds in (0.001, 0.002, 0.003, 0.1):
         stats.record_request("/predict", 200, seconds)
     stats.record_request("/predict", 500, 0.004)
-    stats.record_predictions(["a", "b", "c"], {"x0": np.array([1.0, 2.0, 3.0])}, [1, 1, 7])
+    stats.record_predictions(["a", "b", "c"], ["x0"], np.array([[1.0], [2.0], [3.0]]), [1, 1, 7])
     matched, unknown = stats.record_labels([("a", 1), ("b", "2"), ("zz", 3)])
 
     report = stats.take_window()
@@ -96,8 +97,47 @@ def test_input_sample_is_bounded_and_uniform() -> None:
     stats = ServingStats()
     values = np.arange(20_000, dtype=float)
     ids = [str(i) for i in range(values.size)]
-    stats.record_predictions(ids, {"x": values}, [0] * values.size)
+    stats.record_predictions(ids, ["x"], values.reshape(-1, 1), [0] * values.size)
     rows = stats.take_window()["sample"]["rows"]
     assert len(rows) == SAMPLE_ROWS
     # A uniform sample of 0..19999 has its mean near 10000 (not near the last rows).
     assert 8_000 < float(np.mean(rows)) < 12_000
+
+
+def test_feature_summaries_of_one_row_requests_are_gathered_in_batches() -> None:
+    from scanflow_agents.serving.stats import BATCH_ROWS
+
+    stats = ServingStats()
+    data = np.random.default_rng(7).normal(3.0, 2.0, size=(BATCH_ROWS * 3 + 17, 64))
+    columns = [f"x{i}" for i in range(64)]
+    for i, row in enumerate(data[: BATCH_ROWS - 1]):
+        stats.record_predictions([f"p{i}"], columns, row.reshape(1, -1), [1])
+    # One row per request, as most clients send: nothing computed per request yet...
+    assert stats.window.features == {}
+    for i, row in enumerate(data[BATCH_ROWS - 1 :], start=BATCH_ROWS - 1):
+        stats.record_predictions([f"p{i}"], columns, row.reshape(1, -1), [1])
+    # ...and the report still summarises every row, the last partial batch included.
+    features = stats.take_window()["features"]
+    assert list(features) == columns
+    for i, name in enumerate(columns):
+        assert features[name]["count"] == len(data)
+        assert features[name]["mean"] == pytest.approx(data[:, i].mean())
+        assert features[name]["std"] == pytest.approx(data[:, i].std())
+        assert features[name]["min"] == data[:, i].min()
+        assert features[name]["max"] == data[:, i].max()
+
+
+def test_a_change_of_columns_keeps_each_feature_apart() -> None:
+    stats = ServingStats()
+    stats.record_predictions(["a"], ["x", "y"], np.array([[1.0, 10.0]]), [0])
+    stats.record_predictions(["b"], ["x"], np.array([[3.0]]), [0])
+    stats.record_predictions(["c"], ["x", "y"], np.array([[5.0, 20.0]]), [0])
+    stats.record_labels([("a", 0), ("b", 0)])
+
+    report = stats.take_window()
+
+    assert report["features"]["x"]["count"] == 3
+    assert report["features"]["x"]["mean"] == 3.0
+    assert report["features"]["y"]["count"] == 2
+    assert report["features"]["y"]["max"] == 20.0
+    assert report["labelled"]["rows"] == [[1.0, 10.0], [3.0]]

@@ -33,6 +33,12 @@ def main(tracking_uri: str) -> None:
                 input_example=features[:2],
                 registered_model_name="digits",
                 pip_requirements=["scikit-learn"],
+                # cloudpickle, not MLflow's default skops: loading skops imports
+                # every scikit-learn estimator to build its trusted-type list,
+                # seconds of each model server's start on a busy machine, and
+                # dozens of servers start in the suite. The examples keep the
+                # default, so skops models are served in the demo's tests.
+                serialization_format="cloudpickle",
             )
         uris[f"v{version}"] = f"models:/digits/{version}"
     MlflowClient().set_registered_model_alias("digits", "production", "1")

@@ -26,19 +26,28 @@ from scanflow_agents.transports import (
     subject_matches,
 )
 from scanflow_agents.transports.nats import NatsTransport
+from scanflow_agents.transports.streams import StreamSpec
 
 Connect = Callable[[], Awaitable[Transport]]
 
 # Every case on the in-memory bus, one nats-server, and a three-server cluster
 # whose streams and buckets keep three copies.
 BUSES = ("memory", "nats", "cluster")
+# The telemetry stream's size limit in these tests: a few dozen messages fill it.
+TELEMETRY_BYTES = 16 * 1024
 
 
 @pytest.fixture
 async def connect(bus: str | None) -> AsyncIterator[Connect]:
     """Open connections to one bus; every test gets its own subjects and stream."""
     ns = uuid.uuid4().hex[:8]
-    broker = MemoryBroker(stream_subjects=(f"t{ns}.events.>",))
+    # Two streams by purpose, as every namespace has: audit (no size limit) and
+    # telemetry (a size limit, the oldest dropped).
+    streams = [
+        StreamSpec(f"T{ns}", (f"t{ns}.events.>",)),
+        StreamSpec(f"T{ns}_TEL", (f"t{ns}.telemetry.>",), max_bytes=TELEMETRY_BYTES),
+    ]
+    broker = MemoryBroker(streams=streams)
     opened: list[Transport] = []
 
     async def open_one() -> Transport:
@@ -52,9 +61,7 @@ async def connect(bus: str | None) -> AsyncIterator[Connect]:
             # the failover tests connect agents to every server.
             urls = bus.split(",")
             settings = NatsSettings(url=urls[0], replicas=len(urls))
-            transport = await NatsTransport.connect(
-                settings, stream=f"T{ns}", stream_subjects=[f"t{ns}.events.>"]
-            )
+            transport = await NatsTransport.connect(settings, streams=streams)
         opened.append(transport)
         return transport
 
@@ -264,6 +271,28 @@ async def test_key_value_revisions_let_exactly_one_writer_win(connect: Connect) 
     assert await kv_a.put("other", b"x") > second
 
 
+async def test_key_value_lists_its_current_entries(connect: Connect) -> None:
+    a, b = await connect(), await connect()
+    kv_a, kv_b = (
+        await a.key_value(f"list{prefix(connect)}"),
+        await b.key_value(f"list{prefix(connect)}"),
+    )
+    assert await kv_b.entries() == []
+    await kv_a.put("planner.b", b"2")
+    await kv_a.put("planner.a", b"1")
+    last = await kv_a.put("checker.x", b"3")
+    await kv_a.put("planner.gone", b"4")
+    await kv_a.delete("planner.gone")  # a deleted key is not listed
+    await kv_a.put("planner.a", b"1'")  # the latest value only
+    listed = await kv_b.entries("planner")
+    assert [(e.key, e.value) for e in listed] == [("planner.a", b"1'"), ("planner.b", b"2")]
+    assert [e.key for e in await kv_b.entries()] == ["checker.x", "planner.a", "planner.b"]
+    assert (await kv_b.entries("checker"))[0].revision == last
+    assert await kv_b.entries("nobody") == []
+    with pytest.raises(ValueError, match="invalid"):
+        await kv_b.entries("bad key")
+
+
 @pytest.mark.fake_clock
 async def test_key_value_entries_expire_after_the_bucket_ttl(connect: Connect) -> None:
     a, b = await connect(), await connect()
@@ -280,6 +309,35 @@ async def test_key_value_entries_expire_after_the_bucket_ttl(connect: Connect) -
         await asyncio.sleep(0.1)
     assert await kv_b.get("lease") is None
     assert await kv_b.create("lease", b"b") > revision
+
+
+@pytest.mark.fake_clock
+async def test_a_shorter_ttl_declared_later_does_not_cut_a_buckets_entries(
+    connect: Connect,
+) -> None:
+    # Two agents of one namespace share the lease bucket with their own lease
+    # times: the later one's shorter ttl must not expire the first one's lease.
+    a, b = await connect(), await connect()
+    name = f"floor{prefix(connect)}"
+    kv_a = await a.key_value(name, ttl=3.0)
+    await kv_a.create("long", b"a")
+    kv_b = await b.key_value(name, ttl=1.0)
+    await asyncio.sleep(1.8)
+    assert await kv_b.get("long") is not None
+    assert kv_b.ttl == 3.0  # what the bucket keeps, not what was asked
+    await b.key_value(name, ttl=5.0)  # a longer one raises it
+    assert (await a.key_value(name, ttl=5.0)).ttl == 5.0
+
+
+async def test_a_reader_finds_an_existing_bucket_and_makes_none(connect: Connect) -> None:
+    a, b = await connect(), await connect()
+    name = f"found{prefix(connect)}"
+    assert await a.existing_key_value(name) is None
+    assert await b.existing_key_value(name) is None  # the look made nothing
+    await (await a.key_value(name, ttl=60)).put("replica", b"state")
+    found = await b.existing_key_value(name)
+    assert found is not None
+    assert [(e.key, e.value) for e in await found.entries()] == [("replica", b"state")]
 
 
 async def test_key_value_shorthands(connect: Connect) -> None:
@@ -453,3 +511,39 @@ def test_subject_matching(pattern: str, subject: str, expected: bool) -> None:
 
 async def _until(condition: Callable[[], bool]) -> None:
     await eventually(condition, timeout=8)
+
+
+async def test_a_full_stream_drops_its_oldest_and_the_other_stream_goes_on_storing(
+    connect: Connect,
+) -> None:
+    """A fleet's telemetry filling its stream never stops the audit trail."""
+    t = await connect()
+    p = prefix(connect)
+    report = b"x" * 1000
+    sent = 3 * TELEMETRY_BYTES // len(report)
+    for number in range(sent):
+        await t.publish_durable(f"{p}.telemetry.serving.wf.node", b"%06d" % number + report)
+    await t.publish_durable(f"{p}.events.action.a.scale", b"recorded")
+
+    kept = await t.history(f"{p}.telemetry.>")
+    assert 0 < len(kept) < sent  # the oldest went to make room
+    assert sum(len(data) for _, data in kept) <= TELEMETRY_BYTES
+    assert kept[-1][1].startswith(b"%06d" % (sent - 1))  # the newest stayed
+    assert await t.history(f"{p}.events.>") == [(f"{p}.events.action.a.scale", b"recorded")]
+
+
+async def test_a_subject_no_stream_stores_is_a_clear_error(connect: Connect) -> None:
+    t = await connect()
+    with pytest.raises(TransportError, match="no event stream stores subject"):
+        await t.publish_durable(f"{prefix(connect)}.elsewhere.x", b"lost")
+
+
+async def test_a_filter_wider_than_one_stream_reads_each_stream_under_it(
+    connect: Connect,
+) -> None:
+    t = await connect()
+    p = prefix(connect)
+    await t.publish_durable(f"{p}.events.action.a.scale", b"audit")
+    await t.publish_durable(f"{p}.telemetry.serving.wf.node", b"report")
+    found = await t.history(f"{p}.>")
+    assert sorted(data for _, data in found) == [b"audit", b"report"]

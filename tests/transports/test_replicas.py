@@ -13,11 +13,13 @@ from scanflow_agents.settings import NatsSettings, Settings
 from scanflow_agents.testing import NatsCluster
 from scanflow_agents.transports import TransportError
 from scanflow_agents.transports.nats import NatsTransport
+from scanflow_agents.transports.streams import StreamSpec
 
 
-def names() -> tuple[str, list[str]]:
+def names() -> tuple[str, list[StreamSpec]]:
+    """A new stream's name, and the streams to connect with (that one)."""
     ns = uuid.uuid4().hex[:8]
-    return f"R{ns}", [f"r{ns}.events.>"]
+    return f"R{ns}", [StreamSpec(f"R{ns}", (f"r{ns}.events.>",))]
 
 
 async def replicas_of(url: str, stream: str) -> int:
@@ -40,11 +42,9 @@ def test_the_replica_count_is_one_setting_with_an_environment_variable(
 
 
 async def test_replicas_on_one_server_are_a_clear_start_up_error(nats_url: str) -> None:
-    stream, subjects = names()
+    _stream, streams = names()
     with pytest.raises(TransportError) as caught:
-        await NatsTransport.connect(
-            NatsSettings(url=nats_url, replicas=3), stream=stream, stream_subjects=subjects
-        )
+        await NatsTransport.connect(NatsSettings(url=nats_url, replicas=3), streams=streams)
     message = str(caught.value)
     assert "not part of a JetStream cluster" in message
     assert "SCANFLOW_NATS__REPLICAS=1" in message
@@ -53,9 +53,9 @@ async def test_replicas_on_one_server_are_a_clear_start_up_error(nats_url: str) 
 async def test_the_stream_and_every_bucket_keep_a_copy_on_each_server(
     nats_cluster: NatsCluster,
 ) -> None:
-    stream, subjects = names()
+    stream, streams = names()
     transport = await NatsTransport.connect(
-        NatsSettings(url=nats_cluster.url, replicas=3), stream=stream, stream_subjects=subjects
+        NatsSettings(url=nats_cluster.url, replicas=3), streams=streams
     )
     try:
         bucket = f"leases{stream.lower()}"
@@ -69,17 +69,18 @@ async def test_the_stream_and_every_bucket_keep_a_copy_on_each_server(
 async def test_a_stream_and_bucket_made_with_one_copy_get_three_at_start(
     nats_cluster: NatsCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    stream, subjects = names()
+    stream, streams = names()
     bucket = f"calls{stream.lower()}"
     nc = await nats.connect(nats_cluster.urls[0])
     js = nc.jetstream()
+    subjects = list(streams[0].subjects)
     await js.add_stream(api.StreamConfig(name=stream, subjects=subjects, num_replicas=1))
     await js.create_key_value(bucket=bucket, replicas=1)
     await nc.close()
 
     caplog.set_level(logging.WARNING)
     transport = await NatsTransport.connect(
-        NatsSettings(url=nats_cluster.url, replicas=3), stream=stream, stream_subjects=subjects
+        NatsSettings(url=nats_cluster.url, replicas=3), streams=streams
     )
     try:
         await transport.key_value(bucket)
@@ -95,8 +96,6 @@ async def test_a_stream_and_bucket_made_with_one_copy_get_three_at_start(
 async def test_more_replicas_than_servers_is_a_clear_start_up_error(
     nats_cluster: NatsCluster,
 ) -> None:
-    stream, subjects = names()
+    _stream, streams = names()
     with pytest.raises(TransportError, match="fewer JetStream servers"):
-        await NatsTransport.connect(
-            NatsSettings(url=nats_cluster.url, replicas=5), stream=stream, stream_subjects=subjects
-        )
+        await NatsTransport.connect(NatsSettings(url=nats_cluster.url, replicas=5), streams=streams)

@@ -64,6 +64,25 @@ scanflow.io/agent: {{ .name }}
 {{- end -}}
 
 {{/*
+A URL list (comma-separated) with each short Service name made fully qualified
+by the release namespace: the chart's pods resolve `nats` in the release
+namespace, but the planner hands the same URL to pods in team namespaces,
+which would look for `nats` in their own. Call with (dict "url" URL "namespace" NS).
+*/}}
+{{- define "scanflow-agents.qualifiedUrls" -}}
+{{- $namespace := .namespace -}}
+{{- $urls := list -}}
+{{- range splitList "," .url -}}
+{{- $url := trim . -}}
+{{- if and (not (contains "@" $url)) (not (regexMatch "://localhost([:/]|$)" $url)) -}}
+{{- $url = regexReplaceAll "^([A-Za-z]+://)([a-z0-9-]+)((:[0-9]+)?(/.*)?)$" $url (printf "${1}${2}.%s.svc${3}" $namespace) -}}
+{{- end -}}
+{{- $urls = append $urls $url -}}
+{{- end -}}
+{{- join "," $urls -}}
+{{- end -}}
+
+{{/*
 The settings file every agent reads (scanflow --settings): the values'
 `settings` tree under what the chart sets. Agent configurations are keyed by
 agent name; the planner on Kubernetes is told its images, namespaces and
@@ -77,9 +96,13 @@ credentials Secret, and the application file if there is one.
 {{- $config := deepCopy (default (dict) $agent.config) -}}
 {{- if and (eq $name "planner") (eq (default "local" $config.platform) "kubernetes") -}}
 {{- $image := include "scanflow-agents.image" $root -}}
-{{- $platform := dict "namespace_prefix" $root.Values.kubernetes.namespacePrefix "agent_image" $image "serving_image" $image "executor_image" $image "base_image" $image "argo" $root.Values.kubernetes.argo -}}
+{{- $teams := $root.Values.kubernetes.teams -}}
+{{- $platform := dict "namespace_prefix" $root.Values.kubernetes.namespacePrefix "teams" $teams "team" (first $teams) "agent_image" $image "serving_image" $image "executor_image" $image "base_image" $image "argo" $root.Values.kubernetes.argo "argo_executor_service_account" $root.Values.kubernetes.argoExecutorServiceAccount -}}
 {{- if $root.Values.envFromSecret -}}
 {{- $_ := set $platform "env_secret" $root.Values.envFromSecret -}}
+{{- end -}}
+{{- with include "scanflow-agents.podEnv" $root | fromYamlArray -}}
+{{- $_ := set $platform "pod_env" . -}}
 {{- end -}}
 {{- if $root.Values.imagePullSecrets -}}
 {{- $_ := set $platform "image_pull_secrets" $root.Values.imagePullSecrets -}}
@@ -99,12 +122,45 @@ credentials Secret, and the application file if there is one.
 {{- $_ := set $agents $name $config -}}
 {{- end -}}
 {{- end -}}
-{{- $mlflow := dict "tracking_uri" .Values.mlflow.trackingUri -}}
+{{- $ns := .Release.Namespace -}}
+{{- $mlflow := dict "tracking_uri" (include "scanflow-agents.qualifiedUrls" (dict "url" .Values.mlflow.trackingUri "namespace" $ns)) -}}
 {{- if .Values.mlflow.registryUri -}}
-{{- $_ := set $mlflow "registry_uri" .Values.mlflow.registryUri -}}
+{{- $_ := set $mlflow "registry_uri" (include "scanflow-agents.qualifiedUrls" (dict "url" .Values.mlflow.registryUri "namespace" $ns)) -}}
 {{- end -}}
-{{- $ours := dict "namespace" .Values.namespace "nats" (dict "url" .Values.nats.url "replicas" (int (.Values.nats.replicas | default 1))) "mlflow" $mlflow "http" (dict "port" (int .Values.httpPort)) "agent" (dict "shutdown_timeout" .Values.shutdownTimeout) "agents" $agents -}}
+{{- $natsUrl := include "scanflow-agents.qualifiedUrls" (dict "url" .Values.nats.url "namespace" $ns) -}}
+{{- $ours := dict "namespace" .Values.namespace "nats" (dict "url" $natsUrl "replicas" (int (.Values.nats.replicas | default 1))) "mlflow" $mlflow "http" (dict "port" (int .Values.httpPort)) "agent" (dict "shutdown_timeout" .Values.shutdownTimeout) "agents" $agents -}}
 {{- toYaml (mergeOverwrite (deepCopy .Values.settings) $ours) -}}
+{{- end -}}
+
+{{/*
+The credentials of the pods the planner makes (model servers, steps, agents),
+as the platform's pod_env: the agents' NATS user (under natsAuthorization,
+natsAuthorization.servingUser) and MLflow credentials, from Secrets of the same
+names in each team namespace. MLflow's own variables too: model servers and
+steps use the MLflow client directly.
+*/}}
+{{- define "scanflow-agents.podEnv" -}}
+{{- $auth := .Values.natsAuthorization -}}
+{{- $nats := .Values.nats.existingSecret -}}
+{{- if $auth.enabled }}
+- {name: SCANFLOW_NATS__USER, value: {{ $auth.servingUser | quote }}}
+- {name: SCANFLOW_NATS__PASSWORD, secret: {{ $auth.existingSecret | quote }}, key: {{ $auth.servingUser | quote }}}
+{{- else if $nats.name }}
+{{- range $key, $var := dict "userKey" "SCANFLOW_NATS__USER" "passwordKey" "SCANFLOW_NATS__PASSWORD" "tokenKey" "SCANFLOW_NATS__TOKEN" }}
+{{- with index $nats $key }}
+- {name: {{ $var }}, secret: {{ $nats.name | quote }}, key: {{ . | quote }}}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $mlflow := .Values.mlflow.existingSecret -}}
+{{- if $mlflow.name }}
+{{- range $key, $suffix := dict "usernameKey" "USERNAME" "passwordKey" "PASSWORD" "tokenKey" "TOKEN" }}
+{{- with index $mlflow $key }}
+- {name: SCANFLOW_MLFLOW__{{ $suffix }}, secret: {{ $mlflow.name | quote }}, key: {{ . | quote }}}
+- {name: MLFLOW_TRACKING_{{ $suffix }}, secret: {{ $mlflow.name | quote }}, key: {{ . | quote }}}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/*
@@ -151,22 +207,31 @@ Environment variables from the credentials Secrets (never inlined); call with
 {{- end -}}
 
 {{/*
+The name of the chart's Roles and RoleBindings in the namespaces it supervises:
+the release's full name and its namespace, so that two releases of one name
+(in two release namespaces) sharing a team namespace never take each other's.
+*/}}
+{{- define "scanflow-agents.rbacName" -}}
+{{- printf "%s-%s" (include "scanflow-agents.fullname" .) .Release.Namespace -}}
+{{- end -}}
+
+{{/*
 The RoleBinding of the chart's service account to a Role; call with
-(dict "root" $ "namespace" NS) and optionally "role" (default: the full name).
+(dict "root" $ "namespace" NS) and optionally "role" (default: rbacName).
 */}}
 {{- define "scanflow-agents.roleBinding" }}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
 metadata:
-  name: {{ .role | default (include "scanflow-agents.fullname" .root) }}
+  name: {{ .role | default (include "scanflow-agents.rbacName" .root) }}
   namespace: {{ .namespace }}
   labels:
     {{- include "scanflow-agents.labels" .root | nindent 4 }}
 roleRef:
   apiGroup: rbac.authorization.k8s.io
   kind: Role
-  name: {{ .role | default (include "scanflow-agents.fullname" .root) }}
+  name: {{ .role | default (include "scanflow-agents.rbacName" .root) }}
 subjects:
   - kind: ServiceAccount
     name: {{ include "scanflow-agents.serviceAccountName" .root }}

@@ -8,7 +8,7 @@ from scanflow_agents.platforms.kubernetes.building import ImageBuildResult
 from scanflow_agents.platforms.kubernetes.client import KubeClient
 from scanflow_agents.platforms.kubernetes.deploying import ApplicationDeployResult
 from scanflow_agents.platforms.kubernetes.platform import KubernetesPlatform
-from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
+from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings, PodEnv
 from scanflow_agents.platforms.runs import RunCallback
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "KubeClient",
     "KubernetesPlatform",
     "KubernetesPlatformSettings",
+    "PodEnv",
     "RunCallback",
 ]

@@ -41,9 +41,10 @@ from pathlib import Path
 from pydantic import Field
 
 from scanflow_agents.platforms.kubernetes import naming
-from scanflow_agents.platforms.kubernetes.client import CONFIGMAPS, JOBS, KubeClient, Obj
+from scanflow_agents.platforms.kubernetes.client import CONFIGMAPS, JOBS, PODS, KubeClient, Obj
 from scanflow_agents.platforms.kubernetes.jobs import job_state
-from scanflow_agents.platforms.kubernetes.manifests import TMP_VOLUME, agent_reference
+from scanflow_agents.platforms.kubernetes.manifests import TMP_VOLUME, agent_reference, resources
+from scanflow_agents.platforms.kubernetes.pods import stuck_reason
 from scanflow_agents.platforms.kubernetes.settings import KubernetesPlatformSettings
 from scanflow_agents.platforms.results import BuildResult, PlatformError
 from scanflow_agents.workflows import AgentSpec, ExecutorNode, Node, ServiceNode, Workflow
@@ -212,6 +213,7 @@ def builder_objects(
         "name": "context",
         "image": settings.helper_image,
         "command": ["sh", "-c", f"cp -rL /context/. {WORKSPACE}/"],
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
         "volumeMounts": [
             {"name": "context", "mountPath": "/context", "readOnly": True},
             {"name": "workspace", "mountPath": WORKSPACE},
@@ -257,6 +259,7 @@ def builder_objects(
             {"name": "DOCKER_CONFIG", "value": f"{BUILDER_HOME}/.docker"},
         ],
         "volumeMounts": mounts,
+        "resources": resources(settings.build_resources),
         # The one exception to "restricted" (see the module's docstring): rootless
         # BuildKit creates user namespaces, which RuntimeDefault seccomp and
         # AppArmor profiles forbid. It still runs as its unprivileged user.
@@ -355,7 +358,8 @@ async def _wait(
     name: str,
     context: BuildContext,
 ) -> None:
-    deadline = time.monotonic() + settings.build_timeout
+    started = time.monotonic()
+    deadline = started + settings.build_timeout
     while True:
         current = await client.get(JOBS, namespace, name)
         if current is None:
@@ -377,6 +381,13 @@ async def _wait(
                 f"building {context.owner}: Job {namespace}/{name} did not finish "
                 f"in {settings.build_timeout} s",
             )
+        # A pod refused by Pod Security, or one that cannot pull the builder, would
+        # otherwise hold the build for its whole timeout.
+        pods = await client.find(PODS, namespace, {"job-name": name})
+        waited = time.monotonic() - started
+        why = await stuck_reason(client, namespace, pods, name, waited, settings.pending_timeout)
+        if why is not None:
+            raise PlatformError("failed", f"building {context.owner} in {namespace}: {why}")
         await asyncio.sleep(settings.poll_interval)
 
 

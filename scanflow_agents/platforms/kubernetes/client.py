@@ -78,6 +78,8 @@ PODS = Resource("", "v1", "pods", "Pod")
 EVENTS = Resource("", "v1", "events", "Event")
 JOBS = Resource("batch", "v1", "jobs", "Job")
 ARGO_WORKFLOWS = Resource("argoproj.io", "v1alpha1", "workflows", "Workflow")
+SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount")
+ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 
 
 # Worth another try: no answer (0), the server or a proxy overloaded or restarting.
@@ -147,8 +149,11 @@ class KubeClient:
                     client_configuration=configuration,
                 )
         configuration.verify_ssl = settings.verify_ssl
+        api = client.ApiClient(configuration)
+        if settings.impersonate:
+            api.set_default_header("Impersonate-User", settings.impersonate)  # type: ignore[no-untyped-call]
         return cls(
-            client.ApiClient(configuration),
+            api,
             settings.request_timeout,
             retries=settings.request_retries,
         )
@@ -258,6 +263,52 @@ class KubeClient:
                 return False
             raise
         return any(v.get("version") == version for v in answer.get("versions") or [])
+
+    async def allowed(self, namespace: str, group: str, resource: str, verb: str) -> bool:
+        """Whether this client's identity may ``verb`` ``group/resource`` in ``namespace``.
+
+        A SelfSubjectAccessReview: every authenticated user may ask it, and the
+        API server answers from the RBAC in force (``resource`` may name a
+        subresource, ``deployments/scale``).
+        """
+        name, _, sub = resource.partition("/")
+        attributes = {"namespace": namespace, "group": group, "resource": name, "verb": verb}
+        if sub:
+            attributes["subresource"] = sub
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attributes},
+        }
+        answer = await self._call("POST", ACCESS_REVIEWS, body=body)
+        return bool((answer.get("status") or {}).get("allowed"))
+
+    async def namespace_exists(self, namespace: str, resource: Resource = SERVICES) -> bool | None:
+        """Whether ``namespace`` exists, asked without any cluster-wide grant.
+
+        A server-side dry run of creating an empty ``resource`` (a Service or a
+        ConfigMap: one the namespace's Role lets the platform create): the API
+        server refuses an object in a missing namespace with 404, and stores
+        nothing either way. ``None``: the answer says neither (a 403).
+        """
+        body: Obj = {
+            "apiVersion": resource.api_version,
+            "kind": resource.kind,
+            "metadata": {"name": "scanflow-preflight", "namespace": namespace},
+        }
+        if resource == SERVICES:
+            body["spec"] = {"ports": [{"port": 80}]}
+        try:
+            await self._call("POST", resource.path(namespace), query=[("dryRun", "All")], body=body)
+        except ApiError as exc:
+            if exc.status == 409:  # Someone's object of that name: the namespace is there.
+                return True
+            if exc.status == 404:
+                return False
+            if exc.status == 403:
+                return None
+            raise
+        return True
 
     async def create_namespace(self, name: str) -> bool:
         """Create a namespace if missing; False (logged) if that was not possible."""

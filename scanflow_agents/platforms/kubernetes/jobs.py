@@ -120,7 +120,7 @@ def step_container(run: RunContext, node: ExecutorNode) -> Obj:
     """The container of one executor in a run."""
     settings, run_id = run.settings, run.run_id
     values = {
-        **common_env(settings, run.team),
+        **common_env(settings),
         "SCANFLOW_RUN_ID": run_id,
         "SCANFLOW_WORKFLOW": run.workflow.name,
         "SCANFLOW_NODE": node.name,
@@ -135,7 +135,7 @@ def step_container(run: RunContext, node: ExecutorNode) -> Obj:
         "image": run.images[node.name],
         "command": synced(settings, run_id, command(node, parameters)),
         "env": env_list(values) + env_list(dict(node.env)),
-        "resources": resources(node.resources),
+        "resources": resources(node.resources, settings.default_resources),
         "volumeMounts": [{"name": RUN_DIR_VOLUME, "mountPath": str(RUN_DIR)}],
     }
     container["workingDir"] = str(APP_DIR / node.workdir) if node.workdir else str(APP_DIR)
@@ -155,6 +155,16 @@ def job(run: RunContext, node: ExecutorNode) -> Obj:
     pod["volumes"].append({"name": RUN_DIR_VOLUME, "emptyDir": {}})
     spec: Obj = {
         "backoffLimit": settings.job_backoff_limit,
+        # A pod evicted by a node drain, a preemption or a taint did not fail the
+        # step: it does not count against backoffLimit (0), and the Job makes a new pod.
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "Ignore",
+                    "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                }
+            ]
+        },
         "activeDeadlineSeconds": step_timeout(settings, node),
         "ttlSecondsAfterFinished": settings.finished_ttl,
         "template": {

@@ -47,17 +47,29 @@ def env_list(values: dict[str, str | None]) -> list[Obj]:
     return [{"name": k, "value": v} for k, v in values.items() if v is not None]
 
 
-def resources(spec: Resources) -> Obj:
-    """Requests as declared; a memory limit equal to the memory request, no CPU limit.
+def resources(spec: Resources, default: Resources | None = None) -> Obj:
+    """Requests as declared (else ``default``'s); a memory limit equal to a declared
+    memory request, no CPU limit.
 
     A CPU limit is enforced by CFS quota: a pod that uses its quota early in
     a 100 ms period is stopped for the rest of it, which shows up as latency
     spikes in a model server even on an idle node. The CPU request already
     buys the pod its share under contention, so no limit is set. Memory is
     not compressible: its limit equals its request, so a pod is never killed
-    for using what it was promised, nor allowed to take a neighbour's.
+    for using what it was promised, nor allowed to take a neighbour's. A
+    default request sets no limit: it only gets the pod scheduled under a
+    ResourceQuota (which refuses pods without requests), not a size to be
+    killed at.
     """
-    requests = {k: v for k, v in (("cpu", spec.cpu), ("memory", spec.memory)) if v is not None}
+    default = default or Resources()
+    requests = {
+        key: value
+        for key, value in (
+            ("cpu", spec.cpu or default.cpu),
+            ("memory", spec.memory or default.memory),
+        )
+        if value is not None
+    }
     if not requests:
         return {}
     found: Obj = {"requests": requests}
@@ -90,12 +102,16 @@ def pod_security(settings: KubernetesPlatformSettings) -> Obj:
     }
 
 
-def common_env(settings: KubernetesPlatformSettings, team: str) -> dict[str, str | None]:
-    """What every container is told: where MLflow and NATS are, and its team."""
+def common_env(settings: KubernetesPlatformSettings) -> dict[str, str | None]:
+    """What every container is told: where MLflow and NATS are, and the bus namespace.
+
+    The bus namespace is the agents' one, not the team's: the agents read
+    their subjects, whatever Kubernetes namespace the pod runs in.
+    """
     return {
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         "MLFLOW_REGISTRY_URI": settings.registry_uri,
-        "SCANFLOW_NAMESPACE": team,
+        "SCANFLOW_NAMESPACE": settings.bus_namespace,
         "SCANFLOW_NATS__URL": settings.nats_url,
         "SCANFLOW_MLFLOW__TRACKING_URI": settings.tracking_uri,
     }
@@ -103,6 +119,8 @@ def common_env(settings: KubernetesPlatformSettings, team: str) -> dict[str, str
 
 def harden(settings: KubernetesPlatformSettings, container: Obj) -> Obj:
     """Give a container the restricted security context, the secrets and a writable /tmp."""
+    if settings.pod_env:
+        container.setdefault("env", []).extend(item.entry() for item in settings.pod_env)
     if settings.env_secret:
         container["envFrom"] = [{"secretRef": {"name": settings.env_secret}}]
     container["securityContext"] = container_security(settings)
@@ -131,7 +149,6 @@ def pod_spec(settings: KubernetesPlatformSettings, container: Obj, *, token: boo
 
 def serving_template(
     settings: KubernetesPlatformSettings,
-    team: str,
     workflow: str,
     node: ServiceNode,
     pod_labels: dict[str, str],
@@ -146,9 +163,11 @@ def serving_template(
         # the readiness probe then keeps traffic away until it is ready.
         load_before_listen=False,
         tracking_uri=settings.tracking_uri,
+        # A thousand replicas logging their own numbers would flood MLflow.
+        report_tracking_uri=settings.tracking_uri if settings.replica_reports else None,
         registry_uri=settings.registry_uri,
         nats_url=settings.nats_url,
-        namespace=team,
+        namespace=settings.bus_namespace,
         workflow=workflow,
         node=node.name,
         replica="$(POD_NAME)",  # expanded by the kubelet
@@ -162,7 +181,7 @@ def serving_template(
     }
     env = env_list(
         {
-            **common_env(settings, team),
+            **common_env(settings),
             "SCANFLOW_WORKFLOW": workflow,
             "SCANFLOW_NODE": node.name,
             "SCANFLOW_MODEL_URI": node.model_uri,
@@ -177,16 +196,21 @@ def serving_template(
         "args": config.to_args(),
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "env": env,
-        "resources": resources(node.resources),
+        "resources": resources(node.resources, settings.default_resources),
         # Loading a model may take minutes: the startup probe allows for it,
         # so the liveness probe can be strict once the server is up.
         "startupProbe": {**probe, "periodSeconds": 5, "failureThreshold": 120},
         "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 2},
         "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
     }
+    spec = pod_spec(settings, container)
+    if settings.serving_tmp_size:
+        for volume in spec["volumes"]:
+            if volume["name"] == TMP_VOLUME:
+                volume["emptyDir"] = {"sizeLimit": settings.serving_tmp_size}
     return {
         "metadata": {"labels": pod_labels, "annotations": {naming.MODEL_URI: node.model_uri}},
-        "spec": pod_spec(settings, container),
+        "spec": spec,
     }
 
 
@@ -201,7 +225,7 @@ def service_deployment(
     object_labels = naming.labels(
         team, application=application, workflow=workflow, node=node.name, component="service"
     )
-    template = serving_template(settings, team, workflow, node, object_labels)
+    template = serving_template(settings, workflow, node, object_labels)
     return _deployment(
         settings.namespace(team),
         service_name(workflow, node.name),
@@ -273,7 +297,7 @@ def agent_deployment(
     object_labels = naming.labels(
         team, application=application, agent=agent.name, component="agent"
     )
-    values: dict[str, str | None] = common_env(settings, team)
+    values: dict[str, str | None] = common_env(settings)
     if agent.config:
         # The settings tree reads an agent's section from SCANFLOW_AGENTS__<NAME> as JSON.
         key = f"SCANFLOW_AGENTS__{agent.name.upper().replace('-', '_')}"
@@ -283,14 +307,12 @@ def agent_deployment(
     container: Obj = {
         "name": AGENT_CONTAINER,
         "image": image or settings.agent_image,
-        "command": [
-            "scanflow", "run", reference, "--name", agent.name, "--http-port", str(port)
-        ],
+        "command": ["scanflow", "run", reference, "--name", agent.name, "--http-port", str(port)],
         "env": env_list(values),
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "resources": dict(AGENT_RESOURCES),
         **agent_probes(settings),
-    }  # fmt: skip
+    }
     # Only an agent given a service account (its RBAC) gets that account's token.
     spec = pod_spec(settings, container, token=settings.agent_service_account is not None)
     if settings.agent_service_account:

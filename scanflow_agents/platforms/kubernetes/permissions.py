@@ -2,9 +2,11 @@
 
 Every request :class:`~scanflow_agents.platforms.kubernetes.client.KubeClient`
 sends on the platform's behalf is one of these rules, read from the calls in
-``platform``, ``deploying``, ``rollouts``, ``running``, ``pods`` and
-``building``. The Helm chart grants exactly these (its test renders the Role
-and compares it with this module), and the platform's emulator tests check
+``platform``, ``deploying``, ``rollouts``, ``running``, ``pods``,
+``building`` and ``checking`` (the preflight; its namespace check is a
+server-side dry run of a Service create, and its access reviews need no
+grant). The Helm chart grants exactly these (its test renders the Role and
+compares it with this module), and the platform's emulator tests check
 that every request the platform sends is covered, so code and Role cannot
 drift apart.
 
@@ -69,9 +71,14 @@ RULES: tuple[Rule, ...] = (
     Rule("team", "batch", "jobs", ("get", "list", "create", "delete")),
     # Argo runs: create, follow (get), stop a stuck one (patch shutdown), delete.
     Rule("argo", "argoproj.io", "workflows", ("get", "list", "create", "patch", "delete")),
+    # Preflight: the account Argo's wait container reports through exists.
+    Rule("argo", "", "serviceaccounts", ("get",)),
     # Image builds: one Job and its context ConfigMap per image, in the build namespace.
     Rule("builds", "batch", "jobs", ("get", "create", "delete")),
     Rule("builds", "", "configmaps", ("get", "create", "delete")),
+    # A build whose pod will not start (refused by Pod Security, an image it cannot pull).
+    Rule("builds", "", "pods", ("list",)),
+    Rule("builds", "", "events", ("list",)),
 )
 
 

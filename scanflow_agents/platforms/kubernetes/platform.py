@@ -19,6 +19,7 @@ from scanflow_agents.platforms.kubernetes.building import (
     node_context,
     node_image,
 )
+from scanflow_agents.platforms.kubernetes.checking import preflight
 from scanflow_agents.platforms.kubernetes.client import (
     DEPLOYMENTS,
     PODS,
@@ -402,6 +403,20 @@ class KubernetesPlatform(PlatformBase):
         )
         return results
 
+    # -- Preflight --------------------------------------------------------------------
+
+    async def preflight(self) -> list[str]:
+        """What the cluster lacks for this platform (namespaces, permissions, Argo's
+        executor account), each with the command that fixes it; empty: all is there.
+
+        See :mod:`.checking`. An unreachable API server is a problem too.
+        """
+        try:
+            problems = await preflight(await self._api(), self.settings)
+        except PlatformError as exc:  # ApiError included: no answer, or not the expected one
+            return [f"the Kubernetes API does not answer the preflight: {exc}"]
+        return [str(problem) for problem in problems]
+
     # -- Helpers ------------------------------------------------------------------
 
     async def _api(self) -> KubeClient:
@@ -414,7 +429,10 @@ class KubernetesPlatform(PlatformBase):
         return team or self._teams.get(workflow) or self.settings.team
 
     async def _prepare(self, team: str) -> None:
-        namespace = self.settings.namespace(team)
+        try:
+            namespace = self.settings.managed(team)
+        except ValueError as exc:
+            raise PlatformError("invalid", str(exc)) from None
         if not self.settings.create_namespaces or namespace in self._namespaces:
             return
         if await (await self._api()).create_namespace(namespace):

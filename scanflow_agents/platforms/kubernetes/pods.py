@@ -97,26 +97,47 @@ class PendingWatch:
         return found
 
     async def _reason(self, pods: list[Obj], job: str | None, waited: float) -> str | None:
-        late = waited >= self.timeout
-        for pod in pods:
-            name = (pod.get("metadata") or {}).get("name")
-            why = waiting(pod)
-            if why is not None and (why[0] in FATAL or late):
-                return f"pod {name} cannot start: {why[0]}" + (f": {why[1]}" if why[1] else "")
-            not_placed = unscheduled(pod)
-            if not_placed is not None and late:
-                return f"pod {name} was not scheduled in {waited:.0f} s: {not_placed}"
-        if pods or job is None:
-            return None
-        events = [
-            e
-            for e in await self.client.events(self.namespace, JOBS.kind, job)
-            if e.get("reason") == "FailedCreate"
-        ]
-        if events:
-            message = str(events[-1].get("message") or "FailedCreate")
-            if "PodSecurity" in message or late:
-                return f"Job {job} cannot create its pod: {message}"
-        elif late:
-            return f"Job {job} created no pod in {waited:.0f} s"
+        return await stuck_reason(self.client, self.namespace, pods, job, waited, self.timeout)
+
+
+async def stuck_reason(
+    client: KubeClient,
+    namespace: str,
+    pods: list[Obj],
+    job: str | None,
+    waited: float,
+    timeout: float,
+) -> str | None:
+    """Why the pods of one Job (``pods``; none yet) will not start, or None for now.
+
+    Args:
+        client: The API access (events are read when the Job has no pod).
+        namespace: The Job's namespace.
+        pods: The Job's pods seen so far.
+        job: The Job's name; None when there is no Job to read events of (an Argo step).
+        waited: Seconds since the Job started waiting for its pod.
+        timeout: Seconds after which waiting itself is the reason.
+    """
+    late = waited >= timeout
+    for pod in pods:
+        name = (pod.get("metadata") or {}).get("name")
+        why = waiting(pod)
+        if why is not None and (why[0] in FATAL or late):
+            return f"pod {name} cannot start: {why[0]}" + (f": {why[1]}" if why[1] else "")
+        not_placed = unscheduled(pod)
+        if not_placed is not None and late:
+            return f"pod {name} was not scheduled in {waited:.0f} s: {not_placed}"
+    if pods or job is None:
         return None
+    events = [
+        e
+        for e in await client.events(namespace, JOBS.kind, job)
+        if e.get("reason") == "FailedCreate"
+    ]
+    if events:
+        message = str(events[-1].get("message") or "FailedCreate")
+        if "PodSecurity" in message or late:
+            return f"Job {job} cannot create its pod: {message}"
+    elif late:
+        return f"Job {job} created no pod in {waited:.0f} s"
+    return None

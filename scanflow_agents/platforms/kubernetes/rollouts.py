@@ -115,9 +115,13 @@ async def roll(
     previous = notes.get(naming.MODEL_URI)
     if previous == model_uri and not force:
         return action_result(
-            "redeploy", workflow, node, "unchanged", f"already serving {model_uri}",
+            "redeploy",
+            workflow,
+            node,
+            "unchanged",
+            f"already serving {model_uri}",
             model_uri=model_uri,
-        )  # fmt: skip
+        )
     spec = notes.get(naming.SPEC)
     if spec is None:
         raise PlatformError(
@@ -146,18 +150,29 @@ async def roll(
     )
     if state == "complete":
         return action_result(
-            "redeploy", workflow, node, "updated",
+            "redeploy",
+            workflow,
+            node,
+            "updated",
             f"rolled {where} from {previous} to {model_uri}: {why}",
-            previous=previous, model_uri=model_uri, restarted_at=stamp,
-        )  # fmt: skip
+            previous=previous,
+            model_uri=model_uri,
+            restarted_at=stamp,
+        )
     # The new pods never became ready: the old template goes back, so the
     # old model keeps (or again starts) serving.
     await _put(client, namespace, name, current["spec"]["template"], notes)
     return action_result(
-        "redeploy", workflow, node, "failed",
+        "redeploy",
+        workflow,
+        node,
+        "failed",
         f"rollout of {where} to {model_uri} failed ({why}); rolled back to {previous}",
-        previous=previous, model_uri=model_uri, rolled_back=True, reason=why,
-    )  # fmt: skip
+        previous=previous,
+        model_uri=model_uri,
+        rolled_back=True,
+        reason=why,
+    )
 
 
 async def _put(

@@ -200,6 +200,7 @@ class ReplicaSet:
     async def _start(self, model_uri: str, *, standby: bool = False) -> Replica:
         name = f"{self.node.name}-{next(self._numbers)}"
         admin_port = free_port(self.settings.host)
+        settings = self.settings
         config = ServingConfig(
             model_uri=model_uri,
             host=self.settings.host,
@@ -207,6 +208,8 @@ class ReplicaSet:
             reuse_port=True,
             admin_port=admin_port,
             tracking_uri=self.settings.tracking_uri,
+            # A fleet of replicas logging their own numbers would flood MLflow.
+            report_tracking_uri=settings.tracking_uri if settings.replica_reports else None,
             registry_uri=self.settings.registry_uri,
             nats_url=self.settings.nats_url,
             namespace=self.settings.namespace,

@@ -24,6 +24,11 @@ class LocalPlatformSettings(BaseModel):
     registry_uri: str | None = None
     nats_url: str | None = Field(default=None, description="Where model servers publish reports.")
     namespace: str = "default"
+    replica_reports: bool = Field(
+        default=False,
+        description="Each model-server replica also logs every number of its reports to MLflow "
+        "(about 350 metrics a report); off: the tracker logs each window's figures per node.",
+    )
     report_interval: float = Field(
         default=10.0, gt=0, description="Seconds between serving reports."
     )

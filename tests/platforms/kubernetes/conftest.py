@@ -1,6 +1,7 @@
 """A Kubernetes emulator (kmock) per test, over real HTTP, and a platform pointed at it.
 
-The emulator stores objects and answers the API, but runs no controllers: no
+The emulator (:class:`~.emulator.AdmittingEmulator`: kmock behind the
+admission a real API server does) stores objects and answers the API, but runs no controllers: no
 pods appear for a Deployment and no Job ever finishes by itself. Tests play
 the controller where they need one: :meth:`Cluster.finish_job` patches a
 Job's status subresource as the Job controller would, :meth:`Cluster.add_pod`
@@ -33,10 +34,13 @@ from scanflow_agents.platforms.kubernetes import (
 from scanflow_agents.testing import eventually
 from scanflow_agents.workflows import Workflow, load_workflow
 
+from .emulator import ACCESS_REVIEWS, AdmittingEmulator
+
 # The path of a Namespace object, or of their collection.
 NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces(?:/([^/]+))?/?$")
 TEAM = "vision"
 NAMESPACE = f"scanflow-{TEAM}"
+BUS_NAMESPACE = "ml"  # the agents' subjects: not the team's
 BUILDS = "scanflow-builds"
 RESOURCES = {
     "deployments": "apps/v1/deployments",
@@ -46,6 +50,7 @@ RESOURCES = {
     "events": "v1/events",
     "jobs": "batch/v1/jobs",
     "workflows": "argoproj.io/v1alpha1/workflows",
+    "serviceaccounts": "v1/serviceaccounts",
 }
 PATHS = {
     "deployments": "/apis/apps/v1",
@@ -55,14 +60,18 @@ PATHS = {
     "events": "/api/v1",
     "jobs": "/apis/batch/v1",
     "workflows": "/apis/argoproj.io/v1alpha1",
+    "serviceaccounts": "/api/v1",
 }
 
 
 class Cluster:
     """What the emulator holds, and the controller's part played by hand."""
 
-    def __init__(self, emulator: kmock.KubernetesEmulator) -> None:
+    def __init__(self, emulator: AdmittingEmulator) -> None:
         self.emulator = emulator
+        # The team and build namespaces exist; a test removes one to see it missed.
+        emulator.namespaces |= {NAMESPACE, BUILDS}
+        emulator.build_namespaces.add(BUILDS)
         # (group, resource, verb) cluster-wide requests a test allows on purpose.
         self.cluster_wide: set[tuple[str, str, str]] = set()
 
@@ -101,6 +110,8 @@ class Cluster:
         for request in self.emulator:
             if str(request.headers.get("User-Agent", "")).startswith("kmock/"):
                 continue
+            if request.url.path == ACCESS_REVIEWS:
+                continue  # Every authenticated user may ask what it may do.
             namespace = NAMESPACE_PATH.match(request.url.path)
             if namespace is not None:  # A Namespace object: cluster-scoped.
                 group, resource, named, request_namespace = (
@@ -123,15 +134,8 @@ class Cluster:
                 if (group, resource, action) not in self.cluster_wide:
                     refused.append(what + " cluster-wide")
                 continue
-            scope: permissions.Scope = (
-                "builds"
-                if request_namespace == BUILDS
-                else "argo"
-                if group == "argoproj.io"
-                else "team"
-            )
-            if not permissions.allows(scope, group, resource, action):
-                refused.append(f"{what} in {scope} namespace {request_namespace}")
+            if not self.emulator.in_rules(request_namespace, group, resource, action):
+                refused.append(f"{what} in namespace {request_namespace}")
         return refused
 
     def requests(self, method: str, plural: str) -> list[Any]:
@@ -314,7 +318,7 @@ def with_node(workflow: Workflow, name: str, **update: Any) -> Workflow:
 
 
 @pytest.fixture
-def cluster(kmock: kmock.KubernetesEmulator) -> Iterator[Cluster]:
+def cluster(kmock: AdmittingEmulator) -> Iterator[Cluster]:
     """The test's emulator, serving the core types the platform uses (no Argo).
 
     After the test, every request the platform sent must be one its Role
@@ -334,6 +338,7 @@ def settings(cluster: Cluster) -> KubernetesPlatformSettings:
     return KubernetesPlatformSettings(
         host=str(cluster.emulator.url).rstrip("/"),
         team=TEAM,
+        bus_namespace=BUS_NAMESPACE,
         poll_interval=0.02,
         tracking_uri="http://mlflow.mlops:5000",
         nats_url="nats://nats.mlops:4222",
@@ -439,8 +444,13 @@ class FaultyProxy:
             for method, fragment in self.forbid:
                 if request.method == method and fragment in request.path:
                     message = f'{fragment} is forbidden: User "system:serviceaccount:x" cannot'
-                    body = {"kind": "Status", "status": "Failure", "reason": "Forbidden",
-                            "message": message, "code": 403}  # fmt: skip
+                    body = {
+                        "kind": "Status",
+                        "status": "Failure",
+                        "reason": "Forbidden",
+                        "message": message,
+                        "code": 403,
+                    }
                     return web.json_response(body, status=403)
             async with self._session.request(
                 request.method,

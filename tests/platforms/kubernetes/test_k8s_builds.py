@@ -60,6 +60,12 @@ async def test_build_runs_rootless_buildkit_with_the_context_in_a_configmap(
     await _finish_builds(cluster, 1)
     [job] = _builds(cluster).values()
     pod = job["spec"]["template"]["spec"]
+    # Requests, so that a namespace with a ResourceQuota admits the builder.
+    assert pod["containers"][0]["resources"] == {
+        "requests": {"cpu": "1", "memory": "2Gi"},
+        "limits": {"memory": "2Gi"},
+    }
+    assert pod["initContainers"][0]["resources"]["requests"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     configmap = cluster.get("configmaps", volumes["context"]["configMap"]["name"], BUILDS)
     result = await building
@@ -168,6 +174,35 @@ async def test_a_failed_build_names_the_node_and_the_job(
     assert e.value.code == "failed"
     assert "kubectl logs" in str(e.value)
     assert cluster.objects("configmaps", BUILDS) == {}
+
+
+async def test_a_build_pod_refused_by_pod_security_fails_the_build_at_once(
+    platform: KubernetesPlatform, cluster: Cluster, scripted: Workflow
+) -> None:
+    # A build namespace without the privileged label: the Job never gets its pod.
+    building = asyncio.create_task(platform.build(scripted))
+    await eventually(lambda: len(_builds(cluster)) == 1, timeout=10)
+    [name] = _builds(cluster)
+    message = f'pods "{name}-x" is forbidden: violates PodSecurity "restricted:latest"'
+    await cluster.add(
+        "events",
+        {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{name}.1"},
+            "involvedObject": {"kind": "Job", "name": name, "namespace": BUILDS},
+            "reason": "FailedCreate",
+            "message": message,
+            "type": "Warning",
+        },
+        BUILDS,
+    )
+    with pytest.raises(PlatformError) as caught:
+        await asyncio.wait_for(building, 10)
+    assert str(caught.value) == (
+        f"building retrain/fit in {BUILDS}: Job {name} cannot create its pod: {message}"
+    )
+    assert caught.value.code == "failed"
 
 
 async def test_builds_refuse_what_they_cannot_do(

@@ -17,14 +17,16 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import ValidationError
 
-from scanflow_agents.platforms.kubernetes import KubernetesPlatformSettings
+from scanflow_agents.platforms.kubernetes import KubernetesPlatformSettings, PodEnv
 from scanflow_agents.platforms.kubernetes.building import BuildContext, builder_objects
 from scanflow_agents.platforms.kubernetes.jobs import RunContext, argo_workflow, job
 from scanflow_agents.platforms.kubernetes.manifests import (
     agent_deployment,
     service,
     service_deployment,
+    serving_template,
 )
 from scanflow_agents.workflows import (
     AgentSpec,
@@ -43,6 +45,10 @@ SETTINGS = KubernetesPlatformSettings(
     registry_secret="push-credentials",
     env_secret="scanflow-credentials",
     image_pull_secrets=("pull-credentials",),
+    pod_env=(
+        PodEnv(name="SCANFLOW_NATS__USER", value="serving"),
+        PodEnv(name="SCANFLOW_NATS__PASSWORD", secret="scanflow-nats", key="serving"),
+    ),
 )
 
 
@@ -237,12 +243,107 @@ def test_the_jobs_and_the_argo_workflow_of_one_run_agree() -> None:
     for node in train.executors:
         body = job(run, node)
         assert body["metadata"]["namespace"] == run.namespace
-        assert body["metadata"]["labels"] == {**argo["metadata"]["labels"], **{
-            "scanflow.io/node": node.name, "app.kubernetes.io/component": "executor"
-        }}  # fmt: skip
+        assert body["metadata"]["labels"] == {
+            **argo["metadata"]["labels"],
+            **{"scanflow.io/node": node.name, "app.kubernetes.io/component": "executor"},
+        }
         (container,) = body["spec"]["template"]["spec"]["containers"]
         step = steps[node.name]["container"]
         assert container["image"] == step["image"] == images[node.name]
         assert container["command"] == step["command"]
     (container,) = job(run, first)["spec"]["template"]["spec"]["containers"]
     assert container["command"][-2:] == ["--epochs", "3"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "url", "host"),
+    [
+        ("nats_url", "nats://nats:4222", "nats"),
+        ("nats_url", "nats://nats.mlops:4222,nats://nats-1:4222", "nats-1"),
+        ("tracking_uri", "http://mlflow:5000", "mlflow"),
+        ("registry_uri", "http://registry/", "registry"),
+    ],
+)
+def test_a_short_service_name_is_refused_at_start(setting: str, url: str, host: str) -> None:
+    # Pods in team namespaces would look the Service up in their own namespace.
+    with pytest.raises(ValidationError) as caught:
+        KubernetesPlatformSettings.model_validate({setting: url})
+    message = str(caught.value)
+    assert f"{setting} " in message
+    assert f"Service {host!r} by its short name" in message
+    assert f"{host}.<its namespace>.svc" in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["nats://nats.mlops:4222", "nats://nats.mlops.svc.cluster.local:4222", "nats://10.0.0.7:4222",
+     "nats://localhost:4222", "http://mlflow.example.com"],
+)  # fmt: skip
+def test_qualified_names_and_addresses_are_taken(url: str) -> None:
+    assert KubernetesPlatformSettings(nats_url=url).nats_url == url
+
+
+def test_every_container_but_the_builders_gets_the_pod_environment() -> None:
+    # Model servers, steps and agents connect to NATS and MLflow as the agents do.
+    wanted = [item.entry() for item in SETTINGS.pod_env]
+    for obj in OBJECTS:
+        build = obj["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "build"
+        if build or obj["kind"] not in ("Deployment", "Job", "Pod"):
+            continue
+        pod = obj["spec"] if obj["kind"] == "Pod" else _pods(obj)
+        for container in pod["containers"]:
+            assert [e for e in container["env"] if e in wanted] == wanted, obj["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("given", "wrong"),
+    [
+        ({"name": "X"}, "either a value, or a secret and its key"),
+        ({"name": "X", "value": "v", "secret": "s", "key": "k"}, "either a value"),
+        ({"name": "X", "secret": "s"}, "either a value, or a secret and its key"),
+    ],
+)
+def test_a_pod_variable_has_one_source(given: dict[str, str], wrong: str) -> None:
+    with pytest.raises(ValidationError, match=wrong):
+        PodEnv.model_validate(given)
+
+
+def test_a_model_servers_tmp_has_a_size_limit() -> None:
+    # Downloaded artifacts fill /tmp: past the limit the pod is evicted, the node kept.
+    (deployment,) = [
+        o for o in OBJECTS if o["metadata"]["name"] == "serve-model" and o["kind"] == "Deployment"
+    ]
+    volumes = {v["name"]: v for v in _pods(deployment)["volumes"]}
+    assert volumes["tmp"] == {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
+    unlimited = SETTINGS.model_copy(update={"serving_tmp_size": None})
+    node = ServiceNode(name="model", model_uri="models:/digits/1")
+    spec = service_deployment(unlimited, "vision", "serve", node)["spec"]["template"]["spec"]
+    assert {v["name"]: v for v in spec["volumes"]}["tmp"]["emptyDir"] == {}
+
+
+def test_a_node_that_declares_no_resources_still_requests_some() -> None:
+    # A ResourceQuota refuses pods without requests; a default is no limit to be killed at.
+    node = ServiceNode(name="model", model_uri="models:/digits/1")
+    spec = service_deployment(SETTINGS, "vision", "serve", node)["spec"]["template"]["spec"]
+    assert spec["containers"][0]["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}}
+    sized = ServiceNode(name="model", model_uri="models:/digits/1", resources={"memory": "1Gi"})
+    spec = service_deployment(SETTINGS, "vision", "serve", sized)["spec"]["template"]["spec"]
+    assert spec["containers"][0]["resources"] == {
+        "requests": {"cpu": "100m", "memory": "1Gi"},
+        "limits": {"memory": "1Gi"},
+    }
+
+
+@pytest.mark.parametrize("replica_reports", [False, True])
+def test_model_servers_log_their_own_reports_to_mlflow_only_when_asked(
+    replica_reports: bool,
+) -> None:
+    """By default the tracker logs each window per node; a fleet of replicas
+    each logging ~350 numbers a report would flood MLflow."""
+    settings = SETTINGS.model_copy(update={"replica_reports": replica_reports})
+    node = ServiceNode(name="model", model_uri="models:/digits/1")
+    template = serving_template(settings, "serve", node, {"app": "serve"})
+    (container,) = template["spec"]["containers"]
+    command = " ".join([*container.get("command", []), *container.get("args", [])])
+    assert "--tracking-uri http://mlflow.mlops:5000" in command  # the model loads from it
+    assert ("--report-tracking-uri" in command) is replica_reports

@@ -50,6 +50,15 @@ async def test_jobs_start_in_dependency_order(
     }
     spec = job["spec"]
     assert spec["backoffLimit"] == 0
+    # A drained node's eviction is no failure of the step: the Job makes a new pod.
+    assert spec["podFailurePolicy"] == {
+        "rules": [
+            {
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            }
+        ]
+    }
     assert spec["activeDeadlineSeconds"] == 600
     assert spec["ttlSecondsAfterFinished"] == 3600
     pod = spec["template"]["spec"]
@@ -72,8 +81,10 @@ async def test_jobs_start_in_dependency_order(
     assert {"name": "run-dir", "mountPath": "/scanflow/run"} in container["volumeMounts"]
     prepare = cluster.get("jobs", "nightly-prepare")["spec"]
     assert prepare["template"]["spec"]["containers"][0]["command"][8:] == [
-        "python", "-m", "digits.prepare",
-    ]  # fmt: skip
+        "python",
+        "-m",
+        "digits.prepare",
+    ]
     # A step without a timeout of its own still has a deadline.
     assert prepare["activeDeadlineSeconds"] == 6 * 3600
 

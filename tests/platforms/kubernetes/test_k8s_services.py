@@ -13,7 +13,7 @@ from scanflow_agents.platforms.kubernetes import KubernetesPlatform, KubernetesP
 from scanflow_agents.testing import eventually
 from scanflow_agents.workflows import Workflow, load_application
 
-from .conftest import NAMESPACE, TEAM, Cluster, rebuild, with_node
+from .conftest import BUS_NAMESPACE, NAMESPACE, TEAM, Cluster, rebuild, with_node
 
 LABELS = {
     "app.kubernetes.io/managed-by": "scanflow-agents",
@@ -59,10 +59,12 @@ async def test_deploy_creates_a_deployment_and_service_per_node(
     assert args[args.index("--host") + 1] == "0.0.0.0"
     assert args[args.index("--replica") + 1] == "$(POD_NAME)"
     assert args[args.index("--tracking-uri") + 1] == "http://mlflow.mlops:5000"
+    # Reports go where the agents listen, whatever the team's Kubernetes namespace.
+    assert args[args.index("--namespace") + 1] == BUS_NAMESPACE
     env = _env(container)
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.mlops:5000"
     assert env["SCANFLOW_NATS__URL"] == "nats://nats.mlops:4222"
-    assert env["SCANFLOW_NAMESPACE"] == TEAM
+    assert env["SCANFLOW_NAMESPACE"] == BUS_NAMESPACE
     assert env["LOG_LEVEL"] == "debug"
     assert container["envFrom"] == [{"secretRef": {"name": "scanflow-credentials"}}]
     # No CPU limit (CFS throttling); memory limited to what is requested.
@@ -354,6 +356,7 @@ async def test_bad_workflows_are_refused(platform: KubernetesPlatform, batch: Wo
 async def test_teams_get_namespaces_and_keep_them(
     platform: KubernetesPlatform, cluster: Cluster, online: Workflow
 ) -> None:
+    cluster.emulator.namespaces.add("scanflow-audio")  # made by the install, as the chart does
     await platform.deploy(online, team="audio")
 
     assert list(cluster.objects("deployments", "scanflow-audio")) == [
@@ -421,8 +424,14 @@ async def test_application_deploys_its_agents(
     }
     container = _container(drift)
     assert container["command"] == [
-        "scanflow", "run", "team.agents:DriftWatch", "--name", "drift", "--http-port", "8080"
-    ]  # fmt: skip
+        "scanflow",
+        "run",
+        "team.agents:DriftWatch",
+        "--name",
+        "drift",
+        "--http-port",
+        "8080",
+    ]
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     probes = {
         kind: container[f"{kind}Probe"]["httpGet"] for kind in ("startup", "readiness", "liveness")
@@ -433,7 +442,7 @@ async def test_application_deploys_its_agents(
         "liveness": {"path": "/livez", "port": "http"},
     }
     env = _env(container)
-    assert env["SCANFLOW_NAMESPACE"] == TEAM
+    assert env["SCANFLOW_NAMESPACE"] == BUS_NAMESPACE
     assert env["SCANFLOW_NATS__URL"] == "nats://nats.mlops:4222"
     assert env["SCANFLOW_MLFLOW__TRACKING_URI"] == "http://mlflow.mlops:5000"
     assert env["SCANFLOW_AGENTS__DRIFT"] == '{"threshold": 0.2}'
@@ -473,3 +482,25 @@ def test_the_platform_keeps_the_contract_and_imports_lightly() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]
+
+
+async def test_a_team_the_planner_does_not_manage_is_refused_by_name(
+    cluster: Cluster, settings: KubernetesPlatformSettings
+) -> None:
+    # Its namespace has no Role: the planner says what to change, and sends nothing.
+    managed = settings.model_copy(update={"teams": (TEAM,)})
+    workflow = Workflow.model_validate(
+        {"name": "serve", "kind": "online", "nodes": [{"name": "m", "model_uri": "m:/1"}]}
+    )
+    async with KubernetesPlatform(managed) as platform:
+        with pytest.raises(PlatformError) as caught:
+            await platform.deploy(workflow, team="cellar")
+    message = str(caught.value)
+    assert "team 'cellar' is not one this planner manages (teams: vision)" in message
+    assert "add 'cellar' to kubernetes.teams" in message
+    assert not cluster.emulator.objects
+
+
+def test_the_default_team_must_be_managed() -> None:
+    with pytest.raises(ValueError, match=r"team 'default' .* not among the managed teams"):
+        KubernetesPlatformSettings(teams=("vision",))
