@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,6 +14,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 from nats.js.kv import KeyValue as NatsBucket
 
 from scanflow_agents._kit.tasks import guarded
@@ -200,6 +203,15 @@ class ConsumerSubscription(Subscription):
                 await self._task
 
 
+@dataclass(frozen=True)
+class _Last:
+    """A key's last entry in its bucket's stream."""
+
+    revision: int
+    value: bytes
+    deleted: bool  # a delete or purge marker: the key has no value
+
+
 class JetStreamKeyValue(KeyValue):
     """A JetStream key-value bucket (one value per key kept)."""
 
@@ -219,12 +231,29 @@ class JetStreamKeyValue(KeyValue):
     async def get(self, key: str) -> KvEntry | None:
         check_kv_names(self.bucket, key)
         try:
-            entry = await self._kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
+            last = await self._last(key)
         except _ERRORS as exc:
             raise self._failed("read", key, exc) from exc
-        return KvEntry(key, entry.value or b"", int(entry.revision or 0))
+        if last is None or last.deleted:
+            return None
+        return KvEntry(key, last.value, last.revision)
+
+    async def _last(self, key: str) -> _Last | None:
+        """The key's last entry in the stream (a value or a delete marker), or ``None``.
+
+        Read on the stream's leader, not with nats-py's direct get: on a cluster
+        any replica answers a direct get, and a follower that has not applied the
+        latest write yet answers with the value before it. A claim that lost its
+        create would then read the key as free and run the call a second time.
+        """
+        try:
+            msg = await self._js.get_msg(
+                f"KV_{self.bucket}", subject=f"$KV.{self.bucket}.{key}", direct=False
+            )
+        except nats.js.errors.NotFoundError:
+            return None
+        operation = (msg.headers or {}).get(KV_OP)
+        return _Last(int(msg.seq or 0), msg.data or b"", operation in (KV_DEL, KV_PURGE))
 
     async def put(self, key: str, value: bytes) -> int:
         check_kv_names(self.bucket, key)
@@ -234,13 +263,28 @@ class JetStreamKeyValue(KeyValue):
             raise self._failed("write", key, exc) from exc
 
     async def create(self, key: str, value: bytes) -> int:
+        """Set ``key`` if it has no value: an update expecting no entry, or the delete marker.
+
+        Not nats-py's create, which reads the marker with a direct get and, on a
+        cluster, fails with "key not found" when a follower has not seen it yet.
+        """
         check_kv_names(self.bucket, key)
+        last = 0  # no entry for the key in the stream
         try:
-            return int(await answered(lambda: self._kv.create(key, value), self.grace))
-        except nats.js.errors.KeyWrongLastSequenceError:
-            raise KvConflict(f"key {key!r} of bucket {self.bucket!r} exists") from None
+            # Three tries: between the refused write and the read, the marker can
+            # expire (the bucket's age limit) or a rival can delete the value again.
+            for _try in range(3):
+                write = functools.partial(self._kv.update, key, value, last=last)
+                try:
+                    return int(await answered(write, self.grace))
+                except nats.js.errors.KeyWrongLastSequenceError:
+                    entry = await self._last(key)
+                    if entry is not None and not entry.deleted:
+                        break
+                    last = 0 if entry is None else entry.revision
         except _ERRORS as exc:
             raise self._failed("create", key, exc) from exc
+        raise KvConflict(f"key {key!r} of bucket {self.bucket!r} exists")
 
     async def update(self, key: str, value: bytes, revision: int) -> int:
         check_kv_names(self.bucket, key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 
@@ -99,3 +100,38 @@ async def test_more_replicas_than_servers_is_a_clear_start_up_error(
     _stream, streams = names()
     with pytest.raises(TransportError, match="fewer JetStream servers"):
         await NatsTransport.connect(NatsSettings(url=nats_cluster.url, replicas=5), streams=streams)
+
+
+async def test_a_read_on_any_server_sees_the_last_write_of_a_replicated_bucket(
+    nats_cluster: NatsCluster,
+) -> None:
+    """A write acknowledged by a quorum is read back on every server, at once.
+
+    A follower that has not applied the write yet must not answer the read (a
+    claim that lost its create would read the key as free and run a call twice),
+    nor a create after a delete (it once failed with "key not found").
+    """
+    stream, streams = names()
+    bucket = f"claims{stream.lower()}"
+    transports = [
+        await NatsTransport.connect(NatsSettings(url=url, replicas=3), streams=streams)
+        for url in nats_cluster.urls
+    ]
+    try:
+        stale: list[tuple[int, bytes | None]] = []
+        for i in range(150):
+            # Three creates at once, one on each server: exactly one wins, and each
+            # loser reads the winner's value back, whichever server it is on.
+            value = str(i).encode()
+            won = await asyncio.gather(*(t.kv_create(bucket, "k", value) for t in transports))
+            assert sorted(won) == [False, False, True], i
+            for reader in transports:
+                if (seen := await reader.kv_get(bucket, "k")) != value:
+                    stale.append((i, seen))
+            await transports[i % 3].kv_delete(bucket, "k")
+            if await transports[(i + 1) % 3].kv_get(bucket, "k") is not None:
+                stale.append((i, b"<not deleted>"))
+        assert stale == []
+    finally:
+        for transport in transports:
+            await transport.close()
