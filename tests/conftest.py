@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -12,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -42,6 +45,7 @@ def _is_worker(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     if not _is_worker(config):
         os.environ[LEFTOVERS] = tempfile.mkdtemp(prefix="scanflow-leftovers-")
+        os.environ[HANGS] = tempfile.mkdtemp(prefix="scanflow-hangs-")
         return
     parent = os.getppid()
 
@@ -106,6 +110,60 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         else:
             sys.stderr.write(message + "\n")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# ---------------------------------------------------------------------------
+# A hung test tells where it hung. The hang guard (pytest-timeout's thread
+# method) ends the worker, and under xdist what it prints is lost: the run only
+# says the worker "crashed". So a second timer, a second before the guard's,
+# writes the stacks of every thread and pending asyncio task to a file of the
+# worker's, and the controller adds that file to the crash report.
+
+HANGS = "SCANFLOW_TEST_HANGS"
+_HANG_TIMER = pytest.StashKey[threading.Timer]()
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
+    folder = os.environ.get(HANGS)
+    if not folder or not _is_worker(item.config):
+        return
+    worker = item.config.workerinput["workerid"]  # type: ignore[attr-defined]
+    timer = threading.Timer(
+        max(settings.timeout - 1.0, 0.5), _write_stacks, (Path(folder) / worker, item.nodeid)
+    )
+    timer.daemon = True
+    timer.start()
+    item.stash[_HANG_TIMER] = timer
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
+    timer = item.stash.get(_HANG_TIMER, None)
+    if timer is not None:
+        timer.cancel()
+
+
+def _write_stacks(path: Path, nodeid: str) -> None:
+    out = io.StringIO()
+    out.write(f"{nodeid} hung: its stacks a second before the hang guard ended it\n")
+    for ident, frame in sys._current_frames().items():
+        out.write(f"--- thread {ident}\n{''.join(traceback.format_stack(frame))}")
+    # Tasks of whichever loop runs (the timer's thread has none of its own).
+    tasks = [t for t in gc.get_objects() if isinstance(t, asyncio.Task) and not t.done()]
+    for task in tasks:
+        out.write(f"--- task {task.get_name()}\n")
+        task.print_stack(file=out)
+    path.write_text(out.getvalue())
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_handlecrashitem(crashitem: str, report: pytest.TestReport, sched: object) -> None:
+    folder = os.environ.get(HANGS)
+    stacks = Path(folder or ".") / report.node.gateway.id
+    if folder and stacks.exists():
+        report.longrepr = f"{report.longrepr}\n{stacks.read_text()}"
+        stacks.unlink()
 
 
 @pytest.fixture(autouse=True)

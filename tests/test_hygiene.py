@@ -93,3 +93,6 @@ def test_a_hung_test_fails_and_the_run_goes_on() -> None:
     assert "crashed while running 'tests/support/hang_probe.py::test_hangs'" in run.stdout
     assert "FAILED tests/support/hang_probe.py::test_hangs" in run.stdout
     assert "1 failed, 1 passed" in run.stdout
+    # And it says where the test hung: the stack of its task, awaiting for ever.
+    assert "test_hangs hung: its stacks" in run.stdout
+    assert "await asyncio.Event().wait()  # never set" in run.stdout
