@@ -1,7 +1,8 @@
 """Statistics for the checker: drift of inputs, changes in error streams, SLOs.
 
-A standalone library on numpy and scipy (and nothing else of scanflow_agents), so
-it is imported only by whoever checks: ``import scanflow_agents`` stays free of
+A standalone library on numpy (and nothing else of scanflow_agents: the tail
+probabilities scipy would give are computed in ``tails.py``), so it is
+imported only by whoever checks: ``import scanflow_agents`` stays free of
 numpy.
 
 - :class:`Reference` and :meth:`Reference.check`: univariate drift of a window of

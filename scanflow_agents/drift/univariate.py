@@ -10,7 +10,8 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
+
+from .tails import chi2_survival, kolmogorov, smirnov
 
 FloatArray = npt.NDArray[np.float64]
 Correction = Literal["holm", "bh", "none"]
@@ -65,12 +66,12 @@ def ks_pvalue(statistic: npt.ArrayLike, n: npt.ArrayLike, m: npt.ArrayLike) -> F
     d, n_arr, m_arr = np.broadcast_arrays(d, n_arr, m_arr)
     size = np.maximum(np.round(n_arr * m_arr / (n_arr + m_arr)), 1.0)
     root = np.sqrt(size)
-    p = np.array(special.kolmogorov(root * d + 1.0 / (6.0 * root)), dtype=np.float64, ndmin=1)
+    p = np.array(kolmogorov(root * d + 1.0 / (6.0 * root)), dtype=np.float64, ndmin=1)
     spread = np.atleast_1d(size * d * d)
     exact = (spread >= _EXACT_FROM) & (spread < _EXACT_UNTIL) & (size <= _EXACT_MAX_N)
     if np.any(exact):
         sizes, stats = np.atleast_1d(size)[exact], np.atleast_1d(d)[exact]
-        p[exact] = 2.0 * special.smirnov(sizes.astype(np.int64), stats)
+        p[exact] = 2.0 * smirnov(sizes.astype(np.int64), stats)
     return np.clip(p, 0.0, 1.0).reshape(d.shape)
 
 
@@ -105,7 +106,7 @@ def chi2_homogeneity(reference: FloatArray, window: FloatArray) -> tuple[float, 
     expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
     statistic = float(np.sum((table - expected) ** 2 / expected))
     dof = table.shape[1] - 1
-    return statistic, float(special.chdtrc(dof, statistic))
+    return statistic, chi2_survival(dof, statistic)
 
 
 def adjust(p_values: npt.ArrayLike, method: Correction = "holm") -> FloatArray:

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "scanflow_agents" / "drift"
-ALLOWED = {"numpy", "scipy"} | set(sys.stdlib_module_names)
+# Not scipy: the checker runs in the agent image, which has none (tails.py).
+ALLOWED = {"numpy"} | set(sys.stdlib_module_names)
 
 
-def test_drift_imports_only_numpy_scipy_and_the_standard_library() -> None:
+def test_drift_imports_only_numpy_and_the_standard_library() -> None:
     for path in PACKAGE.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
