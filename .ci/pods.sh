@@ -7,6 +7,8 @@
 #
 # Needs root (rootful podman); installs podman, runc, debootstrap and
 # catatonit (the pods' infra containers) from Debian if missing.
+# Usage: pods.sh [build|run]: the image only, the pods only (of the image
+# built before), or both (the default).
 # Environment: PY (default .venv/bin/python), IMAGE (default
 # localhost/scanflow-agents:ci), BASE_IMAGE (see .ci/podman-setup.sh).
 set -euo pipefail
@@ -14,6 +16,11 @@ cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"
 BIN="$(dirname "$PY")"
 IMAGE="${IMAGE:-localhost/scanflow-agents:ci}"
+WHAT="${1:-all}"
+case "$WHAT" in
+    build | run | all) ;;
+    *) echo "usage: $0 [build|run]" >&2; exit 2 ;;
+esac
 
 if ! command -v catatonit >/dev/null && [ ! -x /usr/libexec/podman/catatonit ]; then
     apt-get update -qq
@@ -22,23 +29,26 @@ fi
 # shellcheck source=.ci/podman-setup.sh
 source .ci/podman-setup.sh
 
-echo "--- hadolint Containerfile"
-"$BIN/hadolint" Containerfile
+if [ "$WHAT" != run ]; then
+    echo "--- hadolint Containerfile"
+    "$BIN/hadolint" Containerfile
 
-echo "--- podman build $IMAGE (base $BASE_IMAGE)"
-previous="$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
-started=$(date +%s)
-podman build --pull=never --network=host --quiet \
-    --build-arg BASE_IMAGE="$BASE_IMAGE" \
-    --build-arg REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
-    --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-    --secret id=pipca,src=/etc/ssl/certs/ca-certificates.crt \
-    -f Containerfile -t "$IMAGE" . >/dev/null
-echo "build: $(( $(date +%s) - started )) s; size: $(podman image inspect "$IMAGE" --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}')"
-# The image this tag named before, and its untagged layers, are of no more use.
-if [ -n "$previous" ] && [ "$previous" != "$(podman image inspect --format '{{.Id}}' "$IMAGE")" ]; then
-    podman rmi "$previous" >/dev/null 2>&1 || true
+    echo "--- podman build $IMAGE (base $BASE_IMAGE)"
+    previous="$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
+    started=$(date +%s)
+    podman build --pull=never --network=host --quiet \
+        --build-arg BASE_IMAGE="$BASE_IMAGE" \
+        --build-arg REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+        --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+        --secret id=pipca,src=/etc/ssl/certs/ca-certificates.crt \
+        -f Containerfile -t "$IMAGE" . >/dev/null
+    echo "build: $(( $(date +%s) - started )) s; size: $(podman image inspect "$IMAGE" --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}')"
+    # The image this tag named before, and its untagged layers, are of no more use.
+    if [ -n "$previous" ] && [ "$previous" != "$(podman image inspect --format '{{.Id}}' "$IMAGE")" ]; then
+        podman rmi "$previous" >/dev/null 2>&1 || true
+    fi
 fi
+if [ "$WHAT" = build ]; then exit 0; fi
 
 echo "--- the chart's pods as containers"
 HELM="$(bash .ci/fetch-helm.sh)"
