@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 from collections.abc import Sequence
 
 import click
 from scanflow_agents.runtime.commanding import run_coroutine, settings_of
-from scanflow_agents.runtime.loading import BUILTIN_AGENTS, LoadError, load_agent_classes
+from scanflow_agents.runtime.loading import BUILTIN_AGENTS, classes_for_command
 
 from scanflow_agents import DefinitionError, logs
 
@@ -142,16 +141,7 @@ def _serve(
                 f"probes and metrics (--http-port) need {', '.join(missing)}: "
                 "pip install 'scanflow-agents[pod]'"
             )
-    try:
-        classes = [klass for ref in references for klass in load_agent_classes(ref)]
-    except LoadError as exc:
-        logging.getLogger("scanflow_agents.runtime").debug("load failed", exc_info=exc)
-        cause = exc.__cause__
-        if cause is not None and not isinstance(cause, ModuleNotFoundError):
-            import traceback
-
-            traceback.print_exception(cause, file=sys.stderr)
-        raise click.ClickException(str(exc)) from exc
+    classes = classes_for_command(references)
     if agent_name is not None and len(classes) != 1:
         raise click.UsageError(
             f"--name needs exactly one agent; the references name {len(classes)}"
@@ -234,7 +224,7 @@ _register_demo()
 def _register_commands() -> None:
     # The commands that talk to running agents live in their own modules; the
     # console's module imports Textual only when `scanflow console` runs.
-    from scanflow_agents.runtime import acting, checking, inspecting, operating
+    from scanflow_agents.runtime import acting, checking, inspecting, operating, replaying
     from scanflow_agents.runtime.console.command import console
 
     for command in (
@@ -244,6 +234,7 @@ def _register_commands() -> None:
         inspecting.history,
         inspecting.events,
         inspecting.shadow_diff,
+        replaying.replay_command,
         acting.apply,
         operating.approvals,
         operating.approve,

@@ -8,6 +8,7 @@ import contextlib
 from typing import Any
 
 import click
+import orjson
 from scanflow_agents.runtime.commanding import (
     EVENT_COLUMNS,
     Column,
@@ -173,7 +174,19 @@ def last_value(last: LastRun | None) -> Any:
 @click.option("--correlation", help="Only one chain, by correlation id (read from the index).")
 @click.option("--kind", "kinds", multiple=True, help="Only these kinds (observation, decision...).")
 @click.option("--since", help="Only records since a time: 30s, 10m, 2h, 1d, or an ISO time.")
-@click.option("--limit", default=100, show_default=True, help="Newest records to show.")
+@click.option(
+    "--limit",
+    type=int,
+    help="Newest records to show [default: 100; with --export, all].",
+)
+@click.option(
+    "--export",
+    "export",
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+    help="Write the records to this file, one JSON object a line, oldest first "
+    "(every event, custom topics too, unless --kind names some): "
+    "what `scanflow replay --file` reads. '-' writes to standard output.",
+)
 @json_option
 @click.pass_context
 def history(
@@ -182,20 +195,42 @@ def history(
     correlation: str | None,
     kinds: tuple[str, ...],
     since: str | None,
-    limit: int,
+    limit: int | None,
+    export: str | None,
     as_json: bool,
 ) -> None:
     """The audit trail, newest first: observations, decisions, actions and control ops.
 
     Filtering happens on the server, by subject; --limit counts what is left.
-    With --correlation, the whole chain, custom events included.
+    With --correlation, the whole chain, custom events included. With --export,
+    a span of history goes to a file, for a replay or for the record; secrets in
+    it are masked as everywhere else.
     """
     from scanflow_agents.clients import RECORD_KINDS
 
+    if export is not None:
+        # Every event: a replay needs the events its rules watch, and the actions
+        # (of other agents) that answered its calls, not only its own records.
+        records = _read(ctx, agent, correlation, kinds or None, since, limit or EXPORT_LIMIT)
+        _export(records, export)
+        return
     # One chain is shown whole (custom events too), unless kinds are named.
     wanted = kinds or (None if correlation else RECORD_KINDS)
-    records = _read(ctx, agent, correlation, wanted, since, limit)
+    records = _read(ctx, agent, correlation, wanted, since, limit or 100)
     _print_events(list(reversed(records)), as_json)
+
+
+#: The most records ``history --export`` reads without a ``--limit``.
+EXPORT_LIMIT = 10_000_000
+
+
+def _export(records: list[dict[str, Any]], path: str) -> None:
+    lines = [orjson.dumps(record).decode() for record in redaction.mask(records)]
+    with click.open_file(path, "w") as out:
+        for line in lines:
+            out.write(line + "\n")
+    if path != "-":
+        click.echo(f"{len(lines)} record(s) written to {path}", err=True)
 
 
 @click.command()

@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import logging
 import sys
+import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -22,6 +25,24 @@ BUILTIN_AGENTS = {
 
 class LoadError(Exception):
     """An agent reference cannot be resolved; the message says what to fix."""
+
+
+def classes_for_command(references: Sequence[str]) -> list[type[Agent]]:
+    """The agent classes of a command's references, or a click error that says why not.
+
+    An error raised by the user's own module is printed with its traceback
+    first: the one-line message alone would hide where it came from.
+    """
+    import click
+
+    try:
+        return [klass for ref in references for klass in load_agent_classes(ref)]
+    except LoadError as exc:
+        logging.getLogger("scanflow_agents.runtime").debug("load failed", exc_info=exc)
+        cause = exc.__cause__
+        if cause is not None and not isinstance(cause, ModuleNotFoundError):
+            traceback.print_exception(cause, file=sys.stderr)
+        raise click.ClickException(str(exc)) from exc
 
 
 def load_agent_classes(reference: str) -> list[type[Agent]]:

@@ -70,6 +70,7 @@ PRIVATE_USERS = {
     "scanflow_agents._core": (
         "scanflow_agents.agents",
         "scanflow_agents.clients",
+        "scanflow_agents.replaying",
         "scanflow_agents.testing",
     ),
     # The toolkit below every layer: anything that ships, but not the built-in
