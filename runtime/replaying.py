@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from scanflow_agents.replaying import Replay, Row, check_determinism, replay
 @click.option(
     "--file",
     "path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Read the history from this file (`scanflow history --export`), not the stream.",
 )
 @click.option("--since", help="Only history since a time: 30s, 10m, 2h, 1d, or an ISO time.")
@@ -78,6 +79,9 @@ def replay_command(
     agent = klass(name=agent_name, settings=settings_of(ctx))
     stubs = dict(_answer(text) for text in answers)
     history = _read_file(path) if path is not None else _read_stream(ctx, since)
+    # What the rules decide is the output; the reactor's line per decision and
+    # per refused call would repeat it, out of order.
+    logging.getLogger("scanflow_agents.reacting").setLevel(logging.WARNING)
     result = run_coroutine(lambda: replay(agent, history, answers=stubs))
     suspects = check_determinism(agent, result) if determinism else []
     if as_json:
@@ -117,8 +121,15 @@ def _answer(text: str) -> tuple[str, Any]:
 
 
 def _read_file(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot read {path}: {exc.strerror or exc} "
+            "(write one with `scanflow history --export FILE`)"
+        ) from exc
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -218,3 +218,6 @@ def test_a_file_that_is_not_history_is_refused_with_the_line(tmp_path: Path) -> 
     )
     assert wrong.exit_code == 2
     assert "AGENT.ACTUATOR=JSON" in wrong.output
+    missing = CliRunner().invoke(main, ["replay", f"{__file__}:Watch", "--file", "nowhere.jsonl"])
+    assert missing.exit_code == 1
+    assert "cannot read nowhere.jsonl: No such file or directory" in missing.output

@@ -228,6 +228,42 @@ def test_the_approval_guide_as_written(tmp_path: Path) -> None:
         assert f"no approval '{approval['id']}' waits on any running agent" in again.stderr
 
 
+def test_the_replay_section_of_the_shadow_guide_as_written(tmp_path: Path) -> None:
+    # docs/guides/shadow.md, "Replay the change on what was recorded".
+    exported = str(tmp_path / "history.jsonl")
+    with embedded(tmp_path, "examples/quickstart.py") as base:
+        _until_listed(base, "load-watch")
+        deadline = time.monotonic() + 90
+        while len(_decisions(base)) < 3:
+            assert time.monotonic() < deadline, "the watcher decided nothing in 90 s"
+            time.sleep(0.5)
+        scanflow(*base, "pause", "load-watch")
+        assert "record(s) written to" in scanflow(*base, "history", "--export", exported).stderr
+    changed = scanflow(
+        "replay", "examples/shadow_policy.py:LoadWatch", "--file", exported, "--json"
+    )
+    found = json.loads(changed.stdout)
+    # From 80 instead of 100, a replica per 40: every scale-out of then is made
+    # now too, most with more replicas, and some observations get one of their own.
+    assert found["counts"]["removed"] == 0
+    assert found["counts"]["changed"] + found["counts"]["added"] > 0
+    table = scanflow("replay", "examples/shadow_policy.py:LoadWatch", "--file", exported).stdout
+    assert table.splitlines()[0].split() == ["TIME", "STATUS", "RULE", "CAUSE", "THEN", "NOW"]
+    unchanged = scanflow(
+        "replay", "examples/quickstart.py:LoadWatch", "--file", exported, "--check-determinism"
+    )
+    assert re.fullmatch(
+        r"\d+ recorded observation\(s\) and event\(s\) replayed; (\d+) cause\(s\) decided on: "
+        r"\1 same, 0 changed, 0 removed, 0 added\n",
+        unchanged.stdout,
+    ), unchanged.stdout
+
+
+def _decisions(base: tuple[str, ...]) -> list[str]:
+    listed = scanflow(*base, "history", "--agent", "load-watch", "--kind", "decision", "--json")
+    return listed.stdout.splitlines()
+
+
 def test_the_shadow_guide_as_written(tmp_path: Path) -> None:
     # docs/guides/shadow.md: the quickstart's agents live, the changed watcher as a shadow.
     with embedded(tmp_path, "examples/quickstart.py") as base:
