@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner, Result
 
 from scanflow_agents import Agent, Call, Decision, Observation, actuator, rule, sensor
 from scanflow_agents.replaying import check_determinism, replay
-from scanflow_agents.testing import AgentHarness
+from scanflow_agents.testing import AgentHarness, assert_replays
 
 LOADS = [50, 120, 90, 150, 30, 110]
 
@@ -132,6 +133,13 @@ async def test_a_rule_that_reads_the_wall_clock_is_named(bus: str | None) -> Non
     assert found.rule == "busy"
     assert found.suspects == ("the wall clock",)
     assert "reads the wall clock" in str(found)
+
+
+async def test_assert_replays_passes_a_deterministic_agent_and_names_a_clock_reader() -> None:
+    assert (await assert_replays(Watch(), await _recorded(Watch(), None))).counts()["same"] == 3
+    history = await _recorded(StampedWatch(), None)
+    with pytest.raises(AssertionError, match=r"rule 'busy' decided otherwise .* the wall clock"):
+        await assert_replays(StampedWatch(), history)
 
 
 async def test_every_call_made_then_is_answered_from_its_record() -> None:

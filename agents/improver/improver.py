@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +30,7 @@ from scanflow_agents import (
     NotFound,
     Observation,
     actuator,
+    clocks,
     rule,
     sensor,
 )
@@ -457,7 +457,7 @@ class Improver(Agent):
                 {"workflow": workflow, "node": node, "replicas": plan.target},
                 timeout=300,
             )
-            scaler.changed_at = time.time()  # windows from now on see the new replicas
+            scaler.changed_at = clocks.wall()  # windows from now on see the new replicas
             return result
 
         return await self._plan("scale", workflow, plan.reason, evidence, execute, action=action)

@@ -22,11 +22,12 @@ Findings that arrive while a workflow is not idle are kept on its state
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from scanflow_agents import clocks
 
 
 @dataclass
@@ -64,7 +65,7 @@ class Retrainings:
         clock: Monotonic seconds (a test gives its own).
     """
 
-    def __init__(self, run_timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, run_timeout: float, clock: Callable[[], float] = clocks.now) -> None:
         self.run_timeout = run_timeout
         self.clock = clock
         self.states: dict[str, State] = {}

@@ -27,11 +27,12 @@ ratio step per period as Kubernetes' HPA takes. Guards against flapping:
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from scanflow_agents.builtin.improver.settings import Scaling
+
+from scanflow_agents import clocks
 
 
 @dataclass
@@ -66,7 +67,7 @@ class Autoscaler:
 
     def plan(self, finding: dict[str, Any], now: float | None = None) -> Plan | None:
         """The plan for one SLO finding (``breached``, ``rps``, ``replicas``), or ``None``."""
-        now = time.monotonic() if now is None else now
+        now = clocks.now() if now is None else now
         started = (finding.get("window") or {}).get("start")
         if started is not None and float(started) < self.changed_at:
             return None  # measured (partly) before our last change took effect: stale
@@ -94,7 +95,7 @@ class Autoscaler:
             and now - self.last_change >= self.settings.scale_in_cooldown
         ):
             self.calm = 0
-            self.last_change, self.changed_at = now, time.time()
+            self.last_change, self.changed_at = now, clocks.wall()
             reason = (
                 f"{rps:.1f} rps fits {target} replica(s) of {self.capacity:.1f} rps with "
                 f"{self.settings.headroom:.0%} headroom, "
@@ -137,7 +138,7 @@ class Autoscaler:
         # one episode (in the cooldown, or measured before the change) are not counted.
         self.lowered += 1
         self.last_scale_out = self.last_change = now
-        self.changed_at = time.time()
+        self.changed_at = clocks.wall()
         reason = (
             f"latency objective breached at {rps:.1f} rps on {current} replica(s); "
             f"{target} replica(s) of {self.capacity:.1f} rps "
