@@ -190,6 +190,11 @@ def _show(result: Replay, show_all: bool) -> None:
         click.echo(
             f"new call, not made then (a stub answered): {call.agent}.{call.actuator}({params})"
         )
+    for rule, count in result.failures.items():
+        click.echo(
+            f"rule '{rule}' failed {count} time(s) in the replay (its error is logged above): "
+            "its decisions there are missing, not removed"
+        )
     for sensor, rules in result.unreplayable.items():
         click.echo(
             f"not replayed: sensor '{sensor}' records no observations (publish=False), "

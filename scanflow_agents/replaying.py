@@ -37,7 +37,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from scanflow_agents._core.reacting import Reactor
 from scanflow_agents._core.recording import event_record
@@ -46,7 +46,11 @@ from scanflow_agents.agents import Agent
 from scanflow_agents.diffs import DecisionDiff, Difference, diff_decisions
 from scanflow_agents.errors import CallError, ErrorCode
 from scanflow_agents.messages import Envelope, Event, Observation
-from scanflow_agents.transports.base import subject_matches
+from scanflow_agents.transports import MemoryBroker, MemoryTransport
+from scanflow_agents.transports.base import KeyValue, subject_matches
+
+if TYPE_CHECKING:
+    from scanflow_agents._core.running import AgentRuntime
 
 #: What a row says, in replay's words: ``removed`` was decided then and not now.
 REPLAY_STATUS = {
@@ -103,6 +107,8 @@ class Replay:
     unreplayable: dict[str, list[str]]  # sensor id -> the rules that watch it
     observations: int  # recorded observations and events given to rules
     counterfactual_from: str | None  # time of the first decision that acted otherwise
+    failures: dict[str, int] = field(default_factory=dict)  # rule id -> runs that raised
+    emitted: list[tuple[str, Any]] = field(default_factory=list)  # (topic, payload), kept
 
     @property
     def differences(self) -> list[Row]:
@@ -121,6 +127,8 @@ class Replay:
             "observations": self.observations,
             "counterfactual_from": self.counterfactual_from,
             "unreplayable": self.unreplayable,
+            "failures": self.failures,
+            "emitted": len(self.emitted),
             "new_calls": [
                 {
                     "agent": call.agent,
@@ -133,6 +141,48 @@ class Replay:
             ],
             "rows": [row.as_json() for row in self.rows],
         }
+
+
+class _Stage:
+    """What an agent's own code reaches through its runtime, while it is replayed.
+
+    Emits are kept (``Replay.emitted``), not published; a call made from a
+    rule's own code (not a decision's) goes through the replay's call port;
+    key-value buckets are in memory, empty at the start. MLflow and approvals
+    are not given: a rule that needs them fails in the replay, and the result
+    counts it (``Replay.failures``).
+    """
+
+    def __init__(self, agent: Agent, call: Any, emitted: list[tuple[str, Any]]) -> None:
+        self._agent, self._call, self._emitted = agent, call, emitted
+        self._buckets = MemoryTransport(MemoryBroker())
+
+    async def call(
+        self,
+        agent: str | None,
+        actuator: str,
+        params: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        dry_run: bool = False,
+    ) -> Any:
+        return await self._call(agent, actuator, params, timeout=timeout)
+
+    async def emit(self, topic: str, payload: Any) -> None:
+        self._emitted.append((topic, payload))
+
+    async def key_value(self, bucket: str, *, ttl: float | None = None) -> KeyValue:
+        return await self._buckets.key_value(bucket, ttl=ttl)
+
+    def knowledge_client(self) -> Any:
+        raise RuntimeError(
+            f"agent {self._agent.name!r} is replayed: a replay reads no MLflow, so a rule "
+            "that does cannot be replayed yet"
+        )
+
+    @property
+    def approvals(self) -> Any:
+        raise RuntimeError(f"agent {self._agent.name!r} is replayed: it holds no approvals")
 
 
 @dataclass
@@ -238,6 +288,23 @@ async def replay(
         )
 
     reactor = Reactor(agent, handlers=agent.settings.agent.handlers, record=record, call=call)
+    emitted: list[tuple[str, Any]] = []
+    stage = _Stage(agent, call, emitted)
+    # The agent's own calls, emits and buckets go to the stage (see its docstring).
+    agent.attach_runtime(cast("AgentRuntime", stage))
+    try:
+        fed = await _feed(agent, reactor, recorded, moment)
+    finally:
+        agent.detach_runtime(cast("AgentRuntime", stage))
+    diff = diff_decisions(recorded.decisions, replayed)
+    result = _result(agent, diff, new_calls, fed)
+    result.failures = {rid: s.failures for rid, s in reactor.rule_states.items() if s.failures}
+    result.emitted = emitted
+    return result
+
+
+async def _feed(agent: Agent, reactor: Reactor, recorded: _Recorded, moment: dict[str, str]) -> int:
+    """Give the recorded observations and events to the rules; how many were given."""
     watched = {sensor for spec in agent.rules.values() for sensor in agent.sensors
                if spec.watches_sensor(sensor)}  # fmt: skip
     for message in recorded.inputs:
@@ -268,8 +335,7 @@ async def replay(
                 for spec in agent.rules.values():
                     if any(subject_matches(p, event.topic) for p in spec.topics):
                         await reactor.run_rule(spec, event, event.correlation_id, event.id)
-    diff = diff_decisions(recorded.decisions, replayed)
-    return _result(agent, diff, new_calls, len(recorded.inputs))
+    return len(recorded.inputs)
 
 
 def _result(agent: Agent, diff: DecisionDiff, new_calls: list[NewCall], fed: int) -> Replay:

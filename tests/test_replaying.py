@@ -142,6 +142,27 @@ async def test_assert_replays_passes_a_deterministic_agent_and_names_a_clock_rea
         await assert_replays(StampedWatch(), history)
 
 
+class Reporting(Watch, name="watch"):
+    """Emits a finding on every busy load, and asks MLflow on every other one."""
+
+    @rule("load")
+    async def busy(self, observation: Observation) -> Decision | None:
+        if observation.value["rps"] > self.threshold:
+            await self.emit("finding.busy", {"rps": observation.value["rps"]})
+            decided: Decision | None = await Watch.busy(self, observation)
+            return decided
+        assert self.knowledge is not None  # a replay gives no MLflow: this raises
+        return None
+
+
+async def test_emits_are_kept_and_a_rule_that_needs_mlflow_is_counted_failed() -> None:
+    result = await replay(Reporting(), await _recorded(Watch(), None))
+    assert result.emitted == [("finding.busy", {"rps": rps}) for rps in (120, 150, 110)]
+    assert result.counts() == {"same": 3, "changed": 0, "removed": 0, "added": 0}
+    assert result.failures == {"busy": 3}  # 50, 90 and 30 rps: it asked MLflow
+    assert result.as_json()["failures"] == {"busy": 3}
+
+
 async def test_every_call_made_then_is_answered_from_its_record() -> None:
     asked: list[Any] = []
     history = await _recorded(Watch(), None)
