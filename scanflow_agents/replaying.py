@@ -14,6 +14,8 @@ decide with what was decided then:
   the agent, the rule, the cause and the call's place), so it gets the recorded
   result, or the recorded error. A call not made then is *new*: it gets the
   answer ``answers`` gives for ``agent.actuator`` (default ``None``) and is listed.
+- **The agent starts as in a runtime.** Its ``on_start`` runs first (agents
+  read their settings and set up their state there) and its ``on_stop`` last.
 - **Time is the recorded time.** While a message is handled,
   ``scanflow_agents._kit.clocks`` reads the moment it was recorded, so
   cooldowns measured with it hold as they did.
@@ -293,7 +295,13 @@ async def replay(
     # The agent's own calls, emits and buckets go to the stage (see its docstring).
     agent.attach_runtime(cast("AgentRuntime", stage))
     try:
-        fed = await _feed(agent, reactor, recorded, moment)
+        # Started as it starts in a runtime: agents read their settings and set up
+        # their state in on_start (what it opens, it opens for real).
+        await agent.on_start()
+        try:
+            fed = await _feed(agent, reactor, recorded, moment)
+        finally:
+            await agent.on_stop()
     finally:
         agent.detach_runtime(cast("AgentRuntime", stage))
     diff = diff_decisions(recorded.decisions, replayed)
@@ -310,7 +318,9 @@ async def _feed(agent: Agent, reactor: Reactor, recorded: _Recorded, moment: dic
     for message in recorded.inputs:
         moment["time"] = str(message["time"])
         with clocks.at(_moment(message)):
-            if message.get("kind") == "observation":
+            # The agent's own observations go to the rules on their sensor; any other
+            # record here (another agent's observation included) is an event.
+            if message.get("kind") == "observation" and message.get("agent") == agent.name:
                 sensor = agent.sensors.get(str(message.get("name")))
                 if sensor is None or sensor.id not in watched:
                     continue  # a sensor the changed agent has no more, or no rule reads

@@ -16,8 +16,9 @@ from sklearn.datasets import load_digits
 
 from scanflow_agents import Settings
 from scanflow_agents.knowledge import KnowledgeClient, MlflowServer, ModelRegistry
+from scanflow_agents.replaying import replay
 from scanflow_agents.settings import MlflowSettings
-from scanflow_agents.testing import AgentHarness
+from scanflow_agents.testing import AgentHarness, assert_replays
 
 SERVING = "observation.tracker.serving"
 DIGITS = load_digits().data  # 1797 images of 8x8 pixels, values 0-16: bundled, no download
@@ -132,6 +133,43 @@ async def test_clean_windows_make_no_finding_and_drift_makes_one_per_episode() -
         for _ in range(2):
             await feed.window(feed.rows(ROTATED))
         assert len(topics(h, "finding.drift.serve")) == 2
+
+
+async def test_the_checker_replays_its_history_and_a_later_alarm_differs_as_stated(
+    bus: str | None,
+) -> None:
+    """Replay (docs/guides/shadow.md) of the built-in checker, on a history it recorded."""
+    settings = settings_with({"reference": "windows", "reference_windows": 3})
+    async with AgentHarness(Checker(), settings=settings, nats_url=bus) as h:
+        feed = Feed(h)
+        for _ in range(3 + 5):
+            await feed.window(feed.rows(DIGITS))
+        for _ in range(4):  # drift found at the 2nd window in a row, as configured
+            await feed.window(feed.rows(ROTATED))
+        await h.settle()
+        history = await h.client.history(kinds=None)
+    recorded = [r for r in history if r["kind"] == "decision" and r["name"] == "drift"]
+    assert len(recorded) == 1
+
+    # Unchanged, it decides as it did, cause by cause (the SLO reports included).
+    same = await assert_replays(Checker(settings=settings), history)
+    assert same.counts()["same"] == len([r for r in history if r["kind"] == "decision"])
+    assert [topic for topic, _ in same.emitted].count("finding.drift.serve") == 1
+
+    # Three windows in a row instead of two: the alarm moves one window later.
+    later = settings_with({"reference": "windows", "reference_windows": 3, "consecutive": 3})
+    moved = await replay(Checker(settings=later), history)
+    assert moved.counts() == {
+        "same": len([r for r in history if r["kind"] == "decision"]) - 1,
+        "changed": 0,
+        "removed": 1,
+        "added": 1,
+    }
+    removed, added = sorted(moved.differences, key=lambda row: row.difference.time)
+    assert (removed.status, added.status) == ("removed", "added")
+    assert removed.difference.cause == recorded[0]["payload"]["trigger"]["event"]
+    assert added.difference.time > removed.difference.time
+    assert moved.failures == {}
 
 
 async def test_each_model_uri_has_its_own_reference() -> None:
