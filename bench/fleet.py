@@ -13,9 +13,15 @@ One run, on loopback, against one nats-server (JetStream) started here:
   number of its report), the tracker's CPU and memory, and its lag: from the
   end of a window to its ``observation.tracker.serving`` arriving here.
 
-Not measured yet (see docs/explanation/benchmarks.md): drift detection in a
-share of the replicas (it needs the checker with its references) and MLflow
-under the replicas' writes (the figure is what they would send).
+Drift in a few replicas: the built-in checker runs too (its own process,
+references from windows, so no MLflow), and one window into the measured
+time, 5 % of the replicas start being served other inputs (8 of the 64
+features mirrored). Its time to detection is from the first drifted report to
+the checker's ``finding.replicas.fleet`` arriving here (the tracker's windows
+and the checker's "two windows in a row" set its floor).
+
+Not measured yet (see docs/explanation/benchmarks.md): MLflow under the
+replicas' writes (the figure is what they would send).
 
 Usage: ``python bench/fleet.py [--quick] [--sizes 100,300,1000] [--json PATH]``
 """
@@ -26,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import platform
 import statistics
 import time
@@ -65,8 +72,16 @@ FULL = Plan(sizes=(100, 300, 1000), interval=10.0, seconds=60.0)
 QUICK = Plan(sizes=(20,), interval=2.0, seconds=12.0)
 
 
-def report_template(interval: float, seed: int = 0) -> dict[str, Any]:
-    """One replica's report over ``interval`` seconds, as the model server builds it."""
+DRIFTED_SHARE = 0.05  # of the replicas, served other inputs once drift starts
+DRIFTED_FEATURES = 8  # mirrored (16 - x) in the drifted replicas' rows
+
+
+def report_template(interval: float, seed: int = 0, *, drifted: bool = False) -> dict[str, Any]:
+    """One replica's report over ``interval`` seconds, as the model server builds it.
+
+    ``drifted``: the first :data:`DRIFTED_FEATURES` features of every row are
+    mirrored, as a broken feature pipeline in one region would serve them.
+    """
     rng = np.random.default_rng(seed)
     stats = ServingStats()
     requests = int(REQUESTS_PER_SECOND * interval)
@@ -74,6 +89,8 @@ def report_template(interval: float, seed: int = 0) -> dict[str, Any]:
     for number in range(requests):
         stats.record_request("/predict", 200, float(rng.uniform(0.001, 0.004)))
         row = rng.integers(0, 17, (1, FEATURES)).astype(float)
+        if drifted:
+            row[:, :DRIFTED_FEATURES] = 16 - rng.integers(0, 5, (1, DRIFTED_FEATURES))
         stats.record_predictions([f"p{number}"], names, row, [int(rng.integers(0, 10))])
     stats.record_labels([(f"p{n}", int(rng.integers(0, 10))) for n in range(0, requests, 4)])
     return {
@@ -88,10 +105,20 @@ def report_template(interval: float, seed: int = 0) -> dict[str, Any]:
 class Reporters:
     """``count`` synthetic replicas reporting every ``interval`` seconds on one connection."""
 
-    def __init__(self, transport: Transport, subject: str, template: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        subject: str,
+        template: dict[str, Any],
+        drifted: dict[str, Any] | None = None,
+    ) -> None:
         self.transport = transport
         self.subject = subject
         self.template = template
+        self.drifted_template = drifted or template
+        self.drifted: set[int] = set()  # replicas served other inputs from ``drift_from``
+        self.drift_from = math.inf
+        self.first_drifted: float | None = None  # when the first drifted report went out
         self.sent = 0
         self.bytes = 0
         self.late: list[float] = []  # seconds a report went out after its due time
@@ -117,8 +144,13 @@ class Reporters:
                 await asyncio.sleep(0.01)
 
     async def _send(self, replica: int, sequence: int, end: float, interval: float) -> None:
+        template = self.template
+        if replica in self.drifted and end >= self.drift_from:
+            template = self.drifted_template
+            if self.first_drifted is None:
+                self.first_drifted = time.time()
         payload = {
-            **self.template,
+            **template,
             "replica": f"replica-{replica:04d}",
             "sequence": sequence,
             "window": {"start": end - interval, "end": end, "seconds": interval},
@@ -145,6 +177,18 @@ class Lag:
             self.lags.append(time.time() - float(value["window"]["end"]))
 
 
+class Findings:
+    """The checker's ``finding.replicas.fleet`` events, with when each arrived."""
+
+    def __init__(self) -> None:
+        self.arrived: list[tuple[float, list[str]]] = []
+
+    async def on_finding(self, message: Message) -> None:
+        payload = Envelope.decode(message.data).payload
+        if isinstance(payload, dict):
+            self.arrived.append((time.time(), list(payload.get("replicas") or [])))
+
+
 async def _telemetry_bytes(transport: NatsTransport, stream: str) -> int:
     return int((await transport.js.stream_info(stream)).state.bytes)
 
@@ -155,7 +199,12 @@ def _cpu_seconds(process: psutil.Process) -> float:
 
 
 async def bench_size(
-    count: int, plan: Plan, url: str, template: dict[str, Any], children: Children
+    count: int,
+    plan: Plan,
+    url: str,
+    template: dict[str, Any],
+    drifted: dict[str, Any],
+    children: Children,
 ) -> dict[str, Any]:
     """One fleet size, against a fresh tracker in a fresh namespace."""
     namespace = f"fleet-{uuid.uuid4().hex[:6]}"
@@ -176,16 +225,31 @@ async def bench_size(
             "SCANFLOW_AGENTS__TRACKER__SERVING_EXPERIMENT": "",
         },
     )
+    checker = children.start(
+        f"checker-{count}",
+        scanflow(url, namespace, "run", "scanflow_agents.builtin.checker:Checker"),
+        env={
+            # References from the first windows: no MLflow in this bench.
+            "SCANFLOW_AGENTS__CHECKER__REFERENCE": "windows",
+            "SCANFLOW_MLFLOW__TRACKING_URI": "http://127.0.0.1:9",
+        },
+    )
     try:
-        await _running(transport, subjects, tracker)
-        lag = Lag()
+        await _running(transport, subjects, tracker, "tracker")
+        await _running(transport, subjects, checker, "checker")
+        lag, findings = Lag(), Findings()
         await transport.subscribe(subjects.event("observation.tracker.serving"), lag.on_observation)
-        reporters = Reporters(transport, subjects.event("telemetry.serving.fleet.model"), template)
+        await transport.subscribe(subjects.event("finding.replicas.fleet"), findings.on_finding)
+        topic = subjects.event("telemetry.serving.fleet.model")
+        reporters = Reporters(transport, topic, template, drifted)
+        # Spread over the fleet, as a region or a client would be: every 20th replica.
+        reporters.drifted = set(range(0, count, round(1 / DRIFTED_SHARE)))
         process = psutil.Process(tracker.pid)
         # One window of warm-up: the tracker's first window is a partial one.
         warm_until = time.time() + WINDOW_SECONDS
         task = asyncio.create_task(reporters.run(count, plan.interval, warm_until + plan.seconds))
         await asyncio.sleep(max(warm_until - time.time(), 0))
+        reporters.drift_from = warm_until + WINDOW_SECONDS
         stream = settings.telemetry_stream_name
         bytes_before = await _telemetry_bytes(transport, stream)
         cpu_before, lags_before = _cpu_seconds(process), len(lag.lags)
@@ -198,6 +262,12 @@ async def bench_size(
         lags = lag.lags[lags_before:]
         sent = reporters.sent - sent_before
         late = sorted(reporters.late)
+        apart = {f"replica-{replica:04d}" for replica in reporters.drifted}
+        caught = [
+            (at, names) for at, names in findings.arrived if reporters.first_drifted is not None
+            and at >= reporters.first_drifted and set(names) & apart
+        ]  # fmt: skip
+        detected = caught[0] if caught else None
         return {
             "replicas": count,
             "reports_per_s": round(sent / elapsed, 1),
@@ -213,29 +283,45 @@ async def bench_size(
                 "max": round(max(lags), 2) if lags else None,
             },
             "reporters_late_p99_s": round(late[int(0.99 * (len(late) - 1))], 3) if late else None,
+            "drifted_replicas": len(apart),
+            # From the first drifted report to the checker's finding naming one of them.
+            "drift_detected_s": None
+            if detected is None or reporters.first_drifted is None
+            else round(detected[0] - reporters.first_drifted, 1),
+            "drift_named": 0 if detected is None else len(set(detected[1]) & apart),
+            "false_findings": sum(1 for _, names in findings.arrived if set(names) - apart),
         }
     finally:
+        children.stop(checker)
         children.stop(tracker)
         await transport.close()
 
 
-async def _running(transport: Transport, subjects: Subjects, tracker: Child) -> None:
-    """Wait until the tracker answers discovery."""
+async def _running(transport: Transport, subjects: Subjects, agent: Child, name: str) -> None:
+    """Wait until the agent ``name`` answers discovery."""
     envelope_ = Envelope(kind="describe", source="fleet-bench")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        tracker.check_alive()
-        answers = await transport.gather(subjects.discover, envelope_.encode(), 0.5, expect=1)
-        if answers:
+        agent.check_alive()
+        answers = await transport.gather(subjects.discover, envelope_.encode(), 0.5, expect=2)
+        if name in {_source(answer) for answer in answers}:
             return
-    raise RuntimeError(f"the tracker did not start:\n{tracker.stderr_tail()}")
+    raise RuntimeError(f"the {name} did not start:\n{agent.stderr_tail()}")
+
+
+def _source(answer: bytes) -> str | None:
+    try:
+        return Envelope.decode(answer).source
+    except ValueError:  # not an envelope (an empty status reply)
+        return None
 
 
 async def run_all(url: str, plan: Plan, children: Children) -> dict[str, Any]:
     template = report_template(plan.interval)
+    drifted = report_template(plan.interval, seed=1, drifted=True)
     results = []
     for count in plan.sizes:
-        result = await bench_size(count, plan, url, template, children)
+        result = await bench_size(count, plan, url, template, drifted, children)
         print(json.dumps(result))
         results.append(result)
     return {"sizes": results}
@@ -244,7 +330,7 @@ async def run_all(url: str, plan: Plan, children: Children) -> dict[str, Any]:
 def table(results: dict[str, Any]) -> str:
     header = (
         "replicas  reports/s  report KB  stream MB/s  MLflow metrics/s  "
-        "tracker CPU %  RSS MiB  lag median/max s"
+        "tracker CPU %  RSS MiB  lag median/max s  drift detected s (named)"
     )
     lines = [header]
     for row in results["sizes"]:
@@ -255,6 +341,7 @@ def table(results: dict[str, Any]) -> str:
             f"  {stream_mb:>11.2f}  {row['mlflow_metrics_per_s']:>16}"
             f"  {row['tracker_cpu_percent']:>13}  {row['tracker_rss_mib']:>7}"
             f"  {lag['median']}/{lag['max']}"
+            f"  {row['drift_detected_s']} ({row['drift_named']}/{row['drifted_replicas']})"
         )
     return "\n".join(lines)
 

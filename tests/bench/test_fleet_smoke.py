@@ -1,4 +1,4 @@
-"""The fleet benchmark runs end to end: reports flow, the tracker closes windows.
+"""The fleet benchmark runs end to end: reports flow, the tracker closes windows, the checker runs.
 
 How fast is the benchmark's business: only that it measures is checked here.
 """
@@ -32,3 +32,8 @@ def test_the_quick_fleet_run_measures_reports_stream_and_tracker(tmp_path: Path)
     assert size["mlflow_metrics_per_report"] > 0
     assert size["tracker_windows"] >= 1  # the tracker closed a window of the fleet's reports
     assert size["tracker_lag_s"]["median"] is not None
+    # The checker ran beside it, with drift started in 5 % of the replicas (one
+    # here); the quick run ends before two windows in a row can show it.
+    assert size["drifted_replicas"] == 1
+    assert "drift_detected_s" in size
+    assert size["false_findings"] == 0
