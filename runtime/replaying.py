@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,9 @@ from scanflow_agents.replaying import Replay, Row, check_determinism, replay
     type=click.Path(dir_okay=False, path_type=Path),
     help="Read the history from this file (`scanflow history --export`), not the stream.",
 )
-@click.option("--since", help="Only history since a time: 30s, 10m, 2h, 1d, or an ISO time.")
+@click.option(
+    "--since", help="Only history since a time: 30s, 10m, 2h, 1d, or an ISO time (--file too)."
+)
 @click.option(
     "--name", "agent_name", help="The name the agent ran under [default: its class's name]."
 )
@@ -78,7 +81,7 @@ def replay_command(
     (klass,) = _one(classes_for_command([reference]), reference)
     agent = klass(name=agent_name, settings=settings_of(ctx))
     stubs = dict(_answer(text) for text in answers)
-    history = _read_file(path) if path is not None else _read_stream(ctx, since)
+    history = _read_file(path, since) if path is not None else _read_stream(ctx, since)
     # What the rules decide is the output; the reactor's line per decision and
     # per refused call would repeat it, out of order.
     logging.getLogger("scanflow_agents.reacting").setLevel(logging.WARNING)
@@ -120,7 +123,7 @@ def _answer(text: str) -> tuple[str, Any]:
         raise click.BadParameter(f"{text!r}: the value is not JSON ({exc})") from exc
 
 
-def _read_file(path: Path) -> list[dict[str, Any]]:
+def _read_file(path: Path, since: str | None) -> list[dict[str, Any]]:
     try:
         text = path.read_text()
     except OSError as exc:
@@ -142,6 +145,9 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
                 "`scanflow history --export FILE`)"
             )
         records.append(record)
+    if since is not None:
+        moment = parse_since(since)
+        records = [r for r in records if datetime.fromisoformat(str(r["time"])) >= moment]
     return records
 
 

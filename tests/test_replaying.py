@@ -206,6 +206,11 @@ async def test_history_export_then_replay_from_the_command_line(
     assert found["unreplayable"] == {"queue": ["backlog"]}
     assert json.loads(live.output)["counts"] == found["counts"]
 
+    # --since bounds the file's span as it bounds the stream's.
+    observed = sorted(r["time"] for r in map(json.loads, lines) if r["kind"] == "observation")
+    later = await _cli("replay", eager, "--file", exported, "--since", observed[3], "--json")
+    assert json.loads(later.output)["observations"] == len(LOADS) - 3
+
     table = (await _cli("replay", eager, "--file", exported)).output
     assert "scaler.scale(replicas=1)" in table
     assert "0 changed, 0 removed, 1 added" in table
