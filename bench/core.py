@@ -262,11 +262,13 @@ async def bench_events(transport: Transport, plan: Plan) -> dict[str, Any]:
     try:
         observer.reset(expected=20)
         await publish_paced(transport, observer, 20, plan.event_gap)  # warm-up
-        await asyncio.wait_for(observer.all_arrived.wait(), 10)
+        async with asyncio.timeout(10):
+            await observer.all_arrived.wait()
         observer.reset(expected=plan.events)
         await publish_paced(transport, observer, plan.events, plan.event_gap)
         with contextlib.suppress(TimeoutError):  # what did not arrive is reported as lost
-            await asyncio.wait_for(observer.all_arrived.wait(), 10)
+            async with asyncio.timeout(10):
+                await observer.all_arrived.wait()
     finally:
         await sub.unsubscribe()
     done = list(observer.arrived)

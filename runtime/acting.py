@@ -57,7 +57,8 @@ async def _report(finished: asyncio.Event, label: str, after: float) -> None:
     next_line = after
     while True:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(finished.wait(), min(1.0, after))
+            async with asyncio.timeout(min(1.0, after)):
+                await finished.wait()
         if finished.is_set():
             break
         elapsed = time.monotonic() - started

@@ -211,6 +211,24 @@ def test_tasks_are_started_by_the_task_kit_only(module: str) -> None:
     assert not bare, f"{module} starts unguarded tasks ({', '.join(bare)}): use _kit.tasks"
 
 
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_module_bounds_a_wait_with_wait_for(module: str) -> None:
+    """Python 3.11's ``asyncio.wait_for`` drops a cancellation that arrives as the
+    awaited call completes: the task goes on as if never cancelled, and whoever
+    awaits its end waits forever (a lease loop hung a CI run that way).
+    ``asyncio.timeout`` bounds a wait without that race."""
+    tree = ast.parse(MODULES[module].read_text())
+    found = [
+        f"line {node.lineno}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr == "wait_for"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "asyncio"
+    ]
+    assert not found, f"{module} uses asyncio.wait_for ({', '.join(found)}): use asyncio.timeout"
+
+
 def test_core_import_stays_light() -> None:
     code = (
         "import sys, scanflow_agents, scanflow_agents.testing, scanflow_agents.clients;"

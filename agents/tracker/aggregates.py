@@ -125,7 +125,8 @@ class ServingLog:
         """End the runs (a restarted tracker starts new ones)."""
         for run_id in self.runs.values():
             try:
-                await asyncio.wait_for(self.knowledge.end_run(run_id), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    await self.knowledge.end_run(run_id)
             except Exception as exc:
                 logger.warning("tracker: serving run %s not ended: %s", run_id, exc)
         self.runs.clear()

@@ -136,7 +136,8 @@ class Traffic:
                     delay = next_at - time.monotonic()
                     if delay > 0:
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(stop.wait(), delay)
+                            async with asyncio.timeout(delay):
+                                await stop.wait()
                     if stop.is_set():
                         break
                     # Paced, but a client that fell behind does not fire a burst to catch up.

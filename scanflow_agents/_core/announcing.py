@@ -84,7 +84,8 @@ class Announcer:
     async def try_announce(self, timeout: float | None = None) -> None:
         """:meth:`announce`, with a failure (or no answer within ``timeout``) logged, not raised."""
         try:
-            await asyncio.wait_for(self.announce(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.announce()
         except Exception as exc:  # a missed heartbeat must not end the loop
             reason = str(exc) or type(exc).__name__
             logger.warning("agent %r could not send a heartbeat: %s", self.agent, reason)

@@ -419,7 +419,8 @@ class Approvals:
             # One sleep until the next deadline (or a new hold), on the loop's
             # clock like the deadlines: no polling, and a fake clock jumps to it.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._changed.wait()
 
     async def _expire(self, approval: Approval) -> None:
         policy = approval.on_timeout

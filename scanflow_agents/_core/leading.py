@@ -211,10 +211,8 @@ class Leadership:
             kv = await self._bucket()
             # Given only until the lease runs out on our clock: a renewal that succeeds
             # later must not extend a term this replica has already ended.
-            self._revision = await asyncio.wait_for(
-                kv.update(self.key, self._value(self._token), self._revision),
-                timeout=max(self._valid_until - started, 0.01),
-            )
+            async with asyncio.timeout(max(self._valid_until - started, 0.01)):
+                self._revision = await kv.update(self.key, self._value(self._token), self._revision)
         except KvConflict:
             # A renewal that timed out here may still have been written (a slow
             # server, a stream electing its leader): the lease then holds our own

@@ -416,7 +416,8 @@ class Recorder:
     async def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued event is stored; ``False`` if some were not in time."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
         except TimeoutError:
             logger.error(
                 "agent %r stops with %d event(s) not stored in the stream",

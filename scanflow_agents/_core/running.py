@@ -399,7 +399,8 @@ class AgentRuntime:
             # replica (or this agent restarted) to take over.
             await stop_task(self._expiring, timeout)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.approvals.release(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.approvals.release()
             # Finish the event in hand, then give the lease up so that another
             # replica takes over now rather than after the lease expires.
             await self.leadership.stop()
@@ -410,7 +411,8 @@ class AgentRuntime:
             # cannot drain (the connection lost) must not keep the others from draining.
             for sub in self._subscriptions:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(sub.unsubscribe(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await sub.unsubscribe()
             self._subscriptions.clear()
             # A stopping agent must not announce itself as alive.
             if self._heartbeat is not None:
@@ -428,7 +430,8 @@ class AgentRuntime:
                 try:
                     # Bounded like every step: an on_stop that hangs must not keep the process
                     # from exiting.
-                    await asyncio.wait_for(self.agent.on_stop(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self.agent.on_stop()
                 except Exception:
                     logger.exception("on_stop of agent %r failed", self.agent.name)
             # Records of the work that finished (and of on_stop) go out before the
@@ -446,7 +449,8 @@ class AgentRuntime:
             try:
                 # At most two seconds: over a dead connection this would otherwise
                 # cost a whole shutdown timeout once more.
-                await asyncio.wait_for(self.announcer.announce(), min(timeout, 2.0))
+                async with asyncio.timeout(min(timeout, 2.0)):
+                    await self.announcer.announce()
             except Exception as exc:
                 logger.warning("agent %r could not say it stopped: %s", self.agent.name, exc)
             self.agent.detach_runtime(self)

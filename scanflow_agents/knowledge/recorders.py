@@ -134,7 +134,8 @@ class MlflowRecorder:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         try:
-            await asyncio.wait_for(self.flush(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.flush()
         except (KnowledgeUnavailable, TimeoutError) as exc:
             logger.error("MLflow recorder closed with %d events unwritten: %s", self.pending, exc)
 
@@ -142,7 +143,8 @@ class MlflowRecorder:
         # Guarded loop: only cancellation ends it; every failure is logged and retried.
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.flush_interval)
+                async with asyncio.timeout(self.flush_interval):
+                    await self._wakeup.wait()
             self._wakeup.clear()
             try:
                 await self.flush()

@@ -82,7 +82,8 @@ async def open_connection(
     # certificate): bound the whole first connection, every attempt included.
     deadline = settings.connect_timeout * 3 * len(options["servers"]) + 2
     try:
-        await asyncio.wait_for(client.connect(**options), deadline)
+        async with asyncio.timeout(deadline):
+            await client.connect(**options)
     except (OSError, nats.errors.Error, TimeoutError) as exc:
         with contextlib.suppress(Exception):
             await client.close()

@@ -217,7 +217,8 @@ class MemoryTransport(Transport):
             if self.broker.route(subject, data, inbox) == 0:
                 raise NoResponders(f"no responders on {subject!r}")
             try:
-                return await asyncio.wait_for(future, timeout)
+                async with asyncio.timeout(timeout):
+                    return await future
             except TimeoutError:
                 raise RequestTimeout(f"no reply on {subject!r} within {timeout:g}s") from None
         finally:
@@ -241,7 +242,8 @@ class MemoryTransport(Transport):
         try:
             self.broker.route(subject, data, inbox)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(answered.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await answered.wait()
         finally:
             await sub.unsubscribe()
         return replies

@@ -177,7 +177,8 @@ class MemoryConsumer:
                     self.out = _Out(event, 1, float("inf"))
                     return self._message(self.out)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await wake.wait()
 
     @staticmethod
     def _message(out: _Out) -> StoredMessage:

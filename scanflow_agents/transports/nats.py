@@ -330,7 +330,8 @@ class NatsTransport(Transport):
         try:
             await self.nc.publish(subject, data, reply=inbox)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(answered.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await answered.wait()
         finally:
             await sub.unsubscribe()
         return replies
@@ -490,7 +491,8 @@ class NatsTransport(Transport):
         sub = await self.nc.subscribe(inbox, cb=on_echo)
         try:
             await self.nc.publish(inbox, b"")
-            await asyncio.wait_for(arrived, timeout)
+            async with asyncio.timeout(timeout):
+                await arrived
         except TimeoutError:
             raise TransportError(f"NATS did not confirm a flush within {timeout:g} s") from None
         finally:

@@ -16,7 +16,7 @@ import pytest
 from scanflow_agents._core.leading import Leadership, lease_bucket
 from scanflow_agents.settings import NatsSettings
 from scanflow_agents.testing import eventually
-from scanflow_agents.transports import MemoryBroker, MemoryTransport, Transport
+from scanflow_agents.transports import KeyValue, MemoryBroker, MemoryTransport, Transport
 from scanflow_agents.transports.nats import NatsTransport
 from scanflow_agents.transports.streams import StreamSpec
 
@@ -145,6 +145,31 @@ async def test_a_renewal_written_but_not_answered_keeps_the_lease(elect: Elect) 
     await asyncio.sleep(4.5)  # renewals go on past the TTL
     assert changes == [True]
     assert first.is_leader
+
+
+async def test_a_lease_loop_cancelled_as_a_renewal_is_answered_ends(
+    elect: Elect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancellation arrives in the same loop turn as the renewal's answer.
+
+    Python 3.11's ``asyncio.wait_for`` dropped such a cancellation: the loop
+    slept on as a task "cancelling" forever, and the agent's shutdown (here the
+    fixture's teardown) waited for it without end.
+    """
+    leader = await elect(ttl=1.5)
+    assert leader.is_leader
+    bucket = type(await leader.transport.key_value(lease_bucket_of(leader)))
+    renew, loop = bucket.update, LOOPS[id(leader)]
+
+    async def answered_then_cancelled(self: KeyValue, key: str, value: bytes, last: int) -> int:
+        revision = await renew(self, key, value, last)
+        asyncio.get_running_loop().call_soon(loop.cancel)
+        return revision
+
+    monkeypatch.setattr(bucket, "update", answered_then_cancelled)
+    done, _ = await asyncio.wait({loop}, timeout=5.0)  # renewed every 0.5 s
+    assert loop in done, "the lease loop went on after it was cancelled"
+    assert loop.cancelled()
 
 
 async def test_an_agent_with_a_shorter_lease_does_not_cut_anothers(elect: Elect) -> None:

@@ -49,7 +49,8 @@ async def terminate(process: asyncio.subprocess.Process, grace: float) -> int:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), grace)
+            async with asyncio.timeout(grace):
+                await process.wait()
         except TimeoutError:
             _signal_group(process.pid, signal.SIGKILL)
     # Also reap the group: a grandchild that ignored SIGTERM must not outlive us.

@@ -110,7 +110,8 @@ class BatchRun:
                 log_path=Path(record.log_path),
             )
             try:
-                code = await asyncio.wait_for(process.wait(), node.timeout)
+                async with asyncio.timeout(node.timeout):
+                    code = await process.wait()
             except TimeoutError:
                 code = await terminate(process, self.settings.stop_timeout)
                 record.reason = f"timed out after {node.timeout} s"
