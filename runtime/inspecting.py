@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -35,6 +36,10 @@ from scanflow_agents.messages import (
     RuleStatus,
     SensorStatus,
 )
+
+if TYPE_CHECKING:
+    from scanflow_agents.clients import Client
+    from scanflow_agents.diffs import DecisionDiff
 
 AGENT_COLUMNS: list[Column[Heartbeat]] = [
     ("AGENT", lambda beat: beat.agent),
@@ -288,28 +293,17 @@ def shadow_diff(
     changed, only live, only shadow (--all: same too). The last line counts each.
     """
     from scanflow_agents.clients import Client
-    from scanflow_agents.diffs import diff_decisions
 
     shadow = shadow or f"{agent}-shadow"
     moment = parse_since(since) if since else None
 
-    async def go() -> list[list[dict[str, Any]]]:
+    async def go() -> tuple[DecisionDiff, bool]:
         async with Client.connect(settings_of(ctx)) as client:
-            return [
-                await client.history(
-                    agent=name, kinds=("decision",), limit=limit, newest=True, since=moment
-                )
-                for name in (agent, shadow)
-            ]
+            return await read_shadow_diff(client, agent, shadow, since=moment, limit=limit)
 
-    live, trial = run_async(go)
-    if not trial:
-        click.echo(
-            f"no decision of {shadow!r} is recorded{f' since {since}' if since else ''}: "
-            f"is it running (scanflow run --shadow, named {shadow!r})?",
-            err=True,
-        )
-    diff = diff_decisions(live, trial)
+    diff, heard = run_async(go)
+    if not heard:
+        click.echo(no_shadow_decision(shadow, since), err=True)
     rows = diff.rows if show_all else diff.disagreements
     counts = diff.counts()
     if as_json:
@@ -327,13 +321,38 @@ def shadow_diff(
         ("TIME", lambda row: clock(row.time)),
         ("STATUS", lambda row: row.status.replace("_", " ")),
         ("RULE", lambda row: row.rule),
-        ("CAUSE", lambda row: row.cause),
+        ("ON", lambda row: row.on),
         ("LIVE", lambda row: row.live.what() if row.live else "-"),
         ("SHADOW", lambda row: row.shadow.what() if row.shadow else "-"),
     ]
     if rows:
         click.echo(table(rows, columns))
-    click.echo(
+    click.echo(shadow_counts(diff))
+
+
+async def read_shadow_diff(
+    client: Client, agent: str, shadow: str, *, since: datetime | None, limit: int = 10_000
+) -> tuple[DecisionDiff, bool]:
+    """A live agent's and its shadow's newest decisions, paired; and whether the shadow decided."""
+    from scanflow_agents.diffs import diff_decisions
+
+    live, trial = [
+        await client.history(agent=name, kinds=("decision",), limit=limit, newest=True, since=since)
+        for name in (agent, shadow)
+    ]
+    return diff_decisions(live, trial), bool(trial)
+
+
+def no_shadow_decision(shadow: str, since: str | None) -> str:
+    return (
+        f"no decision of {shadow!r} is recorded{f' since {since}' if since else ''}: "
+        f"is it running (scanflow run --shadow, named {shadow!r})?"
+    )
+
+
+def shadow_counts(diff: DecisionDiff) -> str:
+    counts = diff.counts()
+    return (
         f"{len(diff.rows)} cause(s) decided on: {counts['same']} same, {counts['changed']} "
         f"changed, {counts['only_live']} only live, {counts['only_shadow']} only shadow"
     )

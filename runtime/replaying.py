@@ -6,7 +6,7 @@ import json
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from scanflow_agents.runtime.commanding import (
@@ -24,6 +24,9 @@ from scanflow_agents.runtime.inspecting import EXPORT_LIMIT
 from scanflow_agents.runtime.loading import classes_for_command
 
 from scanflow_agents.replaying import Replay, Row, check_determinism, replay
+
+if TYPE_CHECKING:
+    from scanflow_agents.clients import Client
 
 
 @click.command("replay")
@@ -158,18 +161,23 @@ def _read_stream(ctx: click.Context, since: str | None) -> list[dict[str, Any]]:
 
     async def go() -> list[dict[str, Any]]:
         async with Client.connect(settings_of(ctx)) as client:
-            # Every event: the actions that answered the agent's calls are other
-            # agents' records, and the events its rules watch have other sources.
-            return await client.history(kinds=None, limit=EXPORT_LIMIT, since=moment)
+            return await recorded(client, moment)
 
     return run_async(go)
+
+
+async def recorded(client: Client, since: datetime | None) -> list[dict[str, Any]]:
+    """The history a replay reads from the stream (the newest ``EXPORT_LIMIT`` records)."""
+    # Every event: the actions that answered the agent's calls are other
+    # agents' records, and the events its rules watch have other sources.
+    return await client.history(kinds=None, limit=EXPORT_LIMIT, since=since)
 
 
 COLUMNS: list[Column[Row]] = [
     ("TIME", lambda row: clock(row.difference.time)),
     ("STATUS", lambda row: row.status + (" *" if row.counterfactual else "")),
     ("RULE", lambda row: row.difference.rule),
-    ("CAUSE", lambda row: row.difference.cause),
+    ("ON", lambda row: row.difference.on),
     ("THEN", lambda row: row.difference.live.what() if row.difference.live else "-"),
     ("NOW", lambda row: row.difference.shadow.what() if row.difference.shadow else "-"),
 ]
@@ -179,30 +187,37 @@ def _show(result: Replay, show_all: bool) -> None:
     rows = result.rows if show_all else result.differences
     if rows:
         click.echo(table(rows, COLUMNS))
+    for line in notes(result):
+        click.echo(line)
+
+
+def notes(result: Replay) -> list[str]:
+    """What a replay's table does not show: its counts, then what to know before trusting it."""
     counts = result.counts()
-    click.echo(
+    lines = [
         f"{result.observations} recorded observation(s) and event(s) replayed; "
         f"{len(result.rows)} cause(s) decided on: {counts['same']} same, "
         f"{counts['changed']} changed, {counts['removed']} removed, {counts['added']} added"
-    )
+    ]
     if result.counterfactual_from is not None:
-        click.echo(
+        lines.append(
             f"* counterfactual: from {result.counterfactual_from} on, the replayed agent "
             "would have acted otherwise, so what was observed after is not what it would "
             "have seen"
         )
     for call in result.new_calls:
         params = ", ".join(f"{k}={json.dumps(v)}" for k, v in call.params.items())
-        click.echo(
+        lines.append(
             f"new call, not made then (a stub answered): {call.agent}.{call.actuator}({params})"
         )
     for rule, count in result.failures.items():
-        click.echo(
-            f"rule '{rule}' failed {count} time(s) in the replay (its error is logged above): "
+        lines.append(
+            f"rule '{rule}' failed {count} time(s) in the replay (its error is logged): "
             "its decisions there are missing, not removed"
         )
     for sensor, rules in result.unreplayable.items():
-        click.echo(
+        lines.append(
             f"not replayed: sensor '{sensor}' records no observations (publish=False), "
             f"so rule(s) {', '.join(rules)} got nothing; record it to replay them"
         )
+    return lines

@@ -86,6 +86,19 @@ class Difference:
             return str(cause_time)
         return min(d.time for d in (self.live, self.shadow) if d is not None)
 
+    @property
+    def on(self) -> str:
+        """The cause in a few words: the sensor read, or the event's topic and source.
+
+        Tables show this rather than the cause's id (``--json`` has the id).
+        """
+        if sensor := self.trigger.get("sensor"):
+            return f"{sensor} reading"
+        if topic := self.trigger.get("topic"):
+            source = self.trigger.get("source")
+            return f"{topic} from {source}" if source else str(topic)
+        return self.cause
+
     def as_json(self) -> dict[str, Any]:
         def side(decided: Decided | None) -> dict[str, Any] | None:
             if decided is None:

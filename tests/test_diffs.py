@@ -87,3 +87,14 @@ def test_nothing_to_compare() -> None:
     diff = diff_decisions([], [])
     assert diff.rows == []
     assert diff.counts() == {"same": 0, "changed": 0, "only_live": 0, "only_shadow": 0}
+
+
+def test_a_cause_reads_as_its_sensor_or_its_event() -> None:
+    observed = _decision("l1", "o1", "01", replicas=2)
+    observed["payload"]["trigger"].update(observation="o1", sensor="request_rate")
+    del observed["payload"]["trigger"]["event"]
+    event = _decision("l2", "e1", "02", replicas=3)
+    event["payload"]["trigger"].update(topic="drift", source="checker")
+    unknown = _decision("l3", "e9", "03", replicas=4)  # an older record: only the id
+    rows = diff_decisions([observed, event, unknown], []).rows
+    assert [row.on for row in rows] == ["request_rate reading", "drift from checker", "e9"]

@@ -26,6 +26,8 @@ from scanflow_agents.runtime.console.commands import (
     TypedHistory,
     parse,
 )
+from scanflow_agents.runtime.console.comparing import Comparison
+from scanflow_agents.runtime.console.comparison_screen import ComparisonScreen
 from scanflow_agents.runtime.console.executing import Executor, error_text
 from scanflow_agents.runtime.console.failures import ErrorLog
 from scanflow_agents.runtime.console.help_screen import HelpScreen
@@ -81,6 +83,8 @@ class ConsoleApp(App[None]):
             say=self.say,
             open_agent=self.open_agent,
             open_chain=self.open_chain,
+            open_comparison=self.open_comparison,
+            settings=settings,
             refresh=self._refresh,
             dry_run=lambda: self.dry_run_calls,
         )
@@ -223,6 +227,9 @@ class ConsoleApp(App[None]):
 
     def open_chain(self, correlation_id: str) -> None:
         self.push_screen(ChainScreen(correlation_id))
+
+    def open_comparison(self, comparison: Comparison) -> None:
+        self.push_screen(ComparisonScreen(comparison))
 
     def on_input_submitted(self, event: CommandPrompt.Submitted) -> None:
         if not isinstance(event.input, CommandPrompt):

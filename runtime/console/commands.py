@@ -32,6 +32,8 @@ VERBS: dict[str, str] = {
     "approve": "approve ID REASON...               approve one, with a reason",
     "reject": "reject ID REASON...                reject one, with a reason",
     "chain": "chain CORRELATION_ID               open one chain",
+    "replay": "replay MODULE:CLASS [SINCE]        its decisions on recorded history",
+    "shadow": "shadow AGENT [SINCE]               where AGENT-shadow decides otherwise",
     "filter": "filter [agent=A] [kind=K] [chain=C] [WORD]   filter the events pane",
     "help": "help                               keys and commands",
     "quit": "quit                               leave the console",
@@ -121,6 +123,7 @@ def candidates(line: str, agents: Mapping[str, Description | None]) -> list[str]
         "resume",
         "run-sensor",
         "dry-run",
+        "shadow",
     ):
         choices = sorted(agents)
     elif len(done) == 2 and done[0] == "call":

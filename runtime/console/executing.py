@@ -1,4 +1,5 @@
-"""The typed commands that talk to agents: describe, chain, call, control and approvals.
+"""The typed commands that talk to agents: describe, chain, call, control, approvals,
+and the two that compare policies (replay, shadow).
 
 No Textual here: an :class:`Executor` runs one parsed command against the
 namespace through the console's :class:`~scanflow_agents.runtime.console.link.Link`
@@ -12,11 +13,19 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import click
 from scanflow_agents.runtime.arguments import checked
-from scanflow_agents.runtime.commanding import shorten
+from scanflow_agents.runtime.commanding import parse_since, shorten
 from scanflow_agents.runtime.console.commands import Command, CommandError, need
+from scanflow_agents.runtime.console.comparing import (
+    Comparison,
+    replay_comparison,
+    shadow_comparison,
+)
 from scanflow_agents.runtime.console.link import Link
 from scanflow_agents.runtime.console.widgets import CommandSuggester
+
+from scanflow_agents import Settings
 
 
 class Executor:
@@ -28,6 +37,8 @@ class Executor:
         say: shows a line of progress (a call may take long).
         open_agent: opens the agent view of a name that answered ``describe``.
         open_chain: opens the chain view of a recorded correlation id.
+        open_comparison: opens the view of a replay or of a shadow's differences.
+        settings: what a replayed agent is built with (the console's own).
         refresh: asks every replica for its state again (after a control op).
         dry_run: whether calls are sent as dry runs now (the console's toggle).
     """
@@ -40,6 +51,8 @@ class Executor:
         say: Callable[[str], None],
         open_agent: Callable[[str], None],
         open_chain: Callable[[str], None],
+        open_comparison: Callable[[Comparison], None],
+        settings: Settings,
         refresh: Callable[[], Awaitable[None]],
         dry_run: Callable[[], bool],
     ) -> None:
@@ -48,6 +61,8 @@ class Executor:
         self.say = say
         self.open_agent = open_agent
         self.open_chain = open_chain
+        self.open_comparison = open_comparison
+        self.settings = settings
         self.refresh = refresh
         self.dry_run = dry_run
 
@@ -69,6 +84,9 @@ class Executor:
             correlation_id = need(command, "CORRELATION_ID")[0]
             await self._check_chain(correlation_id)
             self.open_chain(correlation_id)
+            return None
+        if command.verb in ("replay", "shadow"):
+            self.open_comparison(await self._compare(command))
             return None
         if command.verb == "call":
             agent, actuator = need(command, "AGENT", "ACTUATOR")[:2]
@@ -126,6 +144,22 @@ class Executor:
                 "and press enter, or copy its CHAIN from `scanflow history`",
                 field="correlation_id",
             )
+
+    async def _compare(self, command: Command) -> Comparison:
+        first = need(
+            command, "MODULE:CLASS" if command.verb == "replay" else "AGENT", "SINCE", optional=1
+        )[0]
+        since = None
+        if len(command.words) > 1:
+            try:
+                since = parse_since(command.words[1])
+            except click.BadParameter as exc:
+                raise CommandError(exc.format_message(), field="since") from None
+        client = self.link.require()
+        self.say(f"reading the history for {command.verb} {first}…")
+        if command.verb == "replay":
+            return await replay_comparison(client, self.settings, first, since)
+        return await shadow_comparison(client, first, since)
 
     async def _call(self, agent: str, actuator: str, params: dict[str, Any]) -> str:
         client = self.link.require()

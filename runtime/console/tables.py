@@ -44,9 +44,10 @@ class FitTable(PlainTable):
 
     FITS: ClassVar[tuple[Fit, ...]] = ()
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, fits: tuple[Fit, ...] | None = None, **kwargs: Any) -> None:
         # The cells' own colours (a state, an error) stay readable on the selected row.
         super().__init__(cursor_type="row", cursor_foreground_priority="renderable", **kwargs)
+        self.fits = fits or self.FITS  # a table whose headers depend on what it shows
         self.widths: dict[str, int] = {}
 
     def on_mount(self) -> None:
@@ -57,12 +58,12 @@ class FitTable(PlainTable):
             self.redraw()
 
     def _lay_out(self, width: int) -> bool:
-        widths = fitted(self.FITS, width - SCROLLBAR, 2 * self.cell_padding)
+        widths = fitted(self.fits, width - SCROLLBAR, 2 * self.cell_padding)
         if widths == self.widths:
             return False
         self.widths = widths
         self.clear(columns=True)
-        for fit in self.FITS:
+        for fit in self.fits:
             self.add_column(fit.label, key=fit.key, width=widths[fit.key])
         return True
 

@@ -248,7 +248,7 @@ def test_the_replay_section_of_the_shadow_guide_as_written(tmp_path: Path) -> No
     assert found["counts"]["removed"] == 0
     assert found["counts"]["changed"] + found["counts"]["added"] > 0
     table = scanflow("replay", "examples/shadow_policy.py:LoadWatch", "--file", exported).stdout
-    assert table.splitlines()[0].split() == ["TIME", "STATUS", "RULE", "CAUSE", "THEN", "NOW"]
+    assert table.splitlines()[0].split() == ["TIME", "STATUS", "RULE", "ON", "THEN", "NOW"]
     unchanged = scanflow(
         "replay", "examples/quickstart.py:LoadWatch", "--file", exported, "--check-determinism"
     )
@@ -319,7 +319,7 @@ def test_the_shadow_guide_as_written(tmp_path: Path) -> None:
             behind = [r for r in found["rows"] if r["status"] == "only_live"]
             assert all(row["time"] > caught_up for row in behind), behind
             lines = scanflow(*base, "shadow-diff", "load-watch").stdout.splitlines()
-            assert lines[0].split() == ["TIME", "STATUS", "RULE", "CAUSE", "LIVE", "SHADOW"]
+            assert lines[0].split() == ["TIME", "STATUS", "RULE", "ON", "LIVE", "SHADOW"]
             assert re.fullmatch(
                 r"\d+ cause\(s\) decided on: \d+ same, \d+ changed, \d+ only live, "
                 r"\d+ only shadow",
