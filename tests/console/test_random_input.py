@@ -34,9 +34,10 @@ KEYS = st.sampled_from(
 WORDS = st.sampled_from(
     [
         "call", "describe", "pause", "resume", "run-sensor", "dry-run", "approvals", "approve",
-        "reject", "chain", "filter", "help", "scaler", "gate", "nobody", "scale", "drain",
-        "load", "candidate", "on", "off", "replicas=3", 'replicas="3"', "replicas=lots",
-        "seconds=0", "x=[1,", "'", '"', "=", ":", "agent=scaler", "kind=decision", "--json",
+        "reject", "chain", "filter", "help", "replay", "shadow", "scaler", "gate", "nobody",
+        "scale", "drain", "load", "candidate", "on", "off", "replicas=3", 'replicas="3"',
+        "replicas=lots", "seconds=0", "x=[1,", "'", '"', "=", ":", "agent=scaler",
+        "kind=decision", "--json",
     ]
 )  # fmt: skip
 NOISE = st.text(alphabet=string.ascii_letters + string.digits + " =:'\"[]{},.-_/", max_size=24)
