@@ -26,6 +26,7 @@ from scanflow_agents.runtime.loading import classes_for_command
 from scanflow_agents.replaying import Replay, Row, check_determinism, replay
 
 if TYPE_CHECKING:
+    from scanflow_agents.agents import Agent
     from scanflow_agents.clients import Client
 
 
@@ -50,6 +51,11 @@ if TYPE_CHECKING:
     metavar="AGENT.ACTUATOR=JSON",
     help="What a call not made then returns (default: null). Repeatable.",
 )
+@click.option(
+    "--read-mlflow",
+    is_flag=True,
+    help="Let the agent read settings.mlflow's server, as it is now; nothing is written.",
+)
 @click.option("--all", "show_all", is_flag=True, help="Also the causes decided the same.")
 @click.option(
     "--check-determinism",
@@ -67,6 +73,7 @@ def replay_command(
     since: str | None,
     agent_name: str | None,
     answers: tuple[str, ...],
+    read_mlflow: bool,
     show_all: bool,
     determinism: bool,
     as_json: bool,
@@ -76,7 +83,9 @@ def replay_command(
     Its sensors do not run: their recorded observations, and the events its
     rules watch, are given to its rules in the order they happened, on the
     clock of that time. Its calls are answered from the actions recorded then;
-    a call not made then gets --answer's value and is listed. The result is
+    a call not made then gets --answer's value and is listed. With
+    --read-mlflow its rules read MLflow (settings.mlflow) as it is now, and
+    every write is refused. The result is
     each cause's decision then and now: same, changed, removed (decided then,
     not now), added; after the first decision that acts otherwise, later rows
     are counterfactual (the world would have moved otherwise).
@@ -88,7 +97,7 @@ def replay_command(
     # What the rules decide is the output; the reactor's line per decision and
     # per refused call would repeat it, out of order.
     logging.getLogger("scanflow_agents.reacting").setLevel(logging.WARNING)
-    result = run_coroutine(lambda: replay(agent, history, answers=stubs))
+    result = run_coroutine(lambda: _replay(agent, history, stubs, read_mlflow=read_mlflow))
     suspects = check_determinism(agent, result) if determinism else []
     if as_json:
         found = result.as_json()
@@ -104,6 +113,17 @@ def replay_command(
             click.echo(f"not deterministic: {suspect}")
     if suspects:
         ctx.exit(1)
+
+
+async def _replay(
+    agent: Agent, history: list[dict[str, Any]], stubs: dict[str, Any], *, read_mlflow: bool
+) -> Replay:
+    if not read_mlflow:
+        return await replay(agent, history, answers=stubs)
+    from scanflow_agents.knowledge import KnowledgeClient
+
+    async with KnowledgeClient(agent.settings.mlflow, read_only=True) as knowledge:
+        return await replay(agent, history, answers=stubs, knowledge=knowledge)
 
 
 def _one(classes: list[Any], reference: str) -> list[Any]:

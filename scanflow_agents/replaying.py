@@ -52,7 +52,9 @@ from scanflow_agents.transports import MemoryBroker, MemoryTransport
 from scanflow_agents.transports.base import KeyValue, subject_matches
 
 if TYPE_CHECKING:
+    from scanflow_agents._core.ports import Call
     from scanflow_agents._core.running import AgentRuntime
+    from scanflow_agents.knowledge import KnowledgeClient
 
 #: What a row says, in replay's words: ``removed`` was decided then and not now.
 REPLAY_STATUS = {
@@ -150,13 +152,21 @@ class _Stage:
 
     Emits are kept (``Replay.emitted``), not published; a call made from a
     rule's own code (not a decision's) goes through the replay's call port;
-    key-value buckets are in memory, empty at the start. MLflow and approvals
-    are not given: a rule that needs them fails in the replay, and the result
+    key-value buckets are in memory, empty at the start. MLflow is the
+    read-only client the replay was given, if any; approvals are not given. A
+    rule that needs what is not given fails in the replay, and the result
     counts it (``Replay.failures``).
     """
 
-    def __init__(self, agent: Agent, call: Any, emitted: list[tuple[str, Any]]) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        call: Call,
+        emitted: list[tuple[str, Any]],
+        knowledge: KnowledgeClient | None,
+    ) -> None:
         self._agent, self._call, self._emitted = agent, call, emitted
+        self._knowledge = knowledge
         self._buckets = MemoryTransport(MemoryBroker())
 
     async def call(
@@ -176,11 +186,13 @@ class _Stage:
     async def key_value(self, bucket: str, *, ttl: float | None = None) -> KeyValue:
         return await self._buckets.key_value(bucket, ttl=ttl)
 
-    def knowledge_client(self) -> Any:
-        raise RuntimeError(
-            f"agent {self._agent.name!r} is replayed: a replay reads no MLflow, so a rule "
-            "that does cannot be replayed yet"
-        )
+    def knowledge_client(self) -> KnowledgeClient:
+        if self._knowledge is None:
+            raise RuntimeError(
+                f"agent {self._agent.name!r} is replayed without MLflow: give the replay "
+                "a read-only client (scanflow replay --read-mlflow) to let its rules read it"
+            )
+        return self._knowledge
 
     @property
     def approvals(self) -> Any:
@@ -225,6 +237,7 @@ async def replay(
     records: Iterable[Mapping[str, Any]],
     *,
     answers: Mapping[str, Any] | Callable[[str, str, dict[str, Any]], Any] | None = None,
+    knowledge: KnowledgeClient | None = None,
 ) -> Replay:
     """Run ``agent``'s rules on recorded history and compare their decisions with the record.
 
@@ -237,7 +250,16 @@ async def replay(
             the topics its rules watch.
         answers: what a new call returns: by ``"agent.actuator"``, or a function
             of (agent, actuator, params). Default ``None``.
+        knowledge: the MLflow the agent reads (``agent.knowledge``), made with
+            ``read_only=True`` so that nothing the replay does is written. It is
+            MLflow as it is now, not as it was then: a rule that reads runs
+            logged since decides on them. Without it, a rule that reads MLflow
+            fails in the replay, and the result counts it.
     """
+    if knowledge is not None and not knowledge.read_only:
+        raise ValueError(
+            "a replay writes nothing: give it KnowledgeClient(settings, read_only=True)"
+        )
     recorded, own = _sort(agent, records), agent.name
     replayed: list[dict[str, Any]] = []
     new_calls: list[NewCall] = []
@@ -291,7 +313,7 @@ async def replay(
 
     reactor = Reactor(agent, handlers=agent.settings.agent.handlers, record=record, call=call)
     emitted: list[tuple[str, Any]] = []
-    stage = _Stage(agent, call, emitted)
+    stage = _Stage(agent, call, emitted, knowledge)
     # The agent's own calls, emits and buckets go to the stage (see its docstring).
     agent.attach_runtime(cast("AgentRuntime", stage))
     try:

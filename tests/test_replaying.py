@@ -16,7 +16,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from scanflow_agents import Agent, Call, Decision, Observation, actuator, rule, sensor
+from scanflow_agents.knowledge import KnowledgeClient
 from scanflow_agents.replaying import check_determinism, replay
+from scanflow_agents.settings import MlflowSettings
 from scanflow_agents.testing import AgentHarness, assert_replays
 
 LOADS = [50, 120, 90, 150, 30, 110]
@@ -161,6 +163,13 @@ async def test_emits_are_kept_and_a_rule_that_needs_mlflow_is_counted_failed() -
     assert result.counts() == {"same": 3, "changed": 0, "removed": 0, "added": 0}
     assert result.failures == {"busy": 3}  # 50, 90 and 30 rps: it asked MLflow
     assert result.as_json()["failures"] == {"busy": 3}
+
+
+async def test_a_replay_refuses_an_mlflow_client_that_can_write() -> None:
+    settings = MlflowSettings(tracking_uri="http://127.0.0.1:9")  # never reached
+    async with KnowledgeClient(settings) as writer:
+        with pytest.raises(ValueError, match="read_only=True"):
+            await replay(Reporting(), [], knowledge=writer)
 
 
 async def test_every_call_made_then_is_answered_from_its_record() -> None:

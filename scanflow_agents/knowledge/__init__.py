@@ -15,6 +15,7 @@ from scanflow_agents.knowledge.readers import (
     latest_run,
     metric_window,
 )
+from scanflow_agents.knowledge.readonly import KnowledgeReadOnly
 from scanflow_agents.knowledge.recorders import MlflowRecorder
 from scanflow_agents.knowledge.records import (
     NODE_TAG,
@@ -35,6 +36,7 @@ __all__ = [
     "IncrementalRunReader",
     "KnowledgeClient",
     "KnowledgeError",
+    "KnowledgeReadOnly",
     "KnowledgeUnavailable",
     "MetricPoint",
     "MlflowRecorder",

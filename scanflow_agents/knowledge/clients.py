@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from scanflow_agents.knowledge.errors import KnowledgeUnavailable, StoreUnreachable
+from scanflow_agents.knowledge.readonly import ReadOnlyStore
 from scanflow_agents.redaction import redact
 from scanflow_agents.settings import MlflowSettings
 
@@ -49,6 +50,9 @@ class KnowledgeClient:
             the callers, sensors and the recorder, retry on their own schedule),
             ``backoff`` between them (0, 2x, 4x... seconds).
         workers: Threads for concurrent calls of this client.
+        read_only: Reads only: every write raises
+            :class:`~scanflow_agents.knowledge.readonly.KnowledgeReadOnly`
+            (what a replay gives an agent).
     """
 
     def __init__(
@@ -56,8 +60,10 @@ class KnowledgeClient:
         settings: MlflowSettings,
         *,
         workers: int = 4,
+        read_only: bool = False,
     ) -> None:
         self.settings = settings
+        self.read_only = read_only
         self.tracking_uri = settings.tracking_uri.rstrip("/")
         self.registry_uri = (settings.registry_uri or self.tracking_uri).rstrip("/")
         #: The tracking URI as it may be shown (logs, errors): credentials masked.
@@ -90,10 +96,12 @@ class KnowledgeClient:
         # Built lazily, in a worker thread: importing MLflow takes about a second.
         with self._stores_lock:
             if self._stores is None:
-                self._stores = (
-                    self._make_store(self.tracking_uri, registry=False),
-                    self._make_store(self.registry_uri, registry=True),
-                )
+                tracking = self._make_store(self.tracking_uri, registry=False)
+                registry = self._make_store(self.registry_uri, registry=True)
+                if self.read_only:
+                    tracking = ReadOnlyStore(tracking, self.shown_uri)
+                    registry = ReadOnlyStore(registry, redact(self.registry_uri))
+                self._stores = (tracking, registry)
             return self._stores
 
     def _make_store(self, uri: str, *, registry: bool) -> Any:

@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scanflow_agents.agents import Agent
 from scanflow_agents.replaying import Replay, check_determinism, replay
 
+if TYPE_CHECKING:
+    from scanflow_agents.knowledge import KnowledgeClient
 
-async def assert_replays(agent: Agent, records: Iterable[Mapping[str, Any]]) -> Replay:
+
+async def assert_replays(
+    agent: Agent,
+    records: Iterable[Mapping[str, Any]],
+    *,
+    knowledge: KnowledgeClient | None = None,
+) -> Replay:
     """Replay ``agent`` on its own recorded history; fail if any rule decides otherwise.
 
     ``records`` is a history the same agent recorded (``scanflow history
     --export``, a file kept beside the test, or ``Client.history(kinds=None)``).
     The assertion names each rule that decided otherwise on the same input,
-    the first cause it did so on, and what in its code may be why.
+    the first cause it did so on, and what in its code may be why. An agent
+    that reads MLflow is given ``knowledge``, a client made with
+    ``read_only=True`` (see :func:`~scanflow_agents.replaying.replay`).
 
     Returns:
         The replay, for further checks.
     """
-    result = await replay(agent, list(records))
+    result = await replay(agent, list(records), knowledge=knowledge)
     found = check_determinism(agent, result)
     if found:
         lines = "\n".join(f"- {suspect}" for suspect in found)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -266,7 +270,7 @@ async def test_the_services_own_objective_is_enforced_as_clients_feel_it() -> No
 
 
 async def test_the_reference_is_the_served_model_versions_training_sample(
-    nats_url: str, mlflow_server: MlflowServer
+    nats_url: str, mlflow_server: MlflowServer, tmp_path: Path
 ) -> None:
     model = f"digits-{uuid.uuid4().hex[:8]}"
     with_reference = await asyncio.to_thread(_training_run, mlflow_server.url, model, TRAIN)
@@ -297,6 +301,31 @@ async def test_the_reference_is_the_served_model_versions_training_sample(
         checker = h.agents["checker"]
         assert isinstance(checker, Checker)
         assert checker.baselines[f"models:/{model}/2"].source.startswith("the first 3 window(s)")
+        history = await h.client.history(kinds=None)
+
+    # Replayed on what it recorded, reading the model's reference from MLflow (read
+    # only): decision for decision. Without MLflow no window can be tested (each
+    # model's reference is looked up there first), and the replay counts them all.
+    async with KnowledgeClient(settings.mlflow, read_only=True) as knowledge:
+        same = await assert_replays(Checker(settings=settings), history, knowledge=knowledge)
+    assert same.failures == {}
+    assert [topic for topic, _ in same.emitted].count("finding.drift.serve") == 1
+    blind = await replay(Checker(settings=settings), history)
+    assert blind.failures == {"drift": 12 + 5}
+    assert blind.counts()["removed"] == 1
+
+    # The same from the command line, on an exported history file.
+    exported = tmp_path / "history.jsonl"
+    exported.write_text("".join(json.dumps(record) + "\n" for record in history))
+    command = [sys.executable, "-m", "scanflow_agents.runtime", "replay"]
+    command += ["scanflow_agents.builtin.checker:Checker", "--file", str(exported)]
+    env = {**os.environ, "SCANFLOW_MLFLOW__TRACKING_URI": mlflow_server.url}
+    for flags, failed in (["--read-mlflow"], {}), ([], {"drift": 12 + 5}):
+        done = await asyncio.to_thread(
+            subprocess.run, [*command, *flags, "--json"], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["failures"] == failed, flags
 
 
 async def test_the_tracker_windows_reach_the_checker() -> None:

@@ -9,7 +9,12 @@ import time
 
 import pytest
 
-from scanflow_agents.knowledge import KnowledgeClient, KnowledgeUnavailable, MlflowServer
+from scanflow_agents.knowledge import (
+    KnowledgeClient,
+    KnowledgeReadOnly,
+    KnowledgeUnavailable,
+    MlflowServer,
+)
 from scanflow_agents.settings import MlflowSettings
 from scanflow_agents.testing import free_port
 
@@ -94,3 +99,28 @@ def test_importing_the_adapter_does_not_import_mlflow() -> None:
     code = "import sys, scanflow_agents.knowledge; print('mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+async def test_a_read_only_client_reads_and_writes_nothing(
+    knowledge: KnowledgeClient, mlflow_server: MlflowServer, unique: str
+) -> None:
+    """What a replay gives an agent: today's MLflow to read, and every write refused."""
+    experiment = await knowledge.experiment_id(f"ro-{unique}", create=True)
+    assert experiment is not None
+    run_id = await knowledge.create_run(experiment, run_name="kept")
+    settings = MlflowSettings(tracking_uri=mlflow_server.url)
+    async with KnowledgeClient(settings, read_only=True) as reader:
+        assert await reader.experiment_id(f"ro-{unique}") == experiment
+        runs, _ = await reader.search_runs([experiment])
+        assert [run.info.run_id for run in runs] == [run_id]
+        with pytest.raises(KnowledgeReadOnly, match="create_run would write"):
+            await reader.create_run(experiment, run_name="refused")
+        with pytest.raises(KnowledgeReadOnly, match="update_run_info would write"):
+            await reader.end_run(run_id)
+        with pytest.raises(KnowledgeReadOnly, match="create_experiment would write"):
+            await reader.experiment_id(f"ro-new-{unique}", create=True)
+        with pytest.raises(KnowledgeReadOnly, match="log_batch would write"):
+            await reader.log_batch(run_id, metrics=[("x", 1.0, 0, 0)])
+    (run,), _ = await knowledge.search_runs([experiment])
+    assert (run.info.run_id, run.info.status, run.data.metrics) == (run_id, "RUNNING", {})
+    assert await knowledge.experiment_id(f"ro-new-{unique}") is None
