@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -230,12 +230,18 @@ EXPORT_LIMIT = 10_000_000
 
 
 def _export(records: list[dict[str, Any]], path: str) -> None:
-    lines = [orjson.dumps(record).decode() for record in redaction.mask(records)]
     with click.open_file(path, "w") as out:
-        for line in lines:
-            out.write(line + "\n")
+        written = write_history(records, out)
     if path != "-":
-        click.echo(f"{len(lines)} record(s) written to {path}", err=True)
+        click.echo(f"{written} record(s) written to {path}", err=True)
+
+
+def write_history(records: list[dict[str, Any]], out: IO[str]) -> int:
+    """History as ``scanflow replay --file`` reads it: a JSON record a line, secrets masked."""
+    lines = [orjson.dumps(record).decode() for record in redaction.mask(records)]
+    for line in lines:
+        out.write(line + "\n")
+    return len(lines)
 
 
 @click.command()

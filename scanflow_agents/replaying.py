@@ -35,12 +35,14 @@ the rule's code may be why (the wall clock, randomness).
 from __future__ import annotations
 
 import inspect
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
+from scanflow_agents import chains
 from scanflow_agents._core.reacting import Reactor
 from scanflow_agents._core.recording import event_record
 from scanflow_agents._kit import clocks
@@ -206,6 +208,26 @@ class _Recorded:
     inputs: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     actions: dict[str, dict[str, Any]] = field(default_factory=dict)  # by call id
+    # The agent's own calls by (chain, agent, actuator, params), in the order made.
+    own_calls: dict[tuple[str, str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    answered: set[str] = field(default_factory=set)  # call ids whose action was given
+
+    def answer(self, call_id: str | None, owner: str, actuator: str, params: Any) -> Any:
+        """The action that answered a call then, or ``None`` for a call not made then.
+
+        A decision's call has the same id now as then (it is derived from the
+        rule and its cause). A call from a rule's own code had a random id:
+        it is found by its chain, target and parameters, the first not yet given.
+        """
+        if call_id is not None:
+            action = self.actions.get(call_id)
+        else:
+            key = (chains.current().correlation_id, owner, actuator, _canonical(params))
+            waiting = self.own_calls.get(key, [])
+            action = next((a for a in waiting if _call_id(a) not in self.answered), None)
+        if action is not None:
+            self.answered.add(_call_id(action))
+        return action
 
 
 def _sort(agent: Agent, records: Iterable[Mapping[str, Any]]) -> _Recorded:
@@ -219,13 +241,30 @@ def _sort(agent: Agent, records: Iterable[Mapping[str, Any]]) -> _Recorded:
             if not (record.get("payload") or {}).get("shadow"):
                 found.decisions.append(dict(record))
         elif kind == "action":
-            call_id = (record.get("payload") or {}).get("call_id")
-            if call_id:
+            payload = record.get("payload") or {}
+            if call_id := payload.get("call_id"):
                 found.actions.setdefault(str(call_id), dict(record))
+            if payload.get("caller") == agent.name:
+                params = _canonical(payload.get("params") or {})
+                key = (
+                    str(record.get("correlation_id")),
+                    str(source),
+                    str(record.get("name")),
+                    params,
+                )
+                found.own_calls.setdefault(key, []).append(dict(record))
         elif any(subject_matches(p, str(record.get("topic", ""))) for p in patterns):
             found.inputs.append(dict(record))
     found.inputs.sort(key=_moment)
     return found
+
+
+def _canonical(params: Any) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def _call_id(action: Mapping[str, Any]) -> str:
+    return str((action.get("payload") or {}).get("call_id"))
 
 
 def _moment(record: Mapping[str, Any]) -> float:
@@ -296,12 +335,13 @@ async def replay(
         call_id: str | None = None,
     ) -> Any:
         owner = agent or own
-        action = recorded.actions.get(call_id or "")
+        action = recorded.answer(call_id, owner, actuator, params)
         if action is None:
             new_calls.append(NewCall(owner, actuator, params, call_id, moment["time"]))
             if callable(answers):
                 return answers(owner, actuator, params)
             return (answers or {}).get(f"{owner}.{actuator}")
+        clocks.advance(_moment(action))  # it took as long as it took then
         payload = action.get("payload") or {}
         if payload.get("ok", True):
             return payload.get("result")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from scanflow_agents import Agent, Call, Decision, Observation, actuator, rule, sensor
+from scanflow_agents import Agent, Call, Decision, Observation, actuator, clocks, rule, sensor
 from scanflow_agents.knowledge import KnowledgeClient
 from scanflow_agents.replaying import check_determinism, replay
 from scanflow_agents.settings import MlflowSettings
@@ -180,6 +180,71 @@ async def test_every_call_made_then_is_answered_from_its_record() -> None:
     result = await replay(Watch(), history, answers=lambda *call: asked.append(call))
     assert result.new_calls == []
     assert asked == []  # the stub is for new calls only
+
+
+class AskingWatch(Watch, name="watch"):
+    """Asks the scaler from its own code how many replicas run, then decides on the answer."""
+
+    @rule("load")
+    async def busy(self, observation: Observation) -> Decision | None:
+        rps = observation.value["rps"]
+        running = await self.call("scaler", "scale", replicas=rps // 50, at=None)
+        if running["replicas"] < 2:
+            return None
+        return Decision(action="noted", reason=f"{running['replicas']} for {rps} rps")
+
+
+async def test_a_call_from_a_rules_own_code_is_answered_from_its_record(bus: str | None) -> None:
+    """Its id was random then: it is found by its chain, target and parameters."""
+    history = await _recorded(AskingWatch(), bus)
+    assert len([r for r in history if r["kind"] == "action"]) == len(LOADS)
+    same = await assert_replays(AskingWatch(), history)
+    assert same.new_calls == []
+    assert same.counts()["same"] == 3  # 120, 150 and 110 rps: 2 replicas or more
+    # Changed parameters are a call not made then: the stub answers it.
+    doubled = await replay(
+        Doubling(), history, answers=lambda *call: {"replicas": call[2]["replicas"]}
+    )
+    assert len(doubled.new_calls) == len(LOADS)
+
+
+class Doubling(AskingWatch, name="watch"):
+    @rule("load")
+    async def busy(self, observation: Observation) -> Decision | None:
+        doubled = Observation.model_validate(
+            {**observation.model_dump(), "value": {"rps": 2 * observation.value["rps"]}}
+        )
+        decided: Decision | None = await AskingWatch.busy(self, doubled)
+        return decided
+
+
+class TimingWatch(Watch, name="watch"):
+    """Notes how long its scale-out took, on the clock a replay sets."""
+
+    @rule("load")
+    async def busy(self, observation: Observation) -> Decision | None:
+        started = clocks.wall()
+        await self.call("scaler", "scale", replicas=observation.value["rps"] // 50, at=None)
+        took = clocks.wall() - started
+        return Decision(action="scaled-slowly" if took >= 0.2 else "scaled-at-once")
+
+
+class SlowScaler(Scaler, name="scaler"):
+    @actuator()
+    async def scale(self, replicas: int, at: float | None = None) -> dict[str, int]:
+        await asyncio.sleep(0.25)
+        return {"replicas": replicas}
+
+
+async def test_a_call_answered_from_its_record_takes_as_long_as_it_took_then() -> None:
+    async with AgentHarness(TimingWatch(), SlowScaler()) as h:
+        for _ in LOADS:
+            await h.run_sensor("watch", "load")
+        await h.settle()
+        history = await h.client.history(kinds=None)
+    assert {d["payload"]["action"] for d in history if d["kind"] == "decision"} == {"scaled-slowly"}
+    same = await assert_replays(TimingWatch(), history)
+    assert same.counts()["same"] == len(LOADS)
 
 
 async def _cli(*arguments: str) -> Result:

@@ -196,18 +196,20 @@ class Improver(Agent):
             rows = await self._labelled(workflow, supervised, state.since)
             enough = rows is not None and rows >= self.config.min_dataset_rows
             if enough or self.retrainings.overdue(state):
-                state.ready = True
                 ready.append({"workflow": workflow, "rows": rows})
         return ready or None
 
     @rule("gathered", timeout=120)
     async def retrain_when_gathered(self, observation: Observation) -> Decision | None:
+        # The state moves here, not in the sensor: a replay gives this rule the
+        # recorded observation without running the sensor, and must decide alike.
         decisions = []
         for item in observation.value:
             workflow = item["workflow"]
             state = self.retrainings.state(workflow)
-            if not isinstance(state, Gathering) or not state.ready:
-                continue
+            if not isinstance(state, Gathering) or state.ready:
+                continue  # planned already (an observation taken before it was)
+            state.ready = True
             supervised = self.config.workflows[workflow]
             decisions.append(await self._retrain(workflow, supervised, state, item["rows"]))
         return decisions[0] if decisions else None

@@ -28,6 +28,7 @@ from scanflow_agents.runtime.demo.stack import Stack, StackOptions, Tuning
 from scanflow_agents.runtime.demo.traffic import Traffic
 from scanflow_agents.runtime.demo.view import Progress, View
 from scanflow_agents.runtime.demo.watching import EventLog
+from scanflow_agents.runtime.inspecting import EXPORT_LIMIT, write_history
 
 from scanflow_agents import training
 from scanflow_agents._kit.tasks import guarded
@@ -144,6 +145,10 @@ async def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> dict[s
                 played = [await play(phase, traffic, log, progress) for phase in plan]
                 progress.enter("summary", None, "reading the audit trail, evaluating models")
                 history = await stack.client.history(kinds=HISTORY_KINDS, limit=100_000)
+                # Every event, for a replay of the loop's agents on this run.
+                everything = await stack.client.history(kinds=None, limit=EXPORT_LIMIT)
+                assert stack.settings is not None  # set once the stack has started
+                ran_with = stack.settings.model_dump(mode="json")  # secrets stay masked
                 status = await stack.client.call(
                     "planner", "status", workflow=example.serve_workflow
                 )
@@ -182,6 +187,9 @@ async def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> dict[s
     folder = options.report_dir
     summary.write(result, folder / "summary.json")
     (folder / "requests.json").write_text(json.dumps(requests))
+    with (folder / "history.jsonl").open("w") as out:
+        write_history(everything, out)
+    (folder / "settings.json").write_text(json.dumps(ran_with, indent=2))
     await asyncio.to_thread(
         report.render,
         result,

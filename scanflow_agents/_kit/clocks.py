@@ -42,6 +42,18 @@ def wall() -> float:
     return time.time() if replayed is None else replayed
 
 
+def advance(seconds: float) -> None:
+    """In a replay, move the replayed moment on to ``seconds``, if that is later.
+
+    A call answered from its record took time then: what the rule reads after
+    it is the moment the answer was recorded (a scaler that notes when its
+    change took effect notes the same time). Outside a replay, nothing.
+    """
+    replayed = _REPLAYED.get()
+    if replayed is not None and seconds > replayed:
+        _REPLAYED.set(seconds)
+
+
 @contextmanager
 def at(seconds: float) -> Iterator[None]:
     """Both clocks read ``seconds`` since the epoch inside this block (a replay's moment)."""

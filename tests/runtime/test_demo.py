@@ -26,6 +26,8 @@ from scanflow_agents.runtime.demo.scenario import Data, corrupt, phases
 from scanflow_agents.runtime.demo.view import describe_event
 from scanflow_agents.runtime.demo.watching import Seen
 
+from .replayed import assert_the_loop_replays_its_run
+
 T0 = 1_800_000_000.0
 
 
@@ -304,6 +306,7 @@ async def test_the_demo_closes_the_loop_end_to_end(
     view = (tmp_path / "view.txt").read_text()
     assert "checker finds finding.drift.serve" in view
     assert "improver decides retrain" in view
+    await assert_the_loop_replays_its_run(tmp_path)
 
 
 # The drift part only, with the retraining made worse on purpose (20 clean

@@ -22,6 +22,8 @@ from scanflow_agents.runtime.demo.running import DemoOptions, run_demo
 from scanflow_agents.runtime.demo.stack import StackOptions, agent_sections
 from scanflow_agents.runtime.demo.tabular import WineData
 
+from .replayed import assert_the_loop_replays_its_run
+
 
 def test_the_wine_data_is_named_graded_and_shifted() -> None:
     data = WineData.load(0)
@@ -80,6 +82,7 @@ async def test_the_loop_closes_on_the_wine_example(
     assert "checker finds finding.drift.score" in view
     assert "improver decides retrain" in view
     assert json.loads((tmp_path / "report" / "summary.json").read_text())["new_version"]
+    await assert_the_loop_replays_its_run(tmp_path)
 
 
 # The same, with the retraining made worse on purpose (two shallow trees on 50 rows,
