@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from scanflow_agents.builtin.checker import Checker
+from scanflow_agents.builtin.checker import Checker, CheckerSettings
 from scanflow_agents.builtin.improver import Improver
 
 from scanflow_agents import Settings
+from scanflow_agents.diffs import Difference
 from scanflow_agents.knowledge import KnowledgeClient, MlflowServer
+from scanflow_agents.replaying import replay
 from scanflow_agents.testing import assert_replays
 
 
@@ -29,3 +31,21 @@ async def assert_the_loop_replays_its_run(tmp_path: Path) -> None:
                 replayed = await assert_replays(agent, history, knowledge=knowledge)
                 assert replayed.failures == {}, agent.name
                 assert replayed.counts()["same"] >= 1, agent.name  # each decided something
+            # A checker that wants one more drifted window in a row: each of its alarms
+            # moves one window later, and nothing else changes.
+            later = ran_with["agents"].setdefault("checker", {})
+            later["consecutive"] = CheckerSettings.model_validate(later).consecutive + 1
+            changed = Settings.model_validate(ran_with)
+            moved = await replay(Checker(settings=changed), history, knowledge=knowledge)
+    counts = moved.counts()
+    assert counts["removed"] == counts["added"] >= 1, counts
+    assert counts["changed"] == 0, counts
+    removed = sorted((r.difference for r in moved.rows if r.status == "removed"), key=_key)
+    added = sorted((r.difference for r in moved.rows if r.status == "added"), key=_key)
+    for then, now in zip(removed, added, strict=True):
+        assert then.rule == now.rule
+        assert then.time < now.time
+
+
+def _key(difference: Difference) -> tuple[str, str]:
+    return difference.rule, difference.time
