@@ -27,7 +27,9 @@ async def test_application_files_are_loaded_at_start(tmp_path: Path) -> None:
         train = await h.call("planner", "status", workflow="train")
         # No MLflow runs here: the store cannot help, and the answer says so.
         with pytest.raises(NotFound, match=r"workflows: serve, train\).*store was not read"):
-            await h.call("planner", "status", workflow="retrain")
+            # Given time: the planner's first MLflow use imports MLflow (seconds on a
+            # loaded machine) before it meets the refused connection.
+            await h.call("planner", "status", workflow="retrain", timeout=60)
 
     assert (serve["deployed"], serve["services"], serve["runs"]) == (False, [], [])
     assert train["workflow"] == "train"
