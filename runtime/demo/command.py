@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 from collections.abc import Iterator
@@ -90,6 +91,15 @@ def _log_to_file(path: Path) -> Iterator[None]:
     help="Keep the stack's files (MLflow store, run folders, logs) here; default: a "
     "temporary folder removed at the end.",
 )
+@click.option(
+    "--shadow",
+    "shadows",
+    multiple=True,
+    metavar="AGENT=JSON",
+    callback=lambda ctx, param, value: _shadows(value),
+    help="Also run a built-in agent as a shadow with its settings changed, e.g. "
+    """checker='{"consecutive": 3}'; the summary pairs its decisions with the live one's.""",
+)
 def demo(**options: Any) -> None:
     """Run the whole supervised loop on this machine and show it.
 
@@ -123,3 +133,20 @@ def demo(**options: Any) -> None:
         raise click.ClickException(str(exc)) from exc
     click.echo("\n" + table(result))
     click.echo(f"\nreport: {chosen.report_dir / 'report.html'} (summary.json, *.png next to it)")
+
+
+def _shadows(given: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    shadows: dict[str, dict[str, Any]] = {}
+    for text in given:
+        name, sep, changes = text.partition("=")
+        try:
+            parsed = json.loads(changes) if sep else None
+        except ValueError as exc:
+            raise click.BadParameter(f"{text!r}: the changes are not JSON ({exc})") from None
+        if not name or not isinstance(parsed, dict):
+            raise click.BadParameter(
+                f"""{text!r}: write AGENT='{{"setting": value}}' (a JSON object)""",
+                param_hint="--shadow",
+            )
+        shadows[name] = parsed
+    return shadows

@@ -16,7 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -28,7 +28,7 @@ from scanflow_agents.runtime.demo.stack import Stack, StackOptions, Tuning
 from scanflow_agents.runtime.demo.traffic import Traffic
 from scanflow_agents.runtime.demo.view import Progress, View
 from scanflow_agents.runtime.demo.watching import EventLog
-from scanflow_agents.runtime.inspecting import EXPORT_LIMIT, write_history
+from scanflow_agents.runtime.inspecting import EXPORT_LIMIT, read_shadow_diff, write_history
 
 from scanflow_agents import training
 from scanflow_agents._kit.tasks import guarded
@@ -54,6 +54,9 @@ class DemoOptions:
     #: The loop's knobs; by default ``Tuning`` with the example's own values.
     tuning: Tuning | None = None
     example: str = "digits"
+    #: Built-in agents also run as shadows, with these changes to their settings
+    #: (``{"checker": {"consecutive": 3}}``); the summary pairs their decisions.
+    shadows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 async def _call(stack: Stack, progress: Progress, step: str, actuator: str, **params: Any) -> Any:
@@ -133,6 +136,7 @@ async def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> dict[s
         mlflow_uri=options.mlflow_uri,
         tuning=tuning,
         example=example,
+        shadows=options.shadows,
     )
     progress = Progress()
     try:
@@ -149,6 +153,10 @@ async def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> dict[s
                 everything = await stack.client.history(kinds=None, limit=EXPORT_LIMIT)
                 assert stack.settings is not None  # set once the stack has started
                 ran_with = stack.settings.model_dump(mode="json")  # secrets stay masked
+                shadowed = {
+                    name: await read_shadow_diff(stack.client, name, f"{name}-shadow", since=None)
+                    for name in options.shadows
+                }
                 status = await stack.client.call(
                     "planner", "status", workflow=example.serve_workflow
                 )
@@ -184,6 +192,15 @@ async def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> dict[s
     result = summary.compute(history, requests, played, evaluation, clean_evaluation)
     result["labels"] = {"sent": traffic.labels_sent, "matched": traffic.labels_matched}
     result["duration_seconds"] = round(time.time() - progress.started, 1)
+    if shadowed:
+        result["shadows"] = {
+            name: {
+                "changes": options.shadows[name],
+                "counts": diff.counts(),
+                "disagreements": [row.as_json() for row in diff.disagreements],
+            }
+            for name, (diff, _) in shadowed.items()
+        }
     folder = options.report_dir
     summary.write(result, folder / "summary.json")
     (folder / "requests.json").write_text(json.dumps(requests))

@@ -86,6 +86,9 @@ class StackOptions:
     tuning: Tuning = field(default_factory=Tuning)
     agents: tuple[str, ...] = AGENTS
     example: Example = EXAMPLES["digits"]
+    #: Built-in agents run a second time as shadows (``<name>-shadow``), each with
+    #: its settings section changed by the given values: a policy change tried live.
+    shadows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def application(self) -> Path:
@@ -201,6 +204,9 @@ class Stack:
         agents_transport = await connect_transport(self.settings, name="scanflow-demo-agents")
         exits.push_async_callback(agents_transport.close)
         self.agents = [klass(settings=self.settings) for klass in classes]
+        self.agents += [
+            self._shadow(classes, name, changes) for name, changes in self.options.shadows.items()
+        ]
         for agent in self.agents:
             await exits.enter_async_context(agent.running(agents_transport))
         observer = await connect_transport(self.settings, name="scanflow-demo")
@@ -212,6 +218,19 @@ class Stack:
             self.mlflow_uri,
             ", ".join(a.name for a in self.agents),
         )
+
+    def _shadow(self, classes: list[type[Agent]], name: str, changes: dict[str, Any]) -> Agent:
+        """Agent ``name`` as a shadow beside the live one, its section changed by ``changes``."""
+        assert self.settings is not None
+        klass = next((k for k in classes if k.name == name), None)
+        if klass is None:
+            known = ", ".join(k.name for k in classes)
+            raise RuntimeError(f"no built-in agent {name!r} to shadow (agents: {known})")
+        base = self.settings
+        agents = {**base.agents, name: {**base.agents.get(name, {}), **changes}}
+        agent = base.agent.model_copy(update={"shadow": True})
+        settings = base.model_copy(update={"agents": agents, "agent": agent})
+        return klass(name=f"{name}-shadow", settings=settings)
 
     async def __aexit__(
         self,

@@ -291,6 +291,15 @@ def table(summary: dict[str, Any]) -> str:
     rows.append(("drift findings before the onset", _cell(alarms)))
     rows.append(("actions by the loop", _cell(summary["actions"]["by_the_loop"])))
     rows += [(f"  {k}", str(v)) for k, v in summary["actions"]["loop_by_actuator"].items()]
+    for name, shadow in (summary.get("shadows") or {}).items():
+        c = shadow["counts"]
+        rows.append(
+            (
+                f"{name}-shadow {json.dumps(shadow['changes'])}",
+                f"{c['same']} same, {c['changed']} changed, {c['only_live']} only live, "
+                f"{c['only_shadow']} only shadow",
+            )
+        )
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from scanflow_agents.runtime.demo.watching import Seen
 from .replayed import assert_the_loop_replays_its_run
 
 T0 = 1_800_000_000.0
+LATER_CHECKER = {"checker": {"consecutive": 3}}
 
 
 def test_data_is_split_as_the_example_trains_and_seeded() -> None:
@@ -272,7 +274,8 @@ def test_the_log_goes_to_a_file_and_the_terminal_keeps_warnings(tmp_path: Path) 
 async def test_the_demo_closes_the_loop_end_to_end(
     tmp_path: Path, demo_options: Callable[..., DemoOptions]
 ) -> None:
-    options = demo_options("digits", ("drift", "load"))
+    # Beside the loop's checker, a shadow that wants one more drifted window in a row.
+    options = replace(demo_options("digits", ("drift", "load")), shadows=LATER_CHECKER)
 
     with (tmp_path / "view.txt").open("w") as out:
         figures = await run_demo(options, out=out)
@@ -307,6 +310,16 @@ async def test_the_demo_closes_the_loop_end_to_end(
     assert "checker finds finding.drift.serve" in view
     assert "improver decides retrain" in view
     await assert_the_loop_replays_its_run(tmp_path)
+    # The shadow's drift alarms came a window after the live ones: on other causes.
+    shadow = figures["shadows"]["checker"]
+    counts, disagreed = shadow["counts"], shadow["disagreements"]
+    assert counts["changed"] == 0, disagreed
+    assert counts["only_live"] >= 1, counts
+    assert counts["only_shadow"] >= 1, counts
+    assert {r["rule"] for r in disagreed if r["status"] == "only_shadow"} <= {
+        r["rule"] for r in disagreed if r["status"] == "only_live"
+    }
+    assert 'checker-shadow {"consecutive": 3}' in summary.table(figures)
 
 
 # The drift part only, with the retraining made worse on purpose (20 clean
