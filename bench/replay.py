@@ -16,8 +16,8 @@ Usage: ``python bench/replay.py [--seconds 240] [--every 0.05] [--json PATH]``
 With ``--demo DIR`` it replays a recorded ``scanflow demo`` run instead: the
 built-in checker and improver on the run's ``history.jsonl`` with its
 ``settings.json`` (both in the demo's report folder, ``DIR/report``), reading
-the run's MLflow read-only (its store in ``DIR/work/mlflow``, served again).
-Record one first: ``scanflow demo --report-dir DIR/report --work-dir DIR/work``.
+the run's MLflow read-only (its store in ``DIR/stack/mlflow``, served again).
+Record one first: ``scanflow demo --report-dir DIR/report --work-dir DIR/stack``.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ async def run_demo_replay(folder: Path, rounds: int) -> dict[str, Any]:
     from scanflow_agents import Settings
     from scanflow_agents.knowledge import KnowledgeClient, MlflowServer
 
-    report, store = folder / "report", folder / "work" / "mlflow"
+    report, store = folder / "report", folder / "stack" / "mlflow"
     history = [json.loads(line) for line in (report / "history.jsonl").read_text().splitlines()]
     ran_with = json.loads((report / "settings.json").read_text())
     results: dict[str, Any] = {"recorded": _recorded(history)}
