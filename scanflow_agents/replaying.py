@@ -202,6 +202,13 @@ class _Stage:
 
 
 @dataclass
+class _Moment:
+    """The recorded time being replayed (ISO text), shared by the replay's ports."""
+
+    time: str = ""
+
+
+@dataclass
 class _Recorded:
     """The history, sorted out: what to give the rules, what was decided, what was answered."""
 
@@ -302,7 +309,7 @@ async def replay(
     recorded, own = _sort(agent, records), agent.name
     replayed: list[dict[str, Any]] = []
     new_calls: list[NewCall] = []
-    moment = {"time": ""}
+    moment = _Moment()
 
     async def record(
         kind: str,
@@ -318,7 +325,7 @@ async def replay(
             source=own,
             correlation_id=correlation_id,
             causation_id=causation_id,
-            time=datetime.fromisoformat(moment["time"]),
+            time=datetime.fromisoformat(moment.time),
             payload=payload,
             **({"id": event_id} if event_id else {}),
         )
@@ -337,7 +344,7 @@ async def replay(
         owner = agent or own
         action = recorded.answer(call_id, owner, actuator, params)
         if action is None:
-            new_calls.append(NewCall(owner, actuator, params, call_id, moment["time"]))
+            new_calls.append(NewCall(owner, actuator, params, call_id, moment.time))
             if callable(answers):
                 return answers(owner, actuator, params)
             return (answers or {}).get(f"{owner}.{actuator}")
@@ -373,12 +380,12 @@ async def replay(
     return result
 
 
-async def _feed(agent: Agent, reactor: Reactor, recorded: _Recorded, moment: dict[str, str]) -> int:
+async def _feed(agent: Agent, reactor: Reactor, recorded: _Recorded, moment: _Moment) -> int:
     """Give the recorded observations and events to the rules; how many were given."""
     watched = {sensor for spec in agent.rules.values() for sensor in agent.sensors
                if spec.watches_sensor(sensor)}  # fmt: skip
     for message in recorded.inputs:
-        moment["time"] = str(message["time"])
+        moment.time = str(message["time"])
         with clocks.at(_moment(message)):
             # The agent's own observations go to the rules on their sensor; any other
             # record here (another agent's observation included) is an event.
@@ -391,7 +398,7 @@ async def _feed(agent: Agent, reactor: Reactor, recorded: _Recorded, moment: dic
                     agent=agent.name,
                     sensor=sensor.id,
                     value=(message.get("payload") or {}).get("value"),
-                    time=datetime.fromisoformat(moment["time"]),
+                    time=datetime.fromisoformat(moment.time),
                     correlation_id=str(message["correlation_id"]),
                 )
                 await reactor.react(observation, sensor)
@@ -401,7 +408,7 @@ async def _feed(agent: Agent, reactor: Reactor, recorded: _Recorded, moment: dic
                     topic=str(message.get("topic")),
                     source=str(message.get("agent")),
                     payload=message.get("payload"),
-                    time=datetime.fromisoformat(moment["time"]),
+                    time=datetime.fromisoformat(moment.time),
                     correlation_id=str(message["correlation_id"]),
                 )
                 for spec in agent.rules.values():
