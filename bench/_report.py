@@ -1,8 +1,19 @@
-"""The core benchmark's goals and its printed table."""
+"""How every benchmark hands its results over, and the core benchmark's goals and table."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+
+def publish(results: dict[str, Any], path: Path, shown: str) -> None:
+    """Write ``results`` as JSON to ``path``, then print the table ``shown`` and where it went."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(shown)
+    print(f"\nresults written to {path}")
+
 
 # The performance goals (docs/explanation/benchmarks.md lists them with the results).
 MAX_P50_VS_NATS = 1.5

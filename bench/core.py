@@ -51,7 +51,7 @@ from _procs import (
     scanflow,
     sigterm_exits,
 )
-from _report import goals, table
+from _report import goals, publish, table
 
 from scanflow_agents import Envelope, Settings
 from scanflow_agents._kit import loops
@@ -502,10 +502,7 @@ def main(argv: list[str] | None = None) -> None:
     results["goals"] = goals(results)
     results["environment"] = environment(plan, args.quick)
     results["environment"]["seconds"] = round(time.monotonic() - started, 1)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
-    print(f"\nresults written to {args.json}")
+    publish(results, args.json, table(results))
 
 
 if __name__ == "__main__":

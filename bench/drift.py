@@ -22,7 +22,6 @@ Usage: ``python bench/drift.py [--quick] [--json PATH]`` (full run about a minut
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import scipy
+from _report import publish
 from scipy import stats
 
 from scanflow_agents.drift import ADWIN, PageHinkley, Reference
@@ -261,10 +261,7 @@ def main(argv: list[str] | None = None) -> None:
         "cpus": os.cpu_count(),
         "seconds": round(time.monotonic() - started, 1),
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
-    print(f"\nresults written to {args.json}")
+    publish(results, args.json, table(results))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import psutil
 from _procs import Child, Children, scanflow, sigterm_exits
+from _report import publish
 
 from scanflow_agents import Envelope, Settings
 from scanflow_agents._kit import loops
@@ -375,10 +376,7 @@ def main(argv: list[str] | None = None) -> None:
         "python": platform.python_version(),
         "seconds": round(time.monotonic() - started, 1),
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
-    print(f"\nresults written to {args.json}")
+    publish(results, args.json, table(results))
 
 
 if __name__ == "__main__":

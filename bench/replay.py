@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 import quickstart  # noqa: E402
 import shadow_policy  # noqa: E402
+from _report import publish  # noqa: E402
 
 from scanflow_agents import Agent, sensor  # noqa: E402
 from scanflow_agents.controls import Controls  # noqa: E402
@@ -205,10 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         "seconds": round(time.monotonic() - started, 1),
     }
     path = args.json or (DEMO_JSON if args.demo is not None else DEFAULT_JSON)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
-    print(f"\nresults written to {path}")
+    publish(results, path, table(results))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from typing import Any
 import psutil
 from _measure import summary
 from _procs import Children, sigterm_exits
+from _report import publish
 from _servers import (
     MLSERVER_VERSION,
     SERVERS,
@@ -359,10 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     report["environment"] = environment(plan, args.quick, servers)
     report["environment"]["load_average_before"] = [round(x, 2) for x in load_before]
     report["environment"]["seconds"] = round(time.monotonic() - started, 1)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(table(report))
-    print(f"\nresults written to {args.json}")
+    publish(report, args.json, table(report))
 
 
 def table(report: dict[str, Any]) -> str:

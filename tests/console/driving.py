@@ -6,7 +6,7 @@ from pathlib import Path
 
 from scanflow_agents.runtime.console.agent_screen import AgentScreen
 from scanflow_agents.runtime.console.app import ConsoleApp
-from scanflow_agents.runtime.console.widgets import AgentsTable
+from scanflow_agents.runtime.console.widgets import AgentsTable, CommandPrompt
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
@@ -35,6 +35,14 @@ def text_of(app: ConsoleApp, selector: str) -> str:
 async def type_line(pilot: Pilot[None], line: str) -> None:
     await pilot.press("colon")
     await pilot.press(*line)
+    await pilot.press("enter")
+
+
+async def paste_line(pilot: Pilot[None], line: str) -> None:
+    """Like :func:`type_line`, the text put in at once: for long lines (file paths),
+    where a key press per character costs seconds and tests nothing more."""
+    await pilot.press("colon")
+    pilot.app.screen.query_one(CommandPrompt).value = line
     await pilot.press("enter")
 
 

@@ -15,7 +15,7 @@ from scanflow_agents.runtime.console.main_screen import MainScreen
 from scanflow_agents.testing import AgentHarness, eventually
 
 from .conftest import console_settings
-from .driving import console_app, text_of, type_line
+from .driving import console_app, paste_line, text_of, type_line
 from .operated import Scaler
 from .policies import EarlierGate, LoadGate
 
@@ -52,7 +52,7 @@ async def test_a_changed_policy_replayed_and_shadowed_in_the_console(
 
         app = console_app(h, nats_url, tmp_path)
         async with app.run_test(size=(160, 40)) as pilot:
-            await type_line(pilot, f"replay {POLICIES}:EarlierGate")
+            await paste_line(pilot, f"replay {POLICIES}:EarlierGate")
             await eventually(lambda: isinstance(app.screen, ComparisonScreen), timeout=15)
             table = app.screen.query_one(ComparisonTable)
             # 90 rps: decided now only; 120: the same (hidden); 170: 4 replicas then, 5
@@ -107,7 +107,7 @@ async def test_what_cannot_be_compared_is_said_and_the_console_goes_on(
             (f"replay {POLICIES}:LoadGate yesterday", "neither a duration"),
             ("shadow scaler", "no decision of 'scaler-shadow' is recorded"),
         ]:
-            await type_line(pilot, line)
+            await paste_line(pilot, line)
             # Awaited within the iteration: the lambda reads this line's error.
             await eventually(lambda: error in text_of(app, "#output"), timeout=10)  # noqa: B023
             assert isinstance(app.screen, MainScreen), line
