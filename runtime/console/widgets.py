@@ -140,11 +140,17 @@ class EventsTable(FitTable):
         self.filter = EventFilter()
 
     def show(self, records: list[dict[str, Any]], *, rebuild: bool = False) -> None:
-        """Add the records not shown yet (all of them again if ``rebuild``)."""
+        """Add the records not shown yet (all of them again if ``rebuild``).
+
+        On the last row the cursor follows new events; anywhere else it stays on
+        the event it is on, also when the rows are all added again (the stored
+        events arrived after live ones, the terminal was resized).
+        """
+        follow = self.row_count == 0 or self.cursor_row >= self.row_count - 1
+        selected = None if follow else self.selected_key()
         if rebuild:
             self.clear()
             self.records = {}
-        follow = self.row_count == 0 or self.cursor_row >= self.row_count - 1
         for record in records:
             if record["id"] in self.records or not self.filter.matches(record):
                 continue
@@ -152,6 +158,8 @@ class EventsTable(FitTable):
             self.add_row(*event_cells(self, record), key=record["id"])
         if follow and self.row_count:
             self.move_cursor(row=self.row_count - 1)
+        elif rebuild:
+            self.reselect(list(self.records), selected)
 
     def redraw(self) -> None:
         self.show(list(self.records.values()), rebuild=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.style import Style
 from scanflow_agents.runtime.console.app import ConsoleApp
 from scanflow_agents.runtime.console.widgets import AgentsTable, EventsTable
 from scanflow_agents.runtime.inspecting import describe_text
+from textual.app import App, ComposeResult
 from textual.widgets import DataTable
 from textual.widgets._footer import FooterKey
 
@@ -114,3 +116,36 @@ async def test_the_agent_view_shows_json_values_and_an_actuators_limits(
         assert str(actuators.get_row_at(0)[2]) == "-"
     described = await agents.client.describe("scaler")
     assert "  limits: cooldown 0.1s, rate 100/60s" in describe_text(described)
+
+
+class _Tail(App[None]):
+    def compose(self) -> ComposeResult:
+        yield EventsTable()
+
+
+def _event(number: int) -> dict[str, Any]:
+    return {
+        "id": f"e{number}",
+        "time": f"2026-12-08T00:00:{number:02d}+00:00",
+        "kind": "observation",
+        "agent": "scaler",
+        "name": "load",
+        "payload": {"value": number},
+    }
+
+
+async def test_the_tail_keeps_the_selected_event_when_its_rows_are_added_again() -> None:
+    """Stored events that arrive after live ones rebuild the tail: the operator's
+    place stays, and a cursor on the last row goes on following."""
+    events = [_event(n) for n in range(5)]
+    async with _Tail().run_test(size=(80, 24)) as pilot:
+        table = pilot.app.query_one(EventsTable)
+        table.show(events)
+        table.move_cursor(row=2)
+        table.show([_event(9), *events, _event(5)], rebuild=True)
+        assert table.selected() is events[2]
+        table.move_cursor(row=table.row_count - 1)
+        table.show([*events, _event(5), _event(6)], rebuild=True)
+        selected = table.selected()
+        assert selected is not None
+        assert selected["id"] == "e6"
