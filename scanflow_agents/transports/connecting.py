@@ -88,6 +88,12 @@ async def open_connection(
         with contextlib.suppress(Exception):
             await client.close()
         raise ConnectFailed(attempts.reason(exc)) from exc
+    except asyncio.CancelledError:
+        # Stopped half-way (a console closing while it connects): nats-py would
+        # leave its socket open until the garbage collector finds it.
+        with contextlib.suppress(Exception):
+            await client.close()
+        raise
     client.options["max_reconnect_attempts"] = -1
     return client
 
