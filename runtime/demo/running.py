@@ -112,7 +112,12 @@ async def play(phase: Phase, traffic: Traffic, log: EventLog, progress: Progress
             await asyncio.sleep(0.25)
         else:
             if phase.until:
-                logger.warning("demo phase %s: no %s in %.0f s", phase.name, waiting, phase.seconds)
+                logger.warning(
+                    "demo phase %s: %s did not happen in %.0f s; going on",
+                    phase.name,
+                    waiting,
+                    phase.seconds,
+                )
     finally:
         await clients.stop()
     return {"name": phase.name, "start": start, "end": time.time(), "until": phase.until}
