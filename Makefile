@@ -66,13 +66,18 @@ docs: install
 quickstart: install
 	$(VENV)/bin/scanflow run examples/quickstart.py --embedded-nats
 
-# The image's dependencies, pinned with hashes for every platform (the image
-# installs them before the code, in a layer of their own). Run after a change to
-# pyproject's dependencies; tests/helm/test_image.py says when it is due.
-IMAGE_EXTRAS := serving kubernetes drift pod fast
+# The images' dependencies, pinned with hashes for every platform (each image
+# installs its lock before the code, in a layer of its own): the agent image's
+# (MLflow's client only) and the serving image's (model servers, training
+# steps, images built on the cluster). Run after a change to pyproject's
+# dependencies; tests/helm/test_image.py says when it is due.
+AGENT_EXTRAS := tracking kubernetes drift pod fast
+SERVING_EXTRAS := serving kubernetes drift pod fast
+LOCK := $(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 \
+	--generate-hashes --no-header -q
 image-lock: install
-	$(VENV)/bin/uv pip compile pyproject.toml $(IMAGE_EXTRAS:%=--extra %) --universal \
-		--python-version 3.11 --generate-hashes --no-header -q -o requirements-image.txt
+	$(LOCK) $(AGENT_EXTRAS:%=--extra %) -o requirements-agent.txt
+	$(LOCK) $(SERVING_EXTRAS:%=--extra %) -o requirements-serving.txt
 
 bench: install
 	$(PY) bench/core.py

@@ -36,7 +36,8 @@ and ``$(VAR)`` in a command or its arguments is expanded as the kubelet does.
 Not proven here: scheduling, RBAC enforcement, Services and network policies,
 probes run by a real kubelet, rolling updates.
 
-Usage: python .ci/check_pods.py --image localhost/scanflow-agents:ci --helm PATH
+Usage: python .ci/check_pods.py --image localhost/scanflow-agents:ci \
+    --serving-image localhost/scanflow-agents-serving:ci --helm PATH
 """
 
 from __future__ import annotations
@@ -108,16 +109,26 @@ def get(port: int, path: str) -> tuple[int, str]:
 
 
 def render(
-    helm: str, release: str, image: str, nats: str, mlflow: str, *, on_cluster: bool = False
+    helm: str,
+    release: str,
+    images: tuple[str, str],
+    nats: str,
+    mlflow: str,
+    *,
+    on_cluster: bool = False,
 ) -> list[dict[str, Any]]:
-    """The chart's objects; ``on_cluster`` keeps the planner on the Kubernetes platform
-    (for the settings it would build model servers with), else it runs steps locally."""
-    repository, _, tag = image.rpartition(":")
+    """The chart's objects with ``images`` (the agent's, the serving one); ``on_cluster``
+    keeps the planner on the Kubernetes platform (for the settings it would build model
+    servers with), else it runs steps locally."""
+    repository, _, tag = images[0].rpartition(":")
+    serving_repository, _, serving_tag = images[1].rpartition(":")
     ports = {agent: free_port() for agent in AGENTS}
     options = {
         "image.repository": repository,
         "image.tag": tag,
         "image.pullPolicy": "Never",
+        "kubernetes.images.serving.repository": serving_repository,
+        "kubernetes.images.serving.tag": serving_tag,
         "nats.url": nats,
         "mlflow.trackingUri": mlflow,
         # NATS's Secret is kept (its values are given to the pods, see for_podman);
@@ -311,7 +322,7 @@ def check_sigterm(deployments: dict[str, Any], names: dict[str, str]) -> dict[st
     return took
 
 
-def model_server_deployment(settings_yaml: str, image: str, port: int) -> dict[str, Any]:
+def model_server_deployment(settings_yaml: str, port: int) -> dict[str, Any]:
     """The Deployment the planner makes for the application's model, from the chart's settings.
 
     The planner container runs here on the local platform (there is no API
@@ -324,7 +335,7 @@ def model_server_deployment(settings_yaml: str, image: str, port: int) -> dict[s
         settings = Settings.load(file.name)
     options = PlannerSettings.from_settings(settings)
     platform = KubernetesPlatformSettings.from_settings(settings, **options.kubernetes)
-    platform = platform.model_copy(update={"serving_image": image, "serving_port": port})
+    platform = platform.model_copy(update={"serving_port": port})
     node = ServiceNode(name=NODE, model_uri=MODEL_URI, replicas=1)
     deployment: dict[str, Any] = service_deployment(platform, TEAM, WORKFLOW, node, "digits")
     return deployment
@@ -441,7 +452,8 @@ def clean_up(release: str, files: list[Path]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--image", required=True)
+    parser.add_argument("--image", required=True, help="the agent image")
+    parser.add_argument("--serving-image", required=True, help="the serving image")
     parser.add_argument("--helm", required=True)
     options = parser.parse_args()
     release = f"ci-{uuid.uuid4().hex[:6]}"
@@ -454,7 +466,8 @@ def main() -> int:
         NatsServer(config=nats_config(folder, credentials)) as nats_server,
         MlflowServer() as mlflow_server,
     ):
-        docs = render(options.helm, release, options.image, nats_server.url, mlflow_server.url)
+        images = (options.image, options.serving_image)
+        docs = render(options.helm, release, images, nats_server.url, mlflow_server.url)
         config_maps = [d for d in docs if d["kind"] == "ConfigMap"]
         settings_yaml = next(c for c in config_maps if "settings.yaml" in c["data"])
         settings_yaml = settings_yaml["data"]["settings.yaml"]
@@ -465,16 +478,19 @@ def main() -> int:
         rows = register_digits(mlflow_server.url)
         # The model server as the planner on a cluster would make it.
         on_cluster = render(
-            options.helm, release, options.image, nats_server.url, mlflow_server.url,
-            on_cluster=True,
-        )  # fmt: skip
+            options.helm, release, images, nats_server.url, mlflow_server.url, on_cluster=True
+        )
         planner_settings = next(
             d["data"]["settings.yaml"]
             for d in on_cluster
             if d["kind"] == "ConfigMap" and "settings.yaml" in d["data"]
         )
         serving_port = free_port()
-        server = model_server_deployment(planner_settings, options.image, serving_port)
+        server = model_server_deployment(planner_settings, serving_port)
+        # The chart's serving image reaches the planner's model servers.
+        containers = server["spec"]["template"]["spec"]["containers"]
+        served = next(c for c in containers if c["name"] == SERVING_CONTAINER)
+        assert served["image"] == options.serving_image, served
         server_file = Path(folder) / "model-server.yaml"
         deployments = {
             d["metadata"]["labels"]["scanflow.io/agent"]: d

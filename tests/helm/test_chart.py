@@ -349,9 +349,57 @@ def test_a_user_agents_image_and_config(render: Render) -> None:
     assert planner_container["image"] == "registry.example.com/ml/scanflow-agents:0.1.0"
 
 
+def _planner_platform(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    (configmap,) = [
+        d for d in _kind(documents, "ConfigMap") if d["metadata"]["name"].endswith("-settings")
+    ]
+    platform: dict[str, Any] = yaml.safe_load(configmap["data"]["settings.yaml"])["agents"][
+        "planner"
+    ]["kubernetes"]
+    return platform
+
+
+def test_agents_run_the_agent_image_and_the_planners_workloads_the_serving_one(
+    render: Render,
+) -> None:
+    documents = render(VALUE_SETS["application"])
+    platform = _planner_platform(documents)
+    agent, serving = (
+        "ghcr.io/scanflow-agents/scanflow-agents",
+        "ghcr.io/scanflow-agents/scanflow-agents-serving",
+    )
+    assert platform["agent_image"] == f"{agent}:0.1.0"
+    for setting in ("serving_image", "executor_image", "base_image"):
+        assert platform[setting] == f"{serving}:0.1.0", setting
+    images = {c["image"] for spec in _pod_specs(documents) for c in spec["containers"]}
+    assert images == {f"{agent}:0.1.0"}
+
+
+def test_every_image_can_be_pinned_by_digest(render: Render) -> None:
+    digests = {name: "sha256:" + hex(i)[2:] * 64 for i, name in enumerate(
+        ["image", "serving", "executor", "base"], start=10
+    )}  # fmt: skip
+    options = ["--set", f"image.digest={digests['image']}"]
+    for name in ("serving", "executor", "base"):
+        options += ["--set", f"kubernetes.images.{name}.digest={digests[name]}"]
+    # A tag beside a digest is not used: the digest names the content.
+    options += ["--set", "image.tag=latest"]
+    documents = render(VALUE_SETS["application"], *options)
+    platform = _planner_platform(documents)
+    agent = f"ghcr.io/scanflow-agents/scanflow-agents@{digests['image']}"
+    assert platform["agent_image"] == agent
+    for name in ("serving", "executor", "base"):
+        assert platform[f"{name}_image"].endswith(f"-serving@{digests[name]}"), name
+    images = {c["image"] for spec in _pod_specs(documents) for c in spec["containers"]}
+    assert images == {agent}
+
+
 @pytest.mark.parametrize(
     ("option", "complaint"),
     [
+        ("image.digest=sha256:abc", "digest"),
+        ("kubernetes.images.serving.digest=latest", "digest"),
+        ("kubernetes.images.base.repository=", "repository"),
         ("agents.tracker.reference=scanflow_agents.builtin.tracker", "reference"),
         ("agents.tracker.replicas=0", "replicas"),
         ("agents.Bad_Name.enabled=true", "Bad_Name"),

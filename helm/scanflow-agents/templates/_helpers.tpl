@@ -38,8 +38,22 @@ scanflow.io/agent: {{ .name }}
 {{- end -}}
 
 {{/* The chart's image, repository:tag. */}}
+{{/*
+An image reference from {repository, tag, digest}: by digest when one is given
+(the content is pinned, whatever the tag names later), else by tag, the chart's
+appVersion by default. Call with (dict "image" $image "root" $).
+*/}}
+{{- define "scanflow-agents.imageRef" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The agents' image (the Containerfile's `agent` target). */}}
 {{- define "scanflow-agents.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- include "scanflow-agents.imageRef" (dict "image" .Values.image "root" .) -}}
 {{- end -}}
 
 {{/* One agent's values over agentDefaults; call with (dict "root" $ "agent" $agent). */}}
@@ -96,8 +110,12 @@ credentials Secret, and the application file if there is one.
 {{- $config := deepCopy (default (dict) $agent.config) -}}
 {{- if and (eq $name "planner") (eq (default "local" $config.platform) "kubernetes") -}}
 {{- $image := include "scanflow-agents.image" $root -}}
+{{- $images := $root.Values.kubernetes.images -}}
+{{- $serving := include "scanflow-agents.imageRef" (dict "image" $images.serving "root" $root) -}}
+{{- $executor := include "scanflow-agents.imageRef" (dict "image" $images.executor "root" $root) -}}
+{{- $base := include "scanflow-agents.imageRef" (dict "image" $images.base "root" $root) -}}
 {{- $teams := $root.Values.kubernetes.teams -}}
-{{- $platform := dict "namespace_prefix" $root.Values.kubernetes.namespacePrefix "teams" $teams "team" (first $teams) "agent_image" $image "serving_image" $image "executor_image" $image "base_image" $image "argo" $root.Values.kubernetes.argo "argo_executor_service_account" $root.Values.kubernetes.argoExecutorServiceAccount -}}
+{{- $platform := dict "namespace_prefix" $root.Values.kubernetes.namespacePrefix "teams" $teams "team" (first $teams) "agent_image" $image "serving_image" $serving "executor_image" $executor "base_image" $base "argo" $root.Values.kubernetes.argo "argo_executor_service_account" $root.Values.kubernetes.argoExecutorServiceAccount -}}
 {{- if $root.Values.envFromSecret -}}
 {{- $_ := set $platform "env_secret" $root.Values.envFromSecret -}}
 {{- end -}}

@@ -1,6 +1,6 @@
 """Images for nodes and agents, built in the cluster by rootless BuildKit.
 
-Every image starts ``FROM`` the project's image (``base_image``: the
+Every image starts ``FROM`` the project's serving image (``base_image``: the
 framework, the model server and its libraries, a non-root user) and adds the
 node's requirements and scripts; nothing is installed from a package index
 but the node's own requirements.

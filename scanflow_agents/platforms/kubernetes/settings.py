@@ -11,7 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scanflow_agents.settings import Settings
 from scanflow_agents.workflows import Resources
 
-_DEFAULT_IMAGE = "ghcr.io/scanflow-agents/scanflow-agents:0.1.0"
+# The project's two images (the Containerfile's targets): agents need only MLflow's
+# client; model servers, workflow steps and built images need the full stack.
+_AGENT_IMAGE = "ghcr.io/scanflow-agents/scanflow-agents:0.1.0"
+_SERVING_IMAGE = "ghcr.io/scanflow-agents/scanflow-agents-serving:0.1.0"
 
 
 class PodEnv(BaseModel):
@@ -95,13 +98,13 @@ class KubernetesPlatformSettings(BaseModel):
     create_namespaces: bool = Field(default=False, description="Create missing team namespaces.")
 
     serving_image: str = Field(
-        default=_DEFAULT_IMAGE,
+        default=_SERVING_IMAGE,
         description="Image of service nodes that have no image of their own.",
     )
     executor_image: str = Field(
-        default=_DEFAULT_IMAGE, description="Image of executors that need no build."
+        default=_SERVING_IMAGE, description="Image of executors that need no build."
     )
-    agent_image: str = Field(default=_DEFAULT_IMAGE, description="Image agents run in.")
+    agent_image: str = Field(default=_AGENT_IMAGE, description="Image agents run in.")
     image_pull_secrets: tuple[str, ...] = ()
     serving_port: int = Field(default=8080, ge=1, le=65535, description="Model servers' port.")
     env_secret: str | None = Field(
@@ -168,9 +171,9 @@ class KubernetesPlatformSettings(BaseModel):
         "builder, in the build namespace.",
     )
     base_image: str = Field(
-        default=_DEFAULT_IMAGE,
-        description="What built images start FROM: the project's image (the framework, the "
-        "model server and its libraries), plus each node's requirements.",
+        default=_SERVING_IMAGE,
+        description="What built images start FROM: the project's serving image (the "
+        "framework, the model server and its libraries), plus each node's requirements.",
     )
     build_namespace: str | None = Field(
         default=None,
