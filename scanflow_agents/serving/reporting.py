@@ -25,7 +25,7 @@ import orjson
 from scanflow_agents._kit.tasks import guarded, stop
 from scanflow_agents.redaction import redact
 from scanflow_agents.serving.config import ServingConfig
-from scanflow_agents.serving.probing import probe
+from scanflow_agents.serving.probing import ProbeTimeout, probe
 from scanflow_agents.serving.stats import ServingStats
 from scanflow_agents.settings import NatsSettings, Settings
 
@@ -87,6 +87,7 @@ class Reporter:
         self.active = active or (lambda: True)
         self.sequence = 0
         self.probe_ms: float | None = None  # the last probe's median round trip
+        self.probe_timed_out = False  # and if so, probe_ms is only a lower bound
         self._nats: Any = None
         self._mlflow: _MlflowLog | None = None
         self._task: asyncio.Task[None] | None = None
@@ -156,9 +157,13 @@ class Reporter:
         # The replica's own admin port when it has one (the shared port may lead to a
         # sibling): the same listener code, the same event loop as the traffic's.
         port = self.config.admin_port or self.config.port
+        self.probe_timed_out = False
         try:
             self.probe_ms = await probe(self.config.host, port)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+        except ProbeTimeout as exc:
+            # Overloaded: the bound goes into the report, where it breaches the objective.
+            self.probe_ms, self.probe_timed_out = exc.at_least_ms, True
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             logger.debug("model server %s: probe failed: %r", self.config.replica, exc)
             self.probe_ms = None
 
@@ -175,6 +180,8 @@ class Reporter:
         }
         if self.probe_ms is not None:
             payload["probe_ms"] = round(self.probe_ms, 3)
+            if self.probe_timed_out:
+                payload["probe_timed_out"] = True
         if self.config.latency_p95_ms is not None:
             payload["objectives"] = {"latency_p95_ms": self.config.latency_p95_ms}
         # The version behind an alias, for whoever tells models apart (the tracker).

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from scanflow_agents.serving.probing import probe
+from scanflow_agents.serving.config import ServingConfig
+from scanflow_agents.serving.probing import ProbeTimeout, probe
+from scanflow_agents.serving.reporting import Reporter
 from scanflow_agents.serving.server import listen
+from scanflow_agents.serving.stats import ServingStats
 
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 BODY = b'{"ready": true}'
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
 
@@ -61,3 +65,47 @@ async def test_the_probe_sees_the_nagle_floor(nagle_port: int) -> None:
 
 async def test_the_probe_of_the_model_servers_listener_is_fast(served_port: int) -> None:
     assert await probe("127.0.0.1", served_port, count=7) < 10.0
+
+
+def _stalling(answered: int) -> Handler:
+    """A handler that answers the first ``answered`` requests, then reads and never answers."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for _ in range(answered):
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(HEAD % len(BODY) + BODY)
+                await writer.drain()
+            await reader.read()  # the rest waits, as a replica whose loop is saturated
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return handle
+
+
+@pytest.mark.parametrize("answered", [0, 2])
+async def test_a_probe_that_runs_out_of_time_gives_a_lower_bound(answered: int) -> None:
+    server = await asyncio.start_server(_stalling(answered), "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(ProbeTimeout) as raised:
+            await probe("127.0.0.1", port, count=5, timeout=0.3)
+    # Three of five requests unanswered: the median is one of them, so at least
+    # what the pending one had waited, nearly the whole 300 ms.
+    assert 250.0 <= raised.value.at_least_ms <= 1000.0
+
+
+async def test_an_overloaded_replica_reports_its_probe_bound_not_nothing() -> None:
+    server = await asyncio.start_server(_stalling(0), "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        config = ServingConfig(model_uri="models:/m/1", host="127.0.0.1", port=port)
+        reporter = Reporter(config, ServingStats())
+        await reporter._probe()
+        report = await reporter.report()
+    # Two seconds without an answer (the probe's own limit) breach any objective:
+    # the checker adds probe_ms to the handlers' p95.
+    assert report["probe_ms"] >= 1900.0
+    assert report["probe_timed_out"] is True
