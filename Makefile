@@ -35,7 +35,9 @@ $(VENV)/.demo-installed: pyproject.toml $(VENV)/bin/uv
 # without the tests that start servers and agent processes (marked slow, e2e).
 # Four workers on two cores: most tests wait on servers and processes (the
 # figures are in docs/guides/testing.md). The end-to-end loops are CPU-bound:
-# two at a time (with three, one loop's calm phase once found no CPU to scale in).
+# two at a time (with three, one loop's calm phase once found no CPU to scale in),
+# dealt out longest first (tests/conftest.py) rather than stolen from each other's
+# end, which left one worker running a two-minute test alone.
 WORKERS ?= 4
 E2E_WORKERS ?= 2
 PYTEST := $(PY) -m pytest --dist worksteal --durations=15
@@ -46,7 +48,7 @@ test-suite: install
 	$(PYTEST) -n $(WORKERS) -m "not e2e"
 
 test-e2e: install
-	$(PYTEST) -n $(E2E_WORKERS) -m e2e
+	$(PYTEST) -n $(E2E_WORKERS) -m e2e --dist load
 
 test-quick: install
 	$(PYTEST) -n $(WORKERS) -m "not e2e and not slow"

@@ -224,12 +224,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
     # The longest first (end-to-end, then slow, then the rest; in file order within
     # each): xdist's workers then fill the time around them with short tests,
-    # instead of one worker running a two-minute test alone at the end.
-    items.sort(
-        key=lambda item: (
-            0 if item.get_closest_marker("e2e") else 1 if item.get_closest_marker("slow") else 2
-        )
-    )
+    # instead of one worker running a two-minute test alone at the end. The
+    # end-to-end tests that name their length (``e2e(seconds=...)``) go first,
+    # longest first: with `make test-e2e`'s load scheduling the two workers take
+    # them about as the longest-first rule would (an even share of the time).
+    items.sort(key=_weight)
+
+
+def _weight(item: pytest.Item) -> tuple[int, float]:
+    e2e = item.get_closest_marker("e2e")
+    if e2e is not None:
+        return 0, -float(e2e.kwargs.get("seconds", 0))
+    return (1 if item.get_closest_marker("slow") else 2), 0.0
 
 
 FAKE_CLOCK = pytest.StashKey[bool]()

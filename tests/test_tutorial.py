@@ -121,7 +121,7 @@ class Traffic(threading.Thread):
             self.stop.wait(0.2)
 
 
-@pytest.mark.e2e
+@pytest.mark.e2e(seconds=80)
 @pytest.mark.timeout(480)
 def test_the_tutorial_closes_the_loop_around_a_model_of_your_own(folder: Path) -> None:
     log = (folder / "agents.log").open("w")

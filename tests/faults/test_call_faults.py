@@ -8,6 +8,7 @@ processes, including one killed with SIGKILL mid-action.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -189,8 +190,22 @@ async def test_with_two_replicas_a_kill_mid_action_is_in_doubt_on_the_other(
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     with pytest.raises(InDoubt):
-        await client.call("worker", "work", seconds=3, call_id="kill-2", timeout=15)
+        await call_again_until_answered(client, "kill-2", seconds=3)
     assert len(workers.executions("kill-2")) == 1
+
+
+async def call_again_until_answered(client: Client, call_id: str, **params: Any) -> Any:
+    """A call that may first reach a replica just killed, sent again with its id as a client would.
+
+    A request published before the server has read the killed replica's socket
+    close may still be routed to that replica's queue subscription, and is lost
+    (seen on a loaded CI machine: no answer in 15 s). The remedy of any caller
+    is to send the call again with the same id, which can never run it twice.
+    """
+    for _ in range(2):
+        with contextlib.suppress(CallTimeout):
+            return await client.call("worker", "work", call_id=call_id, timeout=5, **params)
+    return await client.call("worker", "work", call_id=call_id, timeout=5, **params)
 
 
 async def test_a_restarted_agent_answers_a_completed_call_without_running_it(

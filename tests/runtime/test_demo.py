@@ -269,7 +269,7 @@ def test_the_log_goes_to_a_file_and_the_terminal_keeps_warnings(tmp_path: Path) 
 # the loop's own reactions (a retraining, replicas starting) are not shortened by
 # --speed; about 100 s on a quiet machine, 215 s on a slow day (the timeout only
 # guards against a hang).
-@pytest.mark.e2e
+@pytest.mark.e2e(seconds=150)
 @pytest.mark.timeout(480)
 async def test_the_demo_closes_the_loop_end_to_end(
     tmp_path: Path, demo_options: Callable[..., DemoOptions]
@@ -325,7 +325,7 @@ async def test_the_demo_closes_the_loop_end_to_end(
 # The drift part only, with the retraining made worse on purpose (20 clean
 # digits, no recent rows): the improver must reject the candidate and keep the
 # version in production. About 70 s.
-@pytest.mark.e2e
+@pytest.mark.e2e(seconds=80)
 @pytest.mark.timeout(480)
 async def test_a_worse_candidate_is_rejected_and_production_stays(
     tmp_path: Path, demo_options: Callable[..., DemoOptions]

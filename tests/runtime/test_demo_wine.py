@@ -61,7 +61,7 @@ def test_the_command_offers_the_examples() -> None:
 
 # The drift part of the wine example with real servers and agents: about 90 s
 # on an idle 2-core machine.
-@pytest.mark.e2e
+@pytest.mark.e2e(seconds=120)
 @pytest.mark.timeout(480)
 async def test_the_loop_closes_on_the_wine_example(
     tmp_path: Path, demo_options: Callable[..., DemoOptions]
@@ -87,7 +87,7 @@ async def test_the_loop_closes_on_the_wine_example(
 
 # The same, with the retraining made worse on purpose (two shallow trees on 50 rows,
 # no recent rows): the improver refuses the candidate and production stays.
-@pytest.mark.e2e
+@pytest.mark.e2e(seconds=85)
 @pytest.mark.timeout(480)
 async def test_a_worse_wine_candidate_is_refused(
     tmp_path: Path, demo_options: Callable[..., DemoOptions]
