@@ -36,6 +36,13 @@ LEADER_WAIT = 10.0
 # connection's server (a cluster spreads them in milliseconds).
 INTEREST_GRACE = 0.5
 _ERRORS = (nats.errors.Error, nats.js.errors.Error, OSError)
+# Seconds JetStream's API may stay silent while a stream is made at start (a meta
+# leader being elected, a server starved of CPU on a busy machine: seen in CI with a
+# cluster just started) before it is a start-up error.
+API_WAIT = 20.0
+# Only silence: a server without JetStream answers at once (503 through nats-py),
+# and stays an error at once.
+_SILENT = (nats.errors.TimeoutError,)
 
 
 def replica_error(what: str, replicas: int, exc: BaseException) -> TransportError:
@@ -63,6 +70,21 @@ async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> api.S
     """
     what = f"stream {config.name!r}"
     replicas = config.num_replicas or 1
+    deadline = time.monotonic() + API_WAIT
+    while True:
+        try:
+            return await _ensure_stream(js, config, what, replicas)
+        except _SILENT as exc:
+            # Asking again is safe: the same configuration makes the stream once.
+            if time.monotonic() > deadline:
+                raise replica_error(what, replicas, exc) from exc
+            logger.warning("%s: JetStream did not answer (%r); asking again", what, exc)
+            await asyncio.sleep(0.5)
+
+
+async def _ensure_stream(
+    js: JetStreamContext, config: api.StreamConfig, what: str, replicas: int
+) -> api.StreamInfo:
     try:
         try:
             await js.add_stream(config)
@@ -80,6 +102,8 @@ async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> api.S
                 )
             await js.update_stream(config)
         return await led(js, str(config.name))
+    except _SILENT:
+        raise
     except _ERRORS as exc:
         raise replica_error(what, replicas, exc) from exc
 
