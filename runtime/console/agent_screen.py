@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from scanflow_agents.runtime.commanding import ago, clock, duration, shorten
 from scanflow_agents.runtime.console.help_screen import HELP, PROMPT, QUIT
 from scanflow_agents.runtime.console.tables import PlainTable
-from scanflow_agents.runtime.console.widgets import CommandPrompt
+from scanflow_agents.runtime.console.widgets import CommandPrompt, drawn_while_shown
 from scanflow_agents.runtime.inspecting import limits
 from textual import work
 from textual.app import ComposeResult
@@ -97,6 +97,7 @@ class AgentScreen(Screen[None]):
             return
         self._fill(described, decisions)
 
+    @drawn_while_shown
     def _fill(self, described: Description, decisions: list[dict[str, Any]]) -> None:
         cursors = {t.id: t.cursor_row for t in self.query(DataTable)}
         self._fill_tables(described, decisions)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from scanflow_agents.runtime.console.help_screen import HELP, QUIT
-from scanflow_agents.runtime.console.widgets import ApprovalsTable
+from scanflow_agents.runtime.console.widgets import ApprovalsTable, drawn_while_shown
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -96,12 +96,19 @@ class ApprovalsScreen(Screen[None]):
                 unreadable=unreadable.append
             )
         except Exception as exc:
-            self.show_output(f"cannot list approvals: {exc}", error=True)
-            self._failed = True
+            self._fail(f"cannot list approvals: {exc}")
             return
-        if unreadable:
-            self.show_output(f"skipped: {unreadable[0].message}", error=True)
-            self._failed = True
+        self._show(unreadable[0].message if unreadable else None)
+
+    @drawn_while_shown
+    def _fail(self, message: str) -> None:
+        self.show_output(message, error=True)
+        self._failed = True
+
+    @drawn_while_shown
+    def _show(self, skipped: str | None) -> None:
+        if skipped is not None:
+            self._fail(f"skipped: {skipped}")
         elif self._failed:  # the error above is over: do not leave it on screen
             self._failed = False
             self.show_output("")

@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from scanflow_agents.runtime.console.help_screen import HELP, QUIT
-from scanflow_agents.runtime.console.widgets import ChainTable
+from scanflow_agents.runtime.console.widgets import ChainTable, drawn_while_shown
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -60,7 +60,14 @@ class ChainScreen(Screen[None]):
             chain = await client.history(correlation_id=self.correlation_id, kinds=None)
             self.records = redaction.mask(chain)
         except Exception as exc:
-            self.query_one("#record", Static).update(f"cannot read the chain: {exc}")
+            self._fill(f"cannot read the chain: {exc}")
+            return
+        self._fill(None)
+
+    @drawn_while_shown
+    def _fill(self, problem: str | None) -> None:
+        if problem is not None:
+            self.query_one("#record", Static).update(problem)
             return
         self.query_one(ChainTable).show(self.records)
         title = f"chain {self.correlation_id}  ·  {len(self.records)} record(s)"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 from scanflow_agents.runtime.commanding import duration
 from scanflow_agents.runtime.console.commands import TypedHistory, candidates, complete
@@ -15,6 +17,7 @@ from scanflow_agents.runtime.console.tables import (
 )
 from scanflow_agents.runtime.feeds import EventFilter
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.suggester import Suggester
 from textual.widgets import Input
 
@@ -22,6 +25,28 @@ if TYPE_CHECKING:
     from scanflow_agents.runtime.console.link import AgentRow
 
     from scanflow_agents.messages import Description, PendingApproval
+
+
+P = ParamSpec("P")
+
+
+def drawn_while_shown(draw: Callable[P, None]) -> Callable[P, None]:
+    """A view's drawing of what its worker read, skipped once the view's widgets are gone.
+
+    A worker reads over NATS, then draws. The console quitting in between removes
+    the view's widgets before it cancels the worker (Esc cancels it first): the
+    drawing then finds nothing to draw into, which is no error (it ended the
+    console with a traceback instead of cleanly).
+    """
+
+    @functools.wraps(draw)
+    def drawn(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            draw(*args, **kwargs)
+        except NoMatches:
+            return
+
+    return drawn
 
 
 class CommandSuggester(Suggester):

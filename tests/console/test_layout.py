@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from pathlib import Path
 from typing import Any
 
 import pytest
 from rich.style import Style
 from scanflow_agents.runtime.console.app import ConsoleApp
+from scanflow_agents.runtime.console.main_screen import MainScreen
 from scanflow_agents.runtime.console.widgets import AgentsTable, EventsTable
 from scanflow_agents.runtime.inspecting import describe_text
 from textual.app import App, ComposeResult
@@ -149,3 +152,39 @@ async def test_the_tail_keeps_the_selected_event_when_its_rows_are_added_again()
         selected = table.selected()
         assert selected is not None
         assert selected["id"] == "e6"
+
+
+@pytest.mark.parametrize("view", ["describe scaler", "approvals", "chain"])
+async def test_a_console_quit_while_a_view_reads_ends_cleanly(
+    agents: AgentHarness, nats_url: str, tmp_path: Path, view: str
+) -> None:
+    # A view's reload reads over NATS, then draws. Quitting in between removes the
+    # view's widgets first: seen in CI, the agent view's worker then failed on its
+    # missing '#status' and the console ended with that error, not cleanly.
+    if view == "chain":
+        observed = await eventually_observed(agents)
+        view = f"chain {observed['correlation_id']}"
+    for _ in range(3):
+        app = console_app(agents, nats_url, tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await listed_agents(app, 2)
+            await type_line(pilot, view)
+            await eventually(functools.partial(_left_main_screen, app), timeout=10)
+            for _ in range(5):
+                app.screen.action_reload()  # type: ignore[attr-defined]
+        # Leaving run_test shut the console down with the reads in flight; it
+        # raises what a worker raised then.
+        assert app.return_code in (None, 0)
+
+
+def _left_main_screen(app: ConsoleApp) -> bool:
+    return not isinstance(app.screen, MainScreen)
+
+
+async def eventually_observed(agents: AgentHarness) -> dict[str, Any]:
+    """One of the scaler's observations (it observes every second)."""
+    while True:
+        observed = await agents.client.history(agent="scaler", kinds=["observation"])
+        if observed:
+            return observed[-1]
+        await asyncio.sleep(0.2)
